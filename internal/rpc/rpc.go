@@ -1,0 +1,179 @@
+// Package rpc holds what every goray gRPC server and client shares: the
+// cluster token and its interceptors, message size bounds and keepalives.
+package rpc
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// MaxMessageSize bounds every gRPC message goray sends or accepts. Values above
+// the inline limit travel through the object store in chunks, never whole.
+const MaxMessageSize = 16 << 20
+
+// tokenKey is the metadata key that carries the cluster token.
+const tokenKey = "authorization"
+
+const bearer = "Bearer "
+
+// GenerateToken makes a fresh random cluster token.
+func GenerateToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate cluster token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// WriteTokenFile writes token to path with mode 0600, creating its directory
+// with mode 0700.
+func WriteTokenFile(path, token string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write cluster token: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write cluster token: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fmt.Errorf("write cluster token: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write cluster token: %w", err)
+	}
+	return nil
+}
+
+// ReadTokenFile reads a token written by WriteTokenFile.
+func ReadTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read cluster token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("read cluster token: %s is empty", path)
+	}
+	return tok, nil
+}
+
+// DefaultTokenPath is where `raylet --head` listening on addr writes its token
+// unless told otherwise, and where drivers on the same machine look for it.
+func DefaultTokenPath(addr string) string {
+	name := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_").Replace(addr)
+	return filepath.Join(RuntimeDir(), "tokens", name+".token")
+}
+
+// RuntimeDir is the per-user directory for goray's local files.
+func RuntimeDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("goray-%d", os.Getuid()))
+}
+
+// ServerOptions are the options of every goray gRPC server. With a non-empty
+// token every RPC must carry it, or it fails with UNAUTHENTICATED.
+func ServerOptions(token string) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+	}
+	if token != "" {
+		opts = append(opts,
+			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if err := checkToken(ctx, token); err != nil {
+					return nil, err
+				}
+				return h(ctx, req)
+			}),
+			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				if err := checkToken(ss.Context(), token); err != nil {
+					return err
+				}
+				return h(srv, ss)
+			}),
+		)
+	}
+	return opts
+}
+
+func checkToken(ctx context.Context, token string) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(tokenKey)
+	if len(vals) == 0 {
+		return status.Error(codes.Unauthenticated, "missing cluster token: set GORAY_TOKEN or GORAY_TOKEN_FILE to the token the head wrote")
+	}
+	got := strings.TrimPrefix(vals[0], bearer)
+	if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		return status.Error(codes.Unauthenticated, "wrong cluster token: use the token file written by `raylet --head`")
+	}
+	return nil
+}
+
+type tokenCreds string
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{tokenKey: bearer + string(t)}, nil
+}
+
+func (tokenCreds) RequireTransportSecurity() bool { return false }
+
+// DialOptions are the options of every goray gRPC client; a non-empty token is
+// sent with every RPC.
+func DialOptions(token string) []grpc.DialOption {
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(token)))
+	}
+	return opts
+}
+
+// Dial opens a client connection to addr. It does not wait for the peer.
+func Dial(addr, token string) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, DialOptions(token)...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return cc, nil
+}
+
+// IsLoopback reports whether the host of a listen address is a loopback one.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CheckListen refuses a non-loopback listen address when auth is off.
+func CheckListen(addr string, authEnabled bool) error {
+	if !authEnabled && !IsLoopback(addr) {
+		return errors.New("refusing to listen on non-loopback address " + addr + " without auth: drop --no-auth, or listen on 127.0.0.1")
+	}
+	return nil
+}
