@@ -1,0 +1,236 @@
+// Package actor runs stateful actors: values of your types that live in
+// worker processes and serve method calls one at a time, in the order each
+// caller made them.
+//
+// Register the type and its methods at package level under stable names:
+//
+//	type Counter struct{ n int }
+//
+//	func (c *Counter) Add(ctx context.Context, d int) (int, error) { c.n += d; return c.n, nil }
+//
+//	var (
+//		CounterType = actor.Register("counter", func() *Counter { return &Counter{} })
+//		CounterAdd  = actor.Method1(CounterType, "add", (*Counter).Add)
+//	)
+//
+// then spawn and call:
+//
+//	h, err := actor.Spawn(ctx, CounterType)
+//	ref := CounterAdd.Remote(ctx, h, objectstore.Val(5)) // objectstore.Ref[int]
+//	n, err := ref.Get(ctx)
+//
+// Actors are goroutines with mailboxes inside worker processes, so a node
+// holds very many of them. Calls go straight from caller to the hosting
+// worker; the head only places actors and finds them by name.
+package actor
+
+import (
+	"context"
+	"reflect"
+
+	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/objectstore"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// Type is a registered actor type.
+type Type[T any] struct{ t *core.ActorType }
+
+// Register registers actor type T under name; newFn makes each new actor.
+// Call it at package level (before runtime.Init): worker processes find the
+// type by name in the same program.
+func Register[T any](name string, newFn func() *T) Type[T] {
+	return Type[T]{core.RegisterActorType(name, func() any { return newFn() })}
+}
+
+// Name is the registered name.
+func (t Type[T]) Name() string { return t.t.Name }
+
+// Handle is a reference to a live actor of type T.
+type Handle[T any] struct{ h *core.ActorHandle }
+
+// ID is the actor's ID in hex.
+func (h Handle[T]) ID() string {
+	if h.h == nil {
+		return ""
+	}
+	return h.h.ID.String()
+}
+
+// Option configures Spawn and Get.
+type Option func(*core.ActorOptions)
+
+// WithName names the actor, unique within its namespace, so others can find
+// it with Get. Default: unnamed.
+func WithName(name string) Option { return func(o *core.ActorOptions) { o.Name = name } }
+
+// WithNamespace sets the namespace of the actor's name. Default: the driver's
+// (runtime.WithNamespace, "default" unless set).
+func WithNamespace(ns string) Option { return func(o *core.ActorOptions) { o.Namespace = ns } }
+
+// WithResources sets the resources the actor holds while it lives, e.g.
+// {"CPU": 1, "gpu": 1}, and so which nodes can host it. Default: it needs a
+// node with 1 CPU and holds nothing (Ray's default).
+func WithResources(r map[string]float64) Option {
+	return func(o *core.ActorOptions) { o.Resources = r }
+}
+
+// WithMaxConcurrency lets up to n calls run at once (still started in
+// order). Default 1.
+func WithMaxConcurrency(n int) Option { return func(o *core.ActorOptions) { o.MaxConcurrency = n } }
+
+func options(opts []Option) core.ActorOptions {
+	var o core.ActorOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// Spawn creates an actor of type t on a node that fits it and returns when
+// it runs.
+func Spawn[T any](ctx context.Context, t Type[T], opts ...Option) (Handle[T], error) {
+	h, err := spawn(ctx, t.t.Name, opts)
+	return Handle[T]{h}, err
+}
+
+// SpawnName creates an actor of the type registered under typeName. An
+// unregistered name fails with runtime.ErrNotFound.
+func SpawnName(ctx context.Context, typeName string, opts ...Option) (Handle[any], error) {
+	h, err := spawn(ctx, typeName, opts)
+	return Handle[any]{h}, err
+}
+
+func spawn(ctx context.Context, typeName string, opts []Option) (*core.ActorHandle, error) {
+	c, err := core.Current()
+	if err != nil {
+		return nil, err
+	}
+	return c.CreateActor(ctx, typeName, options(opts))
+}
+
+// Get finds the live actor named name (in the namespace of WithNamespace, or
+// the driver's). It fails with runtime.ErrNotFound when there is none.
+func Get[T any](ctx context.Context, t Type[T], name string, opts ...Option) (Handle[T], error) {
+	c, err := core.Current()
+	if err != nil {
+		return Handle[T]{}, err
+	}
+	o := options(opts)
+	h, err := c.GetActor(ctx, name, o.Namespace)
+	return Handle[T]{h}, err
+}
+
+// Kill stops the actor. Calls still queued, and calls made after, fail with
+// runtime.ErrActorDied.
+func Kill[T any](ctx context.Context, h Handle[T]) error {
+	c, err := core.Current()
+	if err != nil {
+		return err
+	}
+	return c.KillActor(ctx, h.h)
+}
+
+func call[R, T any](ctx context.Context, h Handle[T], method string, args ...core.AnyArg) objectstore.Ref[R] {
+	c, err := core.Current()
+	if err != nil {
+		return core.ErrRef[R](err)
+	}
+	wire := make([]*pb.Arg, len(args))
+	for i, a := range args {
+		if wire[i], err = a.GorayArg(ctx, c); err != nil {
+			return core.MakeRef[R](c.FailedRef(err))
+		}
+	}
+	return core.MakeRef[R](c.CallActor(ctx, h.h, method, wire))
+}
+
+// CallName calls the method registered under method with untyped arguments
+// (plain values, objectstore.Val values or refs). An unknown method, or
+// arguments of the wrong number or type, fail the returned ref with
+// runtime.ErrNotFound or runtime.ErrInvalidArgument.
+func CallName[R, T any](ctx context.Context, h Handle[T], method string, args ...any) objectstore.Ref[R] {
+	c, err := core.Current()
+	if err != nil {
+		return core.ErrRef[R](err)
+	}
+	wire, err := c.BuildArgs(ctx, args...)
+	if err != nil {
+		return core.MakeRef[R](c.FailedRef(err))
+	}
+	return core.MakeRef[R](c.CallActor(ctx, h.h, method, wire))
+}
+
+func as[T any](v any) T {
+	t, _ := v.(T)
+	return t
+}
+
+func typesOf(ts ...reflect.Type) []reflect.Type { return ts }
+
+// Caller0 is a registered method of no arguments.
+type Caller0[T, R any] struct{ name string }
+
+// Method0 registers method m of t under name.
+func Method0[T, R any](t Type[T], name string, m func(*T, context.Context) (R, error)) Caller0[T, R] {
+	t.t.RegisterMethod(&core.Method{Name: name, Call: func(ctx context.Context, recv any, _ []any) (any, error) {
+		return m(recv.(*T), ctx)
+	}})
+	return Caller0[T, R]{name}
+}
+
+// Remote calls the method on the actor and returns the ref of its result.
+func (m Caller0[T, R]) Remote(ctx context.Context, h Handle[T]) objectstore.Ref[R] {
+	return call[R](ctx, h, m.name)
+}
+
+// Caller1 is a registered method of one argument.
+type Caller1[T, A, R any] struct{ name string }
+
+// Method1 registers method m of t under name.
+func Method1[T, A, R any](t Type[T], name string, m func(*T, context.Context, A) (R, error)) Caller1[T, A, R] {
+	t.t.RegisterMethod(&core.Method{Name: name, ArgTypes: typesOf(reflect.TypeFor[A]()),
+		Call: func(ctx context.Context, recv any, a []any) (any, error) {
+			return m(recv.(*T), ctx, as[A](a[0]))
+		}})
+	return Caller1[T, A, R]{name}
+}
+
+// Remote calls the method on the actor and returns the ref of its result.
+func (m Caller1[T, A, R]) Remote(ctx context.Context, h Handle[T], a objectstore.Arg[A]) objectstore.Ref[R] {
+	return call[R](ctx, h, m.name, a)
+}
+
+// Caller2 is a registered method of two arguments.
+type Caller2[T, A, B, R any] struct{ name string }
+
+// Method2 registers method m of t under name.
+func Method2[T, A, B, R any](t Type[T], name string, m func(*T, context.Context, A, B) (R, error)) Caller2[T, A, B, R] {
+	t.t.RegisterMethod(&core.Method{Name: name, ArgTypes: typesOf(reflect.TypeFor[A](), reflect.TypeFor[B]()),
+		Call: func(ctx context.Context, recv any, a []any) (any, error) {
+			return m(recv.(*T), ctx, as[A](a[0]), as[B](a[1]))
+		}})
+	return Caller2[T, A, B, R]{name}
+}
+
+// Remote calls the method on the actor and returns the ref of its result.
+func (m Caller2[T, A, B, R]) Remote(ctx context.Context, h Handle[T], a objectstore.Arg[A], b objectstore.Arg[B]) objectstore.Ref[R] {
+	return call[R](ctx, h, m.name, a, b)
+}
+
+// Caller3 is a registered method of three arguments.
+type Caller3[T, A, B, C, R any] struct{ name string }
+
+// Method3 registers method m of t under name.
+func Method3[T, A, B, C, R any](t Type[T], name string, m func(*T, context.Context, A, B, C) (R, error)) Caller3[T, A, B, C, R] {
+	t.t.RegisterMethod(&core.Method{Name: name, ArgTypes: typesOf(reflect.TypeFor[A](), reflect.TypeFor[B](), reflect.TypeFor[C]()),
+		Call: func(ctx context.Context, recv any, a []any) (any, error) {
+			return m(recv.(*T), ctx, as[A](a[0]), as[B](a[1]), as[C](a[2]))
+		}})
+	return Caller3[T, A, B, C, R]{name}
+}
+
+// Remote calls the method on the actor and returns the ref of its result.
+func (m Caller3[T, A, B, C, R]) Remote(ctx context.Context, h Handle[T], a objectstore.Arg[A], b objectstore.Arg[B], c objectstore.Arg[C]) objectstore.Ref[R] {
+	return call[R](ctx, h, m.name, a, b, c)
+}

@@ -1,0 +1,464 @@
+// Package core is goray's in-process core worker (Ray's core_worker): the part
+// of every driver and worker process that owns objects, submits tasks over
+// leased workers, calls actors directly, and — in a worker — executes tasks
+// and hosts actors. The public SDK packages (runtime, actor, task,
+// objectstore) are façades over it.
+package core
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/workerenv"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime/raylet"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// InlineLimit is the size below which a value travels inline and lives in its
+// owner's memory; larger values go to the node's object store.
+const InlineLimit = 100 << 10
+
+// connectTimeout bounds how long Init waits for a cluster to answer.
+const connectTimeout = 5 * time.Second
+
+// Options configure a driver.
+type Options struct {
+	// Address of a raylet (usually the head's) to connect to. Empty: use
+	// GORAY_ADDRESS, and with neither start an embedded cluster in-process.
+	Address string
+	// Token is the cluster token. Empty: GORAY_TOKEN, GORAY_TOKEN_FILE, then
+	// the token file `raylet --head` wrote on this machine for Address.
+	Token string
+	// Namespace for named actors; default "default".
+	Namespace string
+	// Resources of the embedded node; default: this machine's.
+	Resources map[string]float64
+	Logger    *slog.Logger
+}
+
+// Core is one process's core worker.
+type Core struct {
+	worker    bool
+	log       *slog.Logger
+	jobID     ids.JobID
+	workerID  ids.WorkerID
+	nodeID    ids.NodeID
+	token     string
+	namespace string
+	headAddr  string
+	raylet    string // local raylet address
+	storeDir  string
+	addr      string // this process's WorkerService address
+
+	srv    *grpc.Server
+	head   pb.SchedulerServiceClient
+	node   pb.NodeServiceClient
+	conns  connPool
+	objs   *objectTable
+	execs  execPool
+	tasks  *taskScheduler
+	host   *actorHost
+	putMu  sync.Mutex
+	putTID ids.TaskID
+	putIdx uint32
+
+	ctx      context.Context // cancelled by Shutdown
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	embedded *raylet.Raylet
+	closed   atomic.Bool
+}
+
+var current atomic.Pointer[Core]
+
+// ErrNotInitialized is returned by every call made before runtime.Init.
+var ErrNotInitialized = errors.New("goray is not initialised: call runtime.Init(ctx) first")
+
+// Current is the process's core, set by InitDriver or RunWorker.
+func Current() (*Core, error) {
+	c := current.Load()
+	if c == nil {
+		return nil, ErrNotInitialized
+	}
+	return c, nil
+}
+
+func newCore(log *slog.Logger, token string) *Core {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Core{log: log, token: token, ctx: ctx, cancel: cancel, workerID: ids.NewWorkerID()}
+	c.conns.token = token
+	c.objs = newObjectTable()
+	c.execs.c = c
+	c.tasks = newTaskScheduler(c)
+	c.host = newActorHost(c)
+	return c
+}
+
+// listen starts this process's WorkerService on host.
+func (c *Core) listen(host string) error {
+	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return fmt.Errorf("listen for worker service: %w", err)
+	}
+	c.addr = lis.Addr().String()
+	c.srv = grpc.NewServer(rpc.ServerOptions(c.token)...)
+	pb.RegisterWorkerServiceServer(c.srv, &workerServer{c: c})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_ = c.srv.Serve(lis)
+	}()
+	return nil
+}
+
+func resolveToken(opt, addr string) string {
+	if opt != "" {
+		return opt
+	}
+	if t := os.Getenv("GORAY_TOKEN"); t != "" {
+		return t
+	}
+	if f := os.Getenv("GORAY_TOKEN_FILE"); f != "" {
+		if t, err := rpc.ReadTokenFile(f); err == nil {
+			return t
+		}
+	}
+	if t, err := rpc.ReadTokenFile(rpc.DefaultTokenPath(addr)); err == nil {
+		return t
+	}
+	return ""
+}
+
+// InitDriver connects this process to a cluster as a driver, or starts an
+// embedded one, registers the job and its binary, and makes the core current.
+func InitDriver(ctx context.Context, opts Options) (*Core, error) {
+	if current.Load() != nil {
+		return nil, errors.New("goray is already initialised: call runtime.Shutdown before Init again")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	addr := opts.Address
+	if addr == "" {
+		addr = os.Getenv("GORAY_ADDRESS")
+	}
+	var emb *raylet.Raylet
+	token := ""
+	if addr == "" {
+		var err error
+		emb, err = raylet.Start(ctx, raylet.Config{Head: true, Resources: opts.Resources, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("start embedded cluster: %w", err)
+		}
+		addr, token = emb.Address(), emb.Token()
+	} else {
+		token = resolveToken(opts.Token, addr)
+	}
+	c := newCore(log, token)
+	c.embedded = emb
+	c.namespace = opts.Namespace
+	if c.namespace == "" {
+		c.namespace = "default"
+	}
+	if err := c.connectDriver(ctx, addr); err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	current.Store(c)
+	return c, nil
+}
+
+func (c *Core) connectDriver(ctx context.Context, addr string) error {
+	c.raylet = addr
+	cc, err := c.conns.get(addr)
+	if err != nil {
+		return err
+	}
+	c.node = pb.NewNodeServiceClient(cc)
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	info, err := c.node.GetNodeInfo(cctx, &pb.GetNodeInfoRequest{})
+	cancel()
+	if err != nil {
+		switch status.Code(err) {
+		case codes.Unauthenticated:
+			return fmt.Errorf("the goray cluster at %s rejected this driver's token (%s): set GORAY_TOKEN or GORAY_TOKEN_FILE to the token file `raylet --head` wrote", addr, status.Convert(err).Message())
+		default:
+			return fmt.Errorf("no goray raylet answers at %s (%v): start one with `raylet --head`, or unset GORAY_ADDRESS to run an embedded cluster", addr, status.Convert(err).Message())
+		}
+	}
+	if c.nodeID, err = ids.ParseNodeID(info.GetNodeId()); err != nil {
+		return fmt.Errorf("raylet at %s: %w", addr, err)
+	}
+	c.headAddr, c.storeDir = info.GetHeadAddress(), info.GetStoreDir()
+	hc, err := c.conns.get(c.headAddr)
+	if err != nil {
+		return err
+	}
+	c.head = pb.NewSchedulerServiceClient(hc)
+	if err := c.listen(localHostFor(addr)); err != nil {
+		return err
+	}
+	if err := c.registerJob(ctx); err != nil {
+		return err
+	}
+	// The job lives as long as this stream: when the driver exits, even by
+	// SIGKILL, the head finishes the job and the raylets stop its workers.
+	alive, err := c.head.KeepJobAlive(c.ctx, &pb.KeepJobAliveRequest{JobId: c.jobID[:]})
+	if err != nil {
+		return fmt.Errorf("keep job alive: %w", err)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			if _, err := alive.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	c.putTID = ids.NewTaskID(c.jobID)
+	return nil
+}
+
+// localHostFor is the host this process should listen on so that the cluster
+// at addr can reach it: loopback for a loopback cluster, otherwise the local
+// address the kernel would route to addr from.
+func localHostFor(addr string) string {
+	if rpc.IsLoopback(addr) {
+		return "127.0.0.1"
+	}
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer conn.Close()
+	host, _, _ := net.SplitHostPort(conn.LocalAddr().String())
+	return host
+}
+
+func (c *Core) registerJob(ctx context.Context) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program's binary (workers run it): %w", err)
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return fmt.Errorf("read this program's binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return fmt.Errorf("hash this program's binary: %w", err)
+	}
+	sum := h.Sum(nil)
+	resp, err := c.head.RegisterJob(ctx, &pb.RegisterJobRequest{
+		BinarySha256: sum, BinarySize: uint64(size), DriverAddress: c.addr,
+		Namespace: c.namespace, Entrypoint: filepath.Base(exe),
+	})
+	if err != nil {
+		return fmt.Errorf("register job with the head at %s: %w", c.headAddr, errs.FromStatus(err))
+	}
+	if c.jobID, err = ids.ParseJobID(resp.GetJobId()); err != nil {
+		return fmt.Errorf("register job: %w", err)
+	}
+	if resp.GetBinaryPresent() {
+		return nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	up, err := c.head.UploadJobBinary(ctx)
+	if err != nil {
+		return fmt.Errorf("upload job binary: %w", err)
+	}
+	if err := up.Send(&pb.UploadJobBinaryRequest{BinarySha256: sum, Size: uint64(size)}); err != nil {
+		return fmt.Errorf("upload job binary: %w", err)
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if err := up.Send(&pb.UploadJobBinaryRequest{Chunk: buf[:n]}); err != nil {
+				break // the real error comes from CloseAndRecv
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("read this program's binary: %w", rerr)
+		}
+	}
+	if _, err := up.CloseAndRecv(); err != nil {
+		return fmt.Errorf("upload job binary: %w", errs.FromStatus(err))
+	}
+	return nil
+}
+
+// RunWorker serves as a worker process started by a raylet and exits the
+// process when the raylet closes the registration stream. It never returns.
+func RunWorker() {
+	env, err := workerenv.Read()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "goray worker:", err)
+		os.Exit(2)
+	}
+	log := slog.Default()
+	c := newCore(log, env.Token)
+	c.worker = true
+	c.raylet, c.headAddr, c.storeDir = env.RayletAddress, env.HeadAddress, env.StoreDir
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "goray worker:", err)
+		os.Exit(2)
+	}
+	if c.jobID, err = parseHex(env.JobID, ids.ParseJobID); err != nil {
+		fail(err)
+	}
+	if c.workerID, err = parseHex(env.WorkerID, ids.ParseWorkerID); err != nil {
+		fail(err)
+	}
+	if c.nodeID, err = parseHex(env.NodeID, ids.ParseNodeID); err != nil {
+		fail(err)
+	}
+	c.putTID = ids.NewTaskID(c.jobID)
+	rc, err := c.conns.get(c.raylet)
+	if err != nil {
+		fail(err)
+	}
+	c.node = pb.NewNodeServiceClient(rc)
+	if c.headAddr != "" {
+		hc, err := c.conns.get(c.headAddr)
+		if err != nil {
+			fail(err)
+		}
+		c.head = pb.NewSchedulerServiceClient(hc)
+	}
+	if err := c.listen(env.ListenHost); err != nil {
+		fail(err)
+	}
+	reg, err := c.node.RegisterWorker(c.ctx, &pb.RegisterWorkerRequest{WorkerId: c.workerID[:], Address: c.addr, Pid: int32(os.Getpid())})
+	if err != nil {
+		fail(fmt.Errorf("register with raylet %s: %w", c.raylet, err))
+	}
+	if _, err := reg.Recv(); err != nil {
+		fail(fmt.Errorf("register with raylet %s: %w", c.raylet, err))
+	}
+	current.Store(c)
+	for {
+		if _, err := reg.Recv(); err != nil {
+			break // the raylet is gone or let us go: a worker never outlives it
+		}
+	}
+	os.Exit(0)
+}
+
+func parseHex[T any](s string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return zero, fmt.Errorf("malformed ID %q in worker environment: %w", s, err)
+	}
+	return parse(b)
+}
+
+// Shutdown finishes the job and releases everything the core holds.
+func (c *Core) Shutdown() {
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
+	current.CompareAndSwap(c, nil)
+	if c.head != nil && c.jobID != (ids.JobID{}) && !c.worker {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = c.head.FinishJob(ctx, &pb.FinishJobRequest{JobId: c.jobID[:]})
+		cancel()
+	}
+	c.shutdown()
+}
+
+func (c *Core) shutdown() {
+	c.cancel()
+	c.tasks.close()
+	c.host.close()
+	c.execs.closeAll()
+	if c.srv != nil {
+		stopped := make(chan struct{})
+		go func() { c.srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+			c.srv.Stop()
+		}
+	}
+	c.wg.Wait()
+	c.conns.closeAll()
+	if c.embedded != nil {
+		c.embedded.Stop()
+	}
+}
+
+// JobID is the job this process belongs to.
+func (c *Core) JobID() ids.JobID { return c.jobID }
+
+// NodeID is the node this process runs on.
+func (c *Core) NodeID() ids.NodeID { return c.nodeID }
+
+// Namespace is the driver's namespace for named actors.
+func (c *Core) Namespace() string { return c.namespace }
+
+// Address is this process's WorkerService address.
+func (c *Core) Address() string { return c.addr }
+
+// Head is the head's client.
+func (c *Core) Head() pb.SchedulerServiceClient { return c.head }
+
+// connPool caches one client connection per address.
+type connPool struct {
+	token string
+	mu    sync.Mutex
+	m     map[string]*grpc.ClientConn
+}
+
+func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cc, ok := p.m[addr]; ok {
+		return cc, nil
+	}
+	cc, err := rpc.Dial(addr, p.token)
+	if err != nil {
+		return nil, err
+	}
+	if p.m == nil {
+		p.m = map[string]*grpc.ClientConn{}
+	}
+	p.m[addr] = cc
+	return cc, nil
+}
+
+func (p *connPool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, cc := range p.m {
+		cc.Close()
+		delete(p.m, a)
+	}
+}

@@ -1,0 +1,191 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// call is one actor call waiting in a mailbox.
+type call struct {
+	ctx   context.Context
+	id    uint64
+	spec  *pb.TaskSpec
+	reply func(*pb.ExecuteResponse)
+}
+
+// actorInstance is one actor: a value and a goroutine that serves its
+// mailbox in arrival order.
+type actorInstance struct {
+	id      ids.ActorID
+	typ     *ActorType
+	obj     any
+	maxConc int
+
+	mu     sync.Mutex
+	queue  []*call
+	wake   chan struct{}
+	killed bool
+}
+
+type actorHost struct {
+	c      *Core
+	mu     sync.Mutex
+	actors map[ids.ActorID]*actorInstance
+	wg     sync.WaitGroup
+	closed bool
+}
+
+func newActorHost(c *Core) *actorHost {
+	return &actorHost{c: c, actors: map[ids.ActorID]*actorInstance{}}
+}
+
+func (h *actorHost) create(spec *pb.ActorSpec) error {
+	id, err := ids.ParseActorID(spec.GetActorId())
+	if err != nil {
+		return errs.New(errs.KindInvalidArgument, "", "%v", err)
+	}
+	typ, ok := LookupActorType(spec.GetTypeName())
+	if !ok {
+		return errs.New(errs.KindNotFound, spec.GetTypeName(), "actor type %q is not registered in the job's program: register it with actor.Register at package level, before runtime.Init", spec.GetTypeName())
+	}
+	var obj any
+	if err := invoke(spec.GetTypeName()+" constructor", func() (any, error) { obj = typ.New(); return nil, nil }); err != nil {
+		return err
+	}
+	a := &actorInstance{id: id, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1), wake: make(chan struct{}, 1)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return errs.New(errs.KindActorDied, spec.GetTypeName(), "the worker is shutting down")
+	}
+	if _, dup := h.actors[id]; dup {
+		return nil // a retried create: the actor already runs
+	}
+	h.actors[id] = a
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.serve(a)
+	}()
+	return nil
+}
+
+func (h *actorHost) enqueue(id ids.ActorID, cl *call) error {
+	h.mu.Lock()
+	a, ok := h.actors[id]
+	h.mu.Unlock()
+	if !ok {
+		return errs.New(errs.KindActorDied, "", "actor %s is not hosted by this worker (it was killed, or never started here)", id)
+	}
+	a.mu.Lock()
+	if a.killed {
+		a.mu.Unlock()
+		return errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed", id)
+	}
+	a.queue = append(a.queue, cl)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// serve runs a's calls in arrival order; with max_concurrency > 1 up to that
+// many overlap, still started in order.
+func (h *actorHost) serve(a *actorInstance) {
+	var sem chan struct{}
+	var running sync.WaitGroup
+	if a.maxConc > 1 {
+		sem = make(chan struct{}, a.maxConc)
+	}
+	defer running.Wait()
+	for {
+		a.mu.Lock()
+		if a.killed {
+			rest := a.queue
+			a.queue = nil
+			a.mu.Unlock()
+			for _, cl := range rest {
+				cl.reply(errorReply(cl.id, errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id)))
+			}
+			return
+		}
+		if len(a.queue) == 0 {
+			a.mu.Unlock()
+			<-a.wake
+			continue
+		}
+		cl := a.queue[0]
+		a.queue[0] = nil
+		a.queue = a.queue[1:]
+		a.mu.Unlock()
+		if sem == nil {
+			cl.reply(h.c.runMethod(cl, a))
+			continue
+		}
+		sem <- struct{}{}
+		running.Add(1)
+		go func() {
+			defer func() { <-sem; running.Done() }()
+			cl.reply(h.c.runMethod(cl, a))
+		}()
+	}
+}
+
+func (h *actorHost) kill(id ids.ActorID) bool {
+	h.mu.Lock()
+	a, ok := h.actors[id]
+	delete(h.actors, id)
+	h.mu.Unlock()
+	if !ok {
+		return false
+	}
+	a.mu.Lock()
+	a.killed = true
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (h *actorHost) close() {
+	h.mu.Lock()
+	h.closed = true
+	all := make([]ids.ActorID, 0, len(h.actors))
+	for id := range h.actors {
+		all = append(all, id)
+	}
+	h.mu.Unlock()
+	for _, id := range all {
+		h.kill(id)
+	}
+	h.wg.Wait()
+}
+
+func (c *Core) runMethod(cl *call, a *actorInstance) *pb.ExecuteResponse {
+	name := cl.spec.GetMethodName()
+	qual := fmt.Sprintf("%s.%s", a.typ.Name, name)
+	m, ok := a.typ.Method(name)
+	if !ok {
+		return errorReply(cl.id, errs.New(errs.KindNotFound, qual, "actor type %q has no method %q (registered methods: %v)", a.typ.Name, name, a.typ.MethodNames()))
+	}
+	args, err := c.decodeArgs(cl.ctx, cl.spec.GetArgs(), m.ArgTypes, qual)
+	if err != nil {
+		return errorReply(cl.id, err)
+	}
+	var out any
+	err = invoke(qual, func() (any, error) {
+		var err error
+		out, err = m.Call(cl.ctx, a.obj, args)
+		return out, err
+	})
+	return c.resultReply(cl.ctx, cl.id, cl.spec, out, err)
+}

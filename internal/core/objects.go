@@ -1,0 +1,256 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/goray/goray/internal/codec"
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/store"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// RefInfo names an object and its owner.
+type RefInfo struct {
+	ID          ids.ObjectID
+	Owner       string // the owner's WorkerService address
+	OwnerWorker ids.WorkerID
+}
+
+// Proto is r on the wire.
+func (r RefInfo) Proto() *pb.ObjectRef {
+	return &pb.ObjectRef{ObjectId: r.ID[:], OwnerAddress: r.Owner, OwnerWorkerId: r.OwnerWorker[:]}
+}
+
+// Arg is r as a call argument.
+func (r RefInfo) Arg() *pb.Arg { return &pb.Arg{Kind: &pb.Arg_Ref{Ref: r.Proto()}} }
+
+// RefFromProto reads a wire ref.
+func RefFromProto(p *pb.ObjectRef) (RefInfo, error) {
+	id, err := ids.ParseObjectID(p.GetObjectId())
+	if err != nil {
+		return RefInfo{}, err
+	}
+	r := RefInfo{ID: id, Owner: p.GetOwnerAddress()}
+	if len(p.GetOwnerWorkerId()) > 0 {
+		if r.OwnerWorker, err = ids.ParseWorkerID(p.GetOwnerWorkerId()); err != nil {
+			return RefInfo{}, err
+		}
+	}
+	return r, nil
+}
+
+// objEntry is one object this process owns. done closes once, when value,
+// loc or err is set.
+type objEntry struct {
+	done  chan struct{}
+	once  sync.Once
+	value *pb.Payload
+	loc   *pb.ObjectLocation
+	err   error
+}
+
+func (e *objEntry) setValue(p *pb.Payload) { e.once.Do(func() { e.value = p; close(e.done) }) }
+func (e *objEntry) setLocation(l *pb.ObjectLocation) {
+	e.once.Do(func() { e.loc = l; close(e.done) })
+}
+func (e *objEntry) setError(err error) { e.once.Do(func() { e.err = err; close(e.done) }) }
+
+func (e *objEntry) ready() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
+}
+
+type objectTable struct {
+	mu sync.Mutex
+	m  map[ids.ObjectID]*objEntry
+}
+
+func newObjectTable() *objectTable { return &objectTable{m: map[ids.ObjectID]*objEntry{}} }
+
+func (t *objectTable) create(id ids.ObjectID) *objEntry {
+	e := &objEntry{done: make(chan struct{})}
+	t.mu.Lock()
+	t.m[id] = e
+	t.mu.Unlock()
+	return e
+}
+
+func (t *objectTable) lookup(id ids.ObjectID) (*objEntry, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.m[id]
+	return e, ok
+}
+
+func (c *Core) newRef(id ids.ObjectID) (RefInfo, *objEntry) {
+	return RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, c.objs.create(id)
+}
+
+func (c *Core) nextPutID() ids.ObjectID {
+	c.putMu.Lock()
+	defer c.putMu.Unlock()
+	c.putIdx++
+	if c.putIdx == 0 { // wrapped: start a fresh put task
+		c.putTID = ids.NewTaskID(c.jobID)
+		c.putIdx = 1
+	}
+	return c.putTID.ObjectID(c.putIdx)
+}
+
+// Put stores v as a new object owned by this process.
+func (c *Core) Put(ctx context.Context, v any) (RefInfo, error) {
+	p, err := codec.Encode(v)
+	if err != nil {
+		return RefInfo{}, errs.New(errs.KindInvalidArgument, "", "put: %v", err)
+	}
+	return c.PutPayload(ctx, p)
+}
+
+// PutPayload stores an encoded value as a new object owned by this process.
+func (c *Core) PutPayload(ctx context.Context, p *pb.Payload) (RefInfo, error) {
+	id := c.nextPutID()
+	if len(p.GetData()) < InlineLimit {
+		ref, e := c.newRef(id)
+		e.setValue(p)
+		return ref, nil
+	}
+	loc, err := c.storePayload(ctx, id, p)
+	if err != nil {
+		return RefInfo{}, err
+	}
+	ref, e := c.newRef(id)
+	e.setLocation(loc)
+	return ref, nil
+}
+
+// storePayload writes p into the node's store and seals it with the raylet.
+func (c *Core) storePayload(ctx context.Context, id ids.ObjectID, p *pb.Payload) (*pb.ObjectLocation, error) {
+	if err := store.Write(c.storeDir, id, p.GetData()); err != nil {
+		return nil, err
+	}
+	if _, err := c.node.SealObject(ctx, &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(len(p.GetData())), JobId: c.jobID[:]}); err != nil {
+		_ = store.Remove(c.storeDir, id)
+		return nil, fmt.Errorf("seal object %s with the raylet: %w", id, errs.FromStatus(err))
+	}
+	return &pb.ObjectLocation{NodeId: c.nodeID[:], RayletAddress: c.raylet, Size: uint64(len(p.GetData())),
+		Encoding: p.GetEncoding(), TypeUrl: p.GetTypeUrl()}, nil
+}
+
+// readStored reads an object from the store, pulling it to this node first
+// when it lives on another.
+func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation) (*pb.Payload, error) {
+	nid, err := ids.ParseNodeID(loc.GetNodeId())
+	if err != nil {
+		return nil, err
+	}
+	if nid != c.nodeID {
+		if _, err := c.node.PullObject(ctx, &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: c.jobID[:]}); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("get object %s: %w", id, ctx.Err())
+			}
+			return nil, fmt.Errorf("pull object %s from node %s: %w", id, nid, errs.FromStatus(err))
+		}
+	}
+	data, err := store.Read(c.storeDir, id)
+	if err != nil {
+		return nil, errs.New(errs.KindObjectLost, "", "object %s is no longer in the node's store: %v", id, err)
+	}
+	return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
+}
+
+// GetPayload waits for the object r names and returns its encoded value.
+func (c *Core) GetPayload(ctx context.Context, r RefInfo) (*pb.Payload, error) {
+	value, loc, err := c.locate(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if value != nil {
+		return value, nil
+	}
+	return c.readStored(ctx, r.ID, loc)
+}
+
+// locate waits until the object is ready and returns its inline value or its
+// location.
+func (c *Core) locate(ctx context.Context, r RefInfo) (*pb.Payload, *pb.ObjectLocation, error) {
+	if r.Owner == c.addr {
+		e, ok := c.objs.lookup(r.ID)
+		if !ok {
+			return nil, nil, errs.New(errs.KindObjectLost, "", "object %s is not known to this process, its owner", r.ID)
+		}
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
+		}
+		return e.value, e.loc, e.err
+	}
+	cc, err := c.conns.get(r.Owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:]})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
+		}
+		if status.Code(err) == codes.Unavailable {
+			return nil, nil, errs.New(errs.KindOwnerDied, "", "the owner of object %s at %s is unreachable: %v", r.ID, r.Owner, status.Convert(err).Message())
+		}
+		return nil, nil, fmt.Errorf("get object %s from its owner at %s: %w", r.ID, r.Owner, errs.FromStatus(err))
+	}
+	switch x := resp.GetResult().(type) {
+	case *pb.GetObjectResponse_Value:
+		return x.Value, nil, nil
+	case *pb.GetObjectResponse_Stored:
+		return nil, x.Stored, nil
+	case *pb.GetObjectResponse_Error:
+		return nil, nil, errs.FromProto(x.Error)
+	default:
+		return nil, nil, fmt.Errorf("get object %s: empty reply from its owner", r.ID)
+	}
+}
+
+// WaitReady blocks until the object is ready (or failed) or ctx ends; it
+// returns only ctx's error.
+func (c *Core) WaitReady(ctx context.Context, r RefInfo) error {
+	_, _, err := c.locate(ctx, r)
+	if ctx.Err() != nil {
+		return err
+	}
+	return nil
+}
+
+// FailedRef makes a ref whose Get returns err at once.
+func (c *Core) FailedRef(err error) RefInfo {
+	id := c.nextPutID()
+	ref, e := c.newRef(id)
+	e.setError(err)
+	return ref
+}
+
+// ValueArg encodes v as a call argument, putting it into the object store
+// when it is too large to travel inline.
+func (c *Core) ValueArg(ctx context.Context, v any) (*pb.Arg, error) {
+	p, err := codec.Encode(v)
+	if err != nil {
+		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
+	}
+	if len(p.GetData()) < InlineLimit {
+		return &pb.Arg{Kind: &pb.Arg_Value{Value: p}}, nil
+	}
+	ref, err := c.PutPayload(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return ref.Arg(), nil
+}

@@ -1,0 +1,209 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"sync"
+
+	"github.com/goray/goray/internal/codec"
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// workerServer is the WorkerService of every driver and worker process.
+type workerServer struct {
+	pb.UnimplementedWorkerServiceServer
+	c *Core
+}
+
+func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
+	ctx := stream.Context()
+	var mu sync.Mutex
+	closed := false
+	reply := func(r *pb.ExecuteResponse) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !closed {
+			_ = stream.Send(r)
+		}
+	}
+	defer func() {
+		mu.Lock()
+		closed = true
+		mu.Unlock()
+	}()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		spec := req.GetTask()
+		if spec == nil {
+			reply(errorReply(req.GetCallId(), errs.New(errs.KindInvalidArgument, "", "execute request without a task")))
+			continue
+		}
+		if len(spec.GetActorId()) > 0 {
+			id, err := ids.ParseActorID(spec.GetActorId())
+			if err == nil {
+				err = s.c.host.enqueue(id, &call{ctx: ctx, id: req.GetCallId(), spec: spec, reply: reply})
+			}
+			if err != nil {
+				reply(errorReply(req.GetCallId(), err))
+			}
+			continue
+		}
+		go func() { reply(s.c.runTask(ctx, req.GetCallId(), spec)) }()
+	}
+}
+
+func (s *workerServer) CreateActor(_ context.Context, req *pb.WorkerServiceCreateActorRequest) (*pb.WorkerServiceCreateActorResponse, error) {
+	if !s.c.worker {
+		return nil, status.Error(codes.FailedPrecondition, "this process is a driver: actors run in worker processes")
+	}
+	if err := s.c.host.create(req.GetSpec()); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.WorkerServiceCreateActorResponse{}, nil
+}
+
+func (s *workerServer) KillActor(_ context.Context, req *pb.WorkerServiceKillActorRequest) (*pb.WorkerServiceKillActorResponse, error) {
+	id, err := ids.ParseActorID(req.GetActorId())
+	if err != nil {
+		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "%v", err))
+	}
+	s.c.host.kill(id)
+	return &pb.WorkerServiceKillActorResponse{}, nil
+}
+
+func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) (*pb.GetObjectResponse, error) {
+	id, err := ids.ParseObjectID(req.GetObjectId())
+	if err != nil {
+		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "%v", err))
+	}
+	e, ok := s.c.objs.lookup(id)
+	if !ok {
+		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.New(errs.KindObjectLost, "",
+			"object %s is not known to its owner (it was freed, or the ref was not made by this process)", id).Proto()}}, nil
+	}
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	switch {
+	case e.err != nil:
+		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.ToProto(e.err)}}, nil
+	case e.loc != nil:
+		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Stored{Stored: e.loc}}, nil
+	default:
+		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Value{Value: e.value}}, nil
+	}
+}
+
+func (c *Core) runTask(ctx context.Context, callID uint64, spec *pb.TaskSpec) *pb.ExecuteResponse {
+	name := spec.GetFunctionName()
+	fn, ok := LookupFn(name)
+	if !ok {
+		return errorReply(callID, errs.New(errs.KindNotFound, name, "function %q is not registered in the job's program: register it with task.Register at package level, before runtime.Init", name))
+	}
+	args, err := c.decodeArgs(ctx, spec.GetArgs(), fn.ArgTypes, name)
+	if err != nil {
+		return errorReply(callID, err)
+	}
+	var out any
+	err = invoke(name, func() (any, error) {
+		var err error
+		out, err = fn.Call(ctx, args)
+		return out, err
+	})
+	return c.resultReply(ctx, callID, spec, out, err)
+}
+
+// decodeArgs resolves ref arguments and decodes each into the type the
+// callee declares.
+func (c *Core) decodeArgs(ctx context.Context, args []*pb.Arg, types []reflect.Type, name string) ([]any, error) {
+	if len(args) != len(types) {
+		return nil, errs.New(errs.KindInvalidArgument, name, "%s takes %d argument(s), got %d", name, len(types), len(args))
+	}
+	out := make([]any, len(args))
+	for i, a := range args {
+		var p *pb.Payload
+		switch k := a.GetKind().(type) {
+		case *pb.Arg_Value:
+			p = k.Value
+		case *pb.Arg_Ref:
+			ref, err := RefFromProto(k.Ref)
+			if err != nil {
+				return nil, errs.New(errs.KindInvalidArgument, name, "argument %d: %v", i+1, err)
+			}
+			if p, err = c.GetPayload(ctx, ref); err != nil {
+				return nil, fmt.Errorf("argument %d of %s: %w", i+1, name, err)
+			}
+		default:
+			return nil, errs.New(errs.KindInvalidArgument, name, "argument %d of %s is empty", i+1, name)
+		}
+		v, err := codec.DecodeTo(p, types[i])
+		if err != nil {
+			return nil, errs.New(errs.KindInvalidArgument, name, "argument %d of %s: %v", i+1, name, err)
+		}
+		if v.IsValid() {
+			out[i] = v.Interface()
+		}
+	}
+	return out, nil
+}
+
+// invoke runs user code, turning a panic into a task error with the stack.
+func invoke(name string, f func() (any, error)) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &errs.Error{Kind: errs.KindTaskFailed, Name: name, Message: fmt.Sprintf("panic: %v", r), RemoteStack: string(debug.Stack())}
+		}
+	}()
+	if _, err := f(); err != nil {
+		if e, ok := err.(*errs.Error); ok {
+			return e
+		}
+		return &errs.Error{Kind: errs.KindTaskFailed, Name: name, Message: err.Error()}
+	}
+	return nil
+}
+
+func (c *Core) resultReply(ctx context.Context, callID uint64, spec *pb.TaskSpec, out any, err error) *pb.ExecuteResponse {
+	if err != nil {
+		return errorReply(callID, c.stamp(err))
+	}
+	p, err := codec.Encode(out)
+	if err != nil {
+		return errorReply(callID, errs.New(errs.KindTaskFailed, spec.GetFunctionName()+spec.GetMethodName(), "encode result: %v", err))
+	}
+	if len(p.GetData()) < InlineLimit {
+		return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Value{Value: p}}
+	}
+	id, err := ids.ParseObjectID(spec.GetReturnObjectId())
+	if err != nil {
+		return errorReply(callID, errs.New(errs.KindInvalidArgument, "", "return object: %v", err))
+	}
+	loc, err := c.storePayload(ctx, id, p)
+	if err != nil {
+		return errorReply(callID, err)
+	}
+	return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Stored{Stored: loc}}
+}
+
+// stamp adds where an error happened.
+func (c *Core) stamp(err error) error {
+	if e, ok := err.(*errs.Error); ok && e.NodeID == nil {
+		e.NodeID, e.WorkerID = c.nodeID[:], c.workerID[:]
+	}
+	return err
+}
+
+func errorReply(callID uint64, err error) *pb.ExecuteResponse {
+	return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Error{Error: errs.ToProto(err)}}
+}

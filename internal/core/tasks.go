@@ -1,0 +1,322 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// TaskOptions shape a task submission.
+type TaskOptions struct {
+	// Resources the task needs while it runs; default {"CPU": 1}.
+	Resources map[string]float64
+}
+
+type taskItem struct {
+	spec  *pb.TaskSpec
+	entry *objEntry
+}
+
+// leasedWorker is a worker this process holds a lease on.
+type leasedWorker struct {
+	leaseID []byte
+	addr    string
+	raylet  pb.NodeServiceClient // the raylet that granted the lease
+	busy    bool
+}
+
+// shape is the queue and leases of one resource shape (Ray's scheduling key):
+// a lease is reused for every task of its shape.
+type shape struct {
+	resources  map[string]float64
+	queue      []*taskItem
+	workers    []*leasedWorker
+	requesting bool
+}
+
+type taskScheduler struct {
+	c      *Core
+	mu     sync.Mutex
+	shapes map[string]*shape
+	closed bool
+}
+
+func newTaskScheduler(c *Core) *taskScheduler {
+	return &taskScheduler{c: c, shapes: map[string]*shape{}}
+}
+
+func shapeKey(r map[string]float64) string {
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%g;", k, r[k])
+	}
+	return b.String()
+}
+
+// SubmitTask submits a call of the registered function name and returns the
+// ref of its result at once; failures surface when the ref is read.
+func (c *Core) SubmitTask(ctx context.Context, name string, args []*pb.Arg, opts TaskOptions) RefInfo {
+	tid := ids.NewTaskID(c.jobID)
+	ref, e := c.newRef(tid.ObjectID(1))
+	if _, ok := LookupFn(name); !ok {
+		e.setError(errs.New(errs.KindNotFound, name, "function %q is not registered: register it with task.Register at package level (before runtime.Init) in the job's program", name))
+		return ref
+	}
+	res := opts.Resources
+	if len(res) == 0 {
+		res = map[string]float64{"CPU": 1}
+	}
+	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
+		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
+	item := &taskItem{spec: spec, entry: e}
+	deps := c.ownedPendingDeps(args)
+	if len(deps) == 0 {
+		c.inlineArgs(args)
+		c.tasks.submit(item, res)
+		return ref
+	}
+	// A task is leased a worker only once its arguments exist.
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for _, d := range deps {
+			select {
+			case <-d.done:
+				if d.err != nil {
+					e.setError(d.err)
+					return
+				}
+			case <-c.ctx.Done():
+				e.setError(errs.New(errs.KindTaskFailed, name, "goray shut down before the task's arguments were ready"))
+				return
+			}
+		}
+		c.inlineArgs(args)
+		c.tasks.submit(item, res)
+	}()
+	return ref
+}
+
+// ownedPendingDeps lists the entries of ref arguments this process owns.
+func (c *Core) ownedPendingDeps(args []*pb.Arg) []*objEntry {
+	var deps []*objEntry
+	for _, a := range args {
+		r := a.GetRef()
+		if r == nil || r.GetOwnerAddress() != c.addr {
+			continue
+		}
+		id, err := ids.ParseObjectID(r.GetObjectId())
+		if err != nil {
+			continue
+		}
+		if e, ok := c.objs.lookup(id); ok && !e.ready() {
+			deps = append(deps, e)
+		}
+	}
+	return deps
+}
+
+// inlineArgs replaces refs to small ready objects this process owns by their
+// values, so the worker need not ask for them.
+func (c *Core) inlineArgs(args []*pb.Arg) {
+	for i, a := range args {
+		r := a.GetRef()
+		if r == nil || r.GetOwnerAddress() != c.addr {
+			continue
+		}
+		id, err := ids.ParseObjectID(r.GetObjectId())
+		if err != nil {
+			continue
+		}
+		if e, ok := c.objs.lookup(id); ok && e.ready() && e.value != nil {
+			args[i] = &pb.Arg{Kind: &pb.Arg_Value{Value: e.value}}
+		}
+	}
+}
+
+func (s *taskScheduler) submit(item *taskItem, res map[string]float64) {
+	key := shapeKey(res)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray is shutting down"))
+		return
+	}
+	sh, ok := s.shapes[key]
+	if !ok {
+		sh = &shape{resources: res}
+		s.shapes[key] = sh
+	}
+	sh.queue = append(sh.queue, item)
+	acts := s.pump(sh)
+	s.mu.Unlock()
+	acts.run()
+}
+
+// actions are the sends and lease returns decided under the lock and carried
+// out after it is released.
+type actions []func()
+
+func (a actions) run() {
+	for _, f := range a {
+		f()
+	}
+}
+
+// pump hands queued tasks to idle leased workers, asks for another lease
+// when tasks wait and every worker is busy, and returns idle leases when the
+// queue is empty. Called with s.mu held.
+func (s *taskScheduler) pump(sh *shape) actions {
+	var acts actions
+	for _, w := range sh.workers {
+		if len(sh.queue) == 0 {
+			break
+		}
+		if w.busy {
+			continue
+		}
+		item := sh.queue[0]
+		sh.queue[0] = nil
+		sh.queue = sh.queue[1:]
+		w.busy = true
+		acts = append(acts, func() { s.dispatch(sh, w, item) })
+	}
+	if len(sh.queue) > 0 && !sh.requesting && !s.closed {
+		sh.requesting = true
+		s.c.wg.Add(1)
+		go func() {
+			defer s.c.wg.Done()
+			s.requestLease(sh)
+		}()
+	}
+	if len(sh.queue) == 0 {
+		kept := sh.workers[:0]
+		for _, w := range sh.workers {
+			if w.busy {
+				kept = append(kept, w)
+				continue
+			}
+			acts = append(acts, func() { s.returnLease(w, false) })
+		}
+		sh.workers = kept
+	}
+	return acts
+}
+
+func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
+	done := func(resp *pb.ExecuteResponse, err error) {
+		complete(item.entry, resp, err)
+		s.mu.Lock()
+		if err != nil {
+			s.dropWorker(sh, w)
+		} else {
+			w.busy = false
+		}
+		acts := s.pump(sh)
+		s.mu.Unlock()
+		if err != nil {
+			acts = append(acts, func() { s.returnLease(w, true) })
+		}
+		acts.run()
+	}
+	st, err := s.c.execs.get(w.addr)
+	if err == nil {
+		err = st.send(item.spec, done)
+	}
+	if err != nil {
+		done(nil, err)
+	}
+}
+
+func (s *taskScheduler) dropWorker(sh *shape, w *leasedWorker) {
+	for i, x := range sh.workers {
+		if x == w {
+			sh.workers = append(sh.workers[:i], sh.workers[i+1:]...)
+			return
+		}
+	}
+}
+
+func (s *taskScheduler) requestLease(sh *shape) {
+	c := s.c
+	client := c.node
+	noSpill := false
+	res := &pb.Resources{Amounts: sh.resources}
+	var resp *pb.RequestWorkerLeaseResponse
+	var err error
+	for hop := 0; ; hop++ {
+		resp, err = client.RequestWorkerLease(c.ctx, &pb.RequestWorkerLeaseRequest{JobId: c.jobID[:], Resources: res, NoSpillback: noSpill})
+		if err != nil || resp.GetSpillbackAddress() == "" {
+			break
+		}
+		if hop >= 3 {
+			err = errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", sh.resources, hop+1)
+			break
+		}
+		cc, derr := c.conns.get(resp.GetSpillbackAddress())
+		if derr != nil {
+			err = derr
+			break
+		}
+		client = pb.NewNodeServiceClient(cc)
+		noSpill = true
+	}
+	s.mu.Lock()
+	sh.requesting = false
+	if err != nil {
+		failed := sh.queue
+		sh.queue = nil
+		s.mu.Unlock()
+		err = errs.FromStatus(err)
+		if c.ctx.Err() != nil {
+			err = errs.New(errs.KindTaskFailed, "", "goray shut down before the task got a worker")
+		}
+		for _, it := range failed {
+			it.entry.setError(fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), err))
+		}
+		return
+	}
+	sh.workers = append(sh.workers, &leasedWorker{leaseID: resp.GetLeaseId(), addr: resp.GetWorkerAddress(), raylet: client})
+	acts := s.pump(sh)
+	s.mu.Unlock()
+	acts.run()
+}
+
+func (s *taskScheduler) returnLease(w *leasedWorker, failed bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaseReturnTimeout)
+	defer cancel()
+	if _, err := w.raylet.ReturnWorkerLease(ctx, &pb.ReturnWorkerLeaseRequest{LeaseId: w.leaseID, WorkerFailed: failed}); err != nil {
+		s.c.log.Debug("return worker lease", "worker", w.addr, "err", err)
+	}
+}
+
+func (s *taskScheduler) close() {
+	s.mu.Lock()
+	s.closed = true
+	var pending []*taskItem
+	var leases []*leasedWorker
+	for _, sh := range s.shapes {
+		pending = append(pending, sh.queue...)
+		sh.queue = nil
+		leases = append(leases, sh.workers...)
+		sh.workers = nil
+	}
+	s.mu.Unlock()
+	for _, it := range pending {
+		it.entry.setError(errs.New(errs.KindTaskFailed, it.spec.GetFunctionName(), "goray shut down before the task ran"))
+	}
+	for _, w := range leases {
+		s.returnLease(w, false)
+	}
+}

@@ -1,0 +1,88 @@
+// Package objectstore holds goray's object references.
+//
+// A Ref[T] names a value that a remote call will produce or that Put stored.
+// Whoever creates a ref owns it: small values (under 100 KiB) live in the
+// owner's memory, larger ones in the node's shared-memory store, pulled
+// between nodes in chunks on demand. Get blocks until the value is there.
+package objectstore
+
+import (
+	"context"
+
+	"github.com/goray/goray/internal/core"
+)
+
+// Ref is a typed reference to an object. Get(ctx) returns its value; a Ref
+// passed as an argument to a remote call reaches the callee as its value.
+type Ref[T any] = core.Ref[T]
+
+// Arg is an argument of type T for a typed remote call: Val(v) or a Ref[T].
+type Arg[T any] = core.Arg[T]
+
+// Val passes a plain value as an argument of a typed remote call.
+func Val[T any](v T) Arg[T] { return core.Value[T]{V: v} }
+
+// Put stores v as a new object owned by this process and returns its ref.
+// []byte values are stored raw, protobuf messages as protobuf, everything
+// else as MessagePack.
+func Put[T any](ctx context.Context, v T) (Ref[T], error) {
+	c, err := core.Current()
+	if err != nil {
+		return Ref[T]{}, err
+	}
+	info, err := c.Put(ctx, v)
+	if err != nil {
+		return Ref[T]{}, err
+	}
+	return core.MakeRef[T](info), nil
+}
+
+// Wait blocks until n of refs are ready (their value or their error is
+// there) or ctx ends, and splits refs into ready and not ready, each in the
+// order given; ready holds at most n refs. n is clamped to len(refs). It returns ctx's error if ctx ends
+// first, with the split at that moment.
+func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []Ref[T], err error) {
+	c, err := core.Current()
+	if err != nil {
+		return nil, refs, err
+	}
+	n = min(max(n, 0), len(refs))
+	done := make([]bool, len(refs))
+	ch := make(chan int, len(refs))
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i, r := range refs {
+		go func() {
+			if c.WaitReady(wctx, r.Info()) == nil {
+				ch <- i
+			} else {
+				ch <- -1
+			}
+		}()
+	}
+	count, replies := 0, 0
+	for count < n && err == nil {
+		select {
+		case i := <-ch:
+			replies++
+			if i >= 0 {
+				done[i] = true
+				count++
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	cancel()
+	for ; replies < len(refs); replies++ {
+		<-ch // at most n are reported ready, as Ray's wait does
+	}
+	for i, r := range refs {
+		if done[i] {
+			ready = append(ready, r)
+		} else {
+			notReady = append(notReady, r)
+		}
+	}
+	return ready, notReady, err
+}

@@ -1,0 +1,52 @@
+package runtime
+
+import "github.com/goray/goray/internal/errs"
+
+// Error is every goray error that crosses a process: its Kind says what
+// failed, RemoteStack where user code panicked. Read it with errors.As.
+type Error = errs.Error
+
+// Kind classifies an Error.
+type Kind = errs.Kind
+
+// The kinds of Error.
+const (
+	KindTaskFailed      = errs.KindTaskFailed
+	KindActorDied       = errs.KindActorDied
+	KindObjectLost      = errs.KindObjectLost
+	KindOwnerDied       = errs.KindOwnerDied
+	KindWorkerCrashed   = errs.KindWorkerCrashed
+	KindNodeDied        = errs.KindNodeDied
+	KindInfeasible      = errs.KindInfeasible
+	KindTimeout         = errs.KindTimeout
+	KindNotFound        = errs.KindNotFound
+	KindInvalidArgument = errs.KindInvalidArgument
+)
+
+// Sentinels: errors.Is(err, ErrX) holds for every Error of that kind.
+var (
+	// ErrTaskFailed: user code returned an error or panicked (RemoteStack
+	// holds the panicking goroutine's stack).
+	ErrTaskFailed = errs.ErrTaskFailed
+	// ErrActorDied: the actor was killed, or its process or node died.
+	ErrActorDied = errs.ErrActorDied
+	// ErrObjectLost: every copy of the object is gone.
+	ErrObjectLost = errs.ErrObjectLost
+	// ErrOwnerDied: the process that owns the object died.
+	ErrOwnerDied = errs.ErrOwnerDied
+	// ErrWorkerCrashed: the worker process running the call died.
+	ErrWorkerCrashed = errs.ErrWorkerCrashed
+	// ErrNodeDied: the node running the call died.
+	ErrNodeDied = errs.ErrNodeDied
+	// ErrInfeasible: no node in the cluster can ever fit the request.
+	ErrInfeasible = errs.ErrInfeasible
+	// ErrTimeout: a deadline passed (errors.Is with context.DeadlineExceeded
+	// holds too).
+	ErrTimeout = errs.ErrTimeout
+	// ErrNotFound: an actor type, method, function or named actor is not
+	// registered or does not exist.
+	ErrNotFound = errs.ErrNotFound
+	// ErrInvalidArgument: an argument or result could not be decoded into the
+	// type the other side expects.
+	ErrInvalidArgument = errs.ErrInvalidArgument
+)

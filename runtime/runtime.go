@@ -1,0 +1,83 @@
+// Package runtime connects a Go program to a goray cluster.
+//
+// A driver calls Init first thing in main, after its actor types and task
+// functions are registered (at package level):
+//
+//	func main() {
+//		ctx := context.Background()
+//		if err := runtime.Init(ctx); err != nil { log.Fatal(err) }
+//		defer runtime.Shutdown()
+//		...
+//	}
+//
+// Init connects to the cluster named by WithAddress or GORAY_ADDRESS; with
+// neither it starts an embedded head and raylet inside the program, so
+// `go run` needs no cluster. The same binary is started by raylets as a
+// worker process: there Init never returns, it serves tasks and hosts actors.
+package runtime
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/workerenv"
+)
+
+// Option configures Init.
+type Option func(*core.Options)
+
+// WithAddress connects to the raylet (usually `raylet --head`) at addr.
+// Default: GORAY_ADDRESS; with neither, an embedded cluster is started.
+func WithAddress(addr string) Option { return func(o *core.Options) { o.Address = addr } }
+
+// WithToken sets the cluster token. Default: GORAY_TOKEN, then the file named
+// by GORAY_TOKEN_FILE, then the token file `raylet --head` wrote for the
+// address on this machine.
+func WithToken(token string) Option { return func(o *core.Options) { o.Token = token } }
+
+// WithNamespace sets the namespace named actors are created and looked up
+// in. Default "default".
+func WithNamespace(ns string) Option { return func(o *core.Options) { o.Namespace = ns } }
+
+// WithResources sets the resources of the embedded node (ignored when
+// connecting to a cluster). Default: this machine's CPUs and memory.
+func WithResources(r map[string]float64) Option {
+	return func(o *core.Options) { o.Resources = r }
+}
+
+// WithLogger sets the logger. Default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *core.Options) { o.Logger = l } }
+
+// Init connects this program to a goray cluster, or starts an embedded one.
+// In a worker process started by a raylet it serves and never returns.
+func Init(ctx context.Context, opts ...Option) error {
+	ServeIfWorker()
+	var o core.Options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	_, err := core.InitDriver(ctx, o)
+	return err
+}
+
+// Shutdown finishes the job: its workers stop and its objects are freed. It
+// also stops an embedded cluster.
+func Shutdown() {
+	if c, err := core.Current(); err == nil {
+		c.Shutdown()
+	}
+}
+
+// IsWorker reports whether this process runs as a worker started by a raylet.
+func IsWorker() bool { return workerenv.IsWorker() }
+
+// ServeIfWorker serves as a worker, and never returns, when this process was
+// started by a raylet; otherwise it returns at once. Init calls it; call it
+// yourself where a program must not run its driver code in a worker, such as
+// a TestMain of tests that use goray.
+func ServeIfWorker() {
+	if workerenv.IsWorker() {
+		core.RunWorker()
+	}
+}

@@ -1,0 +1,151 @@
+// Package task runs stateless functions remotely.
+//
+// Register a function at package level under a stable name, then call it:
+//
+//	var square = task.Register1("square", func(ctx context.Context, x int) (int, error) {
+//		return x * x, nil
+//	})
+//	...
+//	ref := square.Remote(ctx, objectstore.Val(7)) // objectstore.Ref[int]
+//	v, err := ref.Get(ctx)                        // 49
+//
+// The submitter leases a worker from its raylet (spilling to another node
+// when this one cannot fit the task) and pushes the call straight to it,
+// reusing the lease for further tasks of the same resource shape. Arguments
+// may be refs: the task runs once they exist, and sees their values.
+package task
+
+import (
+	"context"
+	"reflect"
+
+	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/objectstore"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// Option configures one remote call.
+type Option func(*core.TaskOptions)
+
+// WithResources sets the resources the task needs while it runs, e.g.
+// {"CPU": 2, "gpu": 1}. Default {"CPU": 1}.
+func WithResources(r map[string]float64) Option {
+	return func(o *core.TaskOptions) { o.Resources = r }
+}
+
+func as[T any](v any) T {
+	t, _ := v.(T)
+	return t
+}
+
+func register(name string, types []reflect.Type, call func(context.Context, []any) (any, error)) {
+	core.RegisterFn(&core.Fn{Name: name, ArgTypes: types, Call: call})
+}
+
+func submit[R any](ctx context.Context, name string, opts []Option, args ...core.AnyArg) objectstore.Ref[R] {
+	c, err := core.Current()
+	if err != nil {
+		return core.ErrRef[R](err)
+	}
+	var o core.TaskOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	wire := make([]*pb.Arg, len(args))
+	for i, a := range args {
+		if wire[i], err = a.GorayArg(ctx, c); err != nil {
+			return core.MakeRef[R](c.FailedRef(err))
+		}
+	}
+	return core.MakeRef[R](c.SubmitTask(ctx, name, wire, o))
+}
+
+// Func0 is a registered function of no arguments.
+type Func0[R any] struct{ name string }
+
+// Register0 registers fn under name.
+func Register0[R any](name string, fn func(context.Context) (R, error)) Func0[R] {
+	register(name, nil, func(ctx context.Context, _ []any) (any, error) { return fn(ctx) })
+	return Func0[R]{name}
+}
+
+// Remote calls the function on a worker and returns the ref of its result.
+func (f Func0[R]) Remote(ctx context.Context, opts ...Option) objectstore.Ref[R] {
+	return submit[R](ctx, f.name, opts)
+}
+
+// Name is the registered name.
+func (f Func0[R]) Name() string { return f.name }
+
+// Func1 is a registered function of one argument.
+type Func1[A, R any] struct{ name string }
+
+// Register1 registers fn under name.
+func Register1[A, R any](name string, fn func(context.Context, A) (R, error)) Func1[A, R] {
+	register(name, []reflect.Type{reflect.TypeFor[A]()}, func(ctx context.Context, a []any) (any, error) {
+		return fn(ctx, as[A](a[0]))
+	})
+	return Func1[A, R]{name}
+}
+
+// Remote calls the function on a worker and returns the ref of its result.
+func (f Func1[A, R]) Remote(ctx context.Context, a objectstore.Arg[A], opts ...Option) objectstore.Ref[R] {
+	return submit[R](ctx, f.name, opts, a)
+}
+
+// Name is the registered name.
+func (f Func1[A, R]) Name() string { return f.name }
+
+// Func2 is a registered function of two arguments.
+type Func2[A, B, R any] struct{ name string }
+
+// Register2 registers fn under name.
+func Register2[A, B, R any](name string, fn func(context.Context, A, B) (R, error)) Func2[A, B, R] {
+	register(name, []reflect.Type{reflect.TypeFor[A](), reflect.TypeFor[B]()}, func(ctx context.Context, a []any) (any, error) {
+		return fn(ctx, as[A](a[0]), as[B](a[1]))
+	})
+	return Func2[A, B, R]{name}
+}
+
+// Remote calls the function on a worker and returns the ref of its result.
+func (f Func2[A, B, R]) Remote(ctx context.Context, a objectstore.Arg[A], b objectstore.Arg[B], opts ...Option) objectstore.Ref[R] {
+	return submit[R](ctx, f.name, opts, a, b)
+}
+
+// Name is the registered name.
+func (f Func2[A, B, R]) Name() string { return f.name }
+
+// Func3 is a registered function of three arguments.
+type Func3[A, B, C, R any] struct{ name string }
+
+// Register3 registers fn under name.
+func Register3[A, B, C, R any](name string, fn func(context.Context, A, B, C) (R, error)) Func3[A, B, C, R] {
+	register(name, []reflect.Type{reflect.TypeFor[A](), reflect.TypeFor[B](), reflect.TypeFor[C]()}, func(ctx context.Context, a []any) (any, error) {
+		return fn(ctx, as[A](a[0]), as[B](a[1]), as[C](a[2]))
+	})
+	return Func3[A, B, C, R]{name}
+}
+
+// Remote calls the function on a worker and returns the ref of its result.
+func (f Func3[A, B, C, R]) Remote(ctx context.Context, a objectstore.Arg[A], b objectstore.Arg[B], c objectstore.Arg[C], opts ...Option) objectstore.Ref[R] {
+	return submit[R](ctx, f.name, opts, a, b, c)
+}
+
+// Name is the registered name.
+func (f Func3[A, B, C, R]) Name() string { return f.name }
+
+// CallName calls the function registered under name with untyped arguments
+// (plain values, objectstore.Val values or refs). A name that is not
+// registered, or arguments of the wrong number or type, fail the returned
+// ref with runtime.ErrNotFound or runtime.ErrInvalidArgument.
+func CallName[R any](ctx context.Context, name string, args ...any) objectstore.Ref[R] {
+	c, err := core.Current()
+	if err != nil {
+		return core.ErrRef[R](err)
+	}
+	wire, err := c.BuildArgs(ctx, args...)
+	if err != nil {
+		return core.MakeRef[R](c.FailedRef(err))
+	}
+	return core.MakeRef[R](c.SubmitTask(ctx, name, wire, core.TaskOptions{}))
+}
