@@ -154,7 +154,7 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.Default()
+		log = DefaultLogger()
 	}
 	addr := opts.Address
 	if addr == "" {
@@ -314,6 +314,16 @@ func (c *Core) registerJob(ctx context.Context) error {
 	return nil
 }
 
+// DefaultLogger logs to stderr at the level GORAY_LOG_LEVEL names (debug,
+// info, warn, error); default warn, so a driver's output stays its own.
+func DefaultLogger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("GORAY_LOG_LEVEL"))); err != nil {
+		level = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
 // RunWorker serves as a worker process started by a raylet and exits the
 // process when the raylet closes the registration stream. It never returns.
 func RunWorker() {
@@ -322,8 +332,7 @@ func RunWorker() {
 		fmt.Fprintln(os.Stderr, "goray worker:", err)
 		os.Exit(2)
 	}
-	log := slog.Default()
-	c := newCore(log, env.Token)
+	c := newCore(DefaultLogger(), env.Token)
 	c.worker = true
 	c.raylet, c.headAddr, c.storeDir = env.RayletAddress, env.HeadAddress, env.StoreDir
 	fail := func(err error) {

@@ -1,0 +1,430 @@
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// CreateActor places an actor on a node, has that raylet start it and
+// returns once it runs.
+//
+// Placement: a node is feasible when its total resources cover the spec's
+// placement resources (its resources when none are given). Among alive
+// feasible nodes, those whose available resources cover the spec's resources
+// are preferred; the pick is the one with the fewest live actors placed by
+// this head, then the most available CPU.
+func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*pb.CreateActorResponse, error) {
+	spec := req.GetSpec()
+	if spec == nil {
+		return nil, invalid("CreateActor: no actor spec")
+	}
+	aid, err := ids.ParseActorID(spec.GetActorId())
+	if err != nil {
+		return nil, invalid("CreateActor: %v", err)
+	}
+	jobID := aid.Job()
+	if len(spec.GetJobId()) != 0 && string(spec.GetJobId()) != string(jobID[:]) {
+		return nil, invalid("CreateActor: actor %s belongs to job %s, but the spec says job %x", aid, jobID, spec.GetJobId())
+	}
+	if spec.GetTypeName() == "" {
+		return nil, invalid("CreateActor: actor %s has no type name", aid)
+	}
+	if err := checkResources("CreateActor placement_resources", spec.GetPlacementResources()); err != nil {
+		return nil, err
+	}
+	if err := checkResources("CreateActor resources", spec.GetResources()); err != nil {
+		return nil, err
+	}
+	spec = proto.Clone(spec).(*pb.ActorSpec)
+	spec.JobId = jobID[:]
+
+	s.mu.Lock()
+	job, ok := s.store.GetJob(jobID)
+	switch {
+	case !ok:
+		s.mu.Unlock()
+		return nil, notFound(spec.GetTypeName(), "cannot create actor %s: job %s is not registered", aid, jobID)
+	case job.Finished:
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "cannot create actor %s of type %q: job %s has finished", aid, spec.GetTypeName(), jobID)
+	}
+	if _, ok := s.store.GetActor(aid); ok {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "actor %s already exists", aid)
+	}
+	key := actorName{spec.GetNamespace(), spec.GetName()}
+	if key.name != "" {
+		if other, ok := s.names[key]; ok {
+			s.mu.Unlock()
+			return nil, status.Errorf(codes.AlreadyExists, "an actor named %q already exists in namespace %q (actor %s)", key.name, key.namespace, other)
+		}
+	}
+	node, perr := s.placeLocked(spec)
+	if perr != nil {
+		s.mu.Unlock()
+		s.log.Warn("actor infeasible", "actor", aid, "type", spec.GetTypeName(), "err", perr)
+		return nil, errs.Status(perr)
+	}
+	nodeID := node.ID
+	info := &pb.ActorInfo{Spec: spec, State: pb.ActorState_ACTOR_STATE_PENDING, NodeId: nodeID[:]}
+	if err := s.store.PutActor(info); err != nil {
+		s.mu.Unlock()
+		return nil, s.storeErr("actor "+aid.String(), err)
+	}
+	s.indexActorLocked(info)
+	s.mu.Unlock()
+
+	s.log.Info("actor placed", "actor", aid, "type", spec.GetTypeName(), "name", spec.GetName(),
+		"namespace", spec.GetNamespace(), "node", nodeID, "address", node.Address)
+
+	resp, err := s.startActor(ctx, node.Address, spec)
+	if err != nil {
+		rerr := errs.FromStatus(err)
+		var cause *pb.ErrorInfo
+		if e := (*errs.Error)(nil); errors.As(rerr, &e) {
+			cause = e.Proto()
+		} else {
+			ce := errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s could not be started on node %s: %v", aid, nodeID, rerr)
+			ce.NodeID = nodeID[:]
+			cause = ce.Proto()
+			// The raylet may still start it (timeout, cancellation, lost
+			// connection): tell it to stop the actor.
+			s.killOnNode(aid, node.Address)
+		}
+		s.mu.Lock()
+		a, ok := s.store.GetActor(aid)
+		var earlier *pb.ErrorInfo
+		if ok && a.GetState() == pb.ActorState_ACTOR_STATE_DEAD {
+			earlier = a.GetDeathCause()
+		} else if ok {
+			s.markActorDeadLocked(a, cause)
+		}
+		s.mu.Unlock()
+		s.log.Warn("actor creation failed", "actor", aid, "type", spec.GetTypeName(), "node", nodeID, "err", rerr)
+		if earlier != nil && !errors.As(rerr, new(*errs.Error)) {
+			// Killed, its node died or its job finished while it started:
+			// that says more than the broken call.
+			return nil, errs.Status(errs.FromProto(earlier))
+		}
+		return nil, errs.Status(rerr)
+	}
+
+	s.mu.Lock()
+	a, ok := s.store.GetActor(aid)
+	if !ok || a.GetState() != pb.ActorState_ACTOR_STATE_PENDING {
+		// Killed, its node died or its job finished while it started.
+		s.mu.Unlock()
+		s.killOnNode(aid, node.Address)
+		if dc := a.GetDeathCause(); dc != nil {
+			return nil, errs.Status(errs.FromProto(dc))
+		}
+		return nil, errs.Status(errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s died while it was being created", aid))
+	}
+	a.State = pb.ActorState_ACTOR_STATE_ALIVE
+	a.WorkerId = resp.GetWorkerId()
+	a.WorkerAddress = resp.GetWorkerAddress()
+	if err := s.store.PutActor(a); err != nil {
+		s.mu.Unlock()
+		return nil, s.storeErr("actor "+aid.String(), err)
+	}
+	s.indexActorLocked(a)
+	// Charge the actor's resources in the head's view until the node's next
+	// heartbeat reports the raylet's own numbers.
+	if n, ok := s.store.GetNode(nodeID); ok && n.Alive {
+		for r, amt := range spec.GetResources().GetAmounts() {
+			if _, has := n.Available[r]; has {
+				n.Available[r] = max(0, n.Available[r]-amt)
+			}
+		}
+		if err := s.store.PutNode(n); err != nil {
+			s.log.Error("scheduler store write failed", "what", "node "+nodeID.String(), "err", err)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("actor alive", "actor", aid, "type", spec.GetTypeName(), "node", nodeID, "worker_address", a.GetWorkerAddress())
+	return &pb.CreateActorResponse{Actor: a}, nil
+}
+
+// startActor calls NodeService.CreateActor on the raylet at addr.
+func (s *Server) startActor(ctx context.Context, addr string, spec *pb.ActorSpec) (*pb.NodeServiceCreateActorResponse, error) {
+	c, err := s.nodeClient(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, createActorTimeout)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	return c.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{Spec: spec})
+}
+
+// killOnNode asks the raylet at addr to stop an actor; errors are logged.
+func (s *Server) killOnNode(aid ids.ActorID, addr string) {
+	c, err := s.nodeClient(addr)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
+		_, err = c.KillActor(ctx, &pb.NodeServiceKillActorRequest{ActorId: aid[:]})
+		cancel()
+	}
+	if err != nil {
+		s.log.Warn("kill actor on raylet", "actor", aid, "raylet", addr, "err", errs.FromStatus(err))
+	}
+}
+
+// placeLocked picks the node for an actor, or says why none can host it.
+func (s *Server) placeLocked(spec *pb.ActorSpec) (*NodeRecord, error) {
+	need := positive(spec.GetPlacementResources().GetAmounts())
+	if len(need) == 0 {
+		need = positive(spec.GetResources().GetAmounts())
+	}
+	hold := positive(spec.GetResources().GetAmounts())
+
+	var alive, feasible, fits []*NodeRecord
+	for _, n := range s.store.ListNodes() {
+		if !n.Alive {
+			continue
+		}
+		alive = append(alive, n)
+		if !covers(n.Total, need) {
+			continue
+		}
+		feasible = append(feasible, n)
+		if covers(n.Available, hold) {
+			fits = append(fits, n)
+		}
+	}
+	if len(feasible) == 0 {
+		return nil, s.infeasible(spec.GetTypeName(), need, alive)
+	}
+	candidates := feasible
+	if len(fits) > 0 {
+		candidates = fits
+	}
+	return slices.MinFunc(candidates, func(a, b *NodeRecord) int {
+		return cmp.Or(
+			cmp.Compare(len(s.byNode[a.ID]), len(s.byNode[b.ID])),
+			cmp.Compare(b.Available["CPU"], a.Available["CPU"]),
+			compareNodeIDs(a.ID, b.ID),
+		)
+	}), nil
+}
+
+// infeasible explains why no alive node can ever host the request.
+func (s *Server) infeasible(typeName string, need map[string]float64, alive []*NodeRecord) error {
+	js, _ := json.Marshal(need) // map keys come out sorted
+	what := fmt.Sprintf("actor type %q needs %s", typeName, js)
+	if len(alive) == 0 {
+		return errs.New(errs.KindInfeasible, typeName, "%s; no alive node in the cluster", what)
+	}
+	names := make([]string, 0, len(need))
+	for r := range need {
+		names = append(names, r)
+	}
+	slices.Sort(names)
+	for _, r := range names {
+		if !slices.ContainsFunc(alive, func(n *NodeRecord) bool { return n.Total[r] >= need[r] }) {
+			return errs.New(errs.KindInfeasible, typeName, "%s; no node has resource %q ≥ %g", what, r, need[r])
+		}
+	}
+	return errs.New(errs.KindInfeasible, typeName, "%s; no single node has all of them", what)
+}
+
+func positive(m map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		if v > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func covers(have, need map[string]float64) bool {
+	for r, amt := range need {
+		if have[r] < amt {
+			return false
+		}
+	}
+	return true
+}
+
+// GetActor looks an actor up by ID, or else by name among live actors.
+func (s *Server) GetActor(_ context.Context, req *pb.GetActorRequest) (*pb.GetActorResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(req.GetActorId()) != 0 {
+		aid, err := ids.ParseActorID(req.GetActorId())
+		if err != nil {
+			return nil, invalid("GetActor: %v", err)
+		}
+		a, ok := s.store.GetActor(aid)
+		if !ok {
+			return nil, notFound("", "actor %s not found", aid)
+		}
+		return &pb.GetActorResponse{Actor: a}, nil
+	}
+	if req.GetName() == "" {
+		return nil, invalid("GetActor: give an actor ID or a name")
+	}
+	aid, ok := s.names[actorName{req.GetNamespace(), req.GetName()}]
+	if !ok {
+		return nil, notFound(req.GetName(), "no live actor named %q in namespace %q", req.GetName(), req.GetNamespace())
+	}
+	a, ok := s.store.GetActor(aid)
+	if !ok {
+		return nil, notFound(req.GetName(), "no live actor named %q in namespace %q", req.GetName(), req.GetNamespace())
+	}
+	return &pb.GetActorResponse{Actor: a}, nil
+}
+
+// KillActor declares an actor dead and asks its raylet to stop it. Killing
+// a dead actor does nothing.
+func (s *Server) KillActor(_ context.Context, req *pb.KillActorRequest) (*pb.KillActorResponse, error) {
+	aid, err := ids.ParseActorID(req.GetActorId())
+	if err != nil {
+		return nil, invalid("KillActor: %v", err)
+	}
+	s.mu.Lock()
+	a, ok := s.store.GetActor(aid)
+	if !ok {
+		s.mu.Unlock()
+		return nil, notFound("", "actor %s not found", aid)
+	}
+	if a.GetState() == pb.ActorState_ACTOR_STATE_DEAD {
+		s.mu.Unlock()
+		return &pb.KillActorResponse{}, nil
+	}
+	var addr string
+	if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
+		if n, ok := s.store.GetNode(nid); ok && n.Alive {
+			addr = n.Address
+		}
+	}
+	s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "actor %s was killed by actor.Kill", aid).Proto())
+	s.mu.Unlock()
+	s.log.Info("actor killed", "actor", aid, "type", a.GetSpec().GetTypeName())
+	if addr != "" {
+		s.killOnNode(aid, addr)
+	}
+	return &pb.KillActorResponse{}, nil
+}
+
+// ReportWorkerDeath declares dead every actor listed and every actor the
+// head recorded on that worker.
+func (s *Server) ReportWorkerDeath(_ context.Context, req *pb.ReportWorkerDeathRequest) (*pb.ReportWorkerDeathResponse, error) {
+	var wid ids.WorkerID
+	hasWorker := len(req.GetWorkerId()) != 0
+	if hasWorker {
+		var err error
+		if wid, err = ids.ParseWorkerID(req.GetWorkerId()); err != nil {
+			return nil, invalid("ReportWorkerDeath: %v", err)
+		}
+	}
+	listed := make([]ids.ActorID, 0, len(req.GetActorIds()))
+	for _, b := range req.GetActorIds() {
+		aid, err := ids.ParseActorID(b)
+		if err != nil {
+			return nil, invalid("ReportWorkerDeath: %v", err)
+		}
+		listed = append(listed, aid)
+	}
+	cause := req.GetCause()
+	if cause == nil {
+		e := errs.New(errs.KindWorkerCrashed, "", "worker %x on node %x died", req.GetWorkerId(), req.GetNodeId())
+		e.WorkerID, e.NodeID = req.GetWorkerId(), req.GetNodeId()
+		cause = e.Proto()
+	}
+
+	s.mu.Lock()
+	if hasWorker {
+		for aid := range s.byWorker[wid] {
+			listed = append(listed, aid)
+		}
+	}
+	died := 0
+	for _, aid := range listed {
+		if a, ok := s.store.GetActor(aid); ok && a.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
+			s.markActorDeadLocked(a, cause)
+			died++
+		}
+	}
+	s.mu.Unlock()
+	s.log.Warn("worker died", "worker", fmt.Sprintf("%x", req.GetWorkerId()), "node", fmt.Sprintf("%x", req.GetNodeId()),
+		"actors_lost", died, "cause", errs.FromProto(cause))
+	return &pb.ReportWorkerDeathResponse{}, nil
+}
+
+// indexActorLocked adds a live actor to the indices.
+func (s *Server) indexActorLocked(a *pb.ActorInfo) {
+	aid, err := ids.ParseActorID(a.GetSpec().GetActorId())
+	if err != nil {
+		return
+	}
+	add := func(set actorSet) actorSet {
+		if set == nil {
+			set = make(actorSet)
+		}
+		set[aid] = struct{}{}
+		return set
+	}
+	if name := a.GetSpec().GetName(); name != "" {
+		s.names[actorName{a.GetSpec().GetNamespace(), name}] = aid
+	}
+	if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
+		s.byNode[nid] = add(s.byNode[nid])
+	}
+	s.byJob[aid.Job()] = add(s.byJob[aid.Job()])
+	if wid, err := ids.ParseWorkerID(a.GetWorkerId()); err == nil {
+		s.byWorker[wid] = add(s.byWorker[wid])
+	}
+}
+
+// markActorDeadLocked declares a live actor dead with cause and drops it from
+// the indices.
+func (s *Server) markActorDeadLocked(a *pb.ActorInfo, cause *pb.ErrorInfo) {
+	if a.GetState() == pb.ActorState_ACTOR_STATE_DEAD {
+		return
+	}
+	aid, err := ids.ParseActorID(a.GetSpec().GetActorId())
+	if err != nil {
+		return
+	}
+	a.State = pb.ActorState_ACTOR_STATE_DEAD
+	a.DeathCause = cause
+	if err := s.store.PutActor(a); err != nil {
+		s.log.Error("scheduler store write failed", "what", "actor "+aid.String(), "err", err)
+	}
+	if name := a.GetSpec().GetName(); name != "" {
+		key := actorName{a.GetSpec().GetNamespace(), name}
+		if s.names[key] == aid {
+			delete(s.names, key)
+		}
+	}
+	if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
+		removeFrom(s.byNode, nid, aid)
+	}
+	removeFrom(s.byJob, aid.Job(), aid)
+	if wid, err := ids.ParseWorkerID(a.GetWorkerId()); err == nil {
+		removeFrom(s.byWorker, wid, aid)
+	}
+	s.log.Debug("actor dead", "actor", aid, "type", a.GetSpec().GetTypeName(), "cause", errs.FromProto(cause))
+}
+
+func removeFrom[K comparable](m map[K]actorSet, k K, aid ids.ActorID) {
+	set := m[k]
+	delete(set, aid)
+	if len(set) == 0 {
+		delete(m, k)
+	}
+}
