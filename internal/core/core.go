@@ -128,24 +128,6 @@ func (c *Core) listen(host string) error {
 	return nil
 }
 
-func resolveToken(opt, addr string) string {
-	if opt != "" {
-		return opt
-	}
-	if t := os.Getenv("GORAY_TOKEN"); t != "" {
-		return t
-	}
-	if f := os.Getenv("GORAY_TOKEN_FILE"); f != "" {
-		if t, err := rpc.ReadTokenFile(f); err == nil {
-			return t
-		}
-	}
-	if t, err := rpc.ReadTokenFile(rpc.DefaultTokenPath(addr)); err == nil {
-		return t
-	}
-	return ""
-}
-
 // InitDriver connects this process to a cluster as a driver, or starts an
 // embedded one, registers the job and its binary, and makes the core current.
 func InitDriver(ctx context.Context, opts Options) (*Core, error) {
@@ -170,7 +152,7 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 		}
 		addr, token = emb.Address(), emb.Token()
 	} else {
-		token = resolveToken(opts.Token, addr)
+		token = rpc.ResolveToken(opts.Token, addr)
 	}
 	c := newCore(log, token)
 	c.embedded = emb

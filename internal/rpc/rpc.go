@@ -85,6 +85,27 @@ func RuntimeDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("goray-%d", os.Getuid()))
 }
 
+// ResolveToken finds the token a client of the cluster at addr presents: opt
+// if set, else GORAY_TOKEN, else the file GORAY_TOKEN_FILE names, else the
+// file `raylet --head` wrote for addr on this machine; "" when none is found.
+func ResolveToken(opt, addr string) string {
+	if opt != "" {
+		return opt
+	}
+	if t := os.Getenv("GORAY_TOKEN"); t != "" {
+		return t
+	}
+	if f := os.Getenv("GORAY_TOKEN_FILE"); f != "" {
+		if t, err := ReadTokenFile(f); err == nil {
+			return t
+		}
+	}
+	if t, err := ReadTokenFile(DefaultTokenPath(addr)); err == nil {
+		return t
+	}
+	return ""
+}
+
 // ServerOptions are the options of every goray gRPC server. With a non-empty
 // token every RPC must carry it, or it fails with UNAUTHENTICATED.
 func ServerOptions(token string) []grpc.ServerOption {

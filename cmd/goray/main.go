@@ -1,0 +1,142 @@
+// Command goray is the cluster's command-line tool.
+//
+//	goray status [--address HOST:PORT]   list the cluster's nodes and their resources
+//	goray version                        print the version
+//
+// The address defaults to GORAY_ADDRESS; the token to GORAY_TOKEN, then the
+// file GORAY_TOKEN_FILE names, then the token file `raylet --head` wrote for
+// that address on this machine.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/rpc"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// Version is the goray release.
+const Version = "0.1.0-dev"
+
+const usage = `usage: goray <command> [flags]
+
+commands:
+  status    list the cluster's nodes and their resources
+  version   print the version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "goray:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "version":
+		fmt.Fprintln(out, "goray", Version)
+		return nil
+	case "status":
+		var cfg StatusConfig
+		fs := flag.NewFlagSet("status", flag.ContinueOnError)
+		fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of the head (default $GORAY_ADDRESS)")
+		fs.StringVar(&cfg.Token, "token", "", "cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		return Status(ctx, cfg, out)
+	case "help", "-h", "--help":
+		fmt.Fprint(out, usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
+
+// StatusConfig configures `goray status`.
+type StatusConfig struct {
+	Address string
+	Token   string
+}
+
+// Validate fills defaults and checks the config.
+func (c *StatusConfig) Validate() error {
+	if c.Address == "" {
+		c.Address = os.Getenv("GORAY_ADDRESS")
+	}
+	if c.Address == "" {
+		return errors.New("no cluster address: pass --address HOST:PORT or set GORAY_ADDRESS to the address `raylet --head` printed")
+	}
+	c.Token = rpc.ResolveToken(c.Token, c.Address)
+	return nil
+}
+
+// Status prints the cluster's nodes.
+func Status(ctx context.Context, cfg StatusConfig, out io.Writer) error {
+	cc, err := rpc.Dial(cfg.Address, cfg.Token)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(ctx, &pb.ListNodesRequest{})
+	if err != nil {
+		return fmt.Errorf("no goray head answers at %s: %w", cfg.Address, errs.FromStatus(err))
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tHEAD\tRESOURCES (available / total)")
+	for _, n := range resp.GetNodes() {
+		state := "alive"
+		if !n.GetAlive() {
+			state = "dead"
+		}
+		fmt.Fprintf(tw, "%x\t%s\t%s\t%v\t%s\n", n.GetNodeId(), n.GetAddress(), state, n.GetIsHead(), resources(n))
+	}
+	return tw.Flush()
+}
+
+func resources(n *pb.NodeInfo) string {
+	total := n.GetTotal().GetAmounts()
+	names := make([]string, 0, len(total))
+	for k := range total {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	s := ""
+	for _, k := range names {
+		if s != "" {
+			s += ", "
+		}
+		avail := n.GetAvailable().GetAmounts()[k]
+		if k == "memory" {
+			s += fmt.Sprintf("%s %.1f/%.1f GiB", k, avail/(1<<30), total[k]/(1<<30))
+			continue
+		}
+		s += fmt.Sprintf("%s %g/%g", k, avail, total[k])
+	}
+	return s
+}
