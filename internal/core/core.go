@@ -118,6 +118,13 @@ func (c *Core) listen(host string) error {
 		return fmt.Errorf("listen for worker service: %w", err)
 	}
 	c.addr = lis.Addr().String()
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && c.raylet != "" {
+		// Listening on every interface: advertise the host the raylet is
+		// reached at, which the cluster can route to.
+		rhost, _, _ := net.SplitHostPort(c.raylet)
+		_, port, _ := net.SplitHostPort(c.addr)
+		c.addr = net.JoinHostPort(rhost, port)
+	}
 	c.srv = grpc.NewServer(rpc.ServerOptions(c.token)...)
 	pb.RegisterWorkerServiceServer(c.srv, &workerServer{c: c})
 	c.wg.Add(1)

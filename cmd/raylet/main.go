@@ -1,0 +1,79 @@
+// Command raylet runs a goray node: with --head it also runs the cluster's
+// head (scheduler) on the same port; otherwise it joins the head at --address.
+//
+//	raylet --head --listen 127.0.0.1:6379
+//	raylet --address 127.0.0.1:6379 --token-file /tmp/goray-1000/tokens/127.0.0.1_6379.token
+//
+// On start it prints one line to stdout that scripts parse:
+//
+//	goray raylet ready: address=<addr> node=<node id hex> head=<true|false> token_file=<path or empty>
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/goray/goray/runtime/raylet"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "raylet") {
+			msg = "raylet: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("raylet", flag.ContinueOnError)
+	var (
+		head      = fs.Bool("head", false, "also run the cluster head (scheduler) in this process, on the same port")
+		address   = fs.String("address", "", "HOST:PORT of the head to join (required without --head)")
+		listen    = fs.String("listen", raylet.DefaultListen, "HOST:PORT to listen on, e.g. 127.0.0.1:6379 (port 0 picks a free one)")
+		resources = fs.String("resources", "", `node resources as JSON, merged over the detected CPU and memory, e.g. '{"CPU":2,"gpu":1}'`)
+		tokenFile = fs.String("token-file", "", "with --head: where to write the cluster token (default under the runtime dir); when joining: where to read it")
+		noAuth    = fs.Bool("no-auth", false, "disable the cluster token (loopback only; insecure)")
+		dataDir   = fs.String("data-dir", "", "directory for job binaries and head state (default: a fresh temporary directory, removed on exit)")
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	cfg := raylet.Config{
+		Head:      *head,
+		Address:   *address,
+		Listen:    *listen,
+		TokenFile: *tokenFile,
+		NoAuth:    *noAuth,
+		DataDir:   *dataDir,
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	}
+	if *resources != "" {
+		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {
+			return fmt.Errorf(`--resources: want a JSON object of numbers like '{"CPU":2,"gpu":1}': %w`, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return raylet.Run(ctx, cfg)
+}

@@ -1,0 +1,167 @@
+package raylet
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+
+	"github.com/goray/goray/internal/rpc"
+)
+
+// DefaultListen is the listen address used when Config.Listen is empty: an
+// ephemeral port on loopback.
+const DefaultListen = "127.0.0.1:0"
+
+// Environment variables a joining raylet reads its token from (see
+// Config.TokenFile).
+const (
+	EnvToken     = "GORAY_TOKEN"
+	EnvTokenFile = "GORAY_TOKEN_FILE"
+)
+
+// Bounds on what a raylet accepts.
+const (
+	maxResourceNames   = 64
+	maxResourceNameLen = 128
+)
+
+// Config configures a raylet. The zero value of every field but Head/Address
+// has a documented default.
+type Config struct {
+	// Head also runs the head (scheduler) in this process, on the same gRPC
+	// server and port.
+	Head bool
+	// Address is the head address to join (HOST:PORT). Required unless Head;
+	// must be empty with Head.
+	Address string
+	// Listen is where the raylet's gRPC server listens. Default DefaultListen.
+	Listen string
+	// Resources is the node's total logical resources, merged over the
+	// defaults {"CPU": runtime.NumCPU(), "memory": total RAM in bytes}.
+	Resources map[string]float64
+	// Token is the cluster token. With Head, empty Token and !NoAuth a fresh
+	// one is generated. When joining with empty Token it is read from
+	// TokenFile, else the GORAY_TOKEN environment variable, else the file
+	// named by GORAY_TOKEN_FILE, else rpc.DefaultTokenPath(Address).
+	Token string
+	// TokenFile: with Head, where the token is written (mode 0600); default
+	// rpc.DefaultTokenPath(actual listen address). When joining, where the
+	// token is read from (see Token).
+	TokenFile string
+	// NoAuth disables authentication (a loud warning is logged); listening on
+	// a non-loopback address is then refused.
+	NoAuth bool
+	// DataDir holds job binaries, worker working directories and the head's
+	// state. Default: a fresh directory under rpc.RuntimeDir(), removed on Stop.
+	// A directory given here is kept; only what the raylet put in it (jobs/)
+	// is removed on Stop.
+	DataDir string
+	// StoreDir is the node's object store directory. Default: a fresh
+	// directory under store.BaseDir(DataDir) (/dev/shm when it exists),
+	// removed on Stop. A directory given here is kept; the objects the raylet
+	// recorded in it are removed on Stop.
+	StoreDir string
+	// MaxWorkersPerJob bounds the task (leased) workers of one job on this
+	// node. Default runtime.NumCPU().
+	MaxWorkersPerJob int
+	// Logger receives the raylet's structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Stdout and Stderr receive the worker processes' stdout and stderr, line
+	// by line, prefixed "(worker pid=N) ". Stderr defaults to os.Stderr;
+	// Stdout defaults to Stderr.
+	Stdout, Stderr io.Writer
+}
+
+// Validate checks the configuration without touching the system.
+func (c *Config) Validate() error {
+	if c.Head && c.Address != "" {
+		return errors.New("raylet config: --head and --address are exclusive: a head does not join another head")
+	}
+	if !c.Head && c.Address == "" {
+		return errors.New("raylet config: either --head or --address HOST:PORT of a head is required")
+	}
+	if c.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Address); err != nil {
+			return fmt.Errorf("raylet config: head address %q is not HOST:PORT: %w", c.Address, err)
+		}
+	}
+	listen := c.Listen
+	if listen == "" {
+		listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return fmt.Errorf("raylet config: listen address %q is not HOST:PORT: %w", listen, err)
+	}
+	if err := rpc.CheckListen(listen, !c.NoAuth); err != nil {
+		return fmt.Errorf("raylet config: %w", err)
+	}
+	if c.NoAuth && c.Token != "" {
+		return errors.New("raylet config: a token was given together with --no-auth; drop one of them")
+	}
+	if len(c.Resources) > maxResourceNames {
+		return fmt.Errorf("raylet config: %d resources, at most %d allowed", len(c.Resources), maxResourceNames)
+	}
+	for name, v := range c.Resources {
+		if err := checkResource(name, v); err != nil {
+			return fmt.Errorf("raylet config: %w", err)
+		}
+	}
+	if c.MaxWorkersPerJob < 0 {
+		return fmt.Errorf("raylet config: MaxWorkersPerJob is %d, want >= 0 (0 means NumCPU)", c.MaxWorkersPerJob)
+	}
+	return nil
+}
+
+func checkResource(name string, v float64) error {
+	if name == "" {
+		return errors.New("resource with an empty name")
+	}
+	if len(name) > maxResourceNameLen {
+		return fmt.Errorf("resource name %.32q... is longer than %d bytes", name, maxResourceNameLen)
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return fmt.Errorf("resource %q has amount %v, want a finite number >= 0", name, v)
+	}
+	return nil
+}
+
+// withDefaults returns c with every default filled in (directories and the
+// token are resolved by Start).
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	res := defaultResources()
+	for k, v := range c.Resources {
+		res[k] = v
+	}
+	c.Resources = res
+	if c.MaxWorkersPerJob == 0 {
+		c.MaxWorkersPerJob = max(1, runtime.NumCPU())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	if c.Stdout == nil {
+		c.Stdout = c.Stderr
+	}
+	return c
+}
+
+func defaultResources() map[string]float64 {
+	res := map[string]float64{"CPU": float64(runtime.NumCPU())}
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err == nil {
+		res["memory"] = float64(si.Totalram) * float64(si.Unit)
+	}
+	return res
+}

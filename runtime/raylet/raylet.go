@@ -1,0 +1,515 @@
+package raylet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/store"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/scheduler"
+)
+
+// Timeouts.
+const (
+	joinTimeout       = 5 * time.Second  // first RegisterNode against the head
+	headCallTimeout   = 10 * time.Second // any later unary call to the head
+	registerTimeout   = 60 * time.Second // a started worker must register within it
+	gracefulTimeout   = 2 * time.Second  // GracefulStop before a hard Stop
+	killWaitTimeout   = 10 * time.Second // waiting for killed workers to exit
+	defaultHeartbeat  = time.Second
+	binaryFetchBudget = 10 * time.Minute
+	pullBudget        = 30 * time.Minute
+)
+
+// Raylet is one running node manager.
+type Raylet struct {
+	cfg       Config
+	log       *slog.Logger
+	nodeID    ids.NodeID
+	token     string
+	tokenFile string
+	// removeTokenFile is set when the head wrote its token to the default path.
+	removeTokenFile bool
+	addr            string
+	headAddr        string
+	dataDir         string
+	storeDir        string
+	ownDataDir      bool
+	ownStoreDir     bool
+
+	lis      net.Listener
+	srv      *grpc.Server
+	sched    *scheduler.Server
+	headConn *grpc.ClientConn
+	head     pb.SchedulerServiceClient
+
+	// ctx lives from Start to Stop; background work runs under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the raylet starts
+
+	binFlight  singleflight.Group // job binary fetches, by sha hex
+	jobFlight  singleflight.Group // GetJob + binary, by job ID
+	pullFlight singleflight.Group // object pulls, by object ID
+
+	stopOnce sync.Once
+	mu       sync.Mutex
+	stopping bool
+	total    resources
+	avail    resources
+	waiters  []*waiter
+	nodes    []*pb.NodeInfo // cluster view from the last heartbeat
+	jobs     map[ids.JobID]*job
+	workers  map[ids.WorkerID]*worker
+	leases   map[ids.LeaseID]*lease
+	actors   map[ids.ActorID]*actor
+	objects  map[ids.ObjectID]*object
+	binaries map[string]string // sha hex -> verified executable
+	peers    map[string]*grpc.ClientConn
+	hbFail   bool
+
+	outMu sync.Mutex // serializes worker output lines
+}
+
+// Start starts a raylet: it listens, serves, registers with the head (its
+// own when cfg.Head) and returns when the node is registered.
+func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	r := &Raylet{
+		cfg:      cfg,
+		nodeID:   ids.NewNodeID(),
+		total:    resourcesFromMap(cfg.Resources),
+		avail:    resourcesFromMap(cfg.Resources),
+		jobs:     make(map[ids.JobID]*job),
+		workers:  make(map[ids.WorkerID]*worker),
+		leases:   make(map[ids.LeaseID]*lease),
+		actors:   make(map[ids.ActorID]*actor),
+		objects:  make(map[ids.ObjectID]*object),
+		binaries: make(map[string]string),
+		peers:    make(map[string]*grpc.ClientConn),
+	}
+	r.log = cfg.Logger.With("component", "raylet", "node", r.nodeID.String()[:8])
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			r.Stop()
+		}
+	}()
+
+	if cfg.NoAuth {
+		r.log.Warn("!!! AUTHENTICATION IS DISABLED (--no-auth): any process that can reach this raylet can run code on it; use only on a trusted loopback setup !!!")
+	} else if !cfg.Head {
+		if r.token, r.tokenFile, err = joinToken(cfg); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := r.makeDirs(); err != nil {
+		return nil, err
+	}
+
+	r.lis, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("raylet: listen on %s: %w", cfg.Listen, err)
+	}
+	r.addr = advertiseAddr(r.lis.Addr().(*net.TCPAddr))
+
+	if cfg.Head {
+		r.headAddr = r.addr
+		if !cfg.NoAuth {
+			if err := r.headToken(); err != nil {
+				return nil, err
+			}
+		}
+		r.sched, err = scheduler.New(scheduler.Config{
+			DataDir: filepath.Join(r.dataDir, "head"),
+			Token:   r.token,
+			Logger:  cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("raylet: start head: %w", err)
+		}
+	} else {
+		r.headAddr = cfg.Address
+	}
+
+	r.srv = grpc.NewServer(rpc.ServerOptions(r.token)...)
+	pb.RegisterNodeServiceServer(r.srv, &nodeServer{r: r})
+	pb.RegisterObjectTransferServiceServer(r.srv, &transferServer{r: r})
+	if r.sched != nil {
+		r.sched.Register(r.srv)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.srv.Serve(r.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			r.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+
+	r.headConn, err = rpc.Dial(r.headAddr, r.token)
+	if err != nil {
+		return nil, err
+	}
+	r.head = pb.NewSchedulerServiceClient(r.headConn)
+
+	interval, err := r.join(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.heartbeat(ctx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.heartbeatLoop(interval)
+	}()
+	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", cfg.Head,
+		"resources", fmtResources(r.total), "store_dir", r.storeDir, "data_dir", r.dataDir)
+	return r, nil
+}
+
+// joinToken finds the token of the cluster a raylet joins.
+func joinToken(cfg Config) (token, file string, err error) {
+	if cfg.Token != "" {
+		return cfg.Token, cfg.TokenFile, nil
+	}
+	switch {
+	case cfg.TokenFile != "":
+		file = cfg.TokenFile
+	case os.Getenv(EnvToken) != "":
+		return os.Getenv(EnvToken), "", nil
+	case os.Getenv(EnvTokenFile) != "":
+		file = os.Getenv(EnvTokenFile)
+	default:
+		file = rpc.DefaultTokenPath(cfg.Address)
+	}
+	token, err = rpc.ReadTokenFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("raylet: no cluster token for head %s: %w (pass --token-file with the file `raylet --head` wrote, or set %s)", cfg.Address, err, EnvToken)
+	}
+	return token, file, nil
+}
+
+// headToken generates (if needed) and writes the head's token file.
+func (r *Raylet) headToken() error {
+	r.token = r.cfg.Token
+	if r.token == "" {
+		t, err := rpc.GenerateToken()
+		if err != nil {
+			return err
+		}
+		r.token = t
+	}
+	r.tokenFile = r.cfg.TokenFile
+	if r.tokenFile == "" {
+		r.tokenFile = rpc.DefaultTokenPath(r.addr)
+		r.removeTokenFile = true
+	}
+	if err := rpc.WriteTokenFile(r.tokenFile, r.token); err != nil {
+		r.removeTokenFile = false
+		return fmt.Errorf("raylet: %w", err)
+	}
+	return nil
+}
+
+func (r *Raylet) makeDirs() error {
+	if r.cfg.DataDir != "" {
+		r.dataDir = r.cfg.DataDir
+		if err := os.MkdirAll(r.dataDir, 0o700); err != nil {
+			return fmt.Errorf("raylet: data dir: %w", err)
+		}
+	} else {
+		base := rpc.RuntimeDir()
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			return fmt.Errorf("raylet: data dir: %w", err)
+		}
+		d, err := os.MkdirTemp(base, "raylet-")
+		if err != nil {
+			return fmt.Errorf("raylet: data dir: %w", err)
+		}
+		r.dataDir, r.ownDataDir = d, true
+	}
+	if err := os.MkdirAll(filepath.Join(r.dataDir, "jobs"), 0o700); err != nil {
+		return fmt.Errorf("raylet: data dir: %w", err)
+	}
+	if r.cfg.StoreDir != "" {
+		r.storeDir = r.cfg.StoreDir
+		if err := os.MkdirAll(r.storeDir, 0o700); err != nil {
+			return fmt.Errorf("raylet: store dir: %w", err)
+		}
+	} else {
+		base := store.BaseDir(r.dataDir)
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			return fmt.Errorf("raylet: store dir: %w", err)
+		}
+		d, err := os.MkdirTemp(base, "store-")
+		if err != nil {
+			return fmt.Errorf("raylet: store dir: %w", err)
+		}
+		r.storeDir, r.ownStoreDir = d, true
+	}
+	return nil
+}
+
+// advertiseAddr is the address other processes reach a listener on: the
+// listen address, or for an unspecified host (0.0.0.0, ::) the first
+// non-loopback interface address.
+func advertiseAddr(a *net.TCPAddr) string {
+	if !a.IP.IsUnspecified() {
+		return a.String()
+	}
+	host := "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				host = ipn.IP.String()
+				break
+			}
+		}
+	}
+	return net.JoinHostPort(host, fmt.Sprint(a.Port))
+}
+
+// join registers the node with the head, failing fast when nobody answers.
+func (r *Raylet) join(ctx context.Context) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	resp, err := r.head.RegisterNode(ctx, r.registerRequest(), grpc.WaitForReady(false))
+	if err != nil {
+		switch status.Code(err) {
+		case codes.Unauthenticated:
+			return 0, fmt.Errorf("raylet: the goray head at %s rejected this node's cluster token (use the token file written by `raylet --head`): %w", r.headAddr, err)
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return 0, fmt.Errorf("raylet: no goray head answers at %s (is `raylet --head` running there?): %w", r.headAddr, err)
+		case codes.Unimplemented:
+			return 0, fmt.Errorf("raylet: the server at %s is not a goray head: %w", r.headAddr, err)
+		}
+		return 0, fmt.Errorf("raylet: register with the goray head at %s: %w", r.headAddr, errs.FromStatus(err))
+	}
+	return heartbeatInterval(resp), nil
+}
+
+func heartbeatInterval(resp *pb.RegisterNodeResponse) time.Duration {
+	if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return defaultHeartbeat
+}
+
+func (r *Raylet) registerRequest() *pb.RegisterNodeRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: r.total.proto()}
+}
+
+func (r *Raylet) heartbeatLoop(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if iv := r.heartbeat(r.ctx); iv > 0 && iv != interval {
+			interval = iv
+			t.Reset(interval)
+		}
+	}
+}
+
+// heartbeat sends one heartbeat and acts on the reply. It returns a new
+// heartbeat interval when it had to register again, else 0.
+func (r *Raylet) heartbeat(ctx context.Context) time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
+	defer cancel()
+	r.mu.Lock()
+	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], Available: r.avail.proto()}
+	r.mu.Unlock()
+	resp, err := r.head.Heartbeat(ctx, req)
+	r.mu.Lock()
+	wasFailing := r.hbFail
+	r.hbFail = err != nil
+	if err == nil {
+		r.nodes = resp.GetNodes()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		if !wasFailing && r.ctx.Err() == nil {
+			r.log.Warn("heartbeat to head failed", "head", r.headAddr, "err", err)
+		}
+		return 0
+	}
+	if wasFailing {
+		r.log.Info("heartbeat to head recovered", "head", r.headAddr)
+	}
+	for _, b := range resp.GetFinishedJobIds() {
+		id, err := ids.ParseJobID(b)
+		if err != nil {
+			r.log.Warn("head sent a malformed finished job ID", "err", err)
+			continue
+		}
+		r.finishJobAsync(id)
+	}
+	if resp.GetReregister() {
+		r.log.Info("head asked this node to register again", "head", r.headAddr)
+		rr, err := r.head.RegisterNode(ctx, r.registerRequest())
+		if err != nil {
+			r.log.Warn("register again with head failed", "err", err)
+			return 0
+		}
+		return heartbeatInterval(rr)
+	}
+	return 0
+}
+
+// goTracked runs fn in a goroutine the raylet owns, unless it is stopping.
+func (r *Raylet) goTracked(fn func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Address is the raylet's address (for a head, the address others join).
+func (r *Raylet) Address() string { return r.addr }
+
+// Token is the cluster token ("" with NoAuth).
+func (r *Raylet) Token() string { return r.token }
+
+// TokenFile is the file the token was written to (head) or read from.
+func (r *Raylet) TokenFile() string { return r.tokenFile }
+
+// NodeID is this raylet's node ID.
+func (r *Raylet) NodeID() ids.NodeID { return r.nodeID }
+
+// HeadAddress is the address of the head this raylet registered with.
+func (r *Raylet) HeadAddress() string { return r.headAddr }
+
+// StoreDir is the node's object store directory.
+func (r *Raylet) StoreDir() string { return r.storeDir }
+
+// Stop kills every worker process and waits for it, stops serving, closes
+// the head when it runs one and removes the directories the raylet made.
+// It is idempotent.
+func (r *Raylet) Stop() {
+	r.stopOnce.Do(r.stop)
+}
+
+func (r *Raylet) stop() {
+	r.mu.Lock()
+	r.stopping = true
+	ws := make([]*worker, 0, len(r.workers))
+	for _, w := range r.workers {
+		w.onPurpose = true
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	r.cancel()
+
+	for _, w := range ws {
+		w.kill()
+	}
+	waitExited(ws, killWaitTimeout, r.log)
+
+	if r.srv != nil {
+		done := make(chan struct{})
+		go func() { r.srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(gracefulTimeout):
+			r.srv.Stop()
+			<-done
+		}
+	} else if r.lis != nil {
+		r.lis.Close()
+	}
+	if r.sched != nil {
+		r.sched.Close()
+	}
+	if r.headConn != nil {
+		r.headConn.Close()
+	}
+	r.mu.Lock()
+	peers := r.peers
+	r.peers = map[string]*grpc.ClientConn{}
+	r.mu.Unlock()
+	for _, c := range peers {
+		c.Close()
+	}
+	r.wg.Wait()
+
+	if r.removeTokenFile {
+		os.Remove(r.tokenFile)
+	}
+	if r.ownStoreDir {
+		os.RemoveAll(r.storeDir)
+	} else if r.storeDir != "" {
+		r.mu.Lock()
+		for id := range r.objects {
+			store.Remove(r.storeDir, id)
+		}
+		r.mu.Unlock()
+	}
+	if r.ownDataDir {
+		os.RemoveAll(r.dataDir)
+	} else if r.dataDir != "" {
+		os.RemoveAll(filepath.Join(r.dataDir, "jobs"))
+	}
+	if r.log != nil && r.addr != "" {
+		r.log.Info("raylet stopped", "address", r.addr)
+	}
+}
+
+// Run starts a raylet, prints its ready line to stdout (and for a head, how
+// to join it to stderr), blocks until ctx is done and stops it.
+func Run(ctx context.Context, cfg Config) error {
+	r, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	fmt.Fprintf(os.Stdout, "goray raylet ready: address=%s node=%s head=%t token_file=%s\n",
+		r.Address(), r.NodeID(), cfg.Head, r.TokenFile())
+	if cfg.Head {
+		join := "raylet --address " + r.Address()
+		if r.TokenFile() != "" {
+			join += " --token-file " + r.TokenFile()
+		} else {
+			join += " --no-auth"
+		}
+		driver := "GORAY_ADDRESS=" + r.Address()
+		if tf := r.TokenFile(); tf != "" && tf != rpc.DefaultTokenPath(r.Address()) {
+			driver += " " + EnvTokenFile + "=" + tf
+		}
+		fmt.Fprintf(os.Stderr, "goray head running at %s\n  join another node:  %s\n  connect a driver:   %s go run ./yourprogram\n",
+			r.Address(), join, driver)
+	}
+	<-ctx.Done()
+	return nil
+}

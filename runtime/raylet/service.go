@@ -1,0 +1,139 @@
+package raylet
+
+import (
+	"context"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/store"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// nodeServer is the raylet's NodeService.
+type nodeServer struct {
+	pb.UnimplementedNodeServiceServer
+	r *Raylet
+}
+
+func (s *nodeServer) GetNodeInfo(context.Context, *pb.GetNodeInfoRequest) (*pb.GetNodeInfoResponse, error) {
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: r.total.proto()}, nil
+}
+
+func (s *nodeServer) RegisterWorker(req *pb.RegisterWorkerRequest, stream pb.NodeService_RegisterWorkerServer) error {
+	return s.r.registerWorker(req, stream)
+}
+
+func (s *nodeServer) RequestWorkerLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, error) {
+	resp, err := s.r.requestLease(ctx, req)
+	return resp, errs.Status(err)
+}
+
+func (s *nodeServer) ReturnWorkerLease(_ context.Context, req *pb.ReturnWorkerLeaseRequest) (*pb.ReturnWorkerLeaseResponse, error) {
+	if err := s.r.returnLease(req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.ReturnWorkerLeaseResponse{}, nil
+}
+
+func (s *nodeServer) CreateActor(ctx context.Context, req *pb.NodeServiceCreateActorRequest) (*pb.NodeServiceCreateActorResponse, error) {
+	resp, err := s.r.createActor(ctx, req)
+	return resp, errs.Status(err)
+}
+
+func (s *nodeServer) KillActor(ctx context.Context, req *pb.NodeServiceKillActorRequest) (*pb.NodeServiceKillActorResponse, error) {
+	if err := s.r.killActor(ctx, req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.NodeServiceKillActorResponse{}, nil
+}
+
+func (s *nodeServer) FinishJob(ctx context.Context, req *pb.NodeServiceFinishJobRequest) (*pb.NodeServiceFinishJobResponse, error) {
+	id, err := ids.ParseJobID(req.GetJobId())
+	if err != nil {
+		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "FinishJob: %v", err))
+	}
+	if err := s.r.finishJob(ctx, id); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.NodeServiceFinishJobResponse{}, nil
+}
+
+func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*pb.SealObjectResponse, error) {
+	if err := s.r.sealObject(req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.SealObjectResponse{}, nil
+}
+
+func (s *nodeServer) PullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
+	if err := s.r.pullObject(ctx, req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.PullObjectResponse{}, nil
+}
+
+// transferServer is the raylet's ObjectTransferService.
+type transferServer struct {
+	pb.UnimplementedObjectTransferServiceServer
+	r *Raylet
+}
+
+func (s *transferServer) Pull(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer) error {
+	return errs.Status(s.r.serveObject(req, stream))
+}
+
+// finishJob stops the job's workers, frees its objects and (through the
+// workers' exits) its resources. It is idempotent; a second call waits for
+// the first one's cleanup.
+func (r *Raylet) finishJob(ctx context.Context, id ids.JobID) error {
+	r.mu.Lock()
+	j := r.jobLocked(id)
+	if j.finished {
+		done := j.finishDone
+		r.mu.Unlock()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	j.finished = true
+	ws := make([]*worker, 0, len(j.workers))
+	for _, w := range j.workers {
+		w.onPurpose = true
+		ws = append(ws, w)
+	}
+	objs := r.objectsOfJobLocked(id)
+	j.broadcastLocked()
+	r.mu.Unlock()
+
+	for _, w := range ws {
+		w.kill()
+	}
+	waitExited(ws, killWaitTimeout, r.log)
+	for _, o := range objs {
+		if err := store.Remove(r.storeDir, o); err != nil {
+			r.log.Warn("remove object of finished job", "job", id, "object", o, "err", err)
+		}
+	}
+	close(j.finishDone)
+	if len(ws) > 0 || len(objs) > 0 {
+		r.log.Info("job finished", "job", id, "workers_stopped", len(ws), "objects_freed", len(objs))
+	}
+	return nil
+}
+
+func (r *Raylet) finishJobAsync(id ids.JobID) {
+	r.mu.Lock()
+	j := r.jobs[id]
+	done := j != nil && j.finished
+	r.mu.Unlock()
+	if done {
+		return
+	}
+	r.goTracked(func() { _ = r.finishJob(r.ctx, id) })
+}
