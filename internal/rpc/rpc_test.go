@@ -1,0 +1,103 @@
+package rpc
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+func TestTokenFile(t *testing.T) {
+	tok, err := GenerateToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tok) != 64 {
+		t.Fatalf("token length: got %d, want 64 hex characters", len(tok))
+	}
+	path := filepath.Join(t.TempDir(), "sub", "cluster.token")
+	if err := WriteTokenFile(path, tok); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode: got %o, want 600", st.Mode().Perm())
+	}
+	got, err := ReadTokenFile(path)
+	if err != nil || got != tok {
+		t.Fatalf("ReadTokenFile: got %q, %v; want %q", got, err, tok)
+	}
+	t.Setenv("GORAY_TOKEN", "")
+	t.Setenv("GORAY_TOKEN_FILE", path)
+	if got := ResolveToken("", "127.0.0.1:1"); got != tok {
+		t.Fatalf("ResolveToken from GORAY_TOKEN_FILE: got %q, want %q", got, tok)
+	}
+	if got := ResolveToken("explicit", "127.0.0.1:1"); got != "explicit" {
+		t.Fatalf("ResolveToken with an explicit token: got %q, want explicit", got)
+	}
+}
+
+func TestAuthInterceptor(t *testing.T) {
+	const token = "s3cret"
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(ServerOptions(token)...)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	tests := []struct {
+		name, token string
+		want        codes.Code
+	}{
+		{"no token", "", codes.Unauthenticated},
+		{"wrong token", "guess", codes.Unauthenticated},
+		{"right token", token, codes.OK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, err := Dial(lis.Addr().String(), tc.token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			_, err = healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("got %v (%v), want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	tests := []struct {
+		addr string
+		auth bool
+		ok   bool
+	}{
+		{"127.0.0.1:0", false, true},
+		{"localhost:6379", false, true},
+		{"[::1]:0", false, true},
+		{"0.0.0.0:0", false, false},
+		{"10.1.2.3:6379", false, false},
+		{"0.0.0.0:0", true, true},
+	}
+	for _, tc := range tests {
+		err := CheckListen(tc.addr, tc.auth)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckListen(%q, auth=%v): got %v, want ok=%v", tc.addr, tc.auth, err, tc.ok)
+		}
+	}
+}
