@@ -223,9 +223,11 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 		} else {
 			w.busy = false
 		}
+		closed := s.closed
 		acts := s.pump(sh)
 		s.mu.Unlock()
-		if err != nil {
+		// After close every lease was already returned.
+		if err != nil && !closed {
 			acts = append(acts, func() { s.returnLease(w, true) })
 		}
 		acts.run()

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 
@@ -136,6 +137,15 @@ func checkResource(name string, v float64) error {
 func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
+	}
+	// Worker binaries live under DataDir and start with their own working
+	// directory, so relative paths would resolve against the wrong one.
+	for _, p := range []*string{&c.DataDir, &c.StoreDir, &c.TokenFile} {
+		if *p != "" {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
+			}
+		}
 	}
 	res := defaultResources()
 	for k, v := range c.Resources {

@@ -437,6 +437,11 @@ func (r *Raylet) stop() {
 	}
 	waitExited(ws, killWaitTimeout, r.log)
 
+	// The head first: closing it ends its KeepJobAlive streams without
+	// finishing their jobs, so the graceful stop below does not wait on them.
+	if r.sched != nil {
+		r.sched.Close()
+	}
 	if r.srv != nil {
 		done := make(chan struct{})
 		go func() { r.srv.GracefulStop(); close(done) }()
@@ -448,9 +453,6 @@ func (r *Raylet) stop() {
 		}
 	} else if r.lis != nil {
 		r.lis.Close()
-	}
-	if r.sched != nil {
-		r.sched.Close()
 	}
 	if r.headConn != nil {
 		r.headConn.Close()

@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/goray/goray/internal/rpc"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// Bounds on runs (they turn hangs into failures; no test asserts a speed).
+const (
+	driverTimeout   = 90 * time.Second // a driver run to completion
+	failFastTimeout = 15 * time.Second // a driver or raylet that must fail at once
+	workerGone      = 10 * time.Second // workers of a finished job or stopped raylet
+	rayletExit      = 30 * time.Second // a raylet after SIGTERM
+)
+
+// TestCluster is the acceptance test: a head and two joined raylets as real
+// processes; the driver places actors and tasks by custom resources on
+// distinct nodes, passes a ref made on node B to a task on node C, and gets a
+// 64 MiB value made on node C back byte for byte.
+func TestCluster(t *testing.T) {
+	c := newCluster(t)
+	c.startHead(`{"CPU":2}`)
+	b := c.join("b", `{"CPU":2,"node_b":1}`)
+	cn := c.join("c", `{"CPU":2,"node_c":1}`)
+	if b.id == cn.id || b.id == c.head.id {
+		t.Fatalf("node IDs: got head=%s b=%s c=%s, want three distinct", c.head.id, b.id, cn.id)
+	}
+
+	d := c.driver(t, "cluster", false, "E2E_MODE=cluster", "E2E_NODE_B="+b.id, "E2E_NODE_C="+cn.id)
+	err := d.wait(t, driverTimeout)
+	if code := d.exitCode(); err != nil || code != 0 {
+		t.Fatalf("driver: got exit status %d (%v), want 0\nstderr:\n%s", code, err, tail(d.stderr.String()))
+	}
+	line, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "E2E OK ") })
+	if !ok {
+		t.Fatalf("driver stdout: got %q, want a line starting %q", d.stdout.String(), "E2E OK ")
+	}
+	want := fmt.Sprintf("nodes=%s,%s blob_bytes=%d ", b.id[:8], cn.id[:8], 64<<20)
+	if !strings.Contains(line, want) {
+		t.Errorf("driver result line: got %q, want it to contain %q", line, want)
+	}
+}
+
+// startBlockingDriver runs the driver in block mode and waits for READY: it
+// then has actors and tasks on the head node and on node b.
+func startBlockingDriver(t *testing.T, c *cluster, name string) *proc {
+	t.Helper()
+	d := c.driver(t, name, true, "E2E_MODE=block")
+	d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
+	return d
+}
+
+// requireWorkersOn fails unless every node has at least one worker under dir.
+func requireWorkersOn(t *testing.T, dir string, nodes ...*node) {
+	t.Helper()
+	ws := workers(dir)
+	byNode := workersByNode(ws)
+	t.Logf("%d worker processes by node: %v", len(ws), byNode)
+	for _, n := range nodes {
+		if byNode[n.id] < 1 {
+			t.Fatalf("workers on node %s (%s): got %d, want at least 1; all workers: %v", n.name, n.id, byNode[n.id], byNode)
+		}
+	}
+}
+
+// TestDriverExitCleansWorkers checks that a job's workers on every node are
+// stopped when its driver ends, normally or by SIGKILL.
+func TestDriverExitCleansWorkers(t *testing.T) {
+	c := newCluster(t)
+	c.startHead(`{"CPU":2}`)
+	b := c.join("b", `{"CPU":2,"node_b":1}`)
+
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, d *proc)
+	}{
+		{"shutdown", func(t *testing.T, d *proc) {
+			if _, err := d.stdin.Write([]byte("done\n")); err != nil {
+				t.Fatalf("write to driver stdin: %v", err)
+			}
+			err := d.wait(t, driverTimeout)
+			if code := d.exitCode(); err != nil || code != 0 {
+				t.Fatalf("driver after its stdin line: got exit status %d (%v), want 0", code, err)
+			}
+		}},
+		{"sigkill", func(t *testing.T, d *proc) {
+			if err := syscall.Kill(-d.pid(), syscall.SIGKILL); err != nil {
+				t.Fatalf("SIGKILL driver: %v", err)
+			}
+			d.wait(t, stopTimeout)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startBlockingDriver(t, c, tc.name)
+			requireWorkersOn(t, c.dir, c.head, b)
+			tc.end(t, d)
+			waitNoWorkers(t, c.dir, workerGone, "the driver ended ("+tc.name+")")
+		})
+	}
+	// The raylets are still serving: a new job runs on both nodes.
+	t.Run("cluster-still-serves", func(t *testing.T) {
+		d := startBlockingDriver(t, c, "after")
+		requireWorkersOn(t, c.dir, c.head, b)
+		d.stdin.Close()
+		if err := d.wait(t, driverTimeout); err != nil {
+			t.Fatalf("driver after stdin EOF: got %v, want exit status 0", err)
+		}
+		waitNoWorkers(t, c.dir, workerGone, "the driver ended")
+	})
+}
+
+// deadAddr is a loopback address where nothing listens.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+// TestNoHeadAtAddress checks that a driver and a joining raylet pointed at an
+// address where no goray head listens fail fast with a clear message.
+func TestNoHeadAtAddress(t *testing.T) {
+	dir := testDir(t)
+	addr := deadAddr(t)
+	tokenFile := filepath.Join(dir, "token")
+	if err := rpc.WriteTokenFile(tokenFile, "0123456789abcdef"); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("driver", func(t *testing.T) {
+		d := startProc(t, "driver", bins.driver, nil, []string{"GORAY_ADDRESS=" + addr, "GORAY_TOKEN_FILE=" + tokenFile}, false)
+		d.wait(t, failFastTimeout)
+		if code := d.exitCode(); code == 0 {
+			t.Fatalf("driver: got exit status 0, want non-zero")
+		}
+		stderr := d.stderr.String()
+		if want := "no goray raylet answers at " + addr; !strings.Contains(stderr, want) {
+			t.Errorf("driver stderr: got %q, want it to contain %q", stderr, want)
+		}
+	})
+	t.Run("raylet", func(t *testing.T) {
+		r := startProc(t, "raylet", bins.raylet, []string{"--address", addr, "--token-file", tokenFile, "--data-dir", filepath.Join(dir, "raylet")}, nil, false)
+		r.wait(t, failFastTimeout)
+		if code := r.exitCode(); code == 0 {
+			t.Fatalf("raylet --address %s: got exit status 0, want non-zero", addr)
+		}
+		stderr := r.stderr.String()
+		if want := "no goray head answers at " + addr; !strings.Contains(stderr, want) {
+			t.Errorf("raylet stderr: got %q, want it to contain %q", stderr, want)
+		}
+		if out := r.stdout.String(); out != "" {
+			t.Errorf("raylet stdout: got %q, want no ready line", out)
+		}
+	})
+}
+
+// TestWrongToken checks that the cluster refuses a driver and raw RPCs
+// without the cluster token.
+func TestWrongToken(t *testing.T) {
+	c := newCluster(t)
+	head := c.startHead(`{"CPU":2}`)
+
+	t.Run("driver", func(t *testing.T) {
+		d := c.driver(t, "wrong-token", false, "GORAY_TOKEN=wrong")
+		d.wait(t, failFastTimeout)
+		if code := d.exitCode(); code == 0 {
+			t.Fatalf("driver with GORAY_TOKEN=wrong: got exit status 0, want non-zero")
+		}
+		stderr := d.stderr.String()
+		if !strings.Contains(stderr, "token") {
+			t.Errorf("driver stderr: got %q, want a message about the token", stderr)
+		}
+		if strings.Contains(stderr, "no goray raylet answers") {
+			t.Errorf("driver stderr: got %q, want the token named as the cause, not an unreachable raylet", stderr)
+		}
+	})
+
+	token, err := rpc.ReadTokenFile(c.tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, token string
+		want        codes.Code
+	}{
+		{"no-token", "", codes.Unauthenticated},
+		{"wrong-token", "wrong", codes.Unauthenticated},
+		{"right-token", token, codes.OK},
+	} {
+		t.Run("rpc/"+tc.name, func(t *testing.T) {
+			cc, err := rpc.Dial(head.addr, tc.token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(ctx, &pb.ListNodesRequest{})
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("SchedulerService.ListNodes with token %q: got %v (%v), want %v", tc.token, got, err, tc.want)
+			}
+			_, err = pb.NewNodeServiceClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("NodeService.GetNodeInfo with token %q: got %v (%v), want %v", tc.token, got, err, tc.want)
+			}
+			if tc.want != codes.OK {
+				return
+			}
+			var ids []string
+			for _, n := range resp.GetNodes() {
+				ids = append(ids, fmt.Sprintf("%x", n.GetNodeId()))
+			}
+			if len(ids) != 1 || ids[0] != head.id {
+				t.Errorf("ListNodes: got nodes %v, want [%s]", ids, head.id)
+			}
+		})
+	}
+}
+
+// TestRayletSIGTERM checks that a raylet with live workers exits 0 on
+// SIGTERM and takes its workers with it: first a joined raylet, then the head.
+func TestRayletSIGTERM(t *testing.T) {
+	c := newCluster(t)
+	c.startHead(`{"CPU":2}`)
+	b := c.join("b", `{"CPU":2,"node_b":1}`)
+	startBlockingDriver(t, c, "block")
+	requireWorkersOn(t, c.dir, c.head, b)
+
+	for _, n := range []*node{b, c.head} {
+		t.Run(n.name, func(t *testing.T) {
+			n.signal(t, syscall.SIGTERM)
+			err := n.wait(t, rayletExit)
+			if err != nil || n.exitCode() != 0 {
+				t.Fatalf("%s after SIGTERM: got %s (%v), want exit status 0\nstderr:\n%s", n.name, n.exitDesc(), err, tail(n.stderr.String()))
+			}
+			left := workersByNode(workers(c.dir))[n.id]
+			if left != 0 {
+				t.Errorf("workers of %s after it exited: got %d, want 0", n.name, left)
+			}
+		})
+	}
+	// Nothing of the job is left anywhere once every raylet is gone.
+	waitNoWorkers(t, c.dir, workerGone, "every raylet exited")
+}
