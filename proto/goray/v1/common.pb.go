@@ -165,6 +165,65 @@ func (ErrorKind) EnumDescriptor() ([]byte, []int) {
 	return file_goray_v1_common_proto_rawDescGZIP(), []int{1}
 }
 
+// Kind of strategy.
+type SchedulingStrategy_Kind int32
+
+const (
+	// The default (Ray's hybrid policy): prefer the local node, then the
+	// least-loaded feasible node; past a utilisation threshold spread with a
+	// random pick among the best few.
+	SchedulingStrategy_KIND_UNSPECIFIED SchedulingStrategy_Kind = 0
+	// Spread over the feasible nodes, least-loaded first, round robin.
+	SchedulingStrategy_KIND_SPREAD SchedulingStrategy_Kind = 1
+	// Run on node_id; with soft, elsewhere if that node is dead or cannot fit it.
+	SchedulingStrategy_KIND_NODE_AFFINITY SchedulingStrategy_Kind = 2
+	// Run in a bundle of a placement group (bundle_index -1: any bundle).
+	SchedulingStrategy_KIND_PLACEMENT_GROUP SchedulingStrategy_Kind = 3
+)
+
+// Enum value maps for SchedulingStrategy_Kind.
+var (
+	SchedulingStrategy_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_SPREAD",
+		2: "KIND_NODE_AFFINITY",
+		3: "KIND_PLACEMENT_GROUP",
+	}
+	SchedulingStrategy_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":     0,
+		"KIND_SPREAD":          1,
+		"KIND_NODE_AFFINITY":   2,
+		"KIND_PLACEMENT_GROUP": 3,
+	}
+)
+
+func (x SchedulingStrategy_Kind) Enum() *SchedulingStrategy_Kind {
+	p := new(SchedulingStrategy_Kind)
+	*p = x
+	return p
+}
+
+func (x SchedulingStrategy_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SchedulingStrategy_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_goray_v1_common_proto_enumTypes[2].Descriptor()
+}
+
+func (SchedulingStrategy_Kind) Type() protoreflect.EnumType {
+	return &file_goray_v1_common_proto_enumTypes[2]
+}
+
+func (x SchedulingStrategy_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SchedulingStrategy_Kind.Descriptor instead.
+func (SchedulingStrategy_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{7, 0}
+}
+
 // Payload is one encoded value.
 type Payload struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -686,6 +745,83 @@ func (x *NodeInfo) GetIsHead() bool {
 	return false
 }
 
+// SchedulingStrategy says where an actor or task may run.
+type SchedulingStrategy struct {
+	state            protoimpl.MessageState  `protogen:"open.v1"`
+	Kind             SchedulingStrategy_Kind `protobuf:"varint,1,opt,name=kind,proto3,enum=goray.v1.SchedulingStrategy_Kind" json:"kind,omitempty"`
+	NodeId           []byte                  `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Soft             bool                    `protobuf:"varint,3,opt,name=soft,proto3" json:"soft,omitempty"`
+	PlacementGroupId []byte                  `protobuf:"bytes,4,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	BundleIndex      int32                   `protobuf:"varint,5,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SchedulingStrategy) Reset() {
+	*x = SchedulingStrategy{}
+	mi := &file_goray_v1_common_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchedulingStrategy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchedulingStrategy) ProtoMessage() {}
+
+func (x *SchedulingStrategy) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_common_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchedulingStrategy.ProtoReflect.Descriptor instead.
+func (*SchedulingStrategy) Descriptor() ([]byte, []int) {
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SchedulingStrategy) GetKind() SchedulingStrategy_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return SchedulingStrategy_KIND_UNSPECIFIED
+}
+
+func (x *SchedulingStrategy) GetNodeId() []byte {
+	if x != nil {
+		return x.NodeId
+	}
+	return nil
+}
+
+func (x *SchedulingStrategy) GetSoft() bool {
+	if x != nil {
+		return x.Soft
+	}
+	return false
+}
+
+func (x *SchedulingStrategy) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *SchedulingStrategy) GetBundleIndex() int32 {
+	if x != nil {
+		return x.BundleIndex
+	}
+	return 0
+}
+
 var File_goray_v1_common_proto protoreflect.FileDescriptor
 
 const file_goray_v1_common_proto_rawDesc = "" +
@@ -729,7 +865,18 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\x05total\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\x05total\x121\n" +
 	"\tavailable\x18\x04 \x01(\v2\x13.goray.v1.ResourcesR\tavailable\x12\x14\n" +
 	"\x05alive\x18\x05 \x01(\bR\x05alive\x12\x17\n" +
-	"\ais_head\x18\x06 \x01(\bR\x06isHead*v\n" +
+	"\ais_head\x18\x06 \x01(\bR\x06isHead\"\xaa\x02\n" +
+	"\x12SchedulingStrategy\x125\n" +
+	"\x04kind\x18\x01 \x01(\x0e2!.goray.v1.SchedulingStrategy.KindR\x04kind\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\fR\x06nodeId\x12\x12\n" +
+	"\x04soft\x18\x03 \x01(\bR\x04soft\x12,\n" +
+	"\x12placement_group_id\x18\x04 \x01(\fR\x10placementGroupId\x12!\n" +
+	"\fbundle_index\x18\x05 \x01(\x05R\vbundleIndex\"_\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vKIND_SPREAD\x10\x01\x12\x16\n" +
+	"\x12KIND_NODE_AFFINITY\x10\x02\x12\x18\n" +
+	"\x14KIND_PLACEMENT_GROUP\x10\x03*v\n" +
 	"\bEncoding\x12\x18\n" +
 	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fENCODING_RAW\x10\x01\x12\x15\n" +
@@ -762,34 +909,37 @@ func file_goray_v1_common_proto_rawDescGZIP() []byte {
 	return file_goray_v1_common_proto_rawDescData
 }
 
-var file_goray_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_goray_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_goray_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_goray_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_goray_v1_common_proto_goTypes = []any{
-	(Encoding)(0),          // 0: goray.v1.Encoding
-	(ErrorKind)(0),         // 1: goray.v1.ErrorKind
-	(*Payload)(nil),        // 2: goray.v1.Payload
-	(*Resources)(nil),      // 3: goray.v1.Resources
-	(*ObjectRef)(nil),      // 4: goray.v1.ObjectRef
-	(*ObjectLocation)(nil), // 5: goray.v1.ObjectLocation
-	(*ErrorInfo)(nil),      // 6: goray.v1.ErrorInfo
-	(*Arg)(nil),            // 7: goray.v1.Arg
-	(*NodeInfo)(nil),       // 8: goray.v1.NodeInfo
-	nil,                    // 9: goray.v1.Resources.AmountsEntry
+	(Encoding)(0),                // 0: goray.v1.Encoding
+	(ErrorKind)(0),               // 1: goray.v1.ErrorKind
+	(SchedulingStrategy_Kind)(0), // 2: goray.v1.SchedulingStrategy.Kind
+	(*Payload)(nil),              // 3: goray.v1.Payload
+	(*Resources)(nil),            // 4: goray.v1.Resources
+	(*ObjectRef)(nil),            // 5: goray.v1.ObjectRef
+	(*ObjectLocation)(nil),       // 6: goray.v1.ObjectLocation
+	(*ErrorInfo)(nil),            // 7: goray.v1.ErrorInfo
+	(*Arg)(nil),                  // 8: goray.v1.Arg
+	(*NodeInfo)(nil),             // 9: goray.v1.NodeInfo
+	(*SchedulingStrategy)(nil),   // 10: goray.v1.SchedulingStrategy
+	nil,                          // 11: goray.v1.Resources.AmountsEntry
 }
 var file_goray_v1_common_proto_depIdxs = []int32{
-	0, // 0: goray.v1.Payload.encoding:type_name -> goray.v1.Encoding
-	9, // 1: goray.v1.Resources.amounts:type_name -> goray.v1.Resources.AmountsEntry
-	0, // 2: goray.v1.ObjectLocation.encoding:type_name -> goray.v1.Encoding
-	1, // 3: goray.v1.ErrorInfo.kind:type_name -> goray.v1.ErrorKind
-	2, // 4: goray.v1.Arg.value:type_name -> goray.v1.Payload
-	4, // 5: goray.v1.Arg.ref:type_name -> goray.v1.ObjectRef
-	3, // 6: goray.v1.NodeInfo.total:type_name -> goray.v1.Resources
-	3, // 7: goray.v1.NodeInfo.available:type_name -> goray.v1.Resources
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: goray.v1.Payload.encoding:type_name -> goray.v1.Encoding
+	11, // 1: goray.v1.Resources.amounts:type_name -> goray.v1.Resources.AmountsEntry
+	0,  // 2: goray.v1.ObjectLocation.encoding:type_name -> goray.v1.Encoding
+	1,  // 3: goray.v1.ErrorInfo.kind:type_name -> goray.v1.ErrorKind
+	3,  // 4: goray.v1.Arg.value:type_name -> goray.v1.Payload
+	5,  // 5: goray.v1.Arg.ref:type_name -> goray.v1.ObjectRef
+	4,  // 6: goray.v1.NodeInfo.total:type_name -> goray.v1.Resources
+	4,  // 7: goray.v1.NodeInfo.available:type_name -> goray.v1.Resources
+	2,  // 8: goray.v1.SchedulingStrategy.kind:type_name -> goray.v1.SchedulingStrategy.Kind
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_common_proto_init() }
@@ -806,8 +956,8 @@ func file_goray_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_common_proto_rawDesc), len(file_goray_v1_common_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   8,
+			NumEnums:      3,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

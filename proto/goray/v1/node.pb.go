@@ -254,7 +254,14 @@ type RequestWorkerLeaseRequest struct {
 	Resources *Resources             `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
 	// Set by a raylet that already spilled this request back once, so the
 	// receiving raylet queues it instead of spilling again.
-	NoSpillback   bool `protobuf:"varint,3,opt,name=no_spillback,json=noSpillback,proto3" json:"no_spillback,omitempty"`
+	NoSpillback bool `protobuf:"varint,3,opt,name=no_spillback,json=noSpillback,proto3" json:"no_spillback,omitempty"`
+	// Where the task may run; unset means the default strategy.
+	SchedulingStrategy *SchedulingStrategy `protobuf:"bytes,4,opt,name=scheduling_strategy,json=schedulingStrategy,proto3" json:"scheduling_strategy,omitempty"`
+	// Fail at once with ERROR_KIND_INFEASIBLE when no node can ever fit the
+	// request, instead of waiting (reported to the head) for one to join.
+	FailFast bool `protobuf:"varint,5,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
+	// The function, for logs and the state API.
+	FunctionName  string `protobuf:"bytes,6,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +315,27 @@ func (x *RequestWorkerLeaseRequest) GetNoSpillback() bool {
 		return x.NoSpillback
 	}
 	return false
+}
+
+func (x *RequestWorkerLeaseRequest) GetSchedulingStrategy() *SchedulingStrategy {
+	if x != nil {
+		return x.SchedulingStrategy
+	}
+	return nil
+}
+
+func (x *RequestWorkerLeaseRequest) GetFailFast() bool {
+	if x != nil {
+		return x.FailFast
+	}
+	return false
+}
+
+func (x *RequestWorkerLeaseRequest) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
 }
 
 type RequestWorkerLeaseResponse struct {
@@ -933,6 +961,278 @@ func (*PullObjectResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
+type PrepareBundleRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
+	Resources        *Resources             `protobuf:"bytes,3,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PrepareBundleRequest) Reset() {
+	*x = PrepareBundleRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareBundleRequest) ProtoMessage() {}
+
+func (x *PrepareBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareBundleRequest.ProtoReflect.Descriptor instead.
+func (*PrepareBundleRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PrepareBundleRequest) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *PrepareBundleRequest) GetBundleIndex() int32 {
+	if x != nil {
+		return x.BundleIndex
+	}
+	return 0
+}
+
+func (x *PrepareBundleRequest) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type PrepareBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareBundleResponse) Reset() {
+	*x = PrepareBundleResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareBundleResponse) ProtoMessage() {}
+
+func (x *PrepareBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareBundleResponse.ProtoReflect.Descriptor instead.
+func (*PrepareBundleResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{19}
+}
+
+type CommitBundleRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CommitBundleRequest) Reset() {
+	*x = CommitBundleRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitBundleRequest) ProtoMessage() {}
+
+func (x *CommitBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitBundleRequest.ProtoReflect.Descriptor instead.
+func (*CommitBundleRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CommitBundleRequest) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *CommitBundleRequest) GetBundleIndex() int32 {
+	if x != nil {
+		return x.BundleIndex
+	}
+	return 0
+}
+
+type CommitBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitBundleResponse) Reset() {
+	*x = CommitBundleResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitBundleResponse) ProtoMessage() {}
+
+func (x *CommitBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitBundleResponse.ProtoReflect.Descriptor instead.
+func (*CommitBundleResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{21}
+}
+
+type ReturnBundleRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ReturnBundleRequest) Reset() {
+	*x = ReturnBundleRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReturnBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReturnBundleRequest) ProtoMessage() {}
+
+func (x *ReturnBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReturnBundleRequest.ProtoReflect.Descriptor instead.
+func (*ReturnBundleRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReturnBundleRequest) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *ReturnBundleRequest) GetBundleIndex() int32 {
+	if x != nil {
+		return x.BundleIndex
+	}
+	return 0
+}
+
+type ReturnBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReturnBundleResponse) Reset() {
+	*x = ReturnBundleResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReturnBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReturnBundleResponse) ProtoMessage() {}
+
+func (x *ReturnBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReturnBundleResponse.ProtoReflect.Descriptor instead.
+func (*ReturnBundleResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{23}
+}
+
 var File_goray_v1_node_proto protoreflect.FileDescriptor
 
 const file_goray_v1_node_proto_rawDesc = "" +
@@ -951,11 +1251,14 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x16RegisterWorkerResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12\x1b\n" +
 	"\tstore_dir\x18\x02 \x01(\tR\bstoreDir\x12!\n" +
-	"\fhead_address\x18\x03 \x01(\tR\vheadAddress\"\x88\x01\n" +
+	"\fhead_address\x18\x03 \x01(\tR\vheadAddress\"\x99\x02\n" +
 	"\x19RequestWorkerLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\fR\x05jobId\x121\n" +
 	"\tresources\x18\x02 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12!\n" +
-	"\fno_spillback\x18\x03 \x01(\bR\vnoSpillback\"\xed\x01\n" +
+	"\fno_spillback\x18\x03 \x01(\bR\vnoSpillback\x12M\n" +
+	"\x13scheduling_strategy\x18\x04 \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
+	"\tfail_fast\x18\x05 \x01(\bR\bfailFast\x12#\n" +
+	"\rfunction_name\x18\x06 \x01(\tR\ffunctionName\"\xed\x01\n" +
 	"\x1aRequestWorkerLeaseResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\fR\aleaseId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\fR\bworkerId\x12%\n" +
@@ -987,7 +1290,20 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
 	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12PullObjectResponse2\x9b\x06\n" +
+	"\x12PullObjectResponse\"\x9a\x01\n" +
+	"\x14PrepareBundleRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
+	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\x121\n" +
+	"\tresources\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\tresources\"\x17\n" +
+	"\x15PrepareBundleResponse\"f\n" +
+	"\x13CommitBundleRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
+	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\x16\n" +
+	"\x14CommitBundleResponse\"f\n" +
+	"\x13ReturnBundleRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
+	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\x16\n" +
+	"\x14ReturnBundleResponse2\x8b\b\n" +
 	"\vNodeService\x12J\n" +
 	"\vGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n" +
 	"\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12_\n" +
@@ -995,7 +1311,10 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponse\x12`\n" +
 	"\vCreateActor\x12'.goray.v1.NodeServiceCreateActorRequest\x1a(.goray.v1.NodeServiceCreateActorResponse\x12Z\n" +
 	"\tKillActor\x12%.goray.v1.NodeServiceKillActorRequest\x1a&.goray.v1.NodeServiceKillActorResponse\x12Z\n" +
-	"\tFinishJob\x12%.goray.v1.NodeServiceFinishJobRequest\x1a&.goray.v1.NodeServiceFinishJobResponse\x12G\n" +
+	"\tFinishJob\x12%.goray.v1.NodeServiceFinishJobRequest\x1a&.goray.v1.NodeServiceFinishJobResponse\x12P\n" +
+	"\rPrepareBundle\x12\x1e.goray.v1.PrepareBundleRequest\x1a\x1f.goray.v1.PrepareBundleResponse\x12M\n" +
+	"\fCommitBundle\x12\x1d.goray.v1.CommitBundleRequest\x1a\x1e.goray.v1.CommitBundleResponse\x12M\n" +
+	"\fReturnBundle\x12\x1d.goray.v1.ReturnBundleRequest\x1a\x1e.goray.v1.ReturnBundleResponse\x12G\n" +
 	"\n" +
 	"SealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n" +
 	"\n" +
@@ -1013,7 +1332,7 @@ func file_goray_v1_node_proto_rawDescGZIP() []byte {
 	return file_goray_v1_node_proto_rawDescData
 }
 
-var file_goray_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_goray_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_goray_v1_node_proto_goTypes = []any{
 	(*GetNodeInfoRequest)(nil),             // 0: goray.v1.GetNodeInfoRequest
 	(*GetNodeInfoResponse)(nil),            // 1: goray.v1.GetNodeInfoResponse
@@ -1033,38 +1352,53 @@ var file_goray_v1_node_proto_goTypes = []any{
 	(*SealObjectResponse)(nil),             // 15: goray.v1.SealObjectResponse
 	(*PullObjectRequest)(nil),              // 16: goray.v1.PullObjectRequest
 	(*PullObjectResponse)(nil),             // 17: goray.v1.PullObjectResponse
-	(*Resources)(nil),                      // 18: goray.v1.Resources
-	(*ActorSpec)(nil),                      // 19: goray.v1.ActorSpec
-	(*ObjectLocation)(nil),                 // 20: goray.v1.ObjectLocation
+	(*PrepareBundleRequest)(nil),           // 18: goray.v1.PrepareBundleRequest
+	(*PrepareBundleResponse)(nil),          // 19: goray.v1.PrepareBundleResponse
+	(*CommitBundleRequest)(nil),            // 20: goray.v1.CommitBundleRequest
+	(*CommitBundleResponse)(nil),           // 21: goray.v1.CommitBundleResponse
+	(*ReturnBundleRequest)(nil),            // 22: goray.v1.ReturnBundleRequest
+	(*ReturnBundleResponse)(nil),           // 23: goray.v1.ReturnBundleResponse
+	(*Resources)(nil),                      // 24: goray.v1.Resources
+	(*SchedulingStrategy)(nil),             // 25: goray.v1.SchedulingStrategy
+	(*ActorSpec)(nil),                      // 26: goray.v1.ActorSpec
+	(*ObjectLocation)(nil),                 // 27: goray.v1.ObjectLocation
 }
 var file_goray_v1_node_proto_depIdxs = []int32{
-	18, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
-	18, // 1: goray.v1.RequestWorkerLeaseRequest.resources:type_name -> goray.v1.Resources
-	19, // 2: goray.v1.NodeServiceCreateActorRequest.spec:type_name -> goray.v1.ActorSpec
-	20, // 3: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
-	0,  // 4: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
-	2,  // 5: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
-	4,  // 6: goray.v1.NodeService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
-	6,  // 7: goray.v1.NodeService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
-	8,  // 8: goray.v1.NodeService.CreateActor:input_type -> goray.v1.NodeServiceCreateActorRequest
-	10, // 9: goray.v1.NodeService.KillActor:input_type -> goray.v1.NodeServiceKillActorRequest
-	12, // 10: goray.v1.NodeService.FinishJob:input_type -> goray.v1.NodeServiceFinishJobRequest
-	14, // 11: goray.v1.NodeService.SealObject:input_type -> goray.v1.SealObjectRequest
-	16, // 12: goray.v1.NodeService.PullObject:input_type -> goray.v1.PullObjectRequest
-	1,  // 13: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
-	3,  // 14: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
-	5,  // 15: goray.v1.NodeService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
-	7,  // 16: goray.v1.NodeService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
-	9,  // 17: goray.v1.NodeService.CreateActor:output_type -> goray.v1.NodeServiceCreateActorResponse
-	11, // 18: goray.v1.NodeService.KillActor:output_type -> goray.v1.NodeServiceKillActorResponse
-	13, // 19: goray.v1.NodeService.FinishJob:output_type -> goray.v1.NodeServiceFinishJobResponse
-	15, // 20: goray.v1.NodeService.SealObject:output_type -> goray.v1.SealObjectResponse
-	17, // 21: goray.v1.NodeService.PullObject:output_type -> goray.v1.PullObjectResponse
-	13, // [13:22] is the sub-list for method output_type
-	4,  // [4:13] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	24, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
+	24, // 1: goray.v1.RequestWorkerLeaseRequest.resources:type_name -> goray.v1.Resources
+	25, // 2: goray.v1.RequestWorkerLeaseRequest.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
+	26, // 3: goray.v1.NodeServiceCreateActorRequest.spec:type_name -> goray.v1.ActorSpec
+	27, // 4: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
+	24, // 5: goray.v1.PrepareBundleRequest.resources:type_name -> goray.v1.Resources
+	0,  // 6: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
+	2,  // 7: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
+	4,  // 8: goray.v1.NodeService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
+	6,  // 9: goray.v1.NodeService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
+	8,  // 10: goray.v1.NodeService.CreateActor:input_type -> goray.v1.NodeServiceCreateActorRequest
+	10, // 11: goray.v1.NodeService.KillActor:input_type -> goray.v1.NodeServiceKillActorRequest
+	12, // 12: goray.v1.NodeService.FinishJob:input_type -> goray.v1.NodeServiceFinishJobRequest
+	18, // 13: goray.v1.NodeService.PrepareBundle:input_type -> goray.v1.PrepareBundleRequest
+	20, // 14: goray.v1.NodeService.CommitBundle:input_type -> goray.v1.CommitBundleRequest
+	22, // 15: goray.v1.NodeService.ReturnBundle:input_type -> goray.v1.ReturnBundleRequest
+	14, // 16: goray.v1.NodeService.SealObject:input_type -> goray.v1.SealObjectRequest
+	16, // 17: goray.v1.NodeService.PullObject:input_type -> goray.v1.PullObjectRequest
+	1,  // 18: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
+	3,  // 19: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
+	5,  // 20: goray.v1.NodeService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
+	7,  // 21: goray.v1.NodeService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
+	9,  // 22: goray.v1.NodeService.CreateActor:output_type -> goray.v1.NodeServiceCreateActorResponse
+	11, // 23: goray.v1.NodeService.KillActor:output_type -> goray.v1.NodeServiceKillActorResponse
+	13, // 24: goray.v1.NodeService.FinishJob:output_type -> goray.v1.NodeServiceFinishJobResponse
+	19, // 25: goray.v1.NodeService.PrepareBundle:output_type -> goray.v1.PrepareBundleResponse
+	21, // 26: goray.v1.NodeService.CommitBundle:output_type -> goray.v1.CommitBundleResponse
+	23, // 27: goray.v1.NodeService.ReturnBundle:output_type -> goray.v1.ReturnBundleResponse
+	15, // 28: goray.v1.NodeService.SealObject:output_type -> goray.v1.SealObjectResponse
+	17, // 29: goray.v1.NodeService.PullObject:output_type -> goray.v1.PullObjectResponse
+	18, // [18:30] is the sub-list for method output_type
+	6,  // [6:18] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_node_proto_init() }
@@ -1080,7 +1414,7 @@ func file_goray_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_node_proto_rawDesc), len(file_goray_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

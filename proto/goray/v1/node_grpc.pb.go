@@ -26,6 +26,9 @@ const (
 	NodeService_CreateActor_FullMethodName        = "/goray.v1.NodeService/CreateActor"
 	NodeService_KillActor_FullMethodName          = "/goray.v1.NodeService/KillActor"
 	NodeService_FinishJob_FullMethodName          = "/goray.v1.NodeService/FinishJob"
+	NodeService_PrepareBundle_FullMethodName      = "/goray.v1.NodeService/PrepareBundle"
+	NodeService_CommitBundle_FullMethodName       = "/goray.v1.NodeService/CommitBundle"
+	NodeService_ReturnBundle_FullMethodName       = "/goray.v1.NodeService/ReturnBundle"
 	NodeService_SealObject_FullMethodName         = "/goray.v1.NodeService/SealObject"
 	NodeService_PullObject_FullMethodName         = "/goray.v1.NodeService/PullObject"
 )
@@ -55,6 +58,16 @@ type NodeServiceClient interface {
 	KillActor(ctx context.Context, in *NodeServiceKillActorRequest, opts ...grpc.CallOption) (*NodeServiceKillActorResponse, error)
 	// Caller: head. Callee: every raylet. Stops the job's workers, frees its objects.
 	FinishJob(ctx context.Context, in *NodeServiceFinishJobRequest, opts ...grpc.CallOption) (*NodeServiceFinishJobResponse, error)
+	// Caller: head, phase one of creating a placement group. Callee: the raylet
+	// chosen for a bundle. Reserves the bundle's resources, or fails at once.
+	PrepareBundle(ctx context.Context, in *PrepareBundleRequest, opts ...grpc.CallOption) (*PrepareBundleResponse, error)
+	// Caller: head, phase two. Callee: a raylet that prepared the bundle. Makes
+	// the reserved resources available to work placed in the bundle.
+	CommitBundle(ctx context.Context, in *CommitBundleRequest, opts ...grpc.CallOption) (*CommitBundleResponse, error)
+	// Caller: head, when a group is removed or its creation is rolled back.
+	// Callee: a raylet holding the bundle. Stops what runs in it and releases
+	// the resources. Unknown bundles are ignored.
+	ReturnBundle(ctx context.Context, in *ReturnBundleRequest, opts ...grpc.CallOption) (*ReturnBundleResponse, error)
 	// Caller: a worker or driver on this node, after it wrote the object file
 	// into the store directory. Callee: the local raylet.
 	SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectResponse, error)
@@ -151,6 +164,36 @@ func (c *nodeServiceClient) FinishJob(ctx context.Context, in *NodeServiceFinish
 	return out, nil
 }
 
+func (c *nodeServiceClient) PrepareBundle(ctx context.Context, in *PrepareBundleRequest, opts ...grpc.CallOption) (*PrepareBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrepareBundleResponse)
+	err := c.cc.Invoke(ctx, NodeService_PrepareBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeServiceClient) CommitBundle(ctx context.Context, in *CommitBundleRequest, opts ...grpc.CallOption) (*CommitBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitBundleResponse)
+	err := c.cc.Invoke(ctx, NodeService_CommitBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeServiceClient) ReturnBundle(ctx context.Context, in *ReturnBundleRequest, opts ...grpc.CallOption) (*ReturnBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReturnBundleResponse)
+	err := c.cc.Invoke(ctx, NodeService_ReturnBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *nodeServiceClient) SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SealObjectResponse)
@@ -196,6 +239,16 @@ type NodeServiceServer interface {
 	KillActor(context.Context, *NodeServiceKillActorRequest) (*NodeServiceKillActorResponse, error)
 	// Caller: head. Callee: every raylet. Stops the job's workers, frees its objects.
 	FinishJob(context.Context, *NodeServiceFinishJobRequest) (*NodeServiceFinishJobResponse, error)
+	// Caller: head, phase one of creating a placement group. Callee: the raylet
+	// chosen for a bundle. Reserves the bundle's resources, or fails at once.
+	PrepareBundle(context.Context, *PrepareBundleRequest) (*PrepareBundleResponse, error)
+	// Caller: head, phase two. Callee: a raylet that prepared the bundle. Makes
+	// the reserved resources available to work placed in the bundle.
+	CommitBundle(context.Context, *CommitBundleRequest) (*CommitBundleResponse, error)
+	// Caller: head, when a group is removed or its creation is rolled back.
+	// Callee: a raylet holding the bundle. Stops what runs in it and releases
+	// the resources. Unknown bundles are ignored.
+	ReturnBundle(context.Context, *ReturnBundleRequest) (*ReturnBundleResponse, error)
 	// Caller: a worker or driver on this node, after it wrote the object file
 	// into the store directory. Callee: the local raylet.
 	SealObject(context.Context, *SealObjectRequest) (*SealObjectResponse, error)
@@ -233,6 +286,15 @@ func (UnimplementedNodeServiceServer) KillActor(context.Context, *NodeServiceKil
 }
 func (UnimplementedNodeServiceServer) FinishJob(context.Context, *NodeServiceFinishJobRequest) (*NodeServiceFinishJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FinishJob not implemented")
+}
+func (UnimplementedNodeServiceServer) PrepareBundle(context.Context, *PrepareBundleRequest) (*PrepareBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareBundle not implemented")
+}
+func (UnimplementedNodeServiceServer) CommitBundle(context.Context, *CommitBundleRequest) (*CommitBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitBundle not implemented")
+}
+func (UnimplementedNodeServiceServer) ReturnBundle(context.Context, *ReturnBundleRequest) (*ReturnBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReturnBundle not implemented")
 }
 func (UnimplementedNodeServiceServer) SealObject(context.Context, *SealObjectRequest) (*SealObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SealObject not implemented")
@@ -380,6 +442,60 @@ func _NodeService_FinishJob_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_PrepareBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).PrepareBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_PrepareBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).PrepareBundle(ctx, req.(*PrepareBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NodeService_CommitBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).CommitBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_CommitBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).CommitBundle(ctx, req.(*CommitBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NodeService_ReturnBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReturnBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).ReturnBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_ReturnBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).ReturnBundle(ctx, req.(*ReturnBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NodeService_SealObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SealObjectRequest)
 	if err := dec(in); err != nil {
@@ -446,6 +562,18 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FinishJob",
 			Handler:    _NodeService_FinishJob_Handler,
+		},
+		{
+			MethodName: "PrepareBundle",
+			Handler:    _NodeService_PrepareBundle_Handler,
+		},
+		{
+			MethodName: "CommitBundle",
+			Handler:    _NodeService_CommitBundle_Handler,
+		},
+		{
+			MethodName: "ReturnBundle",
+			Handler:    _NodeService_ReturnBundle_Handler,
 		},
 		{
 			MethodName: "SealObject",

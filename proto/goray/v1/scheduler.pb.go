@@ -73,6 +73,123 @@ func (ActorState) EnumDescriptor() ([]byte, []int) {
 	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{0}
 }
 
+type PlacementStrategy int32
+
+const (
+	PlacementStrategy_PLACEMENT_STRATEGY_UNSPECIFIED PlacementStrategy = 0
+	// Bundles on as few nodes as possible.
+	PlacementStrategy_PLACEMENT_STRATEGY_PACK PlacementStrategy = 1
+	// Bundles on distinct nodes where possible.
+	PlacementStrategy_PLACEMENT_STRATEGY_SPREAD PlacementStrategy = 2
+	// Every bundle on one node, or the group is not created.
+	PlacementStrategy_PLACEMENT_STRATEGY_STRICT_PACK PlacementStrategy = 3
+	// Every bundle on a distinct node, or the group is not created.
+	PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD PlacementStrategy = 4
+)
+
+// Enum value maps for PlacementStrategy.
+var (
+	PlacementStrategy_name = map[int32]string{
+		0: "PLACEMENT_STRATEGY_UNSPECIFIED",
+		1: "PLACEMENT_STRATEGY_PACK",
+		2: "PLACEMENT_STRATEGY_SPREAD",
+		3: "PLACEMENT_STRATEGY_STRICT_PACK",
+		4: "PLACEMENT_STRATEGY_STRICT_SPREAD",
+	}
+	PlacementStrategy_value = map[string]int32{
+		"PLACEMENT_STRATEGY_UNSPECIFIED":   0,
+		"PLACEMENT_STRATEGY_PACK":          1,
+		"PLACEMENT_STRATEGY_SPREAD":        2,
+		"PLACEMENT_STRATEGY_STRICT_PACK":   3,
+		"PLACEMENT_STRATEGY_STRICT_SPREAD": 4,
+	}
+)
+
+func (x PlacementStrategy) Enum() *PlacementStrategy {
+	p := new(PlacementStrategy)
+	*p = x
+	return p
+}
+
+func (x PlacementStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlacementStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_goray_v1_scheduler_proto_enumTypes[1].Descriptor()
+}
+
+func (PlacementStrategy) Type() protoreflect.EnumType {
+	return &file_goray_v1_scheduler_proto_enumTypes[1]
+}
+
+func (x PlacementStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlacementStrategy.Descriptor instead.
+func (PlacementStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{1}
+}
+
+type PlacementGroupState int32
+
+const (
+	PlacementGroupState_PLACEMENT_GROUP_STATE_UNSPECIFIED PlacementGroupState = 0
+	// Waiting for resources; bundles are not reserved.
+	PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING PlacementGroupState = 1
+	// Every bundle is reserved.
+	PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED PlacementGroupState = 2
+	// No set of alive nodes can ever hold the group; nothing is reserved.
+	PlacementGroupState_PLACEMENT_GROUP_STATE_INFEASIBLE PlacementGroupState = 3
+	PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED    PlacementGroupState = 4
+)
+
+// Enum value maps for PlacementGroupState.
+var (
+	PlacementGroupState_name = map[int32]string{
+		0: "PLACEMENT_GROUP_STATE_UNSPECIFIED",
+		1: "PLACEMENT_GROUP_STATE_PENDING",
+		2: "PLACEMENT_GROUP_STATE_CREATED",
+		3: "PLACEMENT_GROUP_STATE_INFEASIBLE",
+		4: "PLACEMENT_GROUP_STATE_REMOVED",
+	}
+	PlacementGroupState_value = map[string]int32{
+		"PLACEMENT_GROUP_STATE_UNSPECIFIED": 0,
+		"PLACEMENT_GROUP_STATE_PENDING":     1,
+		"PLACEMENT_GROUP_STATE_CREATED":     2,
+		"PLACEMENT_GROUP_STATE_INFEASIBLE":  3,
+		"PLACEMENT_GROUP_STATE_REMOVED":     4,
+	}
+)
+
+func (x PlacementGroupState) Enum() *PlacementGroupState {
+	p := new(PlacementGroupState)
+	*p = x
+	return p
+}
+
+func (x PlacementGroupState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlacementGroupState) Descriptor() protoreflect.EnumDescriptor {
+	return file_goray_v1_scheduler_proto_enumTypes[2].Descriptor()
+}
+
+func (PlacementGroupState) Type() protoreflect.EnumType {
+	return &file_goray_v1_scheduler_proto_enumTypes[2]
+}
+
+func (x PlacementGroupState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlacementGroupState.Descriptor instead.
+func (PlacementGroupState) EnumDescriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{2}
+}
+
 type RegisterNodeRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1050,8 +1167,13 @@ type ActorSpec struct {
 	// Constructor arguments.
 	Args           []*Arg `protobuf:"bytes,9,rep,name=args,proto3" json:"args,omitempty"`
 	MaxConcurrency uint32 `protobuf:"varint,10,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where the actor may be placed; unset means the default strategy.
+	SchedulingStrategy *SchedulingStrategy `protobuf:"bytes,11,opt,name=scheduling_strategy,json=schedulingStrategy,proto3" json:"scheduling_strategy,omitempty"`
+	// Fail at once with ERROR_KIND_INFEASIBLE when no node can ever fit the
+	// actor, instead of waiting (listed as infeasible) for one to join.
+	FailFast      bool `protobuf:"varint,12,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ActorSpec) Reset() {
@@ -1152,6 +1274,20 @@ func (x *ActorSpec) GetMaxConcurrency() uint32 {
 		return x.MaxConcurrency
 	}
 	return 0
+}
+
+func (x *ActorSpec) GetSchedulingStrategy() *SchedulingStrategy {
+	if x != nil {
+		return x.SchedulingStrategy
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetFailFast() bool {
+	if x != nil {
+		return x.FailFast
+	}
+	return false
 }
 
 type ActorInfo struct {
@@ -1618,6 +1754,590 @@ func (*ReportWorkerDeathResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{28}
 }
 
+type PlacementGroupInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16 bytes: job ID (4) + 12 unique bytes.
+	PlacementGroupId []byte              `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Name             string              `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Strategy         PlacementStrategy   `protobuf:"varint,3,opt,name=strategy,proto3,enum=goray.v1.PlacementStrategy" json:"strategy,omitempty"`
+	Bundles          []*Resources        `protobuf:"bytes,4,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	State            PlacementGroupState `protobuf:"varint,5,opt,name=state,proto3,enum=goray.v1.PlacementGroupState" json:"state,omitempty"`
+	// Node of each bundle, when created.
+	BundleNodeIds [][]byte `protobuf:"bytes,6,rep,name=bundle_node_ids,json=bundleNodeIds,proto3" json:"bundle_node_ids,omitempty"`
+	// Why the group is infeasible or pending.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	JobId         []byte `protobuf:"bytes,8,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementGroupInfo) Reset() {
+	*x = PlacementGroupInfo{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementGroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementGroupInfo) ProtoMessage() {}
+
+func (x *PlacementGroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementGroupInfo.ProtoReflect.Descriptor instead.
+func (*PlacementGroupInfo) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PlacementGroupInfo) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *PlacementGroupInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetStrategy() PlacementStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return PlacementStrategy_PLACEMENT_STRATEGY_UNSPECIFIED
+}
+
+func (x *PlacementGroupInfo) GetBundles() []*Resources {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+func (x *PlacementGroupInfo) GetState() PlacementGroupState {
+	if x != nil {
+		return x.State
+	}
+	return PlacementGroupState_PLACEMENT_GROUP_STATE_UNSPECIFIED
+}
+
+func (x *PlacementGroupInfo) GetBundleNodeIds() [][]byte {
+	if x != nil {
+		return x.BundleNodeIds
+	}
+	return nil
+}
+
+func (x *PlacementGroupInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PlacementGroupInfo) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+type CreatePlacementGroupRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	Name             string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Strategy         PlacementStrategy      `protobuf:"varint,3,opt,name=strategy,proto3,enum=goray.v1.PlacementStrategy" json:"strategy,omitempty"`
+	Bundles          []*Resources           `protobuf:"bytes,4,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	JobId            []byte                 `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CreatePlacementGroupRequest) Reset() {
+	*x = CreatePlacementGroupRequest{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePlacementGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePlacementGroupRequest) ProtoMessage() {}
+
+func (x *CreatePlacementGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePlacementGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreatePlacementGroupRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreatePlacementGroupRequest) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *CreatePlacementGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreatePlacementGroupRequest) GetStrategy() PlacementStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return PlacementStrategy_PLACEMENT_STRATEGY_UNSPECIFIED
+}
+
+func (x *CreatePlacementGroupRequest) GetBundles() []*Resources {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+func (x *CreatePlacementGroupRequest) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+type CreatePlacementGroupResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroup *PlacementGroupInfo    `protobuf:"bytes,1,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreatePlacementGroupResponse) Reset() {
+	*x = CreatePlacementGroupResponse{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePlacementGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePlacementGroupResponse) ProtoMessage() {}
+
+func (x *CreatePlacementGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePlacementGroupResponse.ProtoReflect.Descriptor instead.
+func (*CreatePlacementGroupResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreatePlacementGroupResponse) GetPlacementGroup() *PlacementGroupInfo {
+	if x != nil {
+		return x.PlacementGroup
+	}
+	return nil
+}
+
+type GetPlacementGroupRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	// Block until the group is no longer pending.
+	Wait          bool `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPlacementGroupRequest) Reset() {
+	*x = GetPlacementGroupRequest{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlacementGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlacementGroupRequest) ProtoMessage() {}
+
+func (x *GetPlacementGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlacementGroupRequest.ProtoReflect.Descriptor instead.
+func (*GetPlacementGroupRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetPlacementGroupRequest) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+func (x *GetPlacementGroupRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+type GetPlacementGroupResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroup *PlacementGroupInfo    `protobuf:"bytes,1,opt,name=placement_group,json=placementGroup,proto3" json:"placement_group,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetPlacementGroupResponse) Reset() {
+	*x = GetPlacementGroupResponse{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlacementGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlacementGroupResponse) ProtoMessage() {}
+
+func (x *GetPlacementGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlacementGroupResponse.ProtoReflect.Descriptor instead.
+func (*GetPlacementGroupResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetPlacementGroupResponse) GetPlacementGroup() *PlacementGroupInfo {
+	if x != nil {
+		return x.PlacementGroup
+	}
+	return nil
+}
+
+type RemovePlacementGroupRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RemovePlacementGroupRequest) Reset() {
+	*x = RemovePlacementGroupRequest{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePlacementGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePlacementGroupRequest) ProtoMessage() {}
+
+func (x *RemovePlacementGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePlacementGroupRequest.ProtoReflect.Descriptor instead.
+func (*RemovePlacementGroupRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RemovePlacementGroupRequest) GetPlacementGroupId() []byte {
+	if x != nil {
+		return x.PlacementGroupId
+	}
+	return nil
+}
+
+type RemovePlacementGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePlacementGroupResponse) Reset() {
+	*x = RemovePlacementGroupResponse{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePlacementGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePlacementGroupResponse) ProtoMessage() {}
+
+func (x *RemovePlacementGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePlacementGroupResponse.ProtoReflect.Descriptor instead.
+func (*RemovePlacementGroupResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{35}
+}
+
+type GetClusterStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterStateRequest) Reset() {
+	*x = GetClusterStateRequest{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterStateRequest) ProtoMessage() {}
+
+func (x *GetClusterStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterStateRequest.ProtoReflect.Descriptor instead.
+func (*GetClusterStateRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{36}
+}
+
+// InfeasibleRequest is a request no alive node can ever fit.
+type InfeasibleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "actor", "task" or "placement_group".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// What asked: actor type, function, or placement group name/ID.
+	Name      string     `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Resources *Resources `protobuf:"bytes,3,opt,name=resources,proto3" json:"resources,omitempty"`
+	// The missing resource, in words.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	JobId         []byte `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InfeasibleRequest) Reset() {
+	*x = InfeasibleRequest{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InfeasibleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InfeasibleRequest) ProtoMessage() {}
+
+func (x *InfeasibleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InfeasibleRequest.ProtoReflect.Descriptor instead.
+func (*InfeasibleRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *InfeasibleRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *InfeasibleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InfeasibleRequest) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *InfeasibleRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *InfeasibleRequest) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+type GetClusterStateResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Nodes           []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Actors          []*ActorInfo           `protobuf:"bytes,2,rep,name=actors,proto3" json:"actors,omitempty"`
+	PlacementGroups []*PlacementGroupInfo  `protobuf:"bytes,3,rep,name=placement_groups,json=placementGroups,proto3" json:"placement_groups,omitempty"`
+	Infeasible      []*InfeasibleRequest   `protobuf:"bytes,4,rep,name=infeasible,proto3" json:"infeasible,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetClusterStateResponse) Reset() {
+	*x = GetClusterStateResponse{}
+	mi := &file_goray_v1_scheduler_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterStateResponse) ProtoMessage() {}
+
+func (x *GetClusterStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_scheduler_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterStateResponse.ProtoReflect.Descriptor instead.
+func (*GetClusterStateResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetClusterStateResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *GetClusterStateResponse) GetActors() []*ActorInfo {
+	if x != nil {
+		return x.Actors
+	}
+	return nil
+}
+
+func (x *GetClusterStateResponse) GetPlacementGroups() []*PlacementGroupInfo {
+	if x != nil {
+		return x.PlacementGroups
+	}
+	return nil
+}
+
+func (x *GetClusterStateResponse) GetInfeasible() []*InfeasibleRequest {
+	if x != nil {
+		return x.Infeasible
+	}
+	return nil
+}
+
 var File_goray_v1_scheduler_proto protoreflect.FileDescriptor
 
 const file_goray_v1_scheduler_proto_rawDesc = "" +
@@ -1681,7 +2401,7 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\x14KeepJobAliveResponse\")\n" +
 	"\x10FinishJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\fR\x05jobId\"\x13\n" +
-	"\x11FinishJobResponse\"\xf6\x02\n" +
+	"\x11FinishJobResponse\"\xe2\x03\n" +
 	"\tActorSpec\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x1b\n" +
@@ -1693,7 +2413,9 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\rowner_address\x18\b \x01(\tR\fownerAddress\x12!\n" +
 	"\x04args\x18\t \x03(\v2\r.goray.v1.ArgR\x04args\x12'\n" +
 	"\x0fmax_concurrency\x18\n" +
-	" \x01(\rR\x0emaxConcurrency\"\xf3\x01\n" +
+	" \x01(\rR\x0emaxConcurrency\x12M\n" +
+	"\x13scheduling_strategy\x18\v \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
+	"\tfail_fast\x18\f \x01(\bR\bfailFast\"\xf3\x01\n" +
 	"\tActorInfo\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12*\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x14.goray.v1.ActorStateR\x05state\x12\x17\n" +
@@ -1720,13 +2442,65 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\tworker_id\x18\x02 \x01(\fR\bworkerId\x12\x1b\n" +
 	"\tactor_ids\x18\x03 \x03(\fR\bactorIds\x12)\n" +
 	"\x05cause\x18\x04 \x01(\v2\x13.goray.v1.ErrorInfoR\x05cause\"\x1b\n" +
-	"\x19ReportWorkerDeathResponse*o\n" +
+	"\x19ReportWorkerDeathResponse\"\xca\x02\n" +
+	"\x12PlacementGroupInfo\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
+	"\bstrategy\x18\x03 \x01(\x0e2\x1b.goray.v1.PlacementStrategyR\bstrategy\x12-\n" +
+	"\abundles\x18\x04 \x03(\v2\x13.goray.v1.ResourcesR\abundles\x123\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x1d.goray.v1.PlacementGroupStateR\x05state\x12&\n" +
+	"\x0fbundle_node_ids\x18\x06 \x03(\fR\rbundleNodeIds\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x15\n" +
+	"\x06job_id\x18\b \x01(\fR\x05jobId\"\xde\x01\n" +
+	"\x1bCreatePlacementGroupRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
+	"\bstrategy\x18\x03 \x01(\x0e2\x1b.goray.v1.PlacementStrategyR\bstrategy\x12-\n" +
+	"\abundles\x18\x04 \x03(\v2\x13.goray.v1.ResourcesR\abundles\x12\x15\n" +
+	"\x06job_id\x18\x05 \x01(\fR\x05jobId\"e\n" +
+	"\x1cCreatePlacementGroupResponse\x12E\n" +
+	"\x0fplacement_group\x18\x01 \x01(\v2\x1c.goray.v1.PlacementGroupInfoR\x0eplacementGroup\"\\\n" +
+	"\x18GetPlacementGroupRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12\x12\n" +
+	"\x04wait\x18\x02 \x01(\bR\x04wait\"b\n" +
+	"\x19GetPlacementGroupResponse\x12E\n" +
+	"\x0fplacement_group\x18\x01 \x01(\v2\x1c.goray.v1.PlacementGroupInfoR\x0eplacementGroup\"K\n" +
+	"\x1bRemovePlacementGroupRequest\x12,\n" +
+	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\"\x1e\n" +
+	"\x1cRemovePlacementGroupResponse\"\x18\n" +
+	"\x16GetClusterStateRequest\"\x9d\x01\n" +
+	"\x11InfeasibleRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x121\n" +
+	"\tresources\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x15\n" +
+	"\x06job_id\x18\x05 \x01(\fR\x05jobId\"\xf6\x01\n" +
+	"\x17GetClusterStateResponse\x12(\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x12.goray.v1.NodeInfoR\x05nodes\x12+\n" +
+	"\x06actors\x18\x02 \x03(\v2\x13.goray.v1.ActorInfoR\x06actors\x12G\n" +
+	"\x10placement_groups\x18\x03 \x03(\v2\x1c.goray.v1.PlacementGroupInfoR\x0fplacementGroups\x12;\n" +
+	"\n" +
+	"infeasible\x18\x04 \x03(\v2\x1b.goray.v1.InfeasibleRequestR\n" +
+	"infeasible*o\n" +
 	"\n" +
 	"ActorState\x12\x1b\n" +
 	"\x17ACTOR_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ACTOR_STATE_PENDING\x10\x01\x12\x15\n" +
 	"\x11ACTOR_STATE_ALIVE\x10\x02\x12\x14\n" +
-	"\x10ACTOR_STATE_DEAD\x10\x032\xf1\a\n" +
+	"\x10ACTOR_STATE_DEAD\x10\x03*\xbd\x01\n" +
+	"\x11PlacementStrategy\x12\"\n" +
+	"\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17PLACEMENT_STRATEGY_PACK\x10\x01\x12\x1d\n" +
+	"\x19PLACEMENT_STRATEGY_SPREAD\x10\x02\x12\"\n" +
+	"\x1ePLACEMENT_STRATEGY_STRICT_PACK\x10\x03\x12$\n" +
+	" PLACEMENT_STRATEGY_STRICT_SPREAD\x10\x04*\xcb\x01\n" +
+	"\x13PlacementGroupState\x12%\n" +
+	"!PLACEMENT_GROUP_STATE_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dPLACEMENT_GROUP_STATE_PENDING\x10\x01\x12!\n" +
+	"\x1dPLACEMENT_GROUP_STATE_CREATED\x10\x02\x12$\n" +
+	" PLACEMENT_GROUP_STATE_INFEASIBLE\x10\x03\x12!\n" +
+	"\x1dPLACEMENT_GROUP_STATE_REMOVED\x10\x042\xf5\n" +
+	"\n" +
 	"\x10SchedulerService\x12M\n" +
 	"\fRegisterNode\x12\x1d.goray.v1.RegisterNodeRequest\x1a\x1e.goray.v1.RegisterNodeResponse\x12D\n" +
 	"\tHeartbeat\x12\x1a.goray.v1.HeartbeatRequest\x1a\x1b.goray.v1.HeartbeatResponse\x12D\n" +
@@ -1740,7 +2514,11 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\vCreateActor\x12\x1c.goray.v1.CreateActorRequest\x1a\x1d.goray.v1.CreateActorResponse\x12A\n" +
 	"\bGetActor\x12\x19.goray.v1.GetActorRequest\x1a\x1a.goray.v1.GetActorResponse\x12D\n" +
 	"\tKillActor\x12\x1a.goray.v1.KillActorRequest\x1a\x1b.goray.v1.KillActorResponse\x12\\\n" +
-	"\x11ReportWorkerDeath\x12\".goray.v1.ReportWorkerDeathRequest\x1a#.goray.v1.ReportWorkerDeathResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\x11ReportWorkerDeath\x12\".goray.v1.ReportWorkerDeathRequest\x1a#.goray.v1.ReportWorkerDeathResponse\x12e\n" +
+	"\x14CreatePlacementGroup\x12%.goray.v1.CreatePlacementGroupRequest\x1a&.goray.v1.CreatePlacementGroupResponse\x12\\\n" +
+	"\x11GetPlacementGroup\x12\".goray.v1.GetPlacementGroupRequest\x1a#.goray.v1.GetPlacementGroupResponse\x12e\n" +
+	"\x14RemovePlacementGroup\x12%.goray.v1.RemovePlacementGroupRequest\x1a&.goray.v1.RemovePlacementGroupResponse\x12V\n" +
+	"\x0fGetClusterState\x12 .goray.v1.GetClusterStateRequest\x1a!.goray.v1.GetClusterStateResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_scheduler_proto_rawDescOnce sync.Once
@@ -1754,91 +2532,125 @@ func file_goray_v1_scheduler_proto_rawDescGZIP() []byte {
 	return file_goray_v1_scheduler_proto_rawDescData
 }
 
-var file_goray_v1_scheduler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_goray_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_goray_v1_scheduler_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_goray_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_goray_v1_scheduler_proto_goTypes = []any{
-	(ActorState)(0),                   // 0: goray.v1.ActorState
-	(*RegisterNodeRequest)(nil),       // 1: goray.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),      // 2: goray.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),          // 3: goray.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 4: goray.v1.HeartbeatResponse
-	(*ListNodesRequest)(nil),          // 5: goray.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 6: goray.v1.ListNodesResponse
-	(*RegisterJobRequest)(nil),        // 7: goray.v1.RegisterJobRequest
-	(*RegisterJobResponse)(nil),       // 8: goray.v1.RegisterJobResponse
-	(*UploadJobBinaryRequest)(nil),    // 9: goray.v1.UploadJobBinaryRequest
-	(*UploadJobBinaryResponse)(nil),   // 10: goray.v1.UploadJobBinaryResponse
-	(*FetchJobBinaryRequest)(nil),     // 11: goray.v1.FetchJobBinaryRequest
-	(*FetchJobBinaryResponse)(nil),    // 12: goray.v1.FetchJobBinaryResponse
-	(*GetJobRequest)(nil),             // 13: goray.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 14: goray.v1.GetJobResponse
-	(*JobInfo)(nil),                   // 15: goray.v1.JobInfo
-	(*KeepJobAliveRequest)(nil),       // 16: goray.v1.KeepJobAliveRequest
-	(*KeepJobAliveResponse)(nil),      // 17: goray.v1.KeepJobAliveResponse
-	(*FinishJobRequest)(nil),          // 18: goray.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),         // 19: goray.v1.FinishJobResponse
-	(*ActorSpec)(nil),                 // 20: goray.v1.ActorSpec
-	(*ActorInfo)(nil),                 // 21: goray.v1.ActorInfo
-	(*CreateActorRequest)(nil),        // 22: goray.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),       // 23: goray.v1.CreateActorResponse
-	(*GetActorRequest)(nil),           // 24: goray.v1.GetActorRequest
-	(*GetActorResponse)(nil),          // 25: goray.v1.GetActorResponse
-	(*KillActorRequest)(nil),          // 26: goray.v1.KillActorRequest
-	(*KillActorResponse)(nil),         // 27: goray.v1.KillActorResponse
-	(*ReportWorkerDeathRequest)(nil),  // 28: goray.v1.ReportWorkerDeathRequest
-	(*ReportWorkerDeathResponse)(nil), // 29: goray.v1.ReportWorkerDeathResponse
-	(*Resources)(nil),                 // 30: goray.v1.Resources
-	(*NodeInfo)(nil),                  // 31: goray.v1.NodeInfo
-	(*Arg)(nil),                       // 32: goray.v1.Arg
-	(*ErrorInfo)(nil),                 // 33: goray.v1.ErrorInfo
+	(ActorState)(0),                      // 0: goray.v1.ActorState
+	(PlacementStrategy)(0),               // 1: goray.v1.PlacementStrategy
+	(PlacementGroupState)(0),             // 2: goray.v1.PlacementGroupState
+	(*RegisterNodeRequest)(nil),          // 3: goray.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),         // 4: goray.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),             // 5: goray.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),            // 6: goray.v1.HeartbeatResponse
+	(*ListNodesRequest)(nil),             // 7: goray.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 8: goray.v1.ListNodesResponse
+	(*RegisterJobRequest)(nil),           // 9: goray.v1.RegisterJobRequest
+	(*RegisterJobResponse)(nil),          // 10: goray.v1.RegisterJobResponse
+	(*UploadJobBinaryRequest)(nil),       // 11: goray.v1.UploadJobBinaryRequest
+	(*UploadJobBinaryResponse)(nil),      // 12: goray.v1.UploadJobBinaryResponse
+	(*FetchJobBinaryRequest)(nil),        // 13: goray.v1.FetchJobBinaryRequest
+	(*FetchJobBinaryResponse)(nil),       // 14: goray.v1.FetchJobBinaryResponse
+	(*GetJobRequest)(nil),                // 15: goray.v1.GetJobRequest
+	(*GetJobResponse)(nil),               // 16: goray.v1.GetJobResponse
+	(*JobInfo)(nil),                      // 17: goray.v1.JobInfo
+	(*KeepJobAliveRequest)(nil),          // 18: goray.v1.KeepJobAliveRequest
+	(*KeepJobAliveResponse)(nil),         // 19: goray.v1.KeepJobAliveResponse
+	(*FinishJobRequest)(nil),             // 20: goray.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),            // 21: goray.v1.FinishJobResponse
+	(*ActorSpec)(nil),                    // 22: goray.v1.ActorSpec
+	(*ActorInfo)(nil),                    // 23: goray.v1.ActorInfo
+	(*CreateActorRequest)(nil),           // 24: goray.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),          // 25: goray.v1.CreateActorResponse
+	(*GetActorRequest)(nil),              // 26: goray.v1.GetActorRequest
+	(*GetActorResponse)(nil),             // 27: goray.v1.GetActorResponse
+	(*KillActorRequest)(nil),             // 28: goray.v1.KillActorRequest
+	(*KillActorResponse)(nil),            // 29: goray.v1.KillActorResponse
+	(*ReportWorkerDeathRequest)(nil),     // 30: goray.v1.ReportWorkerDeathRequest
+	(*ReportWorkerDeathResponse)(nil),    // 31: goray.v1.ReportWorkerDeathResponse
+	(*PlacementGroupInfo)(nil),           // 32: goray.v1.PlacementGroupInfo
+	(*CreatePlacementGroupRequest)(nil),  // 33: goray.v1.CreatePlacementGroupRequest
+	(*CreatePlacementGroupResponse)(nil), // 34: goray.v1.CreatePlacementGroupResponse
+	(*GetPlacementGroupRequest)(nil),     // 35: goray.v1.GetPlacementGroupRequest
+	(*GetPlacementGroupResponse)(nil),    // 36: goray.v1.GetPlacementGroupResponse
+	(*RemovePlacementGroupRequest)(nil),  // 37: goray.v1.RemovePlacementGroupRequest
+	(*RemovePlacementGroupResponse)(nil), // 38: goray.v1.RemovePlacementGroupResponse
+	(*GetClusterStateRequest)(nil),       // 39: goray.v1.GetClusterStateRequest
+	(*InfeasibleRequest)(nil),            // 40: goray.v1.InfeasibleRequest
+	(*GetClusterStateResponse)(nil),      // 41: goray.v1.GetClusterStateResponse
+	(*Resources)(nil),                    // 42: goray.v1.Resources
+	(*NodeInfo)(nil),                     // 43: goray.v1.NodeInfo
+	(*Arg)(nil),                          // 44: goray.v1.Arg
+	(*SchedulingStrategy)(nil),           // 45: goray.v1.SchedulingStrategy
+	(*ErrorInfo)(nil),                    // 46: goray.v1.ErrorInfo
 }
 var file_goray_v1_scheduler_proto_depIdxs = []int32{
-	30, // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
-	30, // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
-	31, // 2: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
-	31, // 3: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
-	15, // 4: goray.v1.GetJobResponse.job:type_name -> goray.v1.JobInfo
-	30, // 5: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
-	30, // 6: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
-	32, // 7: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
-	20, // 8: goray.v1.ActorInfo.spec:type_name -> goray.v1.ActorSpec
-	0,  // 9: goray.v1.ActorInfo.state:type_name -> goray.v1.ActorState
-	33, // 10: goray.v1.ActorInfo.death_cause:type_name -> goray.v1.ErrorInfo
-	20, // 11: goray.v1.CreateActorRequest.spec:type_name -> goray.v1.ActorSpec
-	21, // 12: goray.v1.CreateActorResponse.actor:type_name -> goray.v1.ActorInfo
-	21, // 13: goray.v1.GetActorResponse.actor:type_name -> goray.v1.ActorInfo
-	33, // 14: goray.v1.ReportWorkerDeathRequest.cause:type_name -> goray.v1.ErrorInfo
-	1,  // 15: goray.v1.SchedulerService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
-	3,  // 16: goray.v1.SchedulerService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
-	5,  // 17: goray.v1.SchedulerService.ListNodes:input_type -> goray.v1.ListNodesRequest
-	7,  // 18: goray.v1.SchedulerService.RegisterJob:input_type -> goray.v1.RegisterJobRequest
-	9,  // 19: goray.v1.SchedulerService.UploadJobBinary:input_type -> goray.v1.UploadJobBinaryRequest
-	11, // 20: goray.v1.SchedulerService.FetchJobBinary:input_type -> goray.v1.FetchJobBinaryRequest
-	13, // 21: goray.v1.SchedulerService.GetJob:input_type -> goray.v1.GetJobRequest
-	16, // 22: goray.v1.SchedulerService.KeepJobAlive:input_type -> goray.v1.KeepJobAliveRequest
-	18, // 23: goray.v1.SchedulerService.FinishJob:input_type -> goray.v1.FinishJobRequest
-	22, // 24: goray.v1.SchedulerService.CreateActor:input_type -> goray.v1.CreateActorRequest
-	24, // 25: goray.v1.SchedulerService.GetActor:input_type -> goray.v1.GetActorRequest
-	26, // 26: goray.v1.SchedulerService.KillActor:input_type -> goray.v1.KillActorRequest
-	28, // 27: goray.v1.SchedulerService.ReportWorkerDeath:input_type -> goray.v1.ReportWorkerDeathRequest
-	2,  // 28: goray.v1.SchedulerService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
-	4,  // 29: goray.v1.SchedulerService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
-	6,  // 30: goray.v1.SchedulerService.ListNodes:output_type -> goray.v1.ListNodesResponse
-	8,  // 31: goray.v1.SchedulerService.RegisterJob:output_type -> goray.v1.RegisterJobResponse
-	10, // 32: goray.v1.SchedulerService.UploadJobBinary:output_type -> goray.v1.UploadJobBinaryResponse
-	12, // 33: goray.v1.SchedulerService.FetchJobBinary:output_type -> goray.v1.FetchJobBinaryResponse
-	14, // 34: goray.v1.SchedulerService.GetJob:output_type -> goray.v1.GetJobResponse
-	17, // 35: goray.v1.SchedulerService.KeepJobAlive:output_type -> goray.v1.KeepJobAliveResponse
-	19, // 36: goray.v1.SchedulerService.FinishJob:output_type -> goray.v1.FinishJobResponse
-	23, // 37: goray.v1.SchedulerService.CreateActor:output_type -> goray.v1.CreateActorResponse
-	25, // 38: goray.v1.SchedulerService.GetActor:output_type -> goray.v1.GetActorResponse
-	27, // 39: goray.v1.SchedulerService.KillActor:output_type -> goray.v1.KillActorResponse
-	29, // 40: goray.v1.SchedulerService.ReportWorkerDeath:output_type -> goray.v1.ReportWorkerDeathResponse
-	28, // [28:41] is the sub-list for method output_type
-	15, // [15:28] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	42, // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
+	42, // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
+	43, // 2: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
+	43, // 3: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
+	17, // 4: goray.v1.GetJobResponse.job:type_name -> goray.v1.JobInfo
+	42, // 5: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
+	42, // 6: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
+	44, // 7: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
+	45, // 8: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
+	22, // 9: goray.v1.ActorInfo.spec:type_name -> goray.v1.ActorSpec
+	0,  // 10: goray.v1.ActorInfo.state:type_name -> goray.v1.ActorState
+	46, // 11: goray.v1.ActorInfo.death_cause:type_name -> goray.v1.ErrorInfo
+	22, // 12: goray.v1.CreateActorRequest.spec:type_name -> goray.v1.ActorSpec
+	23, // 13: goray.v1.CreateActorResponse.actor:type_name -> goray.v1.ActorInfo
+	23, // 14: goray.v1.GetActorResponse.actor:type_name -> goray.v1.ActorInfo
+	46, // 15: goray.v1.ReportWorkerDeathRequest.cause:type_name -> goray.v1.ErrorInfo
+	1,  // 16: goray.v1.PlacementGroupInfo.strategy:type_name -> goray.v1.PlacementStrategy
+	42, // 17: goray.v1.PlacementGroupInfo.bundles:type_name -> goray.v1.Resources
+	2,  // 18: goray.v1.PlacementGroupInfo.state:type_name -> goray.v1.PlacementGroupState
+	1,  // 19: goray.v1.CreatePlacementGroupRequest.strategy:type_name -> goray.v1.PlacementStrategy
+	42, // 20: goray.v1.CreatePlacementGroupRequest.bundles:type_name -> goray.v1.Resources
+	32, // 21: goray.v1.CreatePlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
+	32, // 22: goray.v1.GetPlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
+	42, // 23: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
+	43, // 24: goray.v1.GetClusterStateResponse.nodes:type_name -> goray.v1.NodeInfo
+	23, // 25: goray.v1.GetClusterStateResponse.actors:type_name -> goray.v1.ActorInfo
+	32, // 26: goray.v1.GetClusterStateResponse.placement_groups:type_name -> goray.v1.PlacementGroupInfo
+	40, // 27: goray.v1.GetClusterStateResponse.infeasible:type_name -> goray.v1.InfeasibleRequest
+	3,  // 28: goray.v1.SchedulerService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
+	5,  // 29: goray.v1.SchedulerService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
+	7,  // 30: goray.v1.SchedulerService.ListNodes:input_type -> goray.v1.ListNodesRequest
+	9,  // 31: goray.v1.SchedulerService.RegisterJob:input_type -> goray.v1.RegisterJobRequest
+	11, // 32: goray.v1.SchedulerService.UploadJobBinary:input_type -> goray.v1.UploadJobBinaryRequest
+	13, // 33: goray.v1.SchedulerService.FetchJobBinary:input_type -> goray.v1.FetchJobBinaryRequest
+	15, // 34: goray.v1.SchedulerService.GetJob:input_type -> goray.v1.GetJobRequest
+	18, // 35: goray.v1.SchedulerService.KeepJobAlive:input_type -> goray.v1.KeepJobAliveRequest
+	20, // 36: goray.v1.SchedulerService.FinishJob:input_type -> goray.v1.FinishJobRequest
+	24, // 37: goray.v1.SchedulerService.CreateActor:input_type -> goray.v1.CreateActorRequest
+	26, // 38: goray.v1.SchedulerService.GetActor:input_type -> goray.v1.GetActorRequest
+	28, // 39: goray.v1.SchedulerService.KillActor:input_type -> goray.v1.KillActorRequest
+	30, // 40: goray.v1.SchedulerService.ReportWorkerDeath:input_type -> goray.v1.ReportWorkerDeathRequest
+	33, // 41: goray.v1.SchedulerService.CreatePlacementGroup:input_type -> goray.v1.CreatePlacementGroupRequest
+	35, // 42: goray.v1.SchedulerService.GetPlacementGroup:input_type -> goray.v1.GetPlacementGroupRequest
+	37, // 43: goray.v1.SchedulerService.RemovePlacementGroup:input_type -> goray.v1.RemovePlacementGroupRequest
+	39, // 44: goray.v1.SchedulerService.GetClusterState:input_type -> goray.v1.GetClusterStateRequest
+	4,  // 45: goray.v1.SchedulerService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
+	6,  // 46: goray.v1.SchedulerService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
+	8,  // 47: goray.v1.SchedulerService.ListNodes:output_type -> goray.v1.ListNodesResponse
+	10, // 48: goray.v1.SchedulerService.RegisterJob:output_type -> goray.v1.RegisterJobResponse
+	12, // 49: goray.v1.SchedulerService.UploadJobBinary:output_type -> goray.v1.UploadJobBinaryResponse
+	14, // 50: goray.v1.SchedulerService.FetchJobBinary:output_type -> goray.v1.FetchJobBinaryResponse
+	16, // 51: goray.v1.SchedulerService.GetJob:output_type -> goray.v1.GetJobResponse
+	19, // 52: goray.v1.SchedulerService.KeepJobAlive:output_type -> goray.v1.KeepJobAliveResponse
+	21, // 53: goray.v1.SchedulerService.FinishJob:output_type -> goray.v1.FinishJobResponse
+	25, // 54: goray.v1.SchedulerService.CreateActor:output_type -> goray.v1.CreateActorResponse
+	27, // 55: goray.v1.SchedulerService.GetActor:output_type -> goray.v1.GetActorResponse
+	29, // 56: goray.v1.SchedulerService.KillActor:output_type -> goray.v1.KillActorResponse
+	31, // 57: goray.v1.SchedulerService.ReportWorkerDeath:output_type -> goray.v1.ReportWorkerDeathResponse
+	34, // 58: goray.v1.SchedulerService.CreatePlacementGroup:output_type -> goray.v1.CreatePlacementGroupResponse
+	36, // 59: goray.v1.SchedulerService.GetPlacementGroup:output_type -> goray.v1.GetPlacementGroupResponse
+	38, // 60: goray.v1.SchedulerService.RemovePlacementGroup:output_type -> goray.v1.RemovePlacementGroupResponse
+	41, // 61: goray.v1.SchedulerService.GetClusterState:output_type -> goray.v1.GetClusterStateResponse
+	45, // [45:62] is the sub-list for method output_type
+	28, // [28:45] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_scheduler_proto_init() }
@@ -1852,8 +2664,8 @@ func file_goray_v1_scheduler_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_scheduler_proto_rawDesc), len(file_goray_v1_scheduler_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   29,
+			NumEnums:      3,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

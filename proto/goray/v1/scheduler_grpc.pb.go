@@ -19,19 +19,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SchedulerService_RegisterNode_FullMethodName      = "/goray.v1.SchedulerService/RegisterNode"
-	SchedulerService_Heartbeat_FullMethodName         = "/goray.v1.SchedulerService/Heartbeat"
-	SchedulerService_ListNodes_FullMethodName         = "/goray.v1.SchedulerService/ListNodes"
-	SchedulerService_RegisterJob_FullMethodName       = "/goray.v1.SchedulerService/RegisterJob"
-	SchedulerService_UploadJobBinary_FullMethodName   = "/goray.v1.SchedulerService/UploadJobBinary"
-	SchedulerService_FetchJobBinary_FullMethodName    = "/goray.v1.SchedulerService/FetchJobBinary"
-	SchedulerService_GetJob_FullMethodName            = "/goray.v1.SchedulerService/GetJob"
-	SchedulerService_KeepJobAlive_FullMethodName      = "/goray.v1.SchedulerService/KeepJobAlive"
-	SchedulerService_FinishJob_FullMethodName         = "/goray.v1.SchedulerService/FinishJob"
-	SchedulerService_CreateActor_FullMethodName       = "/goray.v1.SchedulerService/CreateActor"
-	SchedulerService_GetActor_FullMethodName          = "/goray.v1.SchedulerService/GetActor"
-	SchedulerService_KillActor_FullMethodName         = "/goray.v1.SchedulerService/KillActor"
-	SchedulerService_ReportWorkerDeath_FullMethodName = "/goray.v1.SchedulerService/ReportWorkerDeath"
+	SchedulerService_RegisterNode_FullMethodName         = "/goray.v1.SchedulerService/RegisterNode"
+	SchedulerService_Heartbeat_FullMethodName            = "/goray.v1.SchedulerService/Heartbeat"
+	SchedulerService_ListNodes_FullMethodName            = "/goray.v1.SchedulerService/ListNodes"
+	SchedulerService_RegisterJob_FullMethodName          = "/goray.v1.SchedulerService/RegisterJob"
+	SchedulerService_UploadJobBinary_FullMethodName      = "/goray.v1.SchedulerService/UploadJobBinary"
+	SchedulerService_FetchJobBinary_FullMethodName       = "/goray.v1.SchedulerService/FetchJobBinary"
+	SchedulerService_GetJob_FullMethodName               = "/goray.v1.SchedulerService/GetJob"
+	SchedulerService_KeepJobAlive_FullMethodName         = "/goray.v1.SchedulerService/KeepJobAlive"
+	SchedulerService_FinishJob_FullMethodName            = "/goray.v1.SchedulerService/FinishJob"
+	SchedulerService_CreateActor_FullMethodName          = "/goray.v1.SchedulerService/CreateActor"
+	SchedulerService_GetActor_FullMethodName             = "/goray.v1.SchedulerService/GetActor"
+	SchedulerService_KillActor_FullMethodName            = "/goray.v1.SchedulerService/KillActor"
+	SchedulerService_ReportWorkerDeath_FullMethodName    = "/goray.v1.SchedulerService/ReportWorkerDeath"
+	SchedulerService_CreatePlacementGroup_FullMethodName = "/goray.v1.SchedulerService/CreatePlacementGroup"
+	SchedulerService_GetPlacementGroup_FullMethodName    = "/goray.v1.SchedulerService/GetPlacementGroup"
+	SchedulerService_RemovePlacementGroup_FullMethodName = "/goray.v1.SchedulerService/RemovePlacementGroup"
+	SchedulerService_GetClusterState_FullMethodName      = "/goray.v1.SchedulerService/GetClusterState"
 )
 
 // SchedulerServiceClient is the client API for SchedulerService service.
@@ -69,6 +73,18 @@ type SchedulerServiceClient interface {
 	KillActor(ctx context.Context, in *KillActorRequest, opts ...grpc.CallOption) (*KillActorResponse, error)
 	// Caller: raylet, when a worker process exits. Callee: head.
 	ReportWorkerDeath(ctx context.Context, in *ReportWorkerDeathRequest, opts ...grpc.CallOption) (*ReportWorkerDeathResponse, error)
+	// Caller: driver or worker. Callee: head. Records the group and starts
+	// reserving its bundles (all or nothing); returns at once.
+	CreatePlacementGroup(ctx context.Context, in *CreatePlacementGroupRequest, opts ...grpc.CallOption) (*CreatePlacementGroupResponse, error)
+	// Caller: driver or worker. Callee: head. With wait, returns once the group
+	// is created, infeasible or removed, or at the call's deadline.
+	GetPlacementGroup(ctx context.Context, in *GetPlacementGroupRequest, opts ...grpc.CallOption) (*GetPlacementGroupResponse, error)
+	// Caller: driver or worker. Callee: head. Returns the group's bundles; the
+	// actors and tasks running in it are stopped.
+	RemovePlacementGroup(ctx context.Context, in *RemovePlacementGroupRequest, opts ...grpc.CallOption) (*RemovePlacementGroupResponse, error)
+	// Caller: goray CLI, drivers. Callee: head. The state API: actors,
+	// placement groups and requests waiting as infeasible.
+	GetClusterState(ctx context.Context, in *GetClusterStateRequest, opts ...grpc.CallOption) (*GetClusterStateResponse, error)
 }
 
 type schedulerServiceClient struct {
@@ -230,6 +246,46 @@ func (c *schedulerServiceClient) ReportWorkerDeath(ctx context.Context, in *Repo
 	return out, nil
 }
 
+func (c *schedulerServiceClient) CreatePlacementGroup(ctx context.Context, in *CreatePlacementGroupRequest, opts ...grpc.CallOption) (*CreatePlacementGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreatePlacementGroupResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_CreatePlacementGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *schedulerServiceClient) GetPlacementGroup(ctx context.Context, in *GetPlacementGroupRequest, opts ...grpc.CallOption) (*GetPlacementGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPlacementGroupResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_GetPlacementGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *schedulerServiceClient) RemovePlacementGroup(ctx context.Context, in *RemovePlacementGroupRequest, opts ...grpc.CallOption) (*RemovePlacementGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePlacementGroupResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_RemovePlacementGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *schedulerServiceClient) GetClusterState(ctx context.Context, in *GetClusterStateRequest, opts ...grpc.CallOption) (*GetClusterStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetClusterStateResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_GetClusterState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SchedulerServiceServer is the server API for SchedulerService service.
 // All implementations must embed UnimplementedSchedulerServiceServer
 // for forward compatibility.
@@ -265,6 +321,18 @@ type SchedulerServiceServer interface {
 	KillActor(context.Context, *KillActorRequest) (*KillActorResponse, error)
 	// Caller: raylet, when a worker process exits. Callee: head.
 	ReportWorkerDeath(context.Context, *ReportWorkerDeathRequest) (*ReportWorkerDeathResponse, error)
+	// Caller: driver or worker. Callee: head. Records the group and starts
+	// reserving its bundles (all or nothing); returns at once.
+	CreatePlacementGroup(context.Context, *CreatePlacementGroupRequest) (*CreatePlacementGroupResponse, error)
+	// Caller: driver or worker. Callee: head. With wait, returns once the group
+	// is created, infeasible or removed, or at the call's deadline.
+	GetPlacementGroup(context.Context, *GetPlacementGroupRequest) (*GetPlacementGroupResponse, error)
+	// Caller: driver or worker. Callee: head. Returns the group's bundles; the
+	// actors and tasks running in it are stopped.
+	RemovePlacementGroup(context.Context, *RemovePlacementGroupRequest) (*RemovePlacementGroupResponse, error)
+	// Caller: goray CLI, drivers. Callee: head. The state API: actors,
+	// placement groups and requests waiting as infeasible.
+	GetClusterState(context.Context, *GetClusterStateRequest) (*GetClusterStateResponse, error)
 	mustEmbedUnimplementedSchedulerServiceServer()
 }
 
@@ -313,6 +381,18 @@ func (UnimplementedSchedulerServiceServer) KillActor(context.Context, *KillActor
 }
 func (UnimplementedSchedulerServiceServer) ReportWorkerDeath(context.Context, *ReportWorkerDeathRequest) (*ReportWorkerDeathResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportWorkerDeath not implemented")
+}
+func (UnimplementedSchedulerServiceServer) CreatePlacementGroup(context.Context, *CreatePlacementGroupRequest) (*CreatePlacementGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreatePlacementGroup not implemented")
+}
+func (UnimplementedSchedulerServiceServer) GetPlacementGroup(context.Context, *GetPlacementGroupRequest) (*GetPlacementGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPlacementGroup not implemented")
+}
+func (UnimplementedSchedulerServiceServer) RemovePlacementGroup(context.Context, *RemovePlacementGroupRequest) (*RemovePlacementGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePlacementGroup not implemented")
+}
+func (UnimplementedSchedulerServiceServer) GetClusterState(context.Context, *GetClusterStateRequest) (*GetClusterStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetClusterState not implemented")
 }
 func (UnimplementedSchedulerServiceServer) mustEmbedUnimplementedSchedulerServiceServer() {}
 func (UnimplementedSchedulerServiceServer) testEmbeddedByValue()                          {}
@@ -544,6 +624,78 @@ func _SchedulerService_ReportWorkerDeath_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SchedulerService_CreatePlacementGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePlacementGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).CreatePlacementGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_CreatePlacementGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).CreatePlacementGroup(ctx, req.(*CreatePlacementGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SchedulerService_GetPlacementGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPlacementGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).GetPlacementGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_GetPlacementGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).GetPlacementGroup(ctx, req.(*GetPlacementGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SchedulerService_RemovePlacementGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePlacementGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).RemovePlacementGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_RemovePlacementGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).RemovePlacementGroup(ctx, req.(*RemovePlacementGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SchedulerService_GetClusterState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClusterStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).GetClusterState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_GetClusterState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).GetClusterState(ctx, req.(*GetClusterStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SchedulerService_ServiceDesc is the grpc.ServiceDesc for SchedulerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -590,6 +742,22 @@ var SchedulerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportWorkerDeath",
 			Handler:    _SchedulerService_ReportWorkerDeath_Handler,
+		},
+		{
+			MethodName: "CreatePlacementGroup",
+			Handler:    _SchedulerService_CreatePlacementGroup_Handler,
+		},
+		{
+			MethodName: "GetPlacementGroup",
+			Handler:    _SchedulerService_GetPlacementGroup_Handler,
+		},
+		{
+			MethodName: "RemovePlacementGroup",
+			Handler:    _SchedulerService_RemovePlacementGroup_Handler,
+		},
+		{
+			MethodName: "GetClusterState",
+			Handler:    _SchedulerService_GetClusterState_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
