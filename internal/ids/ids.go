@@ -150,3 +150,28 @@ func ParseObjectIDHex(s string) (ObjectID, error) {
 	}
 	return ParseObjectID(b)
 }
+
+// PlacementGroupIDSize is the size of a PlacementGroupID in bytes.
+const PlacementGroupIDSize = 16
+
+// PlacementGroupID is a JobID followed by 12 unique bytes.
+type PlacementGroupID [PlacementGroupIDSize]byte
+
+// NewPlacementGroupID makes a fresh placement group ID in job j.
+func NewPlacementGroupID(j JobID) PlacementGroupID {
+	var p PlacementGroupID
+	copy(p[:], j[:])
+	random(p[JobIDSize:])
+	return p
+}
+
+// Job is the job that created the group.
+func (p PlacementGroupID) Job() JobID { var j JobID; copy(j[:], p[:]); return j }
+
+func (p PlacementGroupID) String() string { return hex.EncodeToString(p[:]) }
+
+// ParsePlacementGroupID reads a PlacementGroupID from its wire bytes.
+func ParsePlacementGroupID(b []byte) (p PlacementGroupID, err error) {
+	err = parse(p[:], b, "placement group ID")
+	return
+}

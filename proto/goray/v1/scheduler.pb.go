@@ -296,9 +296,13 @@ func (x *RegisterNodeResponse) GetHeartbeatIntervalMs() uint32 {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Available     *Resources             `protobuf:"bytes,2,opt,name=available,proto3" json:"available,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Available *Resources             `protobuf:"bytes,2,opt,name=available,proto3" json:"available,omitempty"`
+	// Lease requests this raylet holds that no alive node can fit.
+	Infeasible []*InfeasibleRequest `protobuf:"bytes,3,rep,name=infeasible,proto3" json:"infeasible,omitempty"`
+	// The node's total, which changes as placement group bundles come and go.
+	Total         *Resources `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +347,20 @@ func (x *HeartbeatRequest) GetNodeId() []byte {
 func (x *HeartbeatRequest) GetAvailable() *Resources {
 	if x != nil {
 		return x.Available
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetInfeasible() []*InfeasibleRequest {
+	if x != nil {
+		return x.Infeasible
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetTotal() *Resources {
+	if x != nil {
+		return x.Total
 	}
 	return nil
 }
@@ -1171,7 +1189,9 @@ type ActorSpec struct {
 	SchedulingStrategy *SchedulingStrategy `protobuf:"bytes,11,opt,name=scheduling_strategy,json=schedulingStrategy,proto3" json:"scheduling_strategy,omitempty"`
 	// Fail at once with ERROR_KIND_INFEASIBLE when no node can ever fit the
 	// actor, instead of waiting (listed as infeasible) for one to join.
-	FailFast      bool `protobuf:"varint,12,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
+	FailFast bool `protobuf:"varint,12,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
+	// The creator's node: the default strategy prefers it.
+	OwnerNodeId   []byte `protobuf:"bytes,13,opt,name=owner_node_id,json=ownerNodeId,proto3" json:"owner_node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1288,6 +1308,13 @@ func (x *ActorSpec) GetFailFast() bool {
 		return x.FailFast
 	}
 	return false
+}
+
+func (x *ActorSpec) GetOwnerNodeId() []byte {
+	if x != nil {
+		return x.OwnerNodeId
+	}
+	return nil
 }
 
 type ActorInfo struct {
@@ -2348,10 +2375,14 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12)\n" +
 	"\x05total\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\x05total\"J\n" +
 	"\x14RegisterNodeResponse\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"^\n" +
+	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"\xc6\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x121\n" +
-	"\tavailable\x18\x02 \x01(\v2\x13.goray.v1.ResourcesR\tavailable\"\x87\x01\n" +
+	"\tavailable\x18\x02 \x01(\v2\x13.goray.v1.ResourcesR\tavailable\x12;\n" +
+	"\n" +
+	"infeasible\x18\x03 \x03(\v2\x1b.goray.v1.InfeasibleRequestR\n" +
+	"infeasible\x12)\n" +
+	"\x05total\x18\x04 \x01(\v2\x13.goray.v1.ResourcesR\x05total\"\x87\x01\n" +
 	"\x11HeartbeatResponse\x12(\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x12.goray.v1.NodeInfoR\x05nodes\x12(\n" +
 	"\x10finished_job_ids\x18\x02 \x03(\fR\x0efinishedJobIds\x12\x1e\n" +
@@ -2401,7 +2432,7 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\x14KeepJobAliveResponse\")\n" +
 	"\x10FinishJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\fR\x05jobId\"\x13\n" +
-	"\x11FinishJobResponse\"\xe2\x03\n" +
+	"\x11FinishJobResponse\"\x86\x04\n" +
 	"\tActorSpec\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x1b\n" +
@@ -2415,7 +2446,8 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\x0fmax_concurrency\x18\n" +
 	" \x01(\rR\x0emaxConcurrency\x12M\n" +
 	"\x13scheduling_strategy\x18\v \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
-	"\tfail_fast\x18\f \x01(\bR\bfailFast\"\xf3\x01\n" +
+	"\tfail_fast\x18\f \x01(\bR\bfailFast\x12\"\n" +
+	"\rowner_node_id\x18\r \x01(\fR\vownerNodeId\"\xf3\x01\n" +
 	"\tActorInfo\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12*\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x14.goray.v1.ActorStateR\x05state\x12\x17\n" +
@@ -2586,71 +2618,73 @@ var file_goray_v1_scheduler_proto_goTypes = []any{
 var file_goray_v1_scheduler_proto_depIdxs = []int32{
 	42, // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
 	42, // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
-	43, // 2: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
-	43, // 3: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
-	17, // 4: goray.v1.GetJobResponse.job:type_name -> goray.v1.JobInfo
-	42, // 5: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
-	42, // 6: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
-	44, // 7: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
-	45, // 8: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
-	22, // 9: goray.v1.ActorInfo.spec:type_name -> goray.v1.ActorSpec
-	0,  // 10: goray.v1.ActorInfo.state:type_name -> goray.v1.ActorState
-	46, // 11: goray.v1.ActorInfo.death_cause:type_name -> goray.v1.ErrorInfo
-	22, // 12: goray.v1.CreateActorRequest.spec:type_name -> goray.v1.ActorSpec
-	23, // 13: goray.v1.CreateActorResponse.actor:type_name -> goray.v1.ActorInfo
-	23, // 14: goray.v1.GetActorResponse.actor:type_name -> goray.v1.ActorInfo
-	46, // 15: goray.v1.ReportWorkerDeathRequest.cause:type_name -> goray.v1.ErrorInfo
-	1,  // 16: goray.v1.PlacementGroupInfo.strategy:type_name -> goray.v1.PlacementStrategy
-	42, // 17: goray.v1.PlacementGroupInfo.bundles:type_name -> goray.v1.Resources
-	2,  // 18: goray.v1.PlacementGroupInfo.state:type_name -> goray.v1.PlacementGroupState
-	1,  // 19: goray.v1.CreatePlacementGroupRequest.strategy:type_name -> goray.v1.PlacementStrategy
-	42, // 20: goray.v1.CreatePlacementGroupRequest.bundles:type_name -> goray.v1.Resources
-	32, // 21: goray.v1.CreatePlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
-	32, // 22: goray.v1.GetPlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
-	42, // 23: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
-	43, // 24: goray.v1.GetClusterStateResponse.nodes:type_name -> goray.v1.NodeInfo
-	23, // 25: goray.v1.GetClusterStateResponse.actors:type_name -> goray.v1.ActorInfo
-	32, // 26: goray.v1.GetClusterStateResponse.placement_groups:type_name -> goray.v1.PlacementGroupInfo
-	40, // 27: goray.v1.GetClusterStateResponse.infeasible:type_name -> goray.v1.InfeasibleRequest
-	3,  // 28: goray.v1.SchedulerService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
-	5,  // 29: goray.v1.SchedulerService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
-	7,  // 30: goray.v1.SchedulerService.ListNodes:input_type -> goray.v1.ListNodesRequest
-	9,  // 31: goray.v1.SchedulerService.RegisterJob:input_type -> goray.v1.RegisterJobRequest
-	11, // 32: goray.v1.SchedulerService.UploadJobBinary:input_type -> goray.v1.UploadJobBinaryRequest
-	13, // 33: goray.v1.SchedulerService.FetchJobBinary:input_type -> goray.v1.FetchJobBinaryRequest
-	15, // 34: goray.v1.SchedulerService.GetJob:input_type -> goray.v1.GetJobRequest
-	18, // 35: goray.v1.SchedulerService.KeepJobAlive:input_type -> goray.v1.KeepJobAliveRequest
-	20, // 36: goray.v1.SchedulerService.FinishJob:input_type -> goray.v1.FinishJobRequest
-	24, // 37: goray.v1.SchedulerService.CreateActor:input_type -> goray.v1.CreateActorRequest
-	26, // 38: goray.v1.SchedulerService.GetActor:input_type -> goray.v1.GetActorRequest
-	28, // 39: goray.v1.SchedulerService.KillActor:input_type -> goray.v1.KillActorRequest
-	30, // 40: goray.v1.SchedulerService.ReportWorkerDeath:input_type -> goray.v1.ReportWorkerDeathRequest
-	33, // 41: goray.v1.SchedulerService.CreatePlacementGroup:input_type -> goray.v1.CreatePlacementGroupRequest
-	35, // 42: goray.v1.SchedulerService.GetPlacementGroup:input_type -> goray.v1.GetPlacementGroupRequest
-	37, // 43: goray.v1.SchedulerService.RemovePlacementGroup:input_type -> goray.v1.RemovePlacementGroupRequest
-	39, // 44: goray.v1.SchedulerService.GetClusterState:input_type -> goray.v1.GetClusterStateRequest
-	4,  // 45: goray.v1.SchedulerService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
-	6,  // 46: goray.v1.SchedulerService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
-	8,  // 47: goray.v1.SchedulerService.ListNodes:output_type -> goray.v1.ListNodesResponse
-	10, // 48: goray.v1.SchedulerService.RegisterJob:output_type -> goray.v1.RegisterJobResponse
-	12, // 49: goray.v1.SchedulerService.UploadJobBinary:output_type -> goray.v1.UploadJobBinaryResponse
-	14, // 50: goray.v1.SchedulerService.FetchJobBinary:output_type -> goray.v1.FetchJobBinaryResponse
-	16, // 51: goray.v1.SchedulerService.GetJob:output_type -> goray.v1.GetJobResponse
-	19, // 52: goray.v1.SchedulerService.KeepJobAlive:output_type -> goray.v1.KeepJobAliveResponse
-	21, // 53: goray.v1.SchedulerService.FinishJob:output_type -> goray.v1.FinishJobResponse
-	25, // 54: goray.v1.SchedulerService.CreateActor:output_type -> goray.v1.CreateActorResponse
-	27, // 55: goray.v1.SchedulerService.GetActor:output_type -> goray.v1.GetActorResponse
-	29, // 56: goray.v1.SchedulerService.KillActor:output_type -> goray.v1.KillActorResponse
-	31, // 57: goray.v1.SchedulerService.ReportWorkerDeath:output_type -> goray.v1.ReportWorkerDeathResponse
-	34, // 58: goray.v1.SchedulerService.CreatePlacementGroup:output_type -> goray.v1.CreatePlacementGroupResponse
-	36, // 59: goray.v1.SchedulerService.GetPlacementGroup:output_type -> goray.v1.GetPlacementGroupResponse
-	38, // 60: goray.v1.SchedulerService.RemovePlacementGroup:output_type -> goray.v1.RemovePlacementGroupResponse
-	41, // 61: goray.v1.SchedulerService.GetClusterState:output_type -> goray.v1.GetClusterStateResponse
-	45, // [45:62] is the sub-list for method output_type
-	28, // [28:45] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	40, // 2: goray.v1.HeartbeatRequest.infeasible:type_name -> goray.v1.InfeasibleRequest
+	42, // 3: goray.v1.HeartbeatRequest.total:type_name -> goray.v1.Resources
+	43, // 4: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
+	43, // 5: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
+	17, // 6: goray.v1.GetJobResponse.job:type_name -> goray.v1.JobInfo
+	42, // 7: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
+	42, // 8: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
+	44, // 9: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
+	45, // 10: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
+	22, // 11: goray.v1.ActorInfo.spec:type_name -> goray.v1.ActorSpec
+	0,  // 12: goray.v1.ActorInfo.state:type_name -> goray.v1.ActorState
+	46, // 13: goray.v1.ActorInfo.death_cause:type_name -> goray.v1.ErrorInfo
+	22, // 14: goray.v1.CreateActorRequest.spec:type_name -> goray.v1.ActorSpec
+	23, // 15: goray.v1.CreateActorResponse.actor:type_name -> goray.v1.ActorInfo
+	23, // 16: goray.v1.GetActorResponse.actor:type_name -> goray.v1.ActorInfo
+	46, // 17: goray.v1.ReportWorkerDeathRequest.cause:type_name -> goray.v1.ErrorInfo
+	1,  // 18: goray.v1.PlacementGroupInfo.strategy:type_name -> goray.v1.PlacementStrategy
+	42, // 19: goray.v1.PlacementGroupInfo.bundles:type_name -> goray.v1.Resources
+	2,  // 20: goray.v1.PlacementGroupInfo.state:type_name -> goray.v1.PlacementGroupState
+	1,  // 21: goray.v1.CreatePlacementGroupRequest.strategy:type_name -> goray.v1.PlacementStrategy
+	42, // 22: goray.v1.CreatePlacementGroupRequest.bundles:type_name -> goray.v1.Resources
+	32, // 23: goray.v1.CreatePlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
+	32, // 24: goray.v1.GetPlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
+	42, // 25: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
+	43, // 26: goray.v1.GetClusterStateResponse.nodes:type_name -> goray.v1.NodeInfo
+	23, // 27: goray.v1.GetClusterStateResponse.actors:type_name -> goray.v1.ActorInfo
+	32, // 28: goray.v1.GetClusterStateResponse.placement_groups:type_name -> goray.v1.PlacementGroupInfo
+	40, // 29: goray.v1.GetClusterStateResponse.infeasible:type_name -> goray.v1.InfeasibleRequest
+	3,  // 30: goray.v1.SchedulerService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
+	5,  // 31: goray.v1.SchedulerService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
+	7,  // 32: goray.v1.SchedulerService.ListNodes:input_type -> goray.v1.ListNodesRequest
+	9,  // 33: goray.v1.SchedulerService.RegisterJob:input_type -> goray.v1.RegisterJobRequest
+	11, // 34: goray.v1.SchedulerService.UploadJobBinary:input_type -> goray.v1.UploadJobBinaryRequest
+	13, // 35: goray.v1.SchedulerService.FetchJobBinary:input_type -> goray.v1.FetchJobBinaryRequest
+	15, // 36: goray.v1.SchedulerService.GetJob:input_type -> goray.v1.GetJobRequest
+	18, // 37: goray.v1.SchedulerService.KeepJobAlive:input_type -> goray.v1.KeepJobAliveRequest
+	20, // 38: goray.v1.SchedulerService.FinishJob:input_type -> goray.v1.FinishJobRequest
+	24, // 39: goray.v1.SchedulerService.CreateActor:input_type -> goray.v1.CreateActorRequest
+	26, // 40: goray.v1.SchedulerService.GetActor:input_type -> goray.v1.GetActorRequest
+	28, // 41: goray.v1.SchedulerService.KillActor:input_type -> goray.v1.KillActorRequest
+	30, // 42: goray.v1.SchedulerService.ReportWorkerDeath:input_type -> goray.v1.ReportWorkerDeathRequest
+	33, // 43: goray.v1.SchedulerService.CreatePlacementGroup:input_type -> goray.v1.CreatePlacementGroupRequest
+	35, // 44: goray.v1.SchedulerService.GetPlacementGroup:input_type -> goray.v1.GetPlacementGroupRequest
+	37, // 45: goray.v1.SchedulerService.RemovePlacementGroup:input_type -> goray.v1.RemovePlacementGroupRequest
+	39, // 46: goray.v1.SchedulerService.GetClusterState:input_type -> goray.v1.GetClusterStateRequest
+	4,  // 47: goray.v1.SchedulerService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
+	6,  // 48: goray.v1.SchedulerService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
+	8,  // 49: goray.v1.SchedulerService.ListNodes:output_type -> goray.v1.ListNodesResponse
+	10, // 50: goray.v1.SchedulerService.RegisterJob:output_type -> goray.v1.RegisterJobResponse
+	12, // 51: goray.v1.SchedulerService.UploadJobBinary:output_type -> goray.v1.UploadJobBinaryResponse
+	14, // 52: goray.v1.SchedulerService.FetchJobBinary:output_type -> goray.v1.FetchJobBinaryResponse
+	16, // 53: goray.v1.SchedulerService.GetJob:output_type -> goray.v1.GetJobResponse
+	19, // 54: goray.v1.SchedulerService.KeepJobAlive:output_type -> goray.v1.KeepJobAliveResponse
+	21, // 55: goray.v1.SchedulerService.FinishJob:output_type -> goray.v1.FinishJobResponse
+	25, // 56: goray.v1.SchedulerService.CreateActor:output_type -> goray.v1.CreateActorResponse
+	27, // 57: goray.v1.SchedulerService.GetActor:output_type -> goray.v1.GetActorResponse
+	29, // 58: goray.v1.SchedulerService.KillActor:output_type -> goray.v1.KillActorResponse
+	31, // 59: goray.v1.SchedulerService.ReportWorkerDeath:output_type -> goray.v1.ReportWorkerDeathResponse
+	34, // 60: goray.v1.SchedulerService.CreatePlacementGroup:output_type -> goray.v1.CreatePlacementGroupResponse
+	36, // 61: goray.v1.SchedulerService.GetPlacementGroup:output_type -> goray.v1.GetPlacementGroupResponse
+	38, // 62: goray.v1.SchedulerService.RemovePlacementGroup:output_type -> goray.v1.RemovePlacementGroupResponse
+	41, // 63: goray.v1.SchedulerService.GetClusterState:output_type -> goray.v1.GetClusterStateResponse
+	47, // [47:64] is the sub-list for method output_type
+	30, // [30:47] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_scheduler_proto_init() }
