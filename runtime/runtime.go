@@ -51,7 +51,13 @@ func WithLogger(l *slog.Logger) Option { return func(o *core.Options) { o.Logger
 
 // Init connects this program to a goray cluster, or starts an embedded one.
 // In a worker process started by a raylet it serves and never returns.
+//
+// Run with GORAY_DESCRIBE=1 it prints what the program registered (task
+// functions, actor types and methods) as JSON and exits; `goray deploy` uses
+// it. Run by `goray deploy` (GORAY_DEPLOY_JOB set) it attaches to the
+// deployment's job: the actors it creates outlive it (see docs/clients.md).
 func Init(ctx context.Context, opts ...Option) error {
+	core.DescribeIfAsked()
 	ServeIfWorker()
 	var o core.Options
 	for _, opt := range opts {

@@ -1,6 +1,7 @@
 // Command goray is the cluster's command-line tool.
 //
 //	goray status [--address HOST:PORT]   list the cluster's nodes and their resources
+//	goray deploy BINARY --namespace NS   deploy a Go job binary for clients in other languages
 //	goray version                        print the version
 //
 // The address defaults to GORAY_ADDRESS; the token to GORAY_TOKEN, then the
@@ -33,6 +34,7 @@ const usage = `usage: goray <command> [flags]
 
 commands:
   status    list the cluster's nodes and their resources
+  deploy    deploy a Go job binary under a namespace (see docs/clients.md)
   version   print the version
 `
 
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return Status(ctx, cfg, out)
+	case "deploy":
+		return deployCommand(ctx, args[1:], out)
 	case "help", "-h", "--help":
 		fmt.Fprint(out, usage)
 		return nil

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/goray/goray/internal/gateway"
 	"github.com/goray/goray/runtime/raylet"
 )
 
@@ -68,6 +69,8 @@ func run(args []string) error {
 		NoAuth:    *noAuth,
 		DataDir:   *dataDir,
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		// A head serves the public ClientService (clients in other languages).
+		HeadServices: []raylet.HeadServiceFunc{gateway.HeadService},
 	}
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {

@@ -84,6 +84,9 @@ type Core struct {
 	wg       sync.WaitGroup
 	embedded *raylet.Raylet
 	closed   atomic.Bool
+	// attached: this core drives an existing job (a deployment's, see
+	// attach.go) that it did not register, so Shutdown does not finish it.
+	attached bool
 }
 
 var current atomic.Pointer[Core]
@@ -166,6 +169,21 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 	c.namespace = opts.Namespace
 	if c.namespace == "" {
 		c.namespace = "default"
+	}
+	// Run by `goray deploy`: attach to the deployment's job (attach.go).
+	if job, ok, err := deployJobFromEnv(); err != nil || ok {
+		if err == nil {
+			if opts.Namespace == "" && os.Getenv(EnvDeployNamespace) != "" {
+				c.namespace = os.Getenv(EnvDeployNamespace)
+			}
+			err = c.attach(ctx, addr, job)
+		}
+		if err != nil {
+			c.shutdown()
+			return nil, errAttachedRemote(addr, err)
+		}
+		current.Store(c)
+		return c, nil
 	}
 	if err := c.connectDriver(ctx, addr); err != nil {
 		c.shutdown()
@@ -384,7 +402,7 @@ func (c *Core) Shutdown() {
 		return
 	}
 	current.CompareAndSwap(c, nil)
-	if c.head != nil && c.jobID != (ids.JobID{}) && !c.worker {
+	if c.head != nil && c.jobID != (ids.JobID{}) && !c.worker && !c.attached {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, _ = c.head.FinishJob(ctx, &pb.FinishJobRequest{JobId: c.jobID[:]})
 		cancel()

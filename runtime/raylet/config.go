@@ -73,6 +73,9 @@ type Config struct {
 	MaxWorkersPerJob int
 	// Logger receives the raylet's structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// HeadServices are further services a head serves on its port (see
+	// HeadService); ignored without Head. Default none.
+	HeadServices []HeadServiceFunc
 	// Stdout and Stderr receive the worker processes' stdout and stderr, line
 	// by line, prefixed "(worker pid=N) ". Stderr defaults to os.Stderr;
 	// Stdout defaults to Stderr.

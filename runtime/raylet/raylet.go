@@ -55,6 +55,8 @@ type Raylet struct {
 	lis      net.Listener
 	srv      *grpc.Server
 	sched    *scheduler.Server
+	// headSvcs are Config.HeadServices, made when a head starts.
+	headSvcs []HeadService
 	headConn *grpc.ClientConn
 	head     pb.SchedulerServiceClient
 
@@ -156,6 +158,16 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 	pb.RegisterObjectTransferServiceServer(r.srv, &transferServer{r: r})
 	if r.sched != nil {
 		r.sched.Register(r.srv)
+		// Deployed namespaces (goray deploy) and the client gateway.
+		scheduler.NewDeployer(r.sched).Register(r.srv)
+		for _, mk := range cfg.HeadServices {
+			hs, err := mk(HeadInfo{Address: r.addr, Token: r.token, Logger: cfg.Logger})
+			if err != nil {
+				return nil, fmt.Errorf("raylet: start head service: %w", err)
+			}
+			r.headSvcs = append(r.headSvcs, hs)
+			hs.Register(r.srv)
+		}
 	}
 	r.wg.Add(1)
 	go func() {
@@ -437,6 +449,9 @@ func (r *Raylet) stop() {
 	}
 	waitExited(ws, killWaitTimeout, r.log)
 
+	for _, hs := range r.headSvcs {
+		hs.Close()
+	}
 	// The head first: closing it ends its KeepJobAlive streams without
 	// finishing their jobs, so the graceful stop below does not wait on them.
 	if r.sched != nil {

@@ -1,0 +1,211 @@
+package core
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/store"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Environment variables of a program that `goray deploy` runs.
+const (
+	// EnvDeployJob holds the hex job ID of a deployment. A driver started
+	// with it attaches to that job instead of registering one of its own:
+	// the actors it creates belong to the deployment and outlive the driver.
+	EnvDeployJob = "GORAY_DEPLOY_JOB"
+	// EnvDeployNamespace is the deployment's namespace; an attached driver
+	// uses it unless runtime.WithNamespace says otherwise.
+	EnvDeployNamespace = "GORAY_DEPLOY_NAMESPACE"
+)
+
+// AttachOptions configure a core attached to an existing job.
+type AttachOptions struct {
+	// Address of the raylet to connect to (the head's, for the gateway).
+	Address string
+	Token   string
+	// Job is the job whose work this core submits and whose objects it owns.
+	Job       ids.JobID
+	Namespace string
+	Logger    *slog.Logger
+}
+
+// Attach makes a core that acts as a driver of an existing job — a
+// deployment's — without registering a job or keeping one alive: it owns
+// the objects it puts and the results of the calls it makes, submits tasks
+// by name without looking them up in this process's registry, and closing it
+// does not finish the job. It is not the process's current core, so a
+// process may hold many (the client gateway holds one per namespace).
+func Attach(ctx context.Context, opts AttachOptions) (*Core, error) {
+	log := opts.Logger
+	if log == nil {
+		log = DefaultLogger()
+	}
+	c := newCore(log, opts.Token)
+	c.namespace = opts.Namespace
+	if err := c.attach(ctx, opts.Address, opts.Job); err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// attach connects c to the raylet at addr as a driver of job.
+func (c *Core) attach(ctx context.Context, addr string, job ids.JobID) error {
+	c.raylet = addr
+	c.attached = true
+	cc, err := c.conns.get(addr)
+	if err != nil {
+		return err
+	}
+	c.node = pb.NewNodeServiceClient(cc)
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	info, err := c.node.GetNodeInfo(cctx, &pb.GetNodeInfoRequest{})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("no goray raylet answers at %s: %w", addr, errs.FromStatus(err))
+	}
+	if c.nodeID, err = ids.ParseNodeID(info.GetNodeId()); err != nil {
+		return fmt.Errorf("raylet at %s: %w", addr, err)
+	}
+	c.headAddr, c.storeDir = info.GetHeadAddress(), info.GetStoreDir()
+	hc, err := c.conns.get(c.headAddr)
+	if err != nil {
+		return err
+	}
+	c.head = pb.NewSchedulerServiceClient(hc)
+	if err := c.listen(localHostFor(addr)); err != nil {
+		return err
+	}
+	c.jobID = job
+	c.putTID = ids.NewTaskID(job)
+	return nil
+}
+
+// deployJobFromEnv returns the job named by EnvDeployJob, if set.
+func deployJobFromEnv() (ids.JobID, bool, error) {
+	s := os.Getenv(EnvDeployJob)
+	if s == "" {
+		return ids.JobID{}, false, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return ids.JobID{}, false, fmt.Errorf("%s=%q: %w", EnvDeployJob, s, err)
+	}
+	j, err := ids.ParseJobID(b)
+	return j, err == nil, err
+}
+
+// SubmitTaskByName is SubmitTask without the check that this process
+// registered the function: the callee's binary is another program's (a
+// deployment's). An unknown name fails on the worker with a not-found error.
+func (c *Core) SubmitTaskByName(ctx context.Context, name string, args []*pb.Arg, opts TaskOptions) RefInfo {
+	tid := ids.NewTaskID(c.jobID)
+	ref, e := c.newRef(tid.ObjectID(1))
+	res := opts.Resources
+	if len(res) == 0 {
+		res = map[string]float64{"CPU": 1}
+	}
+	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
+		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
+	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args, res)
+	return ref
+}
+
+// submitWhenReady queues item once the ref arguments this process owns are
+// ready (SubmitTask's tail, shared with SubmitTaskByName).
+func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]float64) {
+	deps := c.ownedPendingDeps(args)
+	if len(deps) == 0 {
+		c.inlineArgs(args)
+		c.tasks.submit(item, res)
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for _, d := range deps {
+			select {
+			case <-d.done:
+				if d.err != nil {
+					item.entry.setError(d.err)
+					return
+				}
+			case <-c.ctx.Done():
+				item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
+				return
+			}
+		}
+		c.inlineArgs(args)
+		c.tasks.submit(item, res)
+	}()
+}
+
+// PayloadArg makes an encoded value a call argument, storing it first when
+// it is too large to travel inline.
+func (c *Core) PayloadArg(ctx context.Context, p *pb.Payload) (*pb.Arg, error) {
+	if len(p.GetData()) < InlineLimit {
+		return &pb.Arg{Kind: &pb.Arg_Value{Value: p}}, nil
+	}
+	ref, err := c.PutPayload(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return ref.Arg(), nil
+}
+
+// OwnedRef is the ref of an object this process owns, if it still does.
+func (c *Core) OwnedRef(id ids.ObjectID) (RefInfo, bool) {
+	if _, ok := c.objs.lookup(id); !ok {
+		return RefInfo{}, false
+	}
+	return RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, true
+}
+
+// Release drops an object this process owns: later gets fail with an
+// object-lost error, and a copy this process stored in its node's store is
+// removed (copies pulled to other nodes are freed when the job finishes;
+// distributed reference counting is later work). It reports whether the
+// object was held.
+func (c *Core) Release(id ids.ObjectID) bool {
+	c.objs.mu.Lock()
+	e, ok := c.objs.m[id]
+	delete(c.objs.m, id)
+	c.objs.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if e.ready() && e.loc != nil {
+		if nid, err := ids.ParseNodeID(e.loc.GetNodeId()); err == nil && nid == c.nodeID && c.storeDir != "" {
+			if err := store.Remove(c.storeDir, id); err != nil && !errors.Is(err, os.ErrNotExist) {
+				c.log.Debug("release object", "object", id, "err", err)
+			}
+		}
+	}
+	return true
+}
+
+// Close stops an attached core without finishing its job.
+func (c *Core) Close() {
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
+	current.CompareAndSwap(c, nil)
+	c.shutdown()
+}
+
+// errAttachedRemote explains a failure to attach a deploy driver.
+func errAttachedRemote(addr string, err error) error {
+	if status.Code(err) == codes.Unauthenticated {
+		return fmt.Errorf("the goray cluster at %s rejected this driver's token: %w", addr, err)
+	}
+	return err
+}

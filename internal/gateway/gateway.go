@@ -1,0 +1,612 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/rpc"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime/raylet"
+	"github.com/vmihailenco/msgpack/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// ProtocolVersion is the ClientService protocol this gateway speaks.
+const ProtocolVersion = 1
+
+// Bounds.
+const (
+	// ChunkSize is the largest chunk a Get message carries (clients are told
+	// to send Put chunks no larger).
+	ChunkSize = 1 << 20
+	// MaxObjectSize bounds a value a client puts.
+	MaxObjectSize = 1 << 30
+	// maxArgs bounds the arguments of one call, maxRefs the refs of one Wait
+	// or Release.
+	maxArgs = 256
+	maxRefs = 10000
+	// deploymentTTL is how long the gateway trusts its view of a namespace's
+	// deployment before asking the head again (a redeploy shows within it).
+	deploymentTTL = 2 * time.Second
+	headTimeout   = 10 * time.Second
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// HeadAddress is the address of `raylet --head` (its head and its node).
+	HeadAddress string
+	// Token is the cluster token ("" with auth off).
+	Token string
+	// Version is reported by Handshake.
+	Version string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Gateway is the ClientService. Make one with New; Close it.
+type Gateway struct {
+	pb.UnimplementedClientServiceServer
+	cfg    Config
+	log    *slog.Logger
+	conn   *grpc.ClientConn
+	head   pb.SchedulerServiceClient
+	deploy pb.DeployServiceClient
+
+	mu     sync.Mutex
+	ns     map[string]*namespace
+	closed bool
+}
+
+// namespace is the gateway's state of one deployed namespace.
+type namespace struct {
+	dep     *pb.Deployment
+	core    *core.Core
+	checked time.Time
+}
+
+var _ pb.ClientServiceServer = (*Gateway)(nil)
+
+// New makes a Gateway; it connects to the head lazily.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.HeadAddress == "" {
+		return nil, errors.New("gateway: Config.HeadAddress is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cc, err := rpc.Dial(cfg.HeadAddress, cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return &Gateway{
+		cfg: cfg, log: cfg.Logger.With("component", "gateway"), conn: cc,
+		head: pb.NewSchedulerServiceClient(cc), deploy: pb.NewDeployServiceClient(cc),
+		ns: map[string]*namespace{},
+	}, nil
+}
+
+// Register registers the ClientService on g.
+func (g *Gateway) Register(s *grpc.Server) { pb.RegisterClientServiceServer(s, g) }
+
+// Close stops every namespace's core (their refs become unknown) and the
+// connection to the head.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	g.closed = true
+	all := g.ns
+	g.ns = map[string]*namespace{}
+	g.mu.Unlock()
+	for _, n := range all {
+		n.core.Close()
+	}
+	g.conn.Close()
+}
+
+// namespace returns the state of a deployed namespace, attaching a core to
+// its job on first use and when it was deployed again.
+func (g *Gateway) namespace(ctx context.Context, name string) (*namespace, error) {
+	if name == "" {
+		return nil, errs.New(errs.KindInvalidArgument, "", "no namespace given: name the namespace a binary was deployed to (`goray deploy ./bin --namespace NAME`)")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil, status.Error(codes.Unavailable, "the gateway is shutting down")
+	}
+	n := g.ns[name]
+	if n != nil && time.Since(n.checked) < deploymentTTL {
+		return n, nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, headTimeout)
+	defer cancel()
+	resp, err := g.deploy.ListDeployments(hctx, &pb.ListDeploymentsRequest{Namespace: name})
+	if err != nil {
+		return nil, fmt.Errorf("look up namespace %q: %w", name, errs.FromStatus(err))
+	}
+	if len(resp.GetDeployments()) == 0 {
+		return nil, errs.New(errs.KindNotFound, name, "namespace %q has no deployed binary: deploy one with `goray deploy ./bin --namespace %s`", name, name)
+	}
+	dep := resp.GetDeployments()[0]
+	if n != nil && bytes.Equal(n.dep.GetJobId(), dep.GetJobId()) {
+		n.checked = time.Now()
+		n.dep = dep
+		return n, nil
+	}
+	job, err := ids.ParseJobID(dep.GetJobId())
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", name, err)
+	}
+	c, err := core.Attach(ctx, core.AttachOptions{Address: g.cfg.HeadAddress, Token: g.cfg.Token, Job: job, Namespace: name, Logger: g.log})
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", name, err)
+	}
+	if n != nil {
+		// Deployed again: the old job is finished, and so are its refs.
+		go n.core.Close()
+	}
+	n = &namespace{dep: dep, core: c, checked: time.Now()}
+	g.ns[name] = n
+	g.log.Info("namespace attached", "namespace", name, "job", job, "entrypoint", dep.GetEntrypoint())
+	return n, nil
+}
+
+// ref resolves a client's ref to the object the gateway owns.
+func (g *Gateway) ref(ctx context.Context, r *pb.ClientRef) (*namespace, core.RefInfo, error) {
+	if r == nil {
+		return nil, core.RefInfo{}, errs.New(errs.KindInvalidArgument, "", "no ref given")
+	}
+	id, err := ids.ParseObjectID(r.GetObjectId())
+	if err != nil {
+		return nil, core.RefInfo{}, errs.New(errs.KindInvalidArgument, "", "malformed ref: %v", err)
+	}
+	n, err := g.namespace(ctx, r.GetNamespace())
+	if err != nil {
+		return nil, core.RefInfo{}, err
+	}
+	info, ok := n.core.OwnedRef(id)
+	if !ok {
+		return nil, core.RefInfo{}, errs.New(errs.KindNotFound, "", "object %s is not held in namespace %q: it was released, its namespace was deployed again, or it was never made", id, r.GetNamespace())
+	}
+	return n, info, nil
+}
+
+func clientRef(ns string, r core.RefInfo) *pb.ClientRef {
+	return &pb.ClientRef{Namespace: ns, ObjectId: r.ID[:]}
+}
+
+// Handshake checks the protocol version and describes the cluster.
+func (g *Gateway) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.HandshakeResponse, error) {
+	switch v := req.GetProtocolVersion(); {
+	case v == 0:
+		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Handshake: set protocol_version (this server speaks %d)", ProtocolVersion))
+	case v > ProtocolVersion:
+		return nil, status.Errorf(codes.FailedPrecondition, "Handshake: client speaks protocol %d, this server only %d: upgrade the cluster or use an older client", v, ProtocolVersion)
+	}
+	hctx, cancel := context.WithTimeout(ctx, headTimeout)
+	defer cancel()
+	nodes, err := g.head.ListNodes(hctx, &pb.ListNodesRequest{})
+	if err != nil {
+		return nil, errs.Status(errs.FromStatus(err))
+	}
+	deps, err := g.deploy.ListDeployments(hctx, &pb.ListDeploymentsRequest{})
+	if err != nil {
+		return nil, errs.Status(errs.FromStatus(err))
+	}
+	resp := &pb.HandshakeResponse{ProtocolVersion: ProtocolVersion, ServerVersion: g.cfg.Version,
+		ChunkSize: ChunkSize, MaxObjectSize: MaxObjectSize}
+	for _, n := range nodes.GetNodes() {
+		if n.GetAlive() {
+			resp.NodeCount++
+		}
+	}
+	for _, d := range deps.GetDeployments() {
+		resp.Namespaces = append(resp.Namespaces, d.GetNamespace())
+	}
+	g.log.Debug("client handshake", "client", req.GetClientName(), "protocol", req.GetProtocolVersion())
+	return resp, nil
+}
+
+// Put stores a streamed value.
+func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: empty stream, want a first message with the namespace, encoding and size"))
+	}
+	if err != nil {
+		return err
+	}
+	size := first.GetSize()
+	if size > MaxObjectSize {
+		return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: value of %d bytes exceeds the limit of %d bytes", size, MaxObjectSize))
+	}
+	p := &pb.Payload{Encoding: first.GetEncoding(), TypeUrl: first.GetTypeUrl()}
+	if err := checkEncoding(p); err != nil {
+		return errs.Status(err)
+	}
+	n, err := g.namespace(stream.Context(), first.GetNamespace())
+	if err != nil {
+		return errs.Status(err)
+	}
+	data := make([]byte, 0, size)
+	for msg := first; ; {
+		if uint64(len(data))+uint64(len(msg.GetChunk())) > size {
+			return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: received more than the declared %d bytes", size))
+		}
+		data = append(data, msg.GetChunk()...)
+		msg, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if uint64(len(data)) != size {
+		return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: received %d bytes, want the declared %d", len(data), size))
+	}
+	p.Data = data
+	if err := checkPayload(p); err != nil {
+		return errs.Status(err)
+	}
+	ref, err := n.core.PutPayload(stream.Context(), p)
+	if err != nil {
+		return errs.Status(err)
+	}
+	return stream.SendAndClose(&pb.PutResponse{Ref: clientRef(first.GetNamespace(), ref)})
+}
+
+// Get streams an object's value once it exists.
+func (g *Gateway) Get(req *pb.GetRequest, stream pb.ClientService_GetServer) error {
+	ctx := stream.Context()
+	n, ref, err := g.ref(ctx, req.GetRef())
+	if err != nil {
+		return errs.Status(err)
+	}
+	p, err := n.core.GetPayload(ctx, ref)
+	if err != nil {
+		return errs.Status(err)
+	}
+	data := p.GetData()
+	first := &pb.GetResponse{Encoding: p.GetEncoding(), TypeUrl: p.GetTypeUrl(), Size: uint64(len(data))}
+	end := min(len(data), ChunkSize)
+	first.Chunk = data[:end]
+	if err := stream.Send(first); err != nil {
+		return err
+	}
+	for off := end; off < len(data); off += ChunkSize {
+		if err := stream.Send(&pb.GetResponse{Chunk: data[off:min(len(data), off+ChunkSize)]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Wait returns once num_returns refs are ready, or the timeout passes.
+func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitResponse, error) {
+	refs := req.GetRefs()
+	if len(refs) > maxRefs {
+		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Wait: %d refs, at most %d allowed", len(refs), maxRefs))
+	}
+	want := int(req.GetNumReturns())
+	if want == 0 || want > len(refs) {
+		want = len(refs)
+	}
+	type owned struct {
+		n   *namespace
+		ref core.RefInfo
+	}
+	all := make([]owned, len(refs))
+	for i, r := range refs {
+		n, info, err := g.ref(ctx, r)
+		if err != nil {
+			return nil, errs.Status(err)
+		}
+		all[i] = owned{n, info}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	if ms := req.GetTimeoutMs(); ms > 0 {
+		wctx, cancel = context.WithTimeout(ctx, time.Duration(min(ms, math.MaxInt64/uint64(time.Millisecond)))*time.Millisecond)
+	}
+	defer cancel()
+	ready := make([]bool, len(all))
+	done := make(chan int, len(all))
+	var wg sync.WaitGroup
+	for i, o := range all {
+		wg.Go(func() {
+			if o.n.core.WaitReady(wctx, o.ref) == nil {
+				done <- i
+			}
+		})
+	}
+	got := 0
+	waitAll := make(chan struct{})
+	go func() { wg.Wait(); close(waitAll) }()
+collect:
+	for got < want {
+		select {
+		case i := <-done:
+			ready[i] = true
+			got++
+		case <-waitAll:
+			// Every waiter returned; drain what finished.
+			for {
+				select {
+				case i := <-done:
+					ready[i] = true
+					got++
+				default:
+					break collect
+				}
+			}
+		}
+	}
+	cancel()
+	<-waitAll
+	for len(done) > 0 { // finished between the last count and cancel
+		ready[<-done] = true
+	}
+	resp := &pb.WaitResponse{}
+	for i, r := range refs {
+		if ready[i] {
+			resp.Ready = append(resp.Ready, r)
+		} else {
+			resp.NotReady = append(resp.NotReady, r)
+		}
+	}
+	return resp, nil
+}
+
+// Release drops the refs.
+func (g *Gateway) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.ReleaseResponse, error) {
+	if len(req.GetRefs()) > maxRefs {
+		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Release: %d refs, at most %d allowed", len(req.GetRefs()), maxRefs))
+	}
+	resp := &pb.ReleaseResponse{}
+	for _, r := range req.GetRefs() {
+		id, err := ids.ParseObjectID(r.GetObjectId())
+		if err != nil {
+			return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Release: malformed ref: %v", err))
+		}
+		g.mu.Lock()
+		n := g.ns[r.GetNamespace()]
+		g.mu.Unlock()
+		if n != nil && n.core.Release(id) {
+			resp.Released++
+		}
+	}
+	return resp, nil
+}
+
+// GetNamedActor looks a live named actor up.
+func (g *Gateway) GetNamedActor(ctx context.Context, req *pb.GetNamedActorRequest) (*pb.GetNamedActorResponse, error) {
+	n, err := g.namespace(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	h, err := g.actor(ctx, n, req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	info := &pb.NamedActorInfo{Namespace: req.GetNamespace(), Name: req.GetName(), TypeName: h.TypeName, ActorId: h.ID[:]}
+	if t := actorType(n.dep, h.TypeName); t != nil {
+		info.Methods = t.GetMethods()
+	}
+	return &pb.GetNamedActorResponse{Actor: info}, nil
+}
+
+func (g *Gateway) actor(ctx context.Context, n *namespace, ns, name string) (*core.ActorHandle, error) {
+	if name == "" {
+		return nil, errs.New(errs.KindInvalidArgument, "", "no actor name given")
+	}
+	h, err := n.core.GetActor(ctx, name, ns)
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func actorType(dep *pb.Deployment, name string) *pb.ActorTypeInfo {
+	for _, t := range dep.GetRegistry().GetActorTypes() {
+		if t.GetName() == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// CallActor calls a named actor's method and returns the result's ref.
+func (g *Gateway) CallActor(ctx context.Context, req *pb.CallActorRequest) (*pb.CallActorResponse, error) {
+	n, err := g.namespace(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	h, err := g.actor(ctx, n, req.GetNamespace(), req.GetActorName())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	qual := h.TypeName + "." + req.GetMethod()
+	if t := actorType(n.dep, h.TypeName); t != nil {
+		var m *pb.MethodInfo
+		names := make([]string, 0, len(t.GetMethods()))
+		for _, x := range t.GetMethods() {
+			names = append(names, x.GetName())
+			if x.GetName() == req.GetMethod() {
+				m = x
+			}
+		}
+		if m == nil {
+			return nil, errs.Status(errs.New(errs.KindNotFound, qual, "actor %q (type %q) has no method %q (methods: %v)", req.GetActorName(), h.TypeName, req.GetMethod(), names))
+		}
+		if len(m.GetArgTypes()) != len(req.GetArgs()) {
+			return nil, errs.Status(errs.New(errs.KindInvalidArgument, qual, "%s takes %d argument(s) %v, got %d", qual, len(m.GetArgTypes()), m.GetArgTypes(), len(req.GetArgs())))
+		}
+	}
+	args, err := g.args(ctx, n, req.GetArgs())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	ref := n.core.CallActor(ctx, h, req.GetMethod(), args)
+	return &pb.CallActorResponse{Ref: clientRef(req.GetNamespace(), ref)}, nil
+}
+
+// CallFunction submits a registered function of the namespace as a task.
+func (g *Gateway) CallFunction(ctx context.Context, req *pb.CallFunctionRequest) (*pb.CallFunctionResponse, error) {
+	n, err := g.namespace(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	name := req.GetFunction()
+	if fns := n.dep.GetRegistry().GetFunctions(); n.dep.GetRegistry() != nil {
+		var f *pb.FunctionInfo
+		for _, x := range fns {
+			if x.GetName() == name {
+				f = x
+			}
+		}
+		if f == nil {
+			return nil, errs.Status(errs.New(errs.KindNotFound, name, "function %q is not registered in namespace %q (ListNamespace lists what it offers)", name, req.GetNamespace()))
+		}
+		if len(f.GetArgTypes()) != len(req.GetArgs()) {
+			return nil, errs.Status(errs.New(errs.KindInvalidArgument, name, "%s takes %d argument(s) %v, got %d", name, len(f.GetArgTypes()), f.GetArgTypes(), len(req.GetArgs())))
+		}
+	}
+	for r, v := range req.GetResources() {
+		if r == "" || !(v >= 0) || math.IsInf(v, 0) {
+			return nil, errs.Status(errs.New(errs.KindInvalidArgument, name, "resource %q has amount %v, want a finite amount ≥ 0", r, v))
+		}
+	}
+	args, err := g.args(ctx, n, req.GetArgs())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	ref := n.core.SubmitTaskByName(ctx, name, args, core.TaskOptions{Resources: req.GetResources()})
+	return &pb.CallFunctionResponse{Ref: clientRef(req.GetNamespace(), ref)}, nil
+}
+
+// args turns a client's arguments into call arguments.
+func (g *Gateway) args(ctx context.Context, n *namespace, in []*pb.ClientArg) ([]*pb.Arg, error) {
+	if len(in) > maxArgs {
+		return nil, errs.New(errs.KindInvalidArgument, "", "%d arguments, at most %d allowed", len(in), maxArgs)
+	}
+	out := make([]*pb.Arg, len(in))
+	for i, a := range in {
+		switch k := a.GetKind().(type) {
+		case *pb.ClientArg_Value:
+			if err := checkPayload(k.Value); err != nil {
+				return nil, errs.New(errs.KindInvalidArgument, "", "argument %d: %v", i+1, err)
+			}
+			arg, err := n.core.PayloadArg(ctx, k.Value)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = arg
+		case *pb.ClientArg_Ref:
+			_, ref, err := g.ref(ctx, k.Ref)
+			if err != nil {
+				return nil, fmt.Errorf("argument %d: %w", i+1, err)
+			}
+			out[i] = ref.Arg()
+		default:
+			return nil, errs.New(errs.KindInvalidArgument, "", "argument %d is empty: set a value or a ref", i+1)
+		}
+	}
+	return out, nil
+}
+
+// ListNamespace lists what a namespace's deployed binary offers.
+func (g *Gateway) ListNamespace(ctx context.Context, req *pb.ListNamespaceRequest) (*pb.ListNamespaceResponse, error) {
+	n, err := g.namespace(ctx, req.GetNamespace())
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.ListNamespaceResponse{Namespace: req.GetNamespace(), Registry: n.dep.GetRegistry(), Entrypoint: n.dep.GetEntrypoint()}, nil
+}
+
+// checkEncoding rejects payloads whose encoding goray cannot read.
+func checkEncoding(p *pb.Payload) error {
+	switch p.GetEncoding() {
+	case pb.Encoding_ENCODING_RAW, pb.Encoding_ENCODING_MSGPACK, pb.Encoding_ENCODING_JSON:
+		return nil
+	case pb.Encoding_ENCODING_PROTOBUF:
+		if p.GetTypeUrl() == "" {
+			return errs.New(errs.KindInvalidArgument, "", "a protobuf payload needs a type_url, e.g. \"type.googleapis.com/my.pkg.Message\"")
+		}
+		return nil
+	case pb.Encoding_ENCODING_UNSPECIFIED:
+		return errs.New(errs.KindInvalidArgument, "", "payload encoding is unspecified: want raw, protobuf, msgpack or json")
+	default:
+		return errs.New(errs.KindInvalidArgument, "", "unknown payload encoding %d: want raw, protobuf, msgpack or json", p.GetEncoding())
+	}
+}
+
+// checkPayload rejects a payload that is not well formed for its encoding,
+// so a client learns at once rather than from the worker.
+func checkPayload(p *pb.Payload) error {
+	if p == nil {
+		return errs.New(errs.KindInvalidArgument, "", "no payload")
+	}
+	if err := checkEncoding(p); err != nil {
+		return err
+	}
+	data := p.GetData()
+	switch p.GetEncoding() {
+	case pb.Encoding_ENCODING_JSON:
+		if !json.Valid(data) {
+			return errs.New(errs.KindInvalidArgument, "", "payload is not valid JSON")
+		}
+	case pb.Encoding_ENCODING_MSGPACK:
+		r := bytes.NewReader(data)
+		d := msgpack.NewDecoder(r)
+		if err := d.Skip(); err != nil {
+			return errs.New(errs.KindInvalidArgument, "", "payload is not valid MessagePack: %v", err)
+		}
+		if r.Len() != 0 {
+			return errs.New(errs.KindInvalidArgument, "", "payload is not one MessagePack value: %d trailing bytes", r.Len())
+		}
+	case pb.Encoding_ENCODING_PROTOBUF:
+		if err := checkProtoWire(data); err != nil {
+			return errs.New(errs.KindInvalidArgument, "", "payload is not a valid protobuf message: %v", err)
+		}
+	}
+	return nil
+}
+
+// checkProtoWire checks that b parses as protobuf wire format.
+func checkProtoWire(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// ServerVersion is what Handshake reports as the server's version.
+const ServerVersion = "0.1.0-dev"
+
+// HeadService makes a Gateway for the head of a raylet (cmd/raylet puts it
+// in raylet.Config.HeadServices).
+func HeadService(info raylet.HeadInfo) (raylet.HeadService, error) {
+	return New(Config{HeadAddress: info.Address, Token: info.Token, Logger: info.Logger, Version: ServerVersion})
+}
