@@ -371,6 +371,9 @@ func RunWorker() {
 	if err := c.listen(env.ListenHost); err != nil {
 		fail(err)
 	}
+	// Current before registering: once registered, calls may arrive at
+	// once, and user code in them (a Put, a nested call) needs the core.
+	current.Store(c)
 	reg, err := c.node.RegisterWorker(c.ctx, &pb.RegisterWorkerRequest{WorkerId: c.workerID[:], Address: c.addr, Pid: int32(os.Getpid())})
 	if err != nil {
 		fail(fmt.Errorf("register with raylet %s: %w", c.raylet, err))
@@ -378,7 +381,6 @@ func RunWorker() {
 	if _, err := reg.Recv(); err != nil {
 		fail(fmt.Errorf("register with raylet %s: %w", c.raylet, err))
 	}
-	current.Store(c)
 	for {
 		if _, err := reg.Recv(); err != nil {
 			break // the raylet is gone or let us go: a worker never outlives it
