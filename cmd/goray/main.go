@@ -1,6 +1,7 @@
 // Command goray is the cluster's command-line tool.
 //
 //	goray status [--address HOST:PORT]   list the cluster's nodes and their resources
+//	goray bench [flags]                  run the benchmark suite (see docs/benchmarks.md)
 //	goray deploy BINARY --namespace NS   deploy a Go job binary for clients in other languages
 //	goray version                        print the version
 //
@@ -22,9 +23,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/goray/goray/internal/bench"
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime"
 )
 
 // Version is the goray release.
@@ -34,11 +37,18 @@ const usage = `usage: goray <command> [flags]
 
 commands:
   status    list the cluster's nodes and their resources
+  bench     run the benchmark suite (Ray's microbenchmarks and the transport's limits)
   deploy    deploy a Go job binary under a namespace (see docs/clients.md)
   version   print the version
 `
 
 func main() {
+	// goray bench runs its workloads from this binary: in a worker process
+	// started by a raylet, serve and never return.
+	runtime.ServeIfWorker()
+	if bench.IsChild(os.Args[1:]) { // the benchmark's echo server and raylets
+		os.Exit(bench.ChildMain(os.Args[1:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
@@ -69,6 +79,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return Status(ctx, cfg, out)
+	case "bench":
+		var cfg bench.Config
+		fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+		fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of an existing cluster's head (default: start an embedded cluster of two raylet processes)")
+		fs.StringVar(&cfg.Token, "token", "", "cluster token with --address (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
+		fs.BoolVar(&cfg.Quick, "quick", false, "one short trial per metric with small sizes (smoke runs)")
+		fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per metric instead of the table")
+		fs.StringVar(&cfg.Run, "run", "", "run only the metrics whose name matches this regular expression (their baselines too)")
+		fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the driver's CPU profile of the run to this file")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+		}
+		cfg.Out = out
+		_, err := bench.Run(ctx, cfg)
+		return err
 	case "deploy":
 		return deployCommand(ctx, args[1:], out)
 	case "help", "-h", "--help":

@@ -1,0 +1,72 @@
+package raylet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/store"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// BenchmarkPullObject measures a chunked pull of a multi-MiB object from one
+// raylet to another (in-process, over loopback gRPC): the transfer of
+// cross_node_get_gigabytes without the owner's get around it.
+func BenchmarkPullObject(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := b.Context()
+	head, err := Start(ctx, Config{Head: true, TokenFile: filepath.Join(b.TempDir(), "token"), Logger: log, Stderr: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(head.Stop)
+	node, err := Start(ctx, Config{Address: head.Address(), TokenFile: head.TokenFile(), Logger: log, Stderr: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(node.Stop)
+	dial := func(r *Raylet) pb.NodeServiceClient {
+		cc, err := rpc.Dial(r.Address(), r.Token())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return pb.NewNodeServiceClient(cc)
+	}
+	src, dst := dial(head), dial(node)
+	job := ids.JobIDFromUint32(7)
+	for _, size := range []int{8 << 20, 64 << 20} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i)
+		}
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				b.StopTimer()
+				id := ids.NewTaskID(job).ObjectID(1)
+				if err := store.Write(head.StoreDir(), id, data); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := src.SealObject(ctx, &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(size)}); err != nil {
+					b.Fatal(err)
+				}
+				loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: uint64(size)}
+				b.StartTimer()
+				if _, err := dst.PullObject(context.Background(), &pb.PullObjectRequest{ObjectId: id[:], Location: loc}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				_ = store.Remove(head.StoreDir(), id)
+				_ = store.Remove(node.StoreDir(), id)
+				b.StartTimer()
+			}
+		})
+	}
+}
