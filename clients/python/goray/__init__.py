@@ -1,0 +1,41 @@
+"""goray client for Python: call Go functions and actors deployed on a goray
+cluster, and put and get objects, over goray's public ClientService.
+
+    import goray
+    client = goray.connect("127.0.0.1:6379", namespace="service")
+    ref = client.put({"a": [1, 2, 3]})
+    client.get(ref)                              # {'a': [1, 2, 3]}
+    client.call("square", 12)                    # 144
+    client.actor("counter").call("add", 5)
+
+Values travel as MessagePack by default (native Python values), bytes as raw
+bytes, protobuf messages as protobuf; pass encoding="json" to send JSON.
+"""
+
+from .client import (
+    PROTOCOL_VERSION,
+    ActorHandle,
+    Client,
+    Encoded,
+    GorayError,
+    InvalidArgumentError,
+    NotFoundError,
+    Ref,
+    TaskError,
+    UnauthenticatedError,
+    connect,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ActorHandle",
+    "Client",
+    "Encoded",
+    "GorayError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "Ref",
+    "TaskError",
+    "UnauthenticatedError",
+    "connect",
+]
