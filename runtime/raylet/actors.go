@@ -41,6 +41,17 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 	if err != nil {
 		return nil, err
 	}
+	// Actors placed in a placement group hold the group's renamed resources
+	// (the head renamed them); the group is recorded so that ReturnBundle
+	// finds the actor.
+	var pg *actorPG
+	if b := spec.GetSchedulingStrategy().GetPlacementGroupId(); len(b) != 0 {
+		id, err := ids.ParsePlacementGroupID(b)
+		if err != nil {
+			return nil, errs.New(errs.KindInvalidArgument, "", "CreateActor: %v", err)
+		}
+		pg = &actorPG{id: id, bundle: spec.GetSchedulingStrategy().GetBundleIndex()}
+	}
 
 	r.mu.Lock()
 	if a := r.actors[actorID]; a != nil {
@@ -62,7 +73,7 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 	if err := r.acquire(ctx, need); err != nil {
 		return nil, err
 	}
-	a, started, err := r.placeActor(j, actorID, need)
+	a, started, err := r.placeActor(j, actorID, need, pg)
 	if err != nil {
 		r.release(need)
 		return nil, err
@@ -92,9 +103,12 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 	}
 	r.mu.Lock()
 	if r.actors[actorID] != a {
-		// Its worker died meanwhile.
+		// Its worker died, or its placement group bundle was returned, meanwhile.
 		r.mu.Unlock()
-		return nil, errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s: its worker process died while it started", actorID)
+		if err := r.killActorInWorker(ctx, a); err != nil {
+			r.log.Warn("kill an actor stopped while it started", "actor", actorID, "err", err)
+		}
+		return nil, errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s: it was stopped while it started (its worker process died or its placement group was removed)", actorID)
 	}
 	a.ready = true
 	r.mu.Unlock()
@@ -102,11 +116,17 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 	return &pb.NodeServiceCreateActorResponse{WorkerId: w.id[:], WorkerAddress: w.addr}, nil
 }
 
+// actorPG is the placement group an actor is placed in.
+type actorPG struct {
+	id     ids.PlacementGroupID
+	bundle int32
+}
+
 // placeActor picks the actor-host worker with the fewest actors, or adds a
 // new host while the job has fewer than maxActorHosts and every host already
 // has an actor; it records the actor on it. started says the host is new and
 // must be launched.
-func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources) (*actor, bool, error) {
+func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources, pg *actorPG) (*actor, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopping {
@@ -117,6 +137,9 @@ func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources) (*actor, bool
 	}
 	if r.actors[id] != nil {
 		return nil, false, status.Errorf(codes.AlreadyExists, "CreateActor: actor %s is already being created on node %s", id, r.nodeID)
+	}
+	if !fits(res, r.total) {
+		return nil, false, errs.New(errs.KindInfeasible, "", "CreateActor: node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, missingOn(res, r.total))
 	}
 	var best *worker
 	hosts := 0
@@ -134,7 +157,10 @@ func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources) (*actor, bool
 		best = r.newWorkerLocked(j, kindActorHost)
 		started = true
 	}
-	a := &actor{id: id, worker: best, res: res}
+	a := &actor{id: id, worker: best, res: res.clone()}
+	if pg != nil {
+		a.inPG, a.pg, a.bundle = true, pg.id, pg.bundle
+	}
 	best.actors[id] = a
 	r.actors[id] = a
 	return a, started, nil

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/goray/goray/internal/rpc"
 )
@@ -71,6 +72,11 @@ type Config struct {
 	// MaxWorkersPerJob bounds the task (leased) workers of one job on this
 	// node. Default runtime.NumCPU().
 	MaxWorkersPerJob int
+	// HeartbeatInterval and NodeTimeout configure the head (with Head only):
+	// how often raylets heartbeat, and how long a silent node stays alive in
+	// the head's table. Defaults scheduler.DefaultHeartbeatInterval and
+	// scheduler.DefaultNodeTimeout.
+	HeartbeatInterval, NodeTimeout time.Duration
 	// Logger receives the raylet's structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// HeadServices are further services a head serves on its port (see
@@ -115,6 +121,9 @@ func (c *Config) Validate() error {
 		if err := checkResource(name, v); err != nil {
 			return fmt.Errorf("raylet config: %w", err)
 		}
+	}
+	if c.HeartbeatInterval < 0 || c.NodeTimeout < 0 {
+		return fmt.Errorf("raylet config: HeartbeatInterval %s and NodeTimeout %s must not be negative", c.HeartbeatInterval, c.NodeTimeout)
 	}
 	if c.MaxWorkersPerJob < 0 {
 		return fmt.Errorf("raylet config: MaxWorkersPerJob is %d, want >= 0 (0 means NumCPU)", c.MaxWorkersPerJob)

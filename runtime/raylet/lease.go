@@ -3,63 +3,11 @@ package raylet
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
-
-// requestLease implements NodeService.RequestWorkerLease.
-func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, error) {
-	jobID, err := ids.ParseJobID(req.GetJobId())
-	if err != nil {
-		return nil, errs.New(errs.KindInvalidArgument, "", "RequestWorkerLease: %v", err)
-	}
-	need, err := parseResources(req.GetResources())
-	if err != nil {
-		return nil, err
-	}
-	if len(need) == 0 {
-		need = resources{"CPU": 1}
-	}
-
-	r.mu.Lock()
-	feasibleHere := fits(need, r.total)
-	r.mu.Unlock()
-	if !feasibleHere {
-		node, err := r.spillbackTarget(ctx, need)
-		if err != nil {
-			return nil, err
-		}
-		if req.GetNoSpillback() {
-			return nil, errs.New(errs.KindInfeasible, "", "node %s can never fit %s and the request was already spilled back once (node %x can)", r.nodeID, fmtResources(need), node.GetNodeId())
-		}
-		return &pb.RequestWorkerLeaseResponse{SpillbackAddress: node.GetAddress(), SpillbackNodeId: node.GetNodeId()}, nil
-	}
-
-	r.mu.Lock()
-	j := r.jobLocked(jobID)
-	finished := j.finished
-	r.mu.Unlock()
-	if finished {
-		return nil, errJobFinished(jobID)
-	}
-	if err := r.acquire(ctx, need); err != nil {
-		return nil, err
-	}
-	l, err := r.leaseWorker(ctx, j, need)
-	if err != nil {
-		r.release(need)
-		return nil, err
-	}
-	return &pb.RequestWorkerLeaseResponse{
-		LeaseId:       l.id[:],
-		WorkerId:      l.worker.id[:],
-		WorkerAddress: l.worker.addr,
-		NodeId:        r.nodeID[:],
-	}, nil
-}
 
 // leaseWorker takes an idle task worker of the job, or starts one, and
 // leases it; res then belongs to the lease.
@@ -73,6 +21,11 @@ func (r *Raylet) leaseWorker(ctx context.Context, j *job, res resources) (*lease
 		if j.finished {
 			r.mu.Unlock()
 			return nil, errJobFinished(j.id)
+		}
+		if !fits(res, r.total) {
+			// A placement group bundle it was granted in was returned meanwhile.
+			r.mu.Unlock()
+			return nil, errs.New(errs.KindInfeasible, "", "node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, missingOn(res, r.total))
 		}
 		count := 0
 		var idle *worker
@@ -136,7 +89,7 @@ func leaseWaitErr(err error) error {
 }
 
 func (r *Raylet) newLeaseLocked(w *worker, res resources) *lease {
-	l := &lease{id: ids.NewLeaseID(), worker: w, res: res}
+	l := &lease{id: ids.NewLeaseID(), worker: w, res: res.clone()}
 	w.lease = l
 	r.leases[l.id] = l
 	return l
@@ -168,55 +121,4 @@ func (r *Raylet) returnLease(req *pb.ReturnWorkerLeaseRequest) error {
 		w.kill()
 	}
 	return nil
-}
-
-// spillbackTarget picks another alive node whose total fits need, preferring
-// one whose available resources fit now. With none it returns an infeasible
-// error naming the missing resource.
-func (r *Raylet) spillbackTarget(ctx context.Context, need resources) (*pb.NodeInfo, error) {
-	if n := r.pickNode(need); n != nil {
-		return n, nil
-	}
-	// The view may be stale (a node joined since the last heartbeat).
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	resp, err := r.head.ListNodes(cctx, &pb.ListNodesRequest{})
-	cancel()
-	if err == nil {
-		r.mu.Lock()
-		r.nodes = resp.GetNodes()
-		r.mu.Unlock()
-		if n := r.pickNode(need); n != nil {
-			return n, nil
-		}
-	}
-	r.mu.Lock()
-	totals := []resources{r.total}
-	for _, n := range r.nodes {
-		if n.GetAlive() {
-			totals = append(totals, resources(n.GetTotal().GetAmounts()))
-		}
-	}
-	r.mu.Unlock()
-	return nil, infeasible(need, totals)
-}
-
-func (r *Raylet) pickNode(need resources) *pb.NodeInfo {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var feasible *pb.NodeInfo
-	for _, n := range r.nodes {
-		if !n.GetAlive() || n.GetAddress() == "" || string(n.GetNodeId()) == string(r.nodeID[:]) {
-			continue
-		}
-		if !fits(need, resources(n.GetTotal().GetAmounts())) {
-			continue
-		}
-		if fits(need, resources(n.GetAvailable().GetAmounts())) {
-			return n
-		}
-		if feasible == nil {
-			feasible = n
-		}
-	}
-	return feasible
 }

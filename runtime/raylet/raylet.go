@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -52,9 +53,9 @@ type Raylet struct {
 	ownDataDir      bool
 	ownStoreDir     bool
 
-	lis      net.Listener
-	srv      *grpc.Server
-	sched    *scheduler.Server
+	lis   net.Listener
+	srv   *grpc.Server
+	sched *scheduler.Server
 	// headSvcs are Config.HeadServices, made when a head starts.
 	headSvcs []HeadService
 	headConn *grpc.ClientConn
@@ -85,6 +86,15 @@ type Raylet struct {
 	peers    map[string]*grpc.ClientConn
 	hbFail   bool
 
+	// Scheduling state (schedule.go, bundles.go), guarded by mu.
+	rng        *rand.Rand                  // PickHybrid's random pick among the best
+	spreadSeq  uint64                      // PickSpread's rotation
+	recent     map[ids.NodeID][]time.Time  // leases granted here or spilled there, for SPREAD
+	viewCh     chan struct{}               // closed and replaced when nodes or r.total change
+	infeasible map[*infeasibleReq]struct{} // lease requests waiting as infeasible
+	bundles    map[bundleKey]*bundle       // placement group bundles prepared here
+	hbKick     chan struct{}               // asks the heartbeat loop for a heartbeat now
+
 	outMu sync.Mutex // serializes worker output lines
 }
 
@@ -107,6 +117,13 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 		objects:  make(map[ids.ObjectID]*object),
 		binaries: make(map[string]string),
 		peers:    make(map[string]*grpc.ClientConn),
+
+		rng:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		recent:     make(map[ids.NodeID][]time.Time),
+		viewCh:     make(chan struct{}),
+		infeasible: make(map[*infeasibleReq]struct{}),
+		bundles:    make(map[bundleKey]*bundle),
+		hbKick:     make(chan struct{}, 1),
 	}
 	r.log = cfg.Logger.With("component", "raylet", "node", r.nodeID.String()[:8])
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -142,9 +159,11 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 			}
 		}
 		r.sched, err = scheduler.New(scheduler.Config{
-			DataDir: filepath.Join(r.dataDir, "head"),
-			Token:   r.token,
-			Logger:  cfg.Logger,
+			DataDir:           filepath.Join(r.dataDir, "head"),
+			Token:             r.token,
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			NodeTimeout:       cfg.NodeTimeout,
+			Logger:            cfg.Logger,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("raylet: start head: %w", err)
@@ -340,6 +359,7 @@ func (r *Raylet) heartbeatLoop(interval time.Duration) {
 		case <-r.ctx.Done():
 			return
 		case <-t.C:
+		case <-r.hbKick:
 		}
 		if iv := r.heartbeat(r.ctx); iv > 0 && iv != interval {
 			interval = iv
@@ -353,15 +373,12 @@ func (r *Raylet) heartbeatLoop(interval time.Duration) {
 func (r *Raylet) heartbeat(ctx context.Context) time.Duration {
 	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
 	defer cancel()
-	r.mu.Lock()
-	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], Available: r.avail.proto()}
-	r.mu.Unlock()
-	resp, err := r.head.Heartbeat(ctx, req)
+	resp, err := r.head.Heartbeat(ctx, r.heartbeatRequest())
 	r.mu.Lock()
 	wasFailing := r.hbFail
 	r.hbFail = err != nil
 	if err == nil {
-		r.nodes = resp.GetNodes()
+		r.setViewLocked(resp.GetNodes())
 	}
 	r.mu.Unlock()
 	if err != nil {
@@ -391,6 +408,32 @@ func (r *Raylet) heartbeat(ctx context.Context) time.Duration {
 		return heartbeatInterval(rr)
 	}
 	return 0
+}
+
+// maxInfeasibleReported bounds the infeasible requests one heartbeat lists.
+const maxInfeasibleReported = 1000
+
+// heartbeatRequest is the node's heartbeat: its available and total
+// resources and the lease requests waiting here as infeasible.
+func (r *Raylet) heartbeatRequest() *pb.HeartbeatRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], Available: r.avail.proto(), Total: r.total.proto()}
+	for q := range r.infeasible {
+		if len(req.Infeasible) == maxInfeasibleReported {
+			break
+		}
+		req.Infeasible = append(req.Infeasible, q.proto())
+	}
+	return req
+}
+
+// kickHeartbeat asks the heartbeat loop to send one now (coalesced).
+func (r *Raylet) kickHeartbeat() {
+	select {
+	case r.hbKick <- struct{}{}:
+	default:
+	}
 }
 
 // goTracked runs fn in a goroutine the raylet owns, unless it is stopping.

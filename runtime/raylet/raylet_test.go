@@ -266,8 +266,11 @@ func TestLeaseSpillbackAndInfeasible(t *testing.T) {
 		{"no spillback twice", map[string]float64{"gpu": 1}, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Without fail_fast an infeasible request waits (see
+			// TestInfeasibleLeaseWaitsUntilANodeJoins); a spilled-back one that
+			// cannot run here fails at once either way.
 			_, err := client.RequestWorkerLease(callCtx(t), &pb.RequestWorkerLeaseRequest{
-				JobId: job[:], Resources: &pb.Resources{Amounts: tc.res}, NoSpillback: tc.noSpill,
+				JobId: job[:], Resources: &pb.Resources{Amounts: tc.res}, NoSpillback: tc.noSpill, FailFast: !tc.noSpill,
 			})
 			err = errs.FromStatus(err)
 			if !errors.Is(err, errs.ErrInfeasible) {

@@ -40,9 +40,14 @@ func (r resources) sub(o resources) {
 	}
 }
 
-// add adds o, capped at total so rounding never grows the node.
+// add adds o, capped at total so rounding never grows the node. Names the
+// node no longer has (a returned placement group bundle) are dropped, so
+// they never come back.
 func (r resources) add(o, total resources) {
 	for k, v := range o {
+		if _, ok := total[k]; !ok {
+			continue
+		}
 		r[k] += v
 		if r[k] > total[k] {
 			r[k] = total[k]
@@ -85,29 +90,12 @@ func sortedKeys(r resources) []string {
 	return keys
 }
 
-// infeasible explains why need fits no node: it names the first resource no
-// node's total has enough of.
-func infeasible(need resources, totals []resources) error {
-	for _, k := range sortedKeys(need) {
-		best := 0.0
-		for _, t := range totals {
-			best = max(best, t[k])
-		}
-		if best+eps < need[k] {
-			if best == 0 {
-				return errs.New(errs.KindInfeasible, "", "no node in the cluster has resource %q (requested %g): add a node with --resources '{%q: %g}'", k, need[k], k, need[k])
-			}
-			return errs.New(errs.KindInfeasible, "", "no node in the cluster has %g of resource %q (requested %g, largest node has %g)", need[k], k, need[k], best)
-		}
-	}
-	return errs.New(errs.KindInfeasible, "", "no single node in the cluster can fit %v", map[string]float64(need))
-}
-
 // waiter is one request queued for resources.
 type waiter struct {
 	need    resources
-	ready   chan struct{} // closed when granted
+	ready   chan struct{} // closed when granted or failed
 	granted bool
+	err     error // set (with ready closed) when need can no longer fit
 }
 
 var errStopping = errs.New(errs.KindNodeDied, "", "the raylet is shutting down")
@@ -141,7 +129,10 @@ func (r *Raylet) acquire(ctx context.Context, need resources) error {
 	var cause error
 	select {
 	case <-w.ready:
-		return nil
+		r.mu.Lock()
+		err := w.err
+		r.mu.Unlock()
+		return err
 	case <-ctx.Done():
 		cause = ctx.Err()
 	case <-r.ctx.Done():
@@ -151,7 +142,7 @@ func (r *Raylet) acquire(ctx context.Context, need resources) error {
 	defer r.mu.Unlock()
 	if w.granted {
 		r.releaseLocked(need)
-	} else {
+	} else if w.err == nil {
 		for i, x := range r.waiters {
 			if x == w {
 				r.waiters = append(r.waiters[:i], r.waiters[i+1:]...)
@@ -171,6 +162,12 @@ func (r *Raylet) releaseLocked(res resources) {
 		return
 	}
 	r.avail.add(res, r.total)
+	r.wakeWaitersLocked()
+}
+
+// wakeWaitersLocked grants, in arrival order, the waiters whose needs fit
+// the available resources now.
+func (r *Raylet) wakeWaitersLocked() {
 	kept := r.waiters[:0]
 	for _, w := range r.waiters {
 		if fits(w.need, r.avail) {
@@ -183,6 +180,32 @@ func (r *Raylet) releaseLocked(res resources) {
 	}
 	clear(r.waiters[len(kept):])
 	r.waiters = kept
+}
+
+// failUnfittableWaitersLocked fails the waiters whose needs the node's total
+// can no longer fit (a placement group bundle they asked for was returned).
+func (r *Raylet) failUnfittableWaitersLocked() {
+	kept := r.waiters[:0]
+	for _, w := range r.waiters {
+		if !fits(w.need, r.total) {
+			w.err = errs.New(errs.KindInfeasible, "", "node %s no longer has %s: the placement group bundle it was asked for was returned (the group was removed)", r.nodeID, missingOn(w.need, r.total))
+			close(w.ready)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(r.waiters[len(kept):])
+	r.waiters = kept
+}
+
+// missingOn names, in words, the first resource of need that total lacks.
+func missingOn(need, total resources) string {
+	for _, k := range sortedKeys(need) {
+		if need[k] > 0 && total[k]+eps < need[k] {
+			return fmt.Sprintf("%g of resource %q (it has %g)", need[k], k, total[k])
+		}
+	}
+	return fmt.Sprint(map[string]float64(need))
 }
 
 func (r *Raylet) release(res resources) {

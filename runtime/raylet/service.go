@@ -61,6 +61,27 @@ func (s *nodeServer) FinishJob(ctx context.Context, req *pb.NodeServiceFinishJob
 	return &pb.NodeServiceFinishJobResponse{}, nil
 }
 
+func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleRequest) (*pb.PrepareBundleResponse, error) {
+	if err := s.r.prepareBundle(req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.PrepareBundleResponse{}, nil
+}
+
+func (s *nodeServer) CommitBundle(_ context.Context, req *pb.CommitBundleRequest) (*pb.CommitBundleResponse, error) {
+	if err := s.r.commitBundle(req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.CommitBundleResponse{}, nil
+}
+
+func (s *nodeServer) ReturnBundle(ctx context.Context, req *pb.ReturnBundleRequest) (*pb.ReturnBundleResponse, error) {
+	if err := s.r.returnBundle(ctx, req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.ReturnBundleResponse{}, nil
+}
+
 func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*pb.SealObjectResponse, error) {
 	if err := s.r.sealObject(req); err != nil {
 		return nil, errs.Status(err)

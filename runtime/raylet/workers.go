@@ -109,6 +109,11 @@ type actor struct {
 	worker *worker
 	res    resources
 	ready  bool
+	// The placement group it was placed in (spec.scheduling_strategy), if
+	// any, and the bundle index (-1: any bundle).
+	inPG   bool
+	pg     ids.PlacementGroupID
+	bundle int32
 }
 
 type object struct {

@@ -1,0 +1,382 @@
+package raylet
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// Scheduling of worker leases (the raylet's half of issue 3). A lease
+// request is decided against this node's live resources and the cluster view
+// of the last heartbeat reply, with the shared rules of internal/sched:
+//
+//   - default and placement group (whose resources the submitter renamed
+//     with sched.InBundle): sched.PickHybrid over this node and the alive
+//     nodes; this node → queue here; another node that fits now → spill back
+//     there; none fits now → queue here when this node can ever fit it, else
+//     spill back to the pick.
+//   - SPREAD: sched.PickSpread, Load being the leases this raylet granted or
+//     spilled to each node within loadWindow.
+//   - node affinity: the named node, or (soft) the default when it is dead,
+//     unknown or can never fit the request; hard to a dead or unknown node
+//     fails at once.
+//   - a request spilled back once (no_spillback) queues here.
+//
+// A request no alive node can ever fit fails at once with fail_fast;
+// otherwise it is logged once, listed in every heartbeat as infeasible and
+// decided again whenever the cluster view changes.
+
+// loadWindow is how long a lease granted here or spilled to a node counts
+// towards that node's SPREAD load.
+const loadWindow = 10 * time.Second
+
+// maxRecent bounds the remembered lease events of one node.
+const maxRecent = 1024
+
+// viewRefreshTimeout bounds a ListNodes call made to refresh a stale view.
+const viewRefreshTimeout = 2 * time.Second
+
+type placement int
+
+const (
+	placeHere       placement = iota // queue for the resources on this node
+	placeSpill                       // spill back to node
+	placeFail                        // fail with err
+	placeInfeasible                  // no alive node can ever fit it
+	placeRefresh                     // the named node is unknown: refresh the view and decide again
+)
+
+type decision struct {
+	where  placement
+	node   *pb.NodeInfo // placeSpill
+	err    error        // placeFail
+	reason string       // placeInfeasible: the missing resource, in words
+	view   chan struct{}
+}
+
+// infeasibleReq is a lease request waiting because no alive node can fit it.
+type infeasibleReq struct {
+	job    ids.JobID
+	name   string
+	need   resources
+	reason string
+}
+
+func (q *infeasibleReq) proto() *pb.InfeasibleRequest {
+	return &pb.InfeasibleRequest{Kind: "task", Name: q.name, Resources: q.need.proto(), Reason: q.reason, JobId: q.job[:]}
+}
+
+// requestLease implements NodeService.RequestWorkerLease.
+func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, error) {
+	jobID, err := ids.ParseJobID(req.GetJobId())
+	if err != nil {
+		return nil, errs.New(errs.KindInvalidArgument, "", "RequestWorkerLease: %v", err)
+	}
+	need, err := parseResources(req.GetResources())
+	if err != nil {
+		return nil, err
+	}
+	if len(need) == 0 {
+		need = resources{"CPU": 1}
+	}
+	var affinity ids.NodeID
+	if req.GetSchedulingStrategy().GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
+		if affinity, err = ids.ParseNodeID(req.GetSchedulingStrategy().GetNodeId()); err != nil {
+			return nil, errs.New(errs.KindInvalidArgument, req.GetFunctionName(), "RequestWorkerLease: node affinity: %v", err)
+		}
+	}
+	r.mu.Lock()
+	j := r.jobs[jobID]
+	finished := j != nil && j.finished
+	r.mu.Unlock()
+	if finished {
+		return nil, errJobFinished(jobID)
+	}
+
+	var waiting *infeasibleReq
+	defer func() {
+		if waiting != nil {
+			r.mu.Lock()
+			delete(r.infeasible, waiting)
+			r.mu.Unlock()
+			r.kickHeartbeat()
+		}
+	}()
+	refreshed := false
+	for {
+		d := r.decide(req, need, affinity, refreshed)
+		switch d.where {
+		case placeRefresh:
+			r.refreshView(ctx)
+			refreshed = true
+			continue
+		case placeHere:
+			if waiting != nil {
+				r.log.Info("infeasible lease request became feasible", "function", req.GetFunctionName(), "job", jobID, "resources", fmtResources(need))
+			}
+			return r.grantHere(ctx, jobID, need)
+		case placeSpill:
+			r.noteLease(d.node.GetNodeId())
+			return &pb.RequestWorkerLeaseResponse{SpillbackAddress: d.node.GetAddress(), SpillbackNodeId: d.node.GetNodeId()}, nil
+		case placeFail:
+			return nil, d.err
+		}
+		// Infeasible. The view may be stale (a node joined since the last
+		// heartbeat): look once more before calling it so.
+		if !refreshed {
+			r.refreshView(ctx)
+			refreshed = true
+			continue
+		}
+		if req.GetFailFast() {
+			return nil, errs.New(errs.KindInfeasible, req.GetFunctionName(),
+				"lease request for %s (job %s) is infeasible: %s; add a node that has it, e.g. raylet --resources", fmtResources(need), jobID, d.reason)
+		}
+		r.mu.Lock()
+		if waiting == nil {
+			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.clone(), reason: d.reason}
+			r.infeasible[waiting] = struct{}{}
+			r.mu.Unlock()
+			r.log.Warn("lease request is infeasible: it waits until a node that can fit it joins",
+				"function", req.GetFunctionName(), "job", jobID, "resources", fmtResources(need), "missing", d.reason)
+			r.kickHeartbeat()
+		} else {
+			waiting.reason = d.reason
+			r.mu.Unlock()
+		}
+		select {
+		case <-d.view:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, errs.New(errs.KindTimeout, req.GetFunctionName(), "timed out waiting as infeasible: lease request for %s: %s", fmtResources(need), d.reason)
+			}
+			return nil, ctx.Err()
+		case <-r.ctx.Done():
+			return nil, errStopping
+		}
+	}
+}
+
+// grantHere waits for need on this node and leases a worker of the job.
+func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need resources) (*pb.RequestWorkerLeaseResponse, error) {
+	r.mu.Lock()
+	j := r.jobLocked(jobID)
+	finished := j.finished
+	r.mu.Unlock()
+	if finished {
+		return nil, errJobFinished(jobID)
+	}
+	if err := r.acquire(ctx, need); err != nil {
+		return nil, err
+	}
+	l, err := r.leaseWorker(ctx, j, need)
+	if err != nil {
+		r.release(need)
+		return nil, err
+	}
+	r.noteLease(r.nodeID[:])
+	return &pb.RequestWorkerLeaseResponse{
+		LeaseId:       l.id[:],
+		WorkerId:      l.worker.id[:],
+		WorkerAddress: l.worker.addr,
+		NodeId:        r.nodeID[:],
+	}, nil
+}
+
+// decide places one lease request against the current view.
+func (r *Raylet) decide(req *pb.RequestWorkerLeaseRequest, need resources, affinity ids.NodeID, refreshed bool) decision {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.decideLocked(req, need, affinity, refreshed)
+	d.view = r.viewCh
+	return d
+}
+
+func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need resources, affinity ids.NodeID, refreshed bool) decision {
+	strat := req.GetSchedulingStrategy()
+	noSpill := req.GetNoSpillback()
+	feasibleHere := fits(need, r.total)
+
+	if strat.GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
+		hard := !strat.GetSoft()
+		if affinity == r.nodeID {
+			if feasibleHere {
+				return decision{where: placeHere}
+			}
+			if hard {
+				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
+					"node affinity: node %s can never fit %s: it lacks %s", affinity, fmtResources(need), missingOn(need, r.total))}
+			}
+		} else {
+			n := r.viewNodeLocked(affinity)
+			switch {
+			case n == nil && !refreshed:
+				return decision{where: placeRefresh}
+			case n != nil && n.GetAlive() && n.GetAddress() != "":
+				if noSpill {
+					if hard {
+						return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
+							"node affinity: the request for node %s reached node %s after a spillback; it runs only on node %s", affinity, r.nodeID, affinity)}
+					}
+					break // soft: the default below, here
+				}
+				if hard || fits(need, resources(n.GetTotal().GetAmounts())) {
+					return decision{where: placeSpill, node: n}
+				}
+			default:
+				if hard {
+					return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
+						"node affinity: node %s is dead or not in the cluster", affinity)}
+				}
+			}
+		}
+		// Soft affinity that cannot be honoured: the default strategy.
+	}
+
+	nodes, infos := r.candidatesLocked()
+	if noSpill {
+		// Spilled back here once already: it queues here.
+		if feasibleHere {
+			return decision{where: placeHere}
+		}
+		for i := range nodes {
+			if fits(need, nodes[i].Total) {
+				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
+					"node %s can never fit %s (it lacks %s) and the request was already spilled back once (node %x can fit it)",
+					r.nodeID, fmtResources(need), missingOn(need, r.total), nodes[i].ID)}
+			}
+		}
+		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+	}
+
+	var pick int
+	var now bool
+	if strat.GetKind() == pb.SchedulingStrategy_KIND_SPREAD {
+		pick, _ = sched.PickSpread(nodes, need, r.spreadSeq)
+		r.spreadSeq++
+		if pick < 0 {
+			return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+		}
+		if nodes[pick].Local {
+			return decision{where: placeHere}
+		}
+		return decision{where: placeSpill, node: infos[pick]}
+	}
+	pick, now = sched.PickHybrid(nodes, need, r.rng)
+	switch {
+	case pick < 0:
+		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+	case nodes[pick].Local:
+		return decision{where: placeHere}
+	case now:
+		return decision{where: placeSpill, node: infos[pick]}
+	case feasibleHere:
+		return decision{where: placeHere}
+	default:
+		return decision{where: placeSpill, node: infos[pick]}
+	}
+}
+
+// candidatesLocked lists this node (first, Local) and the other alive nodes
+// of the view; infos[i] is the view's entry of nodes[i] (nil for this node).
+func (r *Raylet) candidatesLocked() ([]sched.Node, []*pb.NodeInfo) {
+	now := time.Now()
+	nodes := []sched.Node{{ID: r.nodeID[:], Total: r.total, Available: r.avail, Local: true, Load: r.loadLocked(r.nodeID, now)}}
+	infos := []*pb.NodeInfo{nil}
+	for _, n := range r.nodes {
+		if !n.GetAlive() || n.GetAddress() == "" || string(n.GetNodeId()) == string(r.nodeID[:]) {
+			continue
+		}
+		id, err := ids.ParseNodeID(n.GetNodeId())
+		if err != nil {
+			continue
+		}
+		nodes = append(nodes, sched.Node{ID: n.GetNodeId(), Total: n.GetTotal().GetAmounts(), Available: n.GetAvailable().GetAmounts(), Load: r.loadLocked(id, now)})
+		infos = append(infos, n)
+	}
+	return nodes, infos
+}
+
+func (r *Raylet) missingLocked(need resources, nodes []sched.Node) string {
+	totals := make([]map[string]float64, len(nodes))
+	for i, n := range nodes {
+		totals[i] = n.Total
+	}
+	return sched.Missing(need, totals)
+}
+
+// viewNodeLocked is the view's entry of node id, or nil.
+func (r *Raylet) viewNodeLocked(id ids.NodeID) *pb.NodeInfo {
+	for _, n := range r.nodes {
+		if string(n.GetNodeId()) == string(id[:]) {
+			return n
+		}
+	}
+	return nil
+}
+
+// setViewLocked replaces the cluster view and wakes the requests waiting on
+// it.
+func (r *Raylet) setViewLocked(nodes []*pb.NodeInfo) {
+	r.nodes = nodes
+	r.viewChangedLocked()
+}
+
+// viewChangedLocked wakes the requests waiting for the view (or this node's
+// total) to change.
+func (r *Raylet) viewChangedLocked() {
+	close(r.viewCh)
+	r.viewCh = make(chan struct{})
+}
+
+// refreshView asks the head for the node table now.
+func (r *Raylet) refreshView(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, viewRefreshTimeout)
+	defer cancel()
+	resp, err := r.head.ListNodes(cctx, &pb.ListNodesRequest{})
+	if err != nil {
+		r.log.Debug("refresh cluster view", "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.setViewLocked(resp.GetNodes())
+	r.mu.Unlock()
+}
+
+// noteLease records a lease granted here or spilled to node, for SPREAD.
+func (r *Raylet) noteLease(node []byte) {
+	id, err := ids.ParseNodeID(node)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev := append(r.recent[id], time.Now())
+	if len(ev) > maxRecent {
+		ev = ev[len(ev)-maxRecent:]
+	}
+	r.recent[id] = ev
+}
+
+// loadLocked counts node's lease events within loadWindow, forgetting older
+// ones.
+func (r *Raylet) loadLocked(id ids.NodeID, now time.Time) int {
+	ev := r.recent[id]
+	i := 0
+	for i < len(ev) && now.Sub(ev[i]) > loadWindow {
+		i++
+	}
+	if i == len(ev) {
+		delete(r.recent, id)
+		return 0
+	}
+	if i > 0 {
+		r.recent[id] = ev[i:]
+	}
+	return len(ev) - i
+}
