@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
@@ -23,12 +24,19 @@ type taskItem struct {
 	entry *objEntry
 }
 
+// leaseLinger is how long an idle lease is kept before it is returned, so
+// that a loop of synchronous tasks reuses one lease instead of asking for a
+// new one for every task (Ray's submitter keeps idle leases briefly too).
+const leaseLinger = 100 * time.Millisecond
+
 // leasedWorker is a worker this process holds a lease on.
 type leasedWorker struct {
 	leaseID []byte
 	addr    string
 	raylet  pb.NodeServiceClient // the raylet that granted the lease
 	busy    bool
+	// idleSince is when the worker last became idle with nothing queued.
+	idleSince time.Time
 }
 
 // shape is the queue and leases of one resource shape (Ray's scheduling key):
@@ -45,6 +53,8 @@ type taskScheduler struct {
 	mu     sync.Mutex
 	shapes map[string]*shape
 	closed bool
+	// reaper returns leases idle for leaseLinger; armed while any is idle.
+	reaper *time.Timer
 }
 
 func newTaskScheduler(c *Core) *taskScheduler {
@@ -190,6 +200,7 @@ func (s *taskScheduler) pump(sh *shape) actions {
 		sh.queue[0] = nil
 		sh.queue = sh.queue[1:]
 		w.busy = true
+		w.idleSince = time.Time{}
 		acts = append(acts, func() { s.dispatch(sh, w, item) })
 	}
 	if len(sh.queue) > 0 && !sh.requesting && !s.closed {
@@ -200,18 +211,59 @@ func (s *taskScheduler) pump(sh *shape) actions {
 			s.requestLease(sh)
 		}()
 	}
-	if len(sh.queue) == 0 {
-		kept := sh.workers[:0]
+	if len(sh.queue) == 0 && !s.closed {
+		// Idle leases linger for the next task; the reaper returns them.
+		now := time.Now()
 		for _, w := range sh.workers {
-			if w.busy {
-				kept = append(kept, w)
-				continue
+			if !w.busy && w.idleSince.IsZero() {
+				w.idleSince = now
+				s.armReaperLocked()
 			}
-			acts = append(acts, func() { s.returnLease(w, false) })
 		}
-		sh.workers = kept
 	}
 	return acts
+}
+
+// armReaperLocked schedules a reap when none is scheduled. Called with s.mu
+// held.
+func (s *taskScheduler) armReaperLocked() {
+	if s.reaper == nil {
+		s.reaper = time.AfterFunc(leaseLinger, s.reap)
+	}
+}
+
+// reap returns the leases that have been idle for leaseLinger.
+func (s *taskScheduler) reap() {
+	s.mu.Lock()
+	s.reaper = nil
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var idle []*leasedWorker
+	for _, sh := range s.shapes {
+		kept := sh.workers[:0]
+		for _, w := range sh.workers {
+			switch {
+			case w.busy || w.idleSince.IsZero():
+				kept = append(kept, w)
+			case now.Sub(w.idleSince) >= leaseLinger:
+				idle = append(idle, w)
+			default:
+				kept = append(kept, w)
+				s.armReaperLocked()
+			}
+		}
+		clear(sh.workers[len(kept):])
+		sh.workers = kept
+	}
+	s.c.wg.Add(1) // Shutdown waits for these returns
+	s.mu.Unlock()
+	defer s.c.wg.Done()
+	for _, w := range idle {
+		s.returnLease(w, false)
+	}
 }
 
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
@@ -306,6 +358,10 @@ func (s *taskScheduler) returnLease(w *leasedWorker, failed bool) {
 func (s *taskScheduler) close() {
 	s.mu.Lock()
 	s.closed = true
+	if s.reaper != nil {
+		s.reaper.Stop()
+		s.reaper = nil
+	}
 	var pending []*taskItem
 	var leases []*leasedWorker
 	for _, sh := range s.shapes {
