@@ -3,6 +3,7 @@ package raylet
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -205,20 +206,30 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 		actors = append(actors, a)
 	}
 
-	var spareLeases []*lease
+	// Users that may stay while the group keeps a share here; those pinned
+	// to another bundle of the group are the last to go.
+	type spareUser struct {
+		res    resources
+		pinned bool
+		evict  func()
+	}
+	wildSuffix := "_group_" + key.pg.String()
+	pinned := func(res resources) bool {
+		return holds(res, func(k string) bool { return inGroup(k) && !strings.HasSuffix(k, wildSuffix) })
+	}
+	var spares []spareUser
 	for _, l := range r.leases {
 		switch {
 		case holds(l.res, isOwn):
 			evictLease(l)
 		case holds(l.res, inGroup):
 			if othersRemain {
-				spareLeases = append(spareLeases, l)
+				spares = append(spares, spareUser{res: l.res, pinned: pinned(l.res), evict: func() { evictLease(l) }})
 			} else {
 				evictLease(l)
 			}
 		}
 	}
-	var spareActors []*actor
 	for _, a := range r.actors {
 		inPG := a.inPG && a.pg == key.pg
 		switch {
@@ -226,12 +237,21 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 			evictActor(a)
 		case inPG || holds(a.res, inGroup):
 			if othersRemain {
-				spareActors = append(spareActors, a)
+				spares = append(spares, spareUser{res: a.res, pinned: a.bundle >= 0 || pinned(a.res), evict: func() { evictActor(a) }})
 			} else {
 				evictActor(a)
 			}
 		}
 	}
+	slices.SortStableFunc(spares, func(x, y spareUser) int {
+		switch {
+		case x.pinned == y.pinned:
+			return 0
+		case y.pinned:
+			return -1
+		}
+		return 1
+	})
 
 	// The node's group resources after this bundle leaves.
 	for k, v := range committed {
@@ -241,25 +261,17 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 	for k, v := range stripped {
 		r.avail[k] += v
 	}
-	// "Any bundle" users the remaining share cannot hold go too.
-	over := func() bool {
-		for k := range committed {
-			if r.avail[k] < -eps {
-				return true
-			}
+	// Users the group's remaining share cannot hold go too, "any bundle"
+	// ones first.
+	overKey := func(k string) bool { _, c := committed[k]; return c && r.avail[k] < -eps }
+	for {
+		i := slices.IndexFunc(spares, func(u spareUser) bool { return holds(u.res, overKey) })
+		if i < 0 {
+			break
 		}
-		return false
-	}
-	for over() && len(spareLeases)+len(spareActors) > 0 {
 		before := maps.Clone(stripped)
-		if n := len(spareLeases); n > 0 {
-			evictLease(spareLeases[n-1])
-			spareLeases = spareLeases[:n-1]
-		} else {
-			n := len(spareActors)
-			evictActor(spareActors[n-1])
-			spareActors = spareActors[:n-1]
-		}
+		spares[i].evict()
+		spares = slices.Delete(spares, i, i+1)
 		for k, v := range stripped {
 			r.avail[k] += v - before[k]
 		}
