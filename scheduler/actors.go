@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -70,11 +70,17 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 			return nil, status.Errorf(codes.AlreadyExists, "an actor named %q already exists in namespace %q (actor %s)", key.name, key.namespace, other)
 		}
 	}
-	node, perr := s.placeLocked(spec)
-	if perr != nil {
+	node, err := s.placeWaitingLocked(ctx, aid, spec)
+	if err != nil {
 		s.mu.Unlock()
-		s.log.Warn("actor infeasible", "actor", aid, "type", spec.GetTypeName(), "err", perr)
-		return nil, errs.Status(perr)
+		return nil, errs.Status(err)
+	}
+	// Checked again: the name may have been taken while the actor waited.
+	if key.name != "" {
+		if other, ok := s.names[key]; ok {
+			s.mu.Unlock()
+			return nil, status.Errorf(codes.AlreadyExists, "an actor named %q already exists in namespace %q (actor %s)", key.name, key.namespace, other)
+		}
 	}
 	nodeID := node.ID
 	info := &pb.ActorInfo{Spec: spec, State: pb.ActorState_ACTOR_STATE_PENDING, NodeId: nodeID[:]}
@@ -182,42 +188,95 @@ func (s *Server) killOnNode(aid ids.ActorID, addr string) {
 	}
 }
 
-// placeLocked picks the node for an actor, or says why none can host it.
-func (s *Server) placeLocked(spec *pb.ActorSpec) (*NodeRecord, error) {
+// placeWaitingLocked places an actor. When no alive node can ever fit it,
+// the actor waits — logged once, listed by GetClusterState — until a node
+// that fits joins or ctx ends; with fail_fast it fails at once. Called and
+// returns with s.mu held.
+func (s *Server) placeWaitingLocked(ctx context.Context, aid ids.ActorID, spec *pb.ActorSpec) (*NodeRecord, error) {
+	for {
+		node, err, final := s.placeLocked(spec)
+		if err == nil || final || spec.GetFailFast() {
+			delete(s.waitingActors, aid)
+			if err != nil {
+				s.log.Warn("actor infeasible", "actor", aid, "type", spec.GetTypeName(), "err", err)
+			}
+			return node, err
+		}
+		if _, logged := s.waitingActors[aid]; !logged {
+			s.log.Warn("actor infeasible: waiting for a node that can host it", "actor", aid, "type", spec.GetTypeName(), "reason", err)
+			s.waitingActors[aid] = &pb.InfeasibleRequest{Kind: "actor", Name: spec.GetTypeName(),
+				Resources: &pb.Resources{Amounts: placementNeed(spec)}, Reason: err.Error(), JobId: spec.GetJobId()}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+			s.mu.Lock()
+		case <-ctx.Done():
+			s.mu.Lock()
+			delete(s.waitingActors, aid)
+			return nil, errs.New(errs.KindTimeout, spec.GetTypeName(), "actor %s was still waiting for a node that can host it: %v", aid, err)
+		case <-s.ctx.Done():
+			s.mu.Lock()
+			delete(s.waitingActors, aid)
+			return nil, errs.New(errs.KindInfeasible, spec.GetTypeName(), "the head shut down while actor %s waited: %v", aid, err)
+		}
+	}
+}
+
+// placementNeed is what a node's total must cover to host the actor.
+func placementNeed(spec *pb.ActorSpec) map[string]float64 {
 	need := positive(spec.GetPlacementResources().GetAmounts())
 	if len(need) == 0 {
 		need = positive(spec.GetResources().GetAmounts())
 	}
-	hold := positive(spec.GetResources().GetAmounts())
+	return need
+}
 
-	var alive, feasible, fits []*NodeRecord
+// placeLocked picks the node for an actor by its scheduling strategy, or
+// says why none can host it; final means waiting cannot help (a hard node
+// affinity to a dead node).
+func (s *Server) placeLocked(spec *pb.ActorSpec) (node *NodeRecord, err error, final bool) {
+	need := placementNeed(spec)
+	var alive []*NodeRecord
 	for _, n := range s.store.ListNodes() {
-		if !n.Alive {
-			continue
-		}
-		alive = append(alive, n)
-		if !covers(n.Total, need) {
-			continue
-		}
-		feasible = append(feasible, n)
-		if covers(n.Available, hold) {
-			fits = append(fits, n)
+		if n.Alive {
+			alive = append(alive, n)
 		}
 	}
-	if len(feasible) == 0 {
-		return nil, s.infeasible(spec.GetTypeName(), need, alive)
+	slices.SortFunc(alive, func(a, b *NodeRecord) int { return compareNodeIDs(a.ID, b.ID) })
+	strategy := spec.GetSchedulingStrategy()
+	if strategy.GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
+		target, terr := ids.ParseNodeID(strategy.GetNodeId())
+		i := slices.IndexFunc(alive, func(n *NodeRecord) bool { return n.ID == target })
+		switch {
+		case terr == nil && i >= 0 && sched.Fits(need, alive[i].Total):
+			return alive[i], nil, false
+		case !strategy.GetSoft() && (terr != nil || i < 0):
+			return nil, errs.New(errs.KindInfeasible, spec.GetTypeName(), "node affinity: node %x is dead or not in the cluster", strategy.GetNodeId()), true
+		case !strategy.GetSoft():
+			return nil, errs.New(errs.KindInfeasible, spec.GetTypeName(), "node affinity: node %s can never fit actor type %q: %s",
+				target, spec.GetTypeName(), sched.Missing(need, []map[string]float64{alive[i].Total})), true
+		}
+		// Soft: fall back to the default strategy.
 	}
-	candidates := feasible
-	if len(fits) > 0 {
-		candidates = fits
+	cands := make([]sched.Node, len(alive))
+	owner := string(spec.GetOwnerNodeId())
+	for i, n := range alive {
+		cands[i] = sched.Node{ID: n.ID[:], Total: n.Total, Available: n.Available,
+			Local: owner != "" && string(n.ID[:]) == owner, Load: len(s.byNode[n.ID])}
 	}
-	return slices.MinFunc(candidates, func(a, b *NodeRecord) int {
-		return cmp.Or(
-			cmp.Compare(len(s.byNode[a.ID]), len(s.byNode[b.ID])),
-			cmp.Compare(b.Available["CPU"], a.Available["CPU"]),
-			compareNodeIDs(a.ID, b.ID),
-		)
-	}), nil
+	var pick int
+	if strategy.GetKind() == pb.SchedulingStrategy_KIND_SPREAD {
+		s.spreadSeq++
+		pick, _ = sched.PickSpread(cands, need, s.spreadSeq)
+	} else {
+		pick, _ = sched.PickHybrid(cands, need, s.rng)
+	}
+	if pick < 0 {
+		return nil, s.infeasible(spec.GetTypeName(), need, alive), false
+	}
+	return alive[pick], nil, false
 }
 
 // infeasible explains why no alive node can ever host the request.

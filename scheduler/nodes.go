@@ -50,6 +50,7 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 	err = s.store.PutNode(rec)
 	if err == nil {
 		s.lastSeen[id] = now
+		s.notifyLocked()
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -81,14 +82,27 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 	}
 	now := time.Now()
 	s.lastSeen[id] = now
+	if err := checkResources("Heartbeat", req.GetTotal()); err != nil {
+		return nil, err
+	}
 	if avail := req.GetAvailable(); avail != nil {
 		rec.Available = maps.Clone(avail.GetAmounts())
 		if rec.Available == nil {
 			rec.Available = map[string]float64{}
 		}
+		if total := req.GetTotal(); total != nil && !maps.Equal(total.GetAmounts(), rec.Total) {
+			// Bundles of placement groups came or went.
+			rec.Total = maps.Clone(total.GetAmounts())
+			s.notifyLocked()
+		}
 		if err := s.store.PutNode(rec); err != nil {
 			return nil, s.storeErr("node "+id.String(), err)
 		}
+	}
+	if inf := req.GetInfeasible(); len(inf) > 0 {
+		s.rayletInfeasible[id] = inf
+	} else {
+		delete(s.rayletInfeasible, id)
 	}
 	s.pruneFinishedLocked(now)
 	resp := &pb.HeartbeatResponse{Nodes: s.nodeInfosLocked()}
@@ -183,6 +197,8 @@ func (s *Server) checkNodes(now time.Time) {
 // markNodeDeadLocked declares n dead and its actors with it.
 func (s *Server) markNodeDeadLocked(n *NodeRecord, reason string) {
 	n.Alive = false
+	delete(s.rayletInfeasible, n.ID)
+	s.notifyLocked()
 	if err := s.store.PutNode(n); err != nil {
 		s.log.Error("scheduler store write failed", "what", "node "+n.ID.String(), "err", err)
 	}

@@ -85,6 +85,9 @@ type fakeRaylet struct {
 	created  []ids.ActorID
 	killed   []ids.ActorID
 	finished []ids.JobID
+	// Placement group bundles (pg_test.go): "pg/index" → state.
+	bundles     map[string]string
+	failPrepare bool
 }
 
 func startRaylet(t *testing.T) *fakeRaylet {
@@ -172,6 +175,8 @@ func (h *head) job(t *testing.T) ids.JobID {
 type actorOpts struct {
 	typeName, name, namespace string
 	placement, resources      map[string]float64
+	failFast                  bool
+	strategy                  *pb.SchedulingStrategy
 }
 
 func (h *head) createActor(t *testing.T, j ids.JobID, o actorOpts) (ids.ActorID, *pb.ActorInfo, error) {
@@ -180,7 +185,8 @@ func (h *head) createActor(t *testing.T, j ids.JobID, o actorOpts) (ids.ActorID,
 	if o.typeName == "" {
 		o.typeName = "counter"
 	}
-	spec := &pb.ActorSpec{ActorId: aid[:], JobId: j[:], TypeName: o.typeName, Name: o.name, Namespace: o.namespace}
+	spec := &pb.ActorSpec{ActorId: aid[:], JobId: j[:], TypeName: o.typeName, Name: o.name, Namespace: o.namespace,
+		FailFast: o.failFast, SchedulingStrategy: o.strategy}
 	if o.placement != nil {
 		spec.PlacementResources = &pb.Resources{Amounts: o.placement}
 	}
@@ -655,7 +661,7 @@ func TestCreateActorPlacement(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				_, _, err := h.createActor(t, j, actorOpts{placement: tt.placement})
+				_, _, err := h.createActor(t, j, actorOpts{placement: tt.placement, failFast: true})
 				if !errors.Is(errs.FromStatus(err), errs.ErrInfeasible) {
 					t.Fatalf("got %v, want an infeasible error", err)
 				}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,6 +75,23 @@ type Server struct {
 	connMu      sync.Mutex
 	conns       map[string]*grpc.ClientConn // by raylet address
 	connsClosed bool
+
+	// Scheduling state (volatile).
+	rng       *rand.Rand
+	spreadSeq uint64
+	// changed is closed and replaced whenever something that can make a
+	// waiting request placeable happens: a node joins, totals change, a
+	// placement group's state changes.
+	changed chan struct{}
+	// kick wakes the placement group scheduler.
+	kick chan struct{}
+	pgs  map[ids.PlacementGroupID]*pgState
+	// pgOrder is the creation order of the groups in pgs.
+	pgOrder []ids.PlacementGroupID
+	// waitingActors are actors no alive node can fit, waiting for one.
+	waitingActors map[ids.ActorID]*pb.InfeasibleRequest
+	// rayletInfeasible are the lease requests each raylet holds as infeasible.
+	rayletInfeasible map[ids.NodeID][]*pb.InfeasibleRequest
 }
 
 var _ pb.SchedulerServiceServer = (*Server)(nil)
@@ -104,9 +122,17 @@ func New(cfg Config) (*Server, error) {
 		byJob:    make(map[ids.JobID]actorSet),
 		byWorker: make(map[ids.WorkerID]actorSet),
 		conns:    make(map[string]*grpc.ClientConn),
+
+		rng:              rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
+		changed:          make(chan struct{}),
+		kick:             make(chan struct{}, 1),
+		pgs:              make(map[ids.PlacementGroupID]*pgState),
+		waitingActors:    make(map[ids.ActorID]*pb.InfeasibleRequest),
+		rayletInfeasible: make(map[ids.NodeID][]*pb.InfeasibleRequest),
 	}
 	s.load(time.Now())
 	s.wg.Go(s.monitorNodes)
+	s.wg.Go(s.schedulePlacementGroups)
 	return s, nil
 }
 
@@ -138,6 +164,16 @@ func (s *Server) load(now time.Time) {
 		if a.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
 			s.indexActorLocked(a)
 		}
+	}
+}
+
+// notifyLocked wakes everything waiting for the cluster to change.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +22,26 @@ type ActorOptions struct {
 	// be placed and holds none while it runs (Ray's default).
 	Resources      map[string]float64
 	MaxConcurrency int
+}
+
+// errNoActor is the error of a call on a zero actor handle, such as the one a
+// failed Spawn returns.
+func errNoActor() error {
+	return errs.New(errs.KindInvalidArgument, "", "call on a zero actor handle: use the handle a successful actor.Spawn or actor.Get returned")
+}
+
+// callErr is the error of a failed call to the head made with the caller's
+// ctx: the context's own error when it ended (so errors.Is(err,
+// context.DeadlineExceeded) holds, as for Get), else the goray error the
+// head sent.
+func callErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if ge := errs.FromStatus(err); errors.As(ge, new(*errs.Error)) {
+			return fmt.Errorf("%w (%w)", ctx.Err(), ge)
+		}
+		return ctx.Err()
+	}
+	return errs.FromStatus(err)
 }
 
 // ActorHandle is this process's handle to one actor.
@@ -63,7 +84,7 @@ func (c *Core) CreateActor(ctx context.Context, typeName string, opts ActorOptio
 	}
 	resp, err := c.head.CreateActor(ctx, &pb.CreateActorRequest{Spec: spec})
 	if err != nil {
-		return nil, fmt.Errorf("create actor %q: %w", typeName, errs.FromStatus(err))
+		return nil, fmt.Errorf("create actor %q: %w", typeName, callErr(ctx, err))
 	}
 	return handleFromInfo(resp.GetActor())
 }
@@ -75,7 +96,7 @@ func (c *Core) GetActor(ctx context.Context, name, namespace string) (*ActorHand
 	}
 	resp, err := c.head.GetActor(ctx, &pb.GetActorRequest{Name: name, Namespace: namespace})
 	if err != nil {
-		return nil, fmt.Errorf("get actor %q in namespace %q: %w", name, namespace, errs.FromStatus(err))
+		return nil, fmt.Errorf("get actor %q in namespace %q: %w", name, namespace, callErr(ctx, err))
 	}
 	if resp.GetActor().GetState() == pb.ActorState_ACTOR_STATE_DEAD {
 		return nil, errs.New(errs.KindActorDied, name, "actor %q in namespace %q is dead", name, namespace)
@@ -85,8 +106,11 @@ func (c *Core) GetActor(ctx context.Context, name, namespace string) (*ActorHand
 
 // KillActor stops an actor; calls after it fail with an actor-died error.
 func (c *Core) KillActor(ctx context.Context, h *ActorHandle) error {
+	if h == nil {
+		return errNoActor()
+	}
 	if _, err := c.head.KillActor(ctx, &pb.KillActorRequest{ActorId: h.ID[:]}); err != nil {
-		return fmt.Errorf("kill actor %s: %w", h.ID, errs.FromStatus(err))
+		return fmt.Errorf("kill actor %s: %w", h.ID, callErr(ctx, err))
 	}
 	return nil
 }
@@ -94,6 +118,9 @@ func (c *Core) KillActor(ctx context.Context, h *ActorHandle) error {
 // CallActor sends a method call straight to the actor's worker and returns
 // the ref of its result at once. Calls from one process run in call order.
 func (c *Core) CallActor(ctx context.Context, h *ActorHandle, method string, args []*pb.Arg) RefInfo {
+	if h == nil {
+		return c.FailedRef(errNoActor())
+	}
 	tid := ids.NewTaskID(c.jobID)
 	ref, e := c.newRef(tid.ObjectID(1))
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], ActorId: h.ID[:], MethodName: method,

@@ -142,7 +142,7 @@ func PickHybrid(nodes []Node, need map[string]float64, rng *rand.Rand) (pick int
 	// Only nodes as good as the best are worth a random pick.
 	top := ranked[:1]
 	for _, i := range ranked[1:k] {
-		if score(nodes[i]) == score(nodes[ranked[0]]) {
+		if score(nodes[i]) == score(nodes[ranked[0]]) && nodes[i].Load == nodes[ranked[0]].Load {
 			top = append(top, i)
 		}
 	}
@@ -199,6 +199,7 @@ func rank(nodes []Node, idx []int) []int {
 	slices.SortStableFunc(out, func(a, b int) int {
 		return cmp.Or(cmp.Compare(score(nodes[a]), score(nodes[b])),
 			cmp.Compare(nodes[a].Load, nodes[b].Load),
+			cmp.Compare(nodes[b].Available["CPU"], nodes[a].Available["CPU"]),
 			strings.Compare(string(nodes[a].ID), string(nodes[b].ID)))
 	})
 	return out

@@ -1,0 +1,572 @@
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxBundles bounds one placement group.
+const maxBundles = 1000
+
+// pgState is one placement group as the head tracks it.
+type pgState struct {
+	info *pb.PlacementGroupInfo
+	// nodes holds each bundle's node address once created.
+	addrs []string
+	// logged is set once the group's infeasibility was logged.
+	logged bool
+}
+
+func (p *pgState) bundles() []map[string]float64 {
+	out := make([]map[string]float64, len(p.info.GetBundles()))
+	for i, b := range p.info.GetBundles() {
+		out[i] = positive(b.GetAmounts())
+	}
+	return out
+}
+
+// CreatePlacementGroup records a group and wakes the group scheduler, which
+// reserves all its bundles or none (two-phase: prepare every bundle, then
+// commit every one; a failed prepare returns the others).
+func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacementGroupRequest) (*pb.CreatePlacementGroupResponse, error) {
+	id, err := ids.ParsePlacementGroupID(req.GetPlacementGroupId())
+	if err != nil {
+		return nil, invalid("CreatePlacementGroup: %v", err)
+	}
+	switch req.GetStrategy() {
+	case pb.PlacementStrategy_PLACEMENT_STRATEGY_PACK, pb.PlacementStrategy_PLACEMENT_STRATEGY_SPREAD,
+		pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_PACK, pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD:
+	default:
+		return nil, invalid("CreatePlacementGroup: strategy %v: want PACK, SPREAD, STRICT_PACK or STRICT_SPREAD", req.GetStrategy())
+	}
+	if n := len(req.GetBundles()); n == 0 || n > maxBundles {
+		return nil, invalid("CreatePlacementGroup: %d bundles, want 1 to %d", n, maxBundles)
+	}
+	for i, b := range req.GetBundles() {
+		if err := checkResources(fmt.Sprintf("CreatePlacementGroup bundle %d", i), b); err != nil {
+			return nil, err
+		}
+		if len(positive(b.GetAmounts())) == 0 {
+			return nil, invalid("CreatePlacementGroup: bundle %d asks for no resources", i)
+		}
+	}
+	job := id.Job()
+	info := &pb.PlacementGroupInfo{
+		PlacementGroupId: id[:], Name: req.GetName(), Strategy: req.GetStrategy(),
+		State: pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING, JobId: job[:],
+	}
+	for _, b := range req.GetBundles() {
+		info.Bundles = append(info.Bundles, &pb.Resources{Amounts: positive(b.GetAmounts())})
+	}
+	s.mu.Lock()
+	if _, dup := s.pgs[id]; dup {
+		s.mu.Unlock()
+		return nil, invalid("CreatePlacementGroup: group %s already exists", id)
+	}
+	s.pgs[id] = &pgState{info: info}
+	s.pgOrder = append(s.pgOrder, id)
+	out := proto.Clone(info).(*pb.PlacementGroupInfo)
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("placement group created", "group", id, "name", req.GetName(), "strategy", req.GetStrategy(), "bundles", len(info.Bundles))
+	return &pb.CreatePlacementGroupResponse{PlacementGroup: out}, nil
+}
+
+// GetPlacementGroup returns a group; with wait it first waits while the
+// group is pending.
+func (s *Server) GetPlacementGroup(ctx context.Context, req *pb.GetPlacementGroupRequest) (*pb.GetPlacementGroupResponse, error) {
+	id, err := ids.ParsePlacementGroupID(req.GetPlacementGroupId())
+	if err != nil {
+		return nil, invalid("GetPlacementGroup: %v", err)
+	}
+	for {
+		s.mu.Lock()
+		pg, ok := s.pgs[id]
+		if !ok {
+			s.mu.Unlock()
+			return nil, notFound("", "placement group %s does not exist", id)
+		}
+		info := proto.Clone(pg.info).(*pb.PlacementGroupInfo)
+		changed := s.changed
+		s.mu.Unlock()
+		if !req.GetWait() || info.GetState() != pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING {
+			return &pb.GetPlacementGroupResponse{PlacementGroup: info}, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, errs.Status(errs.New(errs.KindTimeout, info.GetName(), "placement group %s is still pending: %s", id, info.GetReason()))
+		case <-s.ctx.Done():
+			return nil, errs.Status(errs.New(errs.KindTimeout, info.GetName(), "the head is shutting down"))
+		}
+	}
+}
+
+// RemovePlacementGroup returns a group's bundles and stops the actors
+// placed in it.
+func (s *Server) RemovePlacementGroup(_ context.Context, req *pb.RemovePlacementGroupRequest) (*pb.RemovePlacementGroupResponse, error) {
+	id, err := ids.ParsePlacementGroupID(req.GetPlacementGroupId())
+	if err != nil {
+		return nil, invalid("RemovePlacementGroup: %v", err)
+	}
+	s.mu.Lock()
+	pg, ok := s.pgs[id]
+	if !ok {
+		s.mu.Unlock()
+		return nil, notFound("", "placement group %s does not exist", id)
+	}
+	if pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED {
+		s.mu.Unlock()
+		return &pb.RemovePlacementGroupResponse{}, nil
+	}
+	wasCreated := pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED
+	pg.info.State = pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED
+	if wasCreated {
+		s.unchargeBundlesLocked(id, pg)
+	}
+	addrs := pg.addrs
+	killed := 0
+	for _, a := range s.store.ListActors() {
+		if a.GetState() == pb.ActorState_ACTOR_STATE_DEAD || string(a.GetSpec().GetSchedulingStrategy().GetPlacementGroupId()) != string(id[:]) {
+			continue
+		}
+		s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "its placement group %s was removed", id).Proto())
+		killed++
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	if wasCreated {
+		s.returnBundles(id, addrs, nil)
+	}
+	s.log.Info("placement group removed", "group", id, "actors_stopped", killed)
+	return &pb.RemovePlacementGroupResponse{}, nil
+}
+
+// returnBundles tells each bundle's raylet to give it back; only[i] false
+// skips bundle i (nil: every bundle).
+func (s *Server) returnBundles(id ids.PlacementGroupID, addrs []string, only []bool) {
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		if addr == "" || (only != nil && !only[i]) {
+			continue
+		}
+		wg.Go(func() {
+			c, err := s.nodeClient(addr)
+			if err == nil {
+				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
+				_, err = c.ReturnBundle(ctx, &pb.ReturnBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i)})
+				cancel()
+			}
+			if err != nil {
+				s.log.Warn("return placement group bundle", "group", id, "bundle", i, "raylet", addr, "err", errs.FromStatus(err))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// schedulePlacementGroups tries to create pending groups whenever the
+// cluster changes, and at least every second, until Close.
+func (s *Server) schedulePlacementGroups() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var todo []ids.PlacementGroupID
+		for _, id := range s.pgOrder {
+			if pg := s.pgs[id]; pg != nil {
+				switch pg.info.GetState() {
+				case pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_INFEASIBLE:
+					todo = append(todo, id)
+				}
+			}
+		}
+		s.mu.Unlock()
+		for _, id := range todo {
+			s.tryCreate(id)
+		}
+	}
+}
+
+// tryCreate plans a group on the alive nodes and reserves it, all or nothing.
+func (s *Server) tryCreate(id ids.PlacementGroupID) {
+	s.mu.Lock()
+	pg := s.pgs[id]
+	if pg == nil {
+		s.mu.Unlock()
+		return
+	}
+	bundles := pg.bundles()
+	strategy := pg.info.GetStrategy()
+	var alive []*NodeRecord
+	for _, n := range s.store.ListNodes() {
+		if n.Alive {
+			alive = append(alive, n)
+		}
+	}
+	slices.SortFunc(alive, func(a, b *NodeRecord) int { return compareNodeIDs(a.ID, b.ID) })
+	totals := make([]map[string]float64, len(alive))
+	avails := make([]map[string]float64, len(alive))
+	for i, n := range alive {
+		totals[i], avails[i] = n.Total, n.Available
+	}
+	if _, reason := planBundles(strategy, bundles, totals); reason != "" {
+		s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_INFEASIBLE, reason)
+		if !pg.logged {
+			pg.logged = true
+			s.log.Warn("placement group infeasible: no set of alive nodes can hold it", "group", id, "name", pg.info.GetName(), "strategy", strategy, "reason", reason)
+		}
+		s.mu.Unlock()
+		return
+	}
+	plan, reason := planBundles(strategy, bundles, avails)
+	if reason != "" {
+		s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING, "waiting for resources: "+reason)
+		s.mu.Unlock()
+		return
+	}
+	addrs := make([]string, len(bundles))
+	nodeIDs := make([][]byte, len(bundles))
+	for i, n := range plan {
+		addrs[i] = alive[n].Address
+		nodeIDs[i] = slices.Clone(alive[n].ID[:])
+	}
+	s.mu.Unlock()
+
+	// Phase one: prepare every bundle.
+	prepared := make([]bool, len(bundles))
+	errsSeen := make([]error, len(bundles))
+	var wg sync.WaitGroup
+	for i := range bundles {
+		wg.Go(func() {
+			c, err := s.nodeClient(addrs[i])
+			if err == nil {
+				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
+				_, err = c.PrepareBundle(ctx, &pb.PrepareBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i),
+					Resources: &pb.Resources{Amounts: bundles[i]}})
+				cancel()
+			}
+			prepared[i], errsSeen[i] = err == nil, err
+		})
+	}
+	wg.Wait()
+	if i := slices.Index(prepared, false); i >= 0 {
+		s.returnBundles(id, addrs, prepared)
+		s.mu.Lock()
+		s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING,
+			fmt.Sprintf("bundle %d could not be reserved on %s: %v", i, addrs[i], errs.FromStatus(errsSeen[i])))
+		s.mu.Unlock()
+		return
+	}
+	// Removed while preparing?
+	s.mu.Lock()
+	removed := pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED
+	s.mu.Unlock()
+	if removed {
+		s.returnBundles(id, addrs, nil)
+		return
+	}
+	// Phase two: commit every bundle.
+	committed := make([]bool, len(bundles))
+	for i := range bundles {
+		wg.Go(func() {
+			c, err := s.nodeClient(addrs[i])
+			if err == nil {
+				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
+				_, err = c.CommitBundle(ctx, &pb.CommitBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i)})
+				cancel()
+			}
+			committed[i], errsSeen[i] = err == nil, err
+		})
+	}
+	wg.Wait()
+	if i := slices.Index(committed, false); i >= 0 {
+		s.returnBundles(id, addrs, nil)
+		s.mu.Lock()
+		s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING,
+			fmt.Sprintf("bundle %d could not be committed on %s: %v", i, addrs[i], errs.FromStatus(errsSeen[i])))
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED {
+		go s.returnBundles(id, addrs, nil)
+		return
+	}
+	pg.addrs = addrs
+	pg.info.BundleNodeIds = nodeIDs
+	// The head's view gets the bundles at once, so work placed in the group
+	// right away need not wait for the raylets' next heartbeats.
+	for i, n := range plan {
+		rec, ok := s.store.GetNode(alive[n].ID)
+		if !ok {
+			continue
+		}
+		for r, v := range bundles[i] {
+			rec.Available[r] = max(0, rec.Available[r]-v)
+		}
+		for r, v := range sched.CommittedResources(bundles[i], id, i) {
+			rec.Total[r] += v
+			rec.Available[r] += v
+		}
+		if err := s.store.PutNode(rec); err != nil {
+			s.log.Error("scheduler store write failed", "what", "node "+rec.ID.String(), "err", err)
+		}
+	}
+	s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED, "")
+	s.log.Info("placement group ready", "group", id, "name", pg.info.GetName(), "strategy", strategy, "bundles", len(bundles))
+}
+
+// unchargeBundlesLocked gives a removed group's bundles back in the head's
+// view of its nodes, until their raylets' next heartbeats say the same.
+func (s *Server) unchargeBundlesLocked(id ids.PlacementGroupID, pg *pgState) {
+	for i, b := range pg.bundles() {
+		if i >= len(pg.info.GetBundleNodeIds()) {
+			break
+		}
+		nid, err := ids.ParseNodeID(pg.info.GetBundleNodeIds()[i])
+		if err != nil {
+			continue
+		}
+		rec, ok := s.store.GetNode(nid)
+		if !ok {
+			continue
+		}
+		for r, v := range sched.CommittedResources(b, id, i) {
+			rec.Total[r] -= v
+			rec.Available[r] -= v
+			if rec.Total[r] <= 1e-9 {
+				delete(rec.Total, r)
+				delete(rec.Available, r)
+			}
+		}
+		for r, v := range b {
+			rec.Available[r] = min(rec.Total[r], rec.Available[r]+v)
+		}
+		if err := s.store.PutNode(rec); err != nil {
+			s.log.Error("scheduler store write failed", "what", "node "+rec.ID.String(), "err", err)
+		}
+	}
+}
+
+func (s *Server) setPGStateLocked(pg *pgState, st pb.PlacementGroupState, reason string) {
+	if pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED {
+		return
+	}
+	changed := pg.info.GetState() != st
+	pg.info.State, pg.info.Reason = st, reason
+	if changed {
+		s.notifyLocked()
+	}
+}
+
+// planBundles assigns each bundle to a node (an index into caps) by the
+// strategy, fitting bundles into the capacities given (totals, to decide
+// feasibility; available resources, to decide what can be reserved now). It
+// returns a reason when the bundles do not fit.
+func planBundles(strategy pb.PlacementStrategy, bundles []map[string]float64, caps []map[string]float64) ([]int, string) {
+	if len(caps) == 0 {
+		return nil, "no alive node in the cluster"
+	}
+	switch strategy {
+	case pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_PACK:
+		if plan := strictPack(bundles, caps); plan != nil {
+			return plan, ""
+		}
+		return nil, "STRICT_PACK: no single node can hold every bundle (" + sched.Missing(sum(bundles), caps) + ")"
+	case pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD:
+		if len(bundles) > len(caps) {
+			return nil, fmt.Sprintf("STRICT_SPREAD: %d bundles need %d distinct nodes, the cluster has %d alive", len(bundles), len(bundles), len(caps))
+		}
+		if plan := strictSpread(bundles, caps); plan != nil {
+			return plan, ""
+		}
+		return nil, "STRICT_SPREAD: the bundles do not fit on distinct nodes"
+	case pb.PlacementStrategy_PLACEMENT_STRATEGY_PACK:
+		if plan := strictPack(bundles, caps); plan != nil {
+			return plan, ""
+		}
+		if plan := firstFit(bundles, caps, false); plan != nil {
+			return plan, ""
+		}
+	default: // SPREAD
+		if len(bundles) <= len(caps) {
+			if plan := strictSpread(bundles, caps); plan != nil {
+				return plan, ""
+			}
+		}
+		if plan := firstFit(bundles, caps, true); plan != nil {
+			return plan, ""
+		}
+	}
+	for i, b := range bundles {
+		if !slices.ContainsFunc(caps, func(c map[string]float64) bool { return sched.Fits(b, c) }) {
+			return nil, fmt.Sprintf("bundle %d: %s", i, sched.Missing(b, caps))
+		}
+	}
+	return nil, "the bundles do not fit on the alive nodes together"
+}
+
+func sum(bundles []map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for _, b := range bundles {
+		for r, v := range b {
+			out[r] += v
+		}
+	}
+	return out
+}
+
+// strictPack puts every bundle on the fitting node with the most room.
+func strictPack(bundles []map[string]float64, caps []map[string]float64) []int {
+	all := sum(bundles)
+	best := -1
+	for i, c := range caps {
+		if sched.Fits(all, c) && (best < 0 || room(c) > room(caps[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	plan := make([]int, len(bundles))
+	for i := range plan {
+		plan[i] = best
+	}
+	return plan
+}
+
+// strictSpread puts every bundle on a distinct node, largest bundles first,
+// backtracking when a greedy choice strands a later bundle.
+func strictSpread(bundles []map[string]float64, caps []map[string]float64) []int {
+	order := make([]int, len(bundles))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(room(bundles[b]), room(bundles[a])) })
+	plan := make([]int, len(bundles))
+	used := make([]bool, len(caps))
+	steps := 0
+	var place func(k int) bool
+	place = func(k int) bool {
+		if k == len(order) {
+			return true
+		}
+		if steps++; steps > 100_000 {
+			return false
+		}
+		b := bundles[order[k]]
+		for n, c := range caps {
+			if used[n] || !sched.Fits(b, c) {
+				continue
+			}
+			used[n], plan[order[k]] = true, n
+			if place(k + 1) {
+				return true
+			}
+			used[n] = false
+		}
+		return false
+	}
+	if !place(0) {
+		return nil
+	}
+	return plan
+}
+
+// firstFit places bundles largest first, each on the node with the most
+// room left (spread) or the first node it fits (pack), reusing nodes.
+func firstFit(bundles []map[string]float64, caps []map[string]float64, spread bool) []int {
+	left := make([]map[string]float64, len(caps))
+	for i, c := range caps {
+		left[i] = maps.Clone(c)
+	}
+	order := make([]int, len(bundles))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(room(bundles[b]), room(bundles[a])) })
+	plan := make([]int, len(bundles))
+	for _, bi := range order {
+		pick := -1
+		for n, c := range left {
+			if !sched.Fits(bundles[bi], c) {
+				continue
+			}
+			if pick < 0 || (spread && room(c) > room(left[pick])) {
+				pick = n
+				if !spread {
+					break
+				}
+			}
+		}
+		if pick < 0 {
+			return nil
+		}
+		for r, v := range bundles[bi] {
+			left[pick][r] -= v
+		}
+		plan[bi] = pick
+	}
+	return plan
+}
+
+// room is a rough size of a resource set, for ordering.
+func room(m map[string]float64) float64 {
+	t := 0.0
+	for r, v := range m {
+		if r == "memory" {
+			v /= 1 << 30
+		}
+		t += v
+	}
+	return t
+}
+
+// GetClusterState is the state API: nodes, actors, placement groups and the
+// requests waiting as infeasible.
+func (s *Server) GetClusterState(context.Context, *pb.GetClusterStateRequest) (*pb.GetClusterStateResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	resp := &pb.GetClusterStateResponse{Nodes: s.nodeInfosLocked()}
+	for _, a := range s.store.ListActors() {
+		resp.Actors = append(resp.Actors, a)
+	}
+	for _, id := range s.pgOrder {
+		pg := s.pgs[id]
+		resp.PlacementGroups = append(resp.PlacementGroups, proto.Clone(pg.info).(*pb.PlacementGroupInfo))
+		if pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_INFEASIBLE {
+			name := pg.info.GetName()
+			if name == "" {
+				name = id.String()
+			}
+			resp.Infeasible = append(resp.Infeasible, &pb.InfeasibleRequest{Kind: "placement_group", Name: name,
+				Resources: &pb.Resources{Amounts: sum(pg.bundles())}, Reason: pg.info.GetReason(), JobId: pg.info.GetJobId()})
+		}
+	}
+	for _, r := range s.waitingActors {
+		resp.Infeasible = append(resp.Infeasible, r)
+	}
+	for _, rs := range s.rayletInfeasible {
+		resp.Infeasible = append(resp.Infeasible, rs...)
+	}
+	return resp, nil
+}
