@@ -48,6 +48,22 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	}
 	n = min(max(n, 0), len(refs))
 	done := make([]bool, len(refs))
+	// Fast path: enough of the refs are this process's own and ready.
+	count := 0
+	for i, r := range refs {
+		if count == n {
+			break
+		}
+		if c.Ready(r.Info()) {
+			done[i] = true
+			count++
+		}
+	}
+	if count == n {
+		ready, notReady = split(refs, done)
+		return ready, notReady, nil
+	}
+	clear(done)
 	ch := make(chan int, len(refs))
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -77,6 +93,12 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	for ; replies < len(refs); replies++ {
 		<-ch // at most n are reported ready, as Ray's wait does
 	}
+	ready, notReady = split(refs, done)
+	return ready, notReady, err
+}
+
+// split splits refs by done, each part in the order given.
+func split[T any](refs []Ref[T], done []bool) (ready, notReady []Ref[T]) {
 	for i, r := range refs {
 		if done[i] {
 			ready = append(ready, r)
@@ -84,5 +106,5 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 			notReady = append(notReady, r)
 		}
 	}
-	return ready, notReady, err
+	return ready, notReady
 }

@@ -220,9 +220,31 @@ func (c *Core) locate(ctx context.Context, r RefInfo) (*pb.Payload, *pb.ObjectLo
 	}
 }
 
+// Ready reports, without blocking, whether r is an object this process owns
+// whose value or error is there.
+func (c *Core) Ready(r RefInfo) bool {
+	if r.Owner != c.addr {
+		return false
+	}
+	e, ok := c.objs.lookup(r.ID)
+	return ok && e.ready()
+}
+
 // WaitReady blocks until the object is ready (or failed) or ctx ends; it
 // returns only ctx's error.
 func (c *Core) WaitReady(ctx context.Context, r RefInfo) error {
+	if r.Owner == c.addr { // own object: wait on its entry, no error to build
+		e, ok := c.objs.lookup(r.ID)
+		if !ok {
+			return nil // lost: Get reports it
+		}
+		select {
+		case <-e.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	_, _, err := c.locate(ctx, r)
 	if ctx.Err() != nil {
 		return err
