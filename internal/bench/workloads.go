@@ -8,9 +8,14 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/actor"
 	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/objectstore"
 	pb "github.com/goray/goray/proto/goray/v1"
 	goray "github.com/goray/goray/runtime"
@@ -488,10 +493,9 @@ func workloadSpecs(sz sizes) []*spec {
 					return getAll(ctx, refs)
 				}, nil
 			})},
-		{name: "placement_group_create_removal", unit: UnitOps, per: 100, ray: 851,
-			setup: func(context.Context, *runner) (op, func(), error) {
-				return nil, nil, unavailable("placement groups not implemented")
-			}},
+		{name: "placement_group_create_removal", unit: UnitOps, per: pgPerOp, ray: 851,
+			note:  "through the head's placement group RPCs (no SDK for placement groups yet)",
+			setup: jobSetup(setupPlacementGroups)},
 		{name: "cross_node_get_gigabytes", unit: UnitGB, per: gbOf(sz.transfer), baseline: grpcBulkGigabytes, goal: goalCrossNode,
 			freshPerTrial: true,
 			note:          fmt.Sprintf("get of a %d MiB object made on the other raylet process (pull, then read)", sz.transfer>>20),
@@ -546,4 +550,63 @@ func submitSmall(ctx context.Context, n int) []objectstore.Ref[[]byte] {
 		refs[i] = smallValue.Remote(ctx)
 	}
 	return refs
+}
+
+// pgPerOp is how many placement groups one operation creates, waits for and
+// removes (Ray's figure counts groups).
+const pgPerOp = 100
+
+// setupPlacementGroups measures Ray's placement group create/removal: 100
+// one-bundle groups created, waited for, then removed. There is no SDK for
+// placement groups yet, so it calls the head's RPCs as an SDK would.
+func setupPlacementGroups(ctx context.Context, _ *runner) (op, error) {
+	c, err := core.Current()
+	if err != nil {
+		return nil, err
+	}
+	head := c.Head()
+	bundle := []*pb.Resources{{Amounts: map[string]float64{"CPU": 0.001}}}
+	create := func(ctx context.Context) ([]byte, error) {
+		id := ids.NewPlacementGroupID(c.JobID())
+		_, err := head.CreatePlacementGroup(ctx, &pb.CreatePlacementGroupRequest{PlacementGroupId: id[:],
+			Strategy: pb.PlacementStrategy_PLACEMENT_STRATEGY_PACK, Bundles: bundle, JobId: id[:ids.JobIDSize]})
+		if err != nil {
+			if status.Code(err) == codes.Unimplemented {
+				return nil, unavailable("placement groups not implemented")
+			}
+			return nil, err
+		}
+		return id[:], nil
+	}
+	if id, err := create(ctx); err != nil {
+		return nil, err
+	} else if _, err := head.RemovePlacementGroup(ctx, &pb.RemovePlacementGroupRequest{PlacementGroupId: id}); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, _ *stopwatch) error {
+		pgs := make([][]byte, pgPerOp)
+		for i := range pgs {
+			var err error
+			if pgs[i], err = create(ctx); err != nil {
+				return err
+			}
+		}
+		for _, id := range pgs {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			resp, err := head.GetPlacementGroup(wctx, &pb.GetPlacementGroupRequest{PlacementGroupId: id, Wait: true})
+			cancel()
+			if err != nil {
+				return err
+			}
+			if st := resp.GetPlacementGroup().GetState(); st != pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED {
+				return fmt.Errorf("placement group %x: state %v (%s), want created", id, st, resp.GetPlacementGroup().GetReason())
+			}
+		}
+		for _, id := range pgs {
+			if _, err := head.RemovePlacementGroup(ctx, &pb.RemovePlacementGroupRequest{PlacementGroupId: id}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
 }
