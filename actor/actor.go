@@ -29,8 +29,10 @@ import (
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/objectstore"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime"
 )
 
 // Type is a registered actor type.
@@ -74,6 +76,22 @@ func WithNamespace(ns string) Option { return func(o *core.ActorOptions) { o.Nam
 func WithResources(r map[string]float64) Option {
 	return func(o *core.ActorOptions) { o.Resources = r }
 }
+
+// WithStrategy says where the actor may be placed (runtime.SpreadStrategy,
+// runtime.NodeAffinity, a placement group's Bundle). Default: Ray's hybrid
+// policy.
+func WithStrategy(s runtime.Strategy) Option {
+	return func(o *core.ActorOptions) { o.Strategy = s.Proto() }
+}
+
+// WithFailFast makes Spawn fail at once with runtime.ErrInfeasible when no
+// node can ever fit the actor. Default: the actor waits — logged, and listed
+// as infeasible by the state API — until a node that fits joins.
+func WithFailFast() Option { return func(o *core.ActorOptions) { o.FailFast = true } }
+
+// WithGetIfExists makes Spawn with WithName return the live actor of that
+// name when there is one (of the same type), instead of failing.
+func WithGetIfExists() Option { return func(o *core.ActorOptions) { o.GetIfExists = true } }
 
 // WithMaxConcurrency lets up to n calls run at once (still started in
 // order). Default 1.
@@ -138,6 +156,9 @@ func call[R, T any](ctx context.Context, h Handle[T], method string, args ...cor
 	}
 	wire := make([]*pb.Arg, len(args))
 	for i, a := range args {
+		if a == nil {
+			return core.MakeRef[R](c.FailedRef(errs.New(errs.KindInvalidArgument, method, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, method)))
+		}
 		if wire[i], err = a.GorayArg(ctx, c); err != nil {
 			return core.MakeRef[R](c.FailedRef(err))
 		}

@@ -546,27 +546,25 @@ func TestNamedActor(t *testing.T) {
 	}
 }
 
-// TestInfeasibleActor: an actor no node can ever host either fails at once
-// with ErrInfeasible, or (the head's current semantics: it waits, listed as
-// infeasible, until a node that fits joins) fails when the caller's
-// deadline passes, with errors.Is(err, context.DeadlineExceeded). It never
-// hangs past the deadline. GORAY_TEST_STRICT_INFEASIBLE=1 demands the
-// former.
+// TestInfeasibleActor: with WithFailFast an actor no node can ever host fails
+// at once with ErrInfeasible; by default it waits (listed as infeasible) and
+// Spawn ends at the caller's deadline with context.DeadlineExceeded.
 func TestInfeasibleActor(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	gpu := actor.WithResources(map[string]float64{"gpu": 1})
+	_, err := actor.Spawn(ctx, accType, gpu, actor.WithFailFast())
+	if !errors.Is(err, runtime.ErrInfeasible) || !strings.Contains(err.Error(), `"gpu"`) {
+		t.Fatalf("fail-fast Spawn with gpu:1: got %v, want ErrInfeasible naming gpu", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := actor.Spawn(sctx, accType, actor.WithResources(map[string]float64{"gpu": 1}))
+	_, err = actor.Spawn(sctx, accType, gpu)
 	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("infeasible Spawn with a 2 s deadline took %s, want it to end by the deadline (hang check)", took)
+		t.Fatalf("waiting Spawn with a 1 s deadline took %s, want it to end by the deadline (hang check)", took)
 	}
-	switch {
-	case errors.Is(err, runtime.ErrInfeasible):
-	case errors.Is(err, context.DeadlineExceeded) && os.Getenv("GORAY_TEST_STRICT_INFEASIBLE") == "":
-		t.Logf("infeasible Spawn waited until the deadline: %v", err)
-	default:
-		t.Fatalf("Spawn with gpu:1: got error %v, want ErrInfeasible (or context.DeadlineExceeded at the deadline)", err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting Spawn with gpu:1: got %v, want context.DeadlineExceeded", err)
 	}
 	// The cluster still places feasible actors.
 	wantAdd(t, ctx, spawnAcc(t, ctx), 1, 1)

@@ -20,8 +20,10 @@ import (
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/objectstore"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime"
 )
 
 // Option configures one remote call.
@@ -32,6 +34,18 @@ type Option func(*core.TaskOptions)
 func WithResources(r map[string]float64) Option {
 	return func(o *core.TaskOptions) { o.Resources = r }
 }
+
+// WithStrategy says where the task may run (runtime.SpreadStrategy,
+// runtime.NodeAffinity, a placement group's Bundle). Default: Ray's hybrid
+// policy.
+func WithStrategy(s runtime.Strategy) Option {
+	return func(o *core.TaskOptions) { o.Strategy = s.Proto() }
+}
+
+// WithFailFast makes the task fail at once with runtime.ErrInfeasible when no
+// node can ever fit it. Default: it waits — logged, and listed as infeasible
+// by the state API — until a node that fits joins.
+func WithFailFast() Option { return func(o *core.TaskOptions) { o.FailFast = true } }
 
 func as[T any](v any) T {
 	t, _ := v.(T)
@@ -53,6 +67,9 @@ func submit[R any](ctx context.Context, name string, opts []Option, args ...core
 	}
 	wire := make([]*pb.Arg, len(args))
 	for i, a := range args {
+		if a == nil {
+			return core.MakeRef[R](c.FailedRef(errs.New(errs.KindInvalidArgument, name, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, name)))
+		}
 		if wire[i], err = a.GorayArg(ctx, c); err != nil {
 			return core.MakeRef[R](c.FailedRef(err))
 		}

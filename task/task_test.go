@@ -277,27 +277,25 @@ func TestLargeResult(t *testing.T) {
 	}
 }
 
-// TestInfeasible: a task no node can ever run either fails at once with
-// ErrInfeasible, or (the raylet's current semantics: its lease request waits,
-// listed as infeasible, until a node that fits joins) its Get fails when the
-// caller's deadline passes. It never hangs past the deadline, and tasks of
-// other shapes keep running. GORAY_TEST_STRICT_INFEASIBLE=1 demands the
-// former.
+// TestInfeasible: with WithFailFast a task no node can ever run fails at once
+// with ErrInfeasible; by default it waits (listed as infeasible) and its Get
+// ends at the caller's deadline. Tasks of other shapes keep running.
 func TestInfeasible(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
-	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	gpu := task.WithResources(map[string]float64{"gpu": 1})
+	_, err := square.Remote(ctx, objectstore.Val(2), gpu, task.WithFailFast()).Get(ctx)
+	if !errors.Is(err, runtime.ErrInfeasible) || !strings.Contains(err.Error(), `"gpu"`) {
+		t.Fatalf("fail-fast task with gpu:1: got %v, want ErrInfeasible naming gpu", err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := square.Remote(gctx, objectstore.Val(2), task.WithResources(map[string]float64{"gpu": 1})).Get(gctx)
+	_, err = square.Remote(gctx, objectstore.Val(2), gpu).Get(gctx)
 	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("infeasible task with a 2 s deadline took %s, want it to end by the deadline (hang check)", took)
+		t.Fatalf("waiting task with a 1 s deadline took %s, want it to end by the deadline (hang check)", took)
 	}
-	switch {
-	case errors.Is(err, runtime.ErrInfeasible):
-	case errors.Is(err, context.DeadlineExceeded) && os.Getenv("GORAY_TEST_STRICT_INFEASIBLE") == "":
-		t.Logf("infeasible task waited until the deadline: %v", err)
-	default:
-		t.Fatalf("square with gpu:1: got error %v, want ErrInfeasible (or context.DeadlineExceeded at the deadline)", err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting task with gpu:1: got %v, want context.DeadlineExceeded", err)
 	}
 	wantServes(t, ctx)
 }

@@ -8,7 +8,10 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const leaseReturnTimeout = 2 * time.Second
@@ -22,6 +25,14 @@ type ActorOptions struct {
 	// be placed and holds none while it runs (Ray's default).
 	Resources      map[string]float64
 	MaxConcurrency int
+	// Strategy says where the actor may be placed; nil is the default.
+	Strategy *pb.SchedulingStrategy
+	// FailFast fails creation at once when no node can ever fit the actor,
+	// instead of waiting (reported as infeasible) for one to join.
+	FailFast bool
+	// GetIfExists returns the live actor named Name in the namespace when
+	// there is one, instead of failing because the name is taken.
+	GetIfExists bool
 }
 
 // errNoActor is the error of a call on a zero actor handle, such as the one a
@@ -70,23 +81,52 @@ func (c *Core) CreateActor(ctx context.Context, typeName string, opts ActorOptio
 	if ns == "" {
 		ns = c.namespace
 	}
+	if opts.GetIfExists && opts.Name != "" {
+		if h, err := c.existingActor(ctx, typeName, opts.Name, ns); err == nil || !errors.Is(err, errs.ErrNotFound) {
+			return h, err
+		}
+	}
 	spec := &pb.ActorSpec{
 		ActorId: func() []byte { id := ids.NewActorID(c.jobID); return id[:] }(),
 		JobId:   c.jobID[:], TypeName: typeName, Name: opts.Name, Namespace: ns,
 		OwnerAddress: c.addr, MaxConcurrency: uint32(max(opts.MaxConcurrency, 1)),
 	}
-	if len(opts.Resources) == 0 {
-		spec.PlacementResources = &pb.Resources{Amounts: map[string]float64{"CPU": 1}}
-		spec.Resources = &pb.Resources{}
-	} else {
-		spec.PlacementResources = &pb.Resources{Amounts: opts.Resources}
-		spec.Resources = &pb.Resources{Amounts: opts.Resources}
+	place, hold := map[string]float64{"CPU": 1}, map[string]float64{}
+	if len(opts.Resources) > 0 {
+		place, hold = opts.Resources, opts.Resources
 	}
+	if st := opts.Strategy; st.GetKind() == pb.SchedulingStrategy_KIND_PLACEMENT_GROUP {
+		pg, err := ids.ParsePlacementGroupID(st.GetPlacementGroupId())
+		if err != nil {
+			return nil, errs.New(errs.KindInvalidArgument, typeName, "placement group strategy: %v", err)
+		}
+		place = sched.InBundle(place, pg, int(st.GetBundleIndex()))
+		hold = sched.InBundle(hold, pg, int(st.GetBundleIndex()))
+	}
+	spec.PlacementResources = &pb.Resources{Amounts: place}
+	spec.Resources = &pb.Resources{Amounts: hold}
+	spec.SchedulingStrategy, spec.FailFast, spec.OwnerNodeId = opts.Strategy, opts.FailFast, c.nodeID[:]
 	resp, err := c.head.CreateActor(ctx, &pb.CreateActorRequest{Spec: spec})
 	if err != nil {
+		if opts.GetIfExists && opts.Name != "" && status.Code(err) == codes.AlreadyExists {
+			// Another creator won the race for the name.
+			return c.existingActor(ctx, typeName, opts.Name, ns)
+		}
 		return nil, fmt.Errorf("create actor %q: %w", typeName, callErr(ctx, err))
 	}
 	return handleFromInfo(resp.GetActor())
+}
+
+// existingActor finds the live actor named name, checking its type.
+func (c *Core) existingActor(ctx context.Context, typeName, name, ns string) (*ActorHandle, error) {
+	h, err := c.GetActor(ctx, name, ns)
+	if err != nil {
+		return nil, err
+	}
+	if h.TypeName != typeName {
+		return nil, errs.New(errs.KindInvalidArgument, typeName, "actor %q in namespace %q exists but is of type %q, not %q", name, ns, h.TypeName, typeName)
+	}
+	return h, nil
 }
 
 // GetActor finds a live named actor.

@@ -116,17 +116,17 @@ func (c *Core) SubmitTaskByName(ctx context.Context, name string, args []*pb.Arg
 	}
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
 		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args, res)
+	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args, res, TaskOptions{})
 	return ref
 }
 
 // submitWhenReady queues item once the ref arguments this process owns are
 // ready (SubmitTask's tail, shared with SubmitTaskByName).
-func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]float64) {
+func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]float64, opts TaskOptions) {
 	deps := c.ownedPendingDeps(args)
 	if len(deps) == 0 {
 		c.inlineArgs(args)
-		c.tasks.submit(item, res)
+		c.tasks.submit(item, res, opts)
 		return
 	}
 	c.wg.Add(1)
@@ -145,7 +145,7 @@ func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]fl
 			}
 		}
 		c.inlineArgs(args)
-		c.tasks.submit(item, res)
+		c.tasks.submit(item, res, opts)
 	}()
 }
 

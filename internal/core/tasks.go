@@ -10,6 +10,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -17,6 +18,11 @@ import (
 type TaskOptions struct {
 	// Resources the task needs while it runs; default {"CPU": 1}.
 	Resources map[string]float64
+	// Strategy says where the task may run; nil is the default strategy.
+	Strategy *pb.SchedulingStrategy
+	// FailFast fails the task at once when no node can ever fit it, instead
+	// of waiting (reported as infeasible) for one to join.
+	FailFast bool
 }
 
 type taskItem struct {
@@ -43,6 +49,9 @@ type leasedWorker struct {
 // a lease is reused for every task of its shape.
 type shape struct {
 	resources  map[string]float64
+	strategy   *pb.SchedulingStrategy
+	failFast   bool
+	function   string // the first task's, for logs and the state API
 	queue      []*taskItem
 	workers    []*leasedWorker
 	requesting bool
@@ -59,6 +68,14 @@ type taskScheduler struct {
 
 func newTaskScheduler(c *Core) *taskScheduler {
 	return &taskScheduler{c: c, shapes: map[string]*shape{}}
+}
+
+// strategyKey tells apart shapes whose strategies differ.
+func strategyKey(st *pb.SchedulingStrategy, failFast bool) string {
+	if st == nil && !failFast {
+		return ""
+	}
+	return fmt.Sprintf("|%d/%x/%v/%x/%d/%v", st.GetKind(), st.GetNodeId(), st.GetSoft(), st.GetPlacementGroupId(), st.GetBundleIndex(), failFast)
 }
 
 func shapeKey(r map[string]float64) string {
@@ -87,34 +104,17 @@ func (c *Core) SubmitTask(ctx context.Context, name string, args []*pb.Arg, opts
 	if len(res) == 0 {
 		res = map[string]float64{"CPU": 1}
 	}
+	if st := opts.Strategy; st.GetKind() == pb.SchedulingStrategy_KIND_PLACEMENT_GROUP {
+		pg, err := ids.ParsePlacementGroupID(st.GetPlacementGroupId())
+		if err != nil {
+			e.setError(errs.New(errs.KindInvalidArgument, name, "placement group strategy: %v", err))
+			return ref
+		}
+		res = sched.InBundle(res, pg, int(st.GetBundleIndex()))
+	}
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
 		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	item := &taskItem{spec: spec, entry: e}
-	deps := c.ownedPendingDeps(args)
-	if len(deps) == 0 {
-		c.inlineArgs(args)
-		c.tasks.submit(item, res)
-		return ref
-	}
-	// A task is leased a worker only once its arguments exist.
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for _, d := range deps {
-			select {
-			case <-d.done:
-				if d.err != nil {
-					e.setError(d.err)
-					return
-				}
-			case <-c.ctx.Done():
-				e.setError(errs.New(errs.KindTaskFailed, name, "goray shut down before the task's arguments were ready"))
-				return
-			}
-		}
-		c.inlineArgs(args)
-		c.tasks.submit(item, res)
-	}()
+	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args, res, opts)
 	return ref
 }
 
@@ -155,8 +155,8 @@ func (c *Core) inlineArgs(args []*pb.Arg) {
 	}
 }
 
-func (s *taskScheduler) submit(item *taskItem, res map[string]float64) {
-	key := shapeKey(res)
+func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts TaskOptions) {
+	key := shapeKey(res) + strategyKey(opts.Strategy, opts.FailFast)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -165,7 +165,7 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64) {
 	}
 	sh, ok := s.shapes[key]
 	if !ok {
-		sh = &shape{resources: res}
+		sh = &shape{resources: res, strategy: opts.Strategy, failFast: opts.FailFast, function: item.spec.GetFunctionName()}
 		s.shapes[key] = sh
 	}
 	sh.queue = append(sh.queue, item)
@@ -310,7 +310,8 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	var resp *pb.RequestWorkerLeaseResponse
 	var err error
 	for hop := 0; ; hop++ {
-		resp, err = client.RequestWorkerLease(c.ctx, &pb.RequestWorkerLeaseRequest{JobId: c.jobID[:], Resources: res, NoSpillback: noSpill})
+		resp, err = client.RequestWorkerLease(c.ctx, &pb.RequestWorkerLeaseRequest{JobId: c.jobID[:], Resources: res, NoSpillback: noSpill,
+			SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function})
 		if err != nil || resp.GetSpillbackAddress() == "" {
 			break
 		}
