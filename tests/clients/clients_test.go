@@ -157,6 +157,29 @@ func TestClients(t *testing.T) {
 		}
 	}
 
+	// examples/service on its own (embedded cluster) prints what its README says.
+	t.Run("service standalone", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "service"))
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "GORAY_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("service: %v\n%s", err, out)
+		}
+		readme, err := os.ReadFile(filepath.Join(root, "examples/service/README.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, after, _ := strings.Cut(string(readme), "Expected output:\n\n```\n")
+		want, _, _ := strings.Cut(after, "```")
+		if string(out) != want {
+			t.Fatalf("service output: got %q, want %q (examples/service/README.md)", out, want)
+		}
+	})
+
 	tokenFile := filepath.Join(t.TempDir(), "cluster.token")
 	_, line := start(t, "head", filepath.Join(bin, "raylet"), "--head", "--listen", "127.0.0.1:0",
 		"--token-file", tokenFile, "--resources", `{"CPU":2}`, "--log-level", "warn")
