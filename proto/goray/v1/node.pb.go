@@ -514,8 +514,10 @@ func (*ReturnWorkerLeaseResponse) Descriptor() ([]byte, []int) {
 }
 
 type NodeServiceCreateActorRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The incarnation to start (the actor's num_restarts).
+	Incarnation   uint32 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +557,13 @@ func (x *NodeServiceCreateActorRequest) GetSpec() *ActorSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *NodeServiceCreateActorRequest) GetIncarnation() uint32 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type NodeServiceCreateActorResponse struct {
@@ -1269,9 +1278,10 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x18ReturnWorkerLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\fR\aleaseId\x12#\n" +
 	"\rworker_failed\x18\x02 \x01(\bR\fworkerFailed\"\x1b\n" +
-	"\x19ReturnWorkerLeaseResponse\"H\n" +
+	"\x19ReturnWorkerLeaseResponse\"j\n" +
 	"\x1dNodeServiceCreateActorRequest\x12'\n" +
-	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\"d\n" +
+	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"d\n" +
 	"\x1eNodeServiceCreateActorResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\fR\bworkerId\x12%\n" +
 	"\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"8\n" +

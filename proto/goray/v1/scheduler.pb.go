@@ -28,6 +28,8 @@ const (
 	ActorState_ACTOR_STATE_PENDING     ActorState = 1
 	ActorState_ACTOR_STATE_ALIVE       ActorState = 2
 	ActorState_ACTOR_STATE_DEAD        ActorState = 3
+	// Its process or node died and it is being started again.
+	ActorState_ACTOR_STATE_RESTARTING ActorState = 4
 )
 
 // Enum value maps for ActorState.
@@ -37,12 +39,14 @@ var (
 		1: "ACTOR_STATE_PENDING",
 		2: "ACTOR_STATE_ALIVE",
 		3: "ACTOR_STATE_DEAD",
+		4: "ACTOR_STATE_RESTARTING",
 	}
 	ActorState_value = map[string]int32{
 		"ACTOR_STATE_UNSPECIFIED": 0,
 		"ACTOR_STATE_PENDING":     1,
 		"ACTOR_STATE_ALIVE":       2,
 		"ACTOR_STATE_DEAD":        3,
+		"ACTOR_STATE_RESTARTING":  4,
 	}
 )
 
@@ -1191,7 +1195,16 @@ type ActorSpec struct {
 	// actor, instead of waiting (listed as infeasible) for one to join.
 	FailFast bool `protobuf:"varint,12,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
 	// The creator's node: the default strategy prefers it.
-	OwnerNodeId   []byte `protobuf:"bytes,13,opt,name=owner_node_id,json=ownerNodeId,proto3" json:"owner_node_id,omitempty"`
+	OwnerNodeId []byte `protobuf:"bytes,13,opt,name=owner_node_id,json=ownerNodeId,proto3" json:"owner_node_id,omitempty"`
+	// How often the actor is restarted when its process or node dies: 0 never
+	// (the default), -1 without limit.
+	MaxRestarts int32 `protobuf:"varint,14,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
+	// How often a call in flight when the actor died is sent again to its
+	// next incarnation: 0 never (at-most-once, the default), -1 without limit
+	// (at-least-once).
+	MaxTaskRetries int32 `protobuf:"varint,15,opt,name=max_task_retries,json=maxTaskRetries,proto3" json:"max_task_retries,omitempty"`
+	// Survive the job that created it: the actor lives until it is killed.
+	Detached      bool `protobuf:"varint,16,opt,name=detached,proto3" json:"detached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1317,6 +1330,27 @@ func (x *ActorSpec) GetOwnerNodeId() []byte {
 	return nil
 }
 
+func (x *ActorSpec) GetMaxRestarts() int32 {
+	if x != nil {
+		return x.MaxRestarts
+	}
+	return 0
+}
+
+func (x *ActorSpec) GetMaxTaskRetries() int32 {
+	if x != nil {
+		return x.MaxTaskRetries
+	}
+	return 0
+}
+
+func (x *ActorSpec) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
 type ActorInfo struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Spec     *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1326,7 +1360,10 @@ type ActorInfo struct {
 	// Address of the hosting worker's WorkerService: callers send calls here.
 	WorkerAddress string `protobuf:"bytes,5,opt,name=worker_address,json=workerAddress,proto3" json:"worker_address,omitempty"`
 	// Why the actor died, when state is DEAD.
-	DeathCause    *ErrorInfo `protobuf:"bytes,6,opt,name=death_cause,json=deathCause,proto3" json:"death_cause,omitempty"`
+	DeathCause *ErrorInfo `protobuf:"bytes,6,opt,name=death_cause,json=deathCause,proto3" json:"death_cause,omitempty"`
+	// How often it was restarted; also its incarnation: calls carry the
+	// incarnation they were meant for, and a worker refuses any other.
+	NumRestarts   uint32 `protobuf:"varint,7,opt,name=num_restarts,json=numRestarts,proto3" json:"num_restarts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1401,6 +1438,13 @@ func (x *ActorInfo) GetDeathCause() *ErrorInfo {
 		return x.DeathCause
 	}
 	return nil
+}
+
+func (x *ActorInfo) GetNumRestarts() uint32 {
+	if x != nil {
+		return x.NumRestarts
+	}
+	return 0
 }
 
 type CreateActorRequest struct {
@@ -1495,10 +1539,15 @@ type GetActorRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ActorId []byte                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	// Used when actor_id is empty.
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Wait while the actor is PENDING or RESTARTING, or its incarnation is not
+	// newer than after_incarnation (when set), until the call's deadline.
+	Wait bool `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// With wait: the incarnation the caller already saw fail.
+	AfterIncarnation *uint32 `protobuf:"varint,5,opt,name=after_incarnation,json=afterIncarnation,proto3,oneof" json:"after_incarnation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetActorRequest) Reset() {
@@ -1550,6 +1599,20 @@ func (x *GetActorRequest) GetNamespace() string {
 		return x.Namespace
 	}
 	return ""
+}
+
+func (x *GetActorRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *GetActorRequest) GetAfterIncarnation() uint32 {
+	if x != nil && x.AfterIncarnation != nil {
+		return *x.AfterIncarnation
+	}
+	return 0
 }
 
 type GetActorResponse struct {
@@ -2432,7 +2495,7 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\x14KeepJobAliveResponse\")\n" +
 	"\x10FinishJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\fR\x05jobId\"\x13\n" +
-	"\x11FinishJobResponse\"\x86\x04\n" +
+	"\x11FinishJobResponse\"\xef\x04\n" +
 	"\tActorSpec\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x1b\n" +
@@ -2447,7 +2510,10 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	" \x01(\rR\x0emaxConcurrency\x12M\n" +
 	"\x13scheduling_strategy\x18\v \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
 	"\tfail_fast\x18\f \x01(\bR\bfailFast\x12\"\n" +
-	"\rowner_node_id\x18\r \x01(\fR\vownerNodeId\"\xf3\x01\n" +
+	"\rowner_node_id\x18\r \x01(\fR\vownerNodeId\x12!\n" +
+	"\fmax_restarts\x18\x0e \x01(\x05R\vmaxRestarts\x12(\n" +
+	"\x10max_task_retries\x18\x0f \x01(\x05R\x0emaxTaskRetries\x12\x1a\n" +
+	"\bdetached\x18\x10 \x01(\bR\bdetached\"\x96\x02\n" +
 	"\tActorInfo\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12*\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x14.goray.v1.ActorStateR\x05state\x12\x17\n" +
@@ -2455,15 +2521,19 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\tworker_id\x18\x04 \x01(\fR\bworkerId\x12%\n" +
 	"\x0eworker_address\x18\x05 \x01(\tR\rworkerAddress\x124\n" +
 	"\vdeath_cause\x18\x06 \x01(\v2\x13.goray.v1.ErrorInfoR\n" +
-	"deathCause\"=\n" +
+	"deathCause\x12!\n" +
+	"\fnum_restarts\x18\a \x01(\rR\vnumRestarts\"=\n" +
 	"\x12CreateActorRequest\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\"@\n" +
 	"\x13CreateActorResponse\x12)\n" +
-	"\x05actor\x18\x01 \x01(\v2\x13.goray.v1.ActorInfoR\x05actor\"^\n" +
+	"\x05actor\x18\x01 \x01(\v2\x13.goray.v1.ActorInfoR\x05actor\"\xba\x01\n" +
 	"\x0fGetActorRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
-	"\tnamespace\x18\x03 \x01(\tR\tnamespace\"=\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\x120\n" +
+	"\x11after_incarnation\x18\x05 \x01(\rH\x00R\x10afterIncarnation\x88\x01\x01B\x14\n" +
+	"\x12_after_incarnation\"=\n" +
 	"\x10GetActorResponse\x12)\n" +
 	"\x05actor\x18\x01 \x01(\v2\x13.goray.v1.ActorInfoR\x05actor\"-\n" +
 	"\x10KillActorRequest\x12\x19\n" +
@@ -2513,13 +2583,14 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\x10placement_groups\x18\x03 \x03(\v2\x1c.goray.v1.PlacementGroupInfoR\x0fplacementGroups\x12;\n" +
 	"\n" +
 	"infeasible\x18\x04 \x03(\v2\x1b.goray.v1.InfeasibleRequestR\n" +
-	"infeasible*o\n" +
+	"infeasible*\x8b\x01\n" +
 	"\n" +
 	"ActorState\x12\x1b\n" +
 	"\x17ACTOR_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ACTOR_STATE_PENDING\x10\x01\x12\x15\n" +
 	"\x11ACTOR_STATE_ALIVE\x10\x02\x12\x14\n" +
-	"\x10ACTOR_STATE_DEAD\x10\x03*\xbd\x01\n" +
+	"\x10ACTOR_STATE_DEAD\x10\x03\x12\x1a\n" +
+	"\x16ACTOR_STATE_RESTARTING\x10\x04*\xbd\x01\n" +
 	"\x11PlacementStrategy\x12\"\n" +
 	"\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17PLACEMENT_STRATEGY_PACK\x10\x01\x12\x1d\n" +
@@ -2693,6 +2764,7 @@ func file_goray_v1_scheduler_proto_init() {
 		return
 	}
 	file_goray_v1_common_proto_init()
+	file_goray_v1_scheduler_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -37,8 +37,10 @@ type TaskSpec struct {
 	ReturnObjectId []byte `protobuf:"bytes,7,opt,name=return_object_id,json=returnObjectId,proto3" json:"return_object_id,omitempty"`
 	// The caller's WorkerService address (the owner of the result).
 	CallerAddress string `protobuf:"bytes,8,opt,name=caller_address,json=callerAddress,proto3" json:"caller_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// For an actor call: the incarnation the caller addressed.
+	ActorIncarnation uint32 `protobuf:"varint,9,opt,name=actor_incarnation,json=actorIncarnation,proto3" json:"actor_incarnation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -125,6 +127,13 @@ func (x *TaskSpec) GetCallerAddress() string {
 		return x.CallerAddress
 	}
 	return ""
+}
+
+func (x *TaskSpec) GetActorIncarnation() uint32 {
+	if x != nil {
+		return x.ActorIncarnation
+	}
+	return 0
 }
 
 type ExecuteRequest struct {
@@ -288,8 +297,10 @@ func (*ExecuteResponse_Stored) isExecuteResponse_Result() {}
 func (*ExecuteResponse_Error) isExecuteResponse_Result() {}
 
 type WorkerServiceCreateActorRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The incarnation to start (the actor's num_restarts).
+	Incarnation   uint32 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +340,13 @@ func (x *WorkerServiceCreateActorRequest) GetSpec() *ActorSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *WorkerServiceCreateActorRequest) GetIncarnation() uint32 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type WorkerServiceCreateActorResponse struct {
@@ -448,8 +466,11 @@ func (*WorkerServiceKillActorResponse) Descriptor() ([]byte, []int) {
 }
 
 type GetObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// The caller could not read the object at the location it was given (its
+	// node died): the owner rebuilds it from lineage, then answers.
+	LocationLost  bool `protobuf:"varint,2,opt,name=location_lost,json=locationLost,proto3" json:"location_lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +510,13 @@ func (x *GetObjectRequest) GetObjectId() []byte {
 		return x.ObjectId
 	}
 	return nil
+}
+
+func (x *GetObjectRequest) GetLocationLost() bool {
+	if x != nil {
+		return x.LocationLost
+	}
+	return false
 }
 
 type GetObjectResponse struct {
@@ -593,7 +621,7 @@ var File_goray_v1_worker_proto protoreflect.FileDescriptor
 
 const file_goray_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x15goray/v1/worker.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\x1a\x18goray/v1/scheduler.proto\"\x8f\x02\n" +
+	"\x15goray/v1/worker.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\x1a\x18goray/v1/scheduler.proto\"\xbc\x02\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12#\n" +
@@ -603,7 +631,8 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"methodName\x12!\n" +
 	"\x04args\x18\x06 \x03(\v2\r.goray.v1.ArgR\x04args\x12(\n" +
 	"\x10return_object_id\x18\a \x01(\fR\x0ereturnObjectId\x12%\n" +
-	"\x0ecaller_address\x18\b \x01(\tR\rcallerAddress\"Q\n" +
+	"\x0ecaller_address\x18\b \x01(\tR\rcallerAddress\x12+\n" +
+	"\x11actor_incarnation\x18\t \x01(\rR\x10actorIncarnation\"Q\n" +
 	"\x0eExecuteRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12&\n" +
 	"\x04task\x18\x02 \x01(\v2\x12.goray.v1.TaskSpecR\x04task\"\xc0\x01\n" +
@@ -612,15 +641,17 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
 	"\x06stored\x18\x03 \x01(\v2\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n" +
 	"\x05error\x18\x04 \x01(\v2\x13.goray.v1.ErrorInfoH\x00R\x05errorB\b\n" +
-	"\x06result\"J\n" +
+	"\x06result\"l\n" +
 	"\x1fWorkerServiceCreateActorRequest\x12'\n" +
-	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\"\"\n" +
+	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"\"\n" +
 	" WorkerServiceCreateActorResponse\":\n" +
 	"\x1dWorkerServiceKillActorRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\" \n" +
-	"\x1eWorkerServiceKillActorResponse\"/\n" +
+	"\x1eWorkerServiceKillActorResponse\"T\n" +
 	"\x10GetObjectRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\"\xa9\x01\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
+	"\rlocation_lost\x18\x02 \x01(\bR\flocationLost\"\xa9\x01\n" +
 	"\x11GetObjectResponse\x12)\n" +
 	"\x05value\x18\x01 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
 	"\x06stored\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n" +
