@@ -15,7 +15,7 @@ from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 from goray.v1 import scheduler_pb2 as goray_dot_v1_dot_scheduler__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/node.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\x1a\x18goray/v1/scheduler.proto\"\x14\n\x12GetNodeInfoRequest\"\x99\x01\n\x13GetNodeInfoResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12!\n\x0chead_address\x18\x02 \x01(\tR\x0bheadAddress\x12\x1b\n\tstore_dir\x18\x03 \x01(\tR\x08storeDir\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\"`\n\x15RegisterWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\"q\n\x16RegisterWorkerResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x1b\n\tstore_dir\x18\x02 \x01(\tR\x08storeDir\x12!\n\x0chead_address\x18\x03 \x01(\tR\x0bheadAddress\"\x99\x02\n\x19RequestWorkerLeaseRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\x12\x31\n\tresources\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12!\n\x0cno_spillback\x18\x03 \x01(\x08R\x0bnoSpillback\x12M\n\x13scheduling_strategy\x18\x04 \x01(\x0b\x32\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n\tfail_fast\x18\x05 \x01(\x08R\x08\x66\x61ilFast\x12#\n\rfunction_name\x18\x06 \x01(\tR\x0c\x66unctionName\"\xed\x01\n\x1aRequestWorkerLeaseResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12\x1b\n\tworker_id\x18\x02 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x03 \x01(\tR\rworkerAddress\x12\x17\n\x07node_id\x18\x04 \x01(\x0cR\x06nodeId\x12+\n\x11spillback_address\x18\x05 \x01(\tR\x10spillbackAddress\x12*\n\x11spillback_node_id\x18\x06 \x01(\x0cR\x0fspillbackNodeId\"Z\n\x18ReturnWorkerLeaseRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12#\n\rworker_failed\x18\x02 \x01(\x08R\x0cworkerFailed\"\x1b\n\x19ReturnWorkerLeaseResponse\"H\n\x1dNodeServiceCreateActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\"d\n\x1eNodeServiceCreateActorResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"8\n\x1bNodeServiceKillActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"\x1e\n\x1cNodeServiceKillActorResponse\"4\n\x1bNodeServiceFinishJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\"\x1e\n\x1cNodeServiceFinishJobResponse\"[\n\x11SealObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12SealObjectResponse\"}\n\x11PullObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x34\n\x08location\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x08location\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12PullObjectResponse\"\x9a\x01\n\x14PrepareBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\"\x17\n\x15PrepareBundleResponse\"f\n\x13\x43ommitBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\"\x16\n\x14\x43ommitBundleResponse\"f\n\x13ReturnBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\"\x16\n\x14ReturnBundleResponse2\x8b\x08\n\x0bNodeService\x12J\n\x0bGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12_\n\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponse\x12`\n\x0b\x43reateActor\x12\'.goray.v1.NodeServiceCreateActorRequest\x1a(.goray.v1.NodeServiceCreateActorResponse\x12Z\n\tKillActor\x12%.goray.v1.NodeServiceKillActorRequest\x1a&.goray.v1.NodeServiceKillActorResponse\x12Z\n\tFinishJob\x12%.goray.v1.NodeServiceFinishJobRequest\x1a&.goray.v1.NodeServiceFinishJobResponse\x12P\n\rPrepareBundle\x12\x1e.goray.v1.PrepareBundleRequest\x1a\x1f.goray.v1.PrepareBundleResponse\x12M\n\x0c\x43ommitBundle\x12\x1d.goray.v1.CommitBundleRequest\x1a\x1e.goray.v1.CommitBundleResponse\x12M\n\x0cReturnBundle\x12\x1d.goray.v1.ReturnBundleRequest\x1a\x1e.goray.v1.ReturnBundleResponse\x12G\n\nSealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n\nPullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/node.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\x1a\x18goray/v1/scheduler.proto\"\x14\n\x12GetNodeInfoRequest\"\x99\x01\n\x13GetNodeInfoResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12!\n\x0chead_address\x18\x02 \x01(\tR\x0bheadAddress\x12\x1b\n\tstore_dir\x18\x03 \x01(\tR\x08storeDir\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\"`\n\x15RegisterWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\"q\n\x16RegisterWorkerResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x1b\n\tstore_dir\x18\x02 \x01(\tR\x08storeDir\x12!\n\x0chead_address\x18\x03 \x01(\tR\x0bheadAddress\"\x99\x02\n\x19RequestWorkerLeaseRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\x12\x31\n\tresources\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12!\n\x0cno_spillback\x18\x03 \x01(\x08R\x0bnoSpillback\x12M\n\x13scheduling_strategy\x18\x04 \x01(\x0b\x32\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n\tfail_fast\x18\x05 \x01(\x08R\x08\x66\x61ilFast\x12#\n\rfunction_name\x18\x06 \x01(\tR\x0c\x66unctionName\"\xed\x01\n\x1aRequestWorkerLeaseResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12\x1b\n\tworker_id\x18\x02 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x03 \x01(\tR\rworkerAddress\x12\x17\n\x07node_id\x18\x04 \x01(\x0cR\x06nodeId\x12+\n\x11spillback_address\x18\x05 \x01(\tR\x10spillbackAddress\x12*\n\x11spillback_node_id\x18\x06 \x01(\x0cR\x0fspillbackNodeId\"Z\n\x18ReturnWorkerLeaseRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12#\n\rworker_failed\x18\x02 \x01(\x08R\x0cworkerFailed\"\x1b\n\x19ReturnWorkerLeaseResponse\"j\n\x1dNodeServiceCreateActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"d\n\x1eNodeServiceCreateActorResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"8\n\x1bNodeServiceKillActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"\x1e\n\x1cNodeServiceKillActorResponse\"4\n\x1bNodeServiceFinishJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\"\x1e\n\x1cNodeServiceFinishJobResponse\"[\n\x11SealObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12SealObjectResponse\"}\n\x11PullObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x34\n\x08location\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x08location\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12PullObjectResponse\"\x9a\x01\n\x14PrepareBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\"\x17\n\x15PrepareBundleResponse\"f\n\x13\x43ommitBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\"\x16\n\x14\x43ommitBundleResponse\"f\n\x13ReturnBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\"\x16\n\x14ReturnBundleResponse2\x8b\x08\n\x0bNodeService\x12J\n\x0bGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12_\n\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponse\x12`\n\x0b\x43reateActor\x12\'.goray.v1.NodeServiceCreateActorRequest\x1a(.goray.v1.NodeServiceCreateActorResponse\x12Z\n\tKillActor\x12%.goray.v1.NodeServiceKillActorRequest\x1a&.goray.v1.NodeServiceKillActorResponse\x12Z\n\tFinishJob\x12%.goray.v1.NodeServiceFinishJobRequest\x1a&.goray.v1.NodeServiceFinishJobResponse\x12P\n\rPrepareBundle\x12\x1e.goray.v1.PrepareBundleRequest\x1a\x1f.goray.v1.PrepareBundleResponse\x12M\n\x0c\x43ommitBundle\x12\x1d.goray.v1.CommitBundleRequest\x1a\x1e.goray.v1.CommitBundleResponse\x12M\n\x0cReturnBundle\x12\x1d.goray.v1.ReturnBundleRequest\x1a\x1e.goray.v1.ReturnBundleResponse\x12G\n\nSealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n\nPullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.node_pb2', globals())
@@ -40,37 +40,37 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _RETURNWORKERLEASERESPONSE._serialized_start=1089
   _RETURNWORKERLEASERESPONSE._serialized_end=1116
   _NODESERVICECREATEACTORREQUEST._serialized_start=1118
-  _NODESERVICECREATEACTORREQUEST._serialized_end=1190
-  _NODESERVICECREATEACTORRESPONSE._serialized_start=1192
-  _NODESERVICECREATEACTORRESPONSE._serialized_end=1292
-  _NODESERVICEKILLACTORREQUEST._serialized_start=1294
-  _NODESERVICEKILLACTORREQUEST._serialized_end=1350
-  _NODESERVICEKILLACTORRESPONSE._serialized_start=1352
-  _NODESERVICEKILLACTORRESPONSE._serialized_end=1382
-  _NODESERVICEFINISHJOBREQUEST._serialized_start=1384
-  _NODESERVICEFINISHJOBREQUEST._serialized_end=1436
-  _NODESERVICEFINISHJOBRESPONSE._serialized_start=1438
-  _NODESERVICEFINISHJOBRESPONSE._serialized_end=1468
-  _SEALOBJECTREQUEST._serialized_start=1470
-  _SEALOBJECTREQUEST._serialized_end=1561
-  _SEALOBJECTRESPONSE._serialized_start=1563
-  _SEALOBJECTRESPONSE._serialized_end=1583
-  _PULLOBJECTREQUEST._serialized_start=1585
-  _PULLOBJECTREQUEST._serialized_end=1710
-  _PULLOBJECTRESPONSE._serialized_start=1712
-  _PULLOBJECTRESPONSE._serialized_end=1732
-  _PREPAREBUNDLEREQUEST._serialized_start=1735
-  _PREPAREBUNDLEREQUEST._serialized_end=1889
-  _PREPAREBUNDLERESPONSE._serialized_start=1891
-  _PREPAREBUNDLERESPONSE._serialized_end=1914
-  _COMMITBUNDLEREQUEST._serialized_start=1916
-  _COMMITBUNDLEREQUEST._serialized_end=2018
-  _COMMITBUNDLERESPONSE._serialized_start=2020
-  _COMMITBUNDLERESPONSE._serialized_end=2042
-  _RETURNBUNDLEREQUEST._serialized_start=2044
-  _RETURNBUNDLEREQUEST._serialized_end=2146
-  _RETURNBUNDLERESPONSE._serialized_start=2148
-  _RETURNBUNDLERESPONSE._serialized_end=2170
-  _NODESERVICE._serialized_start=2173
-  _NODESERVICE._serialized_end=3208
+  _NODESERVICECREATEACTORREQUEST._serialized_end=1224
+  _NODESERVICECREATEACTORRESPONSE._serialized_start=1226
+  _NODESERVICECREATEACTORRESPONSE._serialized_end=1326
+  _NODESERVICEKILLACTORREQUEST._serialized_start=1328
+  _NODESERVICEKILLACTORREQUEST._serialized_end=1384
+  _NODESERVICEKILLACTORRESPONSE._serialized_start=1386
+  _NODESERVICEKILLACTORRESPONSE._serialized_end=1416
+  _NODESERVICEFINISHJOBREQUEST._serialized_start=1418
+  _NODESERVICEFINISHJOBREQUEST._serialized_end=1470
+  _NODESERVICEFINISHJOBRESPONSE._serialized_start=1472
+  _NODESERVICEFINISHJOBRESPONSE._serialized_end=1502
+  _SEALOBJECTREQUEST._serialized_start=1504
+  _SEALOBJECTREQUEST._serialized_end=1595
+  _SEALOBJECTRESPONSE._serialized_start=1597
+  _SEALOBJECTRESPONSE._serialized_end=1617
+  _PULLOBJECTREQUEST._serialized_start=1619
+  _PULLOBJECTREQUEST._serialized_end=1744
+  _PULLOBJECTRESPONSE._serialized_start=1746
+  _PULLOBJECTRESPONSE._serialized_end=1766
+  _PREPAREBUNDLEREQUEST._serialized_start=1769
+  _PREPAREBUNDLEREQUEST._serialized_end=1923
+  _PREPAREBUNDLERESPONSE._serialized_start=1925
+  _PREPAREBUNDLERESPONSE._serialized_end=1948
+  _COMMITBUNDLEREQUEST._serialized_start=1950
+  _COMMITBUNDLEREQUEST._serialized_end=2052
+  _COMMITBUNDLERESPONSE._serialized_start=2054
+  _COMMITBUNDLERESPONSE._serialized_end=2076
+  _RETURNBUNDLEREQUEST._serialized_start=2078
+  _RETURNBUNDLEREQUEST._serialized_end=2180
+  _RETURNBUNDLERESPONSE._serialized_start=2182
+  _RETURNBUNDLERESPONSE._serialized_end=2204
+  _NODESERVICE._serialized_start=2207
+  _NODESERVICE._serialized_end=3242
 # @@protoc_insertion_point(module_scope)
