@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per metric instead of the table")
 		fs.StringVar(&cfg.Run, "run", "", "run only the metrics whose name matches this regular expression (their baselines too)")
 		fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the driver's CPU profile of the run to this file")
+		fs.BoolVar(&cfg.Scale, "scale", false, "also run the long scale workloads (many_actors, many_tasks_queued, many_pgs; -run selects them too)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}

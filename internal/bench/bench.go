@@ -51,6 +51,10 @@ type Config struct {
 	// CPUProfile, when set, is where the driver's CPU profile of the run is
 	// written.
 	CPUProfile string
+	// Scale adds the scale workloads (many_actors, many_tasks_queued,
+	// many_pgs: Ray's release tests, see scale.go), which are left out of a
+	// run unless Scale is set or Run names them.
+	Scale bool
 	// Out receives the results (default os.Stdout); Progress the progress
 	// lines (default os.Stderr).
 	Out, Progress io.Writer
@@ -103,6 +107,11 @@ type Result struct {
 	Trials []float64 `json:"trials,omitempty"`
 	// Note explains an unavailable metric or a deviation from Ray's workload.
 	Note string `json:"note,omitempty"`
+	// Seconds is how long a one-shot scale workload took.
+	Seconds float64 `json:"seconds,omitempty"`
+	// PeakRSSBytes is a scale workload's peak memory (VmHWM) summed over
+	// every goray process of the run.
+	PeakRSSBytes int64 `json:"peak_rss_bytes,omitempty"`
 }
 
 // Available reports whether the metric was measured.
@@ -145,9 +154,18 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	if cfg.Quick {
 		r.sizes = quickSizes
 	}
+	scaleSz := fullScale
+	if cfg.Quick {
+		scaleSz = quickScale
+	}
 	var specs []*spec
-	for _, s := range append(baselineSpecs(r.sizes), workloadSpecs(r.sizes)...) {
-		if sel == nil || sel.MatchString(s.name) {
+	for _, s := range append(append(baselineSpecs(r.sizes), workloadSpecs(r.sizes)...), scaleSpecs(scaleSz)...) {
+		switch {
+		case s.scale && cfg.Scale && sel == nil:
+			specs = append(specs, s)
+		case s.scale && sel == nil:
+			// Opt-in: -scale or a -run that names it.
+		case sel == nil || sel.MatchString(s.name):
 			specs = append(specs, s)
 		}
 	}
@@ -257,10 +275,18 @@ type spec struct {
 	freshPerTrial bool
 	// setup prepares the workload and returns its operation and a cleanup.
 	setup func(ctx context.Context, r *runner) (op, func(), error)
+	// scale marks an opt-in scale workload (Config.Scale).
+	scale bool
+	// once, instead of setup, runs a one-shot workload (no warm-up or
+	// trials) and says what it measured.
+	once func(ctx context.Context, r *runner) (scaleResult, error)
 }
 
 func (r *runner) measure(ctx context.Context, s *spec) Result {
 	res := Result{Name: s.name, Unit: s.unit, Baseline: s.baseline, Goal: s.goal, Ray: s.ray, Note: s.note}
+	if s.once != nil {
+		return r.measureOnce(ctx, s, res)
+	}
 	fail := func(err error) Result {
 		var u errUnavailable
 		if errors.As(err, &u) {
