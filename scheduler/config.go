@@ -11,6 +11,9 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	DefaultNodeTimeout       = 10 * time.Second
 	DefaultMaxBinarySize     = 1 << 30
+	// DefaultDriverReconnectTimeout is how long a restarted head waits for
+	// the driver of a running job to open KeepJobAlive again.
+	DefaultDriverReconnectTimeout = 30 * time.Second
 )
 
 // Config configures a Server.
@@ -30,8 +33,15 @@ type Config struct {
 	MaxBinarySize int64
 	// Logger receives the head's structured logs. Default slog.Default().
 	Logger *slog.Logger
-	// Store holds the node, job and actor tables. Default: a new MemoryStore.
+	// Store holds the node, job, actor and placement group tables. Default:
+	// a new MemoryStore. A persistent one (OpenBoltStore) lets the head
+	// restart without losing them; the Server does not close it.
 	Store Store
+	// DriverReconnectTimeout is how long, after the Server starts on a store
+	// that holds running jobs (a head restart), a job's driver has to open
+	// KeepJobAlive again before the job is finished as if its driver went
+	// away. Default DefaultDriverReconnectTimeout.
+	DriverReconnectTimeout time.Duration
 }
 
 // Validate fills in defaults and checks the configuration.
@@ -51,6 +61,9 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.DriverReconnectTimeout == 0 {
+		c.DriverReconnectTimeout = DefaultDriverReconnectTimeout
+	}
 	if c.Store == nil {
 		c.Store = NewMemoryStore()
 	}
@@ -61,6 +74,8 @@ func (c *Config) Validate() error {
 		return errors.New("scheduler: Config.HeartbeatInterval is too long")
 	case c.NodeTimeout <= c.HeartbeatInterval:
 		return errors.New("scheduler: Config.NodeTimeout must be longer than Config.HeartbeatInterval")
+	case c.DriverReconnectTimeout < 0:
+		return errors.New("scheduler: Config.DriverReconnectTimeout must be positive")
 	case c.MaxBinarySize < 0:
 		return errors.New("scheduler: Config.MaxBinarySize must be positive")
 	}

@@ -65,6 +65,12 @@ func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb
 		Namespace:     req.GetNamespace(),
 		Entrypoint:    req.GetEntrypoint(),
 	}
+	// The next number first: a job ID is never handed out twice, even when
+	// the head dies between the two writes.
+	if err := s.store.PutNextJob(s.nextJob + 1); err != nil {
+		s.mu.Unlock()
+		return nil, s.storeErr("next job number", err)
+	}
 	if err := s.store.PutJob(rec); err != nil {
 		s.mu.Unlock()
 		return nil, s.storeErr("job "+id.String(), err)
@@ -229,7 +235,7 @@ func jobInfo(j *JobRecord) *pb.JobInfo {
 // KeepJobAlive holds the stream until the driver goes away (then the job is
 // finished), the job is finished some other way, or the head closes. The
 // response headers are sent at once, so a client can wait for them to know
-// the head is watching.
+// the head is watching. A driver opens it again after a head restart.
 func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerService_KeepJobAliveServer) error {
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
@@ -237,6 +243,20 @@ func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerSe
 	}
 	s.mu.Lock()
 	done, ok := s.jobDone[id]
+	if ok {
+		if _, orphan := s.orphans[id]; orphan {
+			delete(s.orphans, id)
+			s.log.Info("driver reconnected", "job", id)
+		}
+		s.keepers[id]++
+		defer func() {
+			s.mu.Lock()
+			if s.keepers[id]--; s.keepers[id] <= 0 {
+				delete(s.keepers, id)
+			}
+			s.mu.Unlock()
+		}()
+	}
 	s.mu.Unlock()
 	if !ok {
 		return notFound("", "job %s is not registered", id)
@@ -262,6 +282,28 @@ func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerSe
 	}
 }
 
+// checkOrphanJobs finishes the jobs found running at start whose drivers did
+// not open KeepJobAlive within DriverReconnectTimeout.
+func (s *Server) checkOrphanJobs(now time.Time) {
+	var gone []ids.JobID
+	s.mu.Lock()
+	for id, since := range s.orphans {
+		if now.Sub(since) > s.cfg.DriverReconnectTimeout {
+			delete(s.orphans, id)
+			gone = append(gone, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range gone {
+		s.log.Warn("driver did not reconnect after the head restarted", "job", id, "waited", s.cfg.DriverReconnectTimeout)
+		s.wg.Go(func() {
+			if err := s.finishJob(id, "its driver did not reconnect after the head restarted"); err != nil {
+				s.log.Error("finish job", "job", id, "err", err)
+			}
+		})
+	}
+}
+
 // FinishJob finishes a job; finishing a finished job does nothing.
 func (s *Server) FinishJob(_ context.Context, req *pb.FinishJobRequest) (*pb.FinishJobResponse, error) {
 	id, err := ids.ParseJobID(req.GetJobId())
@@ -283,6 +325,7 @@ func (s *Server) finishJob(id ids.JobID, reason string) error {
 		s.mu.Unlock()
 		return notFound("", "job %s is not registered", id)
 	}
+	delete(s.orphans, id)
 	if rec.Finished {
 		s.mu.Unlock()
 		return nil
@@ -303,7 +346,7 @@ func (s *Server) finishJob(id ids.JobID, reason string) error {
 	s.finished = append(s.finished, finishedJob{id, now})
 	actors := 0
 	for aid := range s.byJob[id] {
-		if a, ok := s.store.GetActor(aid); ok {
+		if a, ok := s.store.GetActor(aid); ok && !a.GetSpec().GetDetached() {
 			s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "actor %s died: its job finished", aid).Proto())
 			actors++
 		}

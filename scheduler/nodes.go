@@ -12,9 +12,12 @@ import (
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// RegisterNode adds a node, or replaces the node with the same ID. An alive
-// node at the same address under another ID is a restarted raylet: the old
-// incarnation is declared dead.
+// RegisterNode adds a node, or replaces the alive node with the same ID (a
+// raylet registering again after a head restart). An alive node at the same
+// address under another ID is a restarted raylet: the old incarnation is
+// declared dead. A node ID the head declared dead is refused with a
+// node-died error: that incarnation is over, and its raylet joins again
+// under a new ID.
 func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*pb.RegisterNodeResponse, error) {
 	id, err := ids.ParseNodeID(req.GetNodeId())
 	if err != nil {
@@ -32,6 +35,12 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 	}
 
 	s.mu.Lock()
+	if prev, ok := s.store.GetNode(id); ok && !prev.Alive {
+		// Ray's rule: a node declared dead stays dead (its actors were
+		// declared dead with it); its raylet must join as a new node.
+		s.mu.Unlock()
+		return nil, errs.Status(errs.New(errs.KindNodeDied, "", "node %s was declared dead; join again as a new node (new node ID)", id))
+	}
 	now := time.Now()
 	var dropped []string
 	for _, old := range s.store.ListNodes() {
@@ -160,6 +169,7 @@ func (s *Server) monitorNodes() {
 			return
 		case now := <-t.C:
 			s.checkNodes(now)
+			s.checkOrphanJobs(now)
 		}
 	}
 }
@@ -212,7 +222,11 @@ func (s *Server) markNodeDeadLocked(n *NodeRecord, reason string) {
 		}
 		cause := errs.New(errs.KindNodeDied, a.GetSpec().GetTypeName(), "actor %s died with its node %s (%s): %s", aid, id, n.Address, reason)
 		cause.NodeID = id[:]
-		s.markActorDeadLocked(a, cause.Proto())
+		if a.GetState() == pb.ActorState_ACTOR_STATE_ALIVE {
+			s.actorFailedLocked(a, cause.Proto())
+		} else {
+			s.markActorDeadLocked(a, cause.Proto())
+		}
 		killed++
 	}
 	s.log.Warn("node dead", "node", n.ID, "address", n.Address, "reason", reason, "actors_lost", killed)

@@ -74,6 +74,10 @@ func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacement
 		s.mu.Unlock()
 		return nil, invalid("CreatePlacementGroup: group %s already exists", id)
 	}
+	if err := s.store.PutPlacementGroup(info); err != nil {
+		s.mu.Unlock()
+		return nil, s.storeErr("placement group "+id.String(), err)
+	}
 	s.pgs[id] = &pgState{info: info}
 	s.pgOrder = append(s.pgOrder, id)
 	out := proto.Clone(info).(*pb.PlacementGroupInfo)
@@ -132,6 +136,7 @@ func (s *Server) RemovePlacementGroup(_ context.Context, req *pb.RemovePlacement
 	}
 	wasCreated := pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED
 	pg.info.State = pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED
+	s.savePGLocked(pg)
 	if wasCreated {
 		s.unchargeBundlesLocked(id, pg)
 	}
@@ -372,9 +377,51 @@ func (s *Server) setPGStateLocked(pg *pgState, st pb.PlacementGroupState, reason
 		return
 	}
 	changed := pg.info.GetState() != st
-	pg.info.State, pg.info.Reason = st, reason
+	if changed || pg.info.GetReason() != reason {
+		pg.info.State, pg.info.Reason = st, reason
+		s.savePGLocked(pg)
+	}
 	if changed {
 		s.notifyLocked()
+	}
+}
+
+// savePGLocked persists a group's row. A failed write is logged: the group
+// lives on in memory, and the next change writes it again.
+func (s *Server) savePGLocked(pg *pgState) {
+	if err := s.store.PutPlacementGroup(pg.info); err != nil {
+		s.log.Error("scheduler store write failed", "what", "placement group", "err", err)
+	}
+}
+
+// loadPlacementGroupsLocked rebuilds the group table from the store after a
+// head restart: created groups keep their bundles (their raylets still hold
+// them), pending ones are scheduled again.
+func (s *Server) loadPlacementGroupsLocked() {
+	stored := s.store.ListPlacementGroups()
+	slices.SortFunc(stored, func(a, b *pb.PlacementGroupInfo) int {
+		return cmp.Or(cmp.Compare(string(a.GetJobId()), string(b.GetJobId())),
+			cmp.Compare(string(a.GetPlacementGroupId()), string(b.GetPlacementGroupId())))
+	})
+	for _, info := range stored {
+		id, err := ids.ParsePlacementGroupID(info.GetPlacementGroupId())
+		if err != nil {
+			s.log.Error("stored placement group has a malformed ID", "err", err)
+			continue
+		}
+		pg := &pgState{info: info}
+		if info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED {
+			pg.addrs = make([]string, len(info.GetBundleNodeIds()))
+			for i, b := range info.GetBundleNodeIds() {
+				if nid, err := ids.ParseNodeID(b); err == nil {
+					if n, ok := s.store.GetNode(nid); ok {
+						pg.addrs[i] = n.Address
+					}
+				}
+			}
+		}
+		s.pgs[id] = pg
+		s.pgOrder = append(s.pgOrder, id)
 	}
 }
 

@@ -366,9 +366,11 @@ func TestNodeRegistrationAndHeartbeat(t *testing.T) {
 		if !hb.GetReregister() {
 			t.Fatalf("heartbeat of a dead node: got reregister=false, want true")
 		}
-		h.register(t, b, map[string]float64{"CPU": 2})
-		if !alive(b.id) {
-			t.Fatalf("re-registered node b: got alive=false, want true")
+		// A dead incarnation stays dead: its raylet joins under a new ID
+		// (TestDeadNodeMustRejoinAsNewNode).
+		_, err = h.client.RegisterNode(ctx, &pb.RegisterNodeRequest{NodeId: b.id[:], Address: b.addr, Total: &pb.Resources{Amounts: map[string]float64{"CPU": 2}}})
+		if !errors.Is(errs.FromStatus(err), errs.ErrNodeDied) {
+			t.Fatalf("RegisterNode of dead node b: got %v, want a node-died error", err)
 		}
 	})
 }

@@ -66,6 +66,11 @@ type Server struct {
 	jobDone  map[ids.JobID]chan struct{} // closed when the job finishes
 	finished []finishedJob               // recently finished, oldest first
 	lastSeen map[ids.NodeID]time.Time
+	// orphans are the running jobs found in the store at start whose
+	// drivers have not opened KeepJobAlive since, with when they were found;
+	// keepers counts each job's open KeepJobAlive streams.
+	orphans map[ids.JobID]time.Time
+	keepers map[ids.JobID]int
 	// Indices of live (PENDING or ALIVE) actors.
 	names    map[actorName]ids.ActorID
 	byNode   map[ids.NodeID]actorSet
@@ -117,6 +122,8 @@ func New(cfg Config) (*Server, error) {
 		nextJob:  1,
 		jobDone:  make(map[ids.JobID]chan struct{}),
 		lastSeen: make(map[ids.NodeID]time.Time),
+		orphans:  make(map[ids.JobID]time.Time),
+		keepers:  make(map[ids.JobID]int),
 		names:    make(map[actorName]ids.ActorID),
 		byNode:   make(map[ids.NodeID]actorSet),
 		byJob:    make(map[ids.JobID]actorSet),
@@ -136,10 +143,13 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// load rebuilds the volatile state from the store.
+// load rebuilds the volatile state from the store. After a head restart
+// every alive node gets a full NodeTimeout to heartbeat, and every running
+// job with a driver a full DriverReconnectTimeout to open KeepJobAlive.
 func (s *Server) load(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.nextJob = max(s.nextJob, s.store.NextJob())
 	for _, j := range s.store.ListJobs() {
 		if n := j.ID.Uint32(); n >= s.nextJob {
 			s.nextJob = n + 1
@@ -150,9 +160,13 @@ func (s *Server) load(now time.Time) {
 			if now.Sub(j.FinishedAt) < finishedJobRetention {
 				s.finished = append(s.finished, finishedJob{j.ID, j.FinishedAt})
 			}
+		} else if j.DriverAddress != "" {
+			// Deployed jobs have no driver: nothing keeps them alive.
+			s.orphans[j.ID] = now
 		}
 		s.jobDone[j.ID] = done
 	}
+	s.loadPlacementGroupsLocked()
 	slices.SortFunc(s.finished, func(a, b finishedJob) int { return a.at.Compare(b.at) })
 	for _, n := range s.store.ListNodes() {
 		if n.Alive {

@@ -61,13 +61,24 @@ type Store interface {
 	PutActor(a *pb.ActorInfo) error
 	GetActor(id ids.ActorID) (*pb.ActorInfo, bool)
 	ListActors() []*pb.ActorInfo
+
+	// PutPlacementGroup stores a group keyed by its placement group ID.
+	PutPlacementGroup(pg *pb.PlacementGroupInfo) error
+	ListPlacementGroups() []*pb.PlacementGroupInfo
+
+	// PutNextJob stores the number the next registered job gets; NextJob
+	// returns it (0 when never stored).
+	PutNextJob(n uint32) error
+	NextJob() uint32
 }
 
 // MemoryStore is a Store that keeps its tables in memory only.
 type MemoryStore struct {
-	nodes  map[ids.NodeID]*NodeRecord
-	jobs   map[ids.JobID]*JobRecord
-	actors map[ids.ActorID]*pb.ActorInfo
+	nodes   map[ids.NodeID]*NodeRecord
+	jobs    map[ids.JobID]*JobRecord
+	actors  map[ids.ActorID]*pb.ActorInfo
+	pgs     map[ids.PlacementGroupID]*pb.PlacementGroupInfo
+	nextJob uint32
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -78,6 +89,7 @@ func NewMemoryStore() *MemoryStore {
 		nodes:  make(map[ids.NodeID]*NodeRecord),
 		jobs:   make(map[ids.JobID]*JobRecord),
 		actors: make(map[ids.ActorID]*pb.ActorInfo),
+		pgs:    make(map[ids.PlacementGroupID]*pb.PlacementGroupInfo),
 	}
 }
 
@@ -143,3 +155,24 @@ func (m *MemoryStore) ListActors() []*pb.ActorInfo {
 	}
 	return out
 }
+
+func (m *MemoryStore) PutPlacementGroup(pg *pb.PlacementGroupInfo) error {
+	id, err := ids.ParsePlacementGroupID(pg.GetPlacementGroupId())
+	if err != nil {
+		return err
+	}
+	m.pgs[id] = proto.Clone(pg).(*pb.PlacementGroupInfo)
+	return nil
+}
+
+func (m *MemoryStore) ListPlacementGroups() []*pb.PlacementGroupInfo {
+	out := make([]*pb.PlacementGroupInfo, 0, len(m.pgs))
+	for _, pg := range m.pgs {
+		out = append(out, proto.Clone(pg).(*pb.PlacementGroupInfo))
+	}
+	return out
+}
+
+func (m *MemoryStore) PutNextJob(n uint32) error { m.nextJob = n; return nil }
+
+func (m *MemoryStore) NextJob() uint32 { return m.nextJob }
