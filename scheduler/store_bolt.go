@@ -299,7 +299,7 @@ func (s *BoltStore) PutActor(a *pb.ActorInfo) error {
 }
 
 func (s *BoltStore) GetActor(id ids.ActorID) (*pb.ActorInfo, bool) { return s.mem.GetActor(id) }
-func (s *BoltStore) ListActors() []*pb.ActorInfo                  { return s.mem.ListActors() }
+func (s *BoltStore) ListActors() []*pb.ActorInfo                   { return s.mem.ListActors() }
 
 func (s *BoltStore) PutPlacementGroup(pg *pb.PlacementGroupInfo) error {
 	id, err := ids.ParsePlacementGroupID(pg.GetPlacementGroupId())
@@ -316,7 +316,9 @@ func (s *BoltStore) PutPlacementGroup(pg *pb.PlacementGroupInfo) error {
 	return s.mem.PutPlacementGroup(pg)
 }
 
-func (s *BoltStore) ListPlacementGroups() []*pb.PlacementGroupInfo { return s.mem.ListPlacementGroups() }
+func (s *BoltStore) ListPlacementGroups() []*pb.PlacementGroupInfo {
+	return s.mem.ListPlacementGroups()
+}
 
 func (s *BoltStore) PutNextJob(n uint32) error {
 	if err := s.put(bucketMeta, keyNextJob, u32(n)); err != nil {
