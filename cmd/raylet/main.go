@@ -1,12 +1,23 @@
 // Command raylet runs a goray node: with --head it also runs the cluster's
 // head (scheduler) on the same port; otherwise it joins the head at --address.
+// With --head --no-node it runs the head alone (Ray's GCS as its own
+// process), which can be restarted on the same --listen and --data-dir
+// while the raylets and their workers keep running.
 //
 //	raylet --head --listen 127.0.0.1:6379
+//	raylet --head --no-node --listen 127.0.0.1:6379 --data-dir /var/lib/goray --token-file ./cluster.token
 //	raylet --address 127.0.0.1:6379 --token-file /tmp/goray-1000/tokens/127.0.0.1_6379.token
 //
 // On start it prints one line to stdout that scripts parse:
 //
 //	goray raylet ready: address=<addr> node=<node id hex> head=<true|false> token_file=<path or empty>
+//
+// or, with --no-node:
+//
+//	goray head ready: address=<addr> token_file=<path or empty>
+//
+// A raylet the head declared dead starts again as a new node on the same
+// address and prints a new ready line.
 package main
 
 import (
@@ -43,12 +54,15 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("raylet", flag.ContinueOnError)
 	var (
 		head      = fs.Bool("head", false, "also run the cluster head (scheduler) in this process, on the same port")
+		noNode    = fs.Bool("no-node", false, "with --head: run the head alone, with no node and no workers (restartable on the same --listen and --data-dir)")
+		nodeTO    = fs.Duration("node-timeout", 0, "with --head: how long a node may miss heartbeats before it is declared dead (default 10s)")
+		driverTO  = fs.Duration("driver-reconnect-timeout", 0, "with --head: after a head restart, how long a running job's driver has to reconnect before the job is finished (default 30s)")
 		address   = fs.String("address", "", "HOST:PORT of the head to join (required without --head)")
 		listen    = fs.String("listen", raylet.DefaultListen, "HOST:PORT to listen on, e.g. 127.0.0.1:6379 (port 0 picks a free one)")
 		resources = fs.String("resources", "", `node resources as JSON, merged over the detected CPU and memory, e.g. '{"CPU":2,"gpu":1}'`)
 		tokenFile = fs.String("token-file", "", "with --head: where to write the cluster token (default under the runtime dir); when joining: where to read it")
 		noAuth    = fs.Bool("no-auth", false, "disable the cluster token (loopback only; insecure)")
-		dataDir   = fs.String("data-dir", "", "directory for job binaries and head state (default: a fresh temporary directory, removed on exit)")
+		dataDir   = fs.String("data-dir", "", "directory for job binaries and head state; a head given one keeps its tables and token there across restarts (default: a fresh temporary directory, removed on exit)")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -62,13 +76,16 @@ func run(args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	cfg := raylet.Config{
-		Head:      *head,
-		Address:   *address,
-		Listen:    *listen,
-		TokenFile: *tokenFile,
-		NoAuth:    *noAuth,
-		DataDir:   *dataDir,
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Head:                   *head,
+		NoNode:                 *noNode,
+		NodeTimeout:            *nodeTO,
+		DriverReconnectTimeout: *driverTO,
+		Address:                *address,
+		Listen:                 *listen,
+		TokenFile:              *tokenFile,
+		NoAuth:                 *noAuth,
+		DataDir:                *dataDir,
+		Logger:                 slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		// A head serves the public ClientService (clients in other languages).
 		HeadServices: []raylet.HeadServiceFunc{gateway.HeadService},
 	}

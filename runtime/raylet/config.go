@@ -39,6 +39,11 @@ type Config struct {
 	// Head also runs the head (scheduler) in this process, on the same gRPC
 	// server and port.
 	Head bool
+	// NoNode (with Head only) runs the head alone: no node registers, no
+	// worker starts, and the process serves only the head's services — the
+	// shape in which a head can be restarted without taking a node's
+	// workers with it (Ray's GCS). Drivers then connect to a raylet.
+	NoNode bool
 	// Address is the head address to join (HOST:PORT). Required unless Head;
 	// must be empty with Head.
 	Address string
@@ -62,7 +67,10 @@ type Config struct {
 	// DataDir holds job binaries, worker working directories and the head's
 	// state. Default: a fresh directory under rpc.RuntimeDir(), removed on Stop.
 	// A directory given here is kept; only what the raylet put in it (jobs/)
-	// is removed on Stop.
+	// is removed on Stop. A head given a DataDir keeps its tables in
+	// DataDir/head/state.db (scheduler.BoltStore) and its token in
+	// DataDir/head/token, so it can be restarted on the same DataDir without
+	// losing its cluster; without one it keeps them in memory.
 	DataDir string
 	// StoreDir is the node's object store directory. Default: a fresh
 	// directory under store.BaseDir(DataDir) (/dev/shm when it exists),
@@ -77,6 +85,10 @@ type Config struct {
 	// the head's table. Defaults scheduler.DefaultHeartbeatInterval and
 	// scheduler.DefaultNodeTimeout.
 	HeartbeatInterval, NodeTimeout time.Duration
+	// DriverReconnectTimeout (with Head only) is how long a restarted head
+	// waits for a running job's driver to reconnect before it finishes the
+	// job. Default scheduler.DefaultDriverReconnectTimeout.
+	DriverReconnectTimeout time.Duration
 	// Logger receives the raylet's structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// HeadServices are further services a head serves on its port (see
@@ -92,6 +104,9 @@ type Config struct {
 func (c *Config) Validate() error {
 	if c.Head && c.Address != "" {
 		return errors.New("raylet config: --head and --address are exclusive: a head does not join another head")
+	}
+	if c.NoNode && !c.Head {
+		return errors.New("raylet config: --no-node runs a head alone and needs --head")
 	}
 	if !c.Head && c.Address == "" {
 		return errors.New("raylet config: either --head or --address HOST:PORT of a head is required")
@@ -122,8 +137,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("raylet config: %w", err)
 		}
 	}
-	if c.HeartbeatInterval < 0 || c.NodeTimeout < 0 {
-		return fmt.Errorf("raylet config: HeartbeatInterval %s and NodeTimeout %s must not be negative", c.HeartbeatInterval, c.NodeTimeout)
+	if c.HeartbeatInterval < 0 || c.NodeTimeout < 0 || c.DriverReconnectTimeout < 0 {
+		return fmt.Errorf("raylet config: HeartbeatInterval %s, NodeTimeout %s and DriverReconnectTimeout %s must not be negative",
+			c.HeartbeatInterval, c.NodeTimeout, c.DriverReconnectTimeout)
 	}
 	if c.MaxWorkersPerJob < 0 {
 		return fmt.Errorf("raylet config: MaxWorkersPerJob is %d, want >= 0 (0 means NumCPU)", c.MaxWorkersPerJob)

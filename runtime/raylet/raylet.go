@@ -33,6 +33,10 @@ const (
 	gracefulTimeout   = 2 * time.Second  // GracefulStop before a hard Stop
 	killWaitTimeout   = 10 * time.Second // waiting for killed workers to exit
 	defaultHeartbeat  = time.Second
+	// maxHeartbeatBackoff bounds the wait between failed heartbeats (at
+	// least the heartbeat interval): well under a head's node timeout, so a
+	// raylet is back within it once a restarted head answers.
+	maxHeartbeatBackoff = 2 * time.Second
 	binaryFetchBudget = 10 * time.Minute
 	pullBudget        = 30 * time.Minute
 )
@@ -56,6 +60,12 @@ type Raylet struct {
 	lis   net.Listener
 	srv   *grpc.Server
 	sched *scheduler.Server
+	// headStore is the head's on-disk store, when it has one.
+	headStore *scheduler.BoltStore
+	// retired is closed when the head declared this node dead: this
+	// incarnation is over (Run starts a new one).
+	retired    chan struct{}
+	retireOnce sync.Once
 	// headSvcs are Config.HeadServices, made when a head starts.
 	headSvcs []HeadService
 	headConn *grpc.ClientConn
@@ -124,6 +134,7 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 		infeasible: make(map[*infeasibleReq]struct{}),
 		bundles:    make(map[bundleKey]*bundle),
 		hbKick:     make(chan struct{}, 1),
+		retired:    make(chan struct{}),
 	}
 	r.log = cfg.Logger.With("component", "raylet", "node", r.nodeID.String()[:8])
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -158,12 +169,23 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 				return nil, err
 			}
 		}
+		headDir := filepath.Join(r.dataDir, "head")
+		var st scheduler.Store // default: memory
+		if !r.ownDataDir {
+			// A kept data dir: the head's tables survive a restart.
+			if r.headStore, err = scheduler.OpenBoltStore(filepath.Join(headDir, "state.db")); err != nil {
+				return nil, fmt.Errorf("raylet: start head: %w", err)
+			}
+			st = r.headStore
+		}
 		r.sched, err = scheduler.New(scheduler.Config{
-			DataDir:           filepath.Join(r.dataDir, "head"),
-			Token:             r.token,
-			HeartbeatInterval: cfg.HeartbeatInterval,
-			NodeTimeout:       cfg.NodeTimeout,
-			Logger:            cfg.Logger,
+			DataDir:                headDir,
+			Token:                  r.token,
+			HeartbeatInterval:      cfg.HeartbeatInterval,
+			NodeTimeout:            cfg.NodeTimeout,
+			DriverReconnectTimeout: cfg.DriverReconnectTimeout,
+			Logger:                 cfg.Logger,
+			Store:                  st,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("raylet: start head: %w", err)
@@ -173,8 +195,10 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 	}
 
 	r.srv = grpc.NewServer(rpc.ServerOptions(r.token)...)
-	pb.RegisterNodeServiceServer(r.srv, &nodeServer{r: r})
-	pb.RegisterObjectTransferServiceServer(r.srv, &transferServer{r: r})
+	if !cfg.NoNode {
+		pb.RegisterNodeServiceServer(r.srv, &nodeServer{r: r})
+		pb.RegisterObjectTransferServiceServer(r.srv, &transferServer{r: r})
+	}
 	if r.sched != nil {
 		r.sched.Register(r.srv)
 		// Deployed namespaces (goray deploy) and the client gateway.
@@ -196,6 +220,10 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 		}
 	}()
 
+	if cfg.NoNode {
+		r.log.Info("head ready (no node)", "address", r.addr, "data_dir", r.dataDir, "persistent", r.headStore != nil)
+		return r, nil
+	}
 	r.headConn, err = rpc.Dial(r.headAddr, r.token)
 	if err != nil {
 		return nil, err
@@ -206,7 +234,7 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r.heartbeat(ctx)
+	_, _ = r.heartbeat(ctx)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -239,15 +267,31 @@ func joinToken(cfg Config) (token, file string, err error) {
 	return token, file, nil
 }
 
-// headToken generates (if needed) and writes the head's token file.
+// headToken generates (if needed) and writes the head's token file. A head
+// on a kept data dir keeps its token in DataDir/head/token and reuses it
+// when restarted, so its raylets and drivers can reconnect.
 func (r *Raylet) headToken() error {
 	r.token = r.cfg.Token
+	keep := ""
+	if r.token == "" && !r.ownDataDir {
+		keep = filepath.Join(r.dataDir, "head", "token")
+		if t, err := rpc.ReadTokenFile(keep); err == nil {
+			r.token = t
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("raylet: %w", err)
+		}
+	}
 	if r.token == "" {
 		t, err := rpc.GenerateToken()
 		if err != nil {
 			return err
 		}
 		r.token = t
+		if keep != "" {
+			if err := rpc.WriteTokenFile(keep, t); err != nil {
+				return fmt.Errorf("raylet: %w", err)
+			}
+		}
 	}
 	r.tokenFile = r.cfg.TokenFile
 	if r.tokenFile == "" {
@@ -351,9 +395,13 @@ func (r *Raylet) registerRequest() *pb.RegisterNodeRequest {
 	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: r.total.proto()}
 }
 
+// heartbeatLoop heartbeats every interval until Stop. Failures (the head is
+// down or restarting) never stop it: it retries with a backoff bounded by
+// max(interval, maxHeartbeatBackoff).
 func (r *Raylet) heartbeatLoop(interval time.Duration) {
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	wait := interval
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -361,16 +409,49 @@ func (r *Raylet) heartbeatLoop(interval time.Duration) {
 		case <-t.C:
 		case <-r.hbKick:
 		}
-		if iv := r.heartbeat(r.ctx); iv > 0 && iv != interval {
+		iv, ok := r.heartbeat(r.ctx)
+		if iv > 0 {
 			interval = iv
-			t.Reset(interval)
 		}
+		if ok {
+			wait = interval
+		} else {
+			wait = min(2*wait, max(interval, maxHeartbeatBackoff))
+		}
+		// ±20% jitter, so raylets do not hit a restarted head in lockstep.
+		t.Reset(time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64())))
 	}
 }
 
+// Retired is closed when the head declared this node dead (it missed its
+// heartbeat deadline) and refused it back: its actors were declared dead,
+// so this incarnation must end; Run then starts a new raylet, with a new
+// node ID, on the same address.
+func (r *Raylet) Retired() <-chan struct{} { return r.retired }
+
+// retire ends this incarnation: its workers are killed at once (their
+// actors are dead in the head's table) and Retired is closed.
+func (r *Raylet) retire(cause error) {
+	r.retireOnce.Do(func() {
+		r.log.Warn("the head declared this node dead: killing its workers; a new incarnation must join", "err", cause)
+		r.mu.Lock()
+		ws := make([]*worker, 0, len(r.workers))
+		for _, w := range r.workers {
+			w.onPurpose = true
+			ws = append(ws, w)
+		}
+		r.mu.Unlock()
+		for _, w := range ws {
+			w.kill()
+		}
+		close(r.retired)
+	})
+}
+
 // heartbeat sends one heartbeat and acts on the reply. It returns a new
-// heartbeat interval when it had to register again, else 0.
-func (r *Raylet) heartbeat(ctx context.Context) time.Duration {
+// heartbeat interval when it had to register again, else 0, and whether
+// the head answered.
+func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
 	defer cancel()
 	resp, err := r.head.Heartbeat(ctx, r.heartbeatRequest())
@@ -383,9 +464,9 @@ func (r *Raylet) heartbeat(ctx context.Context) time.Duration {
 	r.mu.Unlock()
 	if err != nil {
 		if !wasFailing && r.ctx.Err() == nil {
-			r.log.Warn("heartbeat to head failed", "head", r.headAddr, "err", err)
+			r.log.Warn("heartbeat to head failed; retrying until it answers", "head", r.headAddr, "err", err)
 		}
-		return 0
+		return 0, false
 	}
 	if wasFailing {
 		r.log.Info("heartbeat to head recovered", "head", r.headAddr)
@@ -399,15 +480,24 @@ func (r *Raylet) heartbeat(ctx context.Context) time.Duration {
 		r.finishJobAsync(id)
 	}
 	if resp.GetReregister() {
+		// The head does not know this node (it lost its tables) or holds it
+		// for dead. Register again under the same ID: this incarnation never
+		// died. A head that declared it dead refuses, and it retires.
 		r.log.Info("head asked this node to register again", "head", r.headAddr)
 		rr, err := r.head.RegisterNode(ctx, r.registerRequest())
-		if err != nil {
-			r.log.Warn("register again with head failed", "err", err)
-			return 0
+		if errors.Is(errs.FromStatus(err), errs.ErrNodeDied) && !r.cfg.Head {
+			r.retire(errs.FromStatus(err))
+			return 0, true
 		}
-		return heartbeatInterval(rr)
+		if err != nil {
+			r.log.Warn("register again with head failed", "err", errs.FromStatus(err))
+			return 0, true
+		}
+		// Report the node's current state at once.
+		r.kickHeartbeat()
+		return heartbeatInterval(rr), true
 	}
-	return 0
+	return 0, true
 }
 
 // maxInfeasibleReported bounds the infeasible requests one heartbeat lists.
@@ -500,6 +590,7 @@ func (r *Raylet) stop() {
 	if r.sched != nil {
 		r.sched.Close()
 	}
+
 	if r.srv != nil {
 		done := make(chan struct{})
 		go func() { r.srv.GracefulStop(); close(done) }()
@@ -523,6 +614,12 @@ func (r *Raylet) stop() {
 		c.Close()
 	}
 	r.wg.Wait()
+	// After the server: no RPC writes to the store any more.
+	if r.headStore != nil {
+		if err := r.headStore.Close(); err != nil {
+			r.log.Error("close the head's store", "err", err)
+		}
+	}
 
 	if r.removeTokenFile {
 		os.Remove(r.tokenFile)
@@ -547,15 +644,37 @@ func (r *Raylet) stop() {
 }
 
 // Run starts a raylet, prints its ready line to stdout (and for a head, how
-// to join it to stderr), blocks until ctx is done and stops it.
+// to join it to stderr), blocks until ctx is done and stops it. A raylet the
+// head declared dead (Retired) is stopped and started again as a new node
+// (new node ID, same address), printing a new ready line. A head-only
+// process (NoNode) prints
+//
+//	goray head ready: address=<addr> token_file=<path or empty>
 func Run(ctx context.Context, cfg Config) error {
-	r, err := Start(ctx, cfg)
-	if err != nil {
-		return err
+	for {
+		r, err := Start(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		retired, err := run(ctx, cfg, r)
+		r.Stop()
+		if !retired || err != nil {
+			return err
+		}
+		// The same address (the port is free again), a fresh node.
+		cfg.Listen = r.Address()
+		cfg.Logger.Warn("starting a new incarnation of this node", "address", cfg.Listen, "old_node", r.NodeID())
 	}
-	defer r.Stop()
-	fmt.Fprintf(os.Stdout, "goray raylet ready: address=%s node=%s head=%t token_file=%s\n",
-		r.Address(), r.NodeID(), cfg.Head, r.TokenFile())
+}
+
+// run prints r's ready lines and waits for ctx or r's retirement.
+func run(ctx context.Context, cfg Config, r *Raylet) (retired bool, _ error) {
+	if cfg.NoNode {
+		fmt.Fprintf(os.Stdout, "goray head ready: address=%s token_file=%s\n", r.Address(), r.TokenFile())
+	} else {
+		fmt.Fprintf(os.Stdout, "goray raylet ready: address=%s node=%s head=%t token_file=%s\n",
+			r.Address(), r.NodeID(), cfg.Head, r.TokenFile())
+	}
 	if cfg.Head {
 		join := "raylet --address " + r.Address()
 		if r.TokenFile() != "" {
@@ -567,9 +686,18 @@ func Run(ctx context.Context, cfg Config) error {
 		if tf := r.TokenFile(); tf != "" && tf != rpc.DefaultTokenPath(r.Address()) {
 			driver += " " + EnvTokenFile + "=" + tf
 		}
-		fmt.Fprintf(os.Stderr, "goray head running at %s\n  join another node:  %s\n  connect a driver:   %s go run ./yourprogram\n",
-			r.Address(), join, driver)
+		if cfg.NoNode {
+			fmt.Fprintf(os.Stderr, "goray head (no node) running at %s\n  join a node:       %s\n  connect a driver:  set GORAY_ADDRESS to a raylet's address\n",
+				r.Address(), join)
+		} else {
+			fmt.Fprintf(os.Stderr, "goray head running at %s\n  join another node:  %s\n  connect a driver:   %s go run ./yourprogram\n",
+				r.Address(), join, driver)
+		}
 	}
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return false, nil
+	case <-r.Retired():
+		return true, nil
+	}
 }
