@@ -27,18 +27,18 @@ import (
 
 // Timeouts.
 const (
-	joinTimeout       = 5 * time.Second  // first RegisterNode against the head
-	headCallTimeout   = 10 * time.Second // any later unary call to the head
-	registerTimeout   = 60 * time.Second // a started worker must register within it
-	gracefulTimeout   = 2 * time.Second  // GracefulStop before a hard Stop
-	killWaitTimeout   = 10 * time.Second // waiting for killed workers to exit
-	defaultHeartbeat  = time.Second
+	joinTimeout      = 5 * time.Second  // first RegisterNode against the head
+	headCallTimeout  = 10 * time.Second // any later unary call to the head
+	registerTimeout  = 60 * time.Second // a started worker must register within it
+	gracefulTimeout  = 2 * time.Second  // GracefulStop before a hard Stop
+	killWaitTimeout  = 10 * time.Second // waiting for killed workers to exit
+	defaultHeartbeat = time.Second
 	// maxHeartbeatBackoff bounds the wait between failed heartbeats (at
 	// least the heartbeat interval): well under a head's node timeout, so a
 	// raylet is back within it once a restarted head answers.
 	maxHeartbeatBackoff = 2 * time.Second
-	binaryFetchBudget = 10 * time.Minute
-	pullBudget        = 30 * time.Minute
+	binaryFetchBudget   = 10 * time.Minute
+	pullBudget          = 30 * time.Minute
 )
 
 // Raylet is one running node manager.
