@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
@@ -164,6 +165,11 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 
 // startActor calls NodeService.CreateActor on the raylet at addr.
 func (s *Server) startActor(ctx context.Context, addr string, spec *pb.ActorSpec) (*pb.NodeServiceCreateActorResponse, error) {
+	return s.startActorIncarnation(ctx, addr, spec, 0)
+}
+
+// startActorIncarnation starts the given incarnation of an actor.
+func (s *Server) startActorIncarnation(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error) {
 	c, err := s.nodeClient(addr)
 	if err != nil {
 		return nil, err
@@ -172,7 +178,7 @@ func (s *Server) startActor(ctx context.Context, addr string, spec *pb.ActorSpec
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
-	return c.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{Spec: spec})
+	return c.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{Spec: spec, Incarnation: incarnation})
 }
 
 // killOnNode asks the raylet at addr to stop an actor; errors are logged.
@@ -319,7 +325,45 @@ func covers(have, need map[string]float64) bool {
 }
 
 // GetActor looks an actor up by ID, or else by name among live actors.
-func (s *Server) GetActor(_ context.Context, req *pb.GetActorRequest) (*pb.GetActorResponse, error) {
+func (s *Server) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.GetActorResponse, error) {
+	for {
+		resp, err := s.getActor(req)
+		if err != nil || !req.GetWait() || settled(resp.GetActor(), req) {
+			return resp, err
+		}
+		s.mu.Lock()
+		changed := s.changed
+		s.mu.Unlock()
+		// Re-check: the actor may have changed before changed was read.
+		if resp, err := s.getActor(req); err != nil || settled(resp.GetActor(), req) {
+			return resp, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			a := resp.GetActor()
+			return nil, errs.Status(errs.New(errs.KindTimeout, a.GetSpec().GetTypeName(), "actor %x is still %v (incarnation %d)",
+				a.GetSpec().GetActorId(), a.GetState(), a.GetNumRestarts()))
+		case <-s.ctx.Done():
+			return nil, errs.Status(errs.New(errs.KindTimeout, "", "the head is shutting down"))
+		}
+	}
+}
+
+// settled reports whether a waiting GetActor can answer: the actor is dead,
+// or alive in an incarnation newer than the one the caller saw fail.
+func settled(a *pb.ActorInfo, req *pb.GetActorRequest) bool {
+	switch a.GetState() {
+	case pb.ActorState_ACTOR_STATE_DEAD:
+		return true
+	case pb.ActorState_ACTOR_STATE_ALIVE:
+		return req.AfterIncarnation == nil || a.GetNumRestarts() > req.GetAfterIncarnation()
+	default:
+		return false
+	}
+}
+
+func (s *Server) getActor(req *pb.GetActorRequest) (*pb.GetActorResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(req.GetActorId()) != 0 {
@@ -413,8 +457,9 @@ func (s *Server) ReportWorkerDeath(_ context.Context, req *pb.ReportWorkerDeathR
 	}
 	died := 0
 	for _, aid := range listed {
-		if a, ok := s.store.GetActor(aid); ok && a.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
-			s.markActorDeadLocked(a, cause)
+		if a, ok := s.store.GetActor(aid); ok && a.GetState() == pb.ActorState_ACTOR_STATE_ALIVE &&
+			(!hasWorker || string(a.GetWorkerId()) == string(wid[:])) {
+			s.actorFailedLocked(a, cause)
 			died++
 		}
 	}
@@ -422,6 +467,110 @@ func (s *Server) ReportWorkerDeath(_ context.Context, req *pb.ReportWorkerDeathR
 	s.log.Warn("worker died", "worker", fmt.Sprintf("%x", req.GetWorkerId()), "node", fmt.Sprintf("%x", req.GetNodeId()),
 		"actors_lost", died, "cause", errs.FromProto(cause))
 	return &pb.ReportWorkerDeathResponse{}, nil
+}
+
+// actorFailedLocked handles the death of an actor's process or node: the
+// actor restarts on a live node while it has restarts left (max_restarts,
+// -1 without limit), else it is dead.
+func (s *Server) actorFailedLocked(a *pb.ActorInfo, cause *pb.ErrorInfo) {
+	spec := a.GetSpec()
+	max := spec.GetMaxRestarts()
+	if max == 0 || (max > 0 && int64(a.GetNumRestarts()) >= int64(max)) {
+		if max != 0 {
+			e := errs.FromProto(cause)
+			e.Message += fmt.Sprintf(" (restarted %d times, max_restarts %d)", a.GetNumRestarts(), max)
+			cause = e.Proto()
+		}
+		s.markActorDeadLocked(a, cause)
+		return
+	}
+	aid, err := ids.ParseActorID(spec.GetActorId())
+	if err != nil {
+		return
+	}
+	if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
+		removeFrom(s.byNode, nid, aid)
+	}
+	if wid, err := ids.ParseWorkerID(a.GetWorkerId()); err == nil {
+		removeFrom(s.byWorker, wid, aid)
+	}
+	a.State = pb.ActorState_ACTOR_STATE_RESTARTING
+	a.NumRestarts++
+	a.WorkerAddress, a.WorkerId, a.NodeId = "", nil, nil
+	a.DeathCause = cause
+	if err := s.store.PutActor(a); err != nil {
+		s.log.Error("scheduler store write failed", "what", "actor "+aid.String(), "err", err)
+	}
+	s.notifyLocked()
+	s.log.Warn("actor restarting", "actor", aid, "type", spec.GetTypeName(), "incarnation", a.GetNumRestarts(), "cause", errs.FromProto(cause))
+	incarnation := a.GetNumRestarts()
+	s.wg.Go(func() { s.restartActor(aid, incarnation) })
+}
+
+// restartActor places and starts incarnation of a restarting actor.
+func (s *Server) restartActor(aid ids.ActorID, incarnation uint32) {
+	for attempt := 0; ; attempt++ {
+		s.mu.Lock()
+		a, ok := s.store.GetActor(aid)
+		if !ok || a.GetState() != pb.ActorState_ACTOR_STATE_RESTARTING || a.GetNumRestarts() != incarnation {
+			s.mu.Unlock()
+			return
+		}
+		spec := a.GetSpec()
+		node, err := s.placeWaitingLocked(s.ctx, aid, spec)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.markActorDeadLocked(a, errs.ToProto(err))
+				s.notifyLocked()
+			}
+			s.mu.Unlock()
+			return
+		}
+		a.NodeId = node.ID[:]
+		if err := s.store.PutActor(a); err != nil {
+			s.log.Error("scheduler store write failed", "what", "actor "+aid.String(), "err", err)
+		}
+		s.indexActorLocked(a)
+		s.mu.Unlock()
+
+		resp, err := s.startActorIncarnation(s.ctx, node.Address, spec, incarnation)
+		s.mu.Lock()
+		a, ok = s.store.GetActor(aid)
+		if !ok || a.GetState() != pb.ActorState_ACTOR_STATE_RESTARTING || a.GetNumRestarts() != incarnation {
+			s.mu.Unlock()
+			if err == nil {
+				s.killOnNode(aid, node.Address) // killed or failed again meanwhile
+			}
+			return
+		}
+		if err != nil {
+			removeFrom(s.byNode, node.ID, aid)
+			if attempt >= 5 || s.ctx.Err() != nil {
+				s.markActorDeadLocked(a, errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s could not be restarted: %v", aid, errs.FromStatus(err)).Proto())
+				s.notifyLocked()
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			s.log.Warn("actor restart failed; retrying", "actor", aid, "node", node.ID, "err", errs.FromStatus(err))
+			select {
+			case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+			case <-s.ctx.Done():
+				return
+			}
+			continue
+		}
+		a.State = pb.ActorState_ACTOR_STATE_ALIVE
+		a.WorkerId, a.WorkerAddress = resp.GetWorkerId(), resp.GetWorkerAddress()
+		if err := s.store.PutActor(a); err != nil {
+			s.log.Error("scheduler store write failed", "what", "actor "+aid.String(), "err", err)
+		}
+		s.indexActorLocked(a)
+		s.notifyLocked()
+		s.mu.Unlock()
+		s.log.Info("actor restarted", "actor", aid, "type", spec.GetTypeName(), "incarnation", incarnation, "node", node.ID, "worker_address", resp.GetWorkerAddress())
+		return
+	}
 }
 
 // indexActorLocked adds a live actor to the indices.
@@ -461,6 +610,7 @@ func (s *Server) markActorDeadLocked(a *pb.ActorInfo, cause *pb.ErrorInfo) {
 	}
 	a.State = pb.ActorState_ACTOR_STATE_DEAD
 	a.DeathCause = cause
+	defer s.notifyLocked()
 	if err := s.store.PutActor(a); err != nil {
 		s.log.Error("scheduler store write failed", "what", "actor "+aid.String(), "err", err)
 	}

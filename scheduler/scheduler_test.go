@@ -808,8 +808,9 @@ func TestNamedActorsAndKill(t *testing.T) {
 				}
 				req := &pb.ReportWorkerDeathRequest{NodeId: r.id[:], WorkerId: info.GetWorkerId(), Cause: tt.cause}
 				if tt.byList {
-					other := ids.NewWorkerID()
-					req.WorkerId = other[:]
+					// Listed by the raylet; a report names the worker the
+					// actor ran on (a report about another worker is stale:
+					// the actor may have been restarted since).
 					req.ActorIds = [][]byte{aid[:]}
 				}
 				if _, err := h.client.ReportWorkerDeath(ctx, req); err != nil {

@@ -47,6 +47,16 @@ func WithStrategy(s runtime.Strategy) Option {
 // by the state API — until a node that fits joins.
 func WithFailFast() Option { return func(o *core.TaskOptions) { o.FailFast = true } }
 
+// WithMaxRetries sets how often the task runs again when its worker process
+// or node dies (a system failure): -1 without limit. Default 3, as Ray's.
+// Retries go to a live node. Results are also rebuilt within this budget
+// when their only copy is lost with a node.
+func WithMaxRetries(n int) Option { return func(o *core.TaskOptions) { o.MaxRetries = &n } }
+
+// WithRetryExceptions retries the task when it returns an error or panics
+// too, within WithMaxRetries. Default: application errors are not retried.
+func WithRetryExceptions() Option { return func(o *core.TaskOptions) { o.RetryExceptions = true } }
+
 func as[T any](v any) T {
 	t, _ := v.(T)
 	return t

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
@@ -33,6 +34,14 @@ type ActorOptions struct {
 	// GetIfExists returns the live actor named Name in the namespace when
 	// there is one, instead of failing because the name is taken.
 	GetIfExists bool
+	// MaxRestarts: how often the actor restarts when its process or node
+	// dies; 0 never, -1 without limit.
+	MaxRestarts int
+	// MaxTaskRetries: how often a call in flight when the actor died is sent
+	// to its next incarnation; 0 never (at-most-once), -1 without limit.
+	MaxTaskRetries int
+	// Detached actors outlive the job that made them, until killed.
+	Detached bool
 }
 
 // errNoActor is the error of a call on a zero actor handle, such as the one a
@@ -46,6 +55,12 @@ func errNoActor() error {
 // context.DeadlineExceeded) holds, as for Get), else the goray error the
 // head sent.
 func callErr(ctx context.Context, err error) error {
+	if ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded {
+		// gRPC's own deadline timer can fire just before the context's.
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d.Add(-10*time.Millisecond)) {
+			return fmt.Errorf("%w (%w)", context.DeadlineExceeded, errs.FromStatus(err))
+		}
+	}
 	if ctx.Err() != nil {
 		if ge := errs.FromStatus(err); errors.As(ge, new(*errs.Error)) {
 			return fmt.Errorf("%w (%w)", ctx.Err(), ge)
@@ -57,18 +72,58 @@ func callErr(ctx context.Context, err error) error {
 
 // ActorHandle is this process's handle to one actor.
 type ActorHandle struct {
-	ID         ids.ActorID
-	TypeName   string
-	Name       string
-	WorkerAddr string
+	ID       ids.ActorID
+	TypeName string
+	Name     string
+	route    *actorRoute
 }
 
-func handleFromInfo(info *pb.ActorInfo) (*ActorHandle, error) {
+// actorRelocateTimeout bounds how long calls wait for a failed actor to be
+// found again (restarted, or declared dead) before they fail.
+const actorRelocateTimeout = 2 * time.Minute
+
+// causeStaleIncarnation marks the error of a call that reached another
+// incarnation of its actor than the one it was sent to: it never ran.
+const causeStaleIncarnation = "stale incarnation"
+
+// actorRoute is this process's view of where an actor runs, shared by every
+// handle to it. When a call finds the actor gone, the route asks the head
+// for its next incarnation; calls made meanwhile wait, in order.
+type actorRoute struct {
+	id             ids.ActorID
+	typeName       string
+	maxTaskRetries int32
+
+	mu          sync.Mutex
+	addr        string
+	incarnation uint32
+	dead        error
+	waiting     bool
+	pending     []*pendingCall
+}
+
+// handleFromInfo makes a handle, sharing the actor's route.
+func (c *Core) handleFromInfo(info *pb.ActorInfo) (*ActorHandle, error) {
 	id, err := ids.ParseActorID(info.GetSpec().GetActorId())
 	if err != nil {
 		return nil, err
 	}
-	return &ActorHandle{ID: id, TypeName: info.GetSpec().GetTypeName(), Name: info.GetSpec().GetName(), WorkerAddr: info.GetWorkerAddress()}, nil
+	c.routesMu.Lock()
+	r, ok := c.routes[id]
+	if !ok {
+		r = &actorRoute{id: id, typeName: info.GetSpec().GetTypeName(), maxTaskRetries: info.GetSpec().GetMaxTaskRetries()}
+		if c.routes == nil {
+			c.routes = map[ids.ActorID]*actorRoute{}
+		}
+		c.routes[id] = r
+	}
+	c.routesMu.Unlock()
+	r.mu.Lock()
+	if !ok || (info.GetState() == pb.ActorState_ACTOR_STATE_ALIVE && info.GetNumRestarts() >= r.incarnation) {
+		r.addr, r.incarnation = info.GetWorkerAddress(), info.GetNumRestarts()
+	}
+	r.mu.Unlock()
+	return &ActorHandle{ID: id, TypeName: info.GetSpec().GetTypeName(), Name: info.GetSpec().GetName(), route: r}, nil
 }
 
 // CreateActor asks the head to place and start an actor of a registered type
@@ -106,6 +161,7 @@ func (c *Core) CreateActor(ctx context.Context, typeName string, opts ActorOptio
 	spec.PlacementResources = &pb.Resources{Amounts: place}
 	spec.Resources = &pb.Resources{Amounts: hold}
 	spec.SchedulingStrategy, spec.FailFast, spec.OwnerNodeId = opts.Strategy, opts.FailFast, c.nodeID[:]
+	spec.MaxRestarts, spec.MaxTaskRetries, spec.Detached = int32(opts.MaxRestarts), int32(opts.MaxTaskRetries), opts.Detached
 	resp, err := c.head.CreateActor(ctx, &pb.CreateActorRequest{Spec: spec})
 	if err != nil {
 		if opts.GetIfExists && opts.Name != "" && status.Code(err) == codes.AlreadyExists {
@@ -114,7 +170,7 @@ func (c *Core) CreateActor(ctx context.Context, typeName string, opts ActorOptio
 		}
 		return nil, fmt.Errorf("create actor %q: %w", typeName, callErr(ctx, err))
 	}
-	return handleFromInfo(resp.GetActor())
+	return c.handleFromInfo(resp.GetActor())
 }
 
 // existingActor finds the live actor named name, checking its type.
@@ -141,7 +197,7 @@ func (c *Core) GetActor(ctx context.Context, name, namespace string) (*ActorHand
 	if resp.GetActor().GetState() == pb.ActorState_ACTOR_STATE_DEAD {
 		return nil, errs.New(errs.KindActorDied, name, "actor %q in namespace %q is dead", name, namespace)
 	}
-	return handleFromInfo(resp.GetActor())
+	return c.handleFromInfo(resp.GetActor())
 }
 
 // KillActor stops an actor; calls after it fail with an actor-died error.
@@ -157,36 +213,126 @@ func (c *Core) KillActor(ctx context.Context, h *ActorHandle) error {
 
 // CallActor sends a method call straight to the actor's worker and returns
 // the ref of its result at once. Calls from one process run in call order.
+// When the actor's process dies, a call in flight fails with a
+// worker-crashed error unless the actor allows task retries; calls made
+// while it restarts wait for its next incarnation.
 func (c *Core) CallActor(ctx context.Context, h *ActorHandle, method string, args []*pb.Arg) RefInfo {
-	if h == nil {
+	if h == nil || h.route == nil {
 		return c.FailedRef(errNoActor())
 	}
 	tid := ids.NewTaskID(c.jobID)
 	ref, e := c.newRef(tid.ObjectID(1))
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], ActorId: h.ID[:], MethodName: method,
 		Args: args, ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	st, err := c.execs.get(h.WorkerAddr)
-	if err == nil {
-		err = st.send(spec, func(resp *pb.ExecuteResponse, err error) { complete(e, resp, err) })
-	}
-	if err != nil {
-		e.setError(c.actorUnreachable(h, err))
-	}
+	c.sendActor(h.route, spec, e, 0)
 	return ref
 }
 
-// actorUnreachable explains why a call could not even be sent: the actor's
-// recorded death when the head knows it, else the transport error.
-func (c *Core) actorUnreachable(h *ActorHandle, err error) error {
-	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
-	defer cancel()
-	resp, herr := c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: h.ID[:]})
-	if herr == nil && resp.GetActor().GetState() == pb.ActorState_ACTOR_STATE_DEAD {
-		e := errs.New(errs.KindActorDied, h.TypeName, "actor %s is dead", h.ID)
-		if cause := resp.GetActor().GetDeathCause(); cause != nil {
-			e.Cause = errs.FromProto(cause).Error()
-		}
-		return e
+// pendingCall is a call waiting for its actor to be found again.
+type pendingCall struct {
+	send func()
+	fail func(error)
+}
+
+// sendActor sends one call to the route's current incarnation.
+func (c *Core) sendActor(r *actorRoute, spec *pb.TaskSpec, e *objEntry, attempt int32) {
+	again := func(attempt int32) *pendingCall {
+		return &pendingCall{send: func() { c.sendActor(r, spec, e, attempt) }, fail: e.setError}
 	}
-	return err
+	r.mu.Lock()
+	if r.dead != nil {
+		err := r.dead
+		r.mu.Unlock()
+		e.setError(err)
+		return
+	}
+	if r.waiting {
+		r.pending = append(r.pending, again(attempt))
+		r.mu.Unlock()
+		return
+	}
+	addr, inc := r.addr, r.incarnation
+	r.mu.Unlock()
+	spec.ActorIncarnation = inc
+	st, err := c.execs.get(addr)
+	if err == nil {
+		err = st.send(spec, func(resp *pb.ExecuteResponse, err error) {
+			if err == nil {
+				if ee := resp.GetError(); ee == nil || ee.GetCause() != causeStaleIncarnation {
+					complete(e, resp, nil)
+					return
+				}
+				// It reached another incarnation and never ran: send again.
+				c.relocate(r, inc, again(attempt))
+				return
+			}
+			// The worker died while the call was in flight: it may have run.
+			if r.maxTaskRetries < 0 || attempt < r.maxTaskRetries {
+				c.stats.actorRetries.Add(1)
+				c.relocate(r, inc, again(attempt+1))
+				return
+			}
+			e.setError(err)
+			c.relocate(r, inc, nil)
+		})
+	}
+	if err != nil {
+		// Never delivered: safe to send to the next incarnation.
+		c.relocate(r, inc, again(attempt))
+	}
+}
+
+// relocate asks the head where the actor runs after incarnation failed (at
+// most one lookup at a time per actor), then sends pc, if any.
+func (c *Core) relocate(r *actorRoute, failed uint32, pc *pendingCall) {
+	r.mu.Lock()
+	if r.dead != nil || r.incarnation > failed {
+		r.mu.Unlock()
+		if pc != nil {
+			pc.send()
+		}
+		return
+	}
+	if pc != nil {
+		r.pending = append(r.pending, pc)
+	}
+	if r.waiting {
+		r.mu.Unlock()
+		return
+	}
+	r.waiting = true
+	r.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, actorRelocateTimeout)
+		resp, err := c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: r.id[:], Wait: true, AfterIncarnation: &failed})
+		cancel()
+		r.mu.Lock()
+		var failAll error
+		switch info := resp.GetActor(); {
+		case err != nil:
+			// No answer (the head may be down): fail what waits, keep the
+			// route, and look again on the next failure.
+			failAll = errs.New(errs.KindActorDied, r.typeName, "actor %s is unreachable and the head did not say where it went: %v", r.id, errs.FromStatus(err))
+		case info.GetState() == pb.ActorState_ACTOR_STATE_DEAD:
+			de := errs.New(errs.KindActorDied, r.typeName, "actor %s is dead", r.id)
+			if cause := info.GetDeathCause(); cause != nil {
+				de.Cause = errs.FromProto(cause).Error()
+			}
+			r.dead = de
+		default:
+			r.addr, r.incarnation = info.GetWorkerAddress(), info.GetNumRestarts()
+		}
+		pending := r.pending
+		r.pending, r.waiting = nil, false
+		r.mu.Unlock()
+		for _, pc := range pending {
+			if failAll != nil {
+				pc.fail(failAll)
+				continue
+			}
+			pc.send()
+		}
+	}()
 }

@@ -123,6 +123,11 @@ func (c *Core) SubmitTaskByName(ctx context.Context, name string, args []*pb.Arg
 // submitWhenReady queues item once the ref arguments this process owns are
 // ready (SubmitTask's tail, shared with SubmitTaskByName).
 func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]float64, opts TaskOptions) {
+	item.retriesLeft, item.retryExceptions = DefaultMaxRetries, opts.RetryExceptions
+	if opts.MaxRetries != nil {
+		item.retriesLeft = *opts.MaxRetries
+	}
+	c.recordLineage(item, res, opts)
 	deps := c.ownedPendingDeps(args)
 	if len(deps) == 0 {
 		c.inlineArgs(args)

@@ -232,17 +232,54 @@ func (c *Core) connectDriver(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("keep job alive: %w", err)
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for {
-			if _, err := alive.Recv(); err != nil {
-				return
-			}
-		}
-	}()
+	c.wg.Go(func() { c.keepJobAlive(alive) })
 	c.putTID = ids.NewTaskID(c.jobID)
 	return nil
+}
+
+// keepJobAlive holds the driver's KeepJobAlive stream until Shutdown. When
+// it breaks while the driver lives (the head restarted, or the network
+// failed), it is opened again with a backoff of at most 2s: a restarted head
+// waits for it (scheduler.Config.DriverReconnectTimeout) before finishing
+// the job. It gives up when the head says the job is finished or unknown.
+func (c *Core) keepJobAlive(stream pb.SchedulerService_KeepJobAliveClient) {
+	const maxBackoff = 2 * time.Second
+	for {
+		var err error
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		if c.ctx.Err() != nil || c.closed.Load() {
+			return
+		}
+		if errors.Is(err, io.EOF) {
+			c.log.Warn("the head finished this driver's job", "job", c.jobID)
+			return
+		}
+		if status.Code(err) == codes.NotFound {
+			c.log.Error("the head no longer knows this driver's job (it restarted without its tables)", "job", c.jobID, "err", err)
+			return
+		}
+		c.log.Warn("lost the head's KeepJobAlive stream; reconnecting", "head", c.headAddr, "job", c.jobID, "err", err)
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, maxBackoff) {
+			t := time.NewTimer(wait)
+			select {
+			case <-c.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			s, err := c.head.KeepJobAlive(c.ctx, &pb.KeepJobAliveRequest{JobId: c.jobID[:]})
+			if err == nil {
+				_, err = s.Header() // sent once the head watches the job
+			}
+			if err == nil {
+				c.log.Info("reconnected to the head", "head", c.headAddr, "job", c.jobID)
+				stream = s
+				break
+			}
+		}
+	}
 }
 
 // localHostFor is the host this process should listen on so that the cluster

@@ -21,7 +21,8 @@ type call struct {
 // actorInstance is one actor: a value and a goroutine that serves its
 // mailbox in arrival order.
 type actorInstance struct {
-	id      ids.ActorID
+	id          ids.ActorID
+	incarnation uint32
 	typ     *ActorType
 	obj     any
 	maxConc int
@@ -44,7 +45,7 @@ func newActorHost(c *Core) *actorHost {
 	return &actorHost{c: c, actors: map[ids.ActorID]*actorInstance{}}
 }
 
-func (h *actorHost) create(spec *pb.ActorSpec) error {
+func (h *actorHost) create(spec *pb.ActorSpec, incarnation uint32) error {
 	id, err := ids.ParseActorID(spec.GetActorId())
 	if err != nil {
 		return errs.New(errs.KindInvalidArgument, "", "%v", err)
@@ -57,14 +58,24 @@ func (h *actorHost) create(spec *pb.ActorSpec) error {
 	if err := invoke(spec.GetTypeName()+" constructor", func() (any, error) { obj = typ.New(); return nil, nil }); err != nil {
 		return err
 	}
-	a := &actorInstance{id: id, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1), wake: make(chan struct{}, 1)}
+	a := &actorInstance{id: id, incarnation: incarnation, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1), wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return errs.New(errs.KindActorDied, spec.GetTypeName(), "the worker is shutting down")
 	}
-	if _, dup := h.actors[id]; dup {
-		return nil // a retried create: the actor already runs
+	if old, dup := h.actors[id]; dup {
+		if old.incarnation >= incarnation {
+			return nil // a retried create: the actor already runs
+		}
+		// An older incarnation still here: the new one replaces it.
+		old.mu.Lock()
+		old.killed = true
+		old.mu.Unlock()
+		select {
+		case old.wake <- struct{}{}:
+		default:
+		}
 	}
 	h.actors[id] = a
 	h.wg.Add(1)
@@ -81,6 +92,11 @@ func (h *actorHost) enqueue(id ids.ActorID, cl *call) error {
 	h.mu.Unlock()
 	if !ok {
 		return errs.New(errs.KindActorDied, "", "actor %s is not hosted by this worker (it was killed, or never started here)", id)
+	}
+	if inc := cl.spec.GetActorIncarnation(); inc != a.incarnation {
+		e := errs.New(errs.KindActorDied, a.typ.Name, "a call for incarnation %d of actor %s reached incarnation %d", inc, id, a.incarnation)
+		e.Cause = causeStaleIncarnation
+		return e
 	}
 	a.mu.Lock()
 	if a.killed {

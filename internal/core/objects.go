@@ -169,14 +169,61 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 
 // GetPayload waits for the object r names and returns its encoded value.
 func (c *Core) GetPayload(ctx context.Context, r RefInfo) (*pb.Payload, error) {
-	value, loc, err := c.locate(ctx, r)
+	lost := false
+	for attempt := 0; ; attempt++ {
+		value, loc, err := c.locateLost(ctx, r, lost)
+		if err != nil {
+			return nil, err
+		}
+		if value != nil {
+			return value, nil
+		}
+		p, err := c.readStored(ctx, r.ID, loc)
+		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
+			return p, err
+		}
+		// The copy at loc is gone (its node died): the owner rebuilds the
+		// object from lineage, if it can, and says where it is now.
+		c.log.Info("object lost at its location; asking its owner to rebuild it", "object", r.ID, "node", fmt.Sprintf("%x", loc.GetNodeId()), "err", err)
+		if r.Owner == c.addr {
+			if rerr := c.reconstruct(r.ID, loc); rerr != nil {
+				return nil, errs.New(errs.KindObjectLost, "", "object %s was lost with its node and cannot be rebuilt: %v (read error: %v)", r.ID, rerr, err)
+			}
+		}
+		lost = true
+	}
+}
+
+// maxRebuilds bounds how often one Get asks for an object to be rebuilt.
+const maxRebuilds = 3
+
+// locateLost is locate; with lost it first tells a remote owner that the
+// location it gave could not be read.
+func (c *Core) locateLost(ctx context.Context, r RefInfo, lost bool) (*pb.Payload, *pb.ObjectLocation, error) {
+	if !lost || r.Owner == c.addr {
+		return c.locate(ctx, r)
+	}
+	cc, err := c.conns.get(r.Owner)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if value != nil {
-		return value, nil
+	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:], LocationLost: true})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
+		}
+		return nil, nil, errs.New(errs.KindOwnerDied, "", "the owner of object %s at %s is unreachable: %v", r.ID, r.Owner, errs.FromStatus(err))
 	}
-	return c.readStored(ctx, r.ID, loc)
+	switch x := resp.GetResult().(type) {
+	case *pb.GetObjectResponse_Value:
+		return x.Value, nil, nil
+	case *pb.GetObjectResponse_Stored:
+		return nil, x.Stored, nil
+	case *pb.GetObjectResponse_Error:
+		return nil, nil, errs.FromProto(x.Error)
+	default:
+		return nil, nil, fmt.Errorf("get object %s: empty reply from its owner", r.ID)
+	}
 }
 
 // locate waits until the object is ready and returns its inline value or its
@@ -228,6 +275,19 @@ func (c *Core) Ready(r RefInfo) bool {
 	}
 	e, ok := c.objs.lookup(r.ID)
 	return ok && e.ready()
+}
+
+// readyValue is the inline value of an object this process owns once it is
+// there; nil while it is pending, failed, stored, or owned elsewhere.
+func (c *Core) readyValue(r RefInfo) *pb.Payload {
+	if r.Owner != c.addr {
+		return nil
+	}
+	e, ok := c.objs.lookup(r.ID)
+	if !ok || !e.ready() {
+		return nil
+	}
+	return e.value
 }
 
 // WaitReady blocks until the object is ready (or failed) or ctx ends; it

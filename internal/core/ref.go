@@ -55,13 +55,18 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) {
 	return v, nil
 }
 
-// GorayArg makes the ref a call argument: the callee receives its value.
-func (r Ref[T]) GorayArg(context.Context, *Core) (*pb.Arg, error) {
+// GorayArg makes the ref a call argument: the callee receives its value. A
+// small value this process owns and already has travels inline, so the
+// callee need not ask this process for it.
+func (r Ref[T]) GorayArg(_ context.Context, c *Core) (*pb.Arg, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
 	if r.info.Owner == "" {
 		return nil, errZeroRef
+	}
+	if v := c.readyValue(r.info); v != nil {
+		return &pb.Arg{Kind: &pb.Arg_Value{Value: v}}, nil
 	}
 	return r.info.Arg(), nil
 }

@@ -65,7 +65,7 @@ func (s *workerServer) CreateActor(_ context.Context, req *pb.WorkerServiceCreat
 	if !s.c.worker {
 		return nil, status.Error(codes.FailedPrecondition, "this process is a driver: actors run in worker processes")
 	}
-	if err := s.c.host.create(req.GetSpec()); err != nil {
+	if err := s.c.host.create(req.GetSpec(), req.GetIncarnation()); err != nil {
 		return nil, errs.Status(err)
 	}
 	return &pb.WorkerServiceCreateActorResponse{}, nil
@@ -86,6 +86,14 @@ func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) 
 		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "%v", err))
 	}
 	e, ok := s.c.objs.lookup(id)
+	if ok && req.GetLocationLost() && e.ready() && e.loc != nil {
+		// A borrower could not read the object where we said it was.
+		if err := s.c.reconstruct(id, e.loc); err != nil {
+			return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.New(errs.KindObjectLost, "",
+				"object %s was lost with its node and cannot be rebuilt: %v", id, err).Proto()}}, nil
+		}
+		e, ok = s.c.objs.lookup(id)
+	}
 	if !ok {
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.New(errs.KindObjectLost, "",
 			"object %s is not known to its owner (it was freed, or the ref was not made by this process)", id).Proto()}}, nil

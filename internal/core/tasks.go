@@ -23,11 +23,46 @@ type TaskOptions struct {
 	// FailFast fails the task at once when no node can ever fit it, instead
 	// of waiting (reported as infeasible) for one to join.
 	FailFast bool
+	// MaxRetries: how often the task runs again after its worker or node
+	// died; nil means DefaultMaxRetries, -1 without limit.
+	MaxRetries *int
+	// RetryExceptions retries application errors too (within MaxRetries).
+	RetryExceptions bool
 }
 
 type taskItem struct {
 	spec  *pb.TaskSpec
 	entry *objEntry
+	// retries left after system failures (-1: without limit), and whether
+	// application errors are retried too.
+	retriesLeft     int
+	retryExceptions bool
+}
+
+// DefaultMaxRetries is how often a task is retried after its worker or node
+// died, unless TaskOptions.MaxRetries says otherwise (Ray's default).
+const DefaultMaxRetries = 3
+
+// retry reports whether a failed attempt of item is to be run again, and if
+// so counts it.
+func (it *taskItem) retry(resp *pb.ExecuteResponse, err error) bool {
+	if it.retriesLeft == 0 {
+		return false
+	}
+	switch {
+	case err != nil:
+		// The worker or its node died under the task: a system failure.
+	case resp.GetError() == nil:
+		return false
+	case resp.GetError().GetKind() == pb.ErrorKind_ERROR_KIND_WORKER_CRASHED, resp.GetError().GetKind() == pb.ErrorKind_ERROR_KIND_NODE_DIED:
+	case resp.GetError().GetKind() == pb.ErrorKind_ERROR_KIND_TASK_FAILED && it.retryExceptions:
+	default:
+		return false
+	}
+	if it.retriesLeft > 0 {
+		it.retriesLeft--
+	}
+	return true
 }
 
 // leaseLinger is how long an idle lease is kept before it is returned, so
@@ -268,8 +303,22 @@ func (s *taskScheduler) reap() {
 
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
-		complete(item.entry, resp, err)
+		retry := item.retry(resp, err) && s.c.ctx.Err() == nil
+		if !retry {
+			complete(item.entry, resp, err)
+			s.c.keepLineage(item.spec, resp)
+		} else {
+			s.c.stats.TaskRetries.Add(1)
+			s.c.log.Info("retrying task", "function", item.spec.GetFunctionName(), "task", fmt.Sprintf("%x", item.spec.GetTaskId()), "retries_left", item.retriesLeft, "err", err)
+		}
 		s.mu.Lock()
+		if retry {
+			if s.closed {
+				item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
+			} else {
+				sh.queue = append([]*taskItem{item}, sh.queue...)
+			}
+		}
 		if err != nil {
 			s.dropWorker(sh, w)
 		} else {

@@ -98,7 +98,7 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := client.CreateActor(ctx, &pb.WorkerServiceCreateActorRequest{Spec: spec}); err != nil {
+	if _, err := client.CreateActor(ctx, &pb.WorkerServiceCreateActorRequest{Spec: spec, Incarnation: req.GetIncarnation()}); err != nil {
 		return fail(errs.FromStatus(err))
 	}
 	r.mu.Lock()
