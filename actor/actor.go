@@ -93,6 +93,22 @@ func WithFailFast() Option { return func(o *core.ActorOptions) { o.FailFast = tr
 // name when there is one (of the same type), instead of failing.
 func WithGetIfExists() Option { return func(o *core.ActorOptions) { o.GetIfExists = true } }
 
+// WithMaxRestarts sets how often the actor is started again, on a live
+// node, when its worker process or node dies: -1 without limit. Default 0:
+// it is dead for good. A restarted actor starts from its constructor.
+func WithMaxRestarts(n int) Option { return func(o *core.ActorOptions) { o.MaxRestarts = n } }
+
+// WithMaxTaskRetries sets how often a call that was in flight when the actor
+// died is sent again to its next incarnation: -1 without limit. Default 0:
+// such a call fails with runtime.ErrWorkerCrashed (at-most-once); above 0 a
+// call may run more than once (at-least-once). Calls made while the actor
+// restarts wait for it either way.
+func WithMaxTaskRetries(n int) Option { return func(o *core.ActorOptions) { o.MaxTaskRetries = n } }
+
+// WithDetached lets the actor outlive the job that made it: it lives until
+// actor.Kill. Give it a name (WithName) so that others can find it.
+func WithDetached() Option { return func(o *core.ActorOptions) { o.Detached = true } }
+
 // WithMaxConcurrency lets up to n calls run at once (still started in
 // order). Default 1.
 func WithMaxConcurrency(n int) Option { return func(o *core.ActorOptions) { o.MaxConcurrency = n } }

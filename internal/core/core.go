@@ -79,6 +79,11 @@ type Core struct {
 	putTID ids.TaskID
 	putIdx uint32
 
+	lin      lineage
+	routesMu sync.Mutex
+	routes   map[ids.ActorID]*actorRoute
+	stats    Stats
+
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -93,6 +98,20 @@ var current atomic.Pointer[Core]
 
 // ErrNotInitialized is returned by every call made before runtime.Init.
 var ErrNotInitialized = errors.New("goray is not initialised: call runtime.Init(ctx) first")
+
+// Stats count the failures this process recovered from, for tests and the
+// chaos test's report.
+type Stats struct {
+	TaskRetries   atomic.Int64
+	actorRetries  atomic.Int64
+	Reconstructed atomic.Int64
+}
+
+// ActorRetries is how many actor calls were sent again to a new incarnation.
+func (s *Stats) ActorRetries() int64 { return s.actorRetries.Load() }
+
+// Stats are this process's recovery counters.
+func (c *Core) Stats() *Stats { return &c.stats }
 
 // Current is the process's core, set by InitDriver or RunWorker.
 func Current() (*Core, error) {
