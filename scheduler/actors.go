@@ -627,6 +627,20 @@ func (s *Server) markActorDeadLocked(a *pb.ActorInfo, cause *pb.ErrorInfo) {
 	if wid, err := ids.ParseWorkerID(a.GetWorkerId()); err == nil {
 		removeFrom(s.byWorker, wid, aid)
 	}
+	if reason, ok := s.detachedJobs[aid.Job()]; ok && a.GetSpec().GetDetached() {
+		live := false
+		for other := range s.byJob[aid.Job()] {
+			if o, ok := s.store.GetActor(other); ok && o.GetSpec().GetDetached() && o.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
+				live = true
+				break
+			}
+		}
+		if !live {
+			delete(s.detachedJobs, aid.Job())
+			job := aid.Job()
+			s.wg.Go(func() { _ = s.finishJob(job, reason+"; its last detached actor died") })
+		}
+	}
 	s.log.Debug("actor dead", "actor", aid, "type", a.GetSpec().GetTypeName(), "cause", errs.FromProto(cause))
 }
 

@@ -318,6 +318,40 @@ func (s *Server) FinishJob(_ context.Context, req *pb.FinishJobRequest) (*pb.Fin
 
 // finishJob marks job id finished, declares its actors dead and tells every
 // alive raylet, waiting (bounded) for their answers.
+// keepForDetachedLocked defers finishing a job whose detached actors live:
+// its other actors stop now, and the job finishes when its last detached
+// actor dies (markActorDeadLocked). It reports whether it deferred.
+func (s *Server) keepForDetachedLocked(id ids.JobID, reason string) bool {
+	var detached, others []*pb.ActorInfo
+	for aid := range s.byJob[id] {
+		if a, ok := s.store.GetActor(aid); ok && a.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
+			if a.GetSpec().GetDetached() {
+				detached = append(detached, a)
+			} else {
+				others = append(others, a)
+			}
+		}
+	}
+	if len(detached) == 0 {
+		return false
+	}
+	if _, already := s.detachedJobs[id]; !already {
+		s.log.Info("job's driver is gone; its detached actors live on", "job", id, "reason", reason, "detached_actors", len(detached))
+	}
+	s.detachedJobs[id] = reason
+	for _, a := range others {
+		s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "actor %x died: its driver is gone (%s)", a.GetSpec().GetActorId(), reason).Proto())
+		if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
+			if n, ok := s.store.GetNode(nid); ok && n.Alive {
+				aid, _ := ids.ParseActorID(a.GetSpec().GetActorId())
+				addr := n.Address
+				s.wg.Go(func() { s.killOnNode(aid, addr) })
+			}
+		}
+	}
+	return true
+}
+
 func (s *Server) finishJob(id ids.JobID, reason string) error {
 	s.mu.Lock()
 	rec, ok := s.store.GetJob(id)
@@ -327,6 +361,10 @@ func (s *Server) finishJob(id ids.JobID, reason string) error {
 	}
 	delete(s.orphans, id)
 	if rec.Finished {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.keepForDetachedLocked(id, reason) {
 		s.mu.Unlock()
 		return nil
 	}

@@ -97,6 +97,9 @@ type Server struct {
 	waitingActors map[ids.ActorID]*pb.InfeasibleRequest
 	// rayletInfeasible are the lease requests each raylet holds as infeasible.
 	rayletInfeasible map[ids.NodeID][]*pb.InfeasibleRequest
+	// detachedJobs are jobs whose driver is gone but whose detached actors
+	// live; the value is why the driver went.
+	detachedJobs map[ids.JobID]string
 }
 
 var _ pb.SchedulerServiceServer = (*Server)(nil)
@@ -136,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 		pgs:              make(map[ids.PlacementGroupID]*pgState),
 		waitingActors:    make(map[ids.ActorID]*pb.InfeasibleRequest),
 		rayletInfeasible: make(map[ids.NodeID][]*pb.InfeasibleRequest),
+		detachedJobs:     make(map[ids.JobID]string),
 	}
 	s.load(time.Now())
 	s.wg.Go(s.monitorNodes)

@@ -258,3 +258,28 @@ func TestRayletSIGTERM(t *testing.T) {
 	// Nothing of the job is left anywhere once every raylet is gone.
 	waitNoWorkers(t, c.dir, workerGone, "every raylet exited")
 }
+
+// TestDetachedActor: a detached named actor outlives the driver that made
+// it (a non-detached one does not); a later driver finds it with its state,
+// and once it is killed, its job's workers stop.
+func TestDetachedActor(t *testing.T) {
+	c := newCluster(t)
+	c.startHead(`{"CPU":2}`)
+	d := c.driver(t, "detached-create", false, "E2E_MODE=detached-create")
+	if err := d.wait(t, driverTimeout); err != nil {
+		t.Fatalf("creating driver: got %v, want exit status 0", err)
+	}
+	if out := d.stdout.String(); !strings.Contains(out, "DETACHED CREATED 5") {
+		t.Fatalf("creating driver output: got %q, want DETACHED CREATED 5", out)
+	}
+	// Its worker still runs after its driver exited.
+	requireWorkersOn(t, c.dir, c.head)
+	u := c.driver(t, "detached-use", false, "E2E_MODE=detached-use")
+	if err := u.wait(t, driverTimeout); err != nil {
+		t.Fatalf("using driver: got %v, want exit status 0", err)
+	}
+	if out := u.stdout.String(); !strings.Contains(out, "DETACHED OK 6") {
+		t.Fatalf("using driver output: got %q, want DETACHED OK 6", out)
+	}
+	waitNoWorkers(t, c.dir, workerGone, "the detached actor was killed")
+}

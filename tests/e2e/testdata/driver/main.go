@@ -8,6 +8,8 @@
 //	block              spawns actors and starts tasks on the head node and on
 //	                   node_b, prints "READY", then waits for a line (or EOF)
 //	                   on stdin and returns from main after runtime.Shutdown.
+//	headrestart        counters on node_b and node_c, driven through stdin
+//	                   around a head restart (headrestart.go).
 //
 // Any failure, including runtime.Init's, is printed as "driver: <error>" to
 // stderr with exit status 1. Raylets start this same binary as its workers.
@@ -104,6 +106,58 @@ func sum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// Keeper is a detached actor's state.
+type Keeper struct{ n int }
+
+func (k *Keeper) Add(_ context.Context, d int) (int, error) { k.n += d; return k.n, nil }
+
+var (
+	keeperType = actor.Register("e2e.keeper", func() *Keeper { return &Keeper{} })
+	keeperAdd  = actor.Method1(keeperType, "add", (*Keeper).Add)
+)
+
+// detachedCreate makes a detached named actor and a plain one, adds 5 to the
+// detached one and exits: the detached one must outlive this job.
+func detachedCreate(ctx context.Context) error {
+	h, err := actor.Spawn(ctx, keeperType, actor.WithName("keeper"), actor.WithDetached())
+	if err != nil {
+		return err
+	}
+	if _, err := actor.Spawn(ctx, keeperType, actor.WithName("plain")); err != nil {
+		return err
+	}
+	n, err := keeperAdd.Remote(ctx, h, objectstore.Val(5)).Get(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Println("DETACHED CREATED", n)
+	return nil
+}
+
+// detachedUse finds the detached actor by name, checks its state survived
+// its creator, that the plain actor died with its job, and kills it.
+func detachedUse(ctx context.Context) error {
+	h, err := actor.Get(ctx, keeperType, "keeper")
+	if err != nil {
+		return err
+	}
+	n, err := keeperAdd.Remote(ctx, h, objectstore.Val(1)).Get(ctx)
+	if err != nil {
+		return err
+	}
+	if n != 6 {
+		return fmt.Errorf("detached actor state: got %d, want 6 (5 from its creator + 1)", n)
+	}
+	if _, err := actor.Get(ctx, keeperType, "plain"); err == nil {
+		return fmt.Errorf("the non-detached actor outlived its job")
+	}
+	if err := actor.Kill(ctx, h); err != nil {
+		return err
+	}
+	fmt.Println("DETACHED OK", n)
+	return nil
+}
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "driver:", err)
@@ -124,6 +178,12 @@ func run() error {
 		return cluster(ctx)
 	case "block":
 		return block(ctx)
+	case "detached-create":
+		return detachedCreate(ctx)
+	case "detached-use":
+		return detachedUse(ctx)
+	case "headrestart":
+		return headRestart(ctx)
 	default:
 		return fmt.Errorf("unknown E2E_MODE %q", mode)
 	}
