@@ -378,6 +378,27 @@ func (c *cluster) startHead(resources string) *node {
 	return c.head
 }
 
+// headReadyLine is the ready line of `raylet --head --no-node`.
+var headReadyLine = regexp.MustCompile(`^goray head ready: address=(\S+) token_file=(\S*)$`)
+
+// startHeadOnly starts `raylet --head --no-node` (the head as its own
+// process, with no node) on listen ("127.0.0.1:0" the first time, the same
+// address to restart it) with the cluster's token file and a data dir kept
+// across restarts, and makes it the cluster's head. Its node has no ID.
+func (c *cluster) startHeadOnly(listen string, args ...string) *node {
+	c.t.Helper()
+	dataDir := filepath.Join(c.dir, "head")
+	args = append([]string{"--head", "--no-node", "--listen", listen, "--token-file", c.tokenFile, "--data-dir", dataDir, "--log-level", "info"}, args...)
+	p := startProc(c.t, "head", bins.raylet, args, nil, false)
+	line := p.waitLine(c.t, readyTimeout, "head ready line", headReadyLine.MatchString)
+	m := headReadyLine.FindStringSubmatch(line)
+	if m[2] != c.tokenFile {
+		c.t.Fatalf("head ready line %q: got token_file=%s, want %s", line, m[2], c.tokenFile)
+	}
+	c.head = &node{proc: p, addr: m[1], head: true, tokenFile: m[2], dataDir: dataDir}
+	return c.head
+}
+
 // join starts a raylet that joins the head with the given resources JSON.
 func (c *cluster) join(name, resources string) *node {
 	c.t.Helper()
