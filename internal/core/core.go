@@ -412,10 +412,13 @@ func RunWorker() {
 		fail(err)
 	}
 	c.putTID = ids.NewTaskID(c.jobID)
-	rc, err := c.conns.get(c.raylet)
+	// The link to the raylet doubles as the worker's lifeline: it is pinged
+	// often, and when it breaks the worker exits (see rpc.LivenessInterval).
+	rc, err := rpc.DialLiveness(c.raylet, c.token)
 	if err != nil {
 		fail(err)
 	}
+	c.conns.put(c.raylet, rc)
 	c.node = pb.NewNodeServiceClient(rc)
 	if c.headAddr != "" {
 		hc, err := c.conns.get(c.headAddr)
@@ -526,6 +529,16 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 	}
 	p.m[addr] = cc
 	return cc, nil
+}
+
+// put adds a connection made elsewhere.
+func (p *connPool) put(addr string, cc *grpc.ClientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]*grpc.ClientConn{}
+	}
+	p.m[addr] = cc
 }
 
 func (p *connPool) closeAll() {

@@ -113,7 +113,7 @@ func ServerOptions(token string) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 	}
 	if token != "" {
@@ -174,6 +174,25 @@ func DialOptions(token string) []grpc.DialOption {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(token)))
 	}
 	return opts
+}
+
+// LivenessInterval is how often a worker pings its raylet over its
+// registration stream; with no answer for LivenessInterval more, the worker
+// exits. A stopped or partitioned raylet thus loses its workers in about 4 s,
+// well before the head's node timeout declares its actors dead and restarts
+// them elsewhere: an actor never runs in two incarnations for long.
+const LivenessInterval = 2 * time.Second
+
+// DialLiveness is Dial for a worker's link to its raylet: keepalive pings
+// every LivenessInterval, even without calls.
+func DialLiveness(addr, token string) (*grpc.ClientConn, error) {
+	opts := append(DialOptions(token), grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: LivenessInterval, Timeout: LivenessInterval, PermitWithoutStream: true}))
+	cc, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return cc, nil
 }
 
 // Dial opens a client connection to addr. It does not wait for the peer.

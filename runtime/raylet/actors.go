@@ -144,7 +144,7 @@ func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources, pg *actorPG) 
 	var best *worker
 	hosts := 0
 	for _, w := range j.workers {
-		if w.kind != kindActorHost || w.dead {
+		if w.kind != kindActorHost || w.dead || w.failing {
 			continue
 		}
 		hosts++

@@ -30,7 +30,7 @@ func (r *Raylet) leaseWorker(ctx context.Context, j *job, res resources) (*lease
 		count := 0
 		var idle *worker
 		for _, w := range j.workers {
-			if w.kind != kindTask || w.dead {
+			if w.kind != kindTask || w.dead || w.failing {
 				continue
 			}
 			count++
@@ -112,6 +112,7 @@ func (r *Raylet) returnLease(req *pb.ReturnWorkerLeaseRequest) error {
 	r.removeLeaseLocked(l)
 	if req.GetWorkerFailed() {
 		w.onPurpose = true
+		w.failing = true
 	} else {
 		w.job.broadcastLocked()
 	}

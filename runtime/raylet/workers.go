@@ -77,6 +77,10 @@ type worker struct {
 	addr         string
 	isRegistered bool
 	dead         bool
+	// failing is set as soon as the worker is known to be going (its stream
+	// ended, or a lease holder saw it fail), before its process is reaped:
+	// it gets no new leases or actors.
+	failing      bool
 	reserved     bool // a lease requester started it and will take it
 	lease        *lease
 	actors       map[ids.ActorID]*actor
@@ -451,6 +455,9 @@ func (r *Raylet) registerWorker(req *pb.RegisterWorkerRequest, stream pb.NodeSer
 // disconnect kills a worker whose RegisterWorker stream ended on its side,
 // unless its process is exiting anyway.
 func (r *Raylet) disconnect(w *worker) {
+	r.mu.Lock()
+	w.failing = true
+	r.mu.Unlock()
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
