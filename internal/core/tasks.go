@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"sort"
 	"strings"
 	"sync"
@@ -353,28 +355,25 @@ func (s *taskScheduler) dropWorker(sh *shape, w *leasedWorker) {
 
 func (s *taskScheduler) requestLease(sh *shape) {
 	c := s.c
-	client := c.node
-	noSpill := false
 	res := &pb.Resources{Amounts: sh.resources}
 	var resp *pb.RequestWorkerLeaseResponse
+	var client pb.NodeServiceClient
 	var err error
-	for hop := 0; ; hop++ {
-		resp, err = client.RequestWorkerLease(c.ctx, &pb.RequestWorkerLeaseRequest{JobId: c.jobID[:], Resources: res, NoSpillback: noSpill,
-			SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function})
-		if err != nil || resp.GetSpillbackAddress() == "" {
+	// A raylet that cannot be reached (a node that just died, which the
+	// cluster view may still list, or a restarting raylet) is not a reason
+	// to fail the tasks: ask again from the local raylet until the view
+	// catches up, for up to leaseUnreachableTimeout.
+	deadline := time.Now().Add(leaseUnreachableTimeout)
+	for attempt := 0; ; attempt++ {
+		resp, client, err = s.leaseOnce(sh, res)
+		if err == nil || status.Code(err) != codes.Unavailable || c.ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
-		if hop >= 3 {
-			err = errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", sh.resources, hop+1)
-			break
+		c.log.Debug("lease request: a raylet is unreachable; asking again", "function", sh.function, "err", err)
+		select {
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		case <-c.ctx.Done():
 		}
-		cc, derr := c.conns.get(resp.GetSpillbackAddress())
-		if derr != nil {
-			err = derr
-			break
-		}
-		client = pb.NewNodeServiceClient(cc)
-		noSpill = true
 	}
 	s.mu.Lock()
 	sh.requesting = false
@@ -395,6 +394,34 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	acts := s.pump(sh)
 	s.mu.Unlock()
 	acts.run()
+}
+
+// leaseUnreachableTimeout bounds how long a lease request keeps asking
+// when raylets are unreachable.
+const leaseUnreachableTimeout = 2 * time.Minute
+
+// leaseOnce asks the local raylet for a lease and follows its spillbacks; it
+// returns the grant and the raylet that made it.
+func (s *taskScheduler) leaseOnce(sh *shape, res *pb.Resources) (*pb.RequestWorkerLeaseResponse, pb.NodeServiceClient, error) {
+	c := s.c
+	client := c.node
+	noSpill := false
+	for hop := 0; ; hop++ {
+		resp, err := client.RequestWorkerLease(c.ctx, &pb.RequestWorkerLeaseRequest{JobId: c.jobID[:], Resources: res, NoSpillback: noSpill,
+			SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function})
+		if err != nil || resp.GetSpillbackAddress() == "" {
+			return resp, client, err
+		}
+		if hop >= 3 {
+			return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", sh.resources, hop+1)
+		}
+		cc, err := c.conns.get(resp.GetSpillbackAddress())
+		if err != nil {
+			return nil, nil, err
+		}
+		client = pb.NewNodeServiceClient(cc)
+		noSpill = true
+	}
 }
 
 func (s *taskScheduler) returnLease(w *leasedWorker, failed bool) {

@@ -372,9 +372,9 @@ func (c *cluster) startRaylet(name string, head bool, args ...string) *node {
 
 // startHead starts `raylet --head` on an ephemeral loopback port with the
 // given resources JSON.
-func (c *cluster) startHead(resources string) *node {
+func (c *cluster) startHead(resources string, args ...string) *node {
 	c.t.Helper()
-	c.head = c.startRaylet("head", true, "--head", "--listen", "127.0.0.1:0", "--resources", resources)
+	c.head = c.startRaylet("head", true, append([]string{"--head", "--listen", "127.0.0.1:0", "--resources", resources}, args...)...)
 	return c.head
 }
 

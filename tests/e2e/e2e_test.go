@@ -283,3 +283,37 @@ func TestDetachedActor(t *testing.T) {
 	}
 	waitNoWorkers(t, c.dir, workerGone, "the detached actor was killed")
 }
+
+// TestNodeDeath kills a node under running work (SIGKILL of its raylet; its
+// workers die with it) and checks the recovery rules: the running task is
+// retried on a live node, a stored result lost with the node is rebuilt from
+// lineage, and an actor with restarts left starts again elsewhere.
+func TestNodeDeath(t *testing.T) {
+	c := newCluster(t)
+	c.startHead(`{"CPU":2}`, "--node-timeout", "3s")
+	victim := c.join("victim", `{"CPU":2}`)
+	c.join("spare", `{"CPU":2}`)
+	d := c.driver(t, "fault", true, "E2E_MODE=fault", "E2E_VICTIM="+victim.id)
+	d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
+	if err := syscall.Kill(-victim.pid(), syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL the victim raylet: %v", err)
+	}
+	victim.wait(t, stopTimeout)
+	if _, err := d.stdin.Write([]byte("killed\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(t, driverTimeout); err != nil {
+		t.Fatalf("driver: got %v, want exit status 0", err)
+	}
+	line, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "FAULT OK ") })
+	if !ok {
+		t.Fatalf("driver stdout: got %q, want a FAULT OK line", d.stdout.String())
+	}
+	t.Log(line)
+	if !strings.Contains(line, "reconstructed=") || strings.Contains(line, "reconstructed=0") {
+		t.Fatalf("got %q, want at least one object rebuilt from lineage", line)
+	}
+	if strings.Contains(line, "task_retries=0") {
+		t.Fatalf("got %q, want at least one task retry", line)
+	}
+}

@@ -178,6 +178,8 @@ func run() error {
 		return cluster(ctx)
 	case "block":
 		return block(ctx)
+	case "fault":
+		return fault(ctx)
 	case "detached-create":
 		return detachedCreate(ctx)
 	case "detached-use":
