@@ -179,7 +179,22 @@ func (s *Server) load(now time.Time) {
 		}
 	}
 	for _, a := range s.store.ListActors() {
-		if a.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
+		switch a.GetState() {
+		case pb.ActorState_ACTOR_STATE_DEAD:
+		case pb.ActorState_ACTOR_STATE_PENDING:
+			// Its creation was cut off by the restart; the creator's call
+			// failed with it.
+			s.indexActorLocked(a)
+			s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "the head restarted while actor %x was being created", a.GetSpec().GetActorId()).Proto())
+		case pb.ActorState_ACTOR_STATE_RESTARTING:
+			// Carry on with the restart the previous head started.
+			s.indexActorLocked(a)
+			aid, err := ids.ParseActorID(a.GetSpec().GetActorId())
+			if err == nil {
+				inc := a.GetNumRestarts()
+				s.wg.Go(func() { s.restartActor(aid, inc) })
+			}
+		default:
 			s.indexActorLocked(a)
 		}
 	}

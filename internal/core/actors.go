@@ -306,7 +306,19 @@ func (c *Core) relocate(r *actorRoute, failed uint32, pc *pendingCall) {
 	go func() {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, actorRelocateTimeout)
-		resp, err := c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: r.id[:], Wait: true, AfterIncarnation: &failed})
+		var resp *pb.GetActorResponse
+		var err error
+		for attempt := 0; ; attempt++ {
+			resp, err = c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: r.id[:], Wait: true, AfterIncarnation: &failed})
+			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+				break
+			}
+			// The head is down (restarting): ask again.
+			select {
+			case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+			case <-ctx.Done():
+			}
+		}
 		cancel()
 		r.mu.Lock()
 		var failAll error

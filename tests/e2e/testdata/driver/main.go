@@ -166,7 +166,11 @@ func main() {
 }
 
 func run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	timeout := 90 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("E2E_TIMEOUT")); err == nil {
+		timeout = d
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// Init first: in a worker process it serves and never returns.
 	if err := runtime.Init(ctx); err != nil {
@@ -180,6 +184,8 @@ func run() error {
 		return block(ctx)
 	case "fault":
 		return fault(ctx)
+	case "chaos":
+		return chaos(ctx)
 	case "detached-create":
 		return detachedCreate(ctx)
 	case "detached-use":

@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestChaos runs a job of thousands of tasks and a set of stateful actors
+// with restarts on four raylets while it SIGKILLs and restarts random
+// raylets, SIGSTOPs one past the node timeout and resumes it, and restarts
+// the head once. The driver then checks that every task result is present
+// and correct and that every at-most-once actor call ran at most once. The
+// driver's own raylet (r1) is spared: a driver does not outlive its node.
+func TestChaos(t *testing.T) {
+	const chaosSeconds = 40
+	c := newCluster(t)
+	head := c.startHeadOnly("127.0.0.1:0", "--node-timeout", "3s")
+	r1 := c.join("r1", `{"CPU":2}`)
+	victims := []*node{c.join("r2", `{"CPU":2}`), c.join("r3", `{"CPU":2}`), c.join("r4", `{"CPU":2}`)}
+	ledger := filepath.Join(c.dir, "ledger")
+	d := startProc(t, "driver chaos", bins.driver, nil, []string{
+		"GORAY_ADDRESS=" + r1.addr, "GORAY_TOKEN_FILE=" + c.tokenFile,
+		"E2E_MODE=chaos", "E2E_LEDGER=" + ledger, "E2E_VICTIMS=" + victims[0].id + "," + victims[1].id + "," + victims[2].id, "E2E_CHAOS_SECONDS=" + itoa(chaosSeconds), "E2E_TIMEOUT=5m", "GORAY_LOG_LEVEL=info",
+	}, false)
+	d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("chaos seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var kills, stops, headRestarts, restarts int
+	start := time.Now()
+	stopped, headDone := false, false
+	fresh := 0
+	replace := func(i int) {
+		fresh++
+		victims[i] = c.join("r"+itoa(4+fresh), `{"CPU":2}`)
+		restarts++
+	}
+	for time.Since(start) < (chaosSeconds-6)*time.Second {
+		if _, ok, _ := d.stdout.find(func(l string) bool { return l == "CHAOS DONE" }); ok || d.exited() {
+			break
+		}
+		elapsed := time.Since(start)
+		i := rng.IntN(len(victims))
+		switch {
+		case !stopped && elapsed > 10*time.Second:
+			// Stop a raylet past the node timeout: the head declares it
+			// dead, its workers fence themselves off; then resume it.
+			stopped = true
+			v := victims[i]
+			t.Logf("%5.1fs SIGSTOP raylet %s (%s)", elapsed.Seconds(), v.name, v.id)
+			v.signal(t, syscall.SIGSTOP)
+			time.Sleep(6 * time.Second)
+			t.Logf("%5.1fs SIGCONT raylet %s", time.Since(start).Seconds(), v.name)
+			v.signal(t, syscall.SIGCONT)
+			stops++
+		case !headDone && elapsed > 20*time.Second:
+			headDone = true
+			t.Logf("%5.1fs SIGKILL the head; restarting it at %s", elapsed.Seconds(), head.addr)
+			head.signal(t, syscall.SIGKILL)
+			head.wait(t, stopTimeout)
+			time.Sleep(time.Second)
+			head = c.startHeadOnly(head.addr, "--node-timeout", "3s")
+			headRestarts++
+		default:
+			v := victims[i]
+			t.Logf("%5.1fs SIGKILL raylet %s (%s); starting a replacement", elapsed.Seconds(), v.name, v.id)
+			v.signal(t, syscall.SIGKILL)
+			v.wait(t, stopTimeout)
+			kills++
+			replace(i)
+		}
+		time.Sleep(time.Duration(2000+rng.IntN(2000)) * time.Millisecond)
+	}
+	t.Logf("chaos over after %s: %d raylet kills (+%d replacements), %d SIGSTOPs, %d head restarts", time.Since(start).Round(time.Second), kills, restarts, stops, headRestarts)
+	if err := d.wait(t, 4*time.Minute); err != nil {
+		t.Fatalf("chaos driver: got %v, want exit status 0", err)
+	}
+	line, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "CHAOS OK ") })
+	if !ok {
+		t.Fatalf("driver stdout: got %q, want a CHAOS OK line", d.stdout.String())
+	}
+	for _, l := range strings.Split(d.stdout.String(), "\n") {
+		if strings.HasPrefix(l, "ACTORS ON") || strings.HasPrefix(l, "TASKS BY NODE") {
+			t.Logf("driver: %s", l)
+		}
+	}
+	t.Logf("driver: %s", line)
+	stderr := d.stderr.String()
+	t.Logf("driver log: %d task retries, %d objects rebuilt, %d lost-object reads",
+		strings.Count(stderr, "retrying task"), strings.Count(stderr, "rebuilding a lost object"), strings.Count(stderr, "object lost at its location"))
+	if kills == 0 || stops == 0 || headRestarts == 0 {
+		t.Fatalf("faults injected: %d kills, %d stops, %d head restarts; want each at least once", kills, stops, headRestarts)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
