@@ -23,9 +23,9 @@ type call struct {
 type actorInstance struct {
 	id          ids.ActorID
 	incarnation uint32
-	typ     *ActorType
-	obj     any
-	maxConc int
+	typ         *ActorType
+	obj         any
+	maxConc     int
 
 	mu     sync.Mutex
 	queue  []*call
