@@ -316,8 +316,16 @@ func (r *Raylet) makeDirs() error {
 		if err := os.MkdirAll(base, 0o700); err != nil {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
+		// Directories left by raylets that were killed before they could
+		// remove their own go first.
+		for _, d := range store.Sweep(base, "raylet-") {
+			r.log.Info("removed the data dir of a raylet that is gone", "dir", d)
+		}
 		d, err := os.MkdirTemp(base, "raylet-")
 		if err != nil {
+			return fmt.Errorf("raylet: data dir: %w", err)
+		}
+		if err := store.Claim(d); err != nil {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 		r.dataDir, r.ownDataDir = d, true
@@ -335,8 +343,14 @@ func (r *Raylet) makeDirs() error {
 		if err := os.MkdirAll(base, 0o700); err != nil {
 			return fmt.Errorf("raylet: store dir: %w", err)
 		}
+		for _, d := range store.Sweep(base, "store-") {
+			r.log.Info("removed the object store of a raylet that is gone", "dir", d)
+		}
 		d, err := os.MkdirTemp(base, "store-")
 		if err != nil {
+			return fmt.Errorf("raylet: store dir: %w", err)
+		}
+		if err := store.Claim(d); err != nil {
 			return fmt.Errorf("raylet: store dir: %w", err)
 		}
 		r.storeDir, r.ownStoreDir = d, true

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"fmt"
+	"github.com/goray/goray/internal/store"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +22,18 @@ import (
 func TestChaos(t *testing.T) {
 	const chaosSeconds = 40
 	c := newCluster(t)
+	// Runs after every process of the test was stopped: no object store
+	// directory of any raylet the test started (killed ones included) is
+	// left; a killed raylet's is removed by the next raylet that starts.
+	t.Cleanup(func() {
+		pids := map[int]bool{}
+		for _, n := range c.nodes {
+			pids[n.pid()] = true
+		}
+		if left := ownedDirs(store.BaseDir(""), pids); len(left) > 0 {
+			t.Errorf("object store directories left behind by the test's raylets: %v", left)
+		}
+	})
 	head := c.startHeadOnly("127.0.0.1:0", "--node-timeout", "3s")
 	r1 := c.join("r1", `{"CPU":2}`)
 	victims := []*node{c.join("r2", `{"CPU":2}`), c.join("r3", `{"CPU":2}`), c.join("r4", `{"CPU":2}`)}
@@ -100,3 +115,20 @@ func TestChaos(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// ownedDirs lists the directories in base whose owner file names one of pids.
+func ownedDirs(base string, pids map[int]bool) []string {
+	entries, _ := os.ReadDir(base)
+	var out []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(base, e.Name(), ".goray-owner"))
+		if err != nil {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err == nil && pids[pid] {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
