@@ -618,15 +618,11 @@ func TestWorkerCrash(t *testing.T) {
 	}
 }
 
-// TestKnownBugSpawnRightAfterCrash reproduces a raylet bug (see the test
-// report): for a few milliseconds after an actor-host process dies, and
-// before the raylet reaps it, actor placement still picks that host, so
-// Spawn fails with an untyped gRPC Unavailable error. Enable with
-// GORAY_TEST_KNOWN_BUGS=1 once runtime/raylet is fixed.
-func TestKnownBugSpawnRightAfterCrash(t *testing.T) {
-	if os.Getenv("GORAY_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known raylet bug; set GORAY_TEST_KNOWN_BUGS=1 to run")
-	}
+// TestSpawnRightAfterCrash: right after an actor-host process dies, and
+// before its raylet has reaped it, Spawn must not land on it (the raylet
+// marks it failing, or moves the actor to another host when the dying host
+// does not answer).
+func TestSpawnRightAfterCrash(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	for round := range 10 {
 		h := spawnAcc(t, ctx)

@@ -325,10 +325,8 @@ func TestWorkerCrash(t *testing.T) {
 	}
 	wantKind(t, "exit(3)", err, runtime.ErrWorkerCrashed, "")
 
-	// The cluster serves tasks again. Until the raylet has reaped the dead
-	// process it may still lease it out, failing innocent tasks with
-	// ErrWorkerCrashed (a known raylet bug, see
-	// TestKnownBugTasksRightAfterCrash); allow that for a bounded time.
+	// The cluster serves tasks again (TestTasksRightAfterCrash holds the
+	// strict version: no innocent task fails at all).
 	deadline := time.Now().Add(10 * time.Second)
 	failed := 0
 	for {
@@ -364,16 +362,10 @@ func TestWorkerCrash(t *testing.T) {
 	}
 }
 
-// TestKnownBugTasksRightAfterCrash reproduces a raylet bug (see the test
-// report): ReturnWorkerLease(worker_failed) frees the lease but leaves the
-// dying worker leasable until its process is reaped, so tasks submitted
-// right after a worker crash are sent to it and fail with ErrWorkerCrashed
-// although they never ran. Enable with GORAY_TEST_KNOWN_BUGS=1 once
-// runtime/raylet is fixed.
-func TestKnownBugTasksRightAfterCrash(t *testing.T) {
-	if os.Getenv("GORAY_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known raylet bug; set GORAY_TEST_KNOWN_BUGS=1 to run")
-	}
+// TestTasksRightAfterCrash: tasks submitted right after a worker crash must
+// not be sent to the dying worker (the raylet stops leasing it as soon as
+// its lease holder reports it failed, before its process is reaped).
+func TestTasksRightAfterCrash(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	for round := range 10 {
 		_, err := exit.Remote(ctx, objectstore.Val(3)).Get(ctx)

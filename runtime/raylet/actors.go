@@ -73,33 +73,52 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 	if err := r.acquire(ctx, need); err != nil {
 		return nil, err
 	}
-	a, started, err := r.placeActor(j, actorID, need, pg)
-	if err != nil {
-		r.release(need)
-		return nil, err
-	}
-	// From here the actor entry owns need: removeActorLocked releases it.
-	fail := func(err error) (*pb.NodeServiceCreateActorResponse, error) {
-		r.mu.Lock()
-		r.removeActorLocked(a)
-		r.mu.Unlock()
-		return nil, err
-	}
-	w := a.worker
-	if started {
-		if err := r.launch(ctx, w); err != nil {
+	// A host that dies just before the actor reaches it (its death not yet
+	// seen) is marked failing and the actor goes to another host.
+	var a *actor
+	var w *worker
+	for attempt := 0; ; attempt++ {
+		var started bool
+		a, started, err = r.placeActor(j, actorID, need, pg)
+		if err != nil {
+			r.release(need)
+			return nil, err
+		}
+		// From here the actor entry owns need: removeActorLocked releases it.
+		fail := func(err error) (*pb.NodeServiceCreateActorResponse, error) {
+			r.mu.Lock()
+			r.removeActorLocked(a)
+			r.mu.Unlock()
+			return nil, err
+		}
+		w = a.worker
+		if started {
+			if err := r.launch(ctx, w); err != nil {
+				return fail(err)
+			}
+		}
+		if err := r.waitRegistered(ctx, w); err != nil {
+			return fail(leaseWaitErr(err))
+		}
+		client, err := r.workerConn(w)
+		if err != nil {
 			return fail(err)
 		}
-	}
-	if err := r.waitRegistered(ctx, w); err != nil {
-		return fail(leaseWaitErr(err))
-	}
-	client, err := r.workerConn(w)
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := client.CreateActor(ctx, &pb.WorkerServiceCreateActorRequest{Spec: spec, Incarnation: req.GetIncarnation()}); err != nil {
-		return fail(errs.FromStatus(err))
+		_, err = client.CreateActor(ctx, &pb.WorkerServiceCreateActorRequest{Spec: spec, Incarnation: req.GetIncarnation()})
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || attempt >= 3 || ctx.Err() != nil {
+			return fail(errs.FromStatus(err))
+		}
+		r.log.Info("actor host unreachable; placing the actor on another host", "actor", actorID, "worker", w.id, "err", err)
+		r.mu.Lock()
+		w.failing = true
+		r.removeActorLocked(a)
+		r.mu.Unlock()
+		if err := r.acquire(ctx, need); err != nil {
+			return nil, err
+		}
 	}
 	r.mu.Lock()
 	if r.actors[actorID] != a {
