@@ -26,6 +26,10 @@ type pgState struct {
 	addrs []string
 	// logged is set once the group's infeasibility was logged.
 	logged bool
+	// changed is closed and replaced when the group's state changes, for
+	// GetPlacementGroup(wait) (a cluster-wide wake-up per change would cost
+	// every waiter of every group a wake-up: quadratic with many groups).
+	changed chan struct{}
 }
 
 func (p *pgState) bundles() []map[string]float64 {
@@ -78,7 +82,7 @@ func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacement
 		s.mu.Unlock()
 		return nil, s.storeErr("placement group "+id.String(), err)
 	}
-	s.pgs[id] = &pgState{info: info}
+	s.pgs[id] = &pgState{info: info, changed: make(chan struct{})}
 	s.pgOrder = append(s.pgOrder, id)
 	out := proto.Clone(info).(*pb.PlacementGroupInfo)
 	s.notifyLocked()
@@ -102,7 +106,7 @@ func (s *Server) GetPlacementGroup(ctx context.Context, req *pb.GetPlacementGrou
 			return nil, notFound("", "placement group %s does not exist", id)
 		}
 		info := proto.Clone(pg.info).(*pb.PlacementGroupInfo)
-		changed := s.changed
+		changed := pg.changed
 		s.mu.Unlock()
 		if !req.GetWait() || info.GetState() != pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING {
 			return &pb.GetPlacementGroupResponse{PlacementGroup: info}, nil
@@ -136,6 +140,8 @@ func (s *Server) RemovePlacementGroup(_ context.Context, req *pb.RemovePlacement
 	}
 	wasCreated := pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED
 	pg.info.State = pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED
+	close(pg.changed)
+	pg.changed = make(chan struct{})
 	s.savePGLocked(pg)
 	if wasCreated {
 		s.unchargeBundlesLocked(id, pg)
@@ -382,6 +388,8 @@ func (s *Server) setPGStateLocked(pg *pgState, st pb.PlacementGroupState, reason
 		s.savePGLocked(pg)
 	}
 	if changed {
+		close(pg.changed)
+		pg.changed = make(chan struct{})
 		s.notifyLocked()
 	}
 }
@@ -409,7 +417,7 @@ func (s *Server) loadPlacementGroupsLocked() {
 			s.log.Error("stored placement group has a malformed ID", "err", err)
 			continue
 		}
-		pg := &pgState{info: info}
+		pg := &pgState{info: info, changed: make(chan struct{})}
 		if info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_CREATED {
 			pg.addrs = make([]string, len(info.GetBundleNodeIds()))
 			for i, b := range info.GetBundleNodeIds() {
