@@ -35,7 +35,9 @@ func (c *Core) recordLineage(item *taskItem, res map[string]float64, opts TaskOp
 	if c.lin.m == nil {
 		c.lin.m = map[ids.ObjectID]*lineageEntry{}
 	}
-	c.lin.m[id] = &lineageEntry{spec: proto.Clone(item.spec).(*pb.TaskSpec), res: res, opts: opts, retriesLeft: item.retriesLeft}
+	// The spec is not changed once submitted (a rebuild runs a clone), so
+	// it is kept as it is: no copy per task.
+	c.lin.m[id] = &lineageEntry{spec: item.spec, res: res, opts: opts, retriesLeft: item.retriesLeft}
 	c.lin.mu.Unlock()
 }
 
