@@ -141,8 +141,8 @@ func Deploy(ctx context.Context, cfg DeployConfig, out io.Writer) error {
 		return fmt.Errorf("deploy to the head at %s: %w", cfg.Address, errs.FromStatus(err))
 	}
 	if !resp.GetBinaryPresent() {
-		if err := upload(ctx, pb.NewSchedulerServiceClient(cc), f, sum, size); err != nil {
-			return err
+		if err := core.UploadJobBinary(ctx, pb.NewSchedulerServiceClient(cc), f, sum, size); err != nil {
+			return fmt.Errorf("deploy: %w", err)
 		}
 	}
 	job := hex.EncodeToString(resp.GetJobId())
@@ -175,39 +175,6 @@ func describe(ctx context.Context, bin string) (*pb.Registry, error) {
 		return nil, fmt.Errorf("deploy: %s did not print its registry with %s=1 (does its main call goray's runtime.Init first?): %v", bin, core.EnvDescribe, err)
 	}
 	return reg, nil
-}
-
-// upload sends the binary to the head in 1 MiB chunks.
-func upload(ctx context.Context, head pb.SchedulerServiceClient, f *os.File, sum []byte, size int64) error {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	up, err := head.UploadJobBinary(ctx)
-	if err != nil {
-		return fmt.Errorf("deploy: upload binary: %w", errs.FromStatus(err))
-	}
-	if err := up.Send(&pb.UploadJobBinaryRequest{BinarySha256: sum, Size: uint64(size)}); err != nil {
-		return fmt.Errorf("deploy: upload binary: %w", err)
-	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, rerr := f.Read(buf)
-		if n > 0 {
-			if err := up.Send(&pb.UploadJobBinaryRequest{Chunk: buf[:n]}); err != nil {
-				break // the real error comes from CloseAndRecv
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("deploy: read binary: %w", rerr)
-		}
-	}
-	if _, err := up.CloseAndRecv(); err != nil {
-		return fmt.Errorf("deploy: upload binary: %w", errs.FromStatus(err))
-	}
-	return nil
 }
 
 // setup runs the binary as a driver attached to the deployment's job.

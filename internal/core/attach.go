@@ -60,29 +60,8 @@ func Attach(ctx context.Context, opts AttachOptions) (*Core, error) {
 
 // attach connects c to the raylet at addr as a driver of job.
 func (c *Core) attach(ctx context.Context, addr string, job ids.JobID) error {
-	c.raylet = addr
 	c.attached = true
-	cc, err := c.conns.get(addr)
-	if err != nil {
-		return err
-	}
-	c.node = pb.NewNodeServiceClient(cc)
-	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	info, err := c.node.GetNodeInfo(cctx, &pb.GetNodeInfoRequest{})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("no goray raylet answers at %s: %w", addr, errs.FromStatus(err))
-	}
-	if c.nodeID, err = ids.ParseNodeID(info.GetNodeId()); err != nil {
-		return fmt.Errorf("raylet at %s: %w", addr, err)
-	}
-	c.headAddr, c.storeDir = info.GetHeadAddress(), info.GetStoreDir()
-	hc, err := c.conns.get(c.headAddr)
-	if err != nil {
-		return err
-	}
-	c.head = pb.NewSchedulerServiceClient(hc)
-	if err := c.listen(localHostFor(addr)); err != nil {
+	if err := c.joinNode(ctx, addr); err != nil {
 		return err
 	}
 	c.jobID = job

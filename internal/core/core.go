@@ -212,7 +212,9 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 	return c, nil
 }
 
-func (c *Core) connectDriver(ctx context.Context, addr string) error {
+// joinNode connects c to the raylet at addr (its local node) and to the
+// head that raylet names, and starts c's WorkerService.
+func (c *Core) joinNode(ctx context.Context, addr string) error {
 	c.raylet = addr
 	cc, err := c.conns.get(addr)
 	if err != nil {
@@ -239,7 +241,11 @@ func (c *Core) connectDriver(ctx context.Context, addr string) error {
 		return err
 	}
 	c.head = pb.NewSchedulerServiceClient(hc)
-	if err := c.listen(localHostFor(addr)); err != nil {
+	return c.listen(localHostFor(addr))
+}
+
+func (c *Core) connectDriver(ctx context.Context, addr string) error {
+	if err := c.joinNode(ctx, addr); err != nil {
 		return err
 	}
 	if err := c.registerJob(ctx); err != nil {
@@ -346,35 +352,7 @@ func (c *Core) registerJob(ctx context.Context) error {
 	if resp.GetBinaryPresent() {
 		return nil
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	up, err := c.head.UploadJobBinary(ctx)
-	if err != nil {
-		return fmt.Errorf("upload job binary: %w", err)
-	}
-	if err := up.Send(&pb.UploadJobBinaryRequest{BinarySha256: sum, Size: uint64(size)}); err != nil {
-		return fmt.Errorf("upload job binary: %w", err)
-	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, rerr := f.Read(buf)
-		if n > 0 {
-			if err := up.Send(&pb.UploadJobBinaryRequest{Chunk: buf[:n]}); err != nil {
-				break // the real error comes from CloseAndRecv
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("read this program's binary: %w", rerr)
-		}
-	}
-	if _, err := up.CloseAndRecv(); err != nil {
-		return fmt.Errorf("upload job binary: %w", errs.FromStatus(err))
-	}
-	return nil
+	return UploadJobBinary(ctx, c.head, f, sum, size)
 }
 
 // DefaultLogger logs to stderr at the level GORAY_LOG_LEVEL names (debug,
@@ -548,4 +526,38 @@ func (p *connPool) closeAll() {
 		cc.Close()
 		delete(p.m, a)
 	}
+}
+
+// UploadJobBinary sends a job binary (f, whose SHA-256 is sum) to the head in
+// 1 MiB chunks. The head checks the size and the hash.
+func UploadJobBinary(ctx context.Context, head pb.SchedulerServiceClient, f *os.File, sum []byte, size int64) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	up, err := head.UploadJobBinary(ctx)
+	if err != nil {
+		return fmt.Errorf("upload job binary: %w", errs.FromStatus(err))
+	}
+	if err := up.Send(&pb.UploadJobBinaryRequest{BinarySha256: sum, Size: uint64(size)}); err != nil {
+		return fmt.Errorf("upload job binary: %w", err)
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if err := up.Send(&pb.UploadJobBinaryRequest{Chunk: buf[:n]}); err != nil {
+				break // the real error comes from CloseAndRecv
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("read the job binary: %w", rerr)
+		}
+	}
+	if _, err := up.CloseAndRecv(); err != nil {
+		return fmt.Errorf("upload job binary: %w", errs.FromStatus(err))
+	}
+	return nil
 }

@@ -203,27 +203,7 @@ func (c *Core) locateLost(ctx context.Context, r RefInfo, lost bool) (*pb.Payloa
 	if !lost || r.Owner == c.addr {
 		return c.locate(ctx, r)
 	}
-	cc, err := c.conns.get(r.Owner)
-	if err != nil {
-		return nil, nil, err
-	}
-	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:], LocationLost: true})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
-		}
-		return nil, nil, errs.New(errs.KindOwnerDied, "", "the owner of object %s at %s is unreachable: %v", r.ID, r.Owner, errs.FromStatus(err))
-	}
-	switch x := resp.GetResult().(type) {
-	case *pb.GetObjectResponse_Value:
-		return x.Value, nil, nil
-	case *pb.GetObjectResponse_Stored:
-		return nil, x.Stored, nil
-	case *pb.GetObjectResponse_Error:
-		return nil, nil, errs.FromProto(x.Error)
-	default:
-		return nil, nil, fmt.Errorf("get object %s: empty reply from its owner", r.ID)
-	}
+	return c.askOwner(ctx, r, true)
 }
 
 // locate waits until the object is ready and returns its inline value or its
@@ -241,30 +221,7 @@ func (c *Core) locate(ctx context.Context, r RefInfo) (*pb.Payload, *pb.ObjectLo
 		}
 		return e.value, e.loc, e.err
 	}
-	cc, err := c.conns.get(r.Owner)
-	if err != nil {
-		return nil, nil, err
-	}
-	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:]})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
-		}
-		if status.Code(err) == codes.Unavailable {
-			return nil, nil, errs.New(errs.KindOwnerDied, "", "the owner of object %s at %s is unreachable: %v", r.ID, r.Owner, status.Convert(err).Message())
-		}
-		return nil, nil, fmt.Errorf("get object %s from its owner at %s: %w", r.ID, r.Owner, errs.FromStatus(err))
-	}
-	switch x := resp.GetResult().(type) {
-	case *pb.GetObjectResponse_Value:
-		return x.Value, nil, nil
-	case *pb.GetObjectResponse_Stored:
-		return nil, x.Stored, nil
-	case *pb.GetObjectResponse_Error:
-		return nil, nil, errs.FromProto(x.Error)
-	default:
-		return nil, nil, fmt.Errorf("get object %s: empty reply from its owner", r.ID)
-	}
+	return c.askOwner(ctx, r, false)
 }
 
 // Ready reports, without blocking, whether r is an object this process owns
@@ -288,6 +245,35 @@ func (c *Core) readyValue(r RefInfo) *pb.Payload {
 		return nil
 	}
 	return e.value
+}
+
+// askOwner asks the object's owner for it (GetObject), which waits until it
+// is ready; lost says the location it gave before could not be read.
+func (c *Core) askOwner(ctx context.Context, r RefInfo, lost bool) (*pb.Payload, *pb.ObjectLocation, error) {
+	cc, err := c.conns.get(r.Owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:], LocationLost: lost})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
+		}
+		if status.Code(err) == codes.Unavailable {
+			return nil, nil, errs.New(errs.KindOwnerDied, "", "the owner of object %s at %s is unreachable: %v", r.ID, r.Owner, status.Convert(err).Message())
+		}
+		return nil, nil, fmt.Errorf("get object %s from its owner at %s: %w", r.ID, r.Owner, errs.FromStatus(err))
+	}
+	switch x := resp.GetResult().(type) {
+	case *pb.GetObjectResponse_Value:
+		return x.Value, nil, nil
+	case *pb.GetObjectResponse_Stored:
+		return nil, x.Stored, nil
+	case *pb.GetObjectResponse_Error:
+		return nil, nil, errs.FromProto(x.Error)
+	default:
+		return nil, nil, fmt.Errorf("get object %s: empty reply from its owner", r.ID)
+	}
 }
 
 // WaitReady blocks until the object is ready (or failed) or ctx ends; it
