@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -315,5 +317,46 @@ func TestNodeDeath(t *testing.T) {
 	}
 	if strings.Contains(line, "task_retries=0") {
 		t.Fatalf("got %q, want at least one task retry", line)
+	}
+}
+
+// TestWorkerSIGKILL kills worker processes by signal: an actor's (it has a
+// restart left) and a running task's (default retries). The actor restarts
+// with fresh state and the task is retried to completion.
+func TestWorkerSIGKILL(t *testing.T) {
+	c := newCluster(t)
+	c.startHead(`{"CPU":2}`)
+	pidFile := filepath.Join(c.dir, "task.pid")
+	d := c.driver(t, "workerkill", true, "E2E_MODE=workerkill", "E2E_PIDFILE="+pidFile)
+	line := d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return strings.HasPrefix(l, "READY actor_pid=") })
+	actorPid, err := strconv.Atoi(strings.TrimPrefix(line, "READY actor_pid="))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var taskPid int
+	deadline := time.Now().Add(driverTimeout)
+	for taskPid == 0 && time.Now().Before(deadline) {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			taskPid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if taskPid == 0 {
+		t.Fatal("the task never wrote its worker's pid")
+	}
+	for _, pid := range []int{actorPid, taskPid} {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("SIGKILL worker %d: %v", pid, err)
+		}
+	}
+	if _, err := d.stdin.Write([]byte("killed\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(t, driverTimeout); err != nil {
+		t.Fatalf("driver: got %v, want exit status 0", err)
+	}
+	out, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "WORKERKILL OK ") })
+	if !ok || strings.Contains(out, "task_retries=0") {
+		t.Fatalf("driver stdout: got %q, want WORKERKILL OK with at least one task retry", d.stdout.String())
 	}
 }

@@ -184,6 +184,8 @@ func run() error {
 		return block(ctx)
 	case "fault":
 		return fault(ctx)
+	case "workerkill":
+		return workerKill(ctx)
 	case "chaos":
 		return chaos(ctx)
 	case "detached-create":
