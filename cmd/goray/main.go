@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -36,7 +37,8 @@ const Version = "0.1.0-dev"
 const usage = `usage: goray <command> [flags]
 
 commands:
-  status    list the cluster's nodes and their resources
+  status    the cluster's nodes and resources, actors, placement groups and
+            the requests no node can fit
   bench     run the benchmark suite (Ray's microbenchmarks and the transport's limits)
   deploy    deploy a Go job binary under a namespace (see docs/clients.md)
   version   print the version
@@ -136,7 +138,7 @@ func Status(ctx context.Context, cfg StatusConfig, out io.Writer) error {
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(ctx, &pb.ListNodesRequest{})
+	resp, err := pb.NewSchedulerServiceClient(cc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
 	if err != nil {
 		return fmt.Errorf("no goray head answers at %s: %w", cfg.Address, errs.FromStatus(err))
 	}
@@ -149,7 +151,42 @@ func Status(ctx context.Context, cfg StatusConfig, out io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%x\t%s\t%s\t%v\t%s\n", n.GetNodeId(), n.GetAddress(), state, n.GetIsHead(), resources(n))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	actors := map[string]int{}
+	for _, a := range resp.GetActors() {
+		actors[strings.ToLower(strings.TrimPrefix(a.GetState().String(), "ACTOR_STATE_"))]++
+	}
+	pgs := map[string]int{}
+	for _, g := range resp.GetPlacementGroups() {
+		pgs[strings.ToLower(strings.TrimPrefix(g.GetState().String(), "PLACEMENT_GROUP_STATE_"))]++
+	}
+	fmt.Fprintf(out, "\nactors: %s\nplacement groups: %s\n", counts(actors), counts(pgs))
+	if inf := resp.GetInfeasible(); len(inf) > 0 {
+		fmt.Fprintf(out, "\n%d request(s) no node can fit, waiting for one that can:\n", len(inf))
+		for _, r := range inf {
+			fmt.Fprintf(out, "  %s %s: %s\n", r.GetKind(), r.GetName(), r.GetReason())
+		}
+	}
+	return nil
+}
+
+// counts formats a tally like "alive 3, dead 1", or "none".
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func resources(n *pb.NodeInfo) string {
