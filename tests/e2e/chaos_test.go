@@ -68,12 +68,21 @@ func TestChaos(t *testing.T) {
 			// dead, its workers fence themselves off; then resume it.
 			stopped = true
 			v := victims[i]
-			t.Logf("%5.1fs SIGSTOP raylet %s (%s)", elapsed.Seconds(), v.name, v.id)
+			t.Logf("%5.1fs SIGSTOP %s (%s)", elapsed.Seconds(), v.name, v.id)
 			v.signal(t, syscall.SIGSTOP)
 			time.Sleep(6 * time.Second)
-			t.Logf("%5.1fs SIGCONT raylet %s", time.Since(start).Seconds(), v.name)
+			t.Logf("%5.1fs SIGCONT %s", time.Since(start).Seconds(), v.name)
 			v.signal(t, syscall.SIGCONT)
 			stops++
+			// Declared dead while stopped, it must come back as a new
+			// incarnation: a new ready line with a new node ID.
+			line := v.waitLine(t, 20*time.Second, "a new incarnation's ready line", func(l string) bool {
+				m := readyLine.FindStringSubmatch(l)
+				return m != nil && m[2] != v.id
+			})
+			newID := readyLine.FindStringSubmatch(line)[2]
+			t.Logf("%5.1fs %s rejoined as a new incarnation %s (was %s)", time.Since(start).Seconds(), v.name, newID, v.id)
+			v.id = newID
 		case !headDone && elapsed > 20*time.Second:
 			headDone = true
 			t.Logf("%5.1fs SIGKILL the head; restarting it at %s", elapsed.Seconds(), head.addr)
@@ -84,7 +93,7 @@ func TestChaos(t *testing.T) {
 			headRestarts++
 		default:
 			v := victims[i]
-			t.Logf("%5.1fs SIGKILL raylet %s (%s); starting a replacement", elapsed.Seconds(), v.name, v.id)
+			t.Logf("%5.1fs SIGKILL %s (%s); starting a replacement", elapsed.Seconds(), v.name, v.id)
 			v.signal(t, syscall.SIGKILL)
 			v.wait(t, stopTimeout)
 			kills++
