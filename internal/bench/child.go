@@ -77,7 +77,9 @@ func runRayletChild(ctx context.Context, args []string) error {
 	if err := level.UnmarshalText([]byte(os.Getenv("GORAY_LOG_LEVEL"))); err != nil {
 		level = slog.LevelWarn
 	}
-	cfg := raylet.Config{Head: *head, Address: *address, TokenFile: *tokenFile,
+	// The arena's pages are faulted in at start, as Ray's plasma store is:
+	// no put in a trial pays for fresh pages.
+	cfg := raylet.Config{Head: *head, Address: *address, TokenFile: *tokenFile, ObjectStorePrefault: true,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {

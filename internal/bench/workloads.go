@@ -166,9 +166,11 @@ var (
 	putLarge = task.Register2("goray.bench.put_large", func(ctx context.Context, size, count int) (int, error) {
 		buf := largeBuffer(size)
 		for range count {
-			if _, err := objectstore.Put(ctx, buf); err != nil {
+			ref, err := objectstore.Put(ctx, buf)
+			if err != nil {
 				return 0, err
 			}
+			release(ref.Info())
 		}
 		return count, nil
 	})
@@ -336,7 +338,10 @@ func workloadSpecs(sz sizes) []*spec {
 			setup: jobSetup(func(ctx context.Context, r *runner) (op, error) {
 				buf := largeBuffer(sz.putLarge)
 				return func(ctx context.Context, _ *stopwatch) error {
-					_, err := objectstore.Put(ctx, buf)
+					ref, err := objectstore.Put(ctx, buf)
+					if err == nil {
+						release(ref.Info())
+					}
 					return err
 				}, nil
 			})},
@@ -609,4 +614,12 @@ func setupPlacementGroups(ctx context.Context, _ *runner) (op, error) {
 		}
 		return nil
 	}, nil
+}
+
+// release frees a put object at once, as Ray's reference counting does when
+// the workload drops its ref (goray has no reference counting yet).
+func release(r core.RefInfo) {
+	if c, err := core.Current(); err == nil {
+		c.Release(r.ID)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
@@ -169,8 +170,16 @@ func (c *Core) Release(id ids.ObjectID) bool {
 	}
 	if e.ready() && e.loc != nil {
 		if nid, err := ids.ParseNodeID(e.loc.GetNodeId()); err == nil && nid == c.nodeID && c.storeDir != "" {
-			if err := store.Remove(c.storeDir, id); err != nil && !errors.Is(err, os.ErrNotExist) {
-				c.log.Debug("release object", "object", id, "err", err)
+			if c.node != nil {
+				// The raylet frees its record, its arena region or its file.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err = c.node.FreeObjects(ctx, &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}})
+				cancel()
+			}
+			if c.node == nil || err != nil {
+				if err := store.Remove(c.storeDir, id); err != nil && !errors.Is(err, os.ErrNotExist) {
+					c.log.Debug("release object", "object", id, "err", err)
+				}
 			}
 		}
 	}

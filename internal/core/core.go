@@ -66,6 +66,8 @@ type Core struct {
 	raylet    string // local raylet address
 	storeDir  string
 	addr      string // this process's WorkerService address
+	// noArena: the node has no shared-memory arena; objects go to files.
+	noArena atomic.Bool
 
 	srv    *grpc.Server
 	head   pb.SchedulerServiceClient

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -77,6 +78,17 @@ type Config struct {
 	// removed on Stop. A directory given here is kept; the objects the raylet
 	// recorded in it are removed on Stop.
 	StoreDir string
+	// ObjectStoreMemory is the size of the node's shared-memory arena
+	// (StoreDir/arena), where objects are written once and read in place;
+	// objects that do not fit go to files of their own. Its pages are faulted
+	// in when first used and then recycled. Default: the environment variable
+	// GORAY_OBJECT_STORE_MEMORY (bytes) when set, else min(25% of RAM, 2 GiB).
+	// Negative: no arena.
+	ObjectStoreMemory int64
+	// ObjectStorePrefault faults the whole arena in at start (in the
+	// background), so that no put pays for fresh pages. Default: the
+	// environment variable GORAY_OBJECT_STORE_PREFAULT=1.
+	ObjectStorePrefault bool
 	// MaxWorkersPerJob bounds the task (leased) workers of one job on this
 	// node. Default runtime.NumCPU().
 	MaxWorkersPerJob int
@@ -180,6 +192,12 @@ func (c Config) withDefaults() Config {
 		res[k] = v
 	}
 	c.Resources = res
+	if c.ObjectStoreMemory == 0 {
+		c.ObjectStoreMemory = defaultObjectStoreMemory()
+	}
+	if !c.ObjectStorePrefault && os.Getenv("GORAY_OBJECT_STORE_PREFAULT") == "1" {
+		c.ObjectStorePrefault = true
+	}
 	if c.MaxWorkersPerJob == 0 {
 		c.MaxWorkersPerJob = max(1, runtime.NumCPU())
 	}
@@ -193,6 +211,24 @@ func (c Config) withDefaults() Config {
 		c.Stdout = c.Stderr
 	}
 	return c
+}
+
+// defaultObjectStoreMemory is Config.ObjectStoreMemory's default.
+func defaultObjectStoreMemory() int64 {
+	if v := os.Getenv("GORAY_OBJECT_STORE_MEMORY"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if n == 0 {
+				return -1
+			}
+			return n
+		}
+	}
+	n := int64(2 << 30)
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err == nil {
+		n = min(n, int64(si.Totalram)*int64(si.Unit)/4)
+	}
+	return n
 }
 
 func defaultResources() map[string]float64 {

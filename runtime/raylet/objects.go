@@ -21,6 +21,7 @@ import (
 const (
 	defaultChunk = 1 << 20
 	maxChunk     = 4 << 20
+	pullChunk    = 4 << 20 // what a pull asks for
 	pullAttempts = 3
 )
 
@@ -42,6 +43,22 @@ func (r *Raylet) sealObject(req *pb.SealObjectRequest) error {
 	if err != nil {
 		return errs.New(errs.KindInvalidArgument, "", "SealObject: %v", err)
 	}
+	r.mu.Lock()
+	if a := r.allocs[id]; a != nil {
+		// Written into the arena region AllocateObject gave.
+		defer r.mu.Unlock()
+		if req.GetSize() != a.size {
+			return errs.New(errs.KindInvalidArgument, "", "SealObject: object %s was given %d bytes of the arena, the request says %d", id, a.size, req.GetSize())
+		}
+		delete(r.allocs, id)
+		if j := r.jobs[a.job]; j != nil && j.finished {
+			r.arena.Free(a.off, a.size)
+			return errJobFinished(a.job)
+		}
+		r.objects[id] = a
+		return nil
+	}
+	r.mu.Unlock()
 	st, err := os.Stat(store.Path(r.storeDir, id))
 	if err != nil {
 		return errs.New(errs.KindNotFound, "", "SealObject: object %s has no file in the store directory %s (write it with the store package first): %v", id, r.storeDir, err)
@@ -58,40 +75,133 @@ func (r *Raylet) sealObject(req *pb.SealObjectRequest) error {
 	return nil
 }
 
-// pullObject implements NodeService.PullObject.
-func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) error {
+// allocateObject implements NodeService.AllocateObject.
+func (r *Raylet) allocateObject(req *pb.AllocateObjectRequest) (*pb.AllocateObjectResponse, error) {
 	id, err := ids.ParseObjectID(req.GetObjectId())
 	if err != nil {
-		return errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
+		return nil, errs.New(errs.KindInvalidArgument, "", "AllocateObject: %v", err)
 	}
 	jobID, err := objectJob(id, req.GetJobId())
 	if err != nil {
-		return errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
+		return nil, errs.New(errs.KindInvalidArgument, "", "AllocateObject: %v", err)
+	}
+	o, err := r.allocLocal(id, jobID, req.GetSize(), false)
+	if err != nil || o == nil {
+		return &pb.AllocateObjectResponse{}, err
+	}
+	return &pb.AllocateObjectResponse{Ok: true, Offset: o.off}, nil
+}
+
+// allocLocal reserves an arena region for object id; nil when there is no
+// room (or no arena, or the object is already here).
+func (r *Raylet) allocLocal(id ids.ObjectID, jobID ids.JobID, size uint64, pulling bool) (*object, error) {
+	if r.arena == nil || size == 0 {
+		return nil, nil
 	}
 	r.mu.Lock()
-	_, local := r.objects[id]
-	r.mu.Unlock()
-	if local {
-		return nil
+	defer r.mu.Unlock()
+	if j := r.jobs[jobID]; j != nil && j.finished {
+		return nil, errJobFinished(jobID)
+	}
+	if r.objects[id] != nil || r.allocs[id] != nil {
+		return nil, nil
+	}
+	off, ok := r.arena.Alloc(size)
+	if !ok {
+		return nil, nil
+	}
+	o := &object{size: size, job: jobID, inArena: true, off: off, pulling: pulling}
+	r.allocs[id] = o
+	return o, nil
+}
+
+// dropAlloc gives back a region allocLocal reserved and that was not sealed.
+func (r *Raylet) dropAlloc(id ids.ObjectID, o *object) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.allocs[id] == o {
+		delete(r.allocs, id)
+		r.arena.Free(o.off, o.size)
+	}
+}
+
+// freeObjects implements NodeService.FreeObjects.
+func (r *Raylet) freeObjects(req *pb.FreeObjectsRequest) error {
+	for _, b := range req.GetObjectIds() {
+		id, err := ids.ParseObjectID(b)
+		if err != nil {
+			return errs.New(errs.KindInvalidArgument, "", "FreeObjects: %v", err)
+		}
+		r.mu.Lock()
+		o := r.objects[id]
+		delete(r.objects, id)
+		a := r.allocs[id]
+		delete(r.allocs, id)
+		r.mu.Unlock()
+		r.freeStored(id, o)
+		r.freeStored(id, a)
+	}
+	return nil
+}
+
+// freeStored frees the storage of an object no longer recorded.
+func (r *Raylet) freeStored(id ids.ObjectID, o *object) {
+	if o == nil {
+		return
+	}
+	if o.inArena {
+		r.arena.Free(o.off, o.size)
+		return
+	}
+	if err := store.Remove(r.storeDir, id); err != nil {
+		r.log.Warn("free object", "object", id, "err", err)
+	}
+}
+
+// location is where object o is on this node.
+func (r *Raylet) location(o *object, like *pb.ObjectLocation) *pb.ObjectLocation {
+	return &pb.ObjectLocation{NodeId: r.nodeID[:], RayletAddress: r.addr, Size: o.size,
+		Encoding: like.GetEncoding(), TypeUrl: like.GetTypeUrl(), InArena: o.inArena, ArenaOffset: o.off}
+}
+
+// pullObject implements NodeService.PullObject: it returns where the object
+// is in this node's store.
+func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.ObjectLocation, error) {
+	id, err := ids.ParseObjectID(req.GetObjectId())
+	if err != nil {
+		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
+	}
+	jobID, err := objectJob(id, req.GetJobId())
+	if err != nil {
+		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
 	}
 	loc := req.GetLocation()
+	r.mu.Lock()
+	o := r.objects[id]
+	r.mu.Unlock()
+	if o != nil {
+		return r.location(o, loc), nil
+	}
 	from := loc.GetRayletAddress()
 	if from == "" {
-		return errs.New(errs.KindInvalidArgument, "", "PullObject: object %s is not on node %s and the request names no location to pull it from", id, r.nodeID)
+		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: object %s is not on node %s and the request names no location to pull it from", id, r.nodeID)
 	}
 	if from == r.addr || string(loc.GetNodeId()) == string(r.nodeID[:]) {
-		return errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s, where its location says it is", id, r.nodeID)
+		return nil, errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s, where its location says it is", id, r.nodeID)
 	}
 	ch := r.pullFlight.DoChan(id.String(), func() (any, error) {
 		pctx, cancel := context.WithTimeout(r.ctx, pullBudget)
 		defer cancel()
-		return nil, r.pull(pctx, id, jobID, loc)
+		return r.pull(pctx, id, jobID, loc)
 	})
 	select {
 	case res := <-ch:
-		return res.Err
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return r.location(res.Val.(*object), loc), nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -113,35 +223,78 @@ func (r *Raylet) peer(addr string) (pb.ObjectTransferServiceClient, error) {
 	return pb.NewObjectTransferServiceClient(c), nil
 }
 
-// pull copies object id from the raylet at loc into the local store, resuming
-// an interrupted stream where it broke off.
-func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) error {
-	r.mu.Lock()
-	_, local := r.objects[id]
-	r.mu.Unlock()
-	if local {
+// pullSink is where a pull writes: an arena region or a temporary file.
+type pullSink struct {
+	region []byte
+	f      *os.File
+}
+
+func (s *pullSink) writeAt(b []byte, off uint64) error {
+	if s.region != nil {
+		if off+uint64(len(b)) > uint64(len(s.region)) {
+			return fmt.Errorf("%d bytes at %d overflow the %d-byte region", len(b), off, len(s.region))
+		}
+		copy(s.region[off:], b)
 		return nil
+	}
+	_, err := s.f.Write(b)
+	return err
+}
+
+// pull copies object id from the raylet at loc into the local store (an
+// arena region when there is room, else a file), resuming an interrupted
+// stream where it broke off.
+func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) (*object, error) {
+	r.mu.Lock()
+	o := r.objects[id]
+	r.mu.Unlock()
+	if o != nil {
+		return o, nil
 	}
 	client, err := r.peer(loc.GetRayletAddress())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f, err := store.Create(r.storeDir, id)
+	var sink pullSink
+	alloc, err := r.allocLocal(id, jobID, loc.GetSize(), true)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if alloc != nil {
+		m, err := store.OpenArena(r.storeDir)
+		if err == nil {
+			sink.region, err = m.Region(alloc.off, alloc.size)
+		}
+		if err != nil {
+			r.log.Warn("pull into the arena; using a file", "object", id, "err", err)
+			r.dropAlloc(id, alloc)
+			alloc, sink.region = nil, nil
+		}
+	}
+	if alloc == nil {
+		f, err := store.Create(r.storeDir, id)
+		if err != nil {
+			return nil, err
+		}
+		sink.f = f
 	}
 	committed := false
 	defer func() {
-		if !committed {
-			f.Close()
-			os.Remove(f.Name())
+		if committed {
+			return
+		}
+		if alloc != nil {
+			r.dropAlloc(id, alloc)
+		} else {
+			sink.f.Close()
+			os.Remove(sink.f.Name())
 		}
 	}()
 	var off uint64
 	total := int64(-1)
 	var lastErr error
 	for attempt := 0; attempt < pullAttempts; attempt++ {
-		err := r.pullStream(ctx, client, id, f, &off, &total)
+		err := r.pullStream(ctx, client, id, &sink, &off, &total)
 		if err == nil && total >= 0 && off == uint64(total) {
 			lastErr = nil
 			break
@@ -159,31 +312,49 @@ func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc
 	if lastErr != nil {
 		var ge *errs.Error
 		if errors.As(lastErr, &ge) {
-			return lastErr
+			return nil, lastErr
 		}
-		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: %v", id, loc.GetRayletAddress(), lastErr)
+		return nil, errs.New(errs.KindObjectLost, "", "pull object %s from %s: %v", id, loc.GetRayletAddress(), lastErr)
 	}
 	if want := loc.GetSize(); want != 0 && want != off {
-		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, loc.GetRayletAddress(), off, want)
+		return nil, errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, loc.GetRayletAddress(), off, want)
 	}
-	if err := store.Commit(f, r.storeDir, id); err != nil {
-		return err
+	if alloc != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.allocs[id] != alloc {
+			return nil, errJobFinished(jobID)
+		}
+		delete(r.allocs, id)
+		alloc.pulling = false
+		if j := r.jobs[jobID]; j != nil && j.finished {
+			r.arena.Free(alloc.off, alloc.size)
+			committed = true
+			return nil, errJobFinished(jobID)
+		}
+		committed = true
+		r.objects[id] = alloc
+		return alloc, nil
+	}
+	if err := store.Commit(sink.f, r.storeDir, id); err != nil {
+		return nil, err
 	}
 	committed = true
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if j := r.jobs[jobID]; j != nil && j.finished {
 		store.Remove(r.storeDir, id)
-		return errJobFinished(jobID)
+		return nil, errJobFinished(jobID)
 	}
-	r.objects[id] = &object{size: off, job: jobID}
-	return nil
+	o = &object{size: off, job: jobID}
+	r.objects[id] = o
+	return o, nil
 }
 
-func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferServiceClient, id ids.ObjectID, f *os.File, off *uint64, total *int64) error {
+func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferServiceClient, id ids.ObjectID, sink *pullSink, off *uint64, total *int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.Pull(ctx, &pb.PullRequest{ObjectId: id[:], Offset: *off, ChunkSize: defaultChunk})
+	stream, err := client.Pull(ctx, &pb.PullRequest{ObjectId: id[:], Offset: *off, ChunkSize: pullChunk})
 	if err != nil {
 		return transferErr(err)
 	}
@@ -197,6 +368,9 @@ func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferService
 		}
 		if *total < 0 {
 			*total = int64(msg.GetTotalSize())
+			if sink.region != nil && uint64(*total) != uint64(len(sink.region)) {
+				return errs.New(errs.KindObjectLost, "", "object %s is %d bytes at its holder, its location says %d", id, *total, len(sink.region))
+			}
 		} else if uint64(*total) != msg.GetTotalSize() {
 			return errs.New(errs.KindObjectLost, "", "object %s changed size during transfer (%d, then %d bytes)", id, *total, msg.GetTotalSize())
 		}
@@ -206,7 +380,7 @@ func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferService
 		if *off+uint64(len(msg.GetData())) > uint64(*total) {
 			return errs.New(errs.KindObjectLost, "", "object %s: transfer sent more than its %d bytes", id, *total)
 		}
-		if _, err := f.Write(msg.GetData()); err != nil {
+		if err := sink.writeAt(msg.GetData(), *off); err != nil {
 			return errs.New(errs.KindObjectLost, "", "object %s: write to local store: %v", id, err)
 		}
 		*off += uint64(len(msg.GetData()))
@@ -232,10 +406,23 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 		return errs.New(errs.KindInvalidArgument, "", "Pull: %v", err)
 	}
 	r.mu.Lock()
-	_, ok := r.objects[id]
+	o := r.objects[id]
 	r.mu.Unlock()
-	if !ok {
+	if o == nil {
 		return errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s", id, r.nodeID)
+	}
+	if o.inArena {
+		m, err := store.OpenArena(r.storeDir)
+		var b []byte
+		if err == nil {
+			b, err = m.View(o.off, o.size)
+		}
+		if err != nil {
+			return errs.New(errs.KindObjectLost, "", "object %s: read the arena: %v", id, err)
+		}
+		return serveChunks(req, stream, id, o.size, func(buf []byte, off uint64, n uint64) ([]byte, error) {
+			return b[off : off+n], nil
+		})
 	}
 	f, err := os.Open(store.Path(r.storeDir, id))
 	if err != nil {
@@ -246,7 +433,18 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 	if err != nil {
 		return errs.New(errs.KindObjectLost, "", "object %s: %v", id, err)
 	}
-	size := uint64(st.Size())
+	return serveChunks(req, stream, id, uint64(st.Size()), func(buf []byte, off uint64, n uint64) ([]byte, error) {
+		m, err := f.ReadAt(buf[:n], int64(off))
+		if m == 0 && err != nil {
+			return nil, err
+		}
+		return buf[:m], nil
+	})
+}
+
+// serveChunks streams [req.Offset, size) of an object in chunks that read
+// gives (into buf, or from memory of its own).
+func serveChunks(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer, id ids.ObjectID, size uint64, read func(buf []byte, off, n uint64) ([]byte, error)) error {
 	off := req.GetOffset()
 	if off > size {
 		return errs.New(errs.KindInvalidArgument, "", "Pull: offset %d is past the end of object %s (%d bytes)", off, id, size)
@@ -256,30 +454,43 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 		chunk = defaultChunk
 	}
 	chunk = min(chunk, maxChunk)
-	buf := make([]byte, min(chunk, max(size-off, 1)))
 	if size == off {
 		return stream.Send(&pb.PullResponse{TotalSize: size, Offset: off})
 	}
+	var buf []byte
 	for off < size {
-		n, err := f.ReadAt(buf[:min(uint64(len(buf)), size-off)], int64(off))
-		if n == 0 && err != nil {
+		n := min(chunk, size-off)
+		if uint64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		data, err := read(buf[:cap(buf)], off, n)
+		if err != nil {
 			return errs.New(errs.KindObjectLost, "", "object %s: read at %d: %v", id, off, err)
 		}
-		if err := stream.Send(&pb.PullResponse{TotalSize: size, Offset: off, Data: buf[:n]}); err != nil {
+		if err := stream.Send(&pb.PullResponse{TotalSize: size, Offset: off, Data: data}); err != nil {
 			return err
 		}
-		off += uint64(n)
+		off += uint64(len(data))
 	}
 	return nil
 }
 
-// objectsOfJobLocked removes and returns the objects recorded for a job.
-func (r *Raylet) objectsOfJobLocked(j ids.JobID) []ids.ObjectID {
-	var out []ids.ObjectID
-	for id, o := range r.objects {
-		if o.job == j || id.Job() == j {
-			out = append(out, id)
-			delete(r.objects, id)
+// storedObject is an object and its storage.
+type storedObject struct {
+	id ids.ObjectID
+	o  *object
+}
+
+// objectsOfJobLocked removes and returns the objects recorded for a job,
+// with the arena regions it was given and has not sealed.
+func (r *Raylet) objectsOfJobLocked(j ids.JobID) []storedObject {
+	var out []storedObject
+	for _, m := range []map[ids.ObjectID]*object{r.objects, r.allocs} {
+		for id, o := range m {
+			if (o.job == j || id.Job() == j) && !o.pulling {
+				out = append(out, storedObject{id, o})
+				delete(m, id)
+			}
 		}
 	}
 	return out

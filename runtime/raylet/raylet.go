@@ -92,6 +92,10 @@ type Raylet struct {
 	leases   map[ids.LeaseID]*lease
 	actors   map[ids.ActorID]*actor
 	objects  map[ids.ObjectID]*object
+	// allocs are arena regions handed out and not sealed yet.
+	allocs map[ids.ObjectID]*object
+	// arena is the node's shared-memory arena; nil without one.
+	arena    *store.Allocator
 	binaries map[string]string // sha hex -> verified executable
 	peers    map[string]*grpc.ClientConn
 	hbFail   bool
@@ -125,6 +129,7 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 		leases:   make(map[ids.LeaseID]*lease),
 		actors:   make(map[ids.ActorID]*actor),
 		objects:  make(map[ids.ObjectID]*object),
+		allocs:   make(map[ids.ObjectID]*object),
 		binaries: make(map[string]string),
 		peers:    make(map[string]*grpc.ClientConn),
 
@@ -354,6 +359,21 @@ func (r *Raylet) makeDirs() error {
 			return fmt.Errorf("raylet: store dir: %w", err)
 		}
 		r.storeDir, r.ownStoreDir = d, true
+	}
+	if n := r.cfg.ObjectStoreMemory; n > 0 {
+		a, err := store.CreateArena(r.storeDir, uint64(n))
+		if err != nil {
+			r.log.Warn("no shared-memory arena: objects go to files of their own", "err", err)
+		} else {
+			r.arena = a
+			if r.cfg.ObjectStorePrefault {
+				go func() {
+					if err := a.Prefault(); err != nil {
+						r.log.Warn("prefault the object store arena", "err", err)
+					}
+				}()
+			}
+		}
 	}
 	return nil
 }
@@ -637,6 +657,9 @@ func (r *Raylet) stop() {
 
 	if r.removeTokenFile {
 		os.Remove(r.tokenFile)
+	}
+	if r.arena != nil {
+		r.arena.Close()
 	}
 	if r.ownStoreDir {
 		os.RemoveAll(r.storeDir)

@@ -200,10 +200,12 @@ func TestObjectPullAcrossNodes(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
+	locs := make(chan *pb.ObjectLocation, 4)
 	for range 4 { // concurrent pulls of one object
 		wg.Go(func() {
-			_, err := dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: job[:]})
+			resp, err := dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: job[:]})
 			errc <- err
+			locs <- resp.GetLocal()
 		})
 	}
 	wg.Wait()
@@ -213,7 +215,15 @@ func TestObjectPullAcrossNodes(t *testing.T) {
 			t.Fatalf("PullObject: %v", err)
 		}
 	}
-	got, err := store.Read(node.StoreDir(), id)
+	local := <-locs
+	if !local.GetInArena() || local.GetSize() != uint64(len(data)) {
+		t.Fatalf("pulled object at %v, want %d bytes in the node's arena", local, len(data))
+	}
+	m, err := store.OpenArena(node.StoreDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.View(local.GetArenaOffset(), local.GetSize())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +243,8 @@ func TestObjectPullAcrossNodes(t *testing.T) {
 		if _, err := dst.FinishJob(callCtx(t), &pb.NodeServiceFinishJobRequest{JobId: job[:]}); err != nil {
 			t.Fatalf("FinishJob: %v", err)
 		}
-		if _, err := store.Read(node.StoreDir(), id); err == nil {
-			t.Errorf("object of a finished job still in the store")
+		if used := node.arena.Used(); used != 0 {
+			t.Errorf("%d bytes of the arena still in use after the job finished", used)
 		}
 	})
 }

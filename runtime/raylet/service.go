@@ -5,7 +5,6 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
-	"github.com/goray/goray/internal/store"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -90,10 +89,26 @@ func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*
 }
 
 func (s *nodeServer) PullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
-	if err := s.r.pullObject(ctx, req); err != nil {
+	loc, err := s.r.pullObject(ctx, req)
+	if err != nil {
 		return nil, errs.Status(err)
 	}
-	return &pb.PullObjectResponse{}, nil
+	return &pb.PullObjectResponse{Local: loc}, nil
+}
+
+func (s *nodeServer) AllocateObject(_ context.Context, req *pb.AllocateObjectRequest) (*pb.AllocateObjectResponse, error) {
+	resp, err := s.r.allocateObject(req)
+	if err != nil {
+		return nil, errs.Status(err)
+	}
+	return resp, nil
+}
+
+func (s *nodeServer) FreeObjects(_ context.Context, req *pb.FreeObjectsRequest) (*pb.FreeObjectsResponse, error) {
+	if err := s.r.freeObjects(req); err != nil {
+		return nil, errs.Status(err)
+	}
+	return &pb.FreeObjectsResponse{}, nil
 }
 
 // transferServer is the raylet's ObjectTransferService.
@@ -137,9 +152,7 @@ func (r *Raylet) finishJob(ctx context.Context, id ids.JobID) error {
 	}
 	waitExited(ws, killWaitTimeout, r.log)
 	for _, o := range objs {
-		if err := store.Remove(r.storeDir, o); err != nil {
-			r.log.Warn("remove object of finished job", "job", id, "object", o, "err", err)
-		}
+		r.freeStored(o.id, o.o)
 	}
 	close(j.finishDone)
 	if len(ws) > 0 || len(objs) > 0 {

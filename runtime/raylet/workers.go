@@ -123,6 +123,12 @@ type actor struct {
 type object struct {
 	size uint64
 	job  ids.JobID
+	// inArena: the object is the region [off, off+size) of the node's arena.
+	inArena bool
+	off     uint64
+	// pulling: a pull is writing into the region; it frees it itself when
+	// the job finishes meanwhile.
+	pulling bool
 }
 
 // jobLocked returns the job's state, creating it.

@@ -404,6 +404,10 @@ type ObjectLocation struct {
 	Size          uint64   `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	Encoding      Encoding `protobuf:"varint,4,opt,name=encoding,proto3,enum=goray.v1.Encoding" json:"encoding,omitempty"`
 	TypeUrl       string   `protobuf:"bytes,5,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
+	// The object lives in the node's shared-memory arena (<store_dir>/arena)
+	// at arena_offset, rather than in a file of its own in the store directory.
+	InArena       bool   `protobuf:"varint,6,opt,name=in_arena,json=inArena,proto3" json:"in_arena,omitempty"`
+	ArenaOffset   uint64 `protobuf:"varint,7,opt,name=arena_offset,json=arenaOffset,proto3" json:"arena_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +475,20 @@ func (x *ObjectLocation) GetTypeUrl() string {
 		return x.TypeUrl
 	}
 	return ""
+}
+
+func (x *ObjectLocation) GetInArena() bool {
+	if x != nil {
+		return x.InArena
+	}
+	return false
+}
+
+func (x *ObjectLocation) GetArenaOffset() uint64 {
+	if x != nil {
+		return x.ArenaOffset
+	}
+	return 0
 }
 
 // ErrorInfo carries a typed error across processes.
@@ -839,13 +857,15 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\tObjectRef\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
 	"\rowner_address\x18\x02 \x01(\tR\fownerAddress\x12&\n" +
-	"\x0fowner_worker_id\x18\x03 \x01(\fR\rownerWorkerId\"\xaf\x01\n" +
+	"\x0fowner_worker_id\x18\x03 \x01(\fR\rownerWorkerId\"\xed\x01\n" +
 	"\x0eObjectLocation\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12%\n" +
 	"\x0eraylet_address\x18\x02 \x01(\tR\rrayletAddress\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12.\n" +
 	"\bencoding\x18\x04 \x01(\x0e2\x12.goray.v1.EncodingR\bencoding\x12\x19\n" +
-	"\btype_url\x18\x05 \x01(\tR\atypeUrl\"\xe3\x01\n" +
+	"\btype_url\x18\x05 \x01(\tR\atypeUrl\x12\x19\n" +
+	"\bin_arena\x18\x06 \x01(\bR\ainArena\x12!\n" +
+	"\farena_offset\x18\a \x01(\x04R\varenaOffset\"\xe3\x01\n" +
 	"\tErrorInfo\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.goray.v1.ErrorKindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +

@@ -935,7 +935,9 @@ func (x *PullObjectRequest) GetJobId() []byte {
 }
 
 type PullObjectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the object is in this node's store now.
+	Local         *ObjectLocation `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -970,6 +972,205 @@ func (*PullObjectResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *PullObjectResponse) GetLocal() *ObjectLocation {
+	if x != nil {
+		return x.Local
+	}
+	return nil
+}
+
+type AllocateObjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	JobId         []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateObjectRequest) Reset() {
+	*x = AllocateObjectRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateObjectRequest) ProtoMessage() {}
+
+func (x *AllocateObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateObjectRequest.ProtoReflect.Descriptor instead.
+func (*AllocateObjectRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AllocateObjectRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *AllocateObjectRequest) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *AllocateObjectRequest) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+type AllocateObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateObjectResponse) Reset() {
+	*x = AllocateObjectResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateObjectResponse) ProtoMessage() {}
+
+func (x *AllocateObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateObjectResponse.ProtoReflect.Descriptor instead.
+func (*AllocateObjectResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AllocateObjectResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *AllocateObjectResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type FreeObjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeObjectsRequest) Reset() {
+	*x = FreeObjectsRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeObjectsRequest) ProtoMessage() {}
+
+func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeObjectsRequest.ProtoReflect.Descriptor instead.
+func (*FreeObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *FreeObjectsRequest) GetObjectIds() [][]byte {
+	if x != nil {
+		return x.ObjectIds
+	}
+	return nil
+}
+
+type FreeObjectsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeObjectsResponse) Reset() {
+	*x = FreeObjectsResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeObjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeObjectsResponse) ProtoMessage() {}
+
+func (x *FreeObjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeObjectsResponse.ProtoReflect.Descriptor instead.
+func (*FreeObjectsResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{21}
+}
+
 type PrepareBundleRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
@@ -981,7 +1182,7 @@ type PrepareBundleRequest struct {
 
 func (x *PrepareBundleRequest) Reset() {
 	*x = PrepareBundleRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[18]
+	mi := &file_goray_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1194,7 @@ func (x *PrepareBundleRequest) String() string {
 func (*PrepareBundleRequest) ProtoMessage() {}
 
 func (x *PrepareBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[18]
+	mi := &file_goray_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1207,7 @@ func (x *PrepareBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareBundleRequest.ProtoReflect.Descriptor instead.
 func (*PrepareBundleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PrepareBundleRequest) GetPlacementGroupId() []byte {
@@ -1038,7 +1239,7 @@ type PrepareBundleResponse struct {
 
 func (x *PrepareBundleResponse) Reset() {
 	*x = PrepareBundleResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[19]
+	mi := &file_goray_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1251,7 @@ func (x *PrepareBundleResponse) String() string {
 func (*PrepareBundleResponse) ProtoMessage() {}
 
 func (x *PrepareBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[19]
+	mi := &file_goray_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1264,7 @@ func (x *PrepareBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareBundleResponse.ProtoReflect.Descriptor instead.
 func (*PrepareBundleResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 type CommitBundleRequest struct {
@@ -1076,7 +1277,7 @@ type CommitBundleRequest struct {
 
 func (x *CommitBundleRequest) Reset() {
 	*x = CommitBundleRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[20]
+	mi := &file_goray_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1289,7 @@ func (x *CommitBundleRequest) String() string {
 func (*CommitBundleRequest) ProtoMessage() {}
 
 func (x *CommitBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[20]
+	mi := &file_goray_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1302,7 @@ func (x *CommitBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBundleRequest.ProtoReflect.Descriptor instead.
 func (*CommitBundleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommitBundleRequest) GetPlacementGroupId() []byte {
@@ -1126,7 +1327,7 @@ type CommitBundleResponse struct {
 
 func (x *CommitBundleResponse) Reset() {
 	*x = CommitBundleResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[21]
+	mi := &file_goray_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1339,7 @@ func (x *CommitBundleResponse) String() string {
 func (*CommitBundleResponse) ProtoMessage() {}
 
 func (x *CommitBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[21]
+	mi := &file_goray_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1352,7 @@ func (x *CommitBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitBundleResponse.ProtoReflect.Descriptor instead.
 func (*CommitBundleResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 type ReturnBundleRequest struct {
@@ -1164,7 +1365,7 @@ type ReturnBundleRequest struct {
 
 func (x *ReturnBundleRequest) Reset() {
 	*x = ReturnBundleRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[22]
+	mi := &file_goray_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1377,7 @@ func (x *ReturnBundleRequest) String() string {
 func (*ReturnBundleRequest) ProtoMessage() {}
 
 func (x *ReturnBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[22]
+	mi := &file_goray_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1390,7 @@ func (x *ReturnBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnBundleRequest.ProtoReflect.Descriptor instead.
 func (*ReturnBundleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReturnBundleRequest) GetPlacementGroupId() []byte {
@@ -1214,7 +1415,7 @@ type ReturnBundleResponse struct {
 
 func (x *ReturnBundleResponse) Reset() {
 	*x = ReturnBundleResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[23]
+	mi := &file_goray_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1427,7 @@ func (x *ReturnBundleResponse) String() string {
 func (*ReturnBundleResponse) ProtoMessage() {}
 
 func (x *ReturnBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[23]
+	mi := &file_goray_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1440,7 @@ func (x *ReturnBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReturnBundleResponse.ProtoReflect.Descriptor instead.
 func (*ReturnBundleResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 var File_goray_v1_node_proto protoreflect.FileDescriptor
@@ -1299,8 +1500,20 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x11PullObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
 	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12PullObjectResponse\"\x9a\x01\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"D\n" +
+	"\x12PullObjectResponse\x12.\n" +
+	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\"_\n" +
+	"\x15AllocateObjectRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"@\n" +
+	"\x16AllocateObjectResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"3\n" +
+	"\x12FreeObjectsRequest\x12\x1d\n" +
+	"\n" +
+	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x15\n" +
+	"\x13FreeObjectsResponse\"\x9a\x01\n" +
 	"\x14PrepareBundleRequest\x12,\n" +
 	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
 	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\x121\n" +
@@ -1313,7 +1526,7 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x13ReturnBundleRequest\x12,\n" +
 	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
 	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\x16\n" +
-	"\x14ReturnBundleResponse2\x8b\b\n" +
+	"\x14ReturnBundleResponse2\xac\t\n" +
 	"\vNodeService\x12J\n" +
 	"\vGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n" +
 	"\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12_\n" +
@@ -1328,7 +1541,9 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"SealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n" +
 	"\n" +
-	"PullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"PullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12S\n" +
+	"\x0eAllocateObject\x12\x1f.goray.v1.AllocateObjectRequest\x1a .goray.v1.AllocateObjectResponse\x12J\n" +
+	"\vFreeObjects\x12\x1c.goray.v1.FreeObjectsRequest\x1a\x1d.goray.v1.FreeObjectsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_node_proto_rawDescOnce sync.Once
@@ -1342,7 +1557,7 @@ func file_goray_v1_node_proto_rawDescGZIP() []byte {
 	return file_goray_v1_node_proto_rawDescData
 }
 
-var file_goray_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_goray_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_goray_v1_node_proto_goTypes = []any{
 	(*GetNodeInfoRequest)(nil),             // 0: goray.v1.GetNodeInfoRequest
 	(*GetNodeInfoResponse)(nil),            // 1: goray.v1.GetNodeInfoResponse
@@ -1362,53 +1577,62 @@ var file_goray_v1_node_proto_goTypes = []any{
 	(*SealObjectResponse)(nil),             // 15: goray.v1.SealObjectResponse
 	(*PullObjectRequest)(nil),              // 16: goray.v1.PullObjectRequest
 	(*PullObjectResponse)(nil),             // 17: goray.v1.PullObjectResponse
-	(*PrepareBundleRequest)(nil),           // 18: goray.v1.PrepareBundleRequest
-	(*PrepareBundleResponse)(nil),          // 19: goray.v1.PrepareBundleResponse
-	(*CommitBundleRequest)(nil),            // 20: goray.v1.CommitBundleRequest
-	(*CommitBundleResponse)(nil),           // 21: goray.v1.CommitBundleResponse
-	(*ReturnBundleRequest)(nil),            // 22: goray.v1.ReturnBundleRequest
-	(*ReturnBundleResponse)(nil),           // 23: goray.v1.ReturnBundleResponse
-	(*Resources)(nil),                      // 24: goray.v1.Resources
-	(*SchedulingStrategy)(nil),             // 25: goray.v1.SchedulingStrategy
-	(*ActorSpec)(nil),                      // 26: goray.v1.ActorSpec
-	(*ObjectLocation)(nil),                 // 27: goray.v1.ObjectLocation
+	(*AllocateObjectRequest)(nil),          // 18: goray.v1.AllocateObjectRequest
+	(*AllocateObjectResponse)(nil),         // 19: goray.v1.AllocateObjectResponse
+	(*FreeObjectsRequest)(nil),             // 20: goray.v1.FreeObjectsRequest
+	(*FreeObjectsResponse)(nil),            // 21: goray.v1.FreeObjectsResponse
+	(*PrepareBundleRequest)(nil),           // 22: goray.v1.PrepareBundleRequest
+	(*PrepareBundleResponse)(nil),          // 23: goray.v1.PrepareBundleResponse
+	(*CommitBundleRequest)(nil),            // 24: goray.v1.CommitBundleRequest
+	(*CommitBundleResponse)(nil),           // 25: goray.v1.CommitBundleResponse
+	(*ReturnBundleRequest)(nil),            // 26: goray.v1.ReturnBundleRequest
+	(*ReturnBundleResponse)(nil),           // 27: goray.v1.ReturnBundleResponse
+	(*Resources)(nil),                      // 28: goray.v1.Resources
+	(*SchedulingStrategy)(nil),             // 29: goray.v1.SchedulingStrategy
+	(*ActorSpec)(nil),                      // 30: goray.v1.ActorSpec
+	(*ObjectLocation)(nil),                 // 31: goray.v1.ObjectLocation
 }
 var file_goray_v1_node_proto_depIdxs = []int32{
-	24, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
-	24, // 1: goray.v1.RequestWorkerLeaseRequest.resources:type_name -> goray.v1.Resources
-	25, // 2: goray.v1.RequestWorkerLeaseRequest.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
-	26, // 3: goray.v1.NodeServiceCreateActorRequest.spec:type_name -> goray.v1.ActorSpec
-	27, // 4: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
-	24, // 5: goray.v1.PrepareBundleRequest.resources:type_name -> goray.v1.Resources
-	0,  // 6: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
-	2,  // 7: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
-	4,  // 8: goray.v1.NodeService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
-	6,  // 9: goray.v1.NodeService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
-	8,  // 10: goray.v1.NodeService.CreateActor:input_type -> goray.v1.NodeServiceCreateActorRequest
-	10, // 11: goray.v1.NodeService.KillActor:input_type -> goray.v1.NodeServiceKillActorRequest
-	12, // 12: goray.v1.NodeService.FinishJob:input_type -> goray.v1.NodeServiceFinishJobRequest
-	18, // 13: goray.v1.NodeService.PrepareBundle:input_type -> goray.v1.PrepareBundleRequest
-	20, // 14: goray.v1.NodeService.CommitBundle:input_type -> goray.v1.CommitBundleRequest
-	22, // 15: goray.v1.NodeService.ReturnBundle:input_type -> goray.v1.ReturnBundleRequest
-	14, // 16: goray.v1.NodeService.SealObject:input_type -> goray.v1.SealObjectRequest
-	16, // 17: goray.v1.NodeService.PullObject:input_type -> goray.v1.PullObjectRequest
-	1,  // 18: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
-	3,  // 19: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
-	5,  // 20: goray.v1.NodeService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
-	7,  // 21: goray.v1.NodeService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
-	9,  // 22: goray.v1.NodeService.CreateActor:output_type -> goray.v1.NodeServiceCreateActorResponse
-	11, // 23: goray.v1.NodeService.KillActor:output_type -> goray.v1.NodeServiceKillActorResponse
-	13, // 24: goray.v1.NodeService.FinishJob:output_type -> goray.v1.NodeServiceFinishJobResponse
-	19, // 25: goray.v1.NodeService.PrepareBundle:output_type -> goray.v1.PrepareBundleResponse
-	21, // 26: goray.v1.NodeService.CommitBundle:output_type -> goray.v1.CommitBundleResponse
-	23, // 27: goray.v1.NodeService.ReturnBundle:output_type -> goray.v1.ReturnBundleResponse
-	15, // 28: goray.v1.NodeService.SealObject:output_type -> goray.v1.SealObjectResponse
-	17, // 29: goray.v1.NodeService.PullObject:output_type -> goray.v1.PullObjectResponse
-	18, // [18:30] is the sub-list for method output_type
-	6,  // [6:18] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	28, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
+	28, // 1: goray.v1.RequestWorkerLeaseRequest.resources:type_name -> goray.v1.Resources
+	29, // 2: goray.v1.RequestWorkerLeaseRequest.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
+	30, // 3: goray.v1.NodeServiceCreateActorRequest.spec:type_name -> goray.v1.ActorSpec
+	31, // 4: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
+	31, // 5: goray.v1.PullObjectResponse.local:type_name -> goray.v1.ObjectLocation
+	28, // 6: goray.v1.PrepareBundleRequest.resources:type_name -> goray.v1.Resources
+	0,  // 7: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
+	2,  // 8: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
+	4,  // 9: goray.v1.NodeService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
+	6,  // 10: goray.v1.NodeService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
+	8,  // 11: goray.v1.NodeService.CreateActor:input_type -> goray.v1.NodeServiceCreateActorRequest
+	10, // 12: goray.v1.NodeService.KillActor:input_type -> goray.v1.NodeServiceKillActorRequest
+	12, // 13: goray.v1.NodeService.FinishJob:input_type -> goray.v1.NodeServiceFinishJobRequest
+	22, // 14: goray.v1.NodeService.PrepareBundle:input_type -> goray.v1.PrepareBundleRequest
+	24, // 15: goray.v1.NodeService.CommitBundle:input_type -> goray.v1.CommitBundleRequest
+	26, // 16: goray.v1.NodeService.ReturnBundle:input_type -> goray.v1.ReturnBundleRequest
+	14, // 17: goray.v1.NodeService.SealObject:input_type -> goray.v1.SealObjectRequest
+	16, // 18: goray.v1.NodeService.PullObject:input_type -> goray.v1.PullObjectRequest
+	18, // 19: goray.v1.NodeService.AllocateObject:input_type -> goray.v1.AllocateObjectRequest
+	20, // 20: goray.v1.NodeService.FreeObjects:input_type -> goray.v1.FreeObjectsRequest
+	1,  // 21: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
+	3,  // 22: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
+	5,  // 23: goray.v1.NodeService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
+	7,  // 24: goray.v1.NodeService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
+	9,  // 25: goray.v1.NodeService.CreateActor:output_type -> goray.v1.NodeServiceCreateActorResponse
+	11, // 26: goray.v1.NodeService.KillActor:output_type -> goray.v1.NodeServiceKillActorResponse
+	13, // 27: goray.v1.NodeService.FinishJob:output_type -> goray.v1.NodeServiceFinishJobResponse
+	23, // 28: goray.v1.NodeService.PrepareBundle:output_type -> goray.v1.PrepareBundleResponse
+	25, // 29: goray.v1.NodeService.CommitBundle:output_type -> goray.v1.CommitBundleResponse
+	27, // 30: goray.v1.NodeService.ReturnBundle:output_type -> goray.v1.ReturnBundleResponse
+	15, // 31: goray.v1.NodeService.SealObject:output_type -> goray.v1.SealObjectResponse
+	17, // 32: goray.v1.NodeService.PullObject:output_type -> goray.v1.PullObjectResponse
+	19, // 33: goray.v1.NodeService.AllocateObject:output_type -> goray.v1.AllocateObjectResponse
+	21, // 34: goray.v1.NodeService.FreeObjects:output_type -> goray.v1.FreeObjectsResponse
+	21, // [21:35] is the sub-list for method output_type
+	7,  // [7:21] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_node_proto_init() }
@@ -1424,7 +1648,7 @@ func file_goray_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_node_proto_rawDesc), len(file_goray_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

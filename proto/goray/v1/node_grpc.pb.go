@@ -31,6 +31,8 @@ const (
 	NodeService_ReturnBundle_FullMethodName       = "/goray.v1.NodeService/ReturnBundle"
 	NodeService_SealObject_FullMethodName         = "/goray.v1.NodeService/SealObject"
 	NodeService_PullObject_FullMethodName         = "/goray.v1.NodeService/PullObject"
+	NodeService_AllocateObject_FullMethodName     = "/goray.v1.NodeService/AllocateObject"
+	NodeService_FreeObjects_FullMethodName        = "/goray.v1.NodeService/FreeObjects"
 )
 
 // NodeServiceClient is the client API for NodeService service.
@@ -75,6 +77,13 @@ type NodeServiceClient interface {
 	// remote object local (pulling it in chunks, concurrent pulls deduplicated)
 	// and returns when it is sealed in the local store.
 	PullObject(ctx context.Context, in *PullObjectRequest, opts ...grpc.CallOption) (*PullObjectResponse, error)
+	// Caller: a worker about to store a large object. Reserves size bytes of
+	// the node's shared-memory arena for it; the caller writes the object there
+	// and seals it (SealObject). ok is false when the arena has no room: the
+	// caller then writes a file of its own.
+	AllocateObject(ctx context.Context, in *AllocateObjectRequest, opts ...grpc.CallOption) (*AllocateObjectResponse, error)
+	// Caller: the owner of objects it released. Frees their copies on this node.
+	FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsResponse, error)
 }
 
 type nodeServiceClient struct {
@@ -214,6 +223,26 @@ func (c *nodeServiceClient) PullObject(ctx context.Context, in *PullObjectReques
 	return out, nil
 }
 
+func (c *nodeServiceClient) AllocateObject(ctx context.Context, in *AllocateObjectRequest, opts ...grpc.CallOption) (*AllocateObjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AllocateObjectResponse)
+	err := c.cc.Invoke(ctx, NodeService_AllocateObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeServiceClient) FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FreeObjectsResponse)
+	err := c.cc.Invoke(ctx, NodeService_FreeObjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServiceServer is the server API for NodeService service.
 // All implementations must embed UnimplementedNodeServiceServer
 // for forward compatibility.
@@ -256,6 +285,13 @@ type NodeServiceServer interface {
 	// remote object local (pulling it in chunks, concurrent pulls deduplicated)
 	// and returns when it is sealed in the local store.
 	PullObject(context.Context, *PullObjectRequest) (*PullObjectResponse, error)
+	// Caller: a worker about to store a large object. Reserves size bytes of
+	// the node's shared-memory arena for it; the caller writes the object there
+	// and seals it (SealObject). ok is false when the arena has no room: the
+	// caller then writes a file of its own.
+	AllocateObject(context.Context, *AllocateObjectRequest) (*AllocateObjectResponse, error)
+	// Caller: the owner of objects it released. Frees their copies on this node.
+	FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsResponse, error)
 	mustEmbedUnimplementedNodeServiceServer()
 }
 
@@ -301,6 +337,12 @@ func (UnimplementedNodeServiceServer) SealObject(context.Context, *SealObjectReq
 }
 func (UnimplementedNodeServiceServer) PullObject(context.Context, *PullObjectRequest) (*PullObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PullObject not implemented")
+}
+func (UnimplementedNodeServiceServer) AllocateObject(context.Context, *AllocateObjectRequest) (*AllocateObjectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AllocateObject not implemented")
+}
+func (UnimplementedNodeServiceServer) FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FreeObjects not implemented")
 }
 func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
 func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
@@ -532,6 +574,42 @@ func _NodeService_PullObject_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_AllocateObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AllocateObjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).AllocateObject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_AllocateObject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).AllocateObject(ctx, req.(*AllocateObjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NodeService_FreeObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FreeObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).FreeObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_FreeObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).FreeObjects(ctx, req.(*FreeObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NodeService_ServiceDesc is the grpc.ServiceDesc for NodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -582,6 +660,14 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PullObject",
 			Handler:    _NodeService_PullObject_Handler,
+		},
+		{
+			MethodName: "AllocateObject",
+			Handler:    _NodeService_AllocateObject_Handler,
+		},
+		{
+			MethodName: "FreeObjects",
+			Handler:    _NodeService_FreeObjects_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

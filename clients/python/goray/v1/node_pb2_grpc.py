@@ -76,6 +76,16 @@ class NodeServiceStub(object):
                 request_serializer=goray_dot_v1_dot_node__pb2.PullObjectRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_node__pb2.PullObjectResponse.FromString,
                 )
+        self.AllocateObject = channel.unary_unary(
+                '/goray.v1.NodeService/AllocateObject',
+                request_serializer=goray_dot_v1_dot_node__pb2.AllocateObjectRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_node__pb2.AllocateObjectResponse.FromString,
+                )
+        self.FreeObjects = channel.unary_unary(
+                '/goray.v1.NodeService/FreeObjects',
+                request_serializer=goray_dot_v1_dot_node__pb2.FreeObjectsRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_node__pb2.FreeObjectsResponse.FromString,
+                )
 
 
 class NodeServiceServicer(object):
@@ -178,6 +188,23 @@ class NodeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AllocateObject(self, request, context):
+        """Caller: a worker about to store a large object. Reserves size bytes of
+        the node's shared-memory arena for it; the caller writes the object there
+        and seals it (SealObject). ok is false when the arena has no room: the
+        caller then writes a file of its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FreeObjects(self, request, context):
+        """Caller: the owner of objects it released. Frees their copies on this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +267,16 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.PullObject,
                     request_deserializer=goray_dot_v1_dot_node__pb2.PullObjectRequest.FromString,
                     response_serializer=goray_dot_v1_dot_node__pb2.PullObjectResponse.SerializeToString,
+            ),
+            'AllocateObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateObject,
+                    request_deserializer=goray_dot_v1_dot_node__pb2.AllocateObjectRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_node__pb2.AllocateObjectResponse.SerializeToString,
+            ),
+            'FreeObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.FreeObjects,
+                    request_deserializer=goray_dot_v1_dot_node__pb2.FreeObjectsRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_node__pb2.FreeObjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -454,5 +491,39 @@ class NodeService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/PullObject',
             goray_dot_v1_dot_node__pb2.PullObjectRequest.SerializeToString,
             goray_dot_v1_dot_node__pb2.PullObjectResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AllocateObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/AllocateObject',
+            goray_dot_v1_dot_node__pb2.AllocateObjectRequest.SerializeToString,
+            goray_dot_v1_dot_node__pb2.AllocateObjectResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FreeObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/FreeObjects',
+            goray_dot_v1_dot_node__pb2.FreeObjectsRequest.SerializeToString,
+            goray_dot_v1_dot_node__pb2.FreeObjectsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -1,0 +1,319 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+)
+
+// The arena is a node's shared-memory object store: one file (ArenaPath) in
+// the store directory that the raylet creates at start and carves into
+// regions, one per object. A writer asks the raylet for a region
+// (NodeService.AllocateObject), copies the object into its mapping of the
+// arena, and seals it (SealObject); readers on the node slice their mapping
+// of the arena without a copy. Pages of the arena are faulted in once
+// (Allocator.Prefault, or the first time a region reaches them) and then
+// recycled: a put into a recycled region writes into pages the kernel
+// neither hands out nor zeroes again. Objects that do not fit go to files
+// of their own, as before.
+//
+// Lifetime: a []byte read from the arena (View) aliases the store. It is
+// read-only (writing to it faults) and it is valid until its object is freed
+// (released by its owner, or its job ends): after that the region may hold
+// another object.
+
+// ArenaName is the arena's file name in the store directory.
+const ArenaName = "arena"
+
+// ArenaPath is the arena of the store directory dir.
+func ArenaPath(dir string) string { return filepath.Join(dir, ArenaName) }
+
+// Alignment of arena regions: pages, so that madvise can take a region.
+const arenaAlign = 4096
+
+// Linux madvise advice not in package syscall.
+const (
+	madvPopulateRead  = 22
+	madvPopulateWrite = 23
+)
+
+// Mapping is this process's mapping of an arena file: rw for writers, ro
+// for readers. Mappings are made once per process and arena and kept.
+type Mapping struct {
+	rw, ro []byte
+	mu     sync.Mutex
+	path   string
+	ino    uint64
+	// populated marks the popChunk-sized chunks of rw whose page tables
+	// are filled in: the pages of an arena stay, so once is enough.
+	populated []bool
+}
+
+// popChunk is the granule of Mapping.populated.
+const popChunk = 2 << 20
+
+var (
+	mappingsMu sync.Mutex
+	mappings   = map[string]*Mapping{}
+)
+
+// OpenArena returns this process's mapping of the arena in store directory
+// dir, or an error when there is none.
+func OpenArena(dir string) (*Mapping, error) {
+	path := ArenaPath(dir)
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return nil, fmt.Errorf("object store: arena: %w", err)
+	}
+	mappingsMu.Lock()
+	defer mappingsMu.Unlock()
+	m := mappings[path]
+	if m == nil || m.ino != st.Ino {
+		// A new arena (a raylet restarted on this directory): map it anew.
+		// The old mapping is left to slices that may still use it.
+		m = &Mapping{path: path, ino: st.Ino}
+		mappings[path] = m
+	}
+	return m, nil
+}
+
+func (m *Mapping) mapLocked(write bool) ([]byte, error) {
+	if write && m.rw != nil {
+		return m.rw, nil
+	}
+	if !write && m.ro != nil {
+		return m.ro, nil
+	}
+	flag, prot := os.O_RDONLY, syscall.PROT_READ
+	if write {
+		flag, prot = os.O_RDWR, syscall.PROT_READ|syscall.PROT_WRITE
+	}
+	f, err := os.OpenFile(m.path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("object store: open arena: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("object store: arena: %w", err)
+	}
+	if st.Size() == 0 {
+		return nil, errors.New("object store: the arena is empty")
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), prot, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("object store: map arena: %w", err)
+	}
+	if write {
+		m.rw = b
+		m.populated = make([]bool, (len(b)+popChunk-1)/popChunk)
+	} else {
+		m.ro = b
+	}
+	return b, nil
+}
+
+func (m *Mapping) region(off, n uint64, write bool) ([]byte, error) {
+	m.mu.Lock()
+	b, err := m.mapLocked(write)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if off > uint64(len(b)) || n > uint64(len(b))-off {
+		return nil, fmt.Errorf("object store: region [%d, %d) is outside the arena (%d bytes)", off, off+n, len(b))
+	}
+	return b[off : off+n : off+n], nil
+}
+
+// Region is the writable region [off, off+n) of the arena, its page tables
+// filled in (no fault per page while it is written).
+func (m *Mapping) Region(off, n uint64) ([]byte, error) {
+	b, err := m.region(off, n, true)
+	if err != nil || n == 0 {
+		return b, err
+	}
+	// Fill in the page tables of the chunks not filled in before (walking
+	// them again costs nearly as much as the first time).
+	end := off + n
+	for c := off / popChunk; c*popChunk < end; c++ {
+		lo, hi := max(c*popChunk, off), min((c+1)*popChunk, end)
+		m.mu.Lock()
+		done := m.populated[c]
+		m.mu.Unlock()
+		if done {
+			continue
+		}
+		if lo%4096 != 0 {
+			lo &^= 4095 // the region starts on a page; its chunk may not be in use
+		}
+		if populate(m.rw[lo:hi], madvPopulateWrite) == nil && lo == c*popChunk && hi == (c+1)*popChunk {
+			m.mu.Lock()
+			m.populated[c] = true
+			m.mu.Unlock()
+		}
+	}
+	return b, nil
+}
+
+// View is the read-only region [off, off+n) of the arena (see the lifetime
+// rule above).
+func (m *Mapping) View(off, n uint64) ([]byte, error) {
+	return m.region(off, n, false)
+}
+
+// populate fills in the page tables of b (advice: madvPopulate*); an error
+// only means the pages fault in one by one.
+func populate(b []byte, advice int) error {
+	if len(b) == 0 {
+		return nil
+	}
+	return syscall.Madvise(b, advice)
+}
+
+// Allocator hands out regions of an arena file; it lives in the raylet.
+// First fit over a sorted free list, neighbours coalesced. Pages are faulted
+// in (fallocate) before a region first reaches them, so a writer never
+// meets a hole (which, with /dev/shm full, would be SIGBUS).
+type Allocator struct {
+	mu      sync.Mutex
+	f       *os.File
+	size    uint64
+	faulted uint64 // [0, faulted) is allocated in the file
+	free    []span // sorted by off, coalesced
+	used    uint64
+}
+
+type span struct{ off, n uint64 }
+
+// CreateArena creates the arena file of size bytes in store directory dir
+// (replacing one a dead raylet left there).
+func CreateArena(dir string, size uint64) (*Allocator, error) {
+	size = size &^ (4096 - 1)
+	if size == 0 {
+		return nil, errors.New("object store: arena size is 0")
+	}
+	path := ArenaPath(dir)
+	os.Remove(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("object store: create arena: %w", err)
+	}
+	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("object store: size arena: %w", err)
+	}
+	return &Allocator{f: f, size: size, free: []span{{0, size}}}, nil
+}
+
+// Size is the arena's capacity; Used what is allocated.
+func (a *Allocator) Size() uint64 { return a.size }
+
+// Used is the number of bytes allocated.
+func (a *Allocator) Used() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.used
+}
+
+// faultLocked makes sure [0, end) of the file is allocated.
+func (a *Allocator) faultLocked(end uint64) error {
+	if end <= a.faulted {
+		return nil
+	}
+	if err := syscall.Fallocate(int(a.f.Fd()), 0, int64(a.faulted), int64(end-a.faulted)); err != nil {
+		return err
+	}
+	a.faulted = end
+	return nil
+}
+
+// Prefault faults in the whole arena, a slice at a time (so allocations are
+// not held up). It stops at the first error (no room in /dev/shm).
+func (a *Allocator) Prefault() error {
+	const step = 64 << 20
+	for {
+		a.mu.Lock()
+		if a.f == nil || a.faulted >= a.size {
+			a.mu.Unlock()
+			return nil
+		}
+		err := a.faultLocked(min(a.faulted+step, a.size))
+		a.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("object store: prefault arena: %w", err)
+		}
+	}
+}
+
+// Alloc reserves n bytes; ok is false when no free span is large enough or
+// its pages cannot be faulted in.
+func (a *Allocator) Alloc(n uint64) (off uint64, ok bool) {
+	if n == 0 {
+		n = 1
+	}
+	n = (n + arenaAlign - 1) &^ (arenaAlign - 1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return 0, false
+	}
+	for i, s := range a.free {
+		if s.n < n {
+			continue
+		}
+		if err := a.faultLocked(s.off + n); err != nil {
+			return 0, false
+		}
+		off = s.off
+		if s.n == n {
+			a.free = append(a.free[:i], a.free[i+1:]...)
+		} else {
+			a.free[i] = span{s.off + n, s.n - n}
+		}
+		a.used += n
+		return off, true
+	}
+	return 0, false
+}
+
+// Free returns the region Alloc(n) gave at off.
+func (a *Allocator) Free(off, n uint64) {
+	if n == 0 {
+		n = 1
+	}
+	n = (n + arenaAlign - 1) &^ (arenaAlign - 1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := sort.Search(len(a.free), func(i int) bool { return a.free[i].off > off })
+	a.free = append(a.free, span{})
+	copy(a.free[i+1:], a.free[i:])
+	a.free[i] = span{off, n}
+	a.used -= n
+	// Coalesce with the next, then with the previous.
+	if i+1 < len(a.free) && a.free[i].off+a.free[i].n == a.free[i+1].off {
+		a.free[i].n += a.free[i+1].n
+		a.free = append(a.free[:i+1], a.free[i+2:]...)
+	}
+	if i > 0 && a.free[i-1].off+a.free[i-1].n == a.free[i].off {
+		a.free[i-1].n += a.free[i].n
+		a.free = append(a.free[:i], a.free[i+1:]...)
+	}
+}
+
+// Close removes the arena file. Mappings of it stay valid until unmapped.
+func (a *Allocator) Close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return
+	}
+	os.Remove(a.f.Name())
+	a.f.Close()
+	a.f = nil
+}
