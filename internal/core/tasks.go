@@ -39,6 +39,8 @@ type taskItem struct {
 	// application errors are retried too.
 	retriesLeft     int
 	retryExceptions bool
+	// sentAt is when the task was last handed to a worker.
+	sentAt time.Time
 }
 
 // DefaultMaxRetries is how often a task is retried after its worker or node
@@ -72,12 +74,34 @@ func (it *taskItem) retry(resp *pb.ExecuteResponse, err error) bool {
 // new one for every task (Ray's submitter keeps idle leases briefly too).
 const leaseLinger = 100 * time.Millisecond
 
+// maxTasksInFlightPerWorker bounds the tasks sent ahead to one leased
+// worker (Ray's max_tasks_in_flight_per_worker): the worker runs them in
+// order, one at a time (a lease is one CPU), and the next starts as soon as
+// the previous ends instead of a round trip later.
+const maxTasksInFlightPerWorker = 16
+
+// pipelineTaskTime is how short a shape's tasks must be (as the submitter
+// sees them complete, a moving average) for more than one to be sent to a
+// worker at a time. Pipelining pays only where a round trip is a large part
+// of a task; a long task held back behind another on one worker would wait
+// for it while other CPUs could run it, and tasks that wait on each other
+// (a rendezvous) must each get a worker of their own. Until a shape has
+// completed a task, and whenever its tasks take longer, each lease runs one
+// task at a time.
+const pipelineTaskTime = time.Millisecond
+
 // leasedWorker is a worker this process holds a lease on.
 type leasedWorker struct {
 	leaseID []byte
 	addr    string
 	raylet  pb.NodeServiceClient // the raylet that granted the lease
-	busy    bool
+	// inflight counts the tasks sent to the worker and not yet answered.
+	inflight int
+	// failed is set by the first failed call: the worker was dropped and
+	// its lease returned.
+	failed bool
+	// lastDone is when the worker last answered a task.
+	lastDone time.Time
 	// idleSince is when the worker last became idle with nothing queued.
 	idleSince time.Time
 }
@@ -92,6 +116,35 @@ type shape struct {
 	queue      []*taskItem
 	workers    []*leasedWorker
 	requesting bool
+	// taskTime is a moving average of how long a task of the shape keeps
+	// its worker (0: none completed yet).
+	taskTime time.Duration
+}
+
+// observe records that a task kept its worker for d.
+func (sh *shape) observe(d time.Duration) {
+	switch {
+	case d <= 0:
+		d = 1
+	case d >= pipelineTaskTime:
+		// One long task stops pipelining at once; short ones bring it back
+		// gradually.
+		sh.taskTime = d
+		return
+	}
+	if sh.taskTime == 0 {
+		sh.taskTime = d
+		return
+	}
+	sh.taskTime += (d - sh.taskTime) / 8
+}
+
+// depth is how many tasks a worker of the shape may have in flight.
+func (sh *shape) depth() int {
+	if sh.taskTime > 0 && sh.taskTime < pipelineTaskTime {
+		return maxTasksInFlightPerWorker
+	}
+	return 1
 }
 
 type taskScheduler struct {
@@ -221,24 +274,34 @@ func (a actions) run() {
 	}
 }
 
-// pump hands queued tasks to idle leased workers, asks for another lease
-// when tasks wait and every worker is busy, and returns idle leases when the
+// pump hands queued tasks to leased workers (up to the shape's depth in
+// flight on each), asks for another lease when tasks still wait, and returns idle leases when the
 // queue is empty. Called with s.mu held.
 func (s *taskScheduler) pump(sh *shape) actions {
 	var acts actions
-	for _, w := range sh.workers {
-		if len(sh.queue) == 0 {
-			break
+	if len(sh.queue) > 0 && len(sh.workers) > 0 {
+		depth := sh.depth()
+		now := time.Now()
+		for len(sh.queue) > 0 {
+			// The least loaded worker: idle ones first, then one more task
+			// ahead on each in turn.
+			var w *leasedWorker
+			for _, x := range sh.workers {
+				if x.inflight < depth && (w == nil || x.inflight < w.inflight) {
+					w = x
+				}
+			}
+			if w == nil {
+				break
+			}
+			item := sh.queue[0]
+			sh.queue[0] = nil
+			sh.queue = sh.queue[1:]
+			w.inflight++
+			w.idleSince = time.Time{}
+			item.sentAt = now
+			acts = append(acts, func() { s.dispatch(sh, w, item) })
 		}
-		if w.busy {
-			continue
-		}
-		item := sh.queue[0]
-		sh.queue[0] = nil
-		sh.queue = sh.queue[1:]
-		w.busy = true
-		w.idleSince = time.Time{}
-		acts = append(acts, func() { s.dispatch(sh, w, item) })
 	}
 	if len(sh.queue) > 0 && !sh.requesting && !s.closed {
 		sh.requesting = true
@@ -252,7 +315,7 @@ func (s *taskScheduler) pump(sh *shape) actions {
 		// Idle leases linger for the next task; the reaper returns them.
 		now := time.Now()
 		for _, w := range sh.workers {
-			if !w.busy && w.idleSince.IsZero() {
+			if w.inflight == 0 && w.idleSince.IsZero() {
 				w.idleSince = now
 				s.armReaperLocked()
 			}
@@ -283,7 +346,7 @@ func (s *taskScheduler) reap() {
 		kept := sh.workers[:0]
 		for _, w := range sh.workers {
 			switch {
-			case w.busy || w.idleSince.IsZero():
+			case w.inflight > 0 || w.idleSince.IsZero():
 				kept = append(kept, w)
 			case now.Sub(w.idleSince) >= leaseLinger:
 				idle = append(idle, w)
@@ -321,16 +384,27 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 				sh.queue = append([]*taskItem{item}, sh.queue...)
 			}
 		}
-		if err != nil {
+		w.inflight--
+		// A failed worker fails every task in flight on it: the first
+		// failure drops it and returns its lease.
+		drop := err != nil && !w.failed
+		if drop {
+			w.failed = true
 			s.dropWorker(sh, w)
-		} else {
-			w.busy = false
+		} else if err == nil {
+			now := time.Now()
+			start := item.sentAt
+			if w.lastDone.After(start) {
+				start = w.lastDone // it waited behind the previous task
+			}
+			w.lastDone = now
+			sh.observe(now.Sub(start))
 		}
 		closed := s.closed
 		acts := s.pump(sh)
 		s.mu.Unlock()
 		// After close every lease was already returned.
-		if err != nil && !closed {
+		if drop && !closed {
 			acts = append(acts, func() { s.returnLease(w, true) })
 		}
 		acts.run()
