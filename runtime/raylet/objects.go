@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -234,6 +235,9 @@ func (s *pullSink) writeAt(b []byte, off uint64) error {
 		if off+uint64(len(b)) > uint64(len(s.region)) {
 			return fmt.Errorf("%d bytes at %d overflow the %d-byte region", len(b), off, len(s.region))
 		}
+		if len(b) > 0 && &b[0] == &s.region[off] {
+			return nil // pullCodec decoded it in place
+		}
 		copy(s.region[off:], b)
 		return nil
 	}
@@ -354,7 +358,11 @@ func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc
 func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferServiceClient, id ids.ObjectID, sink *pullSink, off *uint64, total *int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.Pull(ctx, &pb.PullRequest{ObjectId: id[:], Offset: *off, ChunkSize: pullChunk})
+	var opts []grpc.CallOption
+	if sink.region != nil {
+		opts = append(opts, grpc.ForceCodecV2(pullCodec{region: sink.region}))
+	}
+	stream, err := client.Pull(ctx, &pb.PullRequest{ObjectId: id[:], Offset: *off, ChunkSize: pullChunk}, opts...)
 	if err != nil {
 		return transferErr(err)
 	}
@@ -420,8 +428,8 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 		if err != nil {
 			return errs.New(errs.KindObjectLost, "", "object %s: read the arena: %v", id, err)
 		}
-		return serveChunks(req, stream, id, o.size, func(buf []byte, off uint64, n uint64) ([]byte, error) {
-			return b[off : off+n], nil
+		return serveChunks(req, stream, id, o.size, func(off, n uint64) ([]byte, error) {
+			return b[off : off+n : off+n], nil
 		})
 	}
 	f, err := os.Open(store.Path(r.storeDir, id))
@@ -433,8 +441,11 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 	if err != nil {
 		return errs.New(errs.KindObjectLost, "", "object %s: %v", id, err)
 	}
-	return serveChunks(req, stream, id, uint64(st.Size()), func(buf []byte, off uint64, n uint64) ([]byte, error) {
-		m, err := f.ReadAt(buf[:n], int64(off))
+	return serveChunks(req, stream, id, uint64(st.Size()), func(off, n uint64) ([]byte, error) {
+		// A buffer per chunk: gRPC may still be writing the last one out
+		// (transferServerCodec does not copy it).
+		buf := make([]byte, n)
+		m, err := f.ReadAt(buf, int64(off))
 		if m == 0 && err != nil {
 			return nil, err
 		}
@@ -443,8 +454,8 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 }
 
 // serveChunks streams [req.Offset, size) of an object in chunks that read
-// gives (into buf, or from memory of its own).
-func serveChunks(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer, id ids.ObjectID, size uint64, read func(buf []byte, off, n uint64) ([]byte, error)) error {
+// gives; a chunk must not change after it is sent.
+func serveChunks(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer, id ids.ObjectID, size uint64, read func(off, n uint64) ([]byte, error)) error {
 	off := req.GetOffset()
 	if off > size {
 		return errs.New(errs.KindInvalidArgument, "", "Pull: offset %d is past the end of object %s (%d bytes)", off, id, size)
@@ -457,13 +468,9 @@ func serveChunks(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer
 	if size == off {
 		return stream.Send(&pb.PullResponse{TotalSize: size, Offset: off})
 	}
-	var buf []byte
 	for off < size {
 		n := min(chunk, size-off)
-		if uint64(cap(buf)) < n {
-			buf = make([]byte, n)
-		}
-		data, err := read(buf[:cap(buf)], off, n)
+		data, err := read(off, n)
 		if err != nil {
 			return errs.New(errs.KindObjectLost, "", "object %s: read at %d: %v", id, off, err)
 		}

@@ -199,7 +199,8 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 		r.headAddr = cfg.Address
 	}
 
-	r.srv = grpc.NewServer(rpc.ServerOptions(r.token)...)
+	// transferServerCodec: object chunks go out without a protobuf copy.
+	r.srv = grpc.NewServer(append(rpc.ServerOptions(r.token), grpc.ForceServerCodecV2(transferServerCodec{}))...)
 	if !cfg.NoNode {
 		pb.RegisterNodeServiceServer(r.srv, &nodeServer{r: r})
 		pb.RegisterObjectTransferServiceServer(r.srv, &transferServer{r: r})

@@ -231,6 +231,40 @@ func TestObjectPullAcrossNodes(t *testing.T) {
 		t.Fatalf("pulled object: got %d bytes, want the %d bytes sealed on the head (contents differ)", len(got), len(data))
 	}
 
+	t.Run("arena to arena", func(t *testing.T) {
+		id := ids.NewTaskID(job).ObjectID(3)
+		data := make([]byte, 9<<20+77)
+		rand.Read(data)
+		a, err := src.AllocateObject(callCtx(t), &pb.AllocateObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: job[:]})
+		if err != nil || !a.GetOk() {
+			t.Fatalf("AllocateObject: %v, %v", a, err)
+		}
+		hm, err := store.OpenArena(head.StoreDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := hm.Region(a.GetOffset(), uint64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(w, data)
+		if _, err := src.SealObject(callCtx(t), &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: job[:]}); err != nil {
+			t.Fatalf("SealObject: %v", err)
+		}
+		loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: uint64(len(data)), InArena: true, ArenaOffset: a.GetOffset()}
+		resp, err := dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: job[:]})
+		if err != nil {
+			t.Fatalf("PullObject: %v", err)
+		}
+		got, err := m.View(resp.GetLocal().GetArenaOffset(), resp.GetLocal().GetSize())
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("pulled object differs (%v)", err)
+		}
+		if _, err := dst.FreeObjects(callCtx(t), &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}); err != nil {
+			t.Fatalf("FreeObjects: %v", err)
+		}
+	})
+
 	t.Run("unknown object is lost", func(t *testing.T) {
 		missing := ids.NewTaskID(job).ObjectID(2)
 		_, err := dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: missing[:], Location: loc})

@@ -15,8 +15,8 @@ import (
 )
 
 // BenchmarkPullObject measures a chunked pull of a multi-MiB object from one
-// raylet to another (in-process, over loopback gRPC): the transfer of
-// cross_node_get_gigabytes without the owner's get around it.
+// raylet's arena to another's (in-process, over loopback gRPC): the transfer
+// of cross_node_get_gigabytes without the owner's get around it.
 func BenchmarkPullObject(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := b.Context()
@@ -51,20 +51,35 @@ func BenchmarkPullObject(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				id := ids.NewTaskID(job).ObjectID(1)
-				if err := store.Write(head.StoreDir(), id, data); err != nil {
+				a, err := src.AllocateObject(ctx, &pb.AllocateObjectRequest{ObjectId: id[:], Size: uint64(size)})
+				if err != nil || !a.GetOk() {
+					b.Fatalf("AllocateObject: %v, %v", a, err)
+				}
+				m, err := store.OpenArena(head.StoreDir())
+				if err != nil {
 					b.Fatal(err)
 				}
+				w, err := m.Region(a.GetOffset(), uint64(size))
+				if err != nil {
+					b.Fatal(err)
+				}
+				copy(w, data)
 				if _, err := src.SealObject(ctx, &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(size)}); err != nil {
 					b.Fatal(err)
 				}
-				loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: uint64(size)}
+				loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: uint64(size), InArena: true, ArenaOffset: a.GetOffset()}
 				b.StartTimer()
 				if _, err := dst.PullObject(context.Background(), &pb.PullObjectRequest{ObjectId: id[:], Location: loc}); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
-				_ = store.Remove(head.StoreDir(), id)
-				_ = store.Remove(node.StoreDir(), id)
+				free := &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}
+				if _, err := src.FreeObjects(ctx, free); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := dst.FreeObjects(ctx, free); err != nil {
+					b.Fatal(err)
+				}
 				b.StartTimer()
 			}
 		})
