@@ -168,7 +168,18 @@ func strategyKey(st *pb.SchedulingStrategy, failFast bool) string {
 	return fmt.Sprintf("|%d/%x/%v/%x/%d/%v", st.GetKind(), st.GetNodeId(), st.GetSoft(), st.GetPlacementGroupId(), st.GetBundleIndex(), failFast)
 }
 
+// defaultTaskResources is what a task needs unless told otherwise. It is
+// shared by every such task and never written.
+var defaultTaskResources = map[string]float64{"CPU": 1}
+
+// defaultShapeKey is shapeKey(defaultTaskResources), without building it
+// for every task.
+const defaultShapeKey = "CPU=1;"
+
 func shapeKey(r map[string]float64) string {
+	if v, ok := r["CPU"]; ok && v == 1 && len(r) == 1 {
+		return defaultShapeKey
+	}
 	keys := make([]string, 0, len(r))
 	for k := range r {
 		keys = append(keys, k)
@@ -192,7 +203,7 @@ func (c *Core) SubmitTask(ctx context.Context, name string, args []*pb.Arg, opts
 	}
 	res := opts.Resources
 	if len(res) == 0 {
-		res = map[string]float64{"CPU": 1}
+		res = defaultTaskResources
 	}
 	if st := opts.Strategy; st.GetKind() == pb.SchedulingStrategy_KIND_PLACEMENT_GROUP {
 		pg, err := ids.ParsePlacementGroupID(st.GetPlacementGroupId())
