@@ -526,6 +526,9 @@ func workloadSpecs(sz sizes) []*spec {
 					if len(b) != sz.transfer {
 						return fmt.Errorf("got %d bytes, want %d", len(b), sz.transfer)
 					}
+					w.Pause()
+					release(ref.Info()) // both copies, as Ray's reference counting would
+					w.Resume()
 					return nil
 				}, nil
 			})},

@@ -169,21 +169,44 @@ func (c *Core) Release(id ids.ObjectID) bool {
 		return false
 	}
 	if e.ready() && e.loc != nil {
-		if nid, err := ids.ParseNodeID(e.loc.GetNodeId()); err == nil && nid == c.nodeID && c.storeDir != "" {
-			if c.node != nil {
-				// The raylet frees its record, its arena region or its file.
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err = c.node.FreeObjects(ctx, &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}})
-				cancel()
-			}
-			if c.node == nil || err != nil {
-				if err := store.Remove(c.storeDir, id); err != nil && !errors.Is(err, os.ErrNotExist) {
-					c.log.Debug("release object", "object", id, "err", err)
-				}
-			}
-		}
+		c.freeStored(id, e.loc)
 	}
 	return true
+}
+
+// freeStored frees the stored copies of a released object: the one at its
+// location, and a copy pulled to this process's node (copies pulled to other
+// nodes stay until the job ends).
+func (c *Core) freeStored(id ids.ObjectID, loc *pb.ObjectLocation) {
+	req := &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nid, err := ids.ParseNodeID(loc.GetNodeId())
+	if err != nil {
+		return
+	}
+	var localErr error
+	if c.node != nil {
+		// The raylet frees its record, its arena region or its file.
+		_, localErr = c.node.FreeObjects(ctx, req)
+	}
+	if nid == c.nodeID {
+		if (c.node == nil || localErr != nil) && c.storeDir != "" {
+			if err := store.Remove(c.storeDir, id); err != nil && !errors.Is(err, os.ErrNotExist) {
+				c.log.Debug("release object", "object", id, "err", err)
+			}
+		}
+		return
+	}
+	if addr := loc.GetRayletAddress(); addr != "" {
+		cc, err := c.conns.get(addr)
+		if err == nil {
+			_, err = pb.NewNodeServiceClient(cc).FreeObjects(ctx, req)
+		}
+		if err != nil {
+			c.log.Debug("release object at its node", "object", id, "node", addr, "err", err)
+		}
+	}
 }
 
 // Close stops an attached core without finishing its job.
