@@ -253,7 +253,7 @@ type sizes struct {
 }
 
 var (
-	fullSizes = sizes{transfer: 256 << 20, putLarge: 800e6, multiPutSize: 80e6, multiPutCount: 2,
+	fullSizes = sizes{transfer: 256 << 20, putLarge: 800e6, multiPutSize: 80e6, multiPutCount: 10,
 		batch: 1000, multiTasks: 10000, oneToN: 5000, nn: 5000, nnArg: 1000, refs: 10000}
 	quickSizes = sizes{transfer: 16 << 20, putLarge: 40e6, multiPutSize: 4e6, multiPutCount: 1,
 		batch: 1000, multiTasks: 500, oneToN: 200, nn: 200, nnArg: 100, refs: 10000}
@@ -347,7 +347,7 @@ func workloadSpecs(sz sizes) []*spec {
 			})},
 		{name: "multi_client_put_gigabytes", unit: UnitGB, per: gbOf(10 * sz.multiPutCount * sz.multiPutSize), baseline: memcpyGigabytes, ray: 32.1,
 			freshPerTrial: true,
-			note: fmt.Sprintf("10 tasks × %d puts of %d MB (Ray: × 10 puts of 80 MB; fewer here because goray frees objects only when the job ends)",
+			note: fmt.Sprintf("10 tasks × %d puts of %d MB, each ref released after its put (as Ray's reference counting frees it)",
 				sz.multiPutCount, sz.multiPutSize/1e6),
 			setup: jobSetup(func(ctx context.Context, r *runner) (op, error) {
 				return func(ctx context.Context, _ *stopwatch) error {
