@@ -461,3 +461,58 @@ func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// An object larger than the node's free arena is pulled into a file of its
+// own, and the arena file goes when the raylet stops.
+func TestObjectArenaFull(t *testing.T) {
+	head := startHead(t, map[string]float64{"CPU": 1})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	node, err := Start(ctx, Config{Address: head.Address(), Resources: map[string]float64{"CPU": 1},
+		TokenFile: head.TokenFile(), Logger: testLogger(t), Stderr: t.Output(), ObjectStoreMemory: 1 << 20})
+	if err != nil {
+		t.Fatalf("Start node: %v", err)
+	}
+	arena := store.ArenaPath(node.StoreDir())
+	t.Cleanup(func() {
+		node.Stop()
+		if _, err := os.Stat(arena); !os.IsNotExist(err) {
+			t.Errorf("arena file after Stop: %v", err)
+		}
+	})
+	if _, err := os.Stat(arena); err != nil {
+		t.Fatalf("no arena file: %v", err)
+	}
+	src, dst := nodeClient(t, head), nodeClient(t, node)
+	job := ids.JobIDFromUint32(9)
+	id := ids.NewTaskID(job).ObjectID(1)
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	if a, err := dst.AllocateObject(callCtx(t), &pb.AllocateObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: job[:]}); err != nil || a.GetOk() {
+		t.Fatalf("AllocateObject of 3 MiB in a 1 MiB arena: %v, %v; want not ok", a, err)
+	}
+	if err := store.Write(head.StoreDir(), id, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.SealObject(callCtx(t), &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: job[:]}); err != nil {
+		t.Fatalf("SealObject: %v", err)
+	}
+	loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: uint64(len(data))}
+	resp, err := dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: job[:]})
+	if err != nil {
+		t.Fatalf("PullObject: %v", err)
+	}
+	if resp.GetLocal().GetInArena() {
+		t.Fatalf("pulled into the arena, which is too small: %v", resp.GetLocal())
+	}
+	got, err := store.Read(node.StoreDir(), id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("pulled file differs (%v)", err)
+	}
+	if _, err := dst.FreeObjects(callCtx(t), &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}); err != nil {
+		t.Fatalf("FreeObjects: %v", err)
+	}
+	if _, err := os.Stat(store.Path(node.StoreDir(), id)); !os.IsNotExist(err) {
+		t.Errorf("file of a freed object: %v", err)
+	}
+}
