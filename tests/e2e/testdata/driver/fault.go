@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -140,7 +141,15 @@ func workerKill(ctx context.Context) error {
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		return fmt.Errorf("waiting for the kills: %w", err)
 	}
-	if n, err := tallyAdd.Remote(ctx, h, objectstore.Val(1)).Get(ctx); err != nil || n != 1 {
+	// A call sent before this process saw the connection drop was in flight
+	// when the actor died: at-most-once, it fails with ErrWorkerCrashed and
+	// never reaches the next incarnation. Once the death is seen, calls wait
+	// for the restart.
+	n, err := tallyAdd.Remote(ctx, h, objectstore.Val(1)).Get(ctx)
+	for attempt := 0; errors.Is(err, runtime.ErrWorkerCrashed) && attempt < 3; attempt++ {
+		n, err = tallyAdd.Remote(ctx, h, objectstore.Val(1)).Get(ctx)
+	}
+	if err != nil || n != 1 {
 		return fmt.Errorf("add after the actor's process was killed: got %d, %v; want 1 (restarted, fresh state)", n, err)
 	}
 	if got, err := slow.Get(ctx); err != nil || got != "done" {
