@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,6 +42,9 @@ type taskItem struct {
 	retryExceptions bool
 	// sentAt is when the task was last handed to a worker.
 	sentAt time.Time
+	// seq orders the tasks of a scheduler by submission: a shape's queue
+	// is kept in this order, retries included.
+	seq uint64
 }
 
 // DefaultMaxRetries is how often a task is retried after its worker or node
@@ -97,11 +101,20 @@ type leasedWorker struct {
 	raylet  pb.NodeServiceClient // the raylet that granted the lease
 	// inflight counts the tasks sent to the worker and not yet answered.
 	inflight int
+	// outbox holds the tasks handed to the worker and not yet sent, in
+	// order; flushing is set while one goroutine sends them, so that the
+	// worker gets its tasks in the order they were handed to it.
+	outbox   []*taskItem
+	flushing bool
 	// failed is set by the first failed call: the worker was dropped and
 	// its lease returned.
 	failed bool
 	// lastDone is when the worker last answered a task.
 	lastDone time.Time
+	// busySince is when the task the worker runs now started, as far as
+	// the submitter knows: when it was sent to an idle worker, or when
+	// the task before it was answered.
+	busySince time.Time
 	// idleSince is when the worker last became idle with nothing queued.
 	idleSince time.Time
 }
@@ -151,6 +164,7 @@ type taskScheduler struct {
 	c      *Core
 	mu     sync.Mutex
 	shapes map[string]*shape
+	seq    uint64 // the last taskItem.seq given
 	closed bool
 	// reaper returns leases idle for leaseLinger; armed while any is idle.
 	reaper *time.Timer
@@ -269,6 +283,8 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 		sh = &shape{resources: res, strategy: opts.Strategy, failFast: opts.FailFast, function: item.spec.GetFunctionName()}
 		s.shapes[key] = sh
 	}
+	s.seq++
+	item.seq = s.seq
 	sh.queue = append(sh.queue, item)
 	acts := s.pump(sh)
 	s.mu.Unlock()
@@ -295,15 +311,25 @@ func (s *taskScheduler) pump(sh *shape) actions {
 		now := time.Now()
 		for len(sh.queue) > 0 {
 			// The least loaded worker: idle ones first, then one more task
-			// ahead on each in turn.
+			// ahead on each in turn. A task goes ahead behind another only
+			// while more tasks wait than there are workers (a short
+			// backlog waits for a worker, or a lease, of its own), and not
+			// behind a task that already runs long.
+			ahead := len(sh.queue) > len(sh.workers)
 			var w *leasedWorker
 			for _, x := range sh.workers {
-				if x.inflight < depth && (w == nil || x.inflight < w.inflight) {
+				if x.inflight > 0 && (!ahead || x.inflight >= depth || now.Sub(x.busySince) >= pipelineTaskTime) {
+					continue
+				}
+				if w == nil || x.inflight < w.inflight {
 					w = x
 				}
 			}
 			if w == nil {
 				break
+			}
+			if w.inflight == 0 {
+				w.busySince = now
 			}
 			item := sh.queue[0]
 			sh.queue[0] = nil
@@ -311,7 +337,11 @@ func (s *taskScheduler) pump(sh *shape) actions {
 			w.inflight++
 			w.idleSince = time.Time{}
 			item.sentAt = now
-			acts = append(acts, func() { s.dispatch(sh, w, item) })
+			w.outbox = append(w.outbox, item)
+			if !w.flushing {
+				w.flushing = true
+				acts = append(acts, func() { s.flush(sh, w) })
+			}
 		}
 	}
 	if len(sh.queue) > 0 && !sh.requesting && !s.closed {
@@ -377,6 +407,24 @@ func (s *taskScheduler) reap() {
 	}
 }
 
+// flush sends w's outbox in order until it stays empty.
+func (s *taskScheduler) flush(sh *shape, w *leasedWorker) {
+	for {
+		s.mu.Lock()
+		items := w.outbox
+		w.outbox = nil
+		if len(items) == 0 {
+			w.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		for _, item := range items {
+			s.dispatch(sh, w, item)
+		}
+	}
+}
+
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
 		retry := item.retry(resp, err) && s.c.ctx.Err() == nil
@@ -392,7 +440,11 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 			if s.closed {
 				item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
 			} else {
-				sh.queue = append([]*taskItem{item}, sh.queue...)
+				// Back in submission order: a task may wait for an
+				// earlier one (a ref inside its arguments), which must
+				// not end up behind it on one worker.
+				i := sort.Search(len(sh.queue), func(i int) bool { return sh.queue[i].seq > item.seq })
+				sh.queue = slices.Insert(sh.queue, i, item)
 			}
 		}
 		w.inflight--
@@ -409,6 +461,7 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 				start = w.lastDone // it waited behind the previous task
 			}
 			w.lastDone = now
+			w.busySince = now
 			sh.observe(now.Sub(start))
 		}
 		closed := s.closed
