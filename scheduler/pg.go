@@ -84,6 +84,7 @@ func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacement
 	}
 	s.pgs[id] = &pgState{info: info, changed: make(chan struct{})}
 	s.pgOrder = append(s.pgOrder, id)
+	s.pgPending = append(s.pgPending, id)
 	out := proto.Clone(info).(*pb.PlacementGroupInfo)
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -158,7 +159,10 @@ func (s *Server) RemovePlacementGroup(_ context.Context, req *pb.RemovePlacement
 	s.notifyLocked()
 	s.mu.Unlock()
 	if wasCreated {
-		s.returnBundles(id, addrs, nil)
+		// The raylets stop what runs in the group and give its resources
+		// back in the background: the caller need not wait for that (Ray's
+		// removal is asynchronous too).
+		s.wg.Go(func() { s.returnBundles(id, addrs, nil) })
 	}
 	s.log.Info("placement group removed", "group", id, "actors_stopped", killed)
 	return &pb.RemovePlacementGroupResponse{}, nil
@@ -200,8 +204,10 @@ func (s *Server) schedulePlacementGroups() {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		var todo []ids.PlacementGroupID
-		for _, id := range s.pgOrder {
+		// Only groups still waiting are kept on the list (creation order):
+		// a pass costs the waiting groups, not every group ever made.
+		todo := s.pgPending[:0]
+		for _, id := range s.pgPending {
 			if pg := s.pgs[id]; pg != nil {
 				switch pg.info.GetState() {
 				case pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_INFEASIBLE:
@@ -209,6 +215,8 @@ func (s *Server) schedulePlacementGroups() {
 				}
 			}
 		}
+		s.pgPending = todo
+		todo = slices.Clone(todo)
 		s.mu.Unlock()
 		for _, id := range todo {
 			s.tryCreate(id)
@@ -261,6 +269,9 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 	}
 	s.mu.Unlock()
 
+	// Every bundle on one node: one call there is all or nothing by itself,
+	// so it prepares and commits at once.
+	oneNode := !slices.ContainsFunc(addrs, func(a string) bool { return a != addrs[0] })
 	// Phase one: prepare every bundle.
 	prepared := make([]bool, len(bundles))
 	errsSeen := make([]error, len(bundles))
@@ -271,7 +282,7 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 			if err == nil {
 				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
 				_, err = c.PrepareBundle(ctx, &pb.PrepareBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i),
-					Resources: &pb.Resources{Amounts: bundles[i]}})
+					Resources: &pb.Resources{Amounts: bundles[i]}, Commit: oneNode})
 				cancel()
 			}
 			prepared[i], errsSeen[i] = err == nil, err
@@ -294,9 +305,13 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 		s.returnBundles(id, addrs, nil)
 		return
 	}
-	// Phase two: commit every bundle.
+	// Phase two: commit every bundle (done already on a single node).
 	committed := make([]bool, len(bundles))
 	for i := range bundles {
+		if oneNode {
+			committed[i] = true
+			continue
+		}
 		wg.Go(func() {
 			c, err := s.nodeClient(addrs[i])
 			if err == nil {
@@ -430,6 +445,7 @@ func (s *Server) loadPlacementGroupsLocked() {
 		}
 		s.pgs[id] = pg
 		s.pgOrder = append(s.pgOrder, id)
+		s.pgPending = append(s.pgPending, id) // the scheduler drops it unless it waits
 	}
 }
 

@@ -27,7 +27,11 @@ func (f *fakeRaylet) PrepareBundle(_ context.Context, req *pb.PrepareBundleReque
 	if f.bundles == nil {
 		f.bundles = map[string]string{}
 	}
-	f.bundles[bundleKey(req.GetPlacementGroupId(), req.GetBundleIndex())] = "prepared"
+	st := "prepared"
+	if req.GetCommit() {
+		st = "committed"
+	}
+	f.bundles[bundleKey(req.GetPlacementGroupId(), req.GetBundleIndex())] = st
 	return &pb.PrepareBundleResponse{}, nil
 }
 
@@ -147,13 +151,14 @@ func TestPlacementGroups(t *testing.T) {
 			if _, err := h.client.RemovePlacementGroup(t.Context(), &pb.RemovePlacementGroupRequest{PlacementGroupId: id[:]}); err != nil {
 				t.Fatal(err)
 			}
-			returned := 0
-			for _, f := range []*fakeRaylet{a, b, c} {
-				returned += f.bundleStates(id)["returned"]
-			}
-			if returned != tt.bundles {
-				t.Fatalf("returned bundles after remove: got %d, want %d", returned, tt.bundles)
-			}
+			// The raylets get the bundles back in the background.
+			waitFor(t, "every bundle returned", func() bool {
+				returned := 0
+				for _, f := range []*fakeRaylet{a, b, c} {
+					returned += f.bundleStates(id)["returned"]
+				}
+				return returned == tt.bundles
+			})
 		})
 	}
 

@@ -93,6 +93,9 @@ type Server struct {
 	pgs  map[ids.PlacementGroupID]*pgState
 	// pgOrder is the creation order of the groups in pgs.
 	pgOrder []ids.PlacementGroupID
+	// pgPending are the groups not yet created (pending or infeasible), in
+	// creation order; the group scheduler drops the others as it goes.
+	pgPending []ids.PlacementGroupID
 	// waitingActors are actors no alive node can fit, waiting for one.
 	waitingActors map[ids.ActorID]*pb.InfeasibleRequest
 	// rayletInfeasible are the lease requests each raylet holds as infeasible.

@@ -152,8 +152,14 @@ func (sh *shape) observe(d time.Duration) {
 	sh.taskTime += (d - sh.taskTime) / 8
 }
 
-// depth is how many tasks a worker of the shape may have in flight.
+// depth is how many tasks a worker of the shape may have in flight. Only
+// default-strategy work is pipelined: a SPREAD, node-affinity or placement
+// group request asks where each task runs, and sending several ahead to one
+// worker would put them all where the first lease landed.
 func (sh *shape) depth() int {
+	if sh.strategy.GetKind() != pb.SchedulingStrategy_KIND_UNSPECIFIED {
+		return 1
+	}
 	if sh.taskTime > 0 && sh.taskTime < pipelineTaskTime {
 		return maxTasksInFlightPerWorker
 	}

@@ -64,6 +64,11 @@ func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleReque
 	if err := s.r.prepareBundle(req); err != nil {
 		return nil, errs.Status(err)
 	}
+	if req.GetCommit() {
+		if err := s.r.commitBundle(&pb.CommitBundleRequest{PlacementGroupId: req.GetPlacementGroupId(), BundleIndex: req.GetBundleIndex()}); err != nil {
+			return nil, errs.Status(err)
+		}
+	}
 	return &pb.PrepareBundleResponse{}, nil
 }
 

@@ -1176,8 +1176,11 @@ type PrepareBundleRequest struct {
 	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
 	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
 	Resources        *Resources             `protobuf:"bytes,3,opt,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Commit at once as well: set by the head when every bundle of the group
+	// is on this node, where one call is all or nothing by itself.
+	Commit        bool `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareBundleRequest) Reset() {
@@ -1229,6 +1232,13 @@ func (x *PrepareBundleRequest) GetResources() *Resources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *PrepareBundleRequest) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
 }
 
 type PrepareBundleResponse struct {
@@ -1513,11 +1523,12 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x12FreeObjectsRequest\x12\x1d\n" +
 	"\n" +
 	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x15\n" +
-	"\x13FreeObjectsResponse\"\x9a\x01\n" +
+	"\x13FreeObjectsResponse\"\xb2\x01\n" +
 	"\x14PrepareBundleRequest\x12,\n" +
 	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
 	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\x121\n" +
-	"\tresources\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\tresources\"\x17\n" +
+	"\tresources\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\bR\x06commit\"\x17\n" +
 	"\x15PrepareBundleResponse\"f\n" +
 	"\x13CommitBundleRequest\x12,\n" +
 	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
