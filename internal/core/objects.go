@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -188,8 +189,8 @@ func (c *Core) storeInArena(ctx context.Context, id ids.ObjectID, p *pb.Payload)
 
 // readStored reads an object from the store, pulling it to this node first
 // when it lives on another. An object in the node's arena is not copied:
-// its data is a read-only view of the arena (see package store: valid until
-// the object is freed).
+// values are decoded straight from a read-only view of the arena, and raw
+// bytes are copied out of it once (see package store for the view's rules).
 func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation) (*pb.Payload, error) {
 	nid, err := ids.ParseNodeID(loc.GetNodeId())
 	if err != nil {
@@ -214,6 +215,13 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 		}
 		if err != nil {
 			return nil, errs.New(errs.KindObjectLost, "", "object %s is no longer in the node's store: %v", id, err)
+		}
+		if loc.GetEncoding() == pb.Encoding_ENCODING_RAW {
+			// Raw bytes reach the caller as they are: hand out a copy, not
+			// the read-only view (a write to it would fault and kill the
+			// process, and the region is reused once the object is freed).
+			// Other encodings are decoded into fresh values anyway.
+			data = bytes.Clone(data)
 		}
 		return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
 	}
