@@ -9,7 +9,9 @@ package objectstore
 import (
 	"context"
 
+	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/core"
+	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 // Ref is a typed reference to an object. Get(ctx) returns its value; a Ref
@@ -35,6 +37,30 @@ func Put[T any](ctx context.Context, v T) (Ref[T], error) {
 		return Ref[T]{}, err
 	}
 	return core.MakeRef[T](info), nil
+}
+
+// View is Get for a []byte without a copy, as Ray's zero-copy reads are: a
+// value held in this node's shared-memory store comes back as a view of it.
+// The view is read-only — writing to it faults and kills the process — and
+// it shows the object until the object is freed (its owner releases it, or
+// its job ends), after which it may show another object. Use Get for bytes
+// you may change or keep; use View to read large values fast.
+func View(ctx context.Context, ref Ref[[]byte]) ([]byte, error) {
+	c, err := core.Current()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ref.GorayArg(ctx, c); err != nil {
+		return nil, err // a zero or failed ref
+	}
+	p, err := c.GetPayloadView(ctx, ref.Info())
+	if err != nil {
+		return nil, err
+	}
+	if p.GetEncoding() != pb.Encoding_ENCODING_RAW {
+		return codec.Decode[[]byte](p)
+	}
+	return p.GetData(), nil
 }
 
 // Wait blocks until n of refs are ready (their value or their error is

@@ -36,3 +36,26 @@ func TestWriteToAGotSlice(t *testing.T) {
 		t.Fatalf("the reader's own slice: got %d at 0, want its write (9)", got[0])
 	}
 }
+
+// TestView: View reads a large []byte without a copy and a small one as it
+// is; both hold the value put.
+func TestView(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	for _, size := range []int{10, 4 << 20} {
+		want := bytes.Repeat([]byte{3}, size)
+		ref, err := objectstore.Put(ctx, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := objectstore.View(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("View of %d bytes: got %d bytes, want the %d put", size, len(got), size)
+		}
+	}
+	if _, err := objectstore.View(ctx, objectstore.Ref[[]byte]{}); err == nil {
+		t.Fatal("View of a zero Ref: got nil error, want one")
+	}
+}

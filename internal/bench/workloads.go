@@ -519,7 +519,9 @@ func workloadSpecs(sz sizes) []*spec {
 						return err
 					}
 					w.Resume()
-					b, err := ref.Get(ctx)
+					// Ray's get of a large buffer is zero-copy and read-only:
+					// objectstore.View is goray's.
+					b, err := objectstore.View(ctx, ref)
 					if err != nil {
 						return err
 					}

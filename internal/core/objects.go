@@ -191,7 +191,7 @@ func (c *Core) storeInArena(ctx context.Context, id ids.ObjectID, p *pb.Payload)
 // when it lives on another. An object in the node's arena is not copied:
 // values are decoded straight from a read-only view of the arena, and raw
 // bytes are copied out of it once (see package store for the view's rules).
-func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation) (*pb.Payload, error) {
+func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation, view bool) (*pb.Payload, error) {
 	nid, err := ids.ParseNodeID(loc.GetNodeId())
 	if err != nil {
 		return nil, err
@@ -216,7 +216,7 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 		if err != nil {
 			return nil, errs.New(errs.KindObjectLost, "", "object %s is no longer in the node's store: %v", id, err)
 		}
-		if loc.GetEncoding() == pb.Encoding_ENCODING_RAW {
+		if loc.GetEncoding() == pb.Encoding_ENCODING_RAW && !view {
 			// Raw bytes reach the caller as they are: hand out a copy, not
 			// the read-only view (a write to it would fault and kill the
 			// process, and the region is reused once the object is freed).
@@ -234,6 +234,16 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 
 // GetPayload waits for the object r names and returns its encoded value.
 func (c *Core) GetPayload(ctx context.Context, r RefInfo) (*pb.Payload, error) {
+	return c.getPayload(ctx, r, false)
+}
+
+// GetPayloadView is GetPayload, but raw bytes held in the node's arena come
+// back as a read-only view of it, not a copy (objectstore.View).
+func (c *Core) GetPayloadView(ctx context.Context, r RefInfo) (*pb.Payload, error) {
+	return c.getPayload(ctx, r, true)
+}
+
+func (c *Core) getPayload(ctx context.Context, r RefInfo, view bool) (*pb.Payload, error) {
 	lost := false
 	for attempt := 0; ; attempt++ {
 		value, loc, err := c.locateLost(ctx, r, lost)
@@ -243,7 +253,7 @@ func (c *Core) GetPayload(ctx context.Context, r RefInfo) (*pb.Payload, error) {
 		if value != nil {
 			return value, nil
 		}
-		p, err := c.readStored(ctx, r.ID, loc)
+		p, err := c.readStored(ctx, r.ID, loc, view)
 		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
 			return p, err
 		}
