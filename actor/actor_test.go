@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/actor"
+	"github.com/goray/goray/internal/testenv"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/task"
@@ -132,25 +133,9 @@ var (
 	ping = task.Register1("actortest.ping", func(_ context.Context, x int) (int, error) { return x + 1, nil })
 )
 
-func TestMain(m *testing.M) {
-	runtime.ServeIfWorker() // in a worker process: serve, never return
-	ctx := context.Background()
-	if err := runtime.Init(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	runtime.Shutdown()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
-// testCtx bounds a test so that a hang fails it instead of the whole binary.
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T, d time.Duration) context.Context { return testenv.Ctx(t, d) }
 
 func spawnAcc(t *testing.T, ctx context.Context, opts ...actor.Option) actor.Handle[Acc] {
 	t.Helper()

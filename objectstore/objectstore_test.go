@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/goray/goray/internal/testenv"
 	"github.com/goray/goray/objectstore"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"github.com/goray/goray/runtime"
@@ -39,24 +39,9 @@ var (
 	})
 )
 
-func TestMain(m *testing.M) {
-	runtime.ServeIfWorker() // in a worker process: serve, never return
-	ctx := context.Background()
-	if err := runtime.Init(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	runtime.Shutdown()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T, d time.Duration) context.Context { return testenv.Ctx(t, d) }
 
 // Point is a struct value stored as MessagePack.
 type Point struct {

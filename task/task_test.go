@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goray/goray/internal/testenv"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/task"
@@ -73,24 +74,9 @@ func pattern(n int, seed byte) []byte {
 	return b
 }
 
-func TestMain(m *testing.M) {
-	runtime.ServeIfWorker() // in a worker process: serve, never return
-	ctx := context.Background()
-	if err := runtime.Init(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	runtime.Shutdown()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T, d time.Duration) context.Context { return testenv.Ctx(t, d) }
 
 func wantKind(t *testing.T, what string, err, want error, mustName string) {
 	t.Helper()
