@@ -108,7 +108,11 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 		if err == nil {
 			break
 		}
-		if status.Code(err) != codes.Unavailable || attempt >= 3 || ctx.Err() != nil {
+		// Unavailable: the host does not answer. Canceled with our own
+		// context alive: the raylet closed the host's connection because the
+		// host died meanwhile. Either way the actor goes elsewhere.
+		code := status.Code(err)
+		if (code != codes.Unavailable && code != codes.Canceled) || attempt >= 3 || ctx.Err() != nil {
 			return fail(errs.FromStatus(err))
 		}
 		r.log.Info("actor host unreachable; placing the actor on another host", "actor", actorID, "worker", w.id, "err", err)
