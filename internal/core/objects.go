@@ -388,12 +388,5 @@ func (c *Core) ValueArg(ctx context.Context, v any) (*pb.Arg, error) {
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
 	}
-	if len(p.GetData()) < InlineLimit {
-		return &pb.Arg{Kind: &pb.Arg_Value{Value: p}}, nil
-	}
-	ref, err := c.PutPayload(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	return ref.Arg(), nil
+	return c.PayloadArg(ctx, p)
 }

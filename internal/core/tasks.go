@@ -239,19 +239,24 @@ func (c *Core) SubmitTask(ctx context.Context, name string, args []*pb.Arg, opts
 	return ref
 }
 
+// ownedEntry is the entry of a ref argument this process owns, if any.
+func (c *Core) ownedEntry(a *pb.Arg) (*objEntry, bool) {
+	r := a.GetRef()
+	if r == nil || r.GetOwnerAddress() != c.addr {
+		return nil, false
+	}
+	id, err := ids.ParseObjectID(r.GetObjectId())
+	if err != nil {
+		return nil, false
+	}
+	return c.objs.lookup(id)
+}
+
 // ownedPendingDeps lists the entries of ref arguments this process owns.
 func (c *Core) ownedPendingDeps(args []*pb.Arg) []*objEntry {
 	var deps []*objEntry
 	for _, a := range args {
-		r := a.GetRef()
-		if r == nil || r.GetOwnerAddress() != c.addr {
-			continue
-		}
-		id, err := ids.ParseObjectID(r.GetObjectId())
-		if err != nil {
-			continue
-		}
-		if e, ok := c.objs.lookup(id); ok && !e.ready() {
+		if e, ok := c.ownedEntry(a); ok && !e.ready() {
 			deps = append(deps, e)
 		}
 	}
@@ -262,15 +267,7 @@ func (c *Core) ownedPendingDeps(args []*pb.Arg) []*objEntry {
 // values, so the worker need not ask for them.
 func (c *Core) inlineArgs(args []*pb.Arg) {
 	for i, a := range args {
-		r := a.GetRef()
-		if r == nil || r.GetOwnerAddress() != c.addr {
-			continue
-		}
-		id, err := ids.ParseObjectID(r.GetObjectId())
-		if err != nil {
-			continue
-		}
-		if e, ok := c.objs.lookup(id); ok && e.ready() && e.value != nil {
+		if e, ok := c.ownedEntry(a); ok && e.ready() && e.value != nil {
 			args[i] = &pb.Arg{Kind: &pb.Arg_Value{Value: e.value}}
 		}
 	}
