@@ -171,6 +171,22 @@ func (s *Server) RemovePlacementGroup(_ context.Context, req *pb.RemovePlacement
 // returnBundles tells each bundle's raylet to give it back; only[i] false
 // skips bundle i (nil: every bundle).
 func (s *Server) returnBundles(id ids.PlacementGroupID, addrs []string, only []bool) {
+	failed := s.eachBundle(addrs, only, func(ctx context.Context, c pb.NodeServiceClient, i int) error {
+		_, err := c.ReturnBundle(ctx, &pb.ReturnBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i)})
+		return err
+	})
+	for i, err := range failed {
+		if err != nil {
+			s.log.Warn("return placement group bundle", "group", id, "bundle", i, "raylet", addrs[i], "err", errs.FromStatus(err))
+		}
+	}
+}
+
+// eachBundle calls call for every bundle's raylet at once (skipping bundle
+// i when addrs[i] is empty or only[i] is false; only nil: every bundle) and
+// returns each call's error.
+func (s *Server) eachBundle(addrs []string, only []bool, call func(ctx context.Context, c pb.NodeServiceClient, i int) error) []error {
+	out := make([]error, len(addrs))
 	var wg sync.WaitGroup
 	for i, addr := range addrs {
 		if addr == "" || (only != nil && !only[i]) {
@@ -180,15 +196,14 @@ func (s *Server) returnBundles(id ids.PlacementGroupID, addrs []string, only []b
 			c, err := s.nodeClient(addr)
 			if err == nil {
 				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
-				_, err = c.ReturnBundle(ctx, &pb.ReturnBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i)})
+				err = call(ctx, c, i)
 				cancel()
 			}
-			if err != nil {
-				s.log.Warn("return placement group bundle", "group", id, "bundle", i, "raylet", addr, "err", errs.FromStatus(err))
-			}
+			out[i] = err
 		})
 	}
 	wg.Wait()
+	return out
 }
 
 // schedulePlacementGroups tries to create pending groups whenever the
@@ -273,27 +288,20 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 	// so it prepares and commits at once.
 	oneNode := !slices.ContainsFunc(addrs, func(a string) bool { return a != addrs[0] })
 	// Phase one: prepare every bundle.
-	prepared := make([]bool, len(bundles))
-	errsSeen := make([]error, len(bundles))
-	var wg sync.WaitGroup
-	for i := range bundles {
-		wg.Go(func() {
-			c, err := s.nodeClient(addrs[i])
-			if err == nil {
-				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
-				_, err = c.PrepareBundle(ctx, &pb.PrepareBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i),
-					Resources: &pb.Resources{Amounts: bundles[i]}, Commit: oneNode})
-				cancel()
-			}
-			prepared[i], errsSeen[i] = err == nil, err
-		})
-	}
-	wg.Wait()
-	if i := slices.Index(prepared, false); i >= 0 {
+	failed := s.eachBundle(addrs, nil, func(ctx context.Context, c pb.NodeServiceClient, i int) error {
+		_, err := c.PrepareBundle(ctx, &pb.PrepareBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i),
+			Resources: &pb.Resources{Amounts: bundles[i]}, Commit: oneNode})
+		return err
+	})
+	if i := slices.IndexFunc(failed, func(e error) bool { return e != nil }); i >= 0 {
+		prepared := make([]bool, len(failed))
+		for k, e := range failed {
+			prepared[k] = e == nil
+		}
 		s.returnBundles(id, addrs, prepared)
 		s.mu.Lock()
 		s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING,
-			fmt.Sprintf("bundle %d could not be reserved on %s: %v", i, addrs[i], errs.FromStatus(errsSeen[i])))
+			fmt.Sprintf("bundle %d could not be reserved on %s: %v", i, addrs[i], errs.FromStatus(failed[i])))
 		s.mu.Unlock()
 		return
 	}
@@ -306,35 +314,24 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 		return
 	}
 	// Phase two: commit every bundle (done already on a single node).
-	committed := make([]bool, len(bundles))
-	for i := range bundles {
-		if oneNode {
-			committed[i] = true
-			continue
-		}
-		wg.Go(func() {
-			c, err := s.nodeClient(addrs[i])
-			if err == nil {
-				ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
-				_, err = c.CommitBundle(ctx, &pb.CommitBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i)})
-				cancel()
-			}
-			committed[i], errsSeen[i] = err == nil, err
+	if !oneNode {
+		failed = s.eachBundle(addrs, nil, func(ctx context.Context, c pb.NodeServiceClient, i int) error {
+			_, err := c.CommitBundle(ctx, &pb.CommitBundleRequest{PlacementGroupId: id[:], BundleIndex: int32(i)})
+			return err
 		})
-	}
-	wg.Wait()
-	if i := slices.Index(committed, false); i >= 0 {
-		s.returnBundles(id, addrs, nil)
-		s.mu.Lock()
-		s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING,
-			fmt.Sprintf("bundle %d could not be committed on %s: %v", i, addrs[i], errs.FromStatus(errsSeen[i])))
-		s.mu.Unlock()
-		return
+		if i := slices.IndexFunc(failed, func(e error) bool { return e != nil }); i >= 0 {
+			s.returnBundles(id, addrs, nil)
+			s.mu.Lock()
+			s.setPGStateLocked(pg, pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING,
+				fmt.Sprintf("bundle %d could not be committed on %s: %v", i, addrs[i], errs.FromStatus(failed[i])))
+			s.mu.Unlock()
+			return
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if pg.info.GetState() == pb.PlacementGroupState_PLACEMENT_GROUP_STATE_REMOVED {
-		go s.returnBundles(id, addrs, nil)
+		s.wg.Go(func() { s.returnBundles(id, addrs, nil) })
 		return
 	}
 	pg.addrs = addrs

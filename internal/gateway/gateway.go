@@ -69,6 +69,8 @@ type Gateway struct {
 	mu     sync.Mutex
 	ns     map[string]*namespace
 	closed bool
+	// retiring closes the cores of namespaces deployed again; Close waits.
+	retiring sync.WaitGroup
 }
 
 // namespace is the gateway's state of one deployed namespace.
@@ -113,6 +115,7 @@ func (g *Gateway) Close() {
 	for _, n := range all {
 		n.core.Close()
 	}
+	g.retiring.Wait()
 	g.conn.Close()
 }
 
@@ -156,7 +159,8 @@ func (g *Gateway) namespace(ctx context.Context, name string) (*namespace, error
 	}
 	if n != nil {
 		// Deployed again: the old job is finished, and so are its refs.
-		go n.core.Close()
+		old := n.core
+		g.retiring.Go(old.Close)
 	}
 	n = &namespace{dep: dep, core: c, checked: time.Now()}
 	g.ns[name] = n
