@@ -21,6 +21,7 @@ import (
 	"log/slog"
 
 	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/embed"
 	"github.com/goray/goray/internal/workerenv"
 )
 
@@ -59,12 +60,20 @@ func WithLogger(l *slog.Logger) Option { return func(o *core.Options) { o.Logger
 func Init(ctx context.Context, opts ...Option) error {
 	core.DescribeIfAsked()
 	ServeIfWorker()
-	var o core.Options
+	o := core.Options{StartEmbedded: startEmbedded}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	_, err := core.InitDriver(ctx, o)
 	return err
+}
+
+// startEmbedded starts the embedded default: a head with its own node in
+// this process, on loopback.
+func startEmbedded(ctx context.Context, res map[string]float64, log *slog.Logger) (core.Embedded, error) {
+	cfg := embed.Config{Head: true}
+	cfg.Resources, cfg.Logger = res, log
+	return embed.Start(ctx, cfg)
 }
 
 // Shutdown finishes the job: its workers stop and its objects are freed. It

@@ -6,21 +6,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/goray/goray/internal/embed"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"github.com/goray/goray/runtime/raylet"
 )
 
 // TestStatus runs `goray status` against a real head and checks that it
 // lists the node and a placement group no node can fit.
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
-	head, err := raylet.Start(ctx, raylet.Config{Head: true, Resources: map[string]float64{"CPU": 2}})
+	hc := embed.Config{Head: true}
+	hc.Resources = map[string]float64{"CPU": 2}
+	head, err := embed.Start(ctx, hc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(head.Stop)
+	t.Cleanup(head.Close)
 	cc, err := rpc.Dial(head.Address(), head.Token())
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +46,7 @@ func TestStatus(t *testing.T) {
 	if err := Status(ctx, cfg, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{head.NodeID().String(), "alive", "CPU 2/2", "placement groups: infeasible 1", `placement_group too-big`, `"gpu"`} {
+	for _, want := range []string{head.Node().NodeID().String(), "alive", "CPU 2/2", "placement groups: infeasible 1", `placement_group too-big`, `"gpu"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("goray status output lacks %q:\n%s", want, out.String())
 		}

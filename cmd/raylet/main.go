@@ -32,8 +32,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/goray/goray/internal/gateway"
-	"github.com/goray/goray/runtime/raylet"
+	"github.com/goray/goray/internal/embed"
+	"github.com/goray/goray/internal/raylet"
 )
 
 func main() {
@@ -75,20 +75,14 @@ func run(args []string) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	cfg := raylet.Config{
+	cfg := embed.Config{
 		Head:                   *head,
 		NoNode:                 *noNode,
 		NodeTimeout:            *nodeTO,
 		DriverReconnectTimeout: *driverTO,
-		Address:                *address,
-		Listen:                 *listen,
-		TokenFile:              *tokenFile,
-		NoAuth:                 *noAuth,
-		DataDir:                *dataDir,
-		Logger:                 slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		// A head serves the public ClientService (clients in other languages).
-		HeadServices: []raylet.HeadServiceFunc{gateway.HeadService},
 	}
+	cfg.Address, cfg.Listen, cfg.TokenFile, cfg.NoAuth, cfg.DataDir = *address, *listen, *tokenFile, *noAuth, *dataDir
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {
 			return fmt.Errorf(`--resources: want a JSON object of numbers like '{"CPU":2,"gpu":1}': %w`, err)
@@ -99,5 +93,5 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return raylet.Run(ctx, cfg)
+	return embed.Run(ctx, cfg)
 }

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/goray/goray/runtime/raylet"
+	"github.com/goray/goray/internal/embed"
 )
 
 // Hidden child modes of the goray binary (first argument).
@@ -79,14 +79,15 @@ func runRayletChild(ctx context.Context, args []string) error {
 	}
 	// The arena's pages are faulted in at start, as Ray's plasma store is:
 	// no put in a trial pays for fresh pages.
-	cfg := raylet.Config{Head: *head, Address: *address, TokenFile: *tokenFile, ObjectStorePrefault: true,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
+	cfg := embed.Config{Head: *head}
+	cfg.Address, cfg.TokenFile, cfg.ObjectStorePrefault = *address, *tokenFile, true
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {
 			return fmt.Errorf("-resources: %w", err)
 		}
 	}
-	return raylet.Run(ctx, cfg)
+	return embed.Run(ctx, cfg)
 }
 
 // child is a running child process of the benchmark.

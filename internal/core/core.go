@@ -25,7 +25,6 @@ import (
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/internal/workerenv"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"github.com/goray/goray/runtime/raylet"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -51,6 +50,17 @@ type Options struct {
 	// Resources of the embedded node; default: this machine's.
 	Resources map[string]float64
 	Logger    *slog.Logger
+	// StartEmbedded starts a cluster inside this process when no address is
+	// given. runtime.Init sets it (package internal/embed); the core worker
+	// imports no server package. Nil: an address is required.
+	StartEmbedded func(ctx context.Context, resources map[string]float64, log *slog.Logger) (Embedded, error)
+}
+
+// Embedded is a cluster (head and node) running inside this process.
+type Embedded interface {
+	Address() string
+	Token() string
+	Close()
 }
 
 // Core is one process's core worker.
@@ -89,7 +99,7 @@ type Core struct {
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	embedded *raylet.Raylet
+	embedded Embedded
 	closed   atomic.Bool
 	// attached: this core drives an existing job (a deployment's, see
 	// attach.go) that it did not register, so Shutdown does not finish it.
@@ -173,11 +183,14 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 	if addr == "" {
 		addr = os.Getenv("GORAY_ADDRESS")
 	}
-	var emb *raylet.Raylet
+	var emb Embedded
 	token := ""
 	if addr == "" {
+		if opts.StartEmbedded == nil {
+			return nil, errors.New("no cluster address: set GORAY_ADDRESS or runtime.WithAddress to a raylet's address")
+		}
 		var err error
-		emb, err = raylet.Start(ctx, raylet.Config{Head: true, Resources: opts.Resources, Logger: log})
+		emb, err = opts.StartEmbedded(ctx, opts.Resources, log)
 		if err != nil {
 			return nil, fmt.Errorf("start embedded cluster: %w", err)
 		}
@@ -468,7 +481,7 @@ func (c *Core) shutdown() {
 	c.wg.Wait()
 	c.conns.closeAll()
 	if c.embedded != nil {
-		c.embedded.Stop()
+		c.embedded.Close()
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"github.com/goray/goray/runtime/raylet"
 	"github.com/vmihailenco/msgpack/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -608,9 +607,3 @@ func checkProtoWire(b []byte) error {
 
 // ServerVersion is what Handshake reports as the server's version.
 const ServerVersion = "0.1.0-dev"
-
-// HeadService makes a Gateway for the head of a raylet (cmd/raylet puts it
-// in raylet.Config.HeadServices).
-func HeadService(info raylet.HeadInfo) (raylet.HeadService, error) {
-	return New(Config{HeadAddress: info.Address, Token: info.Token, Logger: info.Logger, Version: ServerVersion})
-}

@@ -224,3 +224,37 @@ func CheckListen(addr string, authEnabled bool) error {
 	}
 	return nil
 }
+
+// StopServer stops srv gracefully, letting running calls finish, and stops
+// it hard when they have not within timeout (a stream a peer holds open).
+func StopServer(srv *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		srv.Stop()
+		<-done
+	}
+}
+
+// AdvertiseAddr is the address other processes reach a listener on: the
+// listen address, or for an unspecified host (0.0.0.0, ::) the first
+// non-loopback interface address.
+func AdvertiseAddr(a *net.TCPAddr) string {
+	if !a.IP.IsUnspecified() {
+		return a.String()
+	}
+	host := "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				host = ipn.IP.String()
+				break
+			}
+		}
+	}
+	return net.JoinHostPort(host, fmt.Sprint(a.Port))
+}

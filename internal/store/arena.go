@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -234,10 +235,11 @@ func (a *Allocator) faultLocked(end uint64) error {
 }
 
 // Prefault faults in the whole arena, a slice at a time (so allocations are
-// not held up). It stops at the first error (no room in /dev/shm).
-func (a *Allocator) Prefault() error {
+// not held up). It stops at the first error (no room in /dev/shm) or when
+// ctx is done.
+func (a *Allocator) Prefault(ctx context.Context) error {
 	const step = 64 << 20
-	for {
+	for ctx.Err() == nil {
 		a.mu.Lock()
 		if a.f == nil || a.faulted >= a.size {
 			a.mu.Unlock()
@@ -249,6 +251,7 @@ func (a *Allocator) Prefault() error {
 			return fmt.Errorf("object store: prefault arena: %w", err)
 		}
 	}
+	return nil
 }
 
 // Alloc reserves n bytes; ok is false when no free span is large enough or

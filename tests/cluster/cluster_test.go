@@ -24,9 +24,10 @@ import (
 	"time"
 
 	"github.com/goray/goray/actor"
+	"github.com/goray/goray/internal/embed"
+	"github.com/goray/goray/internal/raylet"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
-	"github.com/goray/goray/runtime/raylet"
 	"github.com/goray/goray/task"
 )
 
@@ -60,7 +61,8 @@ const (
 
 // cl is the cluster TestMain started.
 var cl struct {
-	head, a, b *raylet.Raylet
+	head *embed.Server
+	a, b *raylet.Raylet
 	// headID, aID, bID are the nodes' IDs as runtime.CurrentNodeID gives them.
 	headID, aID, bID string
 }
@@ -81,14 +83,14 @@ func testMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var err error
-	cl.head, err = raylet.Start(ctx, raylet.Config{Head: true, Logger: logger(),
-		Resources:         map[string]float64{"CPU": 2, "head_only": 10},
-		HeartbeatInterval: heartbeat, NodeTimeout: nodeTimeout})
+	hc := embed.Config{Head: true, HeartbeatInterval: heartbeat, NodeTimeout: nodeTimeout}
+	hc.Logger, hc.Resources = logger(), map[string]float64{"CPU": 2, "head_only": 10}
+	cl.head, err = embed.Start(ctx, hc)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cluster: start head:", err)
 		return 1
 	}
-	defer cl.head.Stop()
+	defer cl.head.Close()
 	if cl.a, err = join(ctx, map[string]float64{"CPU": 2, "node_a": 10}); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster: start node a:", err)
 		return 1
@@ -99,7 +101,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer cl.b.Stop()
-	cl.headID, cl.aID, cl.bID = cl.head.NodeID().String(), cl.a.NodeID().String(), cl.b.NodeID().String()
+	cl.headID, cl.aID, cl.bID = cl.head.Node().NodeID().String(), cl.a.NodeID().String(), cl.b.NodeID().String()
 	if err := runtime.Init(ctx, runtime.WithAddress(cl.head.Address()), runtime.WithToken(cl.head.Token()),
 		runtime.WithLogger(logger())); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster: init:", err)

@@ -94,16 +94,10 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 func TestWorkerProcesses(t *testing.T) {
 	bin := buildTestWorker(t)
 	var out syncBuffer
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	head, err := Start(ctx, Config{
-		Head: true, Resources: map[string]float64{"CPU": 2}, MaxWorkersPerJob: 2,
+	head := startTestHead(t, Config{
+		Resources: map[string]float64{"CPU": 2}, MaxWorkersPerJob: 2,
 		TokenFile: filepath.Join(t.TempDir(), "token"), Logger: testLogger(t), Stderr: &out,
-	})
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(head.Stop)
+	}, headOpts{})
 	job := registerJob(t, head, bin)
 	client := nodeClient(t, head)
 

@@ -22,7 +22,6 @@ import (
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/internal/store"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"github.com/goray/goray/scheduler"
 )
 
 // Timeouts.
@@ -43,33 +42,28 @@ const (
 
 // Raylet is one running node manager.
 type Raylet struct {
-	cfg       Config
-	log       *slog.Logger
-	nodeID    ids.NodeID
-	token     string
-	tokenFile string
-	// removeTokenFile is set when the head wrote its token to the default path.
-	removeTokenFile bool
-	addr            string
-	headAddr        string
-	dataDir         string
-	storeDir        string
-	ownDataDir      bool
-	ownStoreDir     bool
+	cfg         Config
+	log         *slog.Logger
+	nodeID      ids.NodeID
+	token       string
+	tokenFile   string
+	addr        string
+	headAddr    string
+	dataDir     string
+	storeDir    string
+	ownDataDir  bool
+	ownStoreDir bool
 
-	lis   net.Listener
-	srv   *grpc.Server
-	sched *scheduler.Server
-	// headStore is the head's on-disk store, when it has one.
-	headStore *scheduler.BoltStore
+	// lis and srv are the raylet's own listener and server (Start); nil
+	// when another package serves it (New).
+	lis net.Listener
+	srv *grpc.Server
 	// retired is closed when the head declared this node dead: this
 	// incarnation is over (Run starts a new one).
 	retired    chan struct{}
 	retireOnce sync.Once
-	// headSvcs are Config.HeadServices, made when a head starts.
-	headSvcs []HeadService
-	headConn *grpc.ClientConn
-	head     pb.SchedulerServiceClient
+	headConn   *grpc.ClientConn
+	head       pb.SchedulerServiceClient
 
 	// ctx lives from Start to Stop; background work runs under it.
 	ctx    context.Context
@@ -80,18 +74,19 @@ type Raylet struct {
 	jobFlight  singleflight.Group // GetJob + binary, by job ID
 	pullFlight singleflight.Group // object pulls, by object ID
 
-	stopOnce sync.Once
-	mu       sync.Mutex
-	stopping bool
-	total    resources
-	avail    resources
-	waiters  []*waiter
-	nodes    []*pb.NodeInfo // cluster view from the last heartbeat
-	jobs     map[ids.JobID]*job
-	workers  map[ids.WorkerID]*worker
-	leases   map[ids.LeaseID]*lease
-	actors   map[ids.ActorID]*actor
-	objects  map[ids.ObjectID]*object
+	stopOnce    sync.Once
+	workersOnce sync.Once
+	mu          sync.Mutex
+	stopping    bool
+	total       resources
+	avail       resources
+	waiters     []*waiter
+	nodes       []*pb.NodeInfo // cluster view from the last heartbeat
+	jobs        map[ids.JobID]*job
+	workers     map[ids.WorkerID]*worker
+	leases      map[ids.LeaseID]*lease
+	actors      map[ids.ActorID]*actor
+	objects     map[ids.ObjectID]*object
 	// allocs are arena regions handed out and not sealed yet.
 	allocs map[ids.ObjectID]*object
 	// arena is the node's shared-memory arena; nil without one.
@@ -112,9 +107,51 @@ type Raylet struct {
 	outMu sync.Mutex // serializes worker output lines
 }
 
-// Start starts a raylet: it listens, serves, registers with the head (its
-// own when cfg.Head) and returns when the node is registered.
+// Start starts a standalone raylet: it listens on cfg.Listen, serves its
+// own gRPC server, registers with the head at cfg.Address and returns when
+// the node is registered. Stop stops it.
 func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
+	if cfg.Address == "" {
+		return nil, errors.New("raylet config: --address HOST:PORT of a head is required (or run `raylet --head`)")
+	}
+	lis, err := net.Listen("tcp", cfg.withDefaults().Listen)
+	if err != nil {
+		return nil, fmt.Errorf("raylet: listen on %s: %w", cfg.withDefaults().Listen, err)
+	}
+	r, err := New(cfg, lis.Addr())
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	r.lis = lis
+	r.srv = grpc.NewServer(ServerOptions(r.token)...)
+	r.Register(r.srv)
+	r.wg.Go(func() {
+		if err := r.srv.Serve(r.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			r.log.Error("gRPC server stopped", "err", err)
+		}
+	})
+	if err := r.Join(ctx); err != nil {
+		r.Stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// ServerOptions are the options of a gRPC server that serves a raylet: the
+// cluster's authentication and the codec that sends object chunks without
+// a protobuf copy (ordinary protobuf for every other message).
+func ServerOptions(token string) []grpc.ServerOption {
+	return append(rpc.ServerOptions(token), grpc.ForceServerCodecV2(transferServerCodec{}))
+}
+
+// New makes a raylet that will be reached at addr (its listener's address;
+// an unspecified host is advertised as the machine's first interface
+// address), without serving or joining: register its services on a server
+// (Register), serve it, then Join. Package internal/embed does so to put a
+// head and its node on one port; Start does all of it for a standalone node.
+// Stop releases what New made.
+func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -148,107 +185,54 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 			r.Stop()
 		}
 	}()
-
-	if cfg.NoAuth {
-		r.log.Warn("!!! AUTHENTICATION IS DISABLED (--no-auth): any process that can reach this raylet can run code on it; use only on a trusted loopback setup !!!")
-	} else if !cfg.Head {
-		if r.token, r.tokenFile, err = joinToken(cfg); err != nil {
-			return nil, err
-		}
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("raylet: listener address %v is not TCP", addr)
 	}
-
+	r.addr = rpc.AdvertiseAddr(tcp)
+	r.headAddr = cfg.Address
+	if cfg.NoAuth {
+		if !cfg.HeadNode { // the head has warned already
+			r.log.Warn("!!! AUTHENTICATION IS DISABLED (--no-auth): any process that can reach this raylet can run code on it; use only on a trusted loopback setup !!!")
+		}
+	} else if r.token, r.tokenFile, err = joinToken(cfg); err != nil {
+		return nil, err
+	}
 	if err := r.makeDirs(); err != nil {
 		return nil, err
 	}
+	return r, nil
+}
 
-	r.lis, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("raylet: listen on %s: %w", cfg.Listen, err)
-	}
-	r.addr = advertiseAddr(r.lis.Addr().(*net.TCPAddr))
+// Register registers the raylet's services (NodeService and
+// ObjectTransferService) on srv, which must be made with ServerOptions.
+func (r *Raylet) Register(srv *grpc.Server) {
+	pb.RegisterNodeServiceServer(srv, &nodeServer{r: r})
+	pb.RegisterObjectTransferServiceServer(srv, &transferServer{r: r})
+}
 
-	if cfg.Head {
-		r.headAddr = r.addr
-		if !cfg.NoAuth {
-			if err := r.headToken(); err != nil {
-				return nil, err
-			}
-		}
-		headDir := filepath.Join(r.dataDir, "head")
-		var st scheduler.Store // default: memory
-		if !r.ownDataDir {
-			// A kept data dir: the head's tables survive a restart.
-			if r.headStore, err = scheduler.OpenBoltStore(filepath.Join(headDir, "state.db")); err != nil {
-				return nil, fmt.Errorf("raylet: start head: %w", err)
-			}
-			st = r.headStore
-		}
-		r.sched, err = scheduler.New(scheduler.Config{
-			DataDir:                headDir,
-			Token:                  r.token,
-			HeartbeatInterval:      cfg.HeartbeatInterval,
-			NodeTimeout:            cfg.NodeTimeout,
-			DriverReconnectTimeout: cfg.DriverReconnectTimeout,
-			Logger:                 cfg.Logger,
-			Store:                  st,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("raylet: start head: %w", err)
-		}
-	} else {
-		r.headAddr = cfg.Address
+// Join registers the node with the head at Config.Address, failing fast
+// when nobody answers, and starts heartbeating. The raylet's services must
+// be served by then: the head calls them.
+func (r *Raylet) Join(ctx context.Context) error {
+	if r.headAddr == "" {
+		return errors.New("raylet: no head address to join (Config.Address)")
 	}
-
-	// transferServerCodec: object chunks go out without a protobuf copy.
-	r.srv = grpc.NewServer(append(rpc.ServerOptions(r.token), grpc.ForceServerCodecV2(transferServerCodec{}))...)
-	if !cfg.NoNode {
-		pb.RegisterNodeServiceServer(r.srv, &nodeServer{r: r})
-		pb.RegisterObjectTransferServiceServer(r.srv, &transferServer{r: r})
-	}
-	if r.sched != nil {
-		r.sched.Register(r.srv)
-		// Deployed namespaces (goray deploy) and the client gateway.
-		scheduler.NewDeployer(r.sched).Register(r.srv)
-		for _, mk := range cfg.HeadServices {
-			hs, err := mk(HeadInfo{Address: r.addr, Token: r.token, Logger: cfg.Logger})
-			if err != nil {
-				return nil, fmt.Errorf("raylet: start head service: %w", err)
-			}
-			r.headSvcs = append(r.headSvcs, hs)
-			hs.Register(r.srv)
-		}
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		if err := r.srv.Serve(r.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			r.log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-
-	if cfg.NoNode {
-		r.log.Info("head ready (no node)", "address", r.addr, "data_dir", r.dataDir, "persistent", r.headStore != nil)
-		return r, nil
-	}
+	var err error
 	r.headConn, err = rpc.Dial(r.headAddr, r.token)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.head = pb.NewSchedulerServiceClient(r.headConn)
-
 	interval, err := r.join(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	_, _ = r.heartbeat(ctx)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.heartbeatLoop(interval)
-	}()
-	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", cfg.Head,
+	r.wg.Go(func() { r.heartbeatLoop(interval) })
+	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", r.cfg.HeadNode,
 		"resources", fmtResources(r.total), "store_dir", r.storeDir, "data_dir", r.dataDir)
-	return r, nil
+	return nil
 }
 
 // joinToken finds the token of the cluster a raylet joins.
@@ -271,44 +255,6 @@ func joinToken(cfg Config) (token, file string, err error) {
 		return "", "", fmt.Errorf("raylet: no cluster token for head %s: %w (pass --token-file with the file `raylet --head` wrote, or set %s)", cfg.Address, err, EnvToken)
 	}
 	return token, file, nil
-}
-
-// headToken generates (if needed) and writes the head's token file. A head
-// on a kept data dir keeps its token in DataDir/head/token and reuses it
-// when restarted, so its raylets and drivers can reconnect.
-func (r *Raylet) headToken() error {
-	r.token = r.cfg.Token
-	keep := ""
-	if r.token == "" && !r.ownDataDir {
-		keep = filepath.Join(r.dataDir, "head", "token")
-		if t, err := rpc.ReadTokenFile(keep); err == nil {
-			r.token = t
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("raylet: %w", err)
-		}
-	}
-	if r.token == "" {
-		t, err := rpc.GenerateToken()
-		if err != nil {
-			return err
-		}
-		r.token = t
-		if keep != "" {
-			if err := rpc.WriteTokenFile(keep, t); err != nil {
-				return fmt.Errorf("raylet: %w", err)
-			}
-		}
-	}
-	r.tokenFile = r.cfg.TokenFile
-	if r.tokenFile == "" {
-		r.tokenFile = rpc.DefaultTokenPath(r.addr)
-		r.removeTokenFile = true
-	}
-	if err := rpc.WriteTokenFile(r.tokenFile, r.token); err != nil {
-		r.removeTokenFile = false
-		return fmt.Errorf("raylet: %w", err)
-	}
-	return nil
 }
 
 func (r *Raylet) makeDirs() error {
@@ -368,34 +314,15 @@ func (r *Raylet) makeDirs() error {
 		} else {
 			r.arena = a
 			if r.cfg.ObjectStorePrefault {
-				go func() {
-					if err := a.Prefault(); err != nil {
+				r.wg.Go(func() {
+					if err := a.Prefault(r.ctx); err != nil {
 						r.log.Warn("prefault the object store arena", "err", err)
 					}
-				}()
+				})
 			}
 		}
 	}
 	return nil
-}
-
-// advertiseAddr is the address other processes reach a listener on: the
-// listen address, or for an unspecified host (0.0.0.0, ::) the first
-// non-loopback interface address.
-func advertiseAddr(a *net.TCPAddr) string {
-	if !a.IP.IsUnspecified() {
-		return a.String()
-	}
-	host := "127.0.0.1"
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, ad := range addrs {
-			if ipn, ok := ad.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
-				host = ipn.IP.String()
-				break
-			}
-		}
-	}
-	return net.JoinHostPort(host, fmt.Sprint(a.Port))
 }
 
 // join registers the node with the head, failing fast when nobody answers.
@@ -520,7 +447,7 @@ func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 		// died. A head that declared it dead refuses, and it retires.
 		r.log.Info("head asked this node to register again", "head", r.headAddr)
 		rr, err := r.head.RegisterNode(ctx, r.registerRequest())
-		if errors.Is(errs.FromStatus(err), errs.ErrNodeDied) && !r.cfg.Head {
+		if errors.Is(errs.FromStatus(err), errs.ErrNodeDied) && !r.cfg.HeadNode {
 			r.retire(errs.FromStatus(err))
 			return 0, true
 		}
@@ -594,49 +521,38 @@ func (r *Raylet) HeadAddress() string { return r.headAddr }
 // StoreDir is the node's object store directory.
 func (r *Raylet) StoreDir() string { return r.storeDir }
 
-// Stop kills every worker process and waits for it, stops serving, closes
-// the head when it runs one and removes the directories the raylet made.
-// It is idempotent.
+// Stop kills every worker process and waits for it, stops serving (a
+// server of its own), and removes the directories the raylet made. It is
+// idempotent. A raylet served by another package's server is stopped in two
+// steps: StopWorkers, then that server, then Stop.
 func (r *Raylet) Stop() {
 	r.stopOnce.Do(r.stop)
 }
 
-func (r *Raylet) stop() {
-	r.mu.Lock()
-	r.stopping = true
-	ws := make([]*worker, 0, len(r.workers))
-	for _, w := range r.workers {
-		w.onPurpose = true
-		ws = append(ws, w)
-	}
-	r.mu.Unlock()
-	r.cancel()
-
-	for _, w := range ws {
-		w.kill()
-	}
-	waitExited(ws, killWaitTimeout, r.log)
-
-	for _, hs := range r.headSvcs {
-		hs.Close()
-	}
-	// The head first: closing it ends its KeepJobAlive streams without
-	// finishing their jobs, so the graceful stop below does not wait on them.
-	if r.sched != nil {
-		r.sched.Close()
-	}
-
-	if r.srv != nil {
-		done := make(chan struct{})
-		go func() { r.srv.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(gracefulTimeout):
-			r.srv.Stop()
-			<-done
+// StopWorkers kills every worker process and waits for it; the raylet
+// starts no new one. It is idempotent, and the first step of Stop.
+func (r *Raylet) StopWorkers() {
+	r.workersOnce.Do(func() {
+		r.mu.Lock()
+		r.stopping = true
+		ws := make([]*worker, 0, len(r.workers))
+		for _, w := range r.workers {
+			w.onPurpose = true
+			ws = append(ws, w)
 		}
-	} else if r.lis != nil {
-		r.lis.Close()
+		r.mu.Unlock()
+		r.cancel()
+		for _, w := range ws {
+			w.kill()
+		}
+		waitExited(ws, killWaitTimeout, r.log)
+	})
+}
+
+func (r *Raylet) stop() {
+	r.StopWorkers()
+	if r.srv != nil {
+		rpc.StopServer(r.srv, gracefulTimeout)
 	}
 	if r.headConn != nil {
 		r.headConn.Close()
@@ -649,16 +565,6 @@ func (r *Raylet) stop() {
 		c.Close()
 	}
 	r.wg.Wait()
-	// After the server: no RPC writes to the store any more.
-	if r.headStore != nil {
-		if err := r.headStore.Close(); err != nil {
-			r.log.Error("close the head's store", "err", err)
-		}
-	}
-
-	if r.removeTokenFile {
-		os.Remove(r.tokenFile)
-	}
 	if r.arena != nil {
 		r.arena.Close()
 	}
@@ -678,64 +584,5 @@ func (r *Raylet) stop() {
 	}
 	if r.log != nil && r.addr != "" {
 		r.log.Info("raylet stopped", "address", r.addr)
-	}
-}
-
-// Run starts a raylet, prints its ready line to stdout (and for a head, how
-// to join it to stderr), blocks until ctx is done and stops it. A raylet the
-// head declared dead (Retired) is stopped and started again as a new node
-// (new node ID, same address), printing a new ready line. A head-only
-// process (NoNode) prints
-//
-//	goray head ready: address=<addr> token_file=<path or empty>
-func Run(ctx context.Context, cfg Config) error {
-	for {
-		r, err := Start(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		retired, err := run(ctx, cfg, r)
-		r.Stop()
-		if !retired || err != nil {
-			return err
-		}
-		// The same address (the port is free again), a fresh node.
-		cfg.Listen = r.Address()
-		cfg.Logger.Warn("starting a new incarnation of this node", "address", cfg.Listen, "old_node", r.NodeID())
-	}
-}
-
-// run prints r's ready lines and waits for ctx or r's retirement.
-func run(ctx context.Context, cfg Config, r *Raylet) (retired bool, _ error) {
-	if cfg.NoNode {
-		fmt.Fprintf(os.Stdout, "goray head ready: address=%s token_file=%s\n", r.Address(), r.TokenFile())
-	} else {
-		fmt.Fprintf(os.Stdout, "goray raylet ready: address=%s node=%s head=%t token_file=%s\n",
-			r.Address(), r.NodeID(), cfg.Head, r.TokenFile())
-	}
-	if cfg.Head {
-		join := "raylet --address " + r.Address()
-		if r.TokenFile() != "" {
-			join += " --token-file " + r.TokenFile()
-		} else {
-			join += " --no-auth"
-		}
-		driver := "GORAY_ADDRESS=" + r.Address()
-		if tf := r.TokenFile(); tf != "" && tf != rpc.DefaultTokenPath(r.Address()) {
-			driver += " " + EnvTokenFile + "=" + tf
-		}
-		if cfg.NoNode {
-			fmt.Fprintf(os.Stderr, "goray head (no node) running at %s\n  join a node:       %s\n  connect a driver:  set GORAY_ADDRESS to a raylet's address\n",
-				r.Address(), join)
-		} else {
-			fmt.Fprintf(os.Stderr, "goray head running at %s\n  join another node:  %s\n  connect a driver:   %s go run ./yourprogram\n",
-				r.Address(), join, driver)
-		}
-	}
-	select {
-	case <-ctx.Done():
-		return false, nil
-	case <-r.Retired():
-		return true, nil
 	}
 }

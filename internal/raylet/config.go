@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/goray/goray/internal/rpc"
 )
@@ -34,44 +33,35 @@ const (
 	maxResourceNameLen = 128
 )
 
-// Config configures a raylet. The zero value of every field but Head/Address
-// has a documented default.
+// Config configures a raylet. The zero value of every field but Address has
+// a documented default. A raylet never runs the head itself: package
+// internal/embed puts a head and a raylet on one server (`raylet --head`).
 type Config struct {
-	// Head also runs the head (scheduler) in this process, on the same gRPC
-	// server and port.
-	Head bool
-	// NoNode (with Head only) runs the head alone: no node registers, no
-	// worker starts, and the process serves only the head's services — the
-	// shape in which a head can be restarted without taking a node's
-	// workers with it (Ray's GCS). Drivers then connect to a raylet.
-	NoNode bool
-	// Address is the head address to join (HOST:PORT). Required unless Head;
-	// must be empty with Head.
+	// Address is the head address to join (HOST:PORT). Required by Start
+	// and Join.
 	Address string
+	// HeadNode marks the node that shares its process and port with the
+	// head (`raylet --head`): it registers as the head's node, and it is
+	// never retired, since its process is the head's.
+	HeadNode bool
 	// Listen is where the raylet's gRPC server listens. Default DefaultListen.
 	Listen string
 	// Resources is the node's total logical resources, merged over the
 	// defaults {"CPU": runtime.NumCPU(), "memory": total RAM in bytes}.
 	Resources map[string]float64
-	// Token is the cluster token. With Head, empty Token and !NoAuth a fresh
-	// one is generated. When joining with empty Token it is read from
+	// Token is the cluster token. When empty (and !NoAuth) it is read from
 	// TokenFile, else the GORAY_TOKEN environment variable, else the file
 	// named by GORAY_TOKEN_FILE, else rpc.DefaultTokenPath(Address).
 	Token string
-	// TokenFile: with Head, where the token is written (mode 0600); default
-	// rpc.DefaultTokenPath(actual listen address). When joining, where the
-	// token is read from (see Token).
+	// TokenFile is where the token is read from (see Token).
 	TokenFile string
 	// NoAuth disables authentication (a loud warning is logged); listening on
 	// a non-loopback address is then refused.
 	NoAuth bool
-	// DataDir holds job binaries, worker working directories and the head's
-	// state. Default: a fresh directory under rpc.RuntimeDir(), removed on Stop.
-	// A directory given here is kept; only what the raylet put in it (jobs/)
-	// is removed on Stop. A head given a DataDir keeps its tables in
-	// DataDir/head/state.db (scheduler.BoltStore) and its token in
-	// DataDir/head/token, so it can be restarted on the same DataDir without
-	// losing its cluster; without one it keeps them in memory.
+	// DataDir holds job binaries and worker working directories. Default: a
+	// fresh directory under rpc.RuntimeDir(), removed on Stop. A directory
+	// given here is kept; only what the raylet put in it (jobs/) is removed
+	// on Stop.
 	DataDir string
 	// StoreDir is the node's object store directory. Default: a fresh
 	// directory under store.BaseDir(DataDir) (/dev/shm when it exists),
@@ -92,37 +82,18 @@ type Config struct {
 	// MaxWorkersPerJob bounds the task (leased) workers of one job on this
 	// node. Default runtime.NumCPU().
 	MaxWorkersPerJob int
-	// HeartbeatInterval and NodeTimeout configure the head (with Head only):
-	// how often raylets heartbeat, and how long a silent node stays alive in
-	// the head's table. Defaults scheduler.DefaultHeartbeatInterval and
-	// scheduler.DefaultNodeTimeout.
-	HeartbeatInterval, NodeTimeout time.Duration
-	// DriverReconnectTimeout (with Head only) is how long a restarted head
-	// waits for a running job's driver to reconnect before it finishes the
-	// job. Default scheduler.DefaultDriverReconnectTimeout.
-	DriverReconnectTimeout time.Duration
 	// Logger receives the raylet's structured logs. Default slog.Default().
 	Logger *slog.Logger
-	// HeadServices are further services a head serves on its port (see
-	// HeadService); ignored without Head. Default none.
-	HeadServices []HeadServiceFunc
 	// Stdout and Stderr receive the worker processes' stdout and stderr, line
 	// by line, prefixed "(worker pid=N) ". Stderr defaults to os.Stderr;
 	// Stdout defaults to Stderr.
 	Stdout, Stderr io.Writer
 }
 
-// Validate checks the configuration without touching the system.
+// Validate checks the configuration without touching the system. An empty
+// Address passes (a head's own node learns it when the head listens); Start
+// and Join need one.
 func (c *Config) Validate() error {
-	if c.Head && c.Address != "" {
-		return errors.New("raylet config: --head and --address are exclusive: a head does not join another head")
-	}
-	if c.NoNode && !c.Head {
-		return errors.New("raylet config: --no-node runs a head alone and needs --head")
-	}
-	if !c.Head && c.Address == "" {
-		return errors.New("raylet config: either --head or --address HOST:PORT of a head is required")
-	}
 	if c.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Address); err != nil {
 			return fmt.Errorf("raylet config: head address %q is not HOST:PORT: %w", c.Address, err)
@@ -148,10 +119,6 @@ func (c *Config) Validate() error {
 		if err := checkResource(name, v); err != nil {
 			return fmt.Errorf("raylet config: %w", err)
 		}
-	}
-	if c.HeartbeatInterval < 0 || c.NodeTimeout < 0 || c.DriverReconnectTimeout < 0 {
-		return fmt.Errorf("raylet config: HeartbeatInterval %s, NodeTimeout %s and DriverReconnectTimeout %s must not be negative",
-			c.HeartbeatInterval, c.NodeTimeout, c.DriverReconnectTimeout)
 	}
 	if c.MaxWorkersPerJob < 0 {
 		return fmt.Errorf("raylet config: MaxWorkersPerJob is %d, want >= 0 (0 means NumCPU)", c.MaxWorkersPerJob)

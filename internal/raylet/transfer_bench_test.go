@@ -20,11 +20,7 @@ import (
 func BenchmarkPullObject(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := b.Context()
-	head, err := Start(ctx, Config{Head: true, TokenFile: filepath.Join(b.TempDir(), "token"), Logger: log, Stderr: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(head.Stop)
+	head := startTestHead(b, Config{TokenFile: filepath.Join(b.TempDir(), "token"), Logger: log, Stderr: io.Discard}, headOpts{})
 	node, err := Start(ctx, Config{Address: head.Address(), TokenFile: head.TokenFile(), Logger: log, Stderr: io.Discard})
 	if err != nil {
 		b.Fatal(err)

@@ -32,18 +32,10 @@ func startFastHead(t *testing.T, res map[string]float64, log *slog.Logger) *Rayl
 	if log == nil {
 		log = testLogger(t)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	r, err := Start(ctx, Config{
-		Head: true, Resources: res, MaxWorkersPerJob: 4,
-		HeartbeatInterval: testHeartbeat, NodeTimeout: testNodeTimeout,
+	return startTestHead(t, Config{
+		Resources: res, MaxWorkersPerJob: 4,
 		TokenFile: filepath.Join(t.TempDir(), "token"), Logger: log, Stderr: t.Output(),
-	})
-	if err != nil {
-		t.Fatalf("Start head: %v", err)
-	}
-	t.Cleanup(r.Stop)
-	return r
+	}, headOpts{heartbeat: testHeartbeat, nodeTimeout: testNodeTimeout})
 }
 
 // cluster is a head and two joined raylets with distinct custom resources.

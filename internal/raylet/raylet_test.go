@@ -32,20 +32,12 @@ func testLogger(t *testing.T) *slog.Logger {
 // startHead starts a head raylet that is stopped when the test ends.
 func startHead(t *testing.T, res map[string]float64) *Raylet {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	r, err := Start(ctx, Config{
-		Head:      true,
+	return startTestHead(t, Config{
 		Resources: res,
 		TokenFile: filepath.Join(t.TempDir(), "token"),
 		Logger:    testLogger(t),
 		Stderr:    t.Output(),
-	})
-	if err != nil {
-		t.Fatalf("Start head: %v", err)
-	}
-	t.Cleanup(r.Stop)
-	return r
+	}, headOpts{})
 }
 
 // startNode starts a raylet joining head, stopped when the test ends.
@@ -433,17 +425,15 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want string // substring of the error; "" = valid
 	}{
-		{"head", Config{Head: true}, ""},
 		{"join", Config{Address: "127.0.0.1:6379"}, ""},
-		{"neither", Config{}, "--head or --address"},
-		{"both", Config{Head: true, Address: "127.0.0.1:1"}, "exclusive"},
+		{"no address (a head's node learns it)", Config{}, ""},
 		{"bad address", Config{Address: "nohost"}, "HOST:PORT"},
-		{"bad listen", Config{Head: true, Listen: "x"}, "HOST:PORT"},
-		{"public without auth", Config{Head: true, NoAuth: true, Listen: "0.0.0.0:0"}, "non-loopback"},
-		{"public with auth", Config{Head: true, Listen: "0.0.0.0:0"}, ""},
-		{"negative resource", Config{Head: true, Resources: map[string]float64{"CPU": -1}}, "CPU"},
-		{"empty resource name", Config{Head: true, Resources: map[string]float64{"": 1}}, "empty name"},
-		{"negative workers", Config{Head: true, MaxWorkersPerJob: -1}, "MaxWorkersPerJob"},
+		{"bad listen", Config{Listen: "x"}, "HOST:PORT"},
+		{"public without auth", Config{NoAuth: true, Listen: "0.0.0.0:0"}, "non-loopback"},
+		{"public with auth", Config{Listen: "0.0.0.0:0"}, ""},
+		{"negative resource", Config{Resources: map[string]float64{"CPU": -1}}, "CPU"},
+		{"empty resource name", Config{Resources: map[string]float64{"": 1}}, "empty name"},
+		{"negative workers", Config{MaxWorkersPerJob: -1}, "MaxWorkersPerJob"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()

@@ -1,0 +1,72 @@
+package raylet
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// nodeAlive reports whether the head at r lists id as alive.
+func nodeAlive(t *testing.T, head *Raylet, id []byte) (listed, alive bool) {
+	t.Helper()
+	resp, err := pb.NewSchedulerServiceClient(dial(t, head.Address(), head.Token())).ListNodes(callCtx(t), &pb.ListNodesRequest{})
+	if err != nil {
+		return false, false
+	}
+	for _, n := range resp.GetNodes() {
+		if bytes.Equal(n.GetNodeId(), id) {
+			return true, n.GetAlive()
+		}
+	}
+	return false, false
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("got no %s within %s", what, d)
+		}
+	}
+}
+
+func TestDeadNodeRejoinsAsNewIncarnation(t *testing.T) {
+	head := startTestHead(t, Config{TokenFile: filepath.Join(t.TempDir(), "token"), Logger: testLogger(t), Stderr: t.Output()},
+		headOpts{heartbeat: 50 * time.Millisecond, nodeTimeout: 300 * time.Millisecond})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfg := Config{Address: head.Address(), TokenFile: head.TokenFile(), Resources: map[string]float64{"CPU": 1},
+		Logger: testLogger(t), Stderr: t.Output()}
+	node, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Stop()
+	old := node.NodeID()
+
+	// Make the node miss its deadline, as a SIGSTOPped raylet would: its
+	// heartbeat loop blocks on mu while the test holds it, until the head
+	// lists the node dead.
+	node.mu.Lock()
+	eventually(t, 5*time.Second, "the head declaring the silent node dead", func() bool {
+		listed, alive := nodeAlive(t, head, old[:])
+		return listed && !alive
+	})
+	node.mu.Unlock()
+	eventually(t, 5*time.Second, "retirement of the node declared dead", func() bool {
+		select {
+		case <-node.Retired():
+			return true
+		default:
+			return false
+		}
+	})
+	if _, alive := nodeAlive(t, head, old[:]); alive {
+		t.Fatalf("old incarnation %s: got alive, want dead", old)
+	}
+}
