@@ -72,53 +72,11 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	if err != nil {
 		return nil, refs, err
 	}
-	n = min(max(n, 0), len(refs))
-	done := make([]bool, len(refs))
-	// Fast path: enough of the refs are this process's own and ready.
-	count := 0
+	infos := make([]core.RefInfo, len(refs))
 	for i, r := range refs {
-		if count == n {
-			break
-		}
-		if c.Ready(r.Info()) {
-			done[i] = true
-			count++
-		}
+		infos[i] = r.Info()
 	}
-	if count == n {
-		ready, notReady = split(refs, done)
-		return ready, notReady, nil
-	}
-	clear(done)
-	ch := make(chan int, len(refs))
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for i, r := range refs {
-		go func() {
-			if c.WaitReady(wctx, r.Info()) == nil {
-				ch <- i
-			} else {
-				ch <- -1
-			}
-		}()
-	}
-	count, replies := 0, 0
-	for count < n && err == nil {
-		select {
-		case i := <-ch:
-			replies++
-			if i >= 0 {
-				done[i] = true
-				count++
-			}
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	cancel()
-	for ; replies < len(refs); replies++ {
-		<-ch // at most n are reported ready, as Ray's wait does
-	}
+	done, err := c.WaitN(ctx, infos, n)
 	ready, notReady = split(refs, done)
 	return ready, notReady, err
 }

@@ -308,60 +308,24 @@ func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitRespon
 	if want == 0 || want > len(refs) {
 		want = len(refs)
 	}
-	type owned struct {
-		n   *namespace
-		ref core.RefInfo
-	}
-	all := make([]owned, len(refs))
+	all := make([]core.Waitable, len(refs))
 	for i, r := range refs {
 		n, info, err := g.ref(ctx, r)
 		if err != nil {
 			return nil, errs.Status(err)
 		}
-		all[i] = owned{n, info}
+		all[i] = core.Waitable{Core: n.core, Ref: info}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	if ms := req.GetTimeoutMs(); ms > 0 {
 		wctx, cancel = context.WithTimeout(ctx, time.Duration(min(ms, math.MaxInt64/uint64(time.Millisecond)))*time.Millisecond)
 	}
 	defer cancel()
-	ready := make([]bool, len(all))
-	done := make(chan int, len(all))
-	var wg sync.WaitGroup
-	for i, o := range all {
-		wg.Go(func() {
-			if o.n.core.WaitReady(wctx, o.ref) == nil {
-				done <- i
-			}
-		})
+	ready, err := core.WaitN(wctx, all, want)
+	if err != nil && ctx.Err() != nil {
+		return nil, status.FromContextError(err).Err() // the client went away
 	}
-	got := 0
-	waitAll := make(chan struct{})
-	go func() { wg.Wait(); close(waitAll) }()
-collect:
-	for got < want {
-		select {
-		case i := <-done:
-			ready[i] = true
-			got++
-		case <-waitAll:
-			// Every waiter returned; drain what finished.
-			for {
-				select {
-				case i := <-done:
-					ready[i] = true
-					got++
-				default:
-					break collect
-				}
-			}
-		}
-	}
-	cancel()
-	<-waitAll
-	for len(done) > 0 { // finished between the last count and cancel
-		ready[<-done] = true
-	}
+	// Past timeout_ms: the split at that moment.
 	resp := &pb.WaitResponse{}
 	for i, r := range refs {
 		if ready[i] {
