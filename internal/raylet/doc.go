@@ -1,9 +1,9 @@
 // Package raylet is goray's node manager: one per machine, like Ray's raylet.
 //
 // A raylet registers the node's logical resources with the head (package
-// scheduler, which `raylet --head` runs in the same process and on the same
-// gRPC port) and heartbeats it; it serves NodeService and
-// ObjectTransferService:
+// scheduler; it does not import it — internal/embed serves a head and its
+// node on one gRPC port for `raylet --head`) and heartbeats it; it serves
+// NodeService and ObjectTransferService:
 //
 //   - Worker pool. Worker processes are started from the job's own binary,
 //     fetched once from the head per SHA-256 and verified, with the
@@ -29,6 +29,6 @@
 //     heartbeat reply) its workers are killed and its objects freed.
 //
 // Every RPC must carry the cluster token unless auth is disabled. Start runs a
-// raylet embedded in a process (package runtime does so when no cluster
-// address is given); Run is the body of cmd/raylet.
+// standalone node that joins a head; New, Register and Join let another
+// package (internal/embed) serve it on a server it shares with the head.
 package raylet
