@@ -44,22 +44,9 @@ func (r *Raylet) sealObject(req *pb.SealObjectRequest) error {
 	if err != nil {
 		return errs.New(errs.KindInvalidArgument, "", "SealObject: %v", err)
 	}
-	r.mu.Lock()
-	if a := r.allocs[id]; a != nil {
-		// Written into the arena region AllocateObject gave.
-		defer r.mu.Unlock()
-		if req.GetSize() != a.size {
-			return errs.New(errs.KindInvalidArgument, "", "SealObject: object %s was given %d bytes of the arena, the request says %d", id, a.size, req.GetSize())
-		}
-		delete(r.allocs, id)
-		if j := r.jobs[a.job]; j != nil && j.finished {
-			r.arena.Free(a.off, a.size)
-			return errJobFinished(a.job)
-		}
-		r.objects[id] = a
-		return nil
+	if ok, err := r.objects.sealAlloc(id, req.GetSize()); ok {
+		return err // written into the arena region AllocateObject gave
 	}
-	r.mu.Unlock()
 	st, err := os.Stat(store.Path(r.storeDir, id))
 	if err != nil {
 		return errs.New(errs.KindNotFound, "", "SealObject: object %s has no file in the store directory %s (write it with the store package first): %v", id, r.storeDir, err)
@@ -67,13 +54,8 @@ func (r *Raylet) sealObject(req *pb.SealObjectRequest) error {
 	if req.GetSize() != 0 && uint64(st.Size()) != req.GetSize() {
 		return errs.New(errs.KindInvalidArgument, "", "SealObject: object %s is %d bytes in the store, the request says %d", id, st.Size(), req.GetSize())
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if j := r.jobs[jobID]; j != nil && j.finished {
-		return errJobFinished(jobID)
-	}
-	r.objects[id] = &object{size: uint64(st.Size()), job: jobID}
-	return nil
+	_, err = r.objects.sealFile(id, jobID, uint64(st.Size()))
+	return err
 }
 
 // allocateObject implements NodeService.AllocateObject.
@@ -86,44 +68,11 @@ func (r *Raylet) allocateObject(req *pb.AllocateObjectRequest) (*pb.AllocateObje
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "AllocateObject: %v", err)
 	}
-	o, err := r.allocLocal(id, jobID, req.GetSize(), false)
+	o, err := r.objects.alloc(id, jobID, req.GetSize(), false)
 	if err != nil || o == nil {
 		return &pb.AllocateObjectResponse{}, err
 	}
 	return &pb.AllocateObjectResponse{Ok: true, Offset: o.off}, nil
-}
-
-// allocLocal reserves an arena region for object id; nil when there is no
-// room (or no arena, or the object is already here).
-func (r *Raylet) allocLocal(id ids.ObjectID, jobID ids.JobID, size uint64, pulling bool) (*object, error) {
-	if r.arena == nil || size == 0 {
-		return nil, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if j := r.jobs[jobID]; j != nil && j.finished {
-		return nil, errJobFinished(jobID)
-	}
-	if r.objects[id] != nil || r.allocs[id] != nil {
-		return nil, nil
-	}
-	off, ok := r.arena.Alloc(size)
-	if !ok {
-		return nil, nil
-	}
-	o := &object{size: size, job: jobID, inArena: true, off: off, pulling: pulling}
-	r.allocs[id] = o
-	return o, nil
-}
-
-// dropAlloc gives back a region allocLocal reserved and that was not sealed.
-func (r *Raylet) dropAlloc(id ids.ObjectID, o *object) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.allocs[id] == o {
-		delete(r.allocs, id)
-		r.arena.Free(o.off, o.size)
-	}
 }
 
 // freeObjects implements NodeService.FreeObjects.
@@ -133,30 +82,9 @@ func (r *Raylet) freeObjects(req *pb.FreeObjectsRequest) error {
 		if err != nil {
 			return errs.New(errs.KindInvalidArgument, "", "FreeObjects: %v", err)
 		}
-		r.mu.Lock()
-		o := r.objects[id]
-		delete(r.objects, id)
-		a := r.allocs[id]
-		delete(r.allocs, id)
-		r.mu.Unlock()
-		r.freeStored(id, o)
-		r.freeStored(id, a)
+		r.objects.free(id)
 	}
 	return nil
-}
-
-// freeStored frees the storage of an object no longer recorded.
-func (r *Raylet) freeStored(id ids.ObjectID, o *object) {
-	if o == nil {
-		return
-	}
-	if o.inArena {
-		r.arena.Free(o.off, o.size)
-		return
-	}
-	if err := store.Remove(r.storeDir, id); err != nil {
-		r.log.Warn("free object", "object", id, "err", err)
-	}
 }
 
 // location is where object o is on this node.
@@ -177,10 +105,7 @@ func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb
 		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
 	}
 	loc := req.GetLocation()
-	r.mu.Lock()
-	o := r.objects[id]
-	r.mu.Unlock()
-	if o != nil {
+	if o := r.objects.get(id); o != nil {
 		return r.location(o, loc), nil
 	}
 	from := loc.GetRayletAddress()
@@ -249,10 +174,7 @@ func (s *pullSink) writeAt(b []byte, off uint64) error {
 // arena region when there is room, else a file), resuming an interrupted
 // stream where it broke off.
 func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) (*object, error) {
-	r.mu.Lock()
-	o := r.objects[id]
-	r.mu.Unlock()
-	if o != nil {
+	if o := r.objects.get(id); o != nil {
 		return o, nil
 	}
 	client, err := r.peer(loc.GetRayletAddress())
@@ -260,7 +182,7 @@ func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc
 		return nil, err
 	}
 	var sink pullSink
-	alloc, err := r.allocLocal(id, jobID, loc.GetSize(), true)
+	alloc, err := r.objects.alloc(id, jobID, loc.GetSize(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +193,7 @@ func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc
 		}
 		if err != nil {
 			r.log.Warn("pull into the arena; using a file", "object", id, "err", err)
-			r.dropAlloc(id, alloc)
+			r.objects.dropAlloc(id, alloc)
 			alloc, sink.region = nil, nil
 		}
 	}
@@ -288,7 +210,7 @@ func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc
 			return
 		}
 		if alloc != nil {
-			r.dropAlloc(id, alloc)
+			r.objects.dropAlloc(id, alloc)
 		} else {
 			sink.f.Close()
 			os.Remove(sink.f.Name())
@@ -324,35 +246,17 @@ func (r *Raylet) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc
 		return nil, errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, loc.GetRayletAddress(), off, want)
 	}
 	if alloc != nil {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if r.allocs[id] != alloc {
-			return nil, errJobFinished(jobID)
+		committed = true // sealPulled frees the region if it cannot seal it
+		if err := r.objects.sealPulled(id, jobID, alloc); err != nil {
+			return nil, err
 		}
-		delete(r.allocs, id)
-		alloc.pulling = false
-		if j := r.jobs[jobID]; j != nil && j.finished {
-			r.arena.Free(alloc.off, alloc.size)
-			committed = true
-			return nil, errJobFinished(jobID)
-		}
-		committed = true
-		r.objects[id] = alloc
 		return alloc, nil
 	}
 	if err := store.Commit(sink.f, r.storeDir, id); err != nil {
 		return nil, err
 	}
 	committed = true
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if j := r.jobs[jobID]; j != nil && j.finished {
-		store.Remove(r.storeDir, id)
-		return nil, errJobFinished(jobID)
-	}
-	o = &object{size: off, job: jobID}
-	r.objects[id] = o
-	return o, nil
+	return r.objects.sealFile(id, jobID, off)
 }
 
 func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferServiceClient, id ids.ObjectID, sink *pullSink, off *uint64, total *int64) error {
@@ -413,9 +317,7 @@ func (r *Raylet) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServic
 	if err != nil {
 		return errs.New(errs.KindInvalidArgument, "", "Pull: %v", err)
 	}
-	r.mu.Lock()
-	o := r.objects[id]
-	r.mu.Unlock()
+	o := r.objects.get(id)
 	if o == nil {
 		return errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s", id, r.nodeID)
 	}
@@ -480,25 +382,4 @@ func serveChunks(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer
 		off += uint64(len(data))
 	}
 	return nil
-}
-
-// storedObject is an object and its storage.
-type storedObject struct {
-	id ids.ObjectID
-	o  *object
-}
-
-// objectsOfJobLocked removes and returns the objects recorded for a job,
-// with the arena regions it was given and has not sealed.
-func (r *Raylet) objectsOfJobLocked(j ids.JobID) []storedObject {
-	var out []storedObject
-	for _, m := range []map[ids.ObjectID]*object{r.objects, r.allocs} {
-		for id, o := range m {
-			if (o.job == j || id.Job() == j) && !o.pulling {
-				out = append(out, storedObject{id, o})
-				delete(m, id)
-			}
-		}
-	}
-	return out
 }

@@ -86,9 +86,6 @@ type Raylet struct {
 	workers     map[ids.WorkerID]*worker
 	leases      map[ids.LeaseID]*lease
 	actors      map[ids.ActorID]*actor
-	objects     map[ids.ObjectID]*object
-	// allocs are arena regions handed out and not sealed yet.
-	allocs map[ids.ObjectID]*object
 	// arena is the node's shared-memory arena; nil without one.
 	arena    *store.Allocator
 	binaries map[string]string // sha hex -> verified executable
@@ -105,6 +102,10 @@ type Raylet struct {
 	hbKick     chan struct{}               // asks the heartbeat loop for a heartbeat now
 
 	outMu sync.Mutex // serializes worker output lines
+
+	// objects is the node's local object table, with its own lock (set by
+	// makeDirs, before any RPC is served).
+	objects *localObjects
 }
 
 // Start starts a standalone raylet: it listens on cfg.Listen, serves its
@@ -165,8 +166,6 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 		workers:  make(map[ids.WorkerID]*worker),
 		leases:   make(map[ids.LeaseID]*lease),
 		actors:   make(map[ids.ActorID]*actor),
-		objects:  make(map[ids.ObjectID]*object),
-		allocs:   make(map[ids.ObjectID]*object),
 		binaries: make(map[string]string),
 		peers:    make(map[string]*grpc.ClientConn),
 
@@ -322,6 +321,7 @@ func (r *Raylet) makeDirs() error {
 			}
 		}
 	}
+	r.objects = newLocalObjects(r.storeDir, r.arena, r.log)
 	return nil
 }
 
@@ -570,12 +570,8 @@ func (r *Raylet) stop() {
 	}
 	if r.ownStoreDir {
 		os.RemoveAll(r.storeDir)
-	} else if r.storeDir != "" {
-		r.mu.Lock()
-		for id := range r.objects {
-			store.Remove(r.storeDir, id)
-		}
-		r.mu.Unlock()
+	} else if r.objects != nil {
+		r.objects.removeFiles()
 	}
 	if r.ownDataDir {
 		os.RemoveAll(r.dataDir)

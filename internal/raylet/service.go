@@ -148,17 +148,15 @@ func (r *Raylet) finishJob(ctx context.Context, id ids.JobID) error {
 		w.onPurpose = true
 		ws = append(ws, w)
 	}
-	objs := r.objectsOfJobLocked(id)
 	j.broadcastLocked()
 	r.mu.Unlock()
+	objs := r.objects.finishJob(id)
 
 	for _, w := range ws {
 		w.kill()
 	}
 	waitExited(ws, killWaitTimeout, r.log)
-	for _, o := range objs {
-		r.freeStored(o.id, o.o)
-	}
+	r.objects.freeAll(objs)
 	close(j.finishDone)
 	if len(ws) > 0 || len(objs) > 0 {
 		r.log.Info("job finished", "job", id, "workers_stopped", len(ws), "objects_freed", len(objs))

@@ -120,17 +120,6 @@ type actor struct {
 	bundle int32
 }
 
-type object struct {
-	size uint64
-	job  ids.JobID
-	// inArena: the object is the region [off, off+size) of the node's arena.
-	inArena bool
-	off     uint64
-	// pulling: a pull is writing into the region; it frees it itself when
-	// the job finishes meanwhile.
-	pulling bool
-}
-
 // jobLocked returns the job's state, creating it.
 func (r *Raylet) jobLocked(id ids.JobID) *job {
 	j := r.jobs[id]
