@@ -27,10 +27,7 @@ type actorInstance struct {
 	obj         any
 	maxConc     int
 
-	mu     sync.Mutex
-	queue  []*call
-	wake   chan struct{}
-	killed bool
+	box *mailbox[*call]
 }
 
 type actorHost struct {
@@ -58,7 +55,7 @@ func (h *actorHost) create(spec *pb.ActorSpec, incarnation uint32) error {
 	if err := invoke(spec.GetTypeName()+" constructor", func() (any, error) { obj = typ.New(); return nil, nil }); err != nil {
 		return err
 	}
-	a := &actorInstance{id: id, incarnation: incarnation, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1), wake: make(chan struct{}, 1)}
+	a := &actorInstance{id: id, incarnation: incarnation, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1), box: newMailbox[*call]()}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -69,13 +66,7 @@ func (h *actorHost) create(spec *pb.ActorSpec, incarnation uint32) error {
 			return nil // a retried create: the actor already runs
 		}
 		// An older incarnation still here: the new one replaces it.
-		old.mu.Lock()
-		old.killed = true
-		old.mu.Unlock()
-		select {
-		case old.wake <- struct{}{}:
-		default:
-		}
+		old.stop()
 	}
 	h.actors[id] = a
 	h.wg.Add(1)
@@ -98,18 +89,18 @@ func (h *actorHost) enqueue(id ids.ActorID, cl *call) error {
 		e.Cause = causeStaleIncarnation
 		return e
 	}
-	a.mu.Lock()
-	if a.killed {
-		a.mu.Unlock()
+	if !a.box.put(cl) {
 		return errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed", id)
 	}
-	a.queue = append(a.queue, cl)
-	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
 	return nil
+}
+
+// stop closes a's mailbox: the calls still queued fail with ErrActorDied,
+// and its goroutine ends after the calls running now.
+func (a *actorInstance) stop() {
+	for _, cl := range a.box.close() {
+		cl.reply(errorReply(cl.id, errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id)))
+	}
 }
 
 // serve runs a's calls in arrival order; with max_concurrency > 1 up to that
@@ -122,25 +113,10 @@ func (h *actorHost) serve(a *actorInstance) {
 	}
 	defer running.Wait()
 	for {
-		a.mu.Lock()
-		if a.killed {
-			rest := a.queue
-			a.queue = nil
-			a.mu.Unlock()
-			for _, cl := range rest {
-				cl.reply(errorReply(cl.id, errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id)))
-			}
+		cl, ok := a.box.next()
+		if !ok {
 			return
 		}
-		if len(a.queue) == 0 {
-			a.mu.Unlock()
-			<-a.wake
-			continue
-		}
-		cl := a.queue[0]
-		a.queue[0] = nil
-		a.queue = a.queue[1:]
-		a.mu.Unlock()
 		if sem == nil {
 			cl.reply(h.c.runMethod(cl, a))
 			continue
@@ -162,13 +138,7 @@ func (h *actorHost) kill(id ids.ActorID) bool {
 	if !ok {
 		return false
 	}
-	a.mu.Lock()
-	a.killed = true
-	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
+	a.stop()
 	return true
 }
 

@@ -37,7 +37,14 @@ func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
 		closed = true
 		mu.Unlock()
 	}()
-	var tasks *taskRunner
+	// The tasks of this stream run in arrival order, one at a time, in one
+	// goroutine that ends with the stream: the caller holds one lease (one
+	// CPU) on this worker and may send several of its tasks ahead. Those
+	// still queued when the stream ends are dropped: the caller fails them
+	// (and retries them elsewhere).
+	var tasks *mailbox[*pb.ExecuteRequest]
+	var runner sync.WaitGroup
+	defer runner.Wait()
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -59,66 +66,15 @@ func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
 			continue
 		}
 		if tasks == nil {
-			tasks = newTaskRunner()
-			go tasks.run(func(req *pb.ExecuteRequest) { reply(s.c.runTask(ctx, req.GetCallId(), req.GetTask())) })
+			tasks = newMailbox[*pb.ExecuteRequest]()
+			runner.Go(func() {
+				for req, ok := tasks.next(); ok; req, ok = tasks.next() {
+					reply(s.c.runTask(ctx, req.GetCallId(), req.GetTask()))
+				}
+			})
 			defer tasks.close()
 		}
-		tasks.add(req)
-	}
-}
-
-// taskRunner runs the tasks that arrive on one Execute stream in arrival
-// order, one at a time, in one goroutine: the caller holds one lease (one
-// CPU) on this worker and may send several of its tasks ahead.
-type taskRunner struct {
-	mu     sync.Mutex
-	queue  []*pb.ExecuteRequest
-	closed bool
-	wake   chan struct{}
-}
-
-func newTaskRunner() *taskRunner { return &taskRunner{wake: make(chan struct{}, 1)} }
-
-func (r *taskRunner) add(req *pb.ExecuteRequest) {
-	r.mu.Lock()
-	r.queue = append(r.queue, req)
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-// close stops the runner after the task it runs: the stream ended, so the
-// caller fails (and retries elsewhere) the tasks that were still queued.
-func (r *taskRunner) close() {
-	r.mu.Lock()
-	r.closed = true
-	r.queue = nil
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (r *taskRunner) run(exec func(*pb.ExecuteRequest)) {
-	for {
-		r.mu.Lock()
-		if r.closed {
-			r.mu.Unlock()
-			return
-		}
-		if len(r.queue) == 0 {
-			r.mu.Unlock()
-			<-r.wake
-			continue
-		}
-		req := r.queue[0]
-		r.queue[0] = nil
-		r.queue = r.queue[1:]
-		r.mu.Unlock()
-		exec(req)
+		tasks.put(req)
 	}
 }
 
