@@ -140,7 +140,11 @@ func newCore(log *slog.Logger, token string) *Core {
 	c.conns.token = token
 	c.objs = newObjectTable()
 	c.execs.c = c
-	c.tasks = newTaskScheduler(c)
+	c.tasks = newTaskScheduler(submitterConfig{
+		ctx: ctx, wg: &c.wg, log: log, leases: rayletLeases{c}, pusher: &c.execs,
+		retried:  func() { c.stats.TaskRetries.Add(1) },
+		finished: c.keepLineage,
+	})
 	c.host = newActorHost(c)
 	return c
 }

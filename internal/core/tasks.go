@@ -3,13 +3,15 @@ package core
 import (
 	"context"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
@@ -94,11 +96,33 @@ const maxTasksInFlightPerWorker = 16
 // task at a time.
 const pipelineTaskTime = time.Millisecond
 
+// leaseClient asks raylets for worker leases and gives them back (Ray's
+// RayletClientInterface as the submitter sees it). The task submitter calls
+// it from its own goroutines, never with its lock held.
+type leaseClient interface {
+	// requestLease asks for a worker that fits req, following spillbacks
+	// to other raylets; it returns the grant and the raylet that made it.
+	requestLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, leaseGranter, error)
+	// returnLease gives a lease back to the raylet that granted it.
+	returnLease(ctx context.Context, from leaseGranter, leaseID []byte, workerFailed bool) error
+}
+
+// leaseGranter is the raylet that granted a lease, as its leaseClient knows
+// it.
+type leaseGranter any
+
+// taskPusher sends a task to a leased worker (Ray's PushNormalTask): cb runs
+// exactly once with the reply or the error that lost it. An error returned
+// means the task was not sent, and cb does not run.
+type taskPusher interface {
+	push(addr string, spec *pb.TaskSpec, cb callback) error
+}
+
 // leasedWorker is a worker this process holds a lease on.
 type leasedWorker struct {
 	leaseID []byte
 	addr    string
-	raylet  pb.NodeServiceClient // the raylet that granted the lease
+	raylet  leaseGranter // the raylet that granted the lease
 	// inflight counts the tasks sent to the worker and not yet answered.
 	inflight int
 	// outbox holds the tasks handed to the worker and not yet sent, in
@@ -166,8 +190,21 @@ func (sh *shape) depth() int {
 	return 1
 }
 
+// taskScheduler is the core worker's task submitter (Ray's
+// NormalTaskSubmitter): it queues tasks per resource shape, leases workers
+// through a leaseClient, pushes tasks to them through a taskPusher (several
+// ahead on one worker when the shape's tasks are short), reuses leases for
+// the next task of the shape, retries tasks whose worker died, and returns
+// leases that stay idle for leaseLinger.
+//
+// Callers: SubmitTask and lineage reconstruction (submit), Shutdown
+// (close), and the submitter's own goroutines (lease requests, reply
+// callbacks, the reaper). mu guards shapes, seq, closed, reaper and every
+// shape and leasedWorker; the lease client and the pusher are called with
+// mu released.
 type taskScheduler struct {
-	c      *Core
+	cfg submitterConfig
+
 	mu     sync.Mutex
 	shapes map[string]*shape
 	seq    uint64 // the last taskItem.seq given
@@ -176,8 +213,23 @@ type taskScheduler struct {
 	reaper *time.Timer
 }
 
-func newTaskScheduler(c *Core) *taskScheduler {
-	return &taskScheduler{c: c, shapes: map[string]*shape{}}
+// submitterConfig is what a taskScheduler is made from.
+type submitterConfig struct {
+	// ctx is done when the process shuts down; wg owns every goroutine the
+	// submitter starts (Shutdown waits for it).
+	ctx    context.Context
+	wg     *sync.WaitGroup
+	log    *slog.Logger
+	leases leaseClient
+	pusher taskPusher
+	// retried counts a task sent again; finished sees each task's final
+	// reply (lineage keeps what reconstruction needs). Either may be nil.
+	retried  func()
+	finished func(spec *pb.TaskSpec, resp *pb.ExecuteResponse)
+}
+
+func newTaskScheduler(cfg submitterConfig) *taskScheduler {
+	return &taskScheduler{cfg: cfg, shapes: map[string]*shape{}}
 }
 
 // strategyKey tells apart shapes whose strategies differ.
@@ -349,11 +401,7 @@ func (s *taskScheduler) pump(sh *shape) actions {
 	}
 	if len(sh.queue) > 0 && !sh.requesting && !s.closed {
 		sh.requesting = true
-		s.c.wg.Add(1)
-		go func() {
-			defer s.c.wg.Done()
-			s.requestLease(sh)
-		}()
+		s.cfg.wg.Go(func() { s.requestLease(sh) })
 	}
 	if len(sh.queue) == 0 && !s.closed {
 		// Idle leases linger for the next task; the reaper returns them.
@@ -402,9 +450,9 @@ func (s *taskScheduler) reap() {
 		clear(sh.workers[len(kept):])
 		sh.workers = kept
 	}
-	s.c.wg.Add(1) // Shutdown waits for these returns
+	s.cfg.wg.Add(1) // Shutdown waits for these returns
 	s.mu.Unlock()
-	defer s.c.wg.Done()
+	defer s.cfg.wg.Done()
 	for _, w := range idle {
 		s.returnLease(w, false)
 	}
@@ -430,13 +478,17 @@ func (s *taskScheduler) flush(sh *shape, w *leasedWorker) {
 
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
-		retry := item.retry(resp, err) && s.c.ctx.Err() == nil
+		retry := item.retry(resp, err) && s.cfg.ctx.Err() == nil
 		if !retry {
 			complete(item.entry, resp, err)
-			s.c.keepLineage(item.spec, resp)
+			if s.cfg.finished != nil {
+				s.cfg.finished(item.spec, resp)
+			}
 		} else {
-			s.c.stats.TaskRetries.Add(1)
-			s.c.log.Info("retrying task", "function", item.spec.GetFunctionName(), "task", fmt.Sprintf("%x", item.spec.GetTaskId()), "retries_left", item.retriesLeft, "err", err)
+			if s.cfg.retried != nil {
+				s.cfg.retried()
+			}
+			s.cfg.log.Info("retrying task", "function", item.spec.GetFunctionName(), "task", fmt.Sprintf("%x", item.spec.GetTaskId()), "retries_left", item.retriesLeft, "err", err)
 		}
 		s.mu.Lock()
 		if retry {
@@ -476,11 +528,7 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 		}
 		acts.run()
 	}
-	st, err := s.c.execs.get(w.addr)
-	if err == nil {
-		err = st.send(item.spec, done)
-	}
-	if err != nil {
+	if err := s.cfg.pusher.push(w.addr, item.spec, done); err != nil {
 		done(nil, err)
 	}
 }
@@ -495,10 +543,11 @@ func (s *taskScheduler) dropWorker(sh *shape, w *leasedWorker) {
 }
 
 func (s *taskScheduler) requestLease(sh *shape) {
-	c := s.c
-	res := &pb.Resources{Amounts: sh.resources}
+	ctx := s.cfg.ctx
+	req := &pb.RequestWorkerLeaseRequest{Resources: &pb.Resources{Amounts: sh.resources},
+		SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function}
 	var resp *pb.RequestWorkerLeaseResponse
-	var client pb.NodeServiceClient
+	var from leaseGranter
 	var err error
 	// A raylet that cannot be reached (a node that just died, which the
 	// cluster view may still list, or a restarting raylet) is not a reason
@@ -506,14 +555,16 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	// catches up, for up to leaseUnreachableTimeout.
 	deadline := time.Now().Add(leaseUnreachableTimeout)
 	for attempt := 0; ; attempt++ {
-		resp, client, err = s.leaseOnce(sh, res)
-		if err == nil || status.Code(err) != codes.Unavailable || c.ctx.Err() != nil || time.Now().After(deadline) {
+		resp, from, err = s.cfg.leases.requestLease(ctx, req)
+		if err == nil || status.Code(err) != codes.Unavailable || ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
-		c.log.Debug("lease request: a raylet is unreachable; asking again", "function", sh.function, "err", err)
+		s.cfg.log.Debug("lease request: a raylet is unreachable; asking again", "function", sh.function, "err", err)
+		t := time.NewTimer(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
 		select {
-		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
-		case <-c.ctx.Done():
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 		}
 	}
 	s.mu.Lock()
@@ -523,7 +574,7 @@ func (s *taskScheduler) requestLease(sh *shape) {
 		sh.queue = nil
 		s.mu.Unlock()
 		err = errs.FromStatus(err)
-		if c.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			err = errs.New(errs.KindTaskFailed, "", "goray shut down before the task got a worker")
 		}
 		for _, it := range failed {
@@ -531,7 +582,7 @@ func (s *taskScheduler) requestLease(sh *shape) {
 		}
 		return
 	}
-	sh.workers = append(sh.workers, &leasedWorker{leaseID: resp.GetLeaseId(), addr: resp.GetWorkerAddress(), raylet: client})
+	sh.workers = append(sh.workers, &leasedWorker{leaseID: resp.GetLeaseId(), addr: resp.GetWorkerAddress(), raylet: from})
 	acts := s.pump(sh)
 	s.mu.Unlock()
 	acts.run()
@@ -541,36 +592,50 @@ func (s *taskScheduler) requestLease(sh *shape) {
 // when raylets are unreachable.
 const leaseUnreachableTimeout = 2 * time.Minute
 
-// leaseOnce asks the local raylet for a lease and follows its spillbacks; it
-// returns the grant and the raylet that made it.
-func (s *taskScheduler) leaseOnce(sh *shape, res *pb.Resources) (*pb.RequestWorkerLeaseResponse, pb.NodeServiceClient, error) {
-	c := s.c
-	client := c.node
-	noSpill := false
+func (s *taskScheduler) returnLease(w *leasedWorker, failed bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaseReturnTimeout)
+	defer cancel()
+	if err := s.cfg.leases.returnLease(ctx, w.raylet, w.leaseID, failed); err != nil {
+		s.cfg.log.Debug("return worker lease", "worker", w.addr, "err", err)
+	}
+}
+
+// rayletLeases is the leaseClient of a core: its local raylet, and the
+// raylets that raylet spills requests back to.
+type rayletLeases struct{ c *Core }
+
+func (l rayletLeases) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, leaseGranter, error) {
+	client := l.c.node
+	req.JobId, req.NoSpillback = l.c.jobID[:], false
 	for hop := 0; ; hop++ {
-		resp, err := client.RequestWorkerLease(c.ctx, &pb.RequestWorkerLeaseRequest{JobId: c.jobID[:], Resources: res, NoSpillback: noSpill,
-			SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function})
+		resp, err := client.RequestWorkerLease(ctx, req)
 		if err != nil || resp.GetSpillbackAddress() == "" {
 			return resp, client, err
 		}
 		if hop >= 3 {
-			return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", sh.resources, hop+1)
+			return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", req.GetResources().GetAmounts(), hop+1)
 		}
-		cc, err := c.conns.get(resp.GetSpillbackAddress())
+		cc, err := l.c.conns.get(resp.GetSpillbackAddress())
 		if err != nil {
 			return nil, nil, err
 		}
 		client = pb.NewNodeServiceClient(cc)
-		noSpill = true
+		req.NoSpillback = true
 	}
 }
 
-func (s *taskScheduler) returnLease(w *leasedWorker, failed bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), leaseReturnTimeout)
-	defer cancel()
-	if _, err := w.raylet.ReturnWorkerLease(ctx, &pb.ReturnWorkerLeaseRequest{LeaseId: w.leaseID, WorkerFailed: failed}); err != nil {
-		s.c.log.Debug("return worker lease", "worker", w.addr, "err", err)
+func (rayletLeases) returnLease(ctx context.Context, from leaseGranter, leaseID []byte, workerFailed bool) error {
+	_, err := from.(pb.NodeServiceClient).ReturnWorkerLease(ctx, &pb.ReturnWorkerLeaseRequest{LeaseId: leaseID, WorkerFailed: workerFailed})
+	return err
+}
+
+// push sends a task over the process's Execute stream to the worker.
+func (p *execPool) push(addr string, spec *pb.TaskSpec, cb callback) error {
+	st, err := p.get(addr)
+	if err != nil {
+		return err
 	}
+	return st.send(spec, cb)
 }
 
 func (s *taskScheduler) close() {
