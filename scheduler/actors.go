@@ -315,15 +315,6 @@ func positive(m map[string]float64) map[string]float64 {
 	return out
 }
 
-func covers(have, need map[string]float64) bool {
-	for r, amt := range need {
-		if have[r] < amt {
-			return false
-		}
-	}
-	return true
-}
-
 // GetActor looks an actor up by ID, or else by name among live actors.
 func (s *Server) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.GetActorResponse, error) {
 	for {
