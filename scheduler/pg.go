@@ -457,7 +457,7 @@ func planBundles(strategy pb.PlacementStrategy, bundles, caps []sched.Resources)
 		if plan := strictPack(bundles, caps); plan != nil {
 			return plan, ""
 		}
-		return nil, "STRICT_PACK: no single node can hold every bundle (" + sched.Missing(sched.Sum(bundles...), caps) + ")"
+		return nil, "STRICT_PACK: no single node can hold every bundle: " + sched.Missing(sched.Sum(bundles...), caps)
 	case pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD:
 		if len(bundles) > len(caps) {
 			return nil, fmt.Sprintf("STRICT_SPREAD: %d bundles need %d distinct nodes, the cluster has %d alive", len(bundles), len(bundles), len(caps))
