@@ -49,10 +49,9 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 			s.markNodeDeadLocked(old, fmt.Sprintf("node %s re-registered at the same address %s", id, old.Address))
 		}
 	}
-	rec := &NodeRecord{ID: id, Address: req.GetAddress(), Total: total, Available: maps.Clone(total), Alive: true}
+	rec := &NodeRecord{ID: id, Address: req.GetAddress(), Total: total, Available: maps.Clone(total), Alive: true, IsHead: req.GetIsHead()}
 	prev, known := s.store.GetNode(id)
 	if known {
-		rec.IsHead = prev.IsHead
 		if prev.Address != rec.Address {
 			dropped = append(dropped, prev.Address)
 		}

@@ -18,7 +18,8 @@ type NodeRecord struct {
 	Total     sched.Resources
 	Available sched.Resources
 	Alive     bool
-	IsHead    bool
+	// IsHead marks the node that shares its process with the head.
+	IsHead bool
 	// LastSeen is when the node last registered or heartbeat.
 	LastSeen time.Time
 }

@@ -355,7 +355,7 @@ func heartbeatInterval(resp *pb.RegisterNodeResponse) time.Duration {
 func (r *Raylet) registerRequest() *pb.RegisterNodeRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: &pb.Resources{Amounts: r.total.Clone()}}
+	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: &pb.Resources{Amounts: r.total.Clone()}, IsHead: r.cfg.HeadNode}
 }
 
 // heartbeatLoop heartbeats every interval until Stop. Failures (the head is
