@@ -231,10 +231,10 @@ func (s *Server) placeWaitingLocked(ctx context.Context, aid ids.ActorID, spec *
 }
 
 // placementNeed is what a node's total must cover to host the actor.
-func placementNeed(spec *pb.ActorSpec) map[string]float64 {
-	need := positive(spec.GetPlacementResources().GetAmounts())
+func placementNeed(spec *pb.ActorSpec) sched.Resources {
+	need := sched.Resources(spec.GetPlacementResources().GetAmounts()).Positive()
 	if len(need) == 0 {
-		need = positive(spec.GetResources().GetAmounts())
+		need = sched.Resources(spec.GetResources().GetAmounts()).Positive()
 	}
 	return need
 }
@@ -256,13 +256,13 @@ func (s *Server) placeLocked(spec *pb.ActorSpec) (node *NodeRecord, err error, f
 		target, terr := ids.ParseNodeID(strategy.GetNodeId())
 		i := slices.IndexFunc(alive, func(n *NodeRecord) bool { return n.ID == target })
 		switch {
-		case terr == nil && i >= 0 && sched.Fits(need, alive[i].Total):
+		case terr == nil && i >= 0 && need.FitsIn(alive[i].Total):
 			return alive[i], nil, false
 		case !strategy.GetSoft() && (terr != nil || i < 0):
 			return nil, errs.New(errs.KindInfeasible, spec.GetTypeName(), "node affinity: node %x is dead or not in the cluster", strategy.GetNodeId()), true
 		case !strategy.GetSoft():
 			return nil, errs.New(errs.KindInfeasible, spec.GetTypeName(), "node affinity: node %s can never fit actor type %q: %s",
-				target, spec.GetTypeName(), sched.Missing(need, []map[string]float64{alive[i].Total})), true
+				target, spec.GetTypeName(), sched.Missing(need, []sched.Resources{alive[i].Total})), true
 		}
 		// Soft: fall back to the default strategy.
 	}
@@ -286,42 +286,13 @@ func (s *Server) placeLocked(spec *pb.ActorSpec) (node *NodeRecord, err error, f
 }
 
 // infeasible explains why no alive node can ever host the request.
-func (s *Server) infeasible(typeName string, need map[string]float64, alive []*NodeRecord) error {
+func (s *Server) infeasible(typeName string, need sched.Resources, alive []*NodeRecord) error {
 	js, _ := json.Marshal(need) // map keys come out sorted
-	what := fmt.Sprintf("actor type %q needs %s", typeName, js)
-	if len(alive) == 0 {
-		return errs.New(errs.KindInfeasible, typeName, "%s; no alive node in the cluster", what)
+	totals := make([]sched.Resources, len(alive))
+	for i, n := range alive {
+		totals[i] = n.Total
 	}
-	names := make([]string, 0, len(need))
-	for r := range need {
-		names = append(names, r)
-	}
-	slices.Sort(names)
-	for _, r := range names {
-		if !slices.ContainsFunc(alive, func(n *NodeRecord) bool { return n.Total[r] >= need[r] }) {
-			return errs.New(errs.KindInfeasible, typeName, "%s; no node has resource %q ≥ %g", what, r, need[r])
-		}
-	}
-	return errs.New(errs.KindInfeasible, typeName, "%s; no single node has all of them", what)
-}
-
-func positive(m map[string]float64) map[string]float64 {
-	out := make(map[string]float64, len(m))
-	for k, v := range m {
-		if v > 0 {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-func covers(have, need map[string]float64) bool {
-	for r, amt := range need {
-		if have[r] < amt {
-			return false
-		}
-	}
-	return true
+	return errs.New(errs.KindInfeasible, typeName, "actor type %q needs %s; %s", typeName, js, sched.Missing(need, totals))
 }
 
 // GetActor looks an actor up by ID, or else by name among live actors.

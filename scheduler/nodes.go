@@ -9,6 +9,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -29,9 +30,9 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 	if err := checkResources("RegisterNode", req.GetTotal()); err != nil {
 		return nil, err
 	}
-	total := maps.Clone(req.GetTotal().GetAmounts())
+	total := sched.Resources(req.GetTotal().GetAmounts()).Clone()
 	if total == nil {
-		total = map[string]float64{}
+		total = sched.Resources{}
 	}
 
 	s.mu.Lock()
@@ -48,10 +49,9 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 			s.markNodeDeadLocked(old, fmt.Sprintf("node %s re-registered at the same address %s", id, old.Address))
 		}
 	}
-	rec := &NodeRecord{ID: id, Address: req.GetAddress(), Total: total, Available: maps.Clone(total), Alive: true}
+	rec := &NodeRecord{ID: id, Address: req.GetAddress(), Total: total, Available: maps.Clone(total), Alive: true, IsHead: req.GetIsHead()}
 	prev, known := s.store.GetNode(id)
 	if known {
-		rec.IsHead = prev.IsHead
 		if prev.Address != rec.Address {
 			dropped = append(dropped, prev.Address)
 		}
@@ -97,7 +97,7 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 	if avail := req.GetAvailable(); avail != nil {
 		rec.Available = maps.Clone(avail.GetAmounts())
 		if rec.Available == nil {
-			rec.Available = map[string]float64{}
+			rec.Available = sched.Resources{}
 		}
 		if total := req.GetTotal(); total != nil && !maps.Equal(total.GetAmounts(), rec.Total) {
 			// Bundles of placement groups came or went.

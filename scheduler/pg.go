@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -32,10 +31,10 @@ type pgState struct {
 	changed chan struct{}
 }
 
-func (p *pgState) bundles() []map[string]float64 {
-	out := make([]map[string]float64, len(p.info.GetBundles()))
+func (p *pgState) bundles() []sched.Resources {
+	out := make([]sched.Resources, len(p.info.GetBundles()))
 	for i, b := range p.info.GetBundles() {
-		out[i] = positive(b.GetAmounts())
+		out[i] = sched.Resources(b.GetAmounts()).Positive()
 	}
 	return out
 }
@@ -61,7 +60,7 @@ func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacement
 		if err := checkResources(fmt.Sprintf("CreatePlacementGroup bundle %d", i), b); err != nil {
 			return nil, err
 		}
-		if len(positive(b.GetAmounts())) == 0 {
+		if len(sched.Resources(b.GetAmounts()).Positive()) == 0 {
 			return nil, invalid("CreatePlacementGroup: bundle %d asks for no resources", i)
 		}
 	}
@@ -71,7 +70,7 @@ func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacement
 		State: pb.PlacementGroupState_PLACEMENT_GROUP_STATE_PENDING, JobId: job[:],
 	}
 	for _, b := range req.GetBundles() {
-		info.Bundles = append(info.Bundles, &pb.Resources{Amounts: positive(b.GetAmounts())})
+		info.Bundles = append(info.Bundles, &pb.Resources{Amounts: sched.Resources(b.GetAmounts()).Positive()})
 	}
 	s.mu.Lock()
 	if _, dup := s.pgs[id]; dup {
@@ -256,8 +255,8 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 		}
 	}
 	slices.SortFunc(alive, func(a, b *NodeRecord) int { return compareNodeIDs(a.ID, b.ID) })
-	totals := make([]map[string]float64, len(alive))
-	avails := make([]map[string]float64, len(alive))
+	totals := make([]sched.Resources, len(alive))
+	avails := make([]sched.Resources, len(alive))
 	for i, n := range alive {
 		totals[i], avails[i] = n.Total, n.Available
 	}
@@ -343,13 +342,13 @@ func (s *Server) tryCreate(id ids.PlacementGroupID) {
 		if !ok {
 			continue
 		}
-		for r, v := range bundles[i] {
-			rec.Available[r] = max(0, rec.Available[r]-v)
+		rec.Available.Sub(bundles[i])
+		for r := range bundles[i] {
+			rec.Available[r] = max(0, rec.Available[r])
 		}
-		for r, v := range sched.CommittedResources(bundles[i], id, i) {
-			rec.Total[r] += v
-			rec.Available[r] += v
-		}
+		committed := sched.CommittedResources(bundles[i], id, i)
+		rec.Total.Add(committed)
+		rec.Available.Add(committed)
 		if err := s.store.PutNode(rec); err != nil {
 			s.log.Error("scheduler store write failed", "what", "node "+rec.ID.String(), "err", err)
 		}
@@ -373,17 +372,16 @@ func (s *Server) unchargeBundlesLocked(id ids.PlacementGroupID, pg *pgState) {
 		if !ok {
 			continue
 		}
-		for r, v := range sched.CommittedResources(b, id, i) {
-			rec.Total[r] -= v
-			rec.Available[r] -= v
-			if rec.Total[r] <= 1e-9 {
+		committed := sched.CommittedResources(b, id, i)
+		rec.Total.Sub(committed)
+		rec.Available.Sub(committed)
+		for r := range committed {
+			if rec.Total[r] <= sched.Epsilon {
 				delete(rec.Total, r)
 				delete(rec.Available, r)
 			}
 		}
-		for r, v := range b {
-			rec.Available[r] = min(rec.Total[r], rec.Available[r]+v)
-		}
+		rec.Available.AddCapped(b, rec.Total)
 		if err := s.store.PutNode(rec); err != nil {
 			s.log.Error("scheduler store write failed", "what", "node "+rec.ID.String(), "err", err)
 		}
@@ -450,7 +448,7 @@ func (s *Server) loadPlacementGroupsLocked() {
 // strategy, fitting bundles into the capacities given (totals, to decide
 // feasibility; available resources, to decide what can be reserved now). It
 // returns a reason when the bundles do not fit.
-func planBundles(strategy pb.PlacementStrategy, bundles []map[string]float64, caps []map[string]float64) ([]int, string) {
+func planBundles(strategy pb.PlacementStrategy, bundles, caps []sched.Resources) ([]int, string) {
 	if len(caps) == 0 {
 		return nil, "no alive node in the cluster"
 	}
@@ -459,7 +457,7 @@ func planBundles(strategy pb.PlacementStrategy, bundles []map[string]float64, ca
 		if plan := strictPack(bundles, caps); plan != nil {
 			return plan, ""
 		}
-		return nil, "STRICT_PACK: no single node can hold every bundle (" + sched.Missing(sum(bundles), caps) + ")"
+		return nil, "STRICT_PACK: no single node can hold every bundle: " + sched.Missing(sched.Sum(bundles...), caps)
 	case pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD:
 		if len(bundles) > len(caps) {
 			return nil, fmt.Sprintf("STRICT_SPREAD: %d bundles need %d distinct nodes, the cluster has %d alive", len(bundles), len(bundles), len(caps))
@@ -486,29 +484,19 @@ func planBundles(strategy pb.PlacementStrategy, bundles []map[string]float64, ca
 		}
 	}
 	for i, b := range bundles {
-		if !slices.ContainsFunc(caps, func(c map[string]float64) bool { return sched.Fits(b, c) }) {
+		if !slices.ContainsFunc(caps, b.FitsIn) {
 			return nil, fmt.Sprintf("bundle %d: %s", i, sched.Missing(b, caps))
 		}
 	}
 	return nil, "the bundles do not fit on the alive nodes together"
 }
 
-func sum(bundles []map[string]float64) map[string]float64 {
-	out := map[string]float64{}
-	for _, b := range bundles {
-		for r, v := range b {
-			out[r] += v
-		}
-	}
-	return out
-}
-
 // strictPack puts every bundle on the fitting node with the most room.
-func strictPack(bundles []map[string]float64, caps []map[string]float64) []int {
-	all := sum(bundles)
+func strictPack(bundles, caps []sched.Resources) []int {
+	all := sched.Sum(bundles...)
 	best := -1
 	for i, c := range caps {
-		if sched.Fits(all, c) && (best < 0 || room(c) > room(caps[best])) {
+		if all.FitsIn(c) && (best < 0 || room(c) > room(caps[best])) {
 			best = i
 		}
 	}
@@ -524,7 +512,7 @@ func strictPack(bundles []map[string]float64, caps []map[string]float64) []int {
 
 // strictSpread puts every bundle on a distinct node, largest bundles first,
 // backtracking when a greedy choice strands a later bundle.
-func strictSpread(bundles []map[string]float64, caps []map[string]float64) []int {
+func strictSpread(bundles, caps []sched.Resources) []int {
 	order := make([]int, len(bundles))
 	for i := range order {
 		order[i] = i
@@ -543,7 +531,7 @@ func strictSpread(bundles []map[string]float64, caps []map[string]float64) []int
 		}
 		b := bundles[order[k]]
 		for n, c := range caps {
-			if used[n] || !sched.Fits(b, c) {
+			if used[n] || !b.FitsIn(c) {
 				continue
 			}
 			used[n], plan[order[k]] = true, n
@@ -562,10 +550,10 @@ func strictSpread(bundles []map[string]float64, caps []map[string]float64) []int
 
 // firstFit places bundles largest first, each on the node with the most
 // room left (spread) or the first node it fits (pack), reusing nodes.
-func firstFit(bundles []map[string]float64, caps []map[string]float64, spread bool) []int {
-	left := make([]map[string]float64, len(caps))
+func firstFit(bundles, caps []sched.Resources, spread bool) []int {
+	left := make([]sched.Resources, len(caps))
 	for i, c := range caps {
-		left[i] = maps.Clone(c)
+		left[i] = c.Clone()
 	}
 	order := make([]int, len(bundles))
 	for i := range order {
@@ -576,7 +564,7 @@ func firstFit(bundles []map[string]float64, caps []map[string]float64, spread bo
 	for _, bi := range order {
 		pick := -1
 		for n, c := range left {
-			if !sched.Fits(bundles[bi], c) {
+			if !bundles[bi].FitsIn(c) {
 				continue
 			}
 			if pick < 0 || (spread && room(c) > room(left[pick])) {
@@ -589,16 +577,14 @@ func firstFit(bundles []map[string]float64, caps []map[string]float64, spread bo
 		if pick < 0 {
 			return nil
 		}
-		for r, v := range bundles[bi] {
-			left[pick][r] -= v
-		}
+		left[pick].Sub(bundles[bi])
 		plan[bi] = pick
 	}
 	return plan
 }
 
 // room is a rough size of a resource set, for ordering.
-func room(m map[string]float64) float64 {
+func room(m sched.Resources) float64 {
 	t := 0.0
 	for r, v := range m {
 		if r == "memory" {
@@ -627,7 +613,7 @@ func (s *Server) GetClusterState(context.Context, *pb.GetClusterStateRequest) (*
 				name = id.String()
 			}
 			resp.Infeasible = append(resp.Infeasible, &pb.InfeasibleRequest{Kind: "placement_group", Name: name,
-				Resources: &pb.Resources{Amounts: sum(pg.bundles())}, Reason: pg.info.GetReason(), JobId: pg.info.GetJobId()})
+				Resources: &pb.Resources{Amounts: sched.Sum(pg.bundles()...)}, Reason: pg.info.GetReason(), JobId: pg.info.GetJobId()})
 		}
 	}
 	for _, r := range s.waitingActors {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -14,10 +15,11 @@ type NodeRecord struct {
 	ID      ids.NodeID
 	Address string
 	// Total and Available map resource names to amounts.
-	Total     map[string]float64
-	Available map[string]float64
+	Total     sched.Resources
+	Available sched.Resources
 	Alive     bool
-	IsHead    bool
+	// IsHead marks the node that shares its process with the head.
+	IsHead bool
 	// LastSeen is when the node last registered or heartbeat.
 	LastSeen time.Time
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -163,13 +164,13 @@ func (s *BoltStore) put(bucket, key, val []byte) error {
 
 // storedNode is a NodeRecord as stored.
 type storedNode struct {
-	ID        string             `json:"id"`
-	Address   string             `json:"address"`
-	Total     map[string]float64 `json:"total"`
-	Available map[string]float64 `json:"available"`
-	Alive     bool               `json:"alive"`
-	IsHead    bool               `json:"is_head"`
-	LastSeen  time.Time          `json:"last_seen"`
+	ID        string          `json:"id"`
+	Address   string          `json:"address"`
+	Total     sched.Resources `json:"total"`
+	Available sched.Resources `json:"available"`
+	Alive     bool            `json:"alive"`
+	IsHead    bool            `json:"is_head"`
+	LastSeen  time.Time       `json:"last_seen"`
 }
 
 func encodeNode(n *NodeRecord) ([]byte, error) {
@@ -192,10 +193,10 @@ func decodeNode(b []byte) (*NodeRecord, error) {
 	}
 	n := &NodeRecord{ID: id, Address: sn.Address, Total: sn.Total, Available: sn.Available, Alive: sn.Alive, IsHead: sn.IsHead, LastSeen: sn.LastSeen}
 	if n.Total == nil {
-		n.Total = map[string]float64{}
+		n.Total = sched.Resources{}
 	}
 	if n.Available == nil {
-		n.Available = map[string]float64{}
+		n.Available = sched.Resources{}
 	}
 	return n, nil
 }

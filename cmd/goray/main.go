@@ -1,6 +1,6 @@
 // Command goray is the cluster's command-line tool.
 //
-//	goray status [--address HOST:PORT]   list the cluster's nodes and their resources
+//	goray status [--address HOST:PORT]   list the cluster's nodes and their resources (the head's or a raylet's address)
 //	goray bench [flags]                  run the benchmark suite (see docs/benchmarks.md)
 //	goray deploy BINARY --namespace NS   deploy a Go job binary for clients in other languages
 //	goray version                        print the version
@@ -23,6 +23,9 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/bench"
 	"github.com/goray/goray/internal/errs"
@@ -72,7 +75,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	case "status":
 		var cfg StatusConfig
 		fs := flag.NewFlagSet("status", flag.ContinueOnError)
-		fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of the head (default $GORAY_ADDRESS)")
+		fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of the head or of any raylet (default $GORAY_ADDRESS)")
 		fs.StringVar(&cfg.Token, "token", "", "cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -113,8 +116,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 // StatusConfig configures `goray status`.
 type StatusConfig struct {
+	// Address is the head's or any raylet's HOST:PORT.
 	Address string
-	Token   string
+	// Token is the cluster token.
+	Token string
 }
 
 // Validate fills defaults and checks the config.
@@ -123,24 +128,20 @@ func (c *StatusConfig) Validate() error {
 		c.Address = os.Getenv("GORAY_ADDRESS")
 	}
 	if c.Address == "" {
-		return errors.New("no cluster address: pass --address HOST:PORT or set GORAY_ADDRESS to the address `raylet --head` printed")
+		return errors.New("no cluster address: pass --address HOST:PORT (the head's or a raylet's) or set GORAY_ADDRESS to the address `raylet` printed")
 	}
 	c.Token = rpc.ResolveToken(c.Token, c.Address)
 	return nil
 }
 
-// Status prints the cluster's nodes.
+// Status prints the cluster's nodes. cfg.Address may be the head's or any
+// raylet's: a raylet is asked for its head, and the head answers.
 func Status(ctx context.Context, cfg StatusConfig, out io.Writer) error {
-	cc, err := rpc.Dial(cfg.Address, cfg.Token)
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := pb.NewSchedulerServiceClient(cc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
+	resp, err := clusterState(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("no goray head answers at %s: %w", cfg.Address, errs.FromStatus(err))
+		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tHEAD\tRESOURCES (available / total)")
@@ -170,6 +171,42 @@ func Status(ctx context.Context, cfg StatusConfig, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// clusterState asks the head at cfg.Address for the cluster's state; when
+// the server there is a raylet without a head, it asks the raylet for its
+// head's address and goes there.
+func clusterState(ctx context.Context, cfg StatusConfig) (*pb.GetClusterStateResponse, error) {
+	cc, err := rpc.Dial(cfg.Address, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	resp, err := pb.NewSchedulerServiceClient(cc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
+	if status.Code(err) != codes.Unimplemented {
+		if err != nil {
+			return nil, fmt.Errorf("no goray head answers at %s: %w", cfg.Address, errs.FromStatus(err))
+		}
+		return resp, nil
+	}
+	info, nerr := pb.NewNodeServiceClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
+	if nerr != nil {
+		return nil, fmt.Errorf("the server at %s is neither a goray head nor a raylet (%w); pass --address HOST:PORT of the head or of a raylet", cfg.Address, errs.FromStatus(nerr))
+	}
+	if info.GetHeadAddress() == "" {
+		return nil, fmt.Errorf("the raylet at %s did not say where its head is; pass --address HOST:PORT of the head", cfg.Address)
+	}
+	head := info.GetHeadAddress()
+	hc, err := rpc.Dial(head, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	defer hc.Close()
+	resp, err = pb.NewSchedulerServiceClient(hc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("%s is a raylet whose head is %s, and that head does not answer: %w", cfg.Address, head, errs.FromStatus(err))
+	}
+	return resp, nil
 }
 
 // counts formats a tally like "alive 3, dead 1", or "none".

@@ -57,3 +57,58 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("status with a wrong token: got %v, want an error about the token", err)
 	}
 }
+
+// TestStatusHeadAndJoinedNode checks that `goray status` marks the head's
+// own node as the head and a joined node as not, and that a raylet's
+// address serves as well as the head's.
+func TestStatusHeadAndJoinedNode(t *testing.T) {
+	ctx := context.Background()
+	hc := embed.Config{Head: true}
+	hc.Resources = map[string]float64{"CPU": 1}
+	head, err := embed.Start(ctx, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(head.Close)
+	jc := embed.Config{}
+	jc.Address, jc.Token = head.Address(), head.Token()
+	jc.Resources = map[string]float64{"CPU": 1}
+	joined, err := embed.Start(ctx, jc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(joined.Close)
+
+	for _, addr := range []string{head.Address(), joined.Address()} {
+		t.Run(addr, func(t *testing.T) {
+			var out bytes.Buffer
+			cfg := StatusConfig{Address: addr, Token: head.Token()}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if err := Status(ctx, cfg, &out); err != nil {
+				t.Fatalf("goray status --address %s: %v", addr, err)
+			}
+			for node, want := range map[string]string{
+				head.Node().NodeID().String():   "true",
+				joined.Node().NodeID().String(): "false",
+			} {
+				if got := headColumn(t, out.String(), node); got != want {
+					t.Errorf("node %s: got HEAD %q, want %q:\n%s", node, got, want, out.String())
+				}
+			}
+		})
+	}
+}
+
+// headColumn is the HEAD column of node's row in `goray status` output.
+func headColumn(t *testing.T, out, node string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[0] == node {
+			return f[3]
+		}
+	}
+	t.Fatalf("goray status output has no row for node %s:\n%s", node, out)
+	return ""
+}

@@ -107,6 +107,3 @@ func DecodeTo(p *pb.Payload, t reflect.Type) (reflect.Value, error) {
 		return reflect.Value{}, fmt.Errorf("unknown payload encoding %d (want raw, protobuf, msgpack or json)", p.GetEncoding())
 	}
 }
-
-// Size is the number of payload bytes p carries.
-func Size(p *pb.Payload) int { return len(p.GetData()) }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,6 +233,29 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 }
 
 // joinNode connects c to the raylet at addr (its local node) and to the
+// notARaylet explains a server at addr that answers but serves no
+// NodeService: a head run with --no-node (a driver needs a raylet, which
+// hosts its workers and objects), or something that is not goray at all.
+func (c *Core) notARaylet(ctx context.Context, addr string, cc grpc.ClientConnInterface) error {
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(cctx, &pb.ListNodesRequest{})
+	if err != nil {
+		return fmt.Errorf("the server at %s is not a goray raylet (it serves no NodeService): set GORAY_ADDRESS to a raylet's address", addr)
+	}
+	var raylets []string
+	for _, n := range resp.GetNodes() {
+		if n.GetAlive() && n.GetAddress() != "" && len(raylets) < 3 {
+			raylets = append(raylets, n.GetAddress())
+		}
+	}
+	hint := "start one with `raylet --address " + addr + "` and use its address"
+	if len(raylets) > 0 {
+		hint = "e.g. " + strings.Join(raylets, ", ")
+	}
+	return fmt.Errorf("%s is a goray head with no node (raylet --head --no-node); a driver connects to a raylet: set GORAY_ADDRESS to a raylet's address (%s)", addr, hint)
+}
+
 // head that raylet names, and starts c's WorkerService.
 func (c *Core) joinNode(ctx context.Context, addr string) error {
 	c.raylet = addr
@@ -247,6 +271,8 @@ func (c *Core) joinNode(ctx context.Context, addr string) error {
 		switch status.Code(err) {
 		case codes.Unauthenticated:
 			return fmt.Errorf("the goray cluster at %s rejected this driver's token (%s): set GORAY_TOKEN or GORAY_TOKEN_FILE to the token file `raylet --head` wrote", addr, status.Convert(err).Message())
+		case codes.Unimplemented:
+			return c.notARaylet(ctx, addr, cc)
 		default:
 			return fmt.Errorf("no goray raylet answers at %s (%v): start one with `raylet --head`, or unset GORAY_ADDRESS to run an embedded cluster", addr, status.Convert(err).Message())
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/raylet"
 	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
@@ -163,5 +164,38 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate: got %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestDriverAtHeadOnlyAddress checks that a driver pointed at a head with no
+// node is told it reached a head without a node and to use a raylet's
+// address, naming one when a raylet has joined.
+func TestDriverAtHeadOnlyAddress(t *testing.T) {
+	dir := t.TempDir()
+	head := startHeadOnly(t, "127.0.0.1:0", filepath.Join(dir, "data"), filepath.Join(dir, "token"), time.Minute)
+	initErr := func() error {
+		c, err := core.InitDriver(callCtx(t), core.Options{Address: head.Address(), Token: head.Token(), Logger: testLogger(t)})
+		if err == nil {
+			c.Close()
+			t.Fatalf("InitDriver at the head-only address %s: got no error, want one", head.Address())
+		}
+		return err
+	}
+	err := initErr()
+	for _, want := range []string{"head with no node", "GORAY_ADDRESS", "raylet --address " + head.Address()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("InitDriver at a head with no node: got %q, want it to say %q", err, want)
+		}
+	}
+
+	nc := Config{}
+	nc.Address, nc.Token, nc.Logger, nc.Stderr = head.Address(), head.Token(), testLogger(t), t.Output()
+	node, err := Start(callCtx(t), nc)
+	if err != nil {
+		t.Fatalf("Start node: %v", err)
+	}
+	t.Cleanup(node.Close)
+	if err := initErr(); !strings.Contains(err.Error(), "head with no node") || !strings.Contains(err.Error(), node.Address()) {
+		t.Errorf("InitDriver at a head with no node and a raylet: got %q, want it to name the raylet's address %s", err, node.Address())
 	}
 }

@@ -127,9 +127,6 @@ func ParseJobID(b []byte) (j JobID, err error) { err = parse(j[:], b, "job ID");
 // ParseActorID reads an ActorID from its wire bytes.
 func ParseActorID(b []byte) (a ActorID, err error) { err = parse(a[:], b, "actor ID"); return }
 
-// ParseTaskID reads a TaskID from its wire bytes.
-func ParseTaskID(b []byte) (t TaskID, err error) { err = parse(t[:], b, "task ID"); return }
-
 // ParseObjectID reads an ObjectID from its wire bytes.
 func ParseObjectID(b []byte) (o ObjectID, err error) { err = parse(o[:], b, "object ID"); return }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -149,7 +150,7 @@ type actorPG struct {
 // new host while the job has fewer than maxActorHosts and every host already
 // has an actor; it records the actor on it. started says the host is new and
 // must be launched.
-func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources, pg *actorPG) (*actor, bool, error) {
+func (r *Raylet) placeActor(j *job, id ids.ActorID, res sched.Resources, pg *actorPG) (*actor, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopping {
@@ -161,8 +162,8 @@ func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources, pg *actorPG) 
 	if r.actors[id] != nil {
 		return nil, false, status.Errorf(codes.AlreadyExists, "CreateActor: actor %s is already being created on node %s", id, r.nodeID)
 	}
-	if !fits(res, r.total) {
-		return nil, false, errs.New(errs.KindInfeasible, "", "CreateActor: node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, missingOn(res, r.total))
+	if !res.FitsIn(r.total) {
+		return nil, false, errs.New(errs.KindInfeasible, "", "CreateActor: node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, lacks(res, r.total))
 	}
 	var best *worker
 	hosts := 0
@@ -180,7 +181,7 @@ func (r *Raylet) placeActor(j *job, id ids.ActorID, res resources, pg *actorPG) 
 		best = r.newWorkerLocked(j, kindActorHost)
 		started = true
 	}
-	a := &actor{id: id, worker: best, res: res.clone()}
+	a := &actor{id: id, worker: best, res: res.Clone()}
 	if pg != nil {
 		a.inPG, a.pg, a.bundle = true, pg.id, pg.bundle
 	}

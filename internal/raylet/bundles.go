@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,7 +27,7 @@ type bundleKey struct {
 }
 
 type bundle struct {
-	res       resources // the bundle's own resources, taken at prepare
+	res       sched.Resources // the bundle's own resources, taken at prepare
 	committed bool
 }
 
@@ -68,17 +67,17 @@ func (r *Raylet) prepareBundle(req *pb.PrepareBundleRequest) error {
 			return nil
 		}
 		return errs.New(errs.KindInvalidArgument, "", "PrepareBundle: bundle %d of placement group %s is already prepared on node %s with %s, not %s",
-			key.index, key.pg, r.nodeID, fmtResources(b.res), fmtResources(res))
+			key.index, key.pg, r.nodeID, b.res, res)
 	}
-	if !fits(res, r.total) {
+	if !res.FitsIn(r.total) {
 		return errs.New(errs.KindInfeasible, "", "prepare bundle %d of placement group %s: node %s can never fit %s: it lacks %s",
-			key.index, key.pg, r.nodeID, fmtResources(res), missingOn(res, r.total))
+			key.index, key.pg, r.nodeID, res, lacks(res, r.total))
 	}
-	if !fits(res, r.avail) {
+	if !res.FitsIn(r.avail) {
 		return status.Errorf(codes.ResourceExhausted, "prepare bundle %d of placement group %s: node %s has not got %s available now: it lacks %s",
-			key.index, key.pg, r.nodeID, fmtResources(res), missingOn(res, r.avail))
+			key.index, key.pg, r.nodeID, res, lacks(res, r.avail))
 	}
-	r.avail.sub(res)
+	r.avail.Sub(res)
 	r.bundles[key] = &bundle{res: res}
 	r.kickHeartbeat()
 	return nil
@@ -107,7 +106,7 @@ func (r *Raylet) commitBundle(req *pb.CommitBundleRequest) error {
 	r.wakeWaitersLocked()
 	r.viewChangedLocked()
 	r.kickHeartbeat()
-	r.log.Debug("placement group bundle committed", "pg", key.pg, "bundle", key.index, "resources", fmtResources(b.res))
+	r.log.Debug("placement group bundle committed", "pg", key.pg, "bundle", key.index, "resources", b.res)
 	return nil
 }
 
@@ -172,11 +171,12 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 			break
 		}
 	}
-	// Every resource name of the group (any bundle, any index) ends so.
-	suffix := "_" + key.pg.String()
-	inGroup := func(name string) bool { return sched.IsBundleResource(name) && strings.HasSuffix(name, suffix) }
+	inGroup := func(name string) bool {
+		b, ok := sched.ParseBundleResource(name)
+		return ok && b.Group == key.pg
+	}
 	isOwn := func(name string) bool { return own[name] }
-	holds := func(res resources, set func(string) bool) bool {
+	holds := func(res sched.Resources, set func(string) bool) bool {
 		for k, v := range res {
 			if v > 0 && set(k) {
 				return true
@@ -185,8 +185,8 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 		return false
 	}
 
-	stripped := resources{}
-	strip := func(res resources) {
+	stripped := sched.Resources{}
+	strip := func(res sched.Resources) {
 		for k, v := range res {
 			if inGroup(k) {
 				stripped[k] += v
@@ -209,13 +209,15 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 	// Users that may stay while the group keeps a share here; those pinned
 	// to another bundle of the group are the last to go.
 	type spareUser struct {
-		res    resources
+		res    sched.Resources
 		pinned bool
 		evict  func()
 	}
-	wildSuffix := "_group_" + key.pg.String()
-	pinned := func(res resources) bool {
-		return holds(res, func(k string) bool { return inGroup(k) && !strings.HasSuffix(k, wildSuffix) })
+	pinned := func(res sched.Resources) bool {
+		return holds(res, func(k string) bool {
+			b, ok := sched.ParseBundleResource(k)
+			return ok && b.Group == key.pg && !b.Wildcard()
+		})
 	}
 	var spares []spareUser
 	for _, l := range r.leases {
@@ -263,7 +265,7 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 	}
 	// Users the group's remaining share cannot hold go too, "any bundle"
 	// ones first.
-	overKey := func(k string) bool { _, c := committed[k]; return c && r.avail[k] < -eps }
+	overKey := func(k string) bool { _, c := committed[k]; return c && r.avail[k] < -sched.Epsilon }
 	for {
 		i := slices.IndexFunc(spares, func(u spareUser) bool { return holds(u.res, overKey) })
 		if i < 0 {
@@ -277,7 +279,7 @@ func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*acto
 		}
 	}
 	for k := range committed {
-		if r.total[k] <= eps {
+		if r.total[k] <= sched.Epsilon {
 			delete(r.total, k)
 			delete(r.avail, k)
 		} else {

@@ -6,12 +6,13 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 // leaseWorker takes an idle task worker of the job, or starts one, and
 // leases it; res then belongs to the lease.
-func (r *Raylet) leaseWorker(ctx context.Context, j *job, res resources) (*lease, error) {
+func (r *Raylet) leaseWorker(ctx context.Context, j *job, res sched.Resources) (*lease, error) {
 	for {
 		r.mu.Lock()
 		if r.stopping {
@@ -22,10 +23,10 @@ func (r *Raylet) leaseWorker(ctx context.Context, j *job, res resources) (*lease
 			r.mu.Unlock()
 			return nil, errJobFinished(j.id)
 		}
-		if !fits(res, r.total) {
+		if !res.FitsIn(r.total) {
 			// A placement group bundle it was granted in was returned meanwhile.
 			r.mu.Unlock()
-			return nil, errs.New(errs.KindInfeasible, "", "node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, missingOn(res, r.total))
+			return nil, errs.New(errs.KindInfeasible, "", "node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, lacks(res, r.total))
 		}
 		count := 0
 		var idle *worker
@@ -88,8 +89,8 @@ func leaseWaitErr(err error) error {
 	return err
 }
 
-func (r *Raylet) newLeaseLocked(w *worker, res resources) *lease {
-	l := &lease{id: ids.NewLeaseID(), worker: w, res: res.clone()}
+func (r *Raylet) newLeaseLocked(w *worker, res sched.Resources) *lease {
+	l := &lease{id: ids.NewLeaseID(), worker: w, res: res.Clone()}
 	w.lease = l
 	r.leases[l.id] = l
 	return l

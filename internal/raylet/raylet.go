@@ -20,6 +20,7 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/sched"
 	"github.com/goray/goray/internal/store"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
@@ -78,8 +79,8 @@ type Raylet struct {
 	workersOnce sync.Once
 	mu          sync.Mutex
 	stopping    bool
-	total       resources
-	avail       resources
+	total       sched.Resources
+	avail       sched.Resources
 	waiters     []*waiter
 	nodes       []*pb.NodeInfo // cluster view from the last heartbeat
 	jobs        map[ids.JobID]*job
@@ -160,8 +161,8 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	r := &Raylet{
 		cfg:      cfg,
 		nodeID:   ids.NewNodeID(),
-		total:    resourcesFromMap(cfg.Resources),
-		avail:    resourcesFromMap(cfg.Resources),
+		total:    sched.Resources(cfg.Resources).Clone(),
+		avail:    sched.Resources(cfg.Resources).Clone(),
 		jobs:     make(map[ids.JobID]*job),
 		workers:  make(map[ids.WorkerID]*worker),
 		leases:   make(map[ids.LeaseID]*lease),
@@ -230,7 +231,7 @@ func (r *Raylet) Join(ctx context.Context) error {
 	_, _ = r.heartbeat(ctx)
 	r.wg.Go(func() { r.heartbeatLoop(interval) })
 	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", r.cfg.HeadNode,
-		"resources", fmtResources(r.total), "store_dir", r.storeDir, "data_dir", r.dataDir)
+		"resources", r.total, "store_dir", r.storeDir, "data_dir", r.dataDir)
 	return nil
 }
 
@@ -354,7 +355,7 @@ func heartbeatInterval(resp *pb.RegisterNodeResponse) time.Duration {
 func (r *Raylet) registerRequest() *pb.RegisterNodeRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: r.total.proto()}
+	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: &pb.Resources{Amounts: r.total.Clone()}, IsHead: r.cfg.HeadNode}
 }
 
 // heartbeatLoop heartbeats every interval until Stop. Failures (the head is
@@ -470,7 +471,7 @@ const maxInfeasibleReported = 1000
 func (r *Raylet) heartbeatRequest() *pb.HeartbeatRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], Available: r.avail.proto(), Total: r.total.proto()}
+	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], Available: &pb.Resources{Amounts: r.avail.Clone()}, Total: &pb.Resources{Amounts: r.total.Clone()}}
 	for q := range r.infeasible {
 		if len(req.Infeasible) == maxInfeasibleReported {
 			break

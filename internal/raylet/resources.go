@@ -3,73 +3,19 @@ package raylet
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sort"
 
 	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// resources is a set of logical resource amounts.
-type resources map[string]float64
-
-// eps absorbs float rounding when fractional amounts are added and taken.
-const eps = 1e-9
-
-func (r resources) clone() resources {
-	c := make(resources, len(r))
-	for k, v := range r {
-		c[k] = v
-	}
-	return c
-}
-
-// fits reports whether need fits into have.
-func fits(need, have resources) bool {
-	for k, v := range need {
-		if v > 0 && have[k]+eps < v {
-			return false
-		}
-	}
-	return true
-}
-
-func (r resources) sub(o resources) {
-	for k, v := range o {
-		r[k] -= v
-	}
-}
-
-// add adds o, capped at total so rounding never grows the node. Names the
-// node no longer has (a returned placement group bundle) are dropped, so
-// they never come back.
-func (r resources) add(o, total resources) {
-	for k, v := range o {
-		if _, ok := total[k]; !ok {
-			continue
-		}
-		r[k] += v
-		if r[k] > total[k] {
-			r[k] = total[k]
-		}
-	}
-}
-
-func (r resources) proto() *pb.Resources {
-	return &pb.Resources{Amounts: r.clone()}
-}
-
-func resourcesFromMap(m map[string]float64) resources {
-	return resources(m).clone()
-}
-
 // parseResources reads and checks a request's resources.
-func parseResources(p *pb.Resources) (resources, error) {
+func parseResources(p *pb.Resources) (sched.Resources, error) {
 	m := p.GetAmounts()
 	if len(m) > maxResourceNames {
 		return nil, errs.New(errs.KindInvalidArgument, "", "%d resources requested, at most %d allowed", len(m), maxResourceNames)
 	}
-	out := make(resources, len(m))
+	out := make(sched.Resources, len(m))
 	for k, v := range m {
 		if err := checkResource(k, v); err != nil {
 			return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
@@ -81,18 +27,9 @@ func parseResources(p *pb.Resources) (resources, error) {
 	return out, nil
 }
 
-func sortedKeys(r resources) []string {
-	keys := make([]string, 0, len(r))
-	for k := range r {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // waiter is one request queued for resources.
 type waiter struct {
-	need    resources
+	need    sched.Resources
 	ready   chan struct{} // closed when granted or failed
 	granted bool
 	err     error // set (with ready closed) when need can no longer fit
@@ -103,7 +40,7 @@ var errStopping = errs.New(errs.KindNodeDied, "", "the raylet is shutting down")
 // acquire waits until need fits the node's available resources, then takes
 // it. Requests are served in arrival order; one that does not fit yet does
 // not hold back a later one that does.
-func (r *Raylet) acquire(ctx context.Context, need resources) error {
+func (r *Raylet) acquire(ctx context.Context, need sched.Resources) error {
 	r.mu.Lock()
 	if r.stopping {
 		r.mu.Unlock()
@@ -113,12 +50,12 @@ func (r *Raylet) acquire(ctx context.Context, need resources) error {
 		r.mu.Unlock()
 		return nil
 	}
-	if !fits(need, r.total) {
+	if !need.FitsIn(r.total) {
 		r.mu.Unlock()
-		return errs.New(errs.KindInfeasible, "", "node %s can never fit %v (its total is %v)", r.nodeID, map[string]float64(need), map[string]float64(r.total))
+		return errs.New(errs.KindInfeasible, "", "node %s can never fit %s: it lacks %s", r.nodeID, need, lacks(need, r.total))
 	}
-	if fits(need, r.avail) {
-		r.avail.sub(need)
+	if need.FitsIn(r.avail) {
+		r.avail.Sub(need)
 		r.mu.Unlock()
 		return nil
 	}
@@ -151,17 +88,17 @@ func (r *Raylet) acquire(ctx context.Context, need resources) error {
 		}
 	}
 	if errors.Is(cause, context.DeadlineExceeded) {
-		return errs.New(errs.KindTimeout, "", "timed out waiting for resources %v on node %s", map[string]float64(need), r.nodeID)
+		return errs.New(errs.KindTimeout, "", "timed out waiting for resources %s on node %s", need, r.nodeID)
 	}
 	return cause
 }
 
 // releaseLocked gives resources back and wakes the waiters that now fit.
-func (r *Raylet) releaseLocked(res resources) {
+func (r *Raylet) releaseLocked(res sched.Resources) {
 	if len(res) == 0 {
 		return
 	}
-	r.avail.add(res, r.total)
+	r.avail.AddCapped(res, r.total)
 	r.wakeWaitersLocked()
 }
 
@@ -170,8 +107,8 @@ func (r *Raylet) releaseLocked(res resources) {
 func (r *Raylet) wakeWaitersLocked() {
 	kept := r.waiters[:0]
 	for _, w := range r.waiters {
-		if fits(w.need, r.avail) {
-			r.avail.sub(w.need)
+		if w.need.FitsIn(r.avail) {
+			r.avail.Sub(w.need)
 			w.granted = true
 			close(w.ready)
 			continue
@@ -187,8 +124,8 @@ func (r *Raylet) wakeWaitersLocked() {
 func (r *Raylet) failUnfittableWaitersLocked() {
 	kept := r.waiters[:0]
 	for _, w := range r.waiters {
-		if !fits(w.need, r.total) {
-			w.err = errs.New(errs.KindInfeasible, "", "node %s no longer has %s: the placement group bundle it was asked for was returned (the group was removed)", r.nodeID, missingOn(w.need, r.total))
+		if !w.need.FitsIn(r.total) {
+			w.err = errs.New(errs.KindInfeasible, "", "node %s no longer has %s: the placement group bundle it was asked for was returned (the group was removed)", r.nodeID, lacks(w.need, r.total))
 			close(w.ready)
 			continue
 		}
@@ -198,22 +135,15 @@ func (r *Raylet) failUnfittableWaitersLocked() {
 	r.waiters = kept
 }
 
-// missingOn names, in words, the first resource of need that total lacks.
-func missingOn(need, total resources) string {
-	for _, k := range sortedKeys(need) {
-		if need[k] > 0 && total[k]+eps < need[k] {
-			return fmt.Sprintf("%g of resource %q (it has %g)", need[k], k, total[k])
-		}
-	}
-	return fmt.Sprint(map[string]float64(need))
+// lacks is the first resource of need that have has too little of (need
+// does not fit in have).
+func lacks(need, have sched.Resources) sched.Shortfall {
+	s, _ := need.Lacks(have)
+	return s
 }
 
-func (r *Raylet) release(res resources) {
+func (r *Raylet) release(res sched.Resources) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.releaseLocked(res)
-}
-
-func fmtResources(r resources) string {
-	return fmt.Sprint(map[string]float64(r))
 }

@@ -63,12 +63,12 @@ type decision struct {
 type infeasibleReq struct {
 	job    ids.JobID
 	name   string
-	need   resources
+	need   sched.Resources
 	reason string
 }
 
 func (q *infeasibleReq) proto() *pb.InfeasibleRequest {
-	return &pb.InfeasibleRequest{Kind: "task", Name: q.name, Resources: q.need.proto(), Reason: q.reason, JobId: q.job[:]}
+	return &pb.InfeasibleRequest{Kind: "task", Name: q.name, Resources: &pb.Resources{Amounts: q.need.Clone()}, Reason: q.reason, JobId: q.job[:]}
 }
 
 // requestLease implements NodeService.RequestWorkerLease.
@@ -82,7 +82,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 		return nil, err
 	}
 	if len(need) == 0 {
-		need = resources{"CPU": 1}
+		need = sched.Resources{"CPU": 1}
 	}
 	var affinity ids.NodeID
 	if req.GetSchedulingStrategy().GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
@@ -117,7 +117,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			continue
 		case placeHere:
 			if waiting != nil {
-				r.log.Info("infeasible lease request became feasible", "function", req.GetFunctionName(), "job", jobID, "resources", fmtResources(need))
+				r.log.Info("infeasible lease request became feasible", "function", req.GetFunctionName(), "job", jobID, "resources", need)
 			}
 			return r.grantHere(ctx, jobID, need)
 		case placeSpill:
@@ -135,15 +135,15 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 		}
 		if req.GetFailFast() {
 			return nil, errs.New(errs.KindInfeasible, req.GetFunctionName(),
-				"lease request for %s (job %s) is infeasible: %s; add a node that has it, e.g. raylet --resources", fmtResources(need), jobID, d.reason)
+				"lease request for %s (job %s) is infeasible: %s; add a node that has it, e.g. raylet --resources", need, jobID, d.reason)
 		}
 		r.mu.Lock()
 		if waiting == nil {
-			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.clone(), reason: d.reason}
+			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.Clone(), reason: d.reason}
 			r.infeasible[waiting] = struct{}{}
 			r.mu.Unlock()
 			r.log.Warn("lease request is infeasible: it waits until a node that can fit it joins",
-				"function", req.GetFunctionName(), "job", jobID, "resources", fmtResources(need), "missing", d.reason)
+				"function", req.GetFunctionName(), "job", jobID, "resources", need, "missing", d.reason)
 			r.kickHeartbeat()
 		} else {
 			waiting.reason = d.reason
@@ -153,7 +153,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 		case <-d.view:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, errs.New(errs.KindTimeout, req.GetFunctionName(), "timed out waiting as infeasible: lease request for %s: %s", fmtResources(need), d.reason)
+				return nil, errs.New(errs.KindTimeout, req.GetFunctionName(), "timed out waiting as infeasible: lease request for %s: %s", need, d.reason)
 			}
 			return nil, ctx.Err()
 		case <-r.ctx.Done():
@@ -163,7 +163,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 }
 
 // grantHere waits for need on this node and leases a worker of the job.
-func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need resources) (*pb.RequestWorkerLeaseResponse, error) {
+func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Resources) (*pb.RequestWorkerLeaseResponse, error) {
 	r.mu.Lock()
 	j := r.jobLocked(jobID)
 	finished := j.finished
@@ -189,7 +189,7 @@ func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need resources)
 }
 
 // decide places one lease request against the current view.
-func (r *Raylet) decide(req *pb.RequestWorkerLeaseRequest, need resources, affinity ids.NodeID, refreshed bool) decision {
+func (r *Raylet) decide(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.decideLocked(req, need, affinity, refreshed)
@@ -197,10 +197,10 @@ func (r *Raylet) decide(req *pb.RequestWorkerLeaseRequest, need resources, affin
 	return d
 }
 
-func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need resources, affinity ids.NodeID, refreshed bool) decision {
+func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
 	strat := req.GetSchedulingStrategy()
 	noSpill := req.GetNoSpillback()
-	feasibleHere := fits(need, r.total)
+	feasibleHere := need.FitsIn(r.total)
 
 	if strat.GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
 		hard := !strat.GetSoft()
@@ -210,7 +210,7 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need resources,
 			}
 			if hard {
 				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
-					"node affinity: node %s can never fit %s: it lacks %s", affinity, fmtResources(need), missingOn(need, r.total))}
+					"node affinity: node %s can never fit %s: it lacks %s", affinity, need, lacks(need, r.total))}
 			}
 		} else {
 			n := r.viewNodeLocked(affinity)
@@ -225,7 +225,7 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need resources,
 					}
 					break // soft: the default below, here
 				}
-				if hard || fits(need, resources(n.GetTotal().GetAmounts())) {
+				if hard || need.FitsIn(n.GetTotal().GetAmounts()) {
 					return decision{where: placeSpill, node: n}
 				}
 			default:
@@ -245,10 +245,10 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need resources,
 			return decision{where: placeHere}
 		}
 		for i := range nodes {
-			if fits(need, nodes[i].Total) {
+			if need.FitsIn(nodes[i].Total) {
 				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
 					"node %s can never fit %s (it lacks %s) and the request was already spilled back once (node %x can fit it)",
-					r.nodeID, fmtResources(need), missingOn(need, r.total), nodes[i].ID)}
+					r.nodeID, need, lacks(need, r.total), nodes[i].ID)}
 			}
 		}
 		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
@@ -302,8 +302,8 @@ func (r *Raylet) candidatesLocked() ([]sched.Node, []*pb.NodeInfo) {
 	return nodes, infos
 }
 
-func (r *Raylet) missingLocked(need resources, nodes []sched.Node) string {
-	totals := make([]map[string]float64, len(nodes))
+func (r *Raylet) missingLocked(need sched.Resources, nodes []sched.Node) string {
+	totals := make([]sched.Resources, len(nodes))
 	for i, n := range nodes {
 		totals[i] = n.Total
 	}

@@ -18,7 +18,7 @@ func (s *nodeServer) GetNodeInfo(context.Context, *pb.GetNodeInfoRequest) (*pb.G
 	r := s.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: r.total.proto()}, nil
+	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: &pb.Resources{Amounts: r.total.Clone()}}, nil
 }
 
 func (s *nodeServer) RegisterWorker(req *pb.RegisterWorkerRequest, stream pb.NodeService_RegisterWorkerServer) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/sched"
 	"github.com/goray/goray/internal/workerenv"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
@@ -105,13 +106,13 @@ func (w *worker) kill() {
 type lease struct {
 	id     ids.LeaseID
 	worker *worker
-	res    resources
+	res    sched.Resources
 }
 
 type actor struct {
 	id     ids.ActorID
 	worker *worker
-	res    resources
+	res    sched.Resources
 	ready  bool
 	// The placement group it was placed in (spec.scheduling_strategy), if
 	// any, and the bundle index (-1: any bundle).

@@ -1,7 +1,8 @@
 // Package sched holds the scheduling rules the head (actors, placement
-// groups) and the raylets (task leases) share: how a placement group's
-// bundles show up as resources, node utilisation, and the node pick of each
-// strategy.
+// groups) and the raylets (task leases) share: the resource set (Resources:
+// fits, add, subtract, what is missing and why), how a placement group's
+// bundles show up as resources (BundleResource), node utilisation, and the
+// node pick of each strategy.
 //
 // Bundles as resources (Ray's scheme): committing bundle i of group g on a
 // node takes the bundle's resources from the node and adds, for each
@@ -13,13 +14,10 @@ package sched
 
 import (
 	"cmp"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
-
-	"github.com/goray/goray/internal/ids"
 )
 
 // SpreadThreshold is the utilisation under which nodes count as equally
@@ -30,64 +28,10 @@ const SpreadThreshold = 0.5
 // threshold (Ray's default 0.2), so that simultaneous requests spread.
 const TopKFraction = 0.2
 
-// IndexedName is the resource name of bundle index's share of r.
-func IndexedName(r string, pg ids.PlacementGroupID, index int) string {
-	return fmt.Sprintf("%s_group_%d_%s", r, index, pg)
-}
-
-// WildcardName is the resource name of r in any bundle of pg on a node.
-func WildcardName(r string, pg ids.PlacementGroupID) string {
-	return fmt.Sprintf("%s_group_%s", r, pg)
-}
-
-// CommittedResources are the resources committing bundle index of pg adds
-// to its node.
-func CommittedResources(bundle map[string]float64, pg ids.PlacementGroupID, index int) map[string]float64 {
-	out := make(map[string]float64, 2*len(bundle))
-	for r, v := range bundle {
-		if v <= 0 {
-			continue
-		}
-		out[IndexedName(r, pg, index)] += v
-		out[WildcardName(r, pg)] += v
-	}
-	return out
-}
-
-// InBundle renames a request so it is placed in bundle index of pg, or in
-// any of its bundles when index < 0.
-func InBundle(need map[string]float64, pg ids.PlacementGroupID, index int) map[string]float64 {
-	out := make(map[string]float64, 2*len(need))
-	for r, v := range need {
-		if v <= 0 {
-			continue
-		}
-		out[WildcardName(r, pg)] += v
-		if index >= 0 {
-			out[IndexedName(r, pg, index)] += v
-		}
-	}
-	return out
-}
-
-// IsBundleResource reports whether name was made by IndexedName or
-// WildcardName.
-func IsBundleResource(name string) bool { return strings.Contains(name, "_group_") }
-
-// Fits reports whether need fits into have (amounts ≤ 0 need nothing).
-func Fits(need, have map[string]float64) bool {
-	for k, v := range need {
-		if v > 0 && have[k]+1e-9 < v {
-			return false
-		}
-	}
-	return true
-}
-
 // Utilization is the node's most used resource, as a fraction: the largest
 // (total-available)/total over its resources (bundle resources excluded, as
 // the resources they came from already count as used).
-func Utilization(total, avail map[string]float64) float64 {
+func Utilization(total, avail Resources) float64 {
 	u := 0.0
 	for r, t := range total {
 		if t <= 0 || IsBundleResource(r) {
@@ -101,8 +45,8 @@ func Utilization(total, avail map[string]float64) float64 {
 // Node is a candidate node for a pick.
 type Node struct {
 	ID        []byte
-	Total     map[string]float64
-	Available map[string]float64
+	Total     Resources
+	Available Resources
 	// Local is the node the request came from.
 	Local bool
 	// Load breaks ties: e.g. actors already placed there.
@@ -115,14 +59,14 @@ type Node struct {
 // the threshold counting as equal, then by Load) at random. When none fits
 // now, it returns the least-utilised feasible node with now=false (queue
 // there). It returns -1 when no node is feasible.
-func PickHybrid(nodes []Node, need map[string]float64, rng *rand.Rand) (pick int, now bool) {
+func PickHybrid(nodes []Node, need Resources, rng *rand.Rand) (pick int, now bool) {
 	var fitting, feasible []int
 	for i, n := range nodes {
-		if !Fits(need, n.Total) {
+		if !need.FitsIn(n.Total) {
 			continue
 		}
 		feasible = append(feasible, i)
-		if Fits(need, n.Available) {
+		if need.FitsIn(n.Available) {
 			fitting = append(fitting, i)
 		}
 	}
@@ -155,14 +99,14 @@ func PickHybrid(nodes []Node, need map[string]float64, rng *rand.Rand) (pick int
 // PickSpread spreads: the fitting node with the least Load, then the least
 // utilisation (rotating by seq among equals); when none fits now, the
 // least-loaded feasible node with now=false. -1 when none is feasible.
-func PickSpread(nodes []Node, need map[string]float64, seq uint64) (pick int, now bool) {
+func PickSpread(nodes []Node, need Resources, seq uint64) (pick int, now bool) {
 	var fitting, feasible []int
 	for i, n := range nodes {
-		if !Fits(need, n.Total) {
+		if !need.FitsIn(n.Total) {
 			continue
 		}
 		feasible = append(feasible, i)
-		if Fits(need, n.Available) {
+		if need.FitsIn(n.Available) {
 			fitting = append(fitting, i)
 		}
 	}
@@ -206,32 +150,3 @@ func rank(nodes []Node, idx []int) []int {
 }
 
 func best(nodes []Node, idx []int) int { return rank(nodes, idx)[0] }
-
-// Missing names the first resource of need that no node's total has enough
-// of, in words, or says that no single node has all of it.
-func Missing(need map[string]float64, totals []map[string]float64) string {
-	keys := make([]string, 0, len(need))
-	for k := range need {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if need[k] <= 0 {
-			continue
-		}
-		most := 0.0
-		for _, t := range totals {
-			most = max(most, t[k])
-		}
-		if most+1e-9 < need[k] {
-			if most == 0 {
-				return fmt.Sprintf("no node has resource %q (requested %g)", k, need[k])
-			}
-			return fmt.Sprintf("no node has %g of resource %q (largest has %g)", need[k], k, most)
-		}
-	}
-	if len(totals) == 0 {
-		return "no alive node in the cluster"
-	}
-	return "no single node has all of them"
-}

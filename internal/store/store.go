@@ -9,7 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
+
 	"os"
 	"path/filepath"
 
@@ -66,21 +66,6 @@ func Write(dir string, id ids.ObjectID, data []byte) error {
 		return fmt.Errorf("object store: write %s: %w", id, err)
 	}
 	return Commit(f, dir, id)
-}
-
-// WriteFrom stores the bytes of r as object id in dir.
-func WriteFrom(dir string, id ids.ObjectID, r io.Reader) (int64, error) {
-	f, err := Create(dir, id)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, r)
-	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return n, fmt.Errorf("object store: write %s: %w", id, err)
-	}
-	return n, Commit(f, dir, id)
 }
 
 // Read returns the bytes of sealed object id in dir.

@@ -198,8 +198,11 @@ type RegisterNodeRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Address of the node's NodeService, WorkerService-free.
-	Address       string     `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Total         *Resources `protobuf:"bytes,3,opt,name=total,proto3" json:"total,omitempty"`
+	Address string     `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Total   *Resources `protobuf:"bytes,3,opt,name=total,proto3" json:"total,omitempty"`
+	// The node that shares its process and port with the head (raylet
+	// --head), shown as the head node by ListNodes and goray status.
+	IsHead        bool `protobuf:"varint,4,opt,name=is_head,json=isHead,proto3" json:"is_head,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -253,6 +256,13 @@ func (x *RegisterNodeRequest) GetTotal() *Resources {
 		return x.Total
 	}
 	return nil
+}
+
+func (x *RegisterNodeRequest) GetIsHead() bool {
+	if x != nil {
+		return x.IsHead
+	}
+	return false
 }
 
 type RegisterNodeResponse struct {
@@ -2432,11 +2442,12 @@ var File_goray_v1_scheduler_proto protoreflect.FileDescriptor
 
 const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\n" +
-	"\x18goray/v1/scheduler.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"s\n" +
+	"\x18goray/v1/scheduler.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\x8c\x01\n" +
 	"\x13RegisterNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12)\n" +
-	"\x05total\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\x05total\"J\n" +
+	"\x05total\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\x05total\x12\x17\n" +
+	"\ais_head\x18\x04 \x01(\bR\x06isHead\"J\n" +
 	"\x14RegisterNodeResponse\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"\xc6\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
