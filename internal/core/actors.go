@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
@@ -78,52 +77,13 @@ type ActorHandle struct {
 	route    *actorRoute
 }
 
-// actorRelocateTimeout bounds how long calls wait for a failed actor to be
-// found again (restarted, or declared dead) before they fail.
-const actorRelocateTimeout = 2 * time.Minute
-
-// causeStaleIncarnation marks the error of a call that reached another
-// incarnation of its actor than the one it was sent to: it never ran.
-const causeStaleIncarnation = "stale incarnation"
-
-// actorRoute is this process's view of where an actor runs, shared by every
-// handle to it. When a call finds the actor gone, the route asks the head
-// for its next incarnation; calls made meanwhile wait, in order.
-type actorRoute struct {
-	id             ids.ActorID
-	typeName       string
-	maxTaskRetries int32
-
-	mu          sync.Mutex
-	addr        string
-	incarnation uint32
-	dead        error
-	waiting     bool
-	pending     []*pendingCall
-}
-
 // handleFromInfo makes a handle, sharing the actor's route.
 func (c *Core) handleFromInfo(info *pb.ActorInfo) (*ActorHandle, error) {
-	id, err := ids.ParseActorID(info.GetSpec().GetActorId())
+	r, err := c.actors.route(info)
 	if err != nil {
 		return nil, err
 	}
-	c.routesMu.Lock()
-	r, ok := c.routes[id]
-	if !ok {
-		r = &actorRoute{id: id, typeName: info.GetSpec().GetTypeName(), maxTaskRetries: info.GetSpec().GetMaxTaskRetries()}
-		if c.routes == nil {
-			c.routes = map[ids.ActorID]*actorRoute{}
-		}
-		c.routes[id] = r
-	}
-	c.routesMu.Unlock()
-	r.mu.Lock()
-	if !ok || (info.GetState() == pb.ActorState_ACTOR_STATE_ALIVE && info.GetNumRestarts() >= r.incarnation) {
-		r.addr, r.incarnation = info.GetWorkerAddress(), info.GetNumRestarts()
-	}
-	r.mu.Unlock()
-	return &ActorHandle{ID: id, TypeName: info.GetSpec().GetTypeName(), Name: info.GetSpec().GetName(), route: r}, nil
+	return &ActorHandle{ID: r.id, TypeName: info.GetSpec().GetTypeName(), Name: info.GetSpec().GetName(), route: r}, nil
 }
 
 // CreateActor asks the head to place and start an actor of a registered type
@@ -224,127 +184,6 @@ func (c *Core) CallActor(ctx context.Context, h *ActorHandle, method string, arg
 	ref, e := c.newRef(tid.ObjectID(1))
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], ActorId: h.ID[:], MethodName: method,
 		Args: args, ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	c.sendActor(h.route, spec, e, 0)
+	c.actors.send(h.route, spec, e, 0)
 	return ref
-}
-
-// pendingCall is a call waiting for its actor to be found again.
-type pendingCall struct {
-	send func()
-	fail func(error)
-}
-
-// sendActor sends one call to the route's current incarnation.
-func (c *Core) sendActor(r *actorRoute, spec *pb.TaskSpec, e *objEntry, attempt int32) {
-	again := func(attempt int32) *pendingCall {
-		return &pendingCall{send: func() { c.sendActor(r, spec, e, attempt) }, fail: e.setError}
-	}
-	r.mu.Lock()
-	if r.dead != nil {
-		err := r.dead
-		r.mu.Unlock()
-		e.setError(err)
-		return
-	}
-	if r.waiting {
-		r.pending = append(r.pending, again(attempt))
-		r.mu.Unlock()
-		return
-	}
-	addr, inc := r.addr, r.incarnation
-	r.mu.Unlock()
-	spec.ActorIncarnation = inc
-	st, err := c.execs.get(addr)
-	if err == nil {
-		err = st.send(spec, func(resp *pb.ExecuteResponse, err error) {
-			if err == nil {
-				if ee := resp.GetError(); ee == nil || ee.GetCause() != causeStaleIncarnation {
-					complete(e, resp, nil)
-					return
-				}
-				// It reached another incarnation and never ran: send again.
-				c.relocate(r, inc, again(attempt))
-				return
-			}
-			// The worker died while the call was in flight: it may have run.
-			if r.maxTaskRetries < 0 || attempt < r.maxTaskRetries {
-				c.stats.actorRetries.Add(1)
-				c.relocate(r, inc, again(attempt+1))
-				return
-			}
-			e.setError(err)
-			c.relocate(r, inc, nil)
-		})
-	}
-	if err != nil {
-		// Never delivered: safe to send to the next incarnation.
-		c.relocate(r, inc, again(attempt))
-	}
-}
-
-// relocate asks the head where the actor runs after incarnation failed (at
-// most one lookup at a time per actor), then sends pc, if any.
-func (c *Core) relocate(r *actorRoute, failed uint32, pc *pendingCall) {
-	r.mu.Lock()
-	if r.dead != nil || r.incarnation > failed {
-		r.mu.Unlock()
-		if pc != nil {
-			pc.send()
-		}
-		return
-	}
-	if pc != nil {
-		r.pending = append(r.pending, pc)
-	}
-	if r.waiting {
-		r.mu.Unlock()
-		return
-	}
-	r.waiting = true
-	r.mu.Unlock()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, actorRelocateTimeout)
-		var resp *pb.GetActorResponse
-		var err error
-		for attempt := 0; ; attempt++ {
-			resp, err = c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: r.id[:], Wait: true, AfterIncarnation: &failed})
-			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-				break
-			}
-			// The head is down (restarting): ask again.
-			select {
-			case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
-			case <-ctx.Done():
-			}
-		}
-		cancel()
-		r.mu.Lock()
-		var failAll error
-		switch info := resp.GetActor(); {
-		case err != nil:
-			// No answer (the head may be down): fail what waits, keep the
-			// route, and look again on the next failure.
-			failAll = errs.New(errs.KindActorDied, r.typeName, "actor %s is unreachable and the head did not say where it went: %v", r.id, errs.FromStatus(err))
-		case info.GetState() == pb.ActorState_ACTOR_STATE_DEAD:
-			de := errs.New(errs.KindActorDied, r.typeName, "actor %s is dead", r.id)
-			if cause := info.GetDeathCause(); cause != nil {
-				de.Cause = errs.FromProto(cause).Error()
-			}
-			r.dead = de
-		default:
-			r.addr, r.incarnation = info.GetWorkerAddress(), info.GetNumRestarts()
-		}
-		pending := r.pending
-		r.pending, r.waiting = nil, false
-		r.mu.Unlock()
-		for _, pc := range pending {
-			if failAll != nil {
-				pc.fail(failAll)
-				continue
-			}
-			pc.send()
-		}
-	}()
 }

@@ -92,10 +92,9 @@ type Core struct {
 	putTID ids.TaskID
 	putIdx uint32
 
-	lin      lineage
-	routesMu sync.Mutex
-	routes   map[ids.ActorID]*actorRoute
-	stats    Stats
+	lin    lineage
+	actors *actorSubmitter
+	stats  Stats
 
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
@@ -145,6 +144,10 @@ func newCore(log *slog.Logger, token string) *Core {
 		ctx: ctx, wg: &c.wg, log: log, leases: rayletLeases{c}, pusher: &c.execs,
 		retried:  func() { c.stats.TaskRetries.Add(1) },
 		finished: c.keepLineage,
+	})
+	c.actors = newActorSubmitter(actorSubmitterConfig{
+		ctx: ctx, wg: &c.wg, pusher: &c.execs, locator: headActors{c},
+		retried: func() { c.stats.actorRetries.Add(1) },
 	})
 	c.host = newActorHost(c)
 	return c
