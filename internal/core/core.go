@@ -108,8 +108,9 @@ type Core struct {
 
 var current atomic.Pointer[Core]
 
-// ErrNotInitialized is returned by every call made before runtime.Init.
-var ErrNotInitialized = errors.New("goray is not initialised: call runtime.Init(ctx) first")
+// ErrNotInitialized is returned by every call made before runtime.Init; it
+// is errs.ErrNotInitialized, which runtime re-exports.
+var ErrNotInitialized = errs.ErrNotInitialized
 
 // Stats count the failures this process recovered from, for tests and the
 // chaos test's report.
