@@ -521,6 +521,8 @@ func TestNamedActor(t *testing.T) {
 
 	if _, err := actor.Spawn(ctx, accType, actor.WithName("x")); err == nil {
 		t.Fatal(`second Spawn WithName("x"): got nil error, want a duplicate-name error`)
+	} else if !errors.Is(err, runtime.ErrAlreadyExists) {
+		t.Fatalf(`second Spawn WithName("x"): got error %v, want errors.Is(err, runtime.ErrAlreadyExists)`, err)
 	}
 	if _, err := actor.Get(ctx, accType, "no-such-actor"); !errors.Is(err, runtime.ErrNotFound) {
 		t.Fatalf(`Get("no-such-actor"): got error %v, want ErrNotFound`, err)

@@ -173,8 +173,14 @@ func TestGetDeadline(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("Get with a 200ms deadline: took %s, want it to return promptly (hang check)", took)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Get with a 200ms deadline on a 5s task: got error %v, want context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, runtime.ErrTimeout) {
+		t.Fatalf("Get with a 200ms deadline on a 5s task: got error %v, want both context.DeadlineExceeded and runtime.ErrTimeout", err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer wcancel()
+	ready, _, err := objectstore.Wait(wctx, []objectstore.Ref[int]{ref}, 1)
+	if len(ready) != 0 || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, runtime.ErrTimeout) {
+		t.Fatalf("Wait with a 200ms deadline on a 5s task: got %d ready, error %v; want 0 ready and both context.DeadlineExceeded and runtime.ErrTimeout", len(ready), err)
 	}
 	if ms, err := ref.Get(ctx); err != nil || ms != 5000 {
 		t.Fatalf("Get without a deadline: got %d, %v, want 5000, nil", ms, err)

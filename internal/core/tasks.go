@@ -278,7 +278,7 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray is shutting down"))
+		item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray is shutting down"))
 		return
 	}
 	sh, ok := s.shapes[key]
@@ -441,7 +441,7 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 		s.mu.Lock()
 		if retry {
 			if s.closed {
-				item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
+				item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
 			} else {
 				// Back in submission order: a task may wait for an
 				// earlier one (a ref inside its arguments), which must
@@ -590,7 +590,7 @@ func (s *taskScheduler) close() {
 	}
 	s.mu.Unlock()
 	for _, it := range pending {
-		it.entry.setError(errs.New(errs.KindTaskFailed, it.spec.GetFunctionName(), "goray shut down before the task ran"))
+		it.entry.setError(errs.New(errs.KindShuttingDown, it.spec.GetFunctionName(), "goray shut down before the task ran"))
 	}
 	for _, w := range leases {
 		s.returnLease(w, false)

@@ -142,7 +142,7 @@ func (r *Raylet) jobLocked(id ids.JobID) *job {
 }
 
 func errJobFinished(id ids.JobID) error {
-	return errs.New(errs.KindNotFound, "", "job %s has finished: no new work runs for it", id)
+	return errs.New(errs.KindJobFinished, "", "job %s has finished: no new work runs for it", id)
 }
 
 // newWorkerLocked adds a worker entry that launch will start.
