@@ -392,6 +392,9 @@ func RunWorker() {
 	c := newCore(DefaultLogger(), env.Token)
 	c.worker = true
 	c.raylet, c.headAddr, c.storeDir = env.RayletAddress, env.HeadAddress, env.StoreDir
+	// The job's namespace: a task or actor that spawns or looks up a named
+	// actor without naming a namespace uses its job's, as the driver does.
+	c.namespace = env.Namespace
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "goray worker:", err)
 		os.Exit(2)
