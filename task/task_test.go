@@ -292,6 +292,24 @@ func TestInfeasible(t *testing.T) {
 	wantServes(t, ctx)
 }
 
+// TestInfeasibleNamesItsTask: an infeasible error names the task that
+// failed, not the first task that asked for a lease of the same shape.
+func TestInfeasibleNamesItsTask(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	opts := []task.Option{task.WithResources(map[string]float64{"tasktest.nowhere": 1}), task.WithFailFast()}
+	_, err := square.Remote(ctx, objectstore.Val(2), opts...).Get(ctx)
+	wantKind(t, "square with an unknown resource", err, runtime.ErrInfeasible, "("+square.Name()+")")
+	_, err = pid.Remote(ctx, opts...).Get(ctx)
+	wantKind(t, "pid with the same unknown resource", err, runtime.ErrInfeasible, "("+pid.Name()+")")
+	if strings.Contains(err.Error(), square.Name()) {
+		t.Fatalf("pid with the same unknown resource: got %q, want it not to name %q", err, square.Name())
+	}
+	var re *runtime.Error
+	if !errors.As(err, &re) || re.Name != pid.Name() {
+		t.Fatalf("pid with the same unknown resource: got %#v, want a *runtime.Error named %q", re, pid.Name())
+	}
+}
+
 func TestManyTasks(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	const n = 200

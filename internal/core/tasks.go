@@ -524,10 +524,10 @@ func (s *taskScheduler) requestLease(sh *shape) {
 		s.mu.Unlock()
 		err = errs.FromStatus(err)
 		if c.ctx.Err() != nil {
-			err = errs.New(errs.KindTaskFailed, "", "goray shut down before the task got a worker")
+			err = errs.New(errs.KindShuttingDown, "", "goray shut down before the task got a worker")
 		}
 		for _, it := range failed {
-			it.entry.setError(fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), err))
+			it.entry.setError(fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), forTask(err, it.spec.GetFunctionName())))
 		}
 		return
 	}
@@ -535,6 +535,19 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	acts := s.pump(sh)
 	s.mu.Unlock()
 	acts.run()
+}
+
+// forTask is a lease error as one task of the shape sees it: a goray error
+// names that task's function, not the function of the task that made the
+// shape (the one the lease was asked for).
+func forTask(err error, function string) error {
+	e, ok := err.(*errs.Error)
+	if !ok || e.Name == function {
+		return err
+	}
+	named := *e
+	named.Name = function
+	return &named
 }
 
 // leaseUnreachableTimeout bounds how long a lease request keeps asking
