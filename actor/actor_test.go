@@ -131,6 +131,16 @@ var (
 	// ping is a task, to check that the cluster still serves tasks after a
 	// worker crash.
 	ping = task.Register1("actortest.ping", func(_ context.Context, x int) (int, error) { return x + 1, nil })
+
+	// totalOf is a task that looks up a named actor of its job (in the job's
+	// namespace, as the driver would) and returns its total.
+	totalOf = task.Register1("actortest.totalOf", func(ctx context.Context, name string) (int, error) {
+		h, err := actor.Get(ctx, accType, name)
+		if err != nil {
+			return 0, err
+		}
+		return accTotal.Remote(ctx, h).Get(ctx)
+	})
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -521,6 +531,8 @@ func TestNamedActor(t *testing.T) {
 
 	if _, err := actor.Spawn(ctx, accType, actor.WithName("x")); err == nil {
 		t.Fatal(`second Spawn WithName("x"): got nil error, want a duplicate-name error`)
+	} else if !errors.Is(err, runtime.ErrAlreadyExists) {
+		t.Fatalf(`second Spawn WithName("x"): got error %v, want errors.Is(err, runtime.ErrAlreadyExists)`, err)
 	}
 	if _, err := actor.Get(ctx, accType, "no-such-actor"); !errors.Is(err, runtime.ErrNotFound) {
 		t.Fatalf(`Get("no-such-actor"): got error %v, want ErrNotFound`, err)
@@ -528,6 +540,18 @@ func TestNamedActor(t *testing.T) {
 	// Another namespace does not see it.
 	if _, err := actor.Get(ctx, accType, "x", actor.WithNamespace("elsewhere")); !errors.Is(err, runtime.ErrNotFound) {
 		t.Fatalf(`Get("x") in namespace "elsewhere": got error %v, want ErrNotFound`, err)
+	}
+}
+
+// TestNamedActorFromTask: a task (in a worker process) that looks up a named
+// actor without a namespace finds it in its job's namespace.
+func TestNamedActorFromTask(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	h := spawnAcc(t, ctx, actor.WithName("box"))
+	t.Cleanup(func() { _ = actor.Kill(context.Background(), h) })
+	wantAdd(t, ctx, h, 7, 7)
+	if got, err := totalOf.Remote(ctx, objectstore.Val("box")).Get(ctx); err != nil || got != 7 {
+		t.Fatalf(`totalOf("box") in a task: got %d, %v, want 7, nil`, got, err)
 	}
 }
 

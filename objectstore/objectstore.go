@@ -65,8 +65,10 @@ func View(ctx context.Context, ref Ref[[]byte]) ([]byte, error) {
 
 // Wait blocks until n of refs are ready (their value or their error is
 // there) or ctx ends, and splits refs into ready and not ready, each in the
-// order given; ready holds at most n refs. n is clamped to len(refs). It returns ctx's error if ctx ends
-// first, with the split at that moment.
+// order given; ready holds at most n refs. n is clamped to len(refs). If ctx ends first it
+// returns ctx's error, with the split at that moment; for a passed deadline
+// both errors.Is(err, context.DeadlineExceeded) and errors.Is(err,
+// runtime.ErrTimeout) hold.
 func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []Ref[T], err error) {
 	c, err := core.Current()
 	if err != nil {

@@ -6,7 +6,7 @@ import "github.com/goray/goray/internal/errs"
 // failed, RemoteStack where user code panicked. Read it with errors.As.
 type Error = errs.Error
 
-// Kind classifies an Error.
+// Kind classifies an Error; String names it in words ("task failed").
 type Kind = errs.Kind
 
 // The kinds of Error.
@@ -21,6 +21,9 @@ const (
 	KindTimeout         = errs.KindTimeout
 	KindNotFound        = errs.KindNotFound
 	KindInvalidArgument = errs.KindInvalidArgument
+	KindAlreadyExists   = errs.KindAlreadyExists
+	KindShuttingDown    = errs.KindShuttingDown
+	KindJobFinished     = errs.KindJobFinished
 )
 
 // Sentinels: errors.Is(err, ErrX) holds for every Error of that kind.
@@ -49,4 +52,18 @@ var (
 	// ErrInvalidArgument: an argument or result could not be decoded into the
 	// type the other side expects.
 	ErrInvalidArgument = errs.ErrInvalidArgument
+	// ErrAlreadyExists: something of that name already exists, e.g. a named
+	// actor in its namespace (actor.WithGetIfExists returns it instead).
+	ErrAlreadyExists = errs.ErrAlreadyExists
+	// ErrShuttingDown: goray, or the process or server asked, is shutting
+	// down (runtime.Shutdown was called, or the head or a raylet is
+	// stopping); the work was not done.
+	ErrShuttingDown = errs.ErrShuttingDown
+	// ErrJobFinished: the job has finished, so no new actor or task runs for
+	// it.
+	ErrJobFinished = errs.ErrJobFinished
 )
+
+// ErrNotInitialized is returned by every SDK call made before Init or after
+// Shutdown. It is not an Error and has no Kind.
+var ErrNotInitialized = errs.ErrNotInitialized

@@ -134,7 +134,7 @@ func (g *PlacementGroup) Wait(ctx context.Context) error {
 	resp, err := c.Head().GetPlacementGroup(ctx, &pb.GetPlacementGroupRequest{PlacementGroupId: g.id[:], Wait: true})
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("placement group %q: %w", g.name, ctx.Err())
+			return fmt.Errorf("placement group %q: %w", g.name, errs.Context(ctx.Err(), "wait for the placement group"))
 		}
 		return fmt.Errorf("placement group %q: %w", g.name, errs.FromStatus(err))
 	}

@@ -12,8 +12,6 @@ import (
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -58,17 +56,17 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 		return nil, notFound(spec.GetTypeName(), "cannot create actor %s: job %s is not registered", aid, jobID)
 	case job.Finished:
 		s.mu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "cannot create actor %s of type %q: job %s has finished", aid, spec.GetTypeName(), jobID)
+		return nil, errs.New(errs.KindJobFinished, spec.GetTypeName(), "cannot create actor %s of type %q: job %s has finished; start a new job (runtime.Init) to create actors", aid, spec.GetTypeName(), jobID)
 	}
 	if _, ok := s.store.GetActor(aid); ok {
 		s.mu.Unlock()
-		return nil, status.Errorf(codes.AlreadyExists, "actor %s already exists", aid)
+		return nil, errs.New(errs.KindAlreadyExists, spec.GetTypeName(), "actor %s already exists", aid)
 	}
 	key := actorName{spec.GetNamespace(), spec.GetName()}
 	if key.name != "" {
 		if other, ok := s.names[key]; ok {
 			s.mu.Unlock()
-			return nil, status.Errorf(codes.AlreadyExists, "an actor named %q already exists in namespace %q (actor %s)", key.name, key.namespace, other)
+			return nil, errs.New(errs.KindAlreadyExists, spec.GetTypeName(), "an actor named %q already exists in namespace %q (actor %s): pick another name, get it with actor.Get, or spawn with actor.WithGetIfExists", key.name, key.namespace, other)
 		}
 	}
 	node, err := s.placeWaitingLocked(ctx, aid, spec)
@@ -80,7 +78,7 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 	if key.name != "" {
 		if other, ok := s.names[key]; ok {
 			s.mu.Unlock()
-			return nil, status.Errorf(codes.AlreadyExists, "an actor named %q already exists in namespace %q (actor %s)", key.name, key.namespace, other)
+			return nil, errs.New(errs.KindAlreadyExists, spec.GetTypeName(), "an actor named %q already exists in namespace %q (actor %s): pick another name, get it with actor.Get, or spawn with actor.WithGetIfExists", key.name, key.namespace, other)
 		}
 	}
 	nodeID := node.ID
@@ -225,7 +223,7 @@ func (s *Server) placeWaitingLocked(ctx context.Context, aid ids.ActorID, spec *
 		case <-s.ctx.Done():
 			s.mu.Lock()
 			delete(s.waitingActors, aid)
-			return nil, errs.New(errs.KindInfeasible, spec.GetTypeName(), "the head shut down while actor %s waited: %v", aid, err)
+			return nil, errs.New(errs.KindShuttingDown, spec.GetTypeName(), "the head shut down while actor %s waited: %v", aid, err)
 		}
 	}
 }
@@ -316,7 +314,7 @@ func (s *Server) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.Get
 			return nil, errs.Status(errs.New(errs.KindTimeout, a.GetSpec().GetTypeName(), "actor %x is still %v (incarnation %d)",
 				a.GetSpec().GetActorId(), a.GetState(), a.GetNumRestarts()))
 		case <-s.ctx.Done():
-			return nil, errs.Status(errs.New(errs.KindTimeout, "", "the head is shutting down"))
+			return nil, errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 		}
 	}
 }

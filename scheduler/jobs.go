@@ -269,10 +269,10 @@ func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerSe
 	case <-done:
 		return nil
 	case <-s.ctx.Done():
-		return status.Error(codes.Unavailable, "head is shutting down")
+		return errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 	case <-ctx.Done():
 		if s.ctx.Err() != nil {
-			return status.Error(codes.Unavailable, "head is shutting down")
+			return errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 		}
 		s.log.Info("driver went away", "job", id)
 		if err := s.finishJob(id, "its driver went away"); err != nil {

@@ -244,7 +244,7 @@ func (s *Server) nodeClient(addr string) (pb.NodeServiceClient, error) {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	if s.connsClosed {
-		return nil, status.Error(codes.Unavailable, "head is shutting down")
+		return nil, errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 	}
 	cc, ok := s.conns[addr]
 	if !ok {

@@ -173,8 +173,14 @@ func TestGetDeadline(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("Get with a 200ms deadline: took %s, want it to return promptly (hang check)", took)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Get with a 200ms deadline on a 5s task: got error %v, want context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, runtime.ErrTimeout) {
+		t.Fatalf("Get with a 200ms deadline on a 5s task: got error %v, want both context.DeadlineExceeded and runtime.ErrTimeout", err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer wcancel()
+	ready, _, err := objectstore.Wait(wctx, []objectstore.Ref[int]{ref}, 1)
+	if len(ready) != 0 || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, runtime.ErrTimeout) {
+		t.Fatalf("Wait with a 200ms deadline on a 5s task: got %d ready, error %v; want 0 ready and both context.DeadlineExceeded and runtime.ErrTimeout", len(ready), err)
 	}
 	if ms, err := ref.Get(ctx); err != nil || ms != 5000 {
 		t.Fatalf("Get without a deadline: got %d, %v, want 5000, nil", ms, err)
@@ -284,6 +290,24 @@ func TestInfeasible(t *testing.T) {
 		t.Fatalf("waiting task with gpu:1: got %v, want context.DeadlineExceeded", err)
 	}
 	wantServes(t, ctx)
+}
+
+// TestInfeasibleNamesItsTask: an infeasible error names the task that
+// failed, not the first task that asked for a lease of the same shape.
+func TestInfeasibleNamesItsTask(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	opts := []task.Option{task.WithResources(map[string]float64{"tasktest.nowhere": 1}), task.WithFailFast()}
+	_, err := square.Remote(ctx, objectstore.Val(2), opts...).Get(ctx)
+	wantKind(t, "square with an unknown resource", err, runtime.ErrInfeasible, "("+square.Name()+")")
+	_, err = pid.Remote(ctx, opts...).Get(ctx)
+	wantKind(t, "pid with the same unknown resource", err, runtime.ErrInfeasible, "("+pid.Name()+")")
+	if strings.Contains(err.Error(), square.Name()) {
+		t.Fatalf("pid with the same unknown resource: got %q, want it not to name %q", err, square.Name())
+	}
+	var re *runtime.Error
+	if !errors.As(err, &re) || re.Name != pid.Name() {
+		t.Fatalf("pid with the same unknown resource: got %#v, want a *runtime.Error named %q", re, pid.Name())
+	}
 }
 
 func TestManyTasks(t *testing.T) {

@@ -50,21 +50,22 @@ func errNoActor() error {
 }
 
 // callErr is the error of a failed call to the head made with the caller's
-// ctx: the context's own error when it ended (so errors.Is(err,
-// context.DeadlineExceeded) holds, as for Get), else the goray error the
-// head sent.
+// ctx: the context's own error when it ended (for a passed deadline both
+// errors.Is(err, context.DeadlineExceeded) and errors.Is(err, errs.ErrTimeout)
+// hold, as for Get), else the goray error the head sent.
 func callErr(ctx context.Context, err error) error {
 	if ctx.Err() == nil && status.Code(err) == codes.DeadlineExceeded {
 		// gRPC's own deadline timer can fire just before the context's.
 		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d.Add(-10*time.Millisecond)) {
-			return fmt.Errorf("%w (%w)", context.DeadlineExceeded, errs.FromStatus(err))
+			return fmt.Errorf("%w (%w)", errs.Context(context.DeadlineExceeded, "call to the head"), errs.FromStatus(err))
 		}
 	}
 	if ctx.Err() != nil {
-		if ge := errs.FromStatus(err); errors.As(ge, new(*errs.Error)) {
-			return fmt.Errorf("%w (%w)", ctx.Err(), ge)
+		cerr := errs.Context(ctx.Err(), "call to the head")
+		if ge := errs.FromStatus(err); errors.As(ge, new(*errs.Error)) && !errors.Is(ge, errs.ErrTimeout) {
+			return fmt.Errorf("%w (%w)", cerr, ge)
 		}
-		return ctx.Err()
+		return cerr
 	}
 	return errs.FromStatus(err)
 }
@@ -124,7 +125,7 @@ func (c *Core) CreateActor(ctx context.Context, typeName string, opts ActorOptio
 	spec.MaxRestarts, spec.MaxTaskRetries, spec.Detached = int32(opts.MaxRestarts), int32(opts.MaxTaskRetries), opts.Detached
 	resp, err := c.head.CreateActor(ctx, &pb.CreateActorRequest{Spec: spec})
 	if err != nil {
-		if opts.GetIfExists && opts.Name != "" && status.Code(err) == codes.AlreadyExists {
+		if opts.GetIfExists && opts.Name != "" && errors.Is(errs.FromStatus(err), errs.ErrAlreadyExists) {
 			// Another creator won the race for the name.
 			return c.existingActor(ctx, typeName, opts.Name, ns)
 		}

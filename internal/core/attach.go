@@ -125,7 +125,7 @@ func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]fl
 					return
 				}
 			case <-c.ctx.Done():
-				item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
+				item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
 				return
 			}
 		}

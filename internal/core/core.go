@@ -108,8 +108,9 @@ type Core struct {
 
 var current atomic.Pointer[Core]
 
-// ErrNotInitialized is returned by every call made before runtime.Init.
-var ErrNotInitialized = errors.New("goray is not initialised: call runtime.Init(ctx) first")
+// ErrNotInitialized is returned by every call made before runtime.Init; it
+// is errs.ErrNotInitialized, which runtime re-exports.
+var ErrNotInitialized = errs.ErrNotInitialized
 
 // Stats count the failures this process recovered from, for tests and the
 // chaos test's report.
@@ -424,6 +425,9 @@ func RunWorker() {
 	c := newCore(DefaultLogger(), env.Token)
 	c.worker = true
 	c.raylet, c.headAddr, c.storeDir = env.RayletAddress, env.HeadAddress, env.StoreDir
+	// The job's namespace: a task or actor that spawns or looks up a named
+	// actor without naming a namespace uses its job's, as the driver does.
+	c.namespace = env.Namespace
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "goray worker:", err)
 		os.Exit(2)

@@ -201,7 +201,7 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 		resp, err := c.node.PullObject(ctx, &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: c.jobID[:]})
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("get object %s: %w", id, ctx.Err())
+				return nil, errs.Context(ctx.Err(), "get object "+id.String())
 			}
 			return nil, fmt.Errorf("pull object %s from node %s: %w", id, nid, errs.FromStatus(err))
 		}
@@ -292,7 +292,7 @@ func (c *Core) locate(ctx context.Context, r RefInfo) (*pb.Payload, *pb.ObjectLo
 		select {
 		case <-e.done:
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
+			return nil, nil, errs.Context(ctx.Err(), "get object "+r.ID.String())
 		}
 		return e.value, e.loc, e.err
 	}
@@ -332,7 +332,7 @@ func (c *Core) askOwner(ctx context.Context, r RefInfo, lost bool) (*pb.Payload,
 	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:], LocationLost: lost})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("get object %s: %w", r.ID, ctx.Err())
+			return nil, nil, errs.Context(ctx.Err(), "get object "+r.ID.String())
 		}
 		if status.Code(err) == codes.Unavailable {
 			return nil, nil, errs.New(errs.KindOwnerDied, "", "the owner of object %s at %s is unreachable: %v", r.ID, r.Owner, status.Convert(err).Message())
@@ -363,7 +363,7 @@ func (c *Core) WaitReady(ctx context.Context, r RefInfo) error {
 		case <-e.done:
 			return nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return errs.Context(ctx.Err(), "wait for object "+r.ID.String())
 		}
 	}
 	_, _, err := c.locate(ctx, r)

@@ -11,7 +11,6 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -80,7 +79,7 @@ func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
 
 func (s *workerServer) CreateActor(_ context.Context, req *pb.WorkerServiceCreateActorRequest) (*pb.WorkerServiceCreateActorResponse, error) {
 	if !s.c.worker {
-		return nil, status.Error(codes.FailedPrecondition, "this process is a driver: actors run in worker processes")
+		return nil, errs.New(errs.KindInvalidArgument, req.GetSpec().GetTypeName(), "this process is a driver: actors run in worker processes; ask a raylet (NodeService.CreateActor) to place it")
 	}
 	if err := s.c.host.create(req.GetSpec(), req.GetIncarnation()); err != nil {
 		return nil, errs.Status(err)

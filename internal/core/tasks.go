@@ -330,7 +330,7 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray is shutting down"))
+		item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray is shutting down"))
 		return
 	}
 	sh, ok := s.shapes[key]
@@ -493,7 +493,7 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 		s.mu.Lock()
 		if retry {
 			if s.closed {
-				item.entry.setError(errs.New(errs.KindTaskFailed, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
+				item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
 			} else {
 				// Back in submission order: a task may wait for an
 				// earlier one (a ref inside its arguments), which must
@@ -575,10 +575,10 @@ func (s *taskScheduler) requestLease(sh *shape) {
 		s.mu.Unlock()
 		err = errs.FromStatus(err)
 		if ctx.Err() != nil {
-			err = errs.New(errs.KindTaskFailed, "", "goray shut down before the task got a worker")
+			err = errs.New(errs.KindShuttingDown, "", "goray shut down before the task got a worker")
 		}
 		for _, it := range failed {
-			it.entry.setError(fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), err))
+			it.entry.setError(fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), forTask(err, it.spec.GetFunctionName())))
 		}
 		return
 	}
@@ -586,6 +586,19 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	acts := s.pump(sh)
 	s.mu.Unlock()
 	acts.run()
+}
+
+// forTask is a lease error as one task of the shape sees it: a goray error
+// names that task's function, not the function of the task that made the
+// shape (the one the lease was asked for).
+func forTask(err error, function string) error {
+	e, ok := err.(*errs.Error)
+	if !ok || e.Name == function {
+		return err
+	}
+	named := *e
+	named.Name = function
+	return &named
 }
 
 // leaseUnreachableTimeout bounds how long a lease request keeps asking
@@ -655,7 +668,7 @@ func (s *taskScheduler) close() {
 	}
 	s.mu.Unlock()
 	for _, it := range pending {
-		it.entry.setError(errs.New(errs.KindTaskFailed, it.spec.GetFunctionName(), "goray shut down before the task ran"))
+		it.entry.setError(errs.New(errs.KindShuttingDown, it.spec.GetFunctionName(), "goray shut down before the task ran"))
 	}
 	for _, w := range leases {
 		s.returnLease(w, false)

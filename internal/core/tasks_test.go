@@ -247,8 +247,8 @@ func TestSubmitterCloseFailsQueuedTasksAndReturnsLeases(t *testing.T) {
 	eventually(t, "a second lease requested", func() bool { n, _ := leases.counts(); return n == 2 })
 	s.close()
 	waitEntry(t, second)
-	if !errors.Is(second.err, errs.ErrTaskFailed) || !strings.Contains(second.err.Error(), "shut down") {
-		t.Fatalf("a task queued at close: got %v, want a task failure saying goray shut down", second.err)
+	if !errors.Is(second.err, errs.ErrShuttingDown) || !strings.Contains(second.err.Error(), "shut down") {
+		t.Fatalf("a task queued at close: got %v, want ErrShuttingDown saying goray shut down", second.err)
 	}
 	if _, ret := leases.counts(); !slices.Equal(ret, []string{"w1"}) {
 		t.Fatalf("leases returned by close: got %v, want [w1]", ret)

@@ -1,6 +1,10 @@
 package core
 
-import "context"
+import (
+	"context"
+
+	"github.com/goray/goray/internal/errs"
+)
 
 // Waitable is one ref to wait for and the core that waits for it (the
 // client gateway holds a core per namespace; a program holds one).
@@ -12,8 +16,9 @@ type Waitable struct {
 // WaitN blocks until n of refs are ready (their value or their error is
 // there) or ctx ends, and reports which: ready[i] is refs[i]'s, and at most
 // n are true, as Ray's wait reports at most num_returns. n is clamped to
-// [0, len(refs)]. When ctx ends first it returns ctx's error with the refs
-// ready at that moment. It is the one wait of objectstore.Wait and the
+// [0, len(refs)]. When ctx ends first it returns ctx's error (a passed
+// deadline as a timeout error, errs.Context) with the refs ready at that
+// moment. It is the one wait of objectstore.Wait and the
 // gateway's ClientService.Wait.
 func WaitN(ctx context.Context, refs []Waitable, n int) ([]bool, error) {
 	n = min(max(n, 0), len(refs))
@@ -58,7 +63,7 @@ func WaitN(ctx context.Context, refs []Waitable, n int) ([]bool, error) {
 				count++
 			}
 		case <-ctx.Done():
-			err = ctx.Err()
+			err = errs.Context(ctx.Err(), "wait for refs")
 		}
 	}
 	cancel()

@@ -31,6 +31,9 @@ const (
 	KindTimeout         = Kind(pb.ErrorKind_ERROR_KIND_TIMEOUT)
 	KindNotFound        = Kind(pb.ErrorKind_ERROR_KIND_NOT_FOUND)
 	KindInvalidArgument = Kind(pb.ErrorKind_ERROR_KIND_INVALID_ARGUMENT)
+	KindAlreadyExists   = Kind(pb.ErrorKind_ERROR_KIND_ALREADY_EXISTS)
+	KindShuttingDown    = Kind(pb.ErrorKind_ERROR_KIND_SHUTTING_DOWN)
+	KindJobFinished     = Kind(pb.ErrorKind_ERROR_KIND_JOB_FINISHED)
 )
 
 // Sentinels: errors.Is(err, ErrX) holds for every *Error of that kind.
@@ -45,7 +48,14 @@ var (
 	ErrTimeout         = errors.New("timeout")
 	ErrNotFound        = errors.New("not found")
 	ErrInvalidArgument = errors.New("invalid argument")
+	ErrAlreadyExists   = errors.New("already exists")
+	ErrShuttingDown    = errors.New("shutting down")
+	ErrJobFinished     = errors.New("job finished")
 )
+
+// ErrNotInitialized is returned by SDK calls made before runtime.Init or
+// after runtime.Shutdown. It never crosses a process, so it has no Kind.
+var ErrNotInitialized = errors.New("goray is not initialised: call runtime.Init(ctx) first")
 
 var sentinels = map[Kind]error{
 	KindTaskFailed:      ErrTaskFailed,
@@ -58,6 +68,9 @@ var sentinels = map[Kind]error{
 	KindTimeout:         ErrTimeout,
 	KindNotFound:        ErrNotFound,
 	KindInvalidArgument: ErrInvalidArgument,
+	KindAlreadyExists:   ErrAlreadyExists,
+	KindShuttingDown:    ErrShuttingDown,
+	KindJobFinished:     ErrJobFinished,
 }
 
 var codesByKind = map[Kind]codes.Code{
@@ -71,6 +84,25 @@ var codesByKind = map[Kind]codes.Code{
 	KindTimeout:         codes.DeadlineExceeded,
 	KindNotFound:        codes.NotFound,
 	KindInvalidArgument: codes.InvalidArgument,
+	KindAlreadyExists:   codes.AlreadyExists,
+	KindShuttingDown:    codes.Unavailable,
+	KindJobFinished:     codes.FailedPrecondition,
+}
+
+// String names the kind in words ("task failed", "actor died", ...).
+func (k Kind) String() string {
+	if s, ok := sentinels[k]; ok {
+		return s.Error()
+	}
+	return fmt.Sprintf("error kind %d", int32(k))
+}
+
+// Code is the gRPC code an error of kind k travels with.
+func (k Kind) Code() codes.Code {
+	if c, ok := codesByKind[k]; ok {
+		return c
+	}
+	return codes.Unknown
 }
 
 // Error is a goray error of one Kind.
@@ -81,6 +113,7 @@ type Error struct {
 	// Name is the registered function, actor type or method involved, if any.
 	Name string
 	// RemoteStack is the stack of the goroutine that failed in user code.
+	// Error() leaves it out, so that the message stays on one line.
 	RemoteStack string
 	// Cause is further detail, e.g. how a process exited.
 	Cause    string
@@ -94,13 +127,11 @@ func New(k Kind, name, format string, args ...any) *Error {
 	return &Error{Kind: k, Name: name, Message: fmt.Sprintf(format, args...)}
 }
 
+// Error is the one-line message: kind, name, message, cause and pid. The
+// remote stack, when there is one, is only in RemoteStack.
 func (e *Error) Error() string {
 	var b strings.Builder
-	if s, ok := sentinels[e.Kind]; ok {
-		b.WriteString(s.Error())
-	} else {
-		b.WriteString("goray error")
-	}
+	b.WriteString(e.Kind.String())
 	if e.Name != "" {
 		fmt.Fprintf(&b, " (%s)", e.Name)
 	}
@@ -114,11 +145,17 @@ func (e *Error) Error() string {
 	if e.PID != 0 {
 		fmt.Fprintf(&b, " [pid %d]", e.PID)
 	}
-	if e.RemoteStack != "" {
-		b.WriteString("\n\nremote stack:\n")
-		b.WriteString(strings.TrimRight(e.RemoteStack, "\n"))
-	}
 	return b.String()
+}
+
+// GRPCStatus is e as a gRPC status whose details hold e.Proto(), so that
+// status.Code and status.FromError see e's code wherever e is returned.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(e.Kind.Code(), e.Error())
+	if withDetails, err := st.WithDetails(e.Proto()); err == nil {
+		st = withDetails
+	}
+	return st
 }
 
 // Is makes errors.Is(err, ErrX) hold for the sentinel of e's kind, and
@@ -191,22 +228,15 @@ func Status(err error) error {
 		}
 		e = FromProto(ToProto(err))
 	}
-	code, ok := codesByKind[e.Kind]
-	if !ok {
-		code = codes.Unknown
-	}
-	st := status.New(code, e.Error())
-	if withDetails, derr := st.WithDetails(e.Proto()); derr == nil {
-		st = withDetails
-	}
-	return st.Err()
+	return e.GRPCStatus().Err()
 }
 
 // FromStatus turns an error returned by a gRPC call back into an *Error when
-// the server sent one; otherwise it returns err unchanged.
+// the server sent one; otherwise (and when err already holds an *Error) it
+// returns err unchanged.
 func FromStatus(err error) error {
-	if err == nil {
-		return nil
+	if err == nil || errors.As(err, new(*Error)) {
+		return err
 	}
 	st, ok := status.FromError(err)
 	if !ok {
@@ -218,4 +248,15 @@ func FromStatus(err error) error {
 		}
 	}
 	return err
+}
+
+// Context is a context's error as goray reports it: a passed deadline
+// becomes a KindTimeout *Error, which matches both ErrTimeout and
+// context.DeadlineExceeded; any other error (context.Canceled) is returned
+// unchanged. what names the call that waited, e.g. "get object 01ab…".
+func Context(err error, what string) error {
+	if err == nil || errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return New(KindTimeout, "", "%s: the context's deadline passed before it finished (%v)", what, err)
 }

@@ -127,7 +127,7 @@ func (g *Gateway) namespace(ctx context.Context, name string) (*namespace, error
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
-		return nil, status.Error(codes.Unavailable, "the gateway is shutting down")
+		return nil, errs.New(errs.KindShuttingDown, "", "the gateway is shutting down")
 	}
 	n := g.ns[name]
 	if n != nil && time.Since(n.checked) < deploymentTTL {

@@ -62,7 +62,7 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 		if ready {
 			return &pb.NodeServiceCreateActorResponse{WorkerId: w.id[:], WorkerAddress: w.addr}, nil
 		}
-		return nil, status.Errorf(codes.AlreadyExists, "CreateActor: actor %s is already being created on node %s", actorID, r.nodeID)
+		return nil, errs.New(errs.KindAlreadyExists, "", "CreateActor: actor %s is already being created on node %s", actorID, r.nodeID)
 	}
 	j := r.jobLocked(jobID)
 	finished := j.finished
@@ -160,7 +160,7 @@ func (r *Raylet) placeActor(j *job, id ids.ActorID, res sched.Resources, pg *act
 		return nil, false, errJobFinished(j.id)
 	}
 	if r.actors[id] != nil {
-		return nil, false, status.Errorf(codes.AlreadyExists, "CreateActor: actor %s is already being created on node %s", id, r.nodeID)
+		return nil, false, errs.New(errs.KindAlreadyExists, "", "CreateActor: actor %s is already being created on node %s", id, r.nodeID)
 	}
 	if !res.FitsIn(r.total) {
 		return nil, false, errs.New(errs.KindInfeasible, "", "CreateActor: node %s no longer has %s: the placement group bundle was returned (the group was removed)", r.nodeID, lacks(res, r.total))

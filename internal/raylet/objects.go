@@ -301,7 +301,7 @@ func (r *Raylet) pullStream(ctx context.Context, client pb.ObjectTransferService
 
 // transferErr keeps typed errors from the holder; others are retriable.
 func transferErr(err error) error {
-	if e := errs.FromStatus(err); e != err {
+	if e := errs.FromStatus(err); errors.As(e, new(*errs.Error)) {
 		return e
 	}
 	switch status.Code(err) {

@@ -218,8 +218,8 @@ func TestWorkerProcesses(t *testing.T) {
 			}
 		}
 		_, err := client.RequestWorkerLease(callCtx(t), &pb.RequestWorkerLeaseRequest{JobId: job[:]})
-		if err := errs.FromStatus(err); !errors.Is(err, errs.ErrNotFound) {
-			t.Errorf("lease for a finished job: got %v, want ErrNotFound", err)
+		if err := errs.FromStatus(err); !errors.Is(err, errs.ErrJobFinished) {
+			t.Errorf("lease for a finished job: got %v, want ErrJobFinished", err)
 		}
 	})
 }

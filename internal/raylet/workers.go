@@ -43,9 +43,12 @@ func (k workerKind) String() string {
 
 // job is this node's state of one job.
 type job struct {
-	id       ids.JobID
-	binPath  string // verified executable, once fetched
-	finished bool
+	id      ids.JobID
+	binPath string // verified executable, once fetched
+	// namespace is the job's namespace, set with binPath from the head's job
+	// table; its workers get it in their environment.
+	namespace string
+	finished  bool
 	// finishDone is closed when the finish-job cleanup is complete.
 	finishDone chan struct{}
 	workers    map[ids.WorkerID]*worker
@@ -132,7 +135,7 @@ func (r *Raylet) jobLocked(id ids.JobID) *job {
 }
 
 func errJobFinished(id ids.JobID) error {
-	return errs.New(errs.KindNotFound, "", "job %s has finished: no new work runs for it", id)
+	return errs.New(errs.KindJobFinished, "", "job %s has finished: no new work runs for it", id)
 }
 
 // newWorkerLocked adds a worker entry that launch will start.
@@ -186,6 +189,9 @@ func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 		StoreDir:      r.storeDir,
 		ListenHost:    host,
 	}
+	r.mu.Lock()
+	env.Namespace = w.job.namespace
+	r.mu.Unlock()
 	stdout := newLineWriter(r.cfg.Stdout, &r.outMu)
 	stderr := newLineWriter(r.cfg.Stderr, &r.outMu)
 
@@ -501,7 +507,7 @@ func (r *Raylet) ensureBinary(ctx context.Context, j *job) (string, error) {
 			return "", err
 		}
 		r.mu.Lock()
-		j.binPath = path
+		j.binPath, j.namespace = path, info.GetNamespace()
 		r.mu.Unlock()
 		return path, nil
 	})

@@ -107,14 +107,18 @@ func ResolveToken(opt, addr string) string {
 	return ""
 }
 
-// ServerOptions are the options of every goray gRPC server. With a non-empty
-// token every RPC must carry it, or it fails with UNAUTHENTICATED.
+// ServerOptions are the options of every goray gRPC server. A handler's
+// *errs.Error goes out as a status with details. With a non-empty token every
+// RPC must carry it, or it fails with UNAUTHENTICATED.
 func ServerOptions(token string) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		// Outermost, so it sees every handler's error (errors.go).
+		grpc.ChainUnaryInterceptor(unaryServerErrors),
+		grpc.ChainStreamInterceptor(streamServerErrors),
 	}
 	if token != "" {
 		opts = append(opts,
@@ -156,8 +160,9 @@ func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]s
 
 func (tokenCreds) RequireTransportSecurity() bool { return false }
 
-// DialOptions are the options of every goray gRPC client; a non-empty token is
-// sent with every RPC.
+// DialOptions are the options of every goray gRPC client: a status that
+// carries a goray error comes back as that *errs.Error, and a non-empty
+// token is sent with every RPC.
 func DialOptions(token string) []grpc.DialOption {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -169,6 +174,8 @@ func DialOptions(token string) []grpc.DialOption {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second,
 		}, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithChainUnaryInterceptor(unaryClientErrors),
+		grpc.WithChainStreamInterceptor(streamClientErrors),
 	}
 	if token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(token)))

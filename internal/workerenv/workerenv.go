@@ -29,6 +29,9 @@ const (
 	EnvStoreDir = "GORAY_STORE_DIR"
 	// EnvListenHost is the host the worker's server listens on.
 	EnvListenHost = "GORAY_LISTEN_HOST"
+	// EnvNamespace is the job's namespace, where the worker's named-actor
+	// lookups (actor.Get) and named spawns go unless they name another.
+	EnvNamespace = "GORAY_JOB_NAMESPACE"
 )
 
 // Env is a worker's view of its environment.
@@ -36,6 +39,9 @@ type Env struct {
 	RayletAddress, HeadAddress, Token string
 	JobID, WorkerID, NodeID           string
 	StoreDir, ListenHost              string
+	// Namespace is the job's namespace ("" for an old raylet that does not
+	// set it).
+	Namespace string
 }
 
 // IsWorker reports whether this process was started by a raylet as a worker.
@@ -52,6 +58,7 @@ func Read() (Env, error) {
 		NodeID:        os.Getenv(EnvNodeID),
 		StoreDir:      os.Getenv(EnvStoreDir),
 		ListenHost:    os.Getenv(EnvListenHost),
+		Namespace:     os.Getenv(EnvNamespace),
 	}
 	if e.ListenHost == "" {
 		e.ListenHost = "127.0.0.1"
@@ -76,5 +83,6 @@ func (e Env) Vars() []string {
 		EnvNodeID + "=" + e.NodeID,
 		EnvStoreDir + "=" + e.StoreDir,
 		EnvListenHost + "=" + e.ListenHost,
+		EnvNamespace + "=" + e.Namespace,
 	}
 }

@@ -106,6 +106,12 @@ const (
 	ErrorKind_ERROR_KIND_NOT_FOUND ErrorKind = 9
 	// An argument could not be decoded into the type the callee expects.
 	ErrorKind_ERROR_KIND_INVALID_ARGUMENT ErrorKind = 10
+	// Something of that name already exists, e.g. a named actor in its namespace.
+	ErrorKind_ERROR_KIND_ALREADY_EXISTS ErrorKind = 11
+	// goray, or the process or server that was asked, is shutting down.
+	ErrorKind_ERROR_KIND_SHUTTING_DOWN ErrorKind = 12
+	// The job has finished: no new work runs for it.
+	ErrorKind_ERROR_KIND_JOB_FINISHED ErrorKind = 13
 )
 
 // Enum value maps for ErrorKind.
@@ -122,6 +128,9 @@ var (
 		8:  "ERROR_KIND_TIMEOUT",
 		9:  "ERROR_KIND_NOT_FOUND",
 		10: "ERROR_KIND_INVALID_ARGUMENT",
+		11: "ERROR_KIND_ALREADY_EXISTS",
+		12: "ERROR_KIND_SHUTTING_DOWN",
+		13: "ERROR_KIND_JOB_FINISHED",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_KIND_UNSPECIFIED":      0,
@@ -135,6 +144,9 @@ var (
 		"ERROR_KIND_TIMEOUT":          8,
 		"ERROR_KIND_NOT_FOUND":        9,
 		"ERROR_KIND_INVALID_ARGUMENT": 10,
+		"ERROR_KIND_ALREADY_EXISTS":   11,
+		"ERROR_KIND_SHUTTING_DOWN":    12,
+		"ERROR_KIND_JOB_FINISHED":     13,
 	}
 )
 
@@ -902,7 +914,7 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\fENCODING_RAW\x10\x01\x12\x15\n" +
 	"\x11ENCODING_PROTOBUF\x10\x02\x12\x14\n" +
 	"\x10ENCODING_MSGPACK\x10\x03\x12\x11\n" +
-	"\rENCODING_JSON\x10\x04*\xbc\x02\n" +
+	"\rENCODING_JSON\x10\x04*\x96\x03\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_KIND_TASK_FAILED\x10\x01\x12\x19\n" +
@@ -915,7 +927,10 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\x12ERROR_KIND_TIMEOUT\x10\b\x12\x18\n" +
 	"\x14ERROR_KIND_NOT_FOUND\x10\t\x12\x1f\n" +
 	"\x1bERROR_KIND_INVALID_ARGUMENT\x10\n" +
-	"B/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\x12\x1d\n" +
+	"\x19ERROR_KIND_ALREADY_EXISTS\x10\v\x12\x1c\n" +
+	"\x18ERROR_KIND_SHUTTING_DOWN\x10\f\x12\x1b\n" +
+	"\x17ERROR_KIND_JOB_FINISHED\x10\rB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_common_proto_rawDescOnce sync.Once
