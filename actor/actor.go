@@ -59,64 +59,77 @@ func (h Handle[T]) ID() string {
 	return h.h.ID.String()
 }
 
-// Option configures Spawn and Get.
-type Option func(*core.ActorOptions)
+// Option configures Spawn, SpawnName and Get. Options are opaque: make them
+// with the WithX functions of this package, or with the options actors share
+// with tasks (runtime.WithDemand, runtime.WithStrategy, runtime.WithFailFast),
+// which are Options too.
+type Option interface{ actorOption }
+
+type actorOption = core.ActorOption
+
+// opt makes an Option from a function that sets actor options.
+func opt(f func(*core.ActorOptions)) Option { return core.ActorOptionFunc(f) }
 
 // WithName names the actor, unique within its namespace, so others can find
-// it with Get. Default: unnamed.
-func WithName(name string) Option { return func(o *core.ActorOptions) { o.Name = name } }
+// it with Get. Default: unnamed (so is the empty name).
+func WithName(name string) Option { return opt(func(o *core.ActorOptions) { o.Name = name }) }
 
 // WithNamespace sets the namespace of the actor's name. Default: the driver's
 // (runtime.WithNamespace, "default" unless set).
-func WithNamespace(ns string) Option { return func(o *core.ActorOptions) { o.Namespace = ns } }
+func WithNamespace(ns string) Option { return opt(func(o *core.ActorOptions) { o.Namespace = ns }) }
 
-// WithResources sets the resources the actor holds while it lives, e.g.
-// {"CPU": 1, "gpu": 1}, and so which nodes can host it. Default: it needs a
-// node with 1 CPU and holds nothing (Ray's default).
-func WithResources(r map[string]float64) Option {
-	return func(o *core.ActorOptions) { o.Resources = r }
-}
+// WithResources is runtime.WithDemand, kept under the name actors used
+// before the option was shared with tasks: the resources the actor holds
+// while it lives, e.g. {"CPU": 1, "GPU": 1}, and so which nodes can host it.
+// Default: it needs a node with 1 CPU and holds nothing (Ray's default).
+func WithResources(r map[string]float64) runtime.SchedulingOption { return runtime.WithDemand(r) }
 
-// WithStrategy says where the actor may be placed (runtime.SpreadStrategy,
-// runtime.NodeAffinity, a placement group's Bundle). Default: Ray's hybrid
-// policy.
-func WithStrategy(s runtime.Strategy) Option {
-	return func(o *core.ActorOptions) { o.Strategy = s.Proto() }
-}
+// WithStrategy is runtime.WithStrategy: where the actor may be placed
+// (runtime.SpreadStrategy, runtime.NodeAffinity, a placement group's
+// Bundle). Default: Ray's hybrid policy.
+func WithStrategy(s runtime.Strategy) runtime.SchedulingOption { return runtime.WithStrategy(s) }
 
-// WithFailFast makes Spawn fail at once with runtime.ErrInfeasible when no
-// node can ever fit the actor. Default: the actor waits — logged, and listed
-// as infeasible by the state API — until a node that fits joins.
-func WithFailFast() Option { return func(o *core.ActorOptions) { o.FailFast = true } }
+// WithFailFast is runtime.WithFailFast: Spawn fails at once with
+// runtime.ErrInfeasible when no node can ever fit the actor. Default: the
+// actor waits — logged, and listed as infeasible by the state API — until a
+// node that fits joins.
+func WithFailFast() runtime.SchedulingOption { return runtime.WithFailFast() }
 
 // WithGetIfExists makes Spawn with WithName return the live actor of that
-// name when there is one (of the same type), instead of failing.
-func WithGetIfExists() Option { return func(o *core.ActorOptions) { o.GetIfExists = true } }
+// name when there is one (of the same type), instead of failing. Default:
+// a taken name fails Spawn.
+func WithGetIfExists() Option { return opt(func(o *core.ActorOptions) { o.GetIfExists = true }) }
 
 // WithMaxRestarts sets how often the actor is started again, on a live
-// node, when its worker process or node dies: -1 without limit. Default 0:
-// it is dead for good. A restarted actor starts from its constructor.
-func WithMaxRestarts(n int) Option { return func(o *core.ActorOptions) { o.MaxRestarts = n } }
+// node, when its worker process or node dies: n ≥ 0, or -1 without limit.
+// Default 0: it is dead for good. A restarted actor starts from its
+// constructor.
+func WithMaxRestarts(n int) Option { return opt(func(o *core.ActorOptions) { o.MaxRestarts = n }) }
 
 // WithMaxTaskRetries sets how often a call that was in flight when the actor
-// died is sent again to its next incarnation: -1 without limit. Default 0:
-// such a call fails with runtime.ErrWorkerCrashed (at-most-once); above 0 a
-// call may run more than once (at-least-once). Calls made while the actor
-// restarts wait for it either way.
-func WithMaxTaskRetries(n int) Option { return func(o *core.ActorOptions) { o.MaxTaskRetries = n } }
+// died is sent again to its next incarnation: n ≥ 0, or -1 without limit.
+// Default 0: such a call fails with runtime.ErrWorkerCrashed (at-most-once);
+// above 0 a call may run more than once (at-least-once). Calls made while
+// the actor restarts wait for it either way.
+func WithMaxTaskRetries(n int) Option {
+	return opt(func(o *core.ActorOptions) { o.MaxTaskRetries = n })
+}
 
 // WithDetached lets the actor outlive the job that made it: it lives until
 // actor.Kill. Give it a name (WithName) so that others can find it.
-func WithDetached() Option { return func(o *core.ActorOptions) { o.Detached = true } }
+// Default: the actor dies with its driver's job.
+func WithDetached() Option { return opt(func(o *core.ActorOptions) { o.Detached = true }) }
 
 // WithMaxConcurrency lets up to n calls run at once (still started in
-// order). Default 1.
-func WithMaxConcurrency(n int) Option { return func(o *core.ActorOptions) { o.MaxConcurrency = n } }
+// order). Default 1; n below 1 counts as 1.
+func WithMaxConcurrency(n int) Option {
+	return opt(func(o *core.ActorOptions) { o.MaxConcurrency = n })
+}
 
 func options(opts []Option) core.ActorOptions {
 	var o core.ActorOptions
 	for _, opt := range opts {
-		opt(&o)
+		opt.ApplyActor(&o)
 	}
 	return o
 }
