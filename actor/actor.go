@@ -29,9 +29,7 @@ import (
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
-	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/objectstore"
-	pb "github.com/goray/goray/proto/goray/v1"
 	"github.com/goray/goray/runtime"
 )
 
@@ -48,7 +46,10 @@ func Register[T any](name string, newFn func() *T) Type[T] {
 // Name is the registered name.
 func (t Type[T]) Name() string { return t.t.Name }
 
-// Handle is a reference to a live actor of type T.
+// Handle is a reference to a live actor of type T, as Spawn and Get return
+// it. Call the actor's methods with the Remote method of the Caller that
+// MethodN registered (or with CallName), and stop it with Kill. The zero
+// Handle names no actor: calls on it fail with runtime.ErrInvalidArgument.
 type Handle[T any] struct{ h *core.ActorHandle }
 
 // ID is the actor's ID in hex.
@@ -178,21 +179,20 @@ func Kill[T any](ctx context.Context, h Handle[T]) error {
 	return c.KillActor(ctx, h.h)
 }
 
-func call[R, T any](ctx context.Context, h Handle[T], method string, args ...core.AnyArg) objectstore.Ref[R] {
+// refOf is r as the public ref type.
+func refOf[R any](r core.Ref) objectstore.Ref[R] { return core.PublicRef[objectstore.Ref[R]](r) }
+
+// call calls method on h with typed arguments (objectstore.Arg values).
+func call[R, T any](ctx context.Context, h Handle[T], method string, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
-	wire := make([]*pb.Arg, len(args))
-	for i, a := range args {
-		if a == nil {
-			return core.MakeRef[R](c.FailedRef(errs.New(errs.KindInvalidArgument, method, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, method)))
-		}
-		if wire[i], err = a.GorayArg(ctx, c); err != nil {
-			return core.MakeRef[R](c.FailedRef(err))
-		}
+	wire, err := c.TypedArgs(ctx, method, args)
+	if err != nil {
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.CallActor(ctx, h.h, method, wire))
+	return refOf[R](core.RefOf(c.CallActor(ctx, h.h, method, wire)))
 }
 
 // CallName calls the method registered under method with untyped arguments
@@ -202,13 +202,13 @@ func call[R, T any](ctx context.Context, h Handle[T], method string, args ...cor
 func CallName[R, T any](ctx context.Context, h Handle[T], method string, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
 	wire, err := c.BuildArgs(ctx, args...)
 	if err != nil {
-		return core.MakeRef[R](c.FailedRef(err))
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.CallActor(ctx, h.h, method, wire))
+	return refOf[R](core.RefOf(c.CallActor(ctx, h.h, method, wire)))
 }
 
 func as[T any](v any) T {

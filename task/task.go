@@ -20,9 +20,7 @@ import (
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
-	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/objectstore"
-	pb "github.com/goray/goray/proto/goray/v1"
 	"github.com/goray/goray/runtime"
 )
 
@@ -74,25 +72,25 @@ func register(name string, types []reflect.Type, call func(context.Context, []an
 	core.RegisterFn(&core.Fn{Name: name, ArgTypes: types, Call: call})
 }
 
-func submit[R any](ctx context.Context, name string, opts []Option, args ...core.AnyArg) objectstore.Ref[R] {
+// refOf is r as the public ref type.
+func refOf[R any](r core.Ref) objectstore.Ref[R] { return core.PublicRef[objectstore.Ref[R]](r) }
+
+// submit submits the function name with typed arguments (objectstore.Arg
+// values).
+func submit[R any](ctx context.Context, name string, opts []Option, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
 	var o core.TaskOptions
 	for _, opt := range opts {
 		opt.ApplyTask(&o)
 	}
-	wire := make([]*pb.Arg, len(args))
-	for i, a := range args {
-		if a == nil {
-			return core.MakeRef[R](c.FailedRef(errs.New(errs.KindInvalidArgument, name, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, name)))
-		}
-		if wire[i], err = a.GorayArg(ctx, c); err != nil {
-			return core.MakeRef[R](c.FailedRef(err))
-		}
+	wire, err := c.TypedArgs(ctx, name, args)
+	if err != nil {
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.SubmitTask(ctx, name, wire, o))
+	return refOf[R](core.RefOf(c.SubmitTask(ctx, name, wire, o)))
 }
 
 // Func0 is a registered function of no arguments.
@@ -176,11 +174,11 @@ func (f Func3[A, B, C, R]) Name() string { return f.name }
 func CallName[R any](ctx context.Context, name string, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
 	wire, err := c.BuildArgs(ctx, args...)
 	if err != nil {
-		return core.MakeRef[R](c.FailedRef(err))
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.SubmitTask(ctx, name, wire, core.TaskOptions{}))
+	return refOf[R](core.RefOf(c.SubmitTask(ctx, name, wire, core.TaskOptions{})))
 }
