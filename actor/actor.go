@@ -102,16 +102,16 @@ func WithFailFast() runtime.SchedulingOption { return runtime.WithFailFast() }
 func WithGetIfExists() Option { return opt(func(o *core.ActorOptions) { o.GetIfExists = true }) }
 
 // WithMaxRestarts sets how often the actor is started again, on a live
-// node, when its worker process or node dies: n ≥ 0, or -1 without limit.
-// Default 0: it is dead for good. A restarted actor starts from its
-// constructor.
+// node, when its worker process or node dies: n ≥ 0, or -1 (any negative n)
+// without limit. Default 0: it is dead for good. A restarted actor starts
+// from its constructor.
 func WithMaxRestarts(n int) Option { return opt(func(o *core.ActorOptions) { o.MaxRestarts = n }) }
 
 // WithMaxTaskRetries sets how often a call that was in flight when the actor
-// died is sent again to its next incarnation: n ≥ 0, or -1 without limit.
-// Default 0: such a call fails with runtime.ErrWorkerCrashed (at-most-once);
-// above 0 a call may run more than once (at-least-once). Calls made while
-// the actor restarts wait for it either way.
+// died is sent again to its next incarnation: n ≥ 0, or -1 (any negative n)
+// without limit. Default 0: such a call fails with runtime.ErrWorkerCrashed
+// (at-most-once); above 0 a call may run more than once (at-least-once).
+// Calls made while the actor restarts wait for it either way.
 func WithMaxTaskRetries(n int) Option {
 	return opt(func(o *core.ActorOptions) { o.MaxTaskRetries = n })
 }

@@ -52,9 +52,9 @@ func WithStrategy(s runtime.Strategy) runtime.SchedulingOption { return runtime.
 func WithFailFast() runtime.SchedulingOption { return runtime.WithFailFast() }
 
 // WithMaxRetries sets how often the task runs again when its worker process
-// or node dies (a system failure): n ≥ 0, or -1 without limit. Default 3, as
-// Ray's. Retries go to a live node. Results are also rebuilt within this
-// budget when their only copy is lost with a node.
+// or node dies (a system failure): n ≥ 0, or -1 (any negative n) without
+// limit. Default 3, as Ray's. Retries go to a live node. Results are also
+// rebuilt within this budget when their only copy is lost with a node.
 func WithMaxRetries(n int) Option { return opt(func(o *core.TaskOptions) { o.MaxRetries = &n }) }
 
 // WithRetryExceptions retries the task when it returns an error or panics
