@@ -39,11 +39,11 @@ type (
 // WithDemand sets the resources an actor or task asks for, e.g.
 // {"CPU": 2, "GPU": 1}: only a node whose total resources hold every amount
 // can run it. Amounts must be finite and not negative; names are
-// case-sensitive. With a placement group's Bundle strategy
-// the amounts are taken from the bundle's reservation. Default for a task: {"CPU": 1}, held while
-// it runs. Default for an actor: it needs a node with 1 CPU to be placed and
-// holds nothing while it lives (Ray's default); with WithDemand it holds what
-// it asks for as long as it lives.
+// case-sensitive. With a placement group's Bundle as the strategy, the
+// amounts come out of that bundle's reservation. Default for a task:
+// {"CPU": 1}, held while it runs. Default for an actor: it needs a node with
+// 1 CPU to be placed and holds nothing while it lives (Ray's default); with
+// WithDemand it holds what it asks for as long as it lives.
 //
 // It is named apart from WithResources, the Init option that says what the
 // embedded node offers: WithDemand is what work asks for.
@@ -59,8 +59,9 @@ func WithStrategy(s Strategy) SchedulingOption {
 }
 
 // WithFailFast makes actor.Spawn, or a task's ref, fail at once with
-// ErrInfeasible when no node can ever fit the actor or task. Default: it waits — logged,
-// and listed as infeasible by ClusterState — until a node that fits joins.
+// ErrInfeasible when no node can ever fit the actor or task. Default: it
+// waits — logged, and listed as infeasible by ClusterState — until a node
+// that fits joins.
 func WithFailFast() SchedulingOption {
 	return core.PlacementOption(func(p *core.Placement) { p.FailFast = true })
 }
