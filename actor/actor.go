@@ -29,9 +29,7 @@ import (
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
-	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/objectstore"
-	pb "github.com/goray/goray/proto/goray/v1"
 	"github.com/goray/goray/runtime"
 )
 
@@ -48,7 +46,10 @@ func Register[T any](name string, newFn func() *T) Type[T] {
 // Name is the registered name.
 func (t Type[T]) Name() string { return t.t.Name }
 
-// Handle is a reference to a live actor of type T.
+// Handle is a reference to a live actor of type T, as Spawn and Get return
+// it. Call the actor's methods with the Remote method of the Caller that
+// MethodN registered (or with CallName), and stop it with Kill. The zero
+// Handle names no actor: calls on it fail with runtime.ErrInvalidArgument.
 type Handle[T any] struct{ h *core.ActorHandle }
 
 // ID is the actor's ID in hex.
@@ -59,64 +60,77 @@ func (h Handle[T]) ID() string {
 	return h.h.ID.String()
 }
 
-// Option configures Spawn and Get.
-type Option func(*core.ActorOptions)
+// Option configures Spawn, SpawnName and Get. Options are opaque: make them
+// with the WithX functions of this package, or with the options actors share
+// with tasks (runtime.WithDemand, runtime.WithStrategy, runtime.WithFailFast),
+// which are Options too.
+type Option interface{ actorOption }
+
+type actorOption = core.ActorOption
+
+// opt makes an Option from a function that sets actor options.
+func opt(f func(*core.ActorOptions)) Option { return core.ActorOptionFunc(f) }
 
 // WithName names the actor, unique within its namespace, so others can find
-// it with Get. Default: unnamed.
-func WithName(name string) Option { return func(o *core.ActorOptions) { o.Name = name } }
+// it with Get. Default: unnamed (so is the empty name).
+func WithName(name string) Option { return opt(func(o *core.ActorOptions) { o.Name = name }) }
 
 // WithNamespace sets the namespace of the actor's name. Default: the driver's
 // (runtime.WithNamespace, "default" unless set).
-func WithNamespace(ns string) Option { return func(o *core.ActorOptions) { o.Namespace = ns } }
+func WithNamespace(ns string) Option { return opt(func(o *core.ActorOptions) { o.Namespace = ns }) }
 
-// WithResources sets the resources the actor holds while it lives, e.g.
-// {"CPU": 1, "gpu": 1}, and so which nodes can host it. Default: it needs a
-// node with 1 CPU and holds nothing (Ray's default).
-func WithResources(r map[string]float64) Option {
-	return func(o *core.ActorOptions) { o.Resources = r }
-}
+// WithResources is runtime.WithDemand, kept under the name actors used
+// before the option was shared with tasks: the resources the actor holds
+// while it lives, e.g. {"CPU": 1, "GPU": 1}, and so which nodes can host it.
+// Default: it needs a node with 1 CPU and holds nothing (Ray's default).
+func WithResources(r map[string]float64) runtime.SchedulingOption { return runtime.WithDemand(r) }
 
-// WithStrategy says where the actor may be placed (runtime.SpreadStrategy,
-// runtime.NodeAffinity, a placement group's Bundle). Default: Ray's hybrid
-// policy.
-func WithStrategy(s runtime.Strategy) Option {
-	return func(o *core.ActorOptions) { o.Strategy = s.Proto() }
-}
+// WithStrategy is runtime.WithStrategy: where the actor may be placed
+// (runtime.SpreadStrategy, runtime.NodeAffinity, a placement group's
+// Bundle). Default: Ray's hybrid policy.
+func WithStrategy(s runtime.Strategy) runtime.SchedulingOption { return runtime.WithStrategy(s) }
 
-// WithFailFast makes Spawn fail at once with runtime.ErrInfeasible when no
-// node can ever fit the actor. Default: the actor waits — logged, and listed
-// as infeasible by the state API — until a node that fits joins.
-func WithFailFast() Option { return func(o *core.ActorOptions) { o.FailFast = true } }
+// WithFailFast is runtime.WithFailFast: Spawn fails at once with
+// runtime.ErrInfeasible when no node can ever fit the actor. Default: the
+// actor waits — logged, and listed as infeasible by the state API — until a
+// node that fits joins.
+func WithFailFast() runtime.SchedulingOption { return runtime.WithFailFast() }
 
 // WithGetIfExists makes Spawn with WithName return the live actor of that
-// name when there is one (of the same type), instead of failing.
-func WithGetIfExists() Option { return func(o *core.ActorOptions) { o.GetIfExists = true } }
+// name when there is one (of the same type), instead of failing. Default:
+// a taken name fails Spawn.
+func WithGetIfExists() Option { return opt(func(o *core.ActorOptions) { o.GetIfExists = true }) }
 
 // WithMaxRestarts sets how often the actor is started again, on a live
-// node, when its worker process or node dies: -1 without limit. Default 0:
-// it is dead for good. A restarted actor starts from its constructor.
-func WithMaxRestarts(n int) Option { return func(o *core.ActorOptions) { o.MaxRestarts = n } }
+// node, when its worker process or node dies: n ≥ 0, or -1 (any negative n)
+// without limit. Default 0: it is dead for good. A restarted actor starts
+// from its constructor.
+func WithMaxRestarts(n int) Option { return opt(func(o *core.ActorOptions) { o.MaxRestarts = n }) }
 
 // WithMaxTaskRetries sets how often a call that was in flight when the actor
-// died is sent again to its next incarnation: -1 without limit. Default 0:
-// such a call fails with runtime.ErrWorkerCrashed (at-most-once); above 0 a
-// call may run more than once (at-least-once). Calls made while the actor
-// restarts wait for it either way.
-func WithMaxTaskRetries(n int) Option { return func(o *core.ActorOptions) { o.MaxTaskRetries = n } }
+// died is sent again to its next incarnation: n ≥ 0, or -1 (any negative n)
+// without limit. Default 0: such a call fails with runtime.ErrWorkerCrashed
+// (at-most-once); above 0 a call may run more than once (at-least-once).
+// Calls made while the actor restarts wait for it either way.
+func WithMaxTaskRetries(n int) Option {
+	return opt(func(o *core.ActorOptions) { o.MaxTaskRetries = n })
+}
 
 // WithDetached lets the actor outlive the job that made it: it lives until
 // actor.Kill. Give it a name (WithName) so that others can find it.
-func WithDetached() Option { return func(o *core.ActorOptions) { o.Detached = true } }
+// Default: the actor dies with its driver's job.
+func WithDetached() Option { return opt(func(o *core.ActorOptions) { o.Detached = true }) }
 
 // WithMaxConcurrency lets up to n calls run at once (still started in
-// order). Default 1.
-func WithMaxConcurrency(n int) Option { return func(o *core.ActorOptions) { o.MaxConcurrency = n } }
+// order). Default 1; n below 1 counts as 1.
+func WithMaxConcurrency(n int) Option {
+	return opt(func(o *core.ActorOptions) { o.MaxConcurrency = n })
+}
 
 func options(opts []Option) core.ActorOptions {
 	var o core.ActorOptions
 	for _, opt := range opts {
-		opt(&o)
+		opt.ApplyActor(&o)
 	}
 	return o
 }
@@ -165,21 +179,20 @@ func Kill[T any](ctx context.Context, h Handle[T]) error {
 	return c.KillActor(ctx, h.h)
 }
 
-func call[R, T any](ctx context.Context, h Handle[T], method string, args ...core.AnyArg) objectstore.Ref[R] {
+// refOf is r as the public ref type.
+func refOf[R any](r core.Ref) objectstore.Ref[R] { return core.PublicRef[objectstore.Ref[R]](r) }
+
+// call calls method on h with typed arguments (objectstore.Arg values).
+func call[R, T any](ctx context.Context, h Handle[T], method string, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
-	wire := make([]*pb.Arg, len(args))
-	for i, a := range args {
-		if a == nil {
-			return core.MakeRef[R](c.FailedRef(errs.New(errs.KindInvalidArgument, method, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, method)))
-		}
-		if wire[i], err = a.GorayArg(ctx, c); err != nil {
-			return core.MakeRef[R](c.FailedRef(err))
-		}
+	wire, err := c.TypedArgs(ctx, method, args)
+	if err != nil {
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.CallActor(ctx, h.h, method, wire))
+	return refOf[R](core.RefOf(c.CallActor(ctx, h.h, method, wire)))
 }
 
 // CallName calls the method registered under method with untyped arguments
@@ -189,13 +202,13 @@ func call[R, T any](ctx context.Context, h Handle[T], method string, args ...cor
 func CallName[R, T any](ctx context.Context, h Handle[T], method string, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
 	wire, err := c.BuildArgs(ctx, args...)
 	if err != nil {
-		return core.MakeRef[R](c.FailedRef(err))
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.CallActor(ctx, h.h, method, wire))
+	return refOf[R](core.RefOf(c.CallActor(ctx, h.h, method, wire)))
 }
 
 func as[T any](v any) T {

@@ -14,15 +14,52 @@ import (
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// Ref is a typed reference to an object. Get(ctx) returns its value; a Ref
-// passed as an argument to a remote call reaches the callee as its value.
-type Ref[T any] = core.Ref[T]
+// Ref is a typed reference to an object: the result of a remote call, or a
+// value stored with Put. The process that made it owns the object. A Ref
+// passed as an argument of a remote call (an Arg) reaches the callee as its
+// value, and the call runs once the value exists. The zero Ref names no
+// object: its Get fails.
+type Ref[T any] struct{ r core.Ref }
 
-// Arg is an argument of type T for a typed remote call: Val(v) or a Ref[T].
-type Arg[T any] = core.Arg[T]
+// Get blocks until the object is ready, or ctx ends, and returns its value.
+// An error of the call that makes the object is returned as it is: test it
+// with errors.Is against the runtime.ErrX sentinels. A value that does not
+// decode as a T fails with runtime.ErrInvalidArgument.
+func (r Ref[T]) Get(ctx context.Context) (T, error) { return core.Get[T](ctx, r.r) }
+
+// ID is the object's ID in hex: all zeros for the zero Ref and for a ref
+// whose call could not even be made.
+func (r Ref[T]) ID() string { return r.r.ID() }
+
+func (r *Ref[T]) set(c core.Ref)        { r.r = c }
+func (r Ref[T]) coreArg() core.AnyArg   { return r.r }
+func (Ref[T]) argOf(*T)                 {}
+func (v value[T]) coreArg() core.AnyArg { return core.Value[T]{V: v.v} }
+func (value[T]) argOf(*T)               {}
+
+// Arg is an argument of type T of a typed remote call: Val(v) or a Ref[T].
+type Arg[T any] interface {
+	coreArg() core.AnyArg
+	argOf(*T) // only an Arg of T is an Arg[T]
+}
+
+// value is the Arg that Val makes.
+type value[T any] struct{ v T }
 
 // Val passes a plain value as an argument of a typed remote call.
-func Val[T any](v T) Arg[T] { return core.Value[T]{V: v} }
+func Val[T any](v T) Arg[T] { return value[T]{v} }
+
+func init() {
+	core.SetPublicRefs(
+		func(dst any, r core.Ref) { dst.(interface{ set(core.Ref) }).set(r) },
+		func(a any) (core.AnyArg, bool) {
+			x, ok := a.(interface{ coreArg() core.AnyArg })
+			if !ok {
+				return nil, false
+			}
+			return x.coreArg(), true
+		})
+}
 
 // Put stores v as a new object owned by this process and returns its ref.
 // []byte values are stored raw, protobuf messages as protobuf, everything
@@ -36,7 +73,7 @@ func Put[T any](ctx context.Context, v T) (Ref[T], error) {
 	if err != nil {
 		return Ref[T]{}, err
 	}
-	return core.MakeRef[T](info), nil
+	return Ref[T]{core.RefOf(info)}, nil
 }
 
 // View is Get for a []byte without a copy, as Ray's zero-copy reads are: a
@@ -50,10 +87,10 @@ func View(ctx context.Context, ref Ref[[]byte]) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := ref.GorayArg(ctx, c); err != nil {
+	if err := ref.r.Usable(); err != nil {
 		return nil, err // a zero or failed ref
 	}
-	p, err := c.GetPayloadView(ctx, ref.Info())
+	p, err := c.GetPayloadView(ctx, ref.r.Info())
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +113,7 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	}
 	infos := make([]core.RefInfo, len(refs))
 	for i, r := range refs {
-		infos[i] = r.Info()
+		infos[i] = r.r.Info()
 	}
 	done, err := c.WaitN(ctx, infos, n)
 	ready, notReady = split(refs, done)

@@ -179,6 +179,42 @@ func TestZeroRef(t *testing.T) {
 	}
 }
 
+// TestArgIsTyped checks that an argument of one type is not an argument of
+// another, so a typed call given the wrong type does not compile.
+func TestArgIsTyped(t *testing.T) {
+	argInt := reflect.TypeFor[objectstore.Arg[int]]()
+	tests := []struct {
+		name string
+		typ  reflect.Type
+		want bool
+	}{
+		{"Ref[int]", reflect.TypeFor[objectstore.Ref[int]](), true},
+		{"Val(int)", reflect.TypeOf(objectstore.Val(1)), true},
+		{"Ref[string]", reflect.TypeFor[objectstore.Ref[string]](), false},
+		{"Arg[string]", reflect.TypeFor[objectstore.Arg[string]](), false},
+		{"Val(string)", reflect.TypeOf(objectstore.Val("x")), false},
+	}
+	for _, tc := range tests {
+		if got := tc.typ.Implements(argInt); got != tc.want {
+			t.Errorf("%s is an Arg[int]: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestRefPassesThroughCallName checks that a Ref given to an untyped call
+// reaches the function as its value, not as an encoding of the Ref itself.
+func TestRefPassesThroughCallName(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	ref, err := objectstore.Put(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := task.CallName[int](ctx, sleepMS.Name(), ref).Get(ctx)
+	if err != nil || got != 7 {
+		t.Fatalf("CallName with a ref of 7: got %v, %v, want 7, nil", got, err)
+	}
+}
+
 func TestWait(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	// fast is submitted first, so it runs first even on a node with a

@@ -25,30 +25,43 @@ import (
 	"github.com/goray/goray/internal/workerenv"
 )
 
-// Option configures Init.
-type Option func(*core.Options)
+// Option configures Init. Options are opaque: make them with the WithX
+// functions of this package that return Option.
+type Option interface{ apply(*core.Options) }
 
-// WithAddress connects to the raylet (usually `raylet --head`) at addr.
-// Default: GORAY_ADDRESS; with neither, an embedded cluster is started.
-func WithAddress(addr string) Option { return func(o *core.Options) { o.Address = addr } }
+// initOption is an Option that sets fields of core.Options.
+type initOption func(*core.Options)
+
+func (f initOption) apply(o *core.Options) { f(o) }
+
+// WithAddress connects to the raylet (usually `raylet --head`) at addr, given
+// as host:port. Default: GORAY_ADDRESS; with neither, an embedded cluster is
+// started in this process.
+func WithAddress(addr string) Option { return initOption(func(o *core.Options) { o.Address = addr }) }
 
 // WithToken sets the cluster token. Default: GORAY_TOKEN, then the file named
 // by GORAY_TOKEN_FILE, then the token file `raylet --head` wrote for the
 // address on this machine.
-func WithToken(token string) Option { return func(o *core.Options) { o.Token = token } }
+func WithToken(token string) Option { return initOption(func(o *core.Options) { o.Token = token }) }
 
 // WithNamespace sets the namespace named actors are created and looked up
 // in. Default "default".
-func WithNamespace(ns string) Option { return func(o *core.Options) { o.Namespace = ns } }
-
-// WithResources sets the resources of the embedded node (ignored when
-// connecting to a cluster). Default: this machine's CPUs and memory.
-func WithResources(r map[string]float64) Option {
-	return func(o *core.Options) { o.Resources = r }
+func WithNamespace(ns string) Option {
+	return initOption(func(o *core.Options) { o.Namespace = ns })
 }
 
-// WithLogger sets the logger. Default slog.Default().
-func WithLogger(l *slog.Logger) Option { return func(o *core.Options) { o.Logger = l } }
+// WithResources sets the resources the embedded node offers, e.g.
+// {"CPU": 4, "GPU": 1}; it is ignored when connecting to a cluster. Default:
+// this machine's CPUs and memory. What an actor or task asks for is set
+// with WithDemand.
+func WithResources(r map[string]float64) Option {
+	return initOption(func(o *core.Options) { o.Resources = r })
+}
+
+// WithLogger sets the logger of this process's goray code and of its
+// embedded cluster. Default: a text logger on stderr at the level
+// GORAY_LOG_LEVEL names (debug, info, warn, error), warn when unset.
+func WithLogger(l *slog.Logger) Option { return initOption(func(o *core.Options) { o.Logger = l }) }
 
 // Init connects this program to a goray cluster, or starts an embedded one.
 // In a worker process started by a raylet it serves and never returns.
@@ -62,7 +75,7 @@ func Init(ctx context.Context, opts ...Option) error {
 	ServeIfWorker()
 	o := core.Options{StartEmbedded: startEmbedded}
 	for _, opt := range opts {
-		opt(&o)
+		opt.apply(&o)
 	}
 	_, err := core.InitDriver(ctx, o)
 	return err

@@ -11,12 +11,60 @@ import (
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// Strategy says where an actor or task may run: pass it with
-// actor.WithStrategy or task.WithStrategy. The zero Strategy is the default.
+// Strategy says where an actor or task may run: pass it with WithStrategy.
+// The zero Strategy is the default.
 type Strategy struct{ p *pb.SchedulingStrategy }
 
-// Proto is the strategy on the wire (nil for the default).
-func (s Strategy) Proto() *pb.SchedulingStrategy { return s.p }
+// SchedulingOption is an option that actors and tasks share: it is both an
+// actor.Option (of actor.Spawn and actor.SpawnName) and a task.Option (of a
+// task's Remote), so one value serves both:
+//
+//	gpu := runtime.WithDemand(map[string]float64{"GPU": 1})
+//	h, err := actor.Spawn(ctx, TrainerType, gpu)
+//	ref := train.Remote(ctx, objectstore.Val(batch), gpu)
+//
+// actor.WithResources, actor.WithStrategy, actor.WithFailFast and their task
+// namesakes return these same options. Options are opaque: make them with
+// WithDemand, WithStrategy and WithFailFast.
+type SchedulingOption interface {
+	actorOption
+	taskOption
+}
+
+type (
+	actorOption = core.ActorOption
+	taskOption  = core.TaskOption
+)
+
+// WithDemand sets the resources an actor or task asks for, e.g.
+// {"CPU": 2, "GPU": 1}: only a node whose total resources hold every amount
+// can run it. Amounts must be finite and not negative; names are
+// case-sensitive. With a placement group's Bundle as the strategy, the
+// amounts come out of that bundle's reservation. Default for a task:
+// {"CPU": 1}, held while it runs. Default for an actor: it needs a node with
+// 1 CPU to be placed and holds nothing while it lives (Ray's default); with
+// WithDemand it holds what it asks for as long as it lives.
+//
+// It is named apart from WithResources, the Init option that says what the
+// embedded node offers: WithDemand is what work asks for.
+func WithDemand(r map[string]float64) SchedulingOption {
+	return core.PlacementOption(func(p *core.Placement) { p.Resources = r })
+}
+
+// WithStrategy says where an actor or task may be placed: DefaultStrategy,
+// SpreadStrategy, NodeAffinity, or a placement group's Bundle. Default:
+// DefaultStrategy, Ray's hybrid policy.
+func WithStrategy(s Strategy) SchedulingOption {
+	return core.PlacementOption(func(p *core.Placement) { p.Strategy = s.p })
+}
+
+// WithFailFast makes actor.Spawn, or a task's ref, fail at once with
+// ErrInfeasible when no node can ever fit the actor or task. Default: it
+// waits — logged, and listed as infeasible by ClusterState — until a node
+// that fits joins.
+func WithFailFast() SchedulingOption {
+	return core.PlacementOption(func(p *core.Placement) { p.FailFast = true })
+}
 
 // DefaultStrategy is Ray's hybrid policy: the caller's node while it is
 // under half used, else one of the least-used nodes that fit.
@@ -77,15 +125,31 @@ type PlacementStrategy int32
 // Placement strategies (Ray's).
 const (
 	// Pack puts the bundles on as few nodes as possible.
-	Pack = PlacementStrategy(pb.PlacementStrategy_PLACEMENT_STRATEGY_PACK)
+	Pack PlacementStrategy = iota + 1
 	// Spread puts the bundles on distinct nodes where possible.
-	Spread = PlacementStrategy(pb.PlacementStrategy_PLACEMENT_STRATEGY_SPREAD)
+	Spread
 	// StrictPack puts every bundle on one node, or the group is infeasible.
-	StrictPack = PlacementStrategy(pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_PACK)
+	StrictPack
 	// StrictSpread puts every bundle on a distinct node, or the group is
 	// infeasible.
-	StrictSpread = PlacementStrategy(pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD)
+	StrictSpread
 )
+
+// proto is the strategy on the wire; an unknown value is sent as is, and the
+// head refuses it.
+func (s PlacementStrategy) proto() pb.PlacementStrategy {
+	switch s {
+	case Pack:
+		return pb.PlacementStrategy_PLACEMENT_STRATEGY_PACK
+	case Spread:
+		return pb.PlacementStrategy_PLACEMENT_STRATEGY_SPREAD
+	case StrictPack:
+		return pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_PACK
+	case StrictSpread:
+		return pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_SPREAD
+	}
+	return pb.PlacementStrategy(s)
+}
 
 // PlacementGroup is a set of resource bundles reserved together, all or
 // none, into which actors and tasks can be placed.
@@ -113,7 +177,7 @@ func CreatePlacementGroup(ctx context.Context, name string, strategy PlacementSt
 	}
 	g := &PlacementGroup{id: ids.NewPlacementGroupID(c.JobID()), name: name}
 	req := &pb.CreatePlacementGroupRequest{PlacementGroupId: g.id[:], Name: name,
-		Strategy: pb.PlacementStrategy(strategy), JobId: func() []byte { j := c.JobID(); return j[:] }()}
+		Strategy: strategy.proto(), JobId: func() []byte { j := c.JobID(); return j[:] }()}
 	for _, b := range bundles {
 		req.Bundles = append(req.Bundles, &pb.Resources{Amounts: b})
 	}

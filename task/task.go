@@ -20,42 +20,48 @@ import (
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
-	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/objectstore"
-	pb "github.com/goray/goray/proto/goray/v1"
 	"github.com/goray/goray/runtime"
 )
 
-// Option configures one remote call.
-type Option func(*core.TaskOptions)
+// Option configures one remote call. Options are opaque: make them with the
+// WithX functions of this package, or with the options tasks share with
+// actors (runtime.WithDemand, runtime.WithStrategy, runtime.WithFailFast),
+// which are Options too.
+type Option interface{ taskOption }
 
-// WithResources sets the resources the task needs while it runs, e.g.
-// {"CPU": 2, "gpu": 1}. Default {"CPU": 1}.
-func WithResources(r map[string]float64) Option {
-	return func(o *core.TaskOptions) { o.Resources = r }
-}
+type taskOption = core.TaskOption
 
-// WithStrategy says where the task may run (runtime.SpreadStrategy,
-// runtime.NodeAffinity, a placement group's Bundle). Default: Ray's hybrid
-// policy.
-func WithStrategy(s runtime.Strategy) Option {
-	return func(o *core.TaskOptions) { o.Strategy = s.Proto() }
-}
+// opt makes an Option from a function that sets task options.
+func opt(f func(*core.TaskOptions)) Option { return core.TaskOptionFunc(f) }
 
-// WithFailFast makes the task fail at once with runtime.ErrInfeasible when no
-// node can ever fit it. Default: it waits — logged, and listed as infeasible
-// by the state API — until a node that fits joins.
-func WithFailFast() Option { return func(o *core.TaskOptions) { o.FailFast = true } }
+// WithResources is runtime.WithDemand, kept under the name tasks used before
+// the option was shared with actors: the resources the task needs while it
+// runs, e.g. {"CPU": 2, "GPU": 1}. Default {"CPU": 1}.
+func WithResources(r map[string]float64) runtime.SchedulingOption { return runtime.WithDemand(r) }
+
+// WithStrategy is runtime.WithStrategy: where the task may run
+// (runtime.SpreadStrategy, runtime.NodeAffinity, a placement group's
+// Bundle). Default: Ray's hybrid policy.
+func WithStrategy(s runtime.Strategy) runtime.SchedulingOption { return runtime.WithStrategy(s) }
+
+// WithFailFast is runtime.WithFailFast: the task fails at once with
+// runtime.ErrInfeasible when no node can ever fit it. Default: it waits —
+// logged, and listed as infeasible by the state API — until a node that fits
+// joins.
+func WithFailFast() runtime.SchedulingOption { return runtime.WithFailFast() }
 
 // WithMaxRetries sets how often the task runs again when its worker process
-// or node dies (a system failure): -1 without limit. Default 3, as Ray's.
-// Retries go to a live node. Results are also rebuilt within this budget
-// when their only copy is lost with a node.
-func WithMaxRetries(n int) Option { return func(o *core.TaskOptions) { o.MaxRetries = &n } }
+// or node dies (a system failure): n ≥ 0, or -1 (any negative n) without
+// limit. Default 3, as Ray's. Retries go to a live node. Results are also
+// rebuilt within this budget when their only copy is lost with a node.
+func WithMaxRetries(n int) Option { return opt(func(o *core.TaskOptions) { o.MaxRetries = &n }) }
 
 // WithRetryExceptions retries the task when it returns an error or panics
 // too, within WithMaxRetries. Default: application errors are not retried.
-func WithRetryExceptions() Option { return func(o *core.TaskOptions) { o.RetryExceptions = true } }
+func WithRetryExceptions() Option {
+	return opt(func(o *core.TaskOptions) { o.RetryExceptions = true })
+}
 
 func as[T any](v any) T {
 	t, _ := v.(T)
@@ -66,25 +72,25 @@ func register(name string, types []reflect.Type, call func(context.Context, []an
 	core.RegisterFn(&core.Fn{Name: name, ArgTypes: types, Call: call})
 }
 
-func submit[R any](ctx context.Context, name string, opts []Option, args ...core.AnyArg) objectstore.Ref[R] {
+// refOf is r as the public ref type.
+func refOf[R any](r core.Ref) objectstore.Ref[R] { return core.PublicRef[objectstore.Ref[R]](r) }
+
+// submit submits the function name with typed arguments (objectstore.Arg
+// values).
+func submit[R any](ctx context.Context, name string, opts []Option, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
 	var o core.TaskOptions
 	for _, opt := range opts {
-		opt(&o)
+		opt.ApplyTask(&o)
 	}
-	wire := make([]*pb.Arg, len(args))
-	for i, a := range args {
-		if a == nil {
-			return core.MakeRef[R](c.FailedRef(errs.New(errs.KindInvalidArgument, name, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, name)))
-		}
-		if wire[i], err = a.GorayArg(ctx, c); err != nil {
-			return core.MakeRef[R](c.FailedRef(err))
-		}
+	wire, err := c.TypedArgs(ctx, name, args)
+	if err != nil {
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.SubmitTask(ctx, name, wire, o))
+	return refOf[R](core.RefOf(c.SubmitTask(ctx, name, wire, o)))
 }
 
 // Func0 is a registered function of no arguments.
@@ -168,11 +174,11 @@ func (f Func3[A, B, C, R]) Name() string { return f.name }
 func CallName[R any](ctx context.Context, name string, args ...any) objectstore.Ref[R] {
 	c, err := core.Current()
 	if err != nil {
-		return core.ErrRef[R](err)
+		return refOf[R](core.RefErr(err))
 	}
 	wire, err := c.BuildArgs(ctx, args...)
 	if err != nil {
-		return core.MakeRef[R](c.FailedRef(err))
+		return refOf[R](core.RefOf(c.FailedRef(err)))
 	}
-	return core.MakeRef[R](c.SubmitTask(ctx, name, wire, core.TaskOptions{}))
+	return refOf[R](core.RefOf(c.SubmitTask(ctx, name, wire, core.TaskOptions{})))
 }

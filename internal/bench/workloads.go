@@ -170,7 +170,7 @@ var (
 			if err != nil {
 				return 0, err
 			}
-			release(ref.Info())
+			release(core.InfoOf(ref))
 		}
 		return count, nil
 	})
@@ -182,7 +182,7 @@ var (
 			if err != nil {
 				return nil, err
 			}
-			info := r.Info()
+			info := core.InfoOf(r)
 			out[i] = wireRef{ID: info.ID[:], Owner: info.Owner, Worker: info.OwnerWorker[:]}
 		}
 		return out, nil
@@ -340,7 +340,7 @@ func workloadSpecs(sz sizes) []*spec {
 				return func(ctx context.Context, _ *stopwatch) error {
 					ref, err := objectstore.Put(ctx, buf)
 					if err == nil {
-						release(ref.Info())
+						release(core.InfoOf(ref))
 					}
 					return err
 				}, nil
@@ -382,7 +382,7 @@ func workloadSpecs(sz sizes) []*spec {
 						if err != nil {
 							return err
 						}
-						refs[i] = core.MakeRef[int](info)
+						refs[i] = core.PublicRef[objectstore.Ref[int]](core.RefOf(info))
 					}
 					if len(refs) != sz.refs {
 						return fmt.Errorf("got %d refs, want %d", len(refs), sz.refs)
@@ -529,7 +529,7 @@ func workloadSpecs(sz sizes) []*spec {
 						return fmt.Errorf("got %d bytes, want %d", len(b), sz.transfer)
 					}
 					w.Pause()
-					release(ref.Info()) // both copies, as Ray's reference counting would
+					release(core.InfoOf(ref)) // both copies, as Ray's reference counting would
 					w.Resume()
 					return nil
 				}, nil

@@ -9,36 +9,45 @@ import (
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// Ref is a typed reference to an object (objectstore.Ref is an alias).
-type Ref[T any] struct {
+// Ref is the untyped state behind objectstore.Ref[T]: the object it names,
+// or the error of a call that could not even be made.
+type Ref struct {
 	info RefInfo
 	err  error // set when the call could not even be made
 }
 
-// ErrRef makes a ref whose Get returns err.
-func ErrRef[T any](err error) Ref[T] { return Ref[T]{err: err} }
+// RefOf is the ref of the object info names.
+func RefOf(info RefInfo) Ref { return Ref{info: info} }
 
-// MakeRef wraps a RefInfo.
-func MakeRef[T any](info RefInfo) Ref[T] { return Ref[T]{info: info} }
+// RefErr is a ref whose Get returns err.
+func RefErr(err error) Ref { return Ref{err: err} }
 
-// Info is the untyped reference.
-func (r Ref[T]) Info() RefInfo { return r.info }
+// Info is the object the ref names (zero for a zero or failed ref).
+func (r Ref) Info() RefInfo { return r.info }
 
 // ID is the object's ID in hex.
-func (r Ref[T]) ID() string { return r.info.ID.String() }
+func (r Ref) ID() string { return r.info.ID.String() }
 
 var errZeroRef = errors.New("objectstore: Get on a zero Ref (use the Ref returned by Put or a remote call)")
 
-// Get blocks until the object is ready, or ctx ends, and returns its value.
-// An error of the call that makes the object is returned as it is: test it
-// with errors.Is against the runtime.ErrX sentinels.
-func (r Ref[T]) Get(ctx context.Context) (T, error) {
-	var zero T
+// Usable is nil for a ref that names an object, and otherwise the error
+// that Get returns: the call's own error, or that the ref is zero.
+func (r Ref) Usable() error {
 	if r.err != nil {
-		return zero, r.err
+		return r.err
 	}
 	if r.info.Owner == "" {
-		return zero, errZeroRef
+		return errZeroRef
+	}
+	return nil
+}
+
+// Get blocks until the object is ready, or ctx ends, and returns its value
+// as a T. An error of the call that makes the object is returned as it is.
+func Get[T any](ctx context.Context, r Ref) (T, error) {
+	var zero T
+	if err := r.Usable(); err != nil {
+		return zero, err
 	}
 	c, err := Current()
 	if err != nil {
@@ -58,12 +67,9 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) {
 // GorayArg makes the ref a call argument: the callee receives its value. A
 // small value this process owns and already has travels inline, so the
 // callee need not ask this process for it.
-func (r Ref[T]) GorayArg(_ context.Context, c *Core) (*pb.Arg, error) {
-	if r.err != nil {
-		return nil, r.err
-	}
-	if r.info.Owner == "" {
-		return nil, errZeroRef
+func (r Ref) GorayArg(_ context.Context, c *Core) (*pb.Arg, error) {
+	if err := r.Usable(); err != nil {
+		return nil, err
 	}
 	if v := c.readyValue(r.info); v != nil {
 		return &pb.Arg{Kind: &pb.Arg_Value{Value: v}}, nil
@@ -71,9 +77,44 @@ func (r Ref[T]) GorayArg(_ context.Context, c *Core) (*pb.Arg, error) {
 	return r.info.Arg(), nil
 }
 
-// Arg is an argument of type T for a remote call: a value (Val) or a Ref[T].
-type Arg[T any] interface {
-	GorayArg(ctx context.Context, c *Core) (*pb.Arg, error)
+// The SDK's Ref[T] and Arg[T] are defined in package objectstore, which
+// imports this one, so that go doc shows their methods and their insides
+// stay hidden. objectstore registers these converters in its init; actor,
+// task and BuildArgs reach the core values through them.
+var (
+	wrapRef   func(dst any, r Ref)
+	unwrapArg func(a any) (AnyArg, bool)
+)
+
+// SetPublicRefs registers objectstore's converters: wrap sets the
+// *objectstore.Ref[T] dst to r; unwrap returns the argument inside an
+// objectstore.Ref or objectstore.Val value, and false for any other value.
+// Only objectstore calls it, from its init.
+func SetPublicRefs(wrap func(dst any, r Ref), unwrap func(a any) (AnyArg, bool)) {
+	wrapRef, unwrapArg = wrap, unwrap
+}
+
+// PublicRef is r as the public ref type P, an objectstore.Ref[T].
+func PublicRef[P any](r Ref) P {
+	var p P
+	wrapRef(&p, r)
+	return p
+}
+
+// ArgOf is the argument inside a, an objectstore.Ref or objectstore.Val
+// value; false for any other value.
+func ArgOf(a any) (AnyArg, bool) {
+	if unwrapArg == nil {
+		return nil, false
+	}
+	return unwrapArg(a)
+}
+
+// InfoOf is the object an objectstore.Ref names (zero for any other value).
+func InfoOf(ref any) RefInfo {
+	x, _ := ArgOf(ref)
+	r, _ := x.(Ref)
+	return r.info
 }
 
 // Value is a plain value passed as an argument.
@@ -94,12 +135,32 @@ func (c *Core) BuildArgs(ctx context.Context, args ...any) ([]*pb.Arg, error) {
 	out := make([]*pb.Arg, len(args))
 	for i, a := range args {
 		var err error
-		if x, ok := a.(AnyArg); ok {
+		if x, ok := ArgOf(a); ok {
+			out[i], err = x.GorayArg(ctx, c)
+		} else if x, ok := a.(AnyArg); ok {
 			out[i], err = x.GorayArg(ctx, c)
 		} else {
 			out[i], err = c.ValueArg(ctx, a)
 		}
 		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// TypedArgs turns the arguments of a typed call of fn (objectstore.Ref and
+// objectstore.Val values) into wire arguments. A nil argument is an error
+// that says what to pass instead.
+func (c *Core) TypedArgs(ctx context.Context, fn string, args []any) ([]*pb.Arg, error) {
+	out := make([]*pb.Arg, len(args))
+	for i, a := range args {
+		x, ok := ArgOf(a)
+		if !ok {
+			return nil, errs.New(errs.KindInvalidArgument, fn, "argument %d of %s is a nil Arg: pass objectstore.Val(v) or a ref", i+1, fn)
+		}
+		var err error
+		if out[i], err = x.GorayArg(ctx, c); err != nil {
 			return nil, err
 		}
 	}
