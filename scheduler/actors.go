@@ -72,7 +72,7 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 	node, err := s.placeWaitingLocked(ctx, aid, spec)
 	if err != nil {
 		s.mu.Unlock()
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	// Checked again: the name may have been taken while the actor waited.
 	if key.name != "" {
@@ -120,9 +120,9 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 		if earlier != nil && !errors.As(rerr, new(*errs.Error)) {
 			// Killed, its node died or its job finished while it started:
 			// that says more than the broken call.
-			return nil, errs.Status(errs.FromProto(earlier))
+			return nil, errs.FromProto(earlier)
 		}
-		return nil, errs.Status(rerr)
+		return nil, rerr
 	}
 
 	s.mu.Lock()
@@ -132,9 +132,9 @@ func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*
 		s.mu.Unlock()
 		s.killOnNode(aid, node.Address)
 		if dc := a.GetDeathCause(); dc != nil {
-			return nil, errs.Status(errs.FromProto(dc))
+			return nil, errs.FromProto(dc)
 		}
-		return nil, errs.Status(errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s died while it was being created", aid))
+		return nil, errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s died while it was being created", aid)
 	}
 	a.State = pb.ActorState_ACTOR_STATE_ALIVE
 	a.WorkerId = resp.GetWorkerId()
@@ -311,8 +311,8 @@ func (s *Server) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.Get
 		case <-changed:
 		case <-ctx.Done():
 			a := resp.GetActor()
-			return nil, errs.Status(errs.New(errs.KindTimeout, a.GetSpec().GetTypeName(), "actor %x is still %v (incarnation %d)",
-				a.GetSpec().GetActorId(), a.GetState(), a.GetNumRestarts()))
+			return nil, errs.New(errs.KindTimeout, a.GetSpec().GetTypeName(), "actor %x is still %v (incarnation %d)",
+				a.GetSpec().GetActorId(), a.GetState(), a.GetNumRestarts())
 		case <-s.ctx.Done():
 			return nil, errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 		}

@@ -40,7 +40,7 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 		// Ray's rule: a node declared dead stays dead (its actors were
 		// declared dead with it); its raylet must join as a new node.
 		s.mu.Unlock()
-		return nil, errs.Status(errs.New(errs.KindNodeDied, "", "node %s was declared dead; join again as a new node (new node ID)", id))
+		return nil, errs.New(errs.KindNodeDied, "", "node %s was declared dead; join again as a new node (new node ID)", id)
 	}
 	now := time.Now()
 	var dropped []string

@@ -114,7 +114,7 @@ func (s *Server) GetPlacementGroup(ctx context.Context, req *pb.GetPlacementGrou
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, errs.Status(errs.New(errs.KindTimeout, info.GetName(), "placement group %s is still pending: %s", id, info.GetReason()))
+			return nil, errs.New(errs.KindTimeout, info.GetName(), "placement group %s is still pending: %s", id, info.GetReason())
 		case <-s.ctx.Done():
 			return nil, errs.New(errs.KindShuttingDown, info.GetName(), "the head is shutting down")
 		}

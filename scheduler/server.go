@@ -278,12 +278,12 @@ func (s *Server) storeErr(what string, err error) error {
 
 // invalid is an InvalidArgument error for the wire.
 func invalid(format string, args ...any) error {
-	return errs.Status(errs.New(errs.KindInvalidArgument, "", format, args...))
+	return errs.New(errs.KindInvalidArgument, "", format, args...)
 }
 
 // notFound is a NotFound error for the wire.
 func notFound(name, format string, args ...any) error {
-	return errs.Status(errs.New(errs.KindNotFound, name, format, args...))
+	return errs.New(errs.KindNotFound, name, format, args...)
 }
 
 // checkResources rejects negative, NaN or infinite amounts.

@@ -82,7 +82,7 @@ func (s *workerServer) CreateActor(_ context.Context, req *pb.WorkerServiceCreat
 		return nil, errs.New(errs.KindInvalidArgument, req.GetSpec().GetTypeName(), "this process is a driver: actors run in worker processes; ask a raylet (NodeService.CreateActor) to place it")
 	}
 	if err := s.c.host.create(req.GetSpec(), req.GetIncarnation()); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.WorkerServiceCreateActorResponse{}, nil
 }
@@ -90,7 +90,7 @@ func (s *workerServer) CreateActor(_ context.Context, req *pb.WorkerServiceCreat
 func (s *workerServer) KillActor(_ context.Context, req *pb.WorkerServiceKillActorRequest) (*pb.WorkerServiceKillActorResponse, error) {
 	id, err := ids.ParseActorID(req.GetActorId())
 	if err != nil {
-		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "%v", err))
+		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
 	}
 	s.c.host.kill(id)
 	return &pb.WorkerServiceKillActorResponse{}, nil
@@ -99,7 +99,7 @@ func (s *workerServer) KillActor(_ context.Context, req *pb.WorkerServiceKillAct
 func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) (*pb.GetObjectResponse, error) {
 	id, err := ids.ParseObjectID(req.GetObjectId())
 	if err != nil {
-		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "%v", err))
+		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
 	}
 	e, ok := s.c.objs.lookup(id)
 	if ok && req.GetLocationLost() && e.ready() && e.loc != nil {

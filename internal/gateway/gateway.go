@@ -195,7 +195,7 @@ func clientRef(ns string, r core.RefInfo) *pb.ClientRef {
 func (g *Gateway) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.HandshakeResponse, error) {
 	switch v := req.GetProtocolVersion(); {
 	case v == 0:
-		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Handshake: set protocol_version (this server speaks %d)", ProtocolVersion))
+		return nil, errs.New(errs.KindInvalidArgument, "", "Handshake: set protocol_version (this server speaks %d)", ProtocolVersion)
 	case v > ProtocolVersion:
 		return nil, status.Errorf(codes.FailedPrecondition, "Handshake: client speaks protocol %d, this server only %d: upgrade the cluster or use an older client", v, ProtocolVersion)
 	}
@@ -203,11 +203,11 @@ func (g *Gateway) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 	defer cancel()
 	nodes, err := g.head.ListNodes(hctx, &pb.ListNodesRequest{})
 	if err != nil {
-		return nil, errs.Status(errs.FromStatus(err))
+		return nil, errs.FromStatus(err)
 	}
 	deps, err := g.deploy.ListDeployments(hctx, &pb.ListDeploymentsRequest{})
 	if err != nil {
-		return nil, errs.Status(errs.FromStatus(err))
+		return nil, errs.FromStatus(err)
 	}
 	resp := &pb.HandshakeResponse{ProtocolVersion: ProtocolVersion, ServerVersion: g.cfg.Version,
 		ChunkSize: ChunkSize, MaxObjectSize: MaxObjectSize}
@@ -227,27 +227,27 @@ func (g *Gateway) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
-		return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: empty stream, want a first message with the namespace, encoding and size"))
+		return errs.New(errs.KindInvalidArgument, "", "Put: empty stream, want a first message with the namespace, encoding and size")
 	}
 	if err != nil {
 		return err
 	}
 	size := first.GetSize()
 	if size > MaxObjectSize {
-		return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: value of %d bytes exceeds the limit of %d bytes", size, MaxObjectSize))
+		return errs.New(errs.KindInvalidArgument, "", "Put: value of %d bytes exceeds the limit of %d bytes", size, MaxObjectSize)
 	}
 	p := &pb.Payload{Encoding: first.GetEncoding(), TypeUrl: first.GetTypeUrl()}
 	if err := checkEncoding(p); err != nil {
-		return errs.Status(err)
+		return err
 	}
 	n, err := g.namespace(stream.Context(), first.GetNamespace())
 	if err != nil {
-		return errs.Status(err)
+		return err
 	}
 	data := make([]byte, 0, size)
 	for msg := first; ; {
 		if uint64(len(data))+uint64(len(msg.GetChunk())) > size {
-			return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: received more than the declared %d bytes", size))
+			return errs.New(errs.KindInvalidArgument, "", "Put: received more than the declared %d bytes", size)
 		}
 		data = append(data, msg.GetChunk()...)
 		msg, err = stream.Recv()
@@ -259,15 +259,15 @@ func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
 		}
 	}
 	if uint64(len(data)) != size {
-		return errs.Status(errs.New(errs.KindInvalidArgument, "", "Put: received %d bytes, want the declared %d", len(data), size))
+		return errs.New(errs.KindInvalidArgument, "", "Put: received %d bytes, want the declared %d", len(data), size)
 	}
 	p.Data = data
 	if err := checkPayload(p); err != nil {
-		return errs.Status(err)
+		return err
 	}
 	ref, err := n.core.PutPayload(stream.Context(), p)
 	if err != nil {
-		return errs.Status(err)
+		return err
 	}
 	return stream.SendAndClose(&pb.PutResponse{Ref: clientRef(first.GetNamespace(), ref)})
 }
@@ -277,11 +277,11 @@ func (g *Gateway) Get(req *pb.GetRequest, stream pb.ClientService_GetServer) err
 	ctx := stream.Context()
 	n, ref, err := g.ref(ctx, req.GetRef())
 	if err != nil {
-		return errs.Status(err)
+		return err
 	}
 	p, err := n.core.GetPayload(ctx, ref)
 	if err != nil {
-		return errs.Status(err)
+		return err
 	}
 	data := p.GetData()
 	first := &pb.GetResponse{Encoding: p.GetEncoding(), TypeUrl: p.GetTypeUrl(), Size: uint64(len(data))}
@@ -302,7 +302,7 @@ func (g *Gateway) Get(req *pb.GetRequest, stream pb.ClientService_GetServer) err
 func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitResponse, error) {
 	refs := req.GetRefs()
 	if len(refs) > maxRefs {
-		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Wait: %d refs, at most %d allowed", len(refs), maxRefs))
+		return nil, errs.New(errs.KindInvalidArgument, "", "Wait: %d refs, at most %d allowed", len(refs), maxRefs)
 	}
 	want := int(req.GetNumReturns())
 	if want == 0 || want > len(refs) {
@@ -312,7 +312,7 @@ func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitRespon
 	for i, r := range refs {
 		n, info, err := g.ref(ctx, r)
 		if err != nil {
-			return nil, errs.Status(err)
+			return nil, err
 		}
 		all[i] = core.Waitable{Core: n.core, Ref: info}
 	}
@@ -340,13 +340,13 @@ func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitRespon
 // Release drops the refs.
 func (g *Gateway) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.ReleaseResponse, error) {
 	if len(req.GetRefs()) > maxRefs {
-		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Release: %d refs, at most %d allowed", len(req.GetRefs()), maxRefs))
+		return nil, errs.New(errs.KindInvalidArgument, "", "Release: %d refs, at most %d allowed", len(req.GetRefs()), maxRefs)
 	}
 	resp := &pb.ReleaseResponse{}
 	for _, r := range req.GetRefs() {
 		id, err := ids.ParseObjectID(r.GetObjectId())
 		if err != nil {
-			return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "Release: malformed ref: %v", err))
+			return nil, errs.New(errs.KindInvalidArgument, "", "Release: malformed ref: %v", err)
 		}
 		g.mu.Lock()
 		n := g.ns[r.GetNamespace()]
@@ -362,11 +362,11 @@ func (g *Gateway) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.Rele
 func (g *Gateway) GetNamedActor(ctx context.Context, req *pb.GetNamedActorRequest) (*pb.GetNamedActorResponse, error) {
 	n, err := g.namespace(ctx, req.GetNamespace())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	h, err := g.actor(ctx, n, req.GetNamespace(), req.GetName())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	info := &pb.NamedActorInfo{Namespace: req.GetNamespace(), Name: req.GetName(), TypeName: h.TypeName, ActorId: h.ID[:]}
 	if t := actorType(n.dep, h.TypeName); t != nil {
@@ -399,11 +399,11 @@ func actorType(dep *pb.Deployment, name string) *pb.ActorTypeInfo {
 func (g *Gateway) CallActor(ctx context.Context, req *pb.CallActorRequest) (*pb.CallActorResponse, error) {
 	n, err := g.namespace(ctx, req.GetNamespace())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	h, err := g.actor(ctx, n, req.GetNamespace(), req.GetActorName())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	qual := h.TypeName + "." + req.GetMethod()
 	if t := actorType(n.dep, h.TypeName); t != nil {
@@ -416,15 +416,15 @@ func (g *Gateway) CallActor(ctx context.Context, req *pb.CallActorRequest) (*pb.
 			}
 		}
 		if m == nil {
-			return nil, errs.Status(errs.New(errs.KindNotFound, qual, "actor %q (type %q) has no method %q (methods: %v)", req.GetActorName(), h.TypeName, req.GetMethod(), names))
+			return nil, errs.New(errs.KindNotFound, qual, "actor %q (type %q) has no method %q (methods: %v)", req.GetActorName(), h.TypeName, req.GetMethod(), names)
 		}
 		if len(m.GetArgTypes()) != len(req.GetArgs()) {
-			return nil, errs.Status(errs.New(errs.KindInvalidArgument, qual, "%s takes %d argument(s) %v, got %d", qual, len(m.GetArgTypes()), m.GetArgTypes(), len(req.GetArgs())))
+			return nil, errs.New(errs.KindInvalidArgument, qual, "%s takes %d argument(s) %v, got %d", qual, len(m.GetArgTypes()), m.GetArgTypes(), len(req.GetArgs()))
 		}
 	}
 	args, err := g.args(ctx, n, req.GetArgs())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	ref := n.core.CallActor(ctx, h, req.GetMethod(), args)
 	return &pb.CallActorResponse{Ref: clientRef(req.GetNamespace(), ref)}, nil
@@ -434,7 +434,7 @@ func (g *Gateway) CallActor(ctx context.Context, req *pb.CallActorRequest) (*pb.
 func (g *Gateway) CallFunction(ctx context.Context, req *pb.CallFunctionRequest) (*pb.CallFunctionResponse, error) {
 	n, err := g.namespace(ctx, req.GetNamespace())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	name := req.GetFunction()
 	if fns := n.dep.GetRegistry().GetFunctions(); n.dep.GetRegistry() != nil {
@@ -445,20 +445,20 @@ func (g *Gateway) CallFunction(ctx context.Context, req *pb.CallFunctionRequest)
 			}
 		}
 		if f == nil {
-			return nil, errs.Status(errs.New(errs.KindNotFound, name, "function %q is not registered in namespace %q (ListNamespace lists what it offers)", name, req.GetNamespace()))
+			return nil, errs.New(errs.KindNotFound, name, "function %q is not registered in namespace %q (ListNamespace lists what it offers)", name, req.GetNamespace())
 		}
 		if len(f.GetArgTypes()) != len(req.GetArgs()) {
-			return nil, errs.Status(errs.New(errs.KindInvalidArgument, name, "%s takes %d argument(s) %v, got %d", name, len(f.GetArgTypes()), f.GetArgTypes(), len(req.GetArgs())))
+			return nil, errs.New(errs.KindInvalidArgument, name, "%s takes %d argument(s) %v, got %d", name, len(f.GetArgTypes()), f.GetArgTypes(), len(req.GetArgs()))
 		}
 	}
 	for r, v := range req.GetResources() {
 		if r == "" || !(v >= 0) || math.IsInf(v, 0) {
-			return nil, errs.Status(errs.New(errs.KindInvalidArgument, name, "resource %q has amount %v, want a finite amount ≥ 0", r, v))
+			return nil, errs.New(errs.KindInvalidArgument, name, "resource %q has amount %v, want a finite amount ≥ 0", r, v)
 		}
 	}
 	args, err := g.args(ctx, n, req.GetArgs())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	ref := n.core.SubmitTaskByName(ctx, name, args, core.TaskOptions{Resources: req.GetResources()})
 	return &pb.CallFunctionResponse{Ref: clientRef(req.GetNamespace(), ref)}, nil
@@ -498,7 +498,7 @@ func (g *Gateway) args(ctx context.Context, n *namespace, in []*pb.ClientArg) ([
 func (g *Gateway) ListNamespace(ctx context.Context, req *pb.ListNamespaceRequest) (*pb.ListNamespaceResponse, error) {
 	n, err := g.namespace(ctx, req.GetNamespace())
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.ListNamespaceResponse{Namespace: req.GetNamespace(), Registry: n.dep.GetRegistry(), Entrypoint: n.dep.GetEntrypoint()}, nil
 }

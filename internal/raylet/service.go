@@ -27,24 +27,24 @@ func (s *nodeServer) RegisterWorker(req *pb.RegisterWorkerRequest, stream pb.Nod
 
 func (s *nodeServer) RequestWorkerLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, error) {
 	resp, err := s.r.requestLease(ctx, req)
-	return resp, errs.Status(err)
+	return resp, err
 }
 
 func (s *nodeServer) ReturnWorkerLease(_ context.Context, req *pb.ReturnWorkerLeaseRequest) (*pb.ReturnWorkerLeaseResponse, error) {
 	if err := s.r.returnLease(req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.ReturnWorkerLeaseResponse{}, nil
 }
 
 func (s *nodeServer) CreateActor(ctx context.Context, req *pb.NodeServiceCreateActorRequest) (*pb.NodeServiceCreateActorResponse, error) {
 	resp, err := s.r.createActor(ctx, req)
-	return resp, errs.Status(err)
+	return resp, err
 }
 
 func (s *nodeServer) KillActor(ctx context.Context, req *pb.NodeServiceKillActorRequest) (*pb.NodeServiceKillActorResponse, error) {
 	if err := s.r.killActor(ctx, req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.NodeServiceKillActorResponse{}, nil
 }
@@ -52,21 +52,21 @@ func (s *nodeServer) KillActor(ctx context.Context, req *pb.NodeServiceKillActor
 func (s *nodeServer) FinishJob(ctx context.Context, req *pb.NodeServiceFinishJobRequest) (*pb.NodeServiceFinishJobResponse, error) {
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
-		return nil, errs.Status(errs.New(errs.KindInvalidArgument, "", "FinishJob: %v", err))
+		return nil, errs.New(errs.KindInvalidArgument, "", "FinishJob: %v", err)
 	}
 	if err := s.r.finishJob(ctx, id); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.NodeServiceFinishJobResponse{}, nil
 }
 
 func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleRequest) (*pb.PrepareBundleResponse, error) {
 	if err := s.r.prepareBundle(req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	if req.GetCommit() {
 		if err := s.r.commitBundle(&pb.CommitBundleRequest{PlacementGroupId: req.GetPlacementGroupId(), BundleIndex: req.GetBundleIndex()}); err != nil {
-			return nil, errs.Status(err)
+			return nil, err
 		}
 	}
 	return &pb.PrepareBundleResponse{}, nil
@@ -74,21 +74,21 @@ func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleReque
 
 func (s *nodeServer) CommitBundle(_ context.Context, req *pb.CommitBundleRequest) (*pb.CommitBundleResponse, error) {
 	if err := s.r.commitBundle(req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.CommitBundleResponse{}, nil
 }
 
 func (s *nodeServer) ReturnBundle(ctx context.Context, req *pb.ReturnBundleRequest) (*pb.ReturnBundleResponse, error) {
 	if err := s.r.returnBundle(ctx, req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.ReturnBundleResponse{}, nil
 }
 
 func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*pb.SealObjectResponse, error) {
 	if err := s.r.sealObject(req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.SealObjectResponse{}, nil
 }
@@ -96,7 +96,7 @@ func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*
 func (s *nodeServer) PullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
 	loc, err := s.r.pullObject(ctx, req)
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.PullObjectResponse{Local: loc}, nil
 }
@@ -104,14 +104,14 @@ func (s *nodeServer) PullObject(ctx context.Context, req *pb.PullObjectRequest) 
 func (s *nodeServer) AllocateObject(_ context.Context, req *pb.AllocateObjectRequest) (*pb.AllocateObjectResponse, error) {
 	resp, err := s.r.allocateObject(req)
 	if err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return resp, nil
 }
 
 func (s *nodeServer) FreeObjects(_ context.Context, req *pb.FreeObjectsRequest) (*pb.FreeObjectsResponse, error) {
 	if err := s.r.freeObjects(req); err != nil {
-		return nil, errs.Status(err)
+		return nil, err
 	}
 	return &pb.FreeObjectsResponse{}, nil
 }
@@ -123,7 +123,7 @@ type transferServer struct {
 }
 
 func (s *transferServer) Pull(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer) error {
-	return errs.Status(s.r.serveObject(req, stream))
+	return s.r.serveObject(req, stream)
 }
 
 // finishJob stops the job's workers, frees its objects and (through the

@@ -413,21 +413,21 @@ func (r *Raylet) workerConn(w *worker) (pb.WorkerServiceClient, error) {
 func (r *Raylet) registerWorker(req *pb.RegisterWorkerRequest, stream pb.NodeService_RegisterWorkerServer) error {
 	id, err := ids.ParseWorkerID(req.GetWorkerId())
 	if err != nil {
-		return errs.Status(errs.New(errs.KindInvalidArgument, "", "RegisterWorker: %v", err))
+		return errs.New(errs.KindInvalidArgument, "", "RegisterWorker: %v", err)
 	}
 	addr := req.GetAddress()
 	if _, _, err := net.SplitHostPort(addr); err != nil || len(addr) > 512 {
-		return errs.Status(errs.New(errs.KindInvalidArgument, "", "RegisterWorker: worker address %.64q is not HOST:PORT", addr))
+		return errs.New(errs.KindInvalidArgument, "", "RegisterWorker: worker address %.64q is not HOST:PORT", addr)
 	}
 	r.mu.Lock()
 	w := r.workers[id]
 	switch {
 	case w == nil:
 		r.mu.Unlock()
-		return errs.Status(errs.New(errs.KindNotFound, "", "RegisterWorker: worker %s was not started by this raylet (node %s)", id, r.nodeID))
+		return errs.New(errs.KindNotFound, "", "RegisterWorker: worker %s was not started by this raylet (node %s)", id, r.nodeID)
 	case w.isRegistered:
 		r.mu.Unlock()
-		return errs.Status(errs.New(errs.KindInvalidArgument, "", "RegisterWorker: worker %s is already registered", id))
+		return errs.New(errs.KindInvalidArgument, "", "RegisterWorker: worker %s is already registered", id)
 	}
 	if req.GetPid() != 0 && int(req.GetPid()) != w.pid {
 		r.log.Warn("worker registered with a different pid than the raylet started", "worker", id, "started_pid", w.pid, "reported_pid", req.GetPid())
