@@ -11,19 +11,23 @@ type Kind = errs.Kind
 
 // The kinds of Error.
 const (
-	KindTaskFailed      = errs.KindTaskFailed
-	KindActorDied       = errs.KindActorDied
-	KindObjectLost      = errs.KindObjectLost
-	KindOwnerDied       = errs.KindOwnerDied
-	KindWorkerCrashed   = errs.KindWorkerCrashed
-	KindNodeDied        = errs.KindNodeDied
-	KindInfeasible      = errs.KindInfeasible
-	KindTimeout         = errs.KindTimeout
-	KindNotFound        = errs.KindNotFound
-	KindInvalidArgument = errs.KindInvalidArgument
-	KindAlreadyExists   = errs.KindAlreadyExists
-	KindShuttingDown    = errs.KindShuttingDown
-	KindJobFinished     = errs.KindJobFinished
+	KindTaskFailed       = errs.KindTaskFailed
+	KindActorDied        = errs.KindActorDied
+	KindObjectLost       = errs.KindObjectLost
+	KindOwnerDied        = errs.KindOwnerDied
+	KindWorkerCrashed    = errs.KindWorkerCrashed
+	KindNodeDied         = errs.KindNodeDied
+	KindInfeasible       = errs.KindInfeasible
+	KindTimeout          = errs.KindTimeout
+	KindNotFound         = errs.KindNotFound
+	KindInvalidArgument  = errs.KindInvalidArgument
+	KindAlreadyExists    = errs.KindAlreadyExists
+	KindShuttingDown     = errs.KindShuttingDown
+	KindJobFinished      = errs.KindJobFinished
+	KindUnavailable      = errs.KindUnavailable
+	KindUnauthenticated  = errs.KindUnauthenticated
+	KindPermissionDenied = errs.KindPermissionDenied
+	KindInternal         = errs.KindInternal
 )
 
 // Sentinels: errors.Is(err, ErrX) holds for every Error of that kind.
@@ -62,6 +66,17 @@ var (
 	// ErrJobFinished: the job has finished, so no new actor or task runs for
 	// it.
 	ErrJobFinished = errs.ErrJobFinished
+	// ErrUnavailable: a process or the cluster could not be reached (the
+	// connection failed or was refused); the call may succeed later.
+	ErrUnavailable = errs.ErrUnavailable
+	// ErrUnauthenticated: the cluster rejected this process's token: set
+	// GORAY_TOKEN or GORAY_TOKEN_FILE to the token `raylet --head` wrote.
+	ErrUnauthenticated = errs.ErrUnauthenticated
+	// ErrPermissionDenied: the credential does not allow the call.
+	ErrPermissionDenied = errs.ErrPermissionDenied
+	// ErrInternal: a server failed in a way no other kind describes (a bug,
+	// or a failure of its storage); the message says what.
+	ErrInternal = errs.ErrInternal
 )
 
 // ErrNotInitialized is returned by every SDK call made before Init or after

@@ -34,23 +34,34 @@ const (
 	KindAlreadyExists   = Kind(pb.ErrorKind_ERROR_KIND_ALREADY_EXISTS)
 	KindShuttingDown    = Kind(pb.ErrorKind_ERROR_KIND_SHUTTING_DOWN)
 	KindJobFinished     = Kind(pb.ErrorKind_ERROR_KIND_JOB_FINISHED)
+	// The kinds of failures below goray's own: a status that carries no goray
+	// error (from the transport, or a server that is not goray's) comes back
+	// as one of these, keeping its gRPC code (see FromStatus).
+	KindUnavailable      = Kind(pb.ErrorKind_ERROR_KIND_UNAVAILABLE)
+	KindUnauthenticated  = Kind(pb.ErrorKind_ERROR_KIND_UNAUTHENTICATED)
+	KindPermissionDenied = Kind(pb.ErrorKind_ERROR_KIND_PERMISSION_DENIED)
+	KindInternal         = Kind(pb.ErrorKind_ERROR_KIND_INTERNAL)
 )
 
 // Sentinels: errors.Is(err, ErrX) holds for every *Error of that kind.
 var (
-	ErrTaskFailed      = errors.New("task failed")
-	ErrActorDied       = errors.New("actor died")
-	ErrObjectLost      = errors.New("object lost")
-	ErrOwnerDied       = errors.New("owner died")
-	ErrWorkerCrashed   = errors.New("worker crashed")
-	ErrNodeDied        = errors.New("node died")
-	ErrInfeasible      = errors.New("infeasible")
-	ErrTimeout         = errors.New("timeout")
-	ErrNotFound        = errors.New("not found")
-	ErrInvalidArgument = errors.New("invalid argument")
-	ErrAlreadyExists   = errors.New("already exists")
-	ErrShuttingDown    = errors.New("shutting down")
-	ErrJobFinished     = errors.New("job finished")
+	ErrTaskFailed       = errors.New("task failed")
+	ErrActorDied        = errors.New("actor died")
+	ErrObjectLost       = errors.New("object lost")
+	ErrOwnerDied        = errors.New("owner died")
+	ErrWorkerCrashed    = errors.New("worker crashed")
+	ErrNodeDied         = errors.New("node died")
+	ErrInfeasible       = errors.New("infeasible")
+	ErrTimeout          = errors.New("timeout")
+	ErrNotFound         = errors.New("not found")
+	ErrInvalidArgument  = errors.New("invalid argument")
+	ErrAlreadyExists    = errors.New("already exists")
+	ErrShuttingDown     = errors.New("shutting down")
+	ErrJobFinished      = errors.New("job finished")
+	ErrUnavailable      = errors.New("unavailable")
+	ErrUnauthenticated  = errors.New("unauthenticated")
+	ErrPermissionDenied = errors.New("permission denied")
+	ErrInternal         = errors.New("internal error")
 )
 
 // ErrNotInitialized is returned by SDK calls made before runtime.Init or
@@ -58,35 +69,59 @@ var (
 var ErrNotInitialized = errors.New("goray is not initialised: call runtime.Init(ctx) first")
 
 var sentinels = map[Kind]error{
-	KindTaskFailed:      ErrTaskFailed,
-	KindActorDied:       ErrActorDied,
-	KindObjectLost:      ErrObjectLost,
-	KindOwnerDied:       ErrOwnerDied,
-	KindWorkerCrashed:   ErrWorkerCrashed,
-	KindNodeDied:        ErrNodeDied,
-	KindInfeasible:      ErrInfeasible,
-	KindTimeout:         ErrTimeout,
-	KindNotFound:        ErrNotFound,
-	KindInvalidArgument: ErrInvalidArgument,
-	KindAlreadyExists:   ErrAlreadyExists,
-	KindShuttingDown:    ErrShuttingDown,
-	KindJobFinished:     ErrJobFinished,
+	KindTaskFailed:       ErrTaskFailed,
+	KindActorDied:        ErrActorDied,
+	KindObjectLost:       ErrObjectLost,
+	KindOwnerDied:        ErrOwnerDied,
+	KindWorkerCrashed:    ErrWorkerCrashed,
+	KindNodeDied:         ErrNodeDied,
+	KindInfeasible:       ErrInfeasible,
+	KindTimeout:          ErrTimeout,
+	KindNotFound:         ErrNotFound,
+	KindInvalidArgument:  ErrInvalidArgument,
+	KindAlreadyExists:    ErrAlreadyExists,
+	KindShuttingDown:     ErrShuttingDown,
+	KindJobFinished:      ErrJobFinished,
+	KindUnavailable:      ErrUnavailable,
+	KindUnauthenticated:  ErrUnauthenticated,
+	KindPermissionDenied: ErrPermissionDenied,
+	KindInternal:         ErrInternal,
 }
 
 var codesByKind = map[Kind]codes.Code{
-	KindTaskFailed:      codes.Aborted,
-	KindActorDied:       codes.Unavailable,
-	KindObjectLost:      codes.DataLoss,
-	KindOwnerDied:       codes.Unavailable,
-	KindWorkerCrashed:   codes.Unavailable,
-	KindNodeDied:        codes.Unavailable,
-	KindInfeasible:      codes.FailedPrecondition,
-	KindTimeout:         codes.DeadlineExceeded,
-	KindNotFound:        codes.NotFound,
-	KindInvalidArgument: codes.InvalidArgument,
-	KindAlreadyExists:   codes.AlreadyExists,
-	KindShuttingDown:    codes.Unavailable,
-	KindJobFinished:     codes.FailedPrecondition,
+	KindTaskFailed:       codes.Aborted,
+	KindActorDied:        codes.Unavailable,
+	KindObjectLost:       codes.DataLoss,
+	KindOwnerDied:        codes.Unavailable,
+	KindWorkerCrashed:    codes.Unavailable,
+	KindNodeDied:         codes.Unavailable,
+	KindInfeasible:       codes.FailedPrecondition,
+	KindTimeout:          codes.DeadlineExceeded,
+	KindNotFound:         codes.NotFound,
+	KindInvalidArgument:  codes.InvalidArgument,
+	KindAlreadyExists:    codes.AlreadyExists,
+	KindShuttingDown:     codes.Unavailable,
+	KindJobFinished:      codes.FailedPrecondition,
+	KindUnavailable:      codes.Unavailable,
+	KindUnauthenticated:  codes.Unauthenticated,
+	KindPermissionDenied: codes.PermissionDenied,
+	KindInternal:         codes.Internal,
+}
+
+// kindsByCode is the kind of a status that carries no goray error.
+var kindsByCode = map[codes.Code]Kind{
+	codes.Unavailable:        KindUnavailable,
+	codes.Unauthenticated:    KindUnauthenticated,
+	codes.PermissionDenied:   KindPermissionDenied,
+	codes.DeadlineExceeded:   KindTimeout,
+	codes.NotFound:           KindNotFound,
+	codes.Unimplemented:      KindNotFound, // the server does not serve that call
+	codes.InvalidArgument:    KindInvalidArgument,
+	codes.OutOfRange:         KindInvalidArgument,
+	codes.ResourceExhausted:  KindInvalidArgument, // e.g. a message over the size bound
+	codes.FailedPrecondition: KindInvalidArgument,
+	codes.AlreadyExists:      KindAlreadyExists,
+	codes.Aborted:            KindUnavailable,
 }
 
 // String names the kind in words ("task failed", "actor died", ...).
@@ -120,6 +155,9 @@ type Error struct {
 	NodeID   []byte
 	WorkerID []byte
 	PID      int32
+	// code is the gRPC code of the status e was made from when it carried
+	// no goray error (FromStatus); 0 (OK) for e.Kind's own code.
+	code codes.Code
 }
 
 // New makes an *Error of kind k.
@@ -151,7 +189,11 @@ func (e *Error) Error() string {
 // GRPCStatus is e as a gRPC status whose details hold e.Proto(), so that
 // status.Code and status.FromError see e's code wherever e is returned.
 func (e *Error) GRPCStatus() *status.Status {
-	st := status.New(e.Kind.Code(), e.Error())
+	code := e.Kind.Code()
+	if e.code != codes.OK {
+		code = e.code
+	}
+	st := status.New(code, e.Error())
 	if withDetails, err := st.WithDetails(e.Proto()); err == nil {
 		st = withDetails
 	}
@@ -231,9 +273,12 @@ func Status(err error) error {
 	return e.GRPCStatus().Err()
 }
 
-// FromStatus turns an error returned by a gRPC call back into an *Error when
-// the server sent one; otherwise (and when err already holds an *Error) it
-// returns err unchanged.
+// FromStatus turns an error returned by a gRPC call into an *Error: the one
+// the server sent, or, for a status that carries none (the transport's own,
+// a missing token, a server that is not goray's), an *Error of the kind its
+// code fits, which keeps that code (status.Code still sees it). A cancelled
+// call becomes an error that errors.Is context.Canceled. Errors that are not
+// statuses, and those that already hold an *Error, pass unchanged.
 func FromStatus(err error) error {
 	if err == nil || errors.As(err, new(*Error)) {
 		return err
@@ -247,7 +292,17 @@ func FromStatus(err error) error {
 			return FromProto(info)
 		}
 	}
-	return err
+	switch st.Code() {
+	case codes.OK:
+		return err
+	case codes.Canceled:
+		return fmt.Errorf("%s: %w", st.Message(), context.Canceled)
+	}
+	k, ok := kindsByCode[st.Code()]
+	if !ok {
+		k = KindInternal // Unknown, Internal, DataLoss
+	}
+	return &Error{Kind: k, Message: st.Message(), code: st.Code()}
 }
 
 // Context is a context's error as goray reports it: a passed deadline

@@ -50,9 +50,6 @@ func TestPlainErrors(t *testing.T) {
 	if got := Status(plain); got != plain {
 		t.Fatalf("a status passes unchanged: got %v, want %v", got, plain)
 	}
-	if got := FromStatus(plain); got != plain {
-		t.Fatalf("a status without details comes back unchanged: got %v", got)
-	}
 	e := FromStatus(Status(errors.New("user error")))
 	if !errors.Is(e, ErrTaskFailed) {
 		t.Fatalf("a plain error: got %v, want a task failure", e)
@@ -93,6 +90,10 @@ func TestKinds(t *testing.T) {
 		{KindAlreadyExists, ErrAlreadyExists, "already exists", codes.AlreadyExists},
 		{KindShuttingDown, ErrShuttingDown, "shutting down", codes.Unavailable},
 		{KindJobFinished, ErrJobFinished, "job finished", codes.FailedPrecondition},
+		{KindUnavailable, ErrUnavailable, "unavailable", codes.Unavailable},
+		{KindUnauthenticated, ErrUnauthenticated, "unauthenticated", codes.Unauthenticated},
+		{KindPermissionDenied, ErrPermissionDenied, "permission denied", codes.PermissionDenied},
+		{KindInternal, ErrInternal, "internal error", codes.Internal},
 	} {
 		t.Run(tc.str, func(t *testing.T) {
 			if got := tc.kind.String(); got != tc.str {
@@ -137,6 +138,49 @@ func TestKinds(t *testing.T) {
 	}
 	if got := Kind(99).String(); got != "error kind 99" {
 		t.Errorf("unknown kind: got %q, want %q", got, "error kind 99")
+	}
+}
+
+// TestFromStatusWithoutDetails: a status that carries no goray error (the
+// transport's, a missing token) reaches an SDK caller as an *Error of the
+// kind its code fits, never as a raw gRPC code, and keeps that code.
+func TestFromStatusWithoutDetails(t *testing.T) {
+	for _, tc := range []struct {
+		code     codes.Code
+		sentinel error
+	}{
+		{codes.Unavailable, ErrUnavailable},
+		{codes.Unauthenticated, ErrUnauthenticated},
+		{codes.PermissionDenied, ErrPermissionDenied},
+		{codes.DeadlineExceeded, ErrTimeout},
+		{codes.NotFound, ErrNotFound},
+		{codes.Unimplemented, ErrNotFound},
+		{codes.InvalidArgument, ErrInvalidArgument},
+		{codes.ResourceExhausted, ErrInvalidArgument},
+		{codes.AlreadyExists, ErrAlreadyExists},
+		{codes.Internal, ErrInternal},
+		{codes.Unknown, ErrInternal},
+		{codes.DataLoss, ErrInternal},
+	} {
+		t.Run(tc.code.String(), func(t *testing.T) {
+			got := FromStatus(status.Error(tc.code, "the server said so"))
+			var e *Error
+			if !errors.As(got, &e) || !errors.Is(got, tc.sentinel) {
+				t.Fatalf("got %#v, want an *Error that errors.Is %v", got, tc.sentinel)
+			}
+			if c := status.Code(got); c != tc.code {
+				t.Errorf("status.Code: got %v, want the original %v", c, tc.code)
+			}
+			if !strings.Contains(got.Error(), "the server said so") {
+				t.Errorf("Error(): got %q, want the server's message in it", got.Error())
+			}
+		})
+	}
+	if got := FromStatus(status.Error(codes.Canceled, "stop")); !errors.Is(got, context.Canceled) {
+		t.Errorf("a cancelled call: got %v, want errors.Is(err, context.Canceled)", got)
+	}
+	if got := FromStatus(nil); got != nil {
+		t.Errorf("nil: got %v, want nil", got)
 	}
 }
 

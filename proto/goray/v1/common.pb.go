@@ -112,6 +112,16 @@ const (
 	ErrorKind_ERROR_KIND_SHUTTING_DOWN ErrorKind = 12
 	// The job has finished: no new work runs for it.
 	ErrorKind_ERROR_KIND_JOB_FINISHED ErrorKind = 13
+	// A process or the cluster could not be reached (a connection failed or
+	// was refused); the call may succeed later.
+	ErrorKind_ERROR_KIND_UNAVAILABLE ErrorKind = 14
+	// The cluster rejected the caller's credential (a missing or wrong token).
+	ErrorKind_ERROR_KIND_UNAUTHENTICATED ErrorKind = 15
+	// The caller's credential does not allow the call.
+	ErrorKind_ERROR_KIND_PERMISSION_DENIED ErrorKind = 16
+	// A server failed in a way no other kind describes (a bug, or a failure of
+	// its storage); the message says what.
+	ErrorKind_ERROR_KIND_INTERNAL ErrorKind = 17
 )
 
 // Enum value maps for ErrorKind.
@@ -131,22 +141,30 @@ var (
 		11: "ERROR_KIND_ALREADY_EXISTS",
 		12: "ERROR_KIND_SHUTTING_DOWN",
 		13: "ERROR_KIND_JOB_FINISHED",
+		14: "ERROR_KIND_UNAVAILABLE",
+		15: "ERROR_KIND_UNAUTHENTICATED",
+		16: "ERROR_KIND_PERMISSION_DENIED",
+		17: "ERROR_KIND_INTERNAL",
 	}
 	ErrorKind_value = map[string]int32{
-		"ERROR_KIND_UNSPECIFIED":      0,
-		"ERROR_KIND_TASK_FAILED":      1,
-		"ERROR_KIND_ACTOR_DIED":       2,
-		"ERROR_KIND_OBJECT_LOST":      3,
-		"ERROR_KIND_OWNER_DIED":       4,
-		"ERROR_KIND_WORKER_CRASHED":   5,
-		"ERROR_KIND_NODE_DIED":        6,
-		"ERROR_KIND_INFEASIBLE":       7,
-		"ERROR_KIND_TIMEOUT":          8,
-		"ERROR_KIND_NOT_FOUND":        9,
-		"ERROR_KIND_INVALID_ARGUMENT": 10,
-		"ERROR_KIND_ALREADY_EXISTS":   11,
-		"ERROR_KIND_SHUTTING_DOWN":    12,
-		"ERROR_KIND_JOB_FINISHED":     13,
+		"ERROR_KIND_UNSPECIFIED":       0,
+		"ERROR_KIND_TASK_FAILED":       1,
+		"ERROR_KIND_ACTOR_DIED":        2,
+		"ERROR_KIND_OBJECT_LOST":       3,
+		"ERROR_KIND_OWNER_DIED":        4,
+		"ERROR_KIND_WORKER_CRASHED":    5,
+		"ERROR_KIND_NODE_DIED":         6,
+		"ERROR_KIND_INFEASIBLE":        7,
+		"ERROR_KIND_TIMEOUT":           8,
+		"ERROR_KIND_NOT_FOUND":         9,
+		"ERROR_KIND_INVALID_ARGUMENT":  10,
+		"ERROR_KIND_ALREADY_EXISTS":    11,
+		"ERROR_KIND_SHUTTING_DOWN":     12,
+		"ERROR_KIND_JOB_FINISHED":      13,
+		"ERROR_KIND_UNAVAILABLE":       14,
+		"ERROR_KIND_UNAUTHENTICATED":   15,
+		"ERROR_KIND_PERMISSION_DENIED": 16,
+		"ERROR_KIND_INTERNAL":          17,
 	}
 )
 
@@ -914,7 +932,7 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\fENCODING_RAW\x10\x01\x12\x15\n" +
 	"\x11ENCODING_PROTOBUF\x10\x02\x12\x14\n" +
 	"\x10ENCODING_MSGPACK\x10\x03\x12\x11\n" +
-	"\rENCODING_JSON\x10\x04*\x96\x03\n" +
+	"\rENCODING_JSON\x10\x04*\x8d\x04\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_KIND_TASK_FAILED\x10\x01\x12\x19\n" +
@@ -930,7 +948,11 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\x12\x1d\n" +
 	"\x19ERROR_KIND_ALREADY_EXISTS\x10\v\x12\x1c\n" +
 	"\x18ERROR_KIND_SHUTTING_DOWN\x10\f\x12\x1b\n" +
-	"\x17ERROR_KIND_JOB_FINISHED\x10\rB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\x17ERROR_KIND_JOB_FINISHED\x10\r\x12\x1a\n" +
+	"\x16ERROR_KIND_UNAVAILABLE\x10\x0e\x12\x1e\n" +
+	"\x1aERROR_KIND_UNAUTHENTICATED\x10\x0f\x12 \n" +
+	"\x1cERROR_KIND_PERMISSION_DENIED\x10\x10\x12\x17\n" +
+	"\x13ERROR_KIND_INTERNAL\x10\x11B/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_common_proto_rawDescOnce sync.Once
