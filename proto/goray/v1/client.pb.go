@@ -309,9 +309,11 @@ type PutRequest struct {
 	Encoding  Encoding `protobuf:"varint,2,opt,name=encoding,proto3,enum=goray.v1.Encoding" json:"encoding,omitempty"`
 	// For ENCODING_PROTOBUF, e.g. "type.googleapis.com/goray.v1.Payload".
 	TypeUrl string `protobuf:"bytes,3,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
-	// Total size of the value in bytes.
+	// Total size of the value in bytes: at most
+	// HandshakeResponse.max_object_size (1 GiB).
 	Size uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	// Any message: the next bytes of the value.
+	// Any message: the next bytes of the value, at most
+	// HandshakeResponse.chunk_size (1 MiB) each.
 	Chunk         []byte `protobuf:"bytes,5,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -542,7 +544,8 @@ func (x *GetResponse) GetChunk() []byte {
 
 type WaitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Refs  []*ClientRef           `protobuf:"bytes,1,rep,name=refs,proto3" json:"refs,omitempty"`
+	// At most 10,000.
+	Refs []*ClientRef `protobuf:"bytes,1,rep,name=refs,proto3" json:"refs,omitempty"`
 	// How many must be ready; 0 means all.
 	NumReturns uint32 `protobuf:"varint,2,opt,name=num_returns,json=numReturns,proto3" json:"num_returns,omitempty"`
 	// 0 waits until num_returns are ready (or the call's deadline).
@@ -655,8 +658,9 @@ func (x *WaitResponse) GetNotReady() []*ClientRef {
 }
 
 type ReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Refs          []*ClientRef           `protobuf:"bytes,1,rep,name=refs,proto3" json:"refs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000.
+	Refs          []*ClientRef `protobuf:"bytes,1,rep,name=refs,proto3" json:"refs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -919,11 +923,12 @@ func (x *NamedActorInfo) GetMethods() []*MethodInfo {
 }
 
 type CallActorRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	ActorName     string                 `protobuf:"bytes,2,opt,name=actor_name,json=actorName,proto3" json:"actor_name,omitempty"`
-	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	Args          []*ClientArg           `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ActorName string                 `protobuf:"bytes,2,opt,name=actor_name,json=actorName,proto3" json:"actor_name,omitempty"`
+	Method    string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// At most 256.
+	Args          []*ClientArg `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,7 +1039,8 @@ type CallFunctionRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Function  string                 `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
-	Args      []*ClientArg           `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
+	// At most 256.
+	Args []*ClientArg `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
 	// Resources the task needs while it runs; default {"CPU": 1}.
 	Resources     map[string]float64 `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
@@ -1251,9 +1257,11 @@ func (x *ListNamespaceResponse) GetEntrypoint() string {
 // Registry is what a job binary offers to callers by name: what
 // `actor.Register`, `actor.MethodN` and `task.RegisterN` registered.
 type Registry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Functions     []*FunctionInfo        `protobuf:"bytes,1,rep,name=functions,proto3" json:"functions,omitempty"`
-	ActorTypes    []*ActorTypeInfo       `protobuf:"bytes,2,rep,name=actor_types,json=actorTypes,proto3" json:"actor_types,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Functions and actor types together: at most 10,000 in a
+	// DeployJobRequest, each name 1 to 256 bytes.
+	Functions     []*FunctionInfo  `protobuf:"bytes,1,rep,name=functions,proto3" json:"functions,omitempty"`
+	ActorTypes    []*ActorTypeInfo `protobuf:"bytes,2,rep,name=actor_types,json=actorTypes,proto3" json:"actor_types,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -258,7 +258,10 @@ func (SchedulingStrategy_Kind) EnumDescriptor() ([]byte, []int) {
 type Payload struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Encoding Encoding               `protobuf:"varint,1,opt,name=encoding,proto3,enum=goray.v1.Encoding" json:"encoding,omitempty"`
-	Data     []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// Bounded by the message that carries it: every goray message is at most
+	// 16 MiB (internal/rpc MaxMessageSize). Values of 100 KiB or more do not
+	// travel inline: they go through the object store, or in chunks.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Set for ENCODING_PROTOBUF, e.g. "type.googleapis.com/goray.v1.Payload".
 	TypeUrl       string `protobuf:"bytes,3,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -319,8 +322,10 @@ func (x *Payload) GetTypeUrl() string {
 // Resources maps a resource name ("CPU", "GPU", "memory" in bytes, or a custom
 // name) to an amount. Amounts may be fractional.
 type Resources struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Amounts       map[string]float64     `protobuf:"bytes,1,rep,name=amounts,proto3" json:"amounts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 64 names, each 1 to 128 bytes; every amount finite and >= 0.
+	// The raylet and the head refuse others with ERROR_KIND_INVALID_ARGUMENT.
+	Amounts       map[string]float64 `protobuf:"bytes,1,rep,name=amounts,proto3" json:"amounts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,6 +875,188 @@ func (x *SchedulingStrategy) GetBundleIndex() int32 {
 	return 0
 }
 
+// ActorSpec is everything needed to start an actor.
+type ActorSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16 bytes: job ID (4) + 12 unique bytes.
+	ActorId []byte `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	JobId   []byte `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The name the actor type was registered under (actor.Register).
+	TypeName string `protobuf:"bytes,3,opt,name=type_name,json=typeName,proto3" json:"type_name,omitempty"`
+	// Optional name, unique within the namespace.
+	Name      string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Resources needed to place the actor.
+	PlacementResources *Resources `protobuf:"bytes,6,opt,name=placement_resources,json=placementResources,proto3" json:"placement_resources,omitempty"`
+	// Resources held while the actor lives.
+	Resources *Resources `protobuf:"bytes,7,opt,name=resources,proto3" json:"resources,omitempty"`
+	// Address of the creator's WorkerService.
+	OwnerAddress string `protobuf:"bytes,8,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	// Constructor arguments.
+	Args           []*Arg `protobuf:"bytes,9,rep,name=args,proto3" json:"args,omitempty"`
+	MaxConcurrency uint32 `protobuf:"varint,10,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// Where the actor may be placed; unset means the default strategy.
+	SchedulingStrategy *SchedulingStrategy `protobuf:"bytes,11,opt,name=scheduling_strategy,json=schedulingStrategy,proto3" json:"scheduling_strategy,omitempty"`
+	// Fail at once with ERROR_KIND_INFEASIBLE when no node can ever fit the
+	// actor, instead of waiting (listed as infeasible) for one to join.
+	FailFast bool `protobuf:"varint,12,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
+	// The creator's node: the default strategy prefers it.
+	OwnerNodeId []byte `protobuf:"bytes,13,opt,name=owner_node_id,json=ownerNodeId,proto3" json:"owner_node_id,omitempty"`
+	// How often the actor is restarted when its process or node dies: 0 never
+	// (the default), -1 without limit.
+	MaxRestarts int32 `protobuf:"varint,14,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
+	// How often a call in flight when the actor died is sent again to its
+	// next incarnation: 0 never (at-most-once, the default), -1 without limit
+	// (at-least-once).
+	MaxTaskRetries int32 `protobuf:"varint,15,opt,name=max_task_retries,json=maxTaskRetries,proto3" json:"max_task_retries,omitempty"`
+	// Survive the job that created it: the actor lives until it is killed.
+	Detached      bool `protobuf:"varint,16,opt,name=detached,proto3" json:"detached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActorSpec) Reset() {
+	*x = ActorSpec{}
+	mi := &file_goray_v1_common_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActorSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActorSpec) ProtoMessage() {}
+
+func (x *ActorSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_common_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActorSpec.ProtoReflect.Descriptor instead.
+func (*ActorSpec) Descriptor() ([]byte, []int) {
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ActorSpec) GetActorId() []byte {
+	if x != nil {
+		return x.ActorId
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetJobId() []byte {
+	if x != nil {
+		return x.JobId
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetTypeName() string {
+	if x != nil {
+		return x.TypeName
+	}
+	return ""
+}
+
+func (x *ActorSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ActorSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ActorSpec) GetPlacementResources() *Resources {
+	if x != nil {
+		return x.PlacementResources
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *ActorSpec) GetArgs() []*Arg {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetMaxConcurrency() uint32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *ActorSpec) GetSchedulingStrategy() *SchedulingStrategy {
+	if x != nil {
+		return x.SchedulingStrategy
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetFailFast() bool {
+	if x != nil {
+		return x.FailFast
+	}
+	return false
+}
+
+func (x *ActorSpec) GetOwnerNodeId() []byte {
+	if x != nil {
+		return x.OwnerNodeId
+	}
+	return nil
+}
+
+func (x *ActorSpec) GetMaxRestarts() int32 {
+	if x != nil {
+		return x.MaxRestarts
+	}
+	return 0
+}
+
+func (x *ActorSpec) GetMaxTaskRetries() int32 {
+	if x != nil {
+		return x.MaxTaskRetries
+	}
+	return 0
+}
+
+func (x *ActorSpec) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
 var File_goray_v1_common_proto protoreflect.FileDescriptor
 
 const file_goray_v1_common_proto_rawDesc = "" +
@@ -926,7 +1113,25 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_SPREAD\x10\x01\x12\x16\n" +
 	"\x12KIND_NODE_AFFINITY\x10\x02\x12\x18\n" +
-	"\x14KIND_PLACEMENT_GROUP\x10\x03*v\n" +
+	"\x14KIND_PLACEMENT_GROUP\x10\x03\"\xef\x04\n" +
+	"\tActorSpec\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x1b\n" +
+	"\ttype_name\x18\x03 \x01(\tR\btypeName\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12D\n" +
+	"\x13placement_resources\x18\x06 \x01(\v2\x13.goray.v1.ResourcesR\x12placementResources\x121\n" +
+	"\tresources\x18\a \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12#\n" +
+	"\rowner_address\x18\b \x01(\tR\fownerAddress\x12!\n" +
+	"\x04args\x18\t \x03(\v2\r.goray.v1.ArgR\x04args\x12'\n" +
+	"\x0fmax_concurrency\x18\n" +
+	" \x01(\rR\x0emaxConcurrency\x12M\n" +
+	"\x13scheduling_strategy\x18\v \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
+	"\tfail_fast\x18\f \x01(\bR\bfailFast\x12\"\n" +
+	"\rowner_node_id\x18\r \x01(\fR\vownerNodeId\x12!\n" +
+	"\fmax_restarts\x18\x0e \x01(\x05R\vmaxRestarts\x12(\n" +
+	"\x10max_task_retries\x18\x0f \x01(\x05R\x0emaxTaskRetries\x12\x1a\n" +
+	"\bdetached\x18\x10 \x01(\bR\bdetached*v\n" +
 	"\bEncoding\x12\x18\n" +
 	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fENCODING_RAW\x10\x01\x12\x15\n" +
@@ -967,7 +1172,7 @@ func file_goray_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_goray_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_goray_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_goray_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_goray_v1_common_proto_goTypes = []any{
 	(Encoding)(0),                // 0: goray.v1.Encoding
 	(ErrorKind)(0),               // 1: goray.v1.ErrorKind
@@ -980,11 +1185,12 @@ var file_goray_v1_common_proto_goTypes = []any{
 	(*Arg)(nil),                  // 8: goray.v1.Arg
 	(*NodeInfo)(nil),             // 9: goray.v1.NodeInfo
 	(*SchedulingStrategy)(nil),   // 10: goray.v1.SchedulingStrategy
-	nil,                          // 11: goray.v1.Resources.AmountsEntry
+	(*ActorSpec)(nil),            // 11: goray.v1.ActorSpec
+	nil,                          // 12: goray.v1.Resources.AmountsEntry
 }
 var file_goray_v1_common_proto_depIdxs = []int32{
 	0,  // 0: goray.v1.Payload.encoding:type_name -> goray.v1.Encoding
-	11, // 1: goray.v1.Resources.amounts:type_name -> goray.v1.Resources.AmountsEntry
+	12, // 1: goray.v1.Resources.amounts:type_name -> goray.v1.Resources.AmountsEntry
 	0,  // 2: goray.v1.ObjectLocation.encoding:type_name -> goray.v1.Encoding
 	1,  // 3: goray.v1.ErrorInfo.kind:type_name -> goray.v1.ErrorKind
 	3,  // 4: goray.v1.Arg.value:type_name -> goray.v1.Payload
@@ -992,11 +1198,15 @@ var file_goray_v1_common_proto_depIdxs = []int32{
 	4,  // 6: goray.v1.NodeInfo.total:type_name -> goray.v1.Resources
 	4,  // 7: goray.v1.NodeInfo.available:type_name -> goray.v1.Resources
 	2,  // 8: goray.v1.SchedulingStrategy.kind:type_name -> goray.v1.SchedulingStrategy.Kind
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 9: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
+	4,  // 10: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
+	8,  // 11: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
+	10, // 12: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_common_proto_init() }
@@ -1014,7 +1224,7 @@ func file_goray_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_common_proto_rawDesc), len(file_goray_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

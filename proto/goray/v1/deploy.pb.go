@@ -22,12 +22,14 @@ const (
 )
 
 type DeployJobRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 256 bytes.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// SHA-256 and size of the binary; upload it with UploadJobBinary when
 	// DeployJobResponse.binary_present is false.
 	BinarySha256 []byte `protobuf:"bytes,2,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
-	BinarySize   uint64 `protobuf:"varint,3,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
+	// At most the head's MaxBinarySize (default 1 GiB).
+	BinarySize uint64 `protobuf:"varint,3,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
 	// Name of the program, for logs.
 	Entrypoint string `protobuf:"bytes,4,opt,name=entrypoint,proto3" json:"entrypoint,omitempty"`
 	// What the binary offers, as it printed it (GORAY_DESCRIBE=1).

@@ -1457,7 +1457,7 @@ var File_goray_v1_node_proto protoreflect.FileDescriptor
 
 const file_goray_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x13goray/v1/node.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\x1a\x18goray/v1/scheduler.proto\"\x14\n" +
+	"\x13goray/v1/node.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\x14\n" +
 	"\x12GetNodeInfoRequest\"\x99\x01\n" +
 	"\x13GetNodeInfoResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12!\n" +
@@ -1652,7 +1652,6 @@ func file_goray_v1_node_proto_init() {
 		return
 	}
 	file_goray_v1_common_proto_init()
-	file_goray_v1_scheduler_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -313,7 +313,8 @@ type HeartbeatRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	NodeId    []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Available *Resources             `protobuf:"bytes,2,opt,name=available,proto3" json:"available,omitempty"`
-	// Lease requests this raylet holds that no alive node can fit.
+	// Lease requests this raylet holds that no alive node can fit; a raylet
+	// reports at most 1,000.
 	Infeasible []*InfeasibleRequest `protobuf:"bytes,3,rep,name=infeasible,proto3" json:"infeasible,omitempty"`
 	// The node's total, which changes as placement group bundles come and go.
 	Total         *Resources `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
@@ -526,7 +527,8 @@ type RegisterJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// SHA-256 of the driver's executable.
 	BinarySha256 []byte `protobuf:"bytes,1,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
-	BinarySize   uint64 `protobuf:"varint,2,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
+	// At most the head's MaxBinarySize (default 1 GiB).
+	BinarySize uint64 `protobuf:"varint,2,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
 	// Address of the driver's WorkerService (it owns the driver's objects).
 	DriverAddress string `protobuf:"bytes,3,opt,name=driver_address,json=driverAddress,proto3" json:"driver_address,omitempty"`
 	Namespace     string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -656,10 +658,14 @@ func (x *RegisterJobResponse) GetBinaryPresent() bool {
 }
 
 type UploadJobBinaryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BinarySha256  []byte                 `protobuf:"bytes,1,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
-	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Chunk         []byte                 `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message only: the binary's SHA-256 and size (at most the head's
+	// MaxBinarySize, default 1 GiB); the head checks both.
+	BinarySha256 []byte `protobuf:"bytes,1,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
+	Size         uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Every message: the next bytes (1 MiB chunks; each message is bounded by
+	// the 16 MiB message limit).
+	Chunk         []byte `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1179,188 +1185,6 @@ func (*FinishJobResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{18}
 }
 
-// ActorSpec is everything needed to start an actor.
-type ActorSpec struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// 16 bytes: job ID (4) + 12 unique bytes.
-	ActorId []byte `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	JobId   []byte `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// The name the actor type was registered under (actor.Register).
-	TypeName string `protobuf:"bytes,3,opt,name=type_name,json=typeName,proto3" json:"type_name,omitempty"`
-	// Optional name, unique within the namespace.
-	Name      string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	// Resources needed to place the actor.
-	PlacementResources *Resources `protobuf:"bytes,6,opt,name=placement_resources,json=placementResources,proto3" json:"placement_resources,omitempty"`
-	// Resources held while the actor lives.
-	Resources *Resources `protobuf:"bytes,7,opt,name=resources,proto3" json:"resources,omitempty"`
-	// Address of the creator's WorkerService.
-	OwnerAddress string `protobuf:"bytes,8,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
-	// Constructor arguments.
-	Args           []*Arg `protobuf:"bytes,9,rep,name=args,proto3" json:"args,omitempty"`
-	MaxConcurrency uint32 `protobuf:"varint,10,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	// Where the actor may be placed; unset means the default strategy.
-	SchedulingStrategy *SchedulingStrategy `protobuf:"bytes,11,opt,name=scheduling_strategy,json=schedulingStrategy,proto3" json:"scheduling_strategy,omitempty"`
-	// Fail at once with ERROR_KIND_INFEASIBLE when no node can ever fit the
-	// actor, instead of waiting (listed as infeasible) for one to join.
-	FailFast bool `protobuf:"varint,12,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
-	// The creator's node: the default strategy prefers it.
-	OwnerNodeId []byte `protobuf:"bytes,13,opt,name=owner_node_id,json=ownerNodeId,proto3" json:"owner_node_id,omitempty"`
-	// How often the actor is restarted when its process or node dies: 0 never
-	// (the default), -1 without limit.
-	MaxRestarts int32 `protobuf:"varint,14,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
-	// How often a call in flight when the actor died is sent again to its
-	// next incarnation: 0 never (at-most-once, the default), -1 without limit
-	// (at-least-once).
-	MaxTaskRetries int32 `protobuf:"varint,15,opt,name=max_task_retries,json=maxTaskRetries,proto3" json:"max_task_retries,omitempty"`
-	// Survive the job that created it: the actor lives until it is killed.
-	Detached      bool `protobuf:"varint,16,opt,name=detached,proto3" json:"detached,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ActorSpec) Reset() {
-	*x = ActorSpec{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ActorSpec) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ActorSpec) ProtoMessage() {}
-
-func (x *ActorSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ActorSpec.ProtoReflect.Descriptor instead.
-func (*ActorSpec) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{19}
-}
-
-func (x *ActorSpec) GetActorId() []byte {
-	if x != nil {
-		return x.ActorId
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetJobId() []byte {
-	if x != nil {
-		return x.JobId
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetTypeName() string {
-	if x != nil {
-		return x.TypeName
-	}
-	return ""
-}
-
-func (x *ActorSpec) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *ActorSpec) GetNamespace() string {
-	if x != nil {
-		return x.Namespace
-	}
-	return ""
-}
-
-func (x *ActorSpec) GetPlacementResources() *Resources {
-	if x != nil {
-		return x.PlacementResources
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetResources() *Resources {
-	if x != nil {
-		return x.Resources
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetOwnerAddress() string {
-	if x != nil {
-		return x.OwnerAddress
-	}
-	return ""
-}
-
-func (x *ActorSpec) GetArgs() []*Arg {
-	if x != nil {
-		return x.Args
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetMaxConcurrency() uint32 {
-	if x != nil {
-		return x.MaxConcurrency
-	}
-	return 0
-}
-
-func (x *ActorSpec) GetSchedulingStrategy() *SchedulingStrategy {
-	if x != nil {
-		return x.SchedulingStrategy
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetFailFast() bool {
-	if x != nil {
-		return x.FailFast
-	}
-	return false
-}
-
-func (x *ActorSpec) GetOwnerNodeId() []byte {
-	if x != nil {
-		return x.OwnerNodeId
-	}
-	return nil
-}
-
-func (x *ActorSpec) GetMaxRestarts() int32 {
-	if x != nil {
-		return x.MaxRestarts
-	}
-	return 0
-}
-
-func (x *ActorSpec) GetMaxTaskRetries() int32 {
-	if x != nil {
-		return x.MaxTaskRetries
-	}
-	return 0
-}
-
-func (x *ActorSpec) GetDetached() bool {
-	if x != nil {
-		return x.Detached
-	}
-	return false
-}
-
 type ActorInfo struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Spec     *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1380,7 +1204,7 @@ type ActorInfo struct {
 
 func (x *ActorInfo) Reset() {
 	*x = ActorInfo{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[20]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1216,7 @@ func (x *ActorInfo) String() string {
 func (*ActorInfo) ProtoMessage() {}
 
 func (x *ActorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[20]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1229,7 @@ func (x *ActorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorInfo.ProtoReflect.Descriptor instead.
 func (*ActorInfo) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{20}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ActorInfo) GetSpec() *ActorSpec {
@@ -1466,7 +1290,7 @@ type CreateActorRequest struct {
 
 func (x *CreateActorRequest) Reset() {
 	*x = CreateActorRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[21]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1302,7 @@ func (x *CreateActorRequest) String() string {
 func (*CreateActorRequest) ProtoMessage() {}
 
 func (x *CreateActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[21]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1315,7 @@ func (x *CreateActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateActorRequest.ProtoReflect.Descriptor instead.
 func (*CreateActorRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{21}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateActorRequest) GetSpec() *ActorSpec {
@@ -1510,7 +1334,7 @@ type CreateActorResponse struct {
 
 func (x *CreateActorResponse) Reset() {
 	*x = CreateActorResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[22]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1346,7 @@ func (x *CreateActorResponse) String() string {
 func (*CreateActorResponse) ProtoMessage() {}
 
 func (x *CreateActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[22]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1359,7 @@ func (x *CreateActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateActorResponse.ProtoReflect.Descriptor instead.
 func (*CreateActorResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{22}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateActorResponse) GetActor() *ActorInfo {
@@ -1562,7 +1386,7 @@ type GetActorRequest struct {
 
 func (x *GetActorRequest) Reset() {
 	*x = GetActorRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[23]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1398,7 @@ func (x *GetActorRequest) String() string {
 func (*GetActorRequest) ProtoMessage() {}
 
 func (x *GetActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[23]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1411,7 @@ func (x *GetActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActorRequest.ProtoReflect.Descriptor instead.
 func (*GetActorRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{23}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetActorRequest) GetActorId() []byte {
@@ -1634,7 +1458,7 @@ type GetActorResponse struct {
 
 func (x *GetActorResponse) Reset() {
 	*x = GetActorResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[24]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1470,7 @@ func (x *GetActorResponse) String() string {
 func (*GetActorResponse) ProtoMessage() {}
 
 func (x *GetActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[24]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1483,7 @@ func (x *GetActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActorResponse.ProtoReflect.Descriptor instead.
 func (*GetActorResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{24}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetActorResponse) GetActor() *ActorInfo {
@@ -1678,7 +1502,7 @@ type KillActorRequest struct {
 
 func (x *KillActorRequest) Reset() {
 	*x = KillActorRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[25]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1514,7 @@ func (x *KillActorRequest) String() string {
 func (*KillActorRequest) ProtoMessage() {}
 
 func (x *KillActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[25]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1527,7 @@ func (x *KillActorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActorRequest.ProtoReflect.Descriptor instead.
 func (*KillActorRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{25}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KillActorRequest) GetActorId() []byte {
@@ -1721,7 +1545,7 @@ type KillActorResponse struct {
 
 func (x *KillActorResponse) Reset() {
 	*x = KillActorResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[26]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1557,7 @@ func (x *KillActorResponse) String() string {
 func (*KillActorResponse) ProtoMessage() {}
 
 func (x *KillActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[26]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1570,7 @@ func (x *KillActorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillActorResponse.ProtoReflect.Descriptor instead.
 func (*KillActorResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{26}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{25}
 }
 
 type ReportWorkerDeathRequest struct {
@@ -1762,7 +1586,7 @@ type ReportWorkerDeathRequest struct {
 
 func (x *ReportWorkerDeathRequest) Reset() {
 	*x = ReportWorkerDeathRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[27]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1598,7 @@ func (x *ReportWorkerDeathRequest) String() string {
 func (*ReportWorkerDeathRequest) ProtoMessage() {}
 
 func (x *ReportWorkerDeathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[27]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1611,7 @@ func (x *ReportWorkerDeathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportWorkerDeathRequest.ProtoReflect.Descriptor instead.
 func (*ReportWorkerDeathRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{27}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportWorkerDeathRequest) GetNodeId() []byte {
@@ -1826,7 +1650,7 @@ type ReportWorkerDeathResponse struct {
 
 func (x *ReportWorkerDeathResponse) Reset() {
 	*x = ReportWorkerDeathResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[28]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1662,7 @@ func (x *ReportWorkerDeathResponse) String() string {
 func (*ReportWorkerDeathResponse) ProtoMessage() {}
 
 func (x *ReportWorkerDeathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[28]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1675,7 @@ func (x *ReportWorkerDeathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportWorkerDeathResponse.ProtoReflect.Descriptor instead.
 func (*ReportWorkerDeathResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{28}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{27}
 }
 
 type PlacementGroupInfo struct {
@@ -1873,7 +1697,7 @@ type PlacementGroupInfo struct {
 
 func (x *PlacementGroupInfo) Reset() {
 	*x = PlacementGroupInfo{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[29]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +1709,7 @@ func (x *PlacementGroupInfo) String() string {
 func (*PlacementGroupInfo) ProtoMessage() {}
 
 func (x *PlacementGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[29]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +1722,7 @@ func (x *PlacementGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementGroupInfo.ProtoReflect.Descriptor instead.
 func (*PlacementGroupInfo) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{29}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PlacementGroupInfo) GetPlacementGroupId() []byte {
@@ -1962,15 +1786,16 @@ type CreatePlacementGroupRequest struct {
 	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
 	Name             string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Strategy         PlacementStrategy      `protobuf:"varint,3,opt,name=strategy,proto3,enum=goray.v1.PlacementStrategy" json:"strategy,omitempty"`
-	Bundles          []*Resources           `protobuf:"bytes,4,rep,name=bundles,proto3" json:"bundles,omitempty"`
-	JobId            []byte                 `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// 1 to 1,000 bundles.
+	Bundles       []*Resources `protobuf:"bytes,4,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	JobId         []byte       `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreatePlacementGroupRequest) Reset() {
 	*x = CreatePlacementGroupRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[30]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +1807,7 @@ func (x *CreatePlacementGroupRequest) String() string {
 func (*CreatePlacementGroupRequest) ProtoMessage() {}
 
 func (x *CreatePlacementGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[30]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +1820,7 @@ func (x *CreatePlacementGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePlacementGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreatePlacementGroupRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{30}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreatePlacementGroupRequest) GetPlacementGroupId() []byte {
@@ -2042,7 +1867,7 @@ type CreatePlacementGroupResponse struct {
 
 func (x *CreatePlacementGroupResponse) Reset() {
 	*x = CreatePlacementGroupResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[31]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +1879,7 @@ func (x *CreatePlacementGroupResponse) String() string {
 func (*CreatePlacementGroupResponse) ProtoMessage() {}
 
 func (x *CreatePlacementGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[31]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +1892,7 @@ func (x *CreatePlacementGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePlacementGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreatePlacementGroupResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{31}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreatePlacementGroupResponse) GetPlacementGroup() *PlacementGroupInfo {
@@ -2088,7 +1913,7 @@ type GetPlacementGroupRequest struct {
 
 func (x *GetPlacementGroupRequest) Reset() {
 	*x = GetPlacementGroupRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[32]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +1925,7 @@ func (x *GetPlacementGroupRequest) String() string {
 func (*GetPlacementGroupRequest) ProtoMessage() {}
 
 func (x *GetPlacementGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[32]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +1938,7 @@ func (x *GetPlacementGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPlacementGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetPlacementGroupRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{32}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPlacementGroupRequest) GetPlacementGroupId() []byte {
@@ -2139,7 +1964,7 @@ type GetPlacementGroupResponse struct {
 
 func (x *GetPlacementGroupResponse) Reset() {
 	*x = GetPlacementGroupResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[33]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +1976,7 @@ func (x *GetPlacementGroupResponse) String() string {
 func (*GetPlacementGroupResponse) ProtoMessage() {}
 
 func (x *GetPlacementGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[33]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +1989,7 @@ func (x *GetPlacementGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPlacementGroupResponse.ProtoReflect.Descriptor instead.
 func (*GetPlacementGroupResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{33}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetPlacementGroupResponse) GetPlacementGroup() *PlacementGroupInfo {
@@ -2183,7 +2008,7 @@ type RemovePlacementGroupRequest struct {
 
 func (x *RemovePlacementGroupRequest) Reset() {
 	*x = RemovePlacementGroupRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[34]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2020,7 @@ func (x *RemovePlacementGroupRequest) String() string {
 func (*RemovePlacementGroupRequest) ProtoMessage() {}
 
 func (x *RemovePlacementGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[34]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2033,7 @@ func (x *RemovePlacementGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePlacementGroupRequest.ProtoReflect.Descriptor instead.
 func (*RemovePlacementGroupRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{34}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RemovePlacementGroupRequest) GetPlacementGroupId() []byte {
@@ -2226,7 +2051,7 @@ type RemovePlacementGroupResponse struct {
 
 func (x *RemovePlacementGroupResponse) Reset() {
 	*x = RemovePlacementGroupResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[35]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2063,7 @@ func (x *RemovePlacementGroupResponse) String() string {
 func (*RemovePlacementGroupResponse) ProtoMessage() {}
 
 func (x *RemovePlacementGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[35]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2076,7 @@ func (x *RemovePlacementGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePlacementGroupResponse.ProtoReflect.Descriptor instead.
 func (*RemovePlacementGroupResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{35}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{34}
 }
 
 type GetClusterStateRequest struct {
@@ -2262,7 +2087,7 @@ type GetClusterStateRequest struct {
 
 func (x *GetClusterStateRequest) Reset() {
 	*x = GetClusterStateRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[36]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2099,7 @@ func (x *GetClusterStateRequest) String() string {
 func (*GetClusterStateRequest) ProtoMessage() {}
 
 func (x *GetClusterStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[36]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2112,7 @@ func (x *GetClusterStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStateRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStateRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{36}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{35}
 }
 
 // InfeasibleRequest is a request no alive node can ever fit.
@@ -2307,7 +2132,7 @@ type InfeasibleRequest struct {
 
 func (x *InfeasibleRequest) Reset() {
 	*x = InfeasibleRequest{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[37]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2144,7 @@ func (x *InfeasibleRequest) String() string {
 func (*InfeasibleRequest) ProtoMessage() {}
 
 func (x *InfeasibleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[37]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2157,7 @@ func (x *InfeasibleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfeasibleRequest.ProtoReflect.Descriptor instead.
 func (*InfeasibleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{37}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *InfeasibleRequest) GetKind() string {
@@ -2382,7 +2207,7 @@ type GetClusterStateResponse struct {
 
 func (x *GetClusterStateResponse) Reset() {
 	*x = GetClusterStateResponse{}
-	mi := &file_goray_v1_scheduler_proto_msgTypes[38]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2219,7 @@ func (x *GetClusterStateResponse) String() string {
 func (*GetClusterStateResponse) ProtoMessage() {}
 
 func (x *GetClusterStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_scheduler_proto_msgTypes[38]
+	mi := &file_goray_v1_scheduler_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2232,7 @@ func (x *GetClusterStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStateResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStateResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{38}
+	return file_goray_v1_scheduler_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetClusterStateResponse) GetNodes() []*NodeInfo {
@@ -2506,25 +2331,7 @@ const file_goray_v1_scheduler_proto_rawDesc = "" +
 	"\x14KeepJobAliveResponse\")\n" +
 	"\x10FinishJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\fR\x05jobId\"\x13\n" +
-	"\x11FinishJobResponse\"\xef\x04\n" +
-	"\tActorSpec\x12\x19\n" +
-	"\bactor_id\x18\x01 \x01(\fR\aactorId\x12\x15\n" +
-	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12\x1b\n" +
-	"\ttype_name\x18\x03 \x01(\tR\btypeName\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
-	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12D\n" +
-	"\x13placement_resources\x18\x06 \x01(\v2\x13.goray.v1.ResourcesR\x12placementResources\x121\n" +
-	"\tresources\x18\a \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12#\n" +
-	"\rowner_address\x18\b \x01(\tR\fownerAddress\x12!\n" +
-	"\x04args\x18\t \x03(\v2\r.goray.v1.ArgR\x04args\x12'\n" +
-	"\x0fmax_concurrency\x18\n" +
-	" \x01(\rR\x0emaxConcurrency\x12M\n" +
-	"\x13scheduling_strategy\x18\v \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
-	"\tfail_fast\x18\f \x01(\bR\bfailFast\x12\"\n" +
-	"\rowner_node_id\x18\r \x01(\fR\vownerNodeId\x12!\n" +
-	"\fmax_restarts\x18\x0e \x01(\x05R\vmaxRestarts\x12(\n" +
-	"\x10max_task_retries\x18\x0f \x01(\x05R\x0emaxTaskRetries\x12\x1a\n" +
-	"\bdetached\x18\x10 \x01(\bR\bdetached\"\x96\x02\n" +
+	"\x11FinishJobResponse\"\x96\x02\n" +
 	"\tActorInfo\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12*\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x14.goray.v1.ActorStateR\x05state\x12\x17\n" +
@@ -2647,7 +2454,7 @@ func file_goray_v1_scheduler_proto_rawDescGZIP() []byte {
 }
 
 var file_goray_v1_scheduler_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_goray_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_goray_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_goray_v1_scheduler_proto_goTypes = []any{
 	(ActorState)(0),                      // 0: goray.v1.ActorState
 	(PlacementStrategy)(0),               // 1: goray.v1.PlacementStrategy
@@ -2671,102 +2478,96 @@ var file_goray_v1_scheduler_proto_goTypes = []any{
 	(*KeepJobAliveResponse)(nil),         // 19: goray.v1.KeepJobAliveResponse
 	(*FinishJobRequest)(nil),             // 20: goray.v1.FinishJobRequest
 	(*FinishJobResponse)(nil),            // 21: goray.v1.FinishJobResponse
-	(*ActorSpec)(nil),                    // 22: goray.v1.ActorSpec
-	(*ActorInfo)(nil),                    // 23: goray.v1.ActorInfo
-	(*CreateActorRequest)(nil),           // 24: goray.v1.CreateActorRequest
-	(*CreateActorResponse)(nil),          // 25: goray.v1.CreateActorResponse
-	(*GetActorRequest)(nil),              // 26: goray.v1.GetActorRequest
-	(*GetActorResponse)(nil),             // 27: goray.v1.GetActorResponse
-	(*KillActorRequest)(nil),             // 28: goray.v1.KillActorRequest
-	(*KillActorResponse)(nil),            // 29: goray.v1.KillActorResponse
-	(*ReportWorkerDeathRequest)(nil),     // 30: goray.v1.ReportWorkerDeathRequest
-	(*ReportWorkerDeathResponse)(nil),    // 31: goray.v1.ReportWorkerDeathResponse
-	(*PlacementGroupInfo)(nil),           // 32: goray.v1.PlacementGroupInfo
-	(*CreatePlacementGroupRequest)(nil),  // 33: goray.v1.CreatePlacementGroupRequest
-	(*CreatePlacementGroupResponse)(nil), // 34: goray.v1.CreatePlacementGroupResponse
-	(*GetPlacementGroupRequest)(nil),     // 35: goray.v1.GetPlacementGroupRequest
-	(*GetPlacementGroupResponse)(nil),    // 36: goray.v1.GetPlacementGroupResponse
-	(*RemovePlacementGroupRequest)(nil),  // 37: goray.v1.RemovePlacementGroupRequest
-	(*RemovePlacementGroupResponse)(nil), // 38: goray.v1.RemovePlacementGroupResponse
-	(*GetClusterStateRequest)(nil),       // 39: goray.v1.GetClusterStateRequest
-	(*InfeasibleRequest)(nil),            // 40: goray.v1.InfeasibleRequest
-	(*GetClusterStateResponse)(nil),      // 41: goray.v1.GetClusterStateResponse
-	(*Resources)(nil),                    // 42: goray.v1.Resources
-	(*NodeInfo)(nil),                     // 43: goray.v1.NodeInfo
-	(*Arg)(nil),                          // 44: goray.v1.Arg
-	(*SchedulingStrategy)(nil),           // 45: goray.v1.SchedulingStrategy
-	(*ErrorInfo)(nil),                    // 46: goray.v1.ErrorInfo
+	(*ActorInfo)(nil),                    // 22: goray.v1.ActorInfo
+	(*CreateActorRequest)(nil),           // 23: goray.v1.CreateActorRequest
+	(*CreateActorResponse)(nil),          // 24: goray.v1.CreateActorResponse
+	(*GetActorRequest)(nil),              // 25: goray.v1.GetActorRequest
+	(*GetActorResponse)(nil),             // 26: goray.v1.GetActorResponse
+	(*KillActorRequest)(nil),             // 27: goray.v1.KillActorRequest
+	(*KillActorResponse)(nil),            // 28: goray.v1.KillActorResponse
+	(*ReportWorkerDeathRequest)(nil),     // 29: goray.v1.ReportWorkerDeathRequest
+	(*ReportWorkerDeathResponse)(nil),    // 30: goray.v1.ReportWorkerDeathResponse
+	(*PlacementGroupInfo)(nil),           // 31: goray.v1.PlacementGroupInfo
+	(*CreatePlacementGroupRequest)(nil),  // 32: goray.v1.CreatePlacementGroupRequest
+	(*CreatePlacementGroupResponse)(nil), // 33: goray.v1.CreatePlacementGroupResponse
+	(*GetPlacementGroupRequest)(nil),     // 34: goray.v1.GetPlacementGroupRequest
+	(*GetPlacementGroupResponse)(nil),    // 35: goray.v1.GetPlacementGroupResponse
+	(*RemovePlacementGroupRequest)(nil),  // 36: goray.v1.RemovePlacementGroupRequest
+	(*RemovePlacementGroupResponse)(nil), // 37: goray.v1.RemovePlacementGroupResponse
+	(*GetClusterStateRequest)(nil),       // 38: goray.v1.GetClusterStateRequest
+	(*InfeasibleRequest)(nil),            // 39: goray.v1.InfeasibleRequest
+	(*GetClusterStateResponse)(nil),      // 40: goray.v1.GetClusterStateResponse
+	(*Resources)(nil),                    // 41: goray.v1.Resources
+	(*NodeInfo)(nil),                     // 42: goray.v1.NodeInfo
+	(*ActorSpec)(nil),                    // 43: goray.v1.ActorSpec
+	(*ErrorInfo)(nil),                    // 44: goray.v1.ErrorInfo
 }
 var file_goray_v1_scheduler_proto_depIdxs = []int32{
-	42, // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
-	42, // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
-	40, // 2: goray.v1.HeartbeatRequest.infeasible:type_name -> goray.v1.InfeasibleRequest
-	42, // 3: goray.v1.HeartbeatRequest.total:type_name -> goray.v1.Resources
-	43, // 4: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
-	43, // 5: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
+	41, // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
+	41, // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
+	39, // 2: goray.v1.HeartbeatRequest.infeasible:type_name -> goray.v1.InfeasibleRequest
+	41, // 3: goray.v1.HeartbeatRequest.total:type_name -> goray.v1.Resources
+	42, // 4: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
+	42, // 5: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
 	17, // 6: goray.v1.GetJobResponse.job:type_name -> goray.v1.JobInfo
-	42, // 7: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
-	42, // 8: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
-	44, // 9: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
-	45, // 10: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
-	22, // 11: goray.v1.ActorInfo.spec:type_name -> goray.v1.ActorSpec
-	0,  // 12: goray.v1.ActorInfo.state:type_name -> goray.v1.ActorState
-	46, // 13: goray.v1.ActorInfo.death_cause:type_name -> goray.v1.ErrorInfo
-	22, // 14: goray.v1.CreateActorRequest.spec:type_name -> goray.v1.ActorSpec
-	23, // 15: goray.v1.CreateActorResponse.actor:type_name -> goray.v1.ActorInfo
-	23, // 16: goray.v1.GetActorResponse.actor:type_name -> goray.v1.ActorInfo
-	46, // 17: goray.v1.ReportWorkerDeathRequest.cause:type_name -> goray.v1.ErrorInfo
-	1,  // 18: goray.v1.PlacementGroupInfo.strategy:type_name -> goray.v1.PlacementStrategy
-	42, // 19: goray.v1.PlacementGroupInfo.bundles:type_name -> goray.v1.Resources
-	2,  // 20: goray.v1.PlacementGroupInfo.state:type_name -> goray.v1.PlacementGroupState
-	1,  // 21: goray.v1.CreatePlacementGroupRequest.strategy:type_name -> goray.v1.PlacementStrategy
-	42, // 22: goray.v1.CreatePlacementGroupRequest.bundles:type_name -> goray.v1.Resources
-	32, // 23: goray.v1.CreatePlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
-	32, // 24: goray.v1.GetPlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
-	42, // 25: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
-	43, // 26: goray.v1.GetClusterStateResponse.nodes:type_name -> goray.v1.NodeInfo
-	23, // 27: goray.v1.GetClusterStateResponse.actors:type_name -> goray.v1.ActorInfo
-	32, // 28: goray.v1.GetClusterStateResponse.placement_groups:type_name -> goray.v1.PlacementGroupInfo
-	40, // 29: goray.v1.GetClusterStateResponse.infeasible:type_name -> goray.v1.InfeasibleRequest
-	3,  // 30: goray.v1.SchedulerService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
-	5,  // 31: goray.v1.SchedulerService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
-	7,  // 32: goray.v1.SchedulerService.ListNodes:input_type -> goray.v1.ListNodesRequest
-	9,  // 33: goray.v1.SchedulerService.RegisterJob:input_type -> goray.v1.RegisterJobRequest
-	11, // 34: goray.v1.SchedulerService.UploadJobBinary:input_type -> goray.v1.UploadJobBinaryRequest
-	13, // 35: goray.v1.SchedulerService.FetchJobBinary:input_type -> goray.v1.FetchJobBinaryRequest
-	15, // 36: goray.v1.SchedulerService.GetJob:input_type -> goray.v1.GetJobRequest
-	18, // 37: goray.v1.SchedulerService.KeepJobAlive:input_type -> goray.v1.KeepJobAliveRequest
-	20, // 38: goray.v1.SchedulerService.FinishJob:input_type -> goray.v1.FinishJobRequest
-	24, // 39: goray.v1.SchedulerService.CreateActor:input_type -> goray.v1.CreateActorRequest
-	26, // 40: goray.v1.SchedulerService.GetActor:input_type -> goray.v1.GetActorRequest
-	28, // 41: goray.v1.SchedulerService.KillActor:input_type -> goray.v1.KillActorRequest
-	30, // 42: goray.v1.SchedulerService.ReportWorkerDeath:input_type -> goray.v1.ReportWorkerDeathRequest
-	33, // 43: goray.v1.SchedulerService.CreatePlacementGroup:input_type -> goray.v1.CreatePlacementGroupRequest
-	35, // 44: goray.v1.SchedulerService.GetPlacementGroup:input_type -> goray.v1.GetPlacementGroupRequest
-	37, // 45: goray.v1.SchedulerService.RemovePlacementGroup:input_type -> goray.v1.RemovePlacementGroupRequest
-	39, // 46: goray.v1.SchedulerService.GetClusterState:input_type -> goray.v1.GetClusterStateRequest
-	4,  // 47: goray.v1.SchedulerService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
-	6,  // 48: goray.v1.SchedulerService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
-	8,  // 49: goray.v1.SchedulerService.ListNodes:output_type -> goray.v1.ListNodesResponse
-	10, // 50: goray.v1.SchedulerService.RegisterJob:output_type -> goray.v1.RegisterJobResponse
-	12, // 51: goray.v1.SchedulerService.UploadJobBinary:output_type -> goray.v1.UploadJobBinaryResponse
-	14, // 52: goray.v1.SchedulerService.FetchJobBinary:output_type -> goray.v1.FetchJobBinaryResponse
-	16, // 53: goray.v1.SchedulerService.GetJob:output_type -> goray.v1.GetJobResponse
-	19, // 54: goray.v1.SchedulerService.KeepJobAlive:output_type -> goray.v1.KeepJobAliveResponse
-	21, // 55: goray.v1.SchedulerService.FinishJob:output_type -> goray.v1.FinishJobResponse
-	25, // 56: goray.v1.SchedulerService.CreateActor:output_type -> goray.v1.CreateActorResponse
-	27, // 57: goray.v1.SchedulerService.GetActor:output_type -> goray.v1.GetActorResponse
-	29, // 58: goray.v1.SchedulerService.KillActor:output_type -> goray.v1.KillActorResponse
-	31, // 59: goray.v1.SchedulerService.ReportWorkerDeath:output_type -> goray.v1.ReportWorkerDeathResponse
-	34, // 60: goray.v1.SchedulerService.CreatePlacementGroup:output_type -> goray.v1.CreatePlacementGroupResponse
-	36, // 61: goray.v1.SchedulerService.GetPlacementGroup:output_type -> goray.v1.GetPlacementGroupResponse
-	38, // 62: goray.v1.SchedulerService.RemovePlacementGroup:output_type -> goray.v1.RemovePlacementGroupResponse
-	41, // 63: goray.v1.SchedulerService.GetClusterState:output_type -> goray.v1.GetClusterStateResponse
-	47, // [47:64] is the sub-list for method output_type
-	30, // [30:47] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	43, // 7: goray.v1.ActorInfo.spec:type_name -> goray.v1.ActorSpec
+	0,  // 8: goray.v1.ActorInfo.state:type_name -> goray.v1.ActorState
+	44, // 9: goray.v1.ActorInfo.death_cause:type_name -> goray.v1.ErrorInfo
+	43, // 10: goray.v1.CreateActorRequest.spec:type_name -> goray.v1.ActorSpec
+	22, // 11: goray.v1.CreateActorResponse.actor:type_name -> goray.v1.ActorInfo
+	22, // 12: goray.v1.GetActorResponse.actor:type_name -> goray.v1.ActorInfo
+	44, // 13: goray.v1.ReportWorkerDeathRequest.cause:type_name -> goray.v1.ErrorInfo
+	1,  // 14: goray.v1.PlacementGroupInfo.strategy:type_name -> goray.v1.PlacementStrategy
+	41, // 15: goray.v1.PlacementGroupInfo.bundles:type_name -> goray.v1.Resources
+	2,  // 16: goray.v1.PlacementGroupInfo.state:type_name -> goray.v1.PlacementGroupState
+	1,  // 17: goray.v1.CreatePlacementGroupRequest.strategy:type_name -> goray.v1.PlacementStrategy
+	41, // 18: goray.v1.CreatePlacementGroupRequest.bundles:type_name -> goray.v1.Resources
+	31, // 19: goray.v1.CreatePlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
+	31, // 20: goray.v1.GetPlacementGroupResponse.placement_group:type_name -> goray.v1.PlacementGroupInfo
+	41, // 21: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
+	42, // 22: goray.v1.GetClusterStateResponse.nodes:type_name -> goray.v1.NodeInfo
+	22, // 23: goray.v1.GetClusterStateResponse.actors:type_name -> goray.v1.ActorInfo
+	31, // 24: goray.v1.GetClusterStateResponse.placement_groups:type_name -> goray.v1.PlacementGroupInfo
+	39, // 25: goray.v1.GetClusterStateResponse.infeasible:type_name -> goray.v1.InfeasibleRequest
+	3,  // 26: goray.v1.SchedulerService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
+	5,  // 27: goray.v1.SchedulerService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
+	7,  // 28: goray.v1.SchedulerService.ListNodes:input_type -> goray.v1.ListNodesRequest
+	9,  // 29: goray.v1.SchedulerService.RegisterJob:input_type -> goray.v1.RegisterJobRequest
+	11, // 30: goray.v1.SchedulerService.UploadJobBinary:input_type -> goray.v1.UploadJobBinaryRequest
+	13, // 31: goray.v1.SchedulerService.FetchJobBinary:input_type -> goray.v1.FetchJobBinaryRequest
+	15, // 32: goray.v1.SchedulerService.GetJob:input_type -> goray.v1.GetJobRequest
+	18, // 33: goray.v1.SchedulerService.KeepJobAlive:input_type -> goray.v1.KeepJobAliveRequest
+	20, // 34: goray.v1.SchedulerService.FinishJob:input_type -> goray.v1.FinishJobRequest
+	23, // 35: goray.v1.SchedulerService.CreateActor:input_type -> goray.v1.CreateActorRequest
+	25, // 36: goray.v1.SchedulerService.GetActor:input_type -> goray.v1.GetActorRequest
+	27, // 37: goray.v1.SchedulerService.KillActor:input_type -> goray.v1.KillActorRequest
+	29, // 38: goray.v1.SchedulerService.ReportWorkerDeath:input_type -> goray.v1.ReportWorkerDeathRequest
+	32, // 39: goray.v1.SchedulerService.CreatePlacementGroup:input_type -> goray.v1.CreatePlacementGroupRequest
+	34, // 40: goray.v1.SchedulerService.GetPlacementGroup:input_type -> goray.v1.GetPlacementGroupRequest
+	36, // 41: goray.v1.SchedulerService.RemovePlacementGroup:input_type -> goray.v1.RemovePlacementGroupRequest
+	38, // 42: goray.v1.SchedulerService.GetClusterState:input_type -> goray.v1.GetClusterStateRequest
+	4,  // 43: goray.v1.SchedulerService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
+	6,  // 44: goray.v1.SchedulerService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
+	8,  // 45: goray.v1.SchedulerService.ListNodes:output_type -> goray.v1.ListNodesResponse
+	10, // 46: goray.v1.SchedulerService.RegisterJob:output_type -> goray.v1.RegisterJobResponse
+	12, // 47: goray.v1.SchedulerService.UploadJobBinary:output_type -> goray.v1.UploadJobBinaryResponse
+	14, // 48: goray.v1.SchedulerService.FetchJobBinary:output_type -> goray.v1.FetchJobBinaryResponse
+	16, // 49: goray.v1.SchedulerService.GetJob:output_type -> goray.v1.GetJobResponse
+	19, // 50: goray.v1.SchedulerService.KeepJobAlive:output_type -> goray.v1.KeepJobAliveResponse
+	21, // 51: goray.v1.SchedulerService.FinishJob:output_type -> goray.v1.FinishJobResponse
+	24, // 52: goray.v1.SchedulerService.CreateActor:output_type -> goray.v1.CreateActorResponse
+	26, // 53: goray.v1.SchedulerService.GetActor:output_type -> goray.v1.GetActorResponse
+	28, // 54: goray.v1.SchedulerService.KillActor:output_type -> goray.v1.KillActorResponse
+	30, // 55: goray.v1.SchedulerService.ReportWorkerDeath:output_type -> goray.v1.ReportWorkerDeathResponse
+	33, // 56: goray.v1.SchedulerService.CreatePlacementGroup:output_type -> goray.v1.CreatePlacementGroupResponse
+	35, // 57: goray.v1.SchedulerService.GetPlacementGroup:output_type -> goray.v1.GetPlacementGroupResponse
+	37, // 58: goray.v1.SchedulerService.RemovePlacementGroup:output_type -> goray.v1.RemovePlacementGroupResponse
+	40, // 59: goray.v1.SchedulerService.GetClusterState:output_type -> goray.v1.GetClusterStateResponse
+	43, // [43:60] is the sub-list for method output_type
+	26, // [26:43] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_scheduler_proto_init() }
@@ -2775,14 +2576,14 @@ func file_goray_v1_scheduler_proto_init() {
 		return
 	}
 	file_goray_v1_common_proto_init()
-	file_goray_v1_scheduler_proto_msgTypes[23].OneofWrappers = []any{}
+	file_goray_v1_scheduler_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_scheduler_proto_rawDesc), len(file_goray_v1_scheduler_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -621,7 +621,7 @@ var File_goray_v1_worker_proto protoreflect.FileDescriptor
 
 const file_goray_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x15goray/v1/worker.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\x1a\x18goray/v1/scheduler.proto\"\xbc\x02\n" +
+	"\x15goray/v1/worker.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\xbc\x02\n" +
 	"\bTaskSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\fR\x06taskId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\fR\x05jobId\x12#\n" +
@@ -723,7 +723,6 @@ func file_goray_v1_worker_proto_init() {
 		return
 	}
 	file_goray_v1_common_proto_init()
-	file_goray_v1_scheduler_proto_init()
 	file_goray_v1_worker_proto_msgTypes[2].OneofWrappers = []any{
 		(*ExecuteResponse_Value)(nil),
 		(*ExecuteResponse_Stored)(nil),
