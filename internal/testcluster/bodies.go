@@ -29,15 +29,17 @@ import (
 const Namespace = "goray-testcluster"
 
 // Gate is an actor that tasks report to: Arrive records where a task runs,
-// and Await holds tasks until a number of them arrived. Spawn it with
-// actor.WithMaxConcurrency at least the number of tasks it holds at once.
+// and Hold holds tasks until the test calls Release. Spawn it with
+// actor.WithMaxConcurrency more than the number of tasks it holds at once
+// (SpawnGate does), so that Nodes and Release are served meanwhile.
 type Gate struct {
-	mu      sync.Mutex
-	nodes   []string
-	changed chan struct{} // closed and replaced on every arrival
+	mu       sync.Mutex
+	nodes    []string
+	changed  chan struct{} // closed and replaced on every arrival
+	released chan struct{} // closed by Release
 }
 
-func newGate() *Gate { return &Gate{changed: make(chan struct{})} }
+func newGate() *Gate { return &Gate{changed: make(chan struct{}), released: make(chan struct{})} }
 
 // Arrive records an arrival from node and returns how many arrived so far,
 // this one included.
@@ -57,42 +59,50 @@ func (g *Gate) Nodes(context.Context) ([]string, error) {
 	return slices.Clone(g.nodes), nil
 }
 
-// Await records an arrival from node and returns once n arrived (or the
-// call's context ends).
-func (g *Gate) Await(ctx context.Context, node string, n int) (int, error) {
+// Hold records an arrival from node and returns once Release was called
+// (or the call's context ends).
+func (g *Gate) Hold(ctx context.Context, node string) (int, error) {
 	mine, _ := g.Arrive(ctx, node)
-	for {
-		g.mu.Lock()
-		got, changed := len(g.nodes), g.changed
-		g.mu.Unlock()
-		if got >= n {
-			return mine, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	select {
+	case <-g.released:
+		return mine, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
 	}
+}
+
+// Release lets every held task go, now and later.
+func (g *Gate) Release(context.Context) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.released:
+	default:
+		close(g.released)
+	}
+	return true, nil
 }
 
 var (
 	// GateType is the Gate actor.
-	GateType  = actor.Register("testcluster.gate", newGate)
-	gateNodes = actor.Method0(GateType, "nodes", (*Gate).Nodes)
-	gateAwait = actor.Method2(GateType, "await", (*Gate).Await)
-	gateOn    = actor.Method1(GateType, "arrive", (*Gate).Arrive)
+	GateType = actor.Register("testcluster.gate", newGate)
+	// GateNodes lists the nodes of the Gate's arrivals.
+	GateNodes = actor.Method0(GateType, "nodes", (*Gate).Nodes)
+	// GateRelease lets the Gate's held tasks go.
+	GateRelease = actor.Method0(GateType, "release", (*Gate).Release)
+	gateHold    = actor.Method1(GateType, "hold", (*Gate).Hold)
+	gateOn      = actor.Method1(GateType, "arrive", (*Gate).Arrive)
 
-	// AwaitGate is a task that waits at the Gate named by its first
-	// argument until as many tasks as its second arrived, and says on which
-	// node it ran: tasks that must hold their workers at once.
-	AwaitGate = task.Register2("testcluster.await_gate", func(ctx context.Context, gate string, n int) (string, error) {
+	// HoldAtGate is a task that waits at the Gate named by its argument
+	// until the test releases it, and says on which node it ran: tasks that
+	// hold their workers (and leases) at once, for as long as the test needs.
+	HoldAtGate = task.Register1("testcluster.hold_at_gate", func(ctx context.Context, gate string) (string, error) {
 		g, err := actor.Get(ctx, GateType, gate, actor.WithNamespace(Namespace))
 		if err != nil {
 			return "", err
 		}
 		node := runtime.CurrentNodeID()
-		if _, err := gateAwait.Remote(ctx, g, objectstore.Val(node), objectstore.Val(n)).Get(ctx); err != nil {
+		if _, err := gateHold.Remote(ctx, g, objectstore.Val(node)).Get(ctx); err != nil {
 			return "", err
 		}
 		return node, nil
@@ -160,13 +170,13 @@ func (t *Tally) Add(_ context.Context, d int) (int, error) { t.n += d; return t.
 func (*Tally) Node(context.Context) (string, error) { return runtime.CurrentNodeID(), nil }
 
 // SpawnGate spawns a Gate under a fresh name in Namespace, killed when t
-// ends, with room for maxConcurrent callers at once.
-func SpawnGate(t testing.TB, maxConcurrent int, opts ...actor.Option) (actor.Handle[Gate], string) {
+// ends, that can hold up to holders tasks and still serve the test's calls.
+func SpawnGate(t testing.TB, holders int, opts ...actor.Option) (actor.Handle[Gate], string) {
 	t.Helper()
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	name := "gate-" + hex.EncodeToString(b[:])
-	opts = append([]actor.Option{actor.WithName(name), actor.WithNamespace(Namespace), actor.WithMaxConcurrency(maxConcurrent)}, opts...)
+	opts = append([]actor.Option{actor.WithName(name), actor.WithNamespace(Namespace), actor.WithMaxConcurrency(holders + 2)}, opts...)
 	h, err := actor.Spawn(t.Context(), GateType, opts...)
 	if err != nil {
 		t.Fatalf("spawn the gate: %v", err)
@@ -186,7 +196,7 @@ func SpawnGate(t testing.TB, maxConcurrent int, opts ...actor.Option) (actor.Han
 func NodeDeath(t *testing.T, c Cluster) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	gate, gateName := SpawnGate(t, 4) // before the victim joins: not on it
+	gate, gateName := SpawnGate(t, 1) // before the victim joins: not on it
 
 	victim := c.AddNode(t, map[string]float64{"CPU": 2})
 	id := victim.ID()
@@ -209,7 +219,7 @@ func NodeDeath(t *testing.T, c Cluster) {
 	}
 	held := holdFirst.Remote(ctx, objectstore.Val(gateName), task.WithStrategy(onVictim))
 	testwait.Eventually(t, 30*time.Second, "the held task running on the victim", func() bool {
-		nodes, err := gateNodes.Remote(ctx, gate).Get(ctx)
+		nodes, err := GateNodes.Remote(ctx, gate).Get(ctx)
 		return err == nil && slices.Contains(nodes, id)
 	})
 	cw, err := core.Current()

@@ -179,15 +179,39 @@ func TestSpreadUsesDistinctNodes(t *testing.T) {
 	if len(seen) != len(alive) {
 		t.Errorf("%d SPREAD actors on %d distinct nodes %v, want %d", len(alive), len(seen), slices.Collect(maps.Keys(seen)), len(alive))
 	}
-	// Tasks that hold their workers at once (each waits at a gate until
-	// all of them run) each need a lease of their own, and consecutive
-	// SPREAD lease requests go round the nodes that fit, whatever ran
-	// before: one task on each node.
+	// Tasks that hold their workers at once (they wait at a gate until
+	// released) each need a lease of their own, and consecutive SPREAD
+	// lease requests go round the nodes that fit, whatever ran before: one
+	// task on each node.
 	ctx := t.Context()
-	_, gate := testcluster.SpawnGate(t, len(alive))
+	gate, gateName := testcluster.SpawnGate(t, len(alive))
 	refs := make([]objectstore.Ref[string], len(alive))
 	for i := range refs {
-		refs[i] = testcluster.AwaitGate.Remote(ctx, objectstore.Val(gate), objectstore.Val(len(alive)), task.WithStrategy(runtime.SpreadStrategy()))
+		refs[i] = testcluster.HoldAtGate.Remote(ctx, objectstore.Val(gateName), task.WithStrategy(runtime.SpreadStrategy()))
+	}
+	var held []string
+	testwait.Eventually(t, 30*time.Second, fmt.Sprintf("%d SPREAD tasks running at once", len(refs)), func() bool {
+		held, _ = testcluster.GateNodes.Remote(ctx, gate).Get(ctx)
+		return len(held) == len(refs)
+	})
+	// Before they go, the head's table shows their CPUs in use (a heartbeat
+	// reported them): so the next test's wait for free CPUs is a wait for
+	// their leases' return, never a stale table's answer.
+	testwait.Eventually(t, 30*time.Second, "the held tasks' CPUs in use in the head's table", func() bool {
+		nodes, err := runtime.Nodes(ctx)
+		if err != nil {
+			return false
+		}
+		m := testcluster.ByID(nodes)
+		for _, id := range held {
+			if m[id].Available["CPU"] >= m[id].Total["CPU"] {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := testcluster.GateRelease.Remote(ctx, gate).Get(ctx); err != nil {
+		t.Fatal(err)
 	}
 	tasks := map[string]int{}
 	for _, r := range refs {
