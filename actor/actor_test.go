@@ -14,6 +14,7 @@ import (
 
 	"github.com/goray/goray/actor"
 	"github.com/goray/goray/internal/testenv"
+	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/task"

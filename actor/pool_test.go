@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/actor"
+	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 )

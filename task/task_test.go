@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/internal/testenv"
+	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/task"
