@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/actor"
+	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 )
@@ -36,7 +37,7 @@ func (w *PoolWorker) Sum(_ context.Context, xs []int) (int, error) {
 
 // Nap sleeps ms milliseconds and returns the actor's identity.
 func (w *PoolWorker) Nap(_ context.Context, ms int) (int64, error) {
-	time.Sleep(time.Duration(ms) * time.Millisecond)
+	time.Sleep(time.Duration(ms) * time.Millisecond) // the work itself
 	return w.id, nil
 }
 
@@ -161,13 +162,7 @@ func TestPoolMaxInFlight(t *testing.T) {
 	for range 6 {
 		q.Submit(ctx, objectstore.Val(300))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(pool.InFlight(), []int{3, 3}) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if f := pool.InFlight(); !slices.Equal(f, []int{3, 3}) {
-		t.Errorf("in flight %v, want [3 3]", f)
-	}
+	testwait.Eventually(t, 5*time.Second, "in flight [3 3]", func() bool { return slices.Equal(pool.InFlight(), []int{3, 3}) })
 	for q.HasNext() {
 		if r, err := q.GetNext(ctx); err != nil || r.Err != nil {
 			t.Fatal(err, r.Err)
@@ -330,13 +325,7 @@ func TestPoolBreakStopsSubmitting(t *testing.T) {
 		n++
 		break
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for slices.Max(pool.InFlight()) != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if f := pool.InFlight(); slices.Max(f) != 0 {
-		t.Errorf("in flight after break: %v", f)
-	}
+	testwait.Eventually(t, 5*time.Second, "nothing in flight after break", func() bool { return slices.Max(pool.InFlight()) == 0 })
 	// The pool still works.
 	for r := range actor.Map(ctx, pool, poolWorkerDouble.Remote, vals(21)) {
 		if r.Err != nil || r.Value != 42 {

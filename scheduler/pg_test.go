@@ -11,6 +11,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -152,7 +153,7 @@ func TestPlacementGroups(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The raylets get the bundles back in the background.
-			waitFor(t, "every bundle returned", func() bool {
+			testwait.Eventually(t, 5*time.Second, "every bundle returned", func() bool {
 				returned := 0
 				for _, f := range []*fakeRaylet{a, b, c} {
 					returned += f.bundleStates(id)["returned"]
@@ -193,7 +194,7 @@ func TestPlacementGroups(t *testing.T) {
 		if _, err := h.client.CreatePlacementGroup(t.Context(), req); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "a rolled-back attempt", func() bool {
+		testwait.Eventually(t, 5*time.Second, "a rolled-back attempt", func() bool {
 			return a.bundleStates(id)["returned"] > 0 && b.bundleStates(id)["returned"] > 0
 		})
 		resp, err := h.client.GetPlacementGroup(t.Context(), &pb.GetPlacementGroupRequest{PlacementGroupId: id[:]})
@@ -311,7 +312,7 @@ func TestActorStrategies(t *testing.T) {
 			resp, err := h.client.CreateActor(context.Background(), &pb.CreateActorRequest{Spec: spec})
 			done <- result{resp.GetActor(), err}
 		}()
-		waitFor(t, "the actor to be listed as infeasible", func() bool {
+		testwait.Eventually(t, 5*time.Second, "the actor to be listed as infeasible", func() bool {
 			st, err := h.client.GetClusterState(t.Context(), &pb.GetClusterStateRequest{})
 			if err != nil {
 				return false

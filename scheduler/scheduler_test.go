@@ -18,6 +18,7 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -197,18 +198,6 @@ func (h *head) createActor(t *testing.T, j ids.JobID, o actorOpts) (ids.ActorID,
 	return aid, resp.GetActor(), err
 }
 
-// waitFor polls cond until it holds or 5s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func wantCode(t *testing.T, err error, want codes.Code) {
 	t.Helper()
 	if got := status.Code(err); got != want {
@@ -345,7 +334,7 @@ func TestNodeRegistrationAndHeartbeat(t *testing.T) {
 			t.Fatalf("node %s missing from ListNodes", id)
 			return false
 		}
-		waitFor(t, "node b to be declared dead", func() bool { return !alive(b.id) })
+		testwait.Eventually(t, 5*time.Second, "node b to be declared dead", func() bool { return !alive(b.id) })
 		if !alive(a.id) {
 			t.Fatalf("node a: got alive=false, want true (it heartbeats)")
 		}
@@ -541,7 +530,7 @@ func TestKeepJobAlive(t *testing.T) {
 	}
 	cancel() // the driver goes away
 
-	waitFor(t, "the raylet to receive FinishJob", func() bool { return r.wasFinished(j) })
+	testwait.Eventually(t, 5*time.Second, "the raylet to receive FinishJob", func() bool { return r.wasFinished(j) })
 	resp, err := h.client.GetJob(ctx, &pb.GetJobRequest{JobId: j[:]})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -194,7 +195,7 @@ func TestHeadRestartKeepsTables(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The restarted head knows which raylet holds the bundle.
-		waitFor(t, "the bundle to be returned", func() bool { return a.bundleStates(pgID)["returned"] == 1 })
+		testwait.Eventually(t, 5*time.Second, "the bundle to be returned", func() bool { return a.bundleStates(pgID)["returned"] == 1 })
 	})
 	_ = store
 }
@@ -254,30 +255,31 @@ func TestHeadRestartDriverGrace(t *testing.T) {
 	if finished(gone) {
 		t.Fatalf("job %s right after the restart: got finished, want running until the grace period passes", gone)
 	}
-	waitFor(t, "the job whose driver never came back to finish", func() bool { return finished(gone) })
+	testwait.Eventually(t, 5*time.Second, "the job whose driver never came back to finish", func() bool { return finished(gone) })
 	if waited := time.Since(started); waited < grace/2 {
 		t.Errorf("job finished %s after the restart, want about the grace period %s", waited, grace)
 	}
 	// The raylets are told right after the job is marked finished.
-	waitFor(t, "the raylet to be told the job finished", func() bool { return a.wasFinished(gone) })
+	testwait.Eventually(t, 5*time.Second, "the raylet to be told the job finished", func() bool { return a.wasFinished(gone) })
 	got, err := h.client.GetActor(t.Context(), &pb.GetActorRequest{ActorId: goneActor[:]})
 	if err != nil || got.GetActor().GetState() != pb.ActorState_ACTOR_STATE_DEAD {
 		t.Errorf("actor of the finished job: got %v (%v), want DEAD", got.GetActor(), err)
 	}
+	// The point: past the grace the reconnected job is still running.
 	time.Sleep(grace)
 	if finished(back) {
 		t.Fatalf("job %s whose driver reconnected: got finished, want running", back)
 	}
 	// Its driver going away now finishes it at once, as before the restart.
 	cancel()
-	waitFor(t, "the reconnected job to finish when its stream ends", func() bool { return finished(back) })
+	testwait.Eventually(t, 5*time.Second, "the reconnected job to finish when its stream ends", func() bool { return finished(back) })
 }
 
 func TestDeadNodeMustRejoinAsNewNode(t *testing.T) {
 	h := startHead(t, Config{HeartbeatInterval: 20 * time.Millisecond, NodeTimeout: 100 * time.Millisecond})
 	a := startRaylet(t)
 	h.register(t, a, map[string]float64{"CPU": 1})
-	waitFor(t, "the silent node to be declared dead", func() bool {
+	testwait.Eventually(t, 5*time.Second, "the silent node to be declared dead", func() bool {
 		resp, err := h.client.ListNodes(t.Context(), &pb.ListNodesRequest{})
 		return err == nil && len(resp.GetNodes()) == 1 && !resp.GetNodes()[0].GetAlive()
 	})

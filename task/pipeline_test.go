@@ -21,7 +21,7 @@ var running atomic.Int32
 var overlap = task.Register1("tasktest.overlap", func(_ context.Context, x int) (int, error) {
 	n := running.Add(1)
 	defer running.Add(-1)
-	time.Sleep(20 * time.Microsecond)
+	time.Sleep(20 * time.Microsecond) // the work itself: long enough for an overlap to show
 	if n > 1 || running.Load() > 1 {
 		return -1, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/internal/testenv"
+	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/task"
@@ -337,9 +338,8 @@ func TestWorkerCrash(t *testing.T) {
 
 	// The cluster serves tasks again (TestTasksRightAfterCrash holds the
 	// strict version: no innocent task fails at all).
-	deadline := time.Now().Add(10 * time.Second)
 	failed := 0
-	for {
+	testwait.Eventually(t, 10*time.Second, "tasks after a worker crash all succeeding (not ErrWorkerCrashed)", func() bool {
 		refs := make([]objectstore.Ref[int], 4)
 		for i := range refs {
 			refs[i] = square.Remote(ctx, objectstore.Val(i))
@@ -356,14 +356,8 @@ func TestWorkerCrash(t *testing.T) {
 				t.Fatalf("square(%d) after a worker crash: got %d, %v, want %d, nil", i, got, err, i*i)
 			}
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tasks after a worker crash: still failing with ErrWorkerCrashed after 10 s (%d failed)", failed)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok
+	})
 	if failed > 0 {
 		t.Logf("known raylet bug: %d task(s) right after the crash were leased the dead worker", failed)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -23,15 +24,6 @@ func nodeAlive(t *testing.T, head *Raylet, id []byte) (listed, alive bool) {
 		}
 	}
 	return false, false
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("got no %s within %s", what, d)
-		}
-	}
 }
 
 func TestDeadNodeRejoinsAsNewIncarnation(t *testing.T) {
@@ -53,12 +45,12 @@ func TestDeadNodeRejoinsAsNewIncarnation(t *testing.T) {
 	// heartbeat loop blocks on mu while the test holds it, until the head
 	// lists the node dead.
 	node.mu.Lock()
-	eventually(t, 5*time.Second, "the head declaring the silent node dead", func() bool {
+	testwait.Eventually(t, 5*time.Second, "the head declaring the silent node dead", func() bool {
 		listed, alive := nodeAlive(t, head, old[:])
 		return listed && !alive
 	})
 	node.mu.Unlock()
-	eventually(t, 5*time.Second, "retirement of the node declared dead", func() bool {
+	testwait.Eventually(t, 5*time.Second, "retirement of the node declared dead", func() bool {
 		select {
 		case <-node.Retired():
 			return true

@@ -96,7 +96,8 @@ type Raylet struct {
 	// Scheduling state (schedule.go, bundles.go), guarded by mu.
 	rng        *rand.Rand                  // PickHybrid's random pick among the best
 	spreadSeq  uint64                      // PickSpread's rotation
-	recent     map[ids.NodeID][]time.Time  // leases granted here or spilled there, for SPREAD
+	recent     map[ids.NodeID][]time.Time  // leases granted here or spilled there (default strategy's Load)
+	spreadLoad map[ids.NodeID]int          // SPREAD decisions sent to each alive node (SPREAD's Load)
 	viewCh     chan struct{}               // closed and replaced when nodes or r.total change
 	infeasible map[*infeasibleReq]struct{} // lease requests waiting as infeasible
 	bundles    map[bundleKey]*bundle       // placement group bundles prepared here
@@ -172,6 +173,7 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 
 		rng:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		recent:     make(map[ids.NodeID][]time.Time),
+		spreadLoad: make(map[ids.NodeID]int),
 		viewCh:     make(chan struct{}),
 		infeasible: make(map[*infeasibleReq]struct{}),
 		bundles:    make(map[bundleKey]*bundle),

@@ -20,8 +20,10 @@ import (
 //     nodes; this node → queue here; another node that fits now → spill back
 //     there; none fits now → queue here when this node can ever fit it, else
 //     spill back to the pick.
-//   - SPREAD: sched.PickSpread, Load being the leases this raylet granted or
-//     spilled to each node within loadWindow.
+//   - SPREAD: sched.PickSpread, Load being the SPREAD requests this raylet
+//     decided for each alive node (a node that joins starts at the least of
+//     them), so that consecutive SPREAD requests go round the nodes that fit
+//     whatever other work this raylet placed before (see spreadLoadsLocked).
 //   - node affinity: the named node, or (soft) the default when it is dead,
 //     unknown or can never fit the request; hard to a dead or unknown node
 //     fails at once.
@@ -32,7 +34,7 @@ import (
 // decided again whenever the cluster view changes.
 
 // loadWindow is how long a lease granted here or spilled to a node counts
-// towards that node's SPREAD load.
+// towards that node's Load for the default strategy.
 const loadWindow = 10 * time.Second
 
 // maxRecent bounds the remembered lease events of one node.
@@ -257,10 +259,14 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 	var pick int
 	var now bool
 	if strat.GetKind() == pb.SchedulingStrategy_KIND_SPREAD {
+		r.spreadLoadsLocked(nodes)
 		pick, _ = sched.PickSpread(nodes, need, r.spreadSeq)
 		r.spreadSeq++
 		if pick < 0 {
 			return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+		}
+		if id, err := ids.ParseNodeID(nodes[pick].ID); err == nil {
+			r.spreadLoad[id]++
 		}
 		if nodes[pick].Local {
 			return decision{where: placeHere}
@@ -348,7 +354,51 @@ func (r *Raylet) refreshView(ctx context.Context) {
 	r.mu.Unlock()
 }
 
-// noteLease records a lease granted here or spilled to node, for SPREAD.
+// spreadLoadsLocked sets each candidate's Load to the SPREAD requests
+// decided for it. A node seen for the first time starts at the least load of
+// the others, so it joins the rotation instead of taking every request until
+// it caught up; a node no longer a candidate (dead) is forgotten.
+//
+// SPREAD used to count every lease granted here or spilled within
+// loadWindow. That made where a burst of SPREAD tasks went depend on what
+// ran in the 10 s before: after default-strategy work had loaded this node,
+// a burst went to the other nodes only, and with a stale view (a node's
+// leases are seen at the next heartbeat) even to one node, where its tasks
+// queued behind each other: "6 concurrent SPREAD tasks on 1 distinct nodes".
+func (r *Raylet) spreadLoadsLocked(nodes []sched.Node) {
+	least, known := 0, false
+	seen := make(map[ids.NodeID]bool, len(nodes))
+	for _, n := range nodes {
+		id, err := ids.ParseNodeID(n.ID)
+		if err != nil {
+			continue
+		}
+		seen[id] = true
+		if l, ok := r.spreadLoad[id]; ok && (!known || l < least) {
+			least, known = l, true
+		}
+	}
+	for id := range r.spreadLoad {
+		if !seen[id] {
+			delete(r.spreadLoad, id)
+		}
+	}
+	for i := range nodes {
+		id, err := ids.ParseNodeID(nodes[i].ID)
+		if err != nil {
+			continue
+		}
+		l, ok := r.spreadLoad[id]
+		if !ok {
+			l = least
+			r.spreadLoad[id] = l
+		}
+		nodes[i].Load = l
+	}
+}
+
+// noteLease records a lease granted here or spilled to node, for the
+// default strategy's Load.
 func (r *Raylet) noteLease(node []byte) {
 	id, err := ids.ParseNodeID(node)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/sched"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -61,48 +63,32 @@ func startCluster(t *testing.T) *cluster {
 // waitView waits until r's cluster view lists the raylets as alive.
 func waitView(t *testing.T, r *Raylet, want ...*Raylet) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("%d nodes alive in node %s's view", len(want), r.NodeID()), func() bool {
 		r.mu.Lock()
-		n := 0
+		defer r.mu.Unlock()
 		for _, w := range want {
-			if v := r.viewNodeLocked(w.nodeID); v != nil && v.GetAlive() {
-				n++
+			if v := r.viewNodeLocked(w.nodeID); v == nil || !v.GetAlive() {
+				return false
 			}
 		}
-		r.mu.Unlock()
-		if n == len(want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s sees %d of %d nodes alive after 10s", r.NodeID(), n, len(want))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true
+	})
 }
 
 // waitIdle waits until r's view shows the nodes with everything available.
 func waitIdle(t *testing.T, r *Raylet, nodes ...*Raylet) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		idle := true
+	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("idle nodes in %s's view", r.NodeID()), func() bool {
 		r.mu.Lock()
+		defer r.mu.Unlock()
 		for _, n := range nodes {
 			v := r.viewNodeLocked(n.nodeID)
 			if v == nil || !maps.Equal(v.GetTotal().GetAmounts(), v.GetAvailable().GetAmounts()) {
-				idle = false
+				return false
 			}
 		}
-		r.mu.Unlock()
-		if idle {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nodes not idle in %s's view after 10s", r.NodeID())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true
+	})
 }
 
 func leaseReq(job ids.JobID, res map[string]float64) *pb.RequestWorkerLeaseRequest {
@@ -187,11 +173,14 @@ func TestLeaseStrategies(t *testing.T) {
 
 	t.Run("spread alternates nodes", func(t *testing.T) {
 		spread := &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_KIND_SPREAD}
-		// Start from idle nodes, as the head sees them, and no recent load.
+		// Earlier leases (the subtests above, and a few more default ones on
+		// the head now) must not bias where SPREAD sends a burst: it goes
+		// round the nodes whatever this raylet placed before.
+		for range 3 {
+			giveBack(t, head, mustLease(t, head, leaseReq(c.job, map[string]float64{"CPU": 0.25})))
+		}
+		// Start from idle nodes, as the head sees them.
 		waitIdle(t, c.head, c.a, c.b)
-		c.head.mu.Lock()
-		clear(c.head.recent)
-		c.head.mu.Unlock()
 		count := map[string]int{}
 		var seq []string
 		for range 6 {
@@ -276,20 +265,12 @@ func TestLeaseStrategies(t *testing.T) {
 		waitView(t, c.head, gone)
 		id := gone.NodeID()
 		gone.Stop()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
+		testwait.Eventually(t, 15*time.Second, fmt.Sprintf("stopped node %s dead in the head's view", id), func() bool {
 			c.head.mu.Lock()
+			defer c.head.mu.Unlock()
 			n := c.head.viewNodeLocked(id)
-			dead := n != nil && !n.GetAlive()
-			c.head.mu.Unlock()
-			if dead {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s not dead in the head's view 15s after it stopped", id)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return n != nil && !n.GetAlive()
+		})
 
 		req := leaseReq(c.job, map[string]float64{"CPU": 1})
 		req.SchedulingStrategy = affinity(id[:], false)
@@ -346,23 +327,17 @@ func TestInfeasibleLeaseWaitsUntilANodeJoins(t *testing.T) {
 	}()
 
 	// It waits, listed in every heartbeat, logged once.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		inf := head.heartbeatRequest().GetInfeasible()
-		if len(inf) == 1 {
-			q := inf[0]
-			if q.GetKind() != "task" || q.GetName() != "test.fn" || !bytes.Equal(q.GetJobId(), job[:]) ||
-				q.GetResources().GetAmounts()["tpu"] != 1 || !strings.Contains(q.GetReason(), `"tpu"`) {
-				t.Fatalf("heartbeat infeasible entry: got %v", q)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("heartbeat lists %d infeasible requests after 10s, want 1", len(inf))
-		}
-		time.Sleep(20 * time.Millisecond)
+	var inf []*pb.InfeasibleRequest
+	testwait.Eventually(t, 10*time.Second, "one infeasible request in the heartbeat", func() bool {
+		inf = head.heartbeatRequest().GetInfeasible()
+		return len(inf) == 1
+	})
+	if q := inf[0]; q.GetKind() != "task" || q.GetName() != "test.fn" || !bytes.Equal(q.GetJobId(), job[:]) ||
+		q.GetResources().GetAmounts()["tpu"] != 1 || !strings.Contains(q.GetReason(), `"tpu"`) {
+		t.Fatalf("heartbeat infeasible entry: got %v", q)
 	}
-	time.Sleep(5 * testHeartbeat) // several re-evaluations
+	// The point: it keeps waiting through several re-evaluations.
+	time.Sleep(5 * testHeartbeat)
 	select {
 	case r := <-done:
 		t.Fatalf("infeasible request returned %v, %v before a node could fit it; want it to wait", r.resp, r.err)
@@ -415,13 +390,9 @@ func TestInfeasibleLeaseWaitsUntilANodeJoins(t *testing.T) {
 		if status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("got %v, want DeadlineExceeded", err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for len(head.heartbeatRequest().GetInfeasible()) != 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("heartbeat still lists the abandoned request as infeasible")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.Eventually(t, 5*time.Second, "heartbeat without the abandoned infeasible request", func() bool {
+			return len(head.heartbeatRequest().GetInfeasible()) == 0
+		})
 	})
 }
 
@@ -527,7 +498,11 @@ func TestPlacementGroupBundles(t *testing.T) {
 		_, err := client.RequestWorkerLease(callCtx(t), req)
 		waitErr <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	testwait.Eventually(t, 10*time.Second, "the lease waiting for the bundle's resources", func() bool {
+		head.mu.Lock()
+		defer head.mu.Unlock()
+		return len(head.waiters) == 1
+	})
 
 	ret(0)
 	ret(0) // unknown now: no error
@@ -560,27 +535,14 @@ func TestPlacementGroupBundles(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("lease waiting in the returned bundle still waits 10s later")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("task worker pid %d of the returned bundle still alive", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("end of task worker pid %d of the returned bundle", pid), func() bool { return !alive(pid) })
 	// Its lease is gone with it; returning it is harmless and frees nothing twice.
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testwait.Eventually(t, 10*time.Second, "release of the killed worker's lease", func() bool {
 		head.mu.Lock()
+		defer head.mu.Unlock()
 		_, held := head.leases[ids.LeaseID(l.GetLeaseId())]
-		head.mu.Unlock()
-		if !held {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lease of the killed worker still on the books")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return !held
+	})
 	giveBack(t, client, l)
 	total, avail = resOf()
 	if !maps.Equal(total, avail) {
@@ -640,13 +602,7 @@ func TestReturnOneOfTwoBundles(t *testing.T) {
 	if _, err := client.ReturnBundle(callCtx(t), &pb.ReturnBundleRequest{PlacementGroupId: pg[:], BundleIndex: 0}); err != nil {
 		t.Fatalf("ReturnBundle: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pidAny) {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker of the \"any bundle\" lease still alive")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Eventually(t, 10*time.Second, `end of the worker of the "any bundle" lease`, func() bool { return !alive(pidAny) })
 	if !alive(pidOne) {
 		t.Errorf("worker of the lease in bundle 1 was killed; want it kept")
 	}

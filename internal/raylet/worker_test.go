@@ -16,6 +16,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -114,12 +115,9 @@ func TestWorkerProcesses(t *testing.T) {
 	}
 
 	first := lease()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "(worker pid=") || !strings.Contains(out.String(), ") test worker registered\n"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker output: got %q, want its lines prefixed (worker pid=N)", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Eventually(t, 10*time.Second, "worker output lines prefixed (worker pid=N)", func() bool {
+		return strings.Contains(out.String(), "(worker pid=") && strings.Contains(out.String(), ") test worker registered\n")
+	})
 	if _, err := client.ReturnWorkerLease(callCtx(t), &pb.ReturnWorkerLeaseRequest{LeaseId: first.GetLeaseId()}); err != nil {
 		t.Fatalf("ReturnWorkerLease: %v", err)
 	}
@@ -152,7 +150,11 @@ func TestWorkerProcesses(t *testing.T) {
 			resp, _ := client.RequestWorkerLease(callCtx(t), &pb.RequestWorkerLeaseRequest{JobId: job[:]})
 			done <- resp
 		}()
-		time.Sleep(100 * time.Millisecond)
+		testwait.Eventually(t, 10*time.Second, "the third lease waiting for a CPU", func() bool {
+			head.mu.Lock()
+			defer head.mu.Unlock()
+			return len(head.waiters) == 1
+		})
 		give(two)
 		third := <-done
 		if len(third.GetLeaseId()) == 0 {
@@ -184,19 +186,11 @@ func TestWorkerProcesses(t *testing.T) {
 			t.Errorf("CreateActor whose worker exits: got nil error")
 		}
 		// The crashed host's resources come back.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testwait.Eventually(t, 10*time.Second, "2 CPUs available after the actor's worker died", func() bool {
 			head.mu.Lock()
-			cpu := head.avail["CPU"]
-			head.mu.Unlock()
-			if cpu == 2 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("available CPU after the actor's worker died: got %v, want 2", cpu)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			defer head.mu.Unlock()
+			return head.avail["CPU"] == 2
+		})
 	})
 
 	t.Run("finish job kills its workers", func(t *testing.T) {

@@ -1,6 +1,8 @@
 // Package testenv holds what the SDK's test packages share: a TestMain that
 // runs the package's tests on an embedded cluster whose workers are the test
-// binary itself, and a per-test deadline.
+// binary itself and then checks that no goroutine was left behind, and a
+// per-test deadline. Tests wait for conditions with internal/testwait; whole
+// clusters (several nodes, processes) are internal/testcluster's.
 package testenv
 
 import (
@@ -10,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/goray/goray/runtime"
 )
 
 // Main is a TestMain: in a worker process started by a raylet it serves and
-// never returns; otherwise it starts an embedded cluster, runs the tests and
-// stops the cluster.
+// never returns; otherwise it starts an embedded cluster, runs the tests,
+// stops the cluster and fails when a goroutine is left (goleak): the driver,
+// the head and the node must stop and wait for every goroutine they start.
 func Main(m *testing.M) {
 	runtime.ServeIfWorker()
 	if err := runtime.Init(context.Background()); err != nil {
@@ -24,6 +29,12 @@ func Main(m *testing.M) {
 	}
 	code := m.Run()
 	runtime.Shutdown()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left after the tests and the cluster stopped:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

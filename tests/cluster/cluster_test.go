@@ -13,19 +13,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/goray/goray/actor"
-	"github.com/goray/goray/internal/embed"
-	"github.com/goray/goray/internal/raylet"
+	"github.com/goray/goray/internal/testcluster"
+	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/task"
@@ -45,11 +44,6 @@ var (
 	nodeOf = task.Register0("clustertest.node_of", func(context.Context) (string, error) {
 		return runtime.CurrentNodeID(), nil
 	})
-	// napNode holds its worker for ms milliseconds, then says where it ran.
-	napNode = task.Register1("clustertest.nap_node", func(_ context.Context, ms int) (string, error) {
-		time.Sleep(time.Duration(ms) * time.Millisecond)
-		return runtime.CurrentNodeID(), nil
-	})
 )
 
 // The cluster's timing: short, so that a stopped raylet is declared dead
@@ -61,118 +55,62 @@ const (
 
 // cl is the cluster TestMain started.
 var cl struct {
-	head *embed.Server
-	a, b *raylet.Raylet
+	*testcluster.InProcess
 	// headID, aID, bID are the nodes' IDs as runtime.CurrentNodeID gives them.
 	headID, aID, bID string
 }
 
-func logger() *slog.Logger {
-	if os.Getenv("GORAY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 func TestMain(m *testing.M) {
 	runtime.ServeIfWorker() // in a worker process: serve, never return
-	os.Exit(testMain(m))
+	code := testMain(m)
+	if code == 0 {
+		// After the cluster and the driver stopped: every goroutine they
+		// started must be gone.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "cluster: goroutines left after the tests:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func testMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var err error
-	hc := embed.Config{Head: true, HeartbeatInterval: heartbeat, NodeTimeout: nodeTimeout}
-	hc.Logger, hc.Resources = logger(), map[string]float64{"CPU": 2, "head_only": 10}
-	cl.head, err = embed.Start(ctx, hc)
+	c, err := testcluster.StartInProcess(ctx, testcluster.Config{
+		HeadResources:     map[string]float64{"CPU": 2, "head_only": 10},
+		Nodes:             []map[string]float64{{"CPU": 2, "node_a": 10}, {"CPU": 2, "node_b": 10}},
+		HeartbeatInterval: heartbeat,
+		NodeTimeout:       nodeTimeout,
+	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "cluster: start head:", err)
+		fmt.Fprintln(os.Stderr, "cluster:", err)
 		return 1
 	}
-	defer cl.head.Close()
-	if cl.a, err = join(ctx, map[string]float64{"CPU": 2, "node_a": 10}); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster: start node a:", err)
-		return 1
-	}
-	defer cl.a.Stop()
-	if cl.b, err = join(ctx, map[string]float64{"CPU": 2, "node_b": 10}); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster: start node b:", err)
-		return 1
-	}
-	defer cl.b.Stop()
-	cl.headID, cl.aID, cl.bID = cl.head.Node().NodeID().String(), cl.a.NodeID().String(), cl.b.NodeID().String()
-	if err := runtime.Init(ctx, runtime.WithAddress(cl.head.Address()), runtime.WithToken(cl.head.Token()),
-		runtime.WithLogger(logger())); err != nil {
+	defer c.Close()
+	cl.InProcess = c
+	cl.headID, cl.aID, cl.bID = c.Head().Node().NodeID().String(), c.Nodes()[0].NodeID().String(), c.Nodes()[1].NodeID().String()
+	if err := runtime.Init(ctx, runtime.WithAddress(c.Address()), runtime.WithToken(c.Token()),
+		runtime.WithLogger(testcluster.Logger())); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster: init:", err)
 		return 1
 	}
 	defer runtime.Shutdown()
-	if err := waitAlive(ctx, cl.headID, cl.aID, cl.bID); err != nil {
+	if err := testcluster.WaitAlive(ctx, cl.headID, cl.aID, cl.bID); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster:", err)
 		return 1
 	}
 	return m.Run()
 }
 
-// join starts a raylet that joins the head.
-func join(ctx context.Context, res map[string]float64) (*raylet.Raylet, error) {
-	return raylet.Start(ctx, raylet.Config{Address: cl.head.Address(), Token: cl.head.Token(), Resources: res, Logger: logger()})
-}
-
-// joinT starts a raylet for one test, stopped when the test ends.
-func joinT(t *testing.T, res map[string]float64) *raylet.Raylet {
+// waitNodes waits until cond holds for the head's node table.
+func waitNodes(t *testing.T, what string, cond func(map[string]runtime.Node) bool) {
 	t.Helper()
-	r, err := join(t.Context(), res)
-	if err != nil {
-		t.Fatalf("start raylet: %v", err)
-	}
-	id := r.NodeID().String()
-	t.Cleanup(func() {
-		r.Stop()
-		// Later tests count alive nodes: wait for the head to declare it dead.
-		_ = waitNodes(context.Background(), func(m map[string]runtime.Node) bool { return !m[id].Alive }, "the stopped node dead")
-	})
-	if err := waitAlive(t.Context(), r.NodeID().String()); err != nil {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := testcluster.WaitNodes(ctx, what, cond); err != nil {
 		t.Fatal(err)
 	}
-	return r
-}
-
-// waitAlive waits until the head lists every node as alive.
-func waitAlive(ctx context.Context, nodeIDs ...string) error {
-	return waitNodes(ctx, func(byID map[string]runtime.Node) bool {
-		for _, id := range nodeIDs {
-			if !byID[id].Alive {
-				return false
-			}
-		}
-		return true
-	}, fmt.Sprintf("nodes %v alive", nodeIDs))
-}
-
-func waitNodes(ctx context.Context, cond func(map[string]runtime.Node) bool, what string) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	for {
-		nodes, err := runtime.Nodes(ctx)
-		if err == nil && cond(byID(nodes)) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last error %v)", what, ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func byID(nodes []runtime.Node) map[string]runtime.Node {
-	m := make(map[string]runtime.Node, len(nodes))
-	for _, n := range nodes {
-		m[n.ID] = n
-	}
-	return m
 }
 
 func aliveIDs(t *testing.T) []string {
@@ -241,16 +179,39 @@ func TestSpreadUsesDistinctNodes(t *testing.T) {
 	if len(seen) != len(alive) {
 		t.Errorf("%d SPREAD actors on %d distinct nodes %v, want %d", len(alive), len(seen), slices.Collect(maps.Keys(seen)), len(alive))
 	}
-	// Tasks that hold their workers at once each need a lease of their own,
-	// and the raylet sends each SPREAD lease request to the node that got
-	// the fewest leases in the last 10 s. On a fresh cluster (this test runs
-	// first) that is every node in turn; with earlier leases in that window
-	// (-count=2) the least-leased nodes come first, so only "more than one
-	// node" holds then.
+	// Tasks that hold their workers at once (they wait at a gate until
+	// released) each need a lease of their own, and consecutive SPREAD
+	// lease requests go round the nodes that fit, whatever ran before: one
+	// task on each node.
 	ctx := t.Context()
-	refs := make([]objectstore.Ref[string], 2*len(alive))
+	gate, gateName := testcluster.SpawnGate(t, len(alive))
+	refs := make([]objectstore.Ref[string], len(alive))
 	for i := range refs {
-		refs[i] = napNode.Remote(ctx, objectstore.Val(1500), task.WithStrategy(runtime.SpreadStrategy()))
+		refs[i] = testcluster.HoldAtGate.Remote(ctx, objectstore.Val(gateName), task.WithStrategy(runtime.SpreadStrategy()))
+	}
+	var held []string
+	testwait.Eventually(t, 30*time.Second, fmt.Sprintf("%d SPREAD tasks running at once", len(refs)), func() bool {
+		held, _ = testcluster.GateNodes.Remote(ctx, gate).Get(ctx)
+		return len(held) == len(refs)
+	})
+	// Before they go, the head's table shows their CPUs in use (a heartbeat
+	// reported them): so the next test's wait for free CPUs is a wait for
+	// their leases' return, never a stale table's answer.
+	testwait.Eventually(t, 30*time.Second, "the held tasks' CPUs in use in the head's table", func() bool {
+		nodes, err := runtime.Nodes(ctx)
+		if err != nil {
+			return false
+		}
+		m := testcluster.ByID(nodes)
+		for _, id := range held {
+			if m[id].Available["CPU"] >= m[id].Total["CPU"] {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := testcluster.GateRelease.Remote(ctx, gate).Get(ctx); err != nil {
+		t.Fatal(err)
 	}
 	tasks := map[string]int{}
 	for _, r := range refs {
@@ -260,17 +221,10 @@ func TestSpreadUsesDistinctNodes(t *testing.T) {
 		}
 		tasks[node]++
 	}
-	want := len(alive)
-	if !firstRun.Swap(false) {
-		want = 2
-	}
-	if len(tasks) < want {
-		t.Errorf("%d concurrent SPREAD tasks on %d distinct nodes (%v), want %d", len(refs), len(tasks), tasks, want)
+	if len(tasks) != len(alive) {
+		t.Errorf("%d concurrent SPREAD tasks on %d distinct nodes (%v), want %d", len(refs), len(tasks), tasks, len(alive))
 	}
 }
-
-// firstRun is true until the first run of TestSpreadUsesDistinctNodes.
-var firstRun = func() *atomic.Bool { var b atomic.Bool; b.Store(true); return &b }()
 
 func TestDefaultStrategyStaysOnTheDriversNode(t *testing.T) {
 	if got := runtime.CurrentNodeID(); got != cl.headID {
@@ -336,7 +290,8 @@ func TestStrictSpreadWithMoreBundlesThanNodesIsInfeasibleAndReservesNothing(t *t
 		t.Fatalf("Wait of a STRICT_SPREAD group of %d bundles on %d nodes: %v, want ErrInfeasible", len(bundles), len(alive), err)
 	}
 	t.Logf("infeasible as expected: %v", err)
-	// Several heartbeats later no node's available CPU shrank.
+	// Several heartbeats later no node's available CPU shrank. (Waiting
+	// IS the point here: nothing must happen within these heartbeats.)
 	for range 5 {
 		time.Sleep(heartbeat)
 		for id, cpu := range availableCPU(t) {
@@ -361,7 +316,7 @@ func TestStrictSpreadWithMoreBundlesThanNodesIsInfeasibleAndReservesNothing(t *t
 func availableCPU(t *testing.T) map[string]float64 {
 	t.Helper()
 	var out map[string]float64
-	err := waitNodes(t.Context(), func(nodes map[string]runtime.Node) bool {
+	waitNodes(t, "every node's CPU free", func(nodes map[string]runtime.Node) bool {
 		out = map[string]float64{}
 		for id, n := range nodes {
 			if !n.Alive {
@@ -373,10 +328,7 @@ func availableCPU(t *testing.T) map[string]float64 {
 			out[id] = n.Available["CPU"]
 		}
 		return true
-	}, "every node's CPU free")
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	return out
 }
 
@@ -444,51 +396,22 @@ func TestRemovingAGroupKillsItsActor(t *testing.T) {
 	if err := pg.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := probeNode.Remote(ctx, h).Get(ctx)
-		if errors.Is(err, runtime.ErrActorDied) {
-			t.Logf("after Remove: %v", err)
-			return
+	defer func() {
+		if t.Failed() {
+			t.Logf("the last call after the group's removal: %v, want ErrActorDied", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a call after the group's removal: %v, want ErrActorDied", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	}()
+	testwait.Eventually(t, 10*time.Second, "ErrActorDied from a call after the group's removal", func() bool {
+		_, err = probeNode.Remote(ctx, h).Get(ctx)
+		return errors.Is(err, runtime.ErrActorDied)
+	})
+	t.Logf("after Remove: %v", err)
 }
 
-func TestHardAffinityToADeadNodeFails(t *testing.T) {
-	ctx := t.Context()
-	doomed := joinT(t, map[string]float64{"CPU": 1, "node_c": 1})
-	id := doomed.NodeID().String()
-	if _, node := spawnProbe(t, actor.WithStrategy(runtime.NodeAffinity(id, false))); node != id {
-		t.Fatalf("actor with affinity to the new node on %s", name(node))
-	}
-	doomed.Stop()
-	if err := waitNodes(ctx, func(m map[string]runtime.Node) bool { n, ok := m[id]; return ok && !n.Alive }, "the stopped node dead"); err != nil {
-		t.Fatal(err)
-	}
-	// The raylets learn the head's view in heartbeat replies: wait for them
-	// to have it too (a lease spilled to a node that just died fails with
-	// the transport's error, not ErrInfeasible — see the report of issue 3).
-	time.Sleep(3 * heartbeat)
-	st := runtime.NodeAffinity(id, false)
-	_, err := actor.Spawn(ctx, probeType, actor.WithStrategy(st))
-	if !errors.Is(err, runtime.ErrInfeasible) || !strings.Contains(err.Error(), "dead") {
-		t.Errorf("actor with hard affinity to a dead node: %v, want ErrInfeasible saying the node is dead", err)
-	}
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	_, err = nodeOf.Remote(tctx, task.WithStrategy(st)).Get(tctx)
-	if !errors.Is(err, runtime.ErrInfeasible) || !strings.Contains(err.Error(), "dead") {
-		t.Errorf("task with hard affinity to a dead node: %v, want ErrInfeasible saying the node is dead", err)
-	}
-	// Soft affinity to the dead node runs elsewhere.
-	if node := taskNode(t, task.WithStrategy(runtime.NodeAffinity(id, true))); node == id {
-		t.Errorf("task with soft affinity to a dead node ran on it")
-	}
-}
+// TestNodeDeath is the node-death rule (testcluster.NodeDeath, also run by
+// tests/e2e on processes): recovery of tasks, objects and actors, and
+// affinity to the dead node.
+func TestNodeDeath(t *testing.T) { testcluster.NodeDeath(t, cl) }
 
 func TestInfeasibleTaskIsListedAndRunsWhenANodeJoins(t *testing.T) {
 	ctx := t.Context()
@@ -504,23 +427,23 @@ func TestInfeasibleTaskIsListedAndRunsWhenANodeJoins(t *testing.T) {
 	}
 	// Without fail-fast it waits, listed by the state API.
 	ref := nodeOf.Remote(ctx, task.WithResources(need))
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var listed []runtime.InfeasibleRequest
+	defer func() {
+		if t.Failed() {
+			t.Logf("the state API's infeasible list: %+v", listed)
+		}
+	}()
+	testwait.Eventually(t, 15*time.Second, "the waiting task in the state API's infeasible list", func() bool {
 		st, err := runtime.ClusterState(ctx)
 		if err != nil {
-			t.Fatal(err)
+			return false
 		}
-		if slices.ContainsFunc(st.Infeasible, func(r runtime.InfeasibleRequest) bool {
+		listed = st.Infeasible
+		return slices.ContainsFunc(st.Infeasible, func(r runtime.InfeasibleRequest) bool {
 			return r.Kind == "task" && r.Resources["late_res"] == 1 && strings.Contains(r.Reason, "late_res")
-		}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the waiting task is not in the state API's infeasible list: %+v", st.Infeasible)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	late := joinT(t, map[string]float64{"CPU": 1, "late_res": 1})
+		})
+	})
+	late := cl.Join(t, map[string]float64{"CPU": 1, "late_res": 1})
 	gctx, cancel2 := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel2()
 	node, err := ref.Get(gctx)

@@ -5,8 +5,11 @@
 // between nodes, large objects pulled across nodes, authentication, and that
 // no process (raylet, driver or worker) outlives the test.
 //
-// The helpers in cluster_test.go (startHead, join, startDriver, leak and
-// worker scans over /proc) are meant for reuse by further tests of this tier.
+// The process helpers (raylets and drivers as process groups that are always
+// stopped, the leak scan over /proc) live in internal/testcluster, whose
+// Processes runner is this tier's cluster; cluster_test.go adds the driver
+// and the worker scans. TestNodeDeath runs testcluster.NodeDeath, the body
+// tests/cluster runs in-process, with the test process as the driver.
 // The tests need Linux (/proc) and are run in CI with
 //
 //	go test -race ./tests/e2e/

@@ -16,7 +16,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/testcluster"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime"
 )
 
 // Bounds on runs (they turn hangs into failures; no test asserts a speed).
@@ -33,23 +36,23 @@ const (
 // 64 MiB value made on node C back byte for byte.
 func TestCluster(t *testing.T) {
 	c := newCluster(t)
-	c.startHead(`{"CPU":2}`)
-	b := c.join("b", `{"CPU":2,"node_b":1}`)
-	cn := c.join("c", `{"CPU":2,"node_c":1}`)
-	if b.id == cn.id || b.id == c.head.id {
-		t.Fatalf("node IDs: got head=%s b=%s c=%s, want three distinct", c.head.id, b.id, cn.id)
+	c.StartHead(`{"CPU":2}`)
+	b := c.Join("b", `{"CPU":2,"node_b":1}`)
+	cn := c.Join("c", `{"CPU":2,"node_c":1}`)
+	if b.NodeID == cn.NodeID || b.NodeID == c.Head.NodeID {
+		t.Fatalf("node IDs: got head=%s b=%s c=%s, want three distinct", c.Head.NodeID, b.NodeID, cn.NodeID)
 	}
 
-	d := c.driver(t, "cluster", false, "E2E_MODE=cluster", "E2E_NODE_B="+b.id, "E2E_NODE_C="+cn.id)
-	err := d.wait(t, driverTimeout)
-	if code := d.exitCode(); err != nil || code != 0 {
-		t.Fatalf("driver: got exit status %d (%v), want 0\nstderr:\n%s", code, err, tail(d.stderr.String()))
+	d := c.driver(t, "cluster", false, "E2E_MODE=cluster", "E2E_NODE_B="+b.NodeID, "E2E_NODE_C="+cn.NodeID)
+	err := d.Wait(t, driverTimeout)
+	if code := d.ExitCode(); err != nil || code != 0 {
+		t.Fatalf("driver: got exit status %d (%v), want 0\nstderr:\n%s", code, err, testcluster.Tail(d.Stderr.String()))
 	}
-	line, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "E2E OK ") })
+	line, ok, _ := d.Stdout.Find(func(l string) bool { return strings.HasPrefix(l, "E2E OK ") })
 	if !ok {
-		t.Fatalf("driver stdout: got %q, want a line starting %q", d.stdout.String(), "E2E OK ")
+		t.Fatalf("driver stdout: got %q, want a line starting %q", d.Stdout.String(), "E2E OK ")
 	}
-	want := fmt.Sprintf("nodes=%s,%s blob_bytes=%d ", b.id[:8], cn.id[:8], 64<<20)
+	want := fmt.Sprintf("nodes=%s,%s blob_bytes=%d ", b.NodeID[:8], cn.NodeID[:8], 64<<20)
 	if !strings.Contains(line, want) {
 		t.Errorf("driver result line: got %q, want it to contain %q", line, want)
 	}
@@ -60,7 +63,7 @@ func TestCluster(t *testing.T) {
 func startBlockingDriver(t *testing.T, c *cluster, name string) *proc {
 	t.Helper()
 	d := c.driver(t, name, true, "E2E_MODE=block")
-	d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
+	d.WaitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
 	return d
 }
 
@@ -71,8 +74,8 @@ func requireWorkersOn(t *testing.T, dir string, nodes ...*node) {
 	byNode := workersByNode(ws)
 	t.Logf("%d worker processes by node: %v", len(ws), byNode)
 	for _, n := range nodes {
-		if byNode[n.id] < 1 {
-			t.Fatalf("workers on node %s (%s): got %d, want at least 1; all workers: %v", n.name, n.id, byNode[n.id], byNode)
+		if byNode[n.NodeID] < 1 {
+			t.Fatalf("workers on node %s (%s): got %d, want at least 1; all workers: %v", n.Name(), n.NodeID, byNode[n.NodeID], byNode)
 		}
 	}
 }
@@ -81,45 +84,45 @@ func requireWorkersOn(t *testing.T, dir string, nodes ...*node) {
 // stopped when its driver ends, normally or by SIGKILL.
 func TestDriverExitCleansWorkers(t *testing.T) {
 	c := newCluster(t)
-	c.startHead(`{"CPU":2}`)
-	b := c.join("b", `{"CPU":2,"node_b":1}`)
+	c.StartHead(`{"CPU":2}`)
+	b := c.Join("b", `{"CPU":2,"node_b":1}`)
 
 	for _, tc := range []struct {
 		name string
 		end  func(t *testing.T, d *proc)
 	}{
 		{"shutdown", func(t *testing.T, d *proc) {
-			if _, err := d.stdin.Write([]byte("done\n")); err != nil {
+			if _, err := d.Stdin.Write([]byte("done\n")); err != nil {
 				t.Fatalf("write to driver stdin: %v", err)
 			}
-			err := d.wait(t, driverTimeout)
-			if code := d.exitCode(); err != nil || code != 0 {
+			err := d.Wait(t, driverTimeout)
+			if code := d.ExitCode(); err != nil || code != 0 {
 				t.Fatalf("driver after its stdin line: got exit status %d (%v), want 0", code, err)
 			}
 		}},
 		{"sigkill", func(t *testing.T, d *proc) {
-			if err := syscall.Kill(-d.pid(), syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(-d.Pid(), syscall.SIGKILL); err != nil {
 				t.Fatalf("SIGKILL driver: %v", err)
 			}
-			d.wait(t, stopTimeout)
+			d.Wait(t, stopTimeout)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := startBlockingDriver(t, c, tc.name)
-			requireWorkersOn(t, c.dir, c.head, b)
+			requireWorkersOn(t, c.Dir, c.Head, b)
 			tc.end(t, d)
-			waitNoWorkers(t, c.dir, workerGone, "the driver ended ("+tc.name+")")
+			waitNoWorkers(t, c.Dir, workerGone, "the driver ended ("+tc.name+")")
 		})
 	}
 	// The raylets are still serving: a new job runs on both nodes.
 	t.Run("cluster-still-serves", func(t *testing.T) {
 		d := startBlockingDriver(t, c, "after")
-		requireWorkersOn(t, c.dir, c.head, b)
-		d.stdin.Close()
-		if err := d.wait(t, driverTimeout); err != nil {
+		requireWorkersOn(t, c.Dir, c.Head, b)
+		d.Stdin.Close()
+		if err := d.Wait(t, driverTimeout); err != nil {
 			t.Fatalf("driver after stdin EOF: got %v, want exit status 0", err)
 		}
-		waitNoWorkers(t, c.dir, workerGone, "the driver ended")
+		waitNoWorkers(t, c.Dir, workerGone, "the driver ended")
 	})
 }
 
@@ -146,27 +149,27 @@ func TestNoHeadAtAddress(t *testing.T) {
 	}
 
 	t.Run("driver", func(t *testing.T) {
-		d := startProc(t, "driver", bins.driver, nil, []string{"GORAY_ADDRESS=" + addr, "GORAY_TOKEN_FILE=" + tokenFile}, false)
-		d.wait(t, failFastTimeout)
-		if code := d.exitCode(); code == 0 {
+		d := testcluster.StartProc(t, "driver", bins.driver, nil, []string{"GORAY_ADDRESS=" + addr, "GORAY_TOKEN_FILE=" + tokenFile}, false)
+		d.Wait(t, failFastTimeout)
+		if code := d.ExitCode(); code == 0 {
 			t.Fatalf("driver: got exit status 0, want non-zero")
 		}
-		stderr := d.stderr.String()
+		stderr := d.Stderr.String()
 		if want := "no goray raylet answers at " + addr; !strings.Contains(stderr, want) {
 			t.Errorf("driver stderr: got %q, want it to contain %q", stderr, want)
 		}
 	})
 	t.Run("raylet", func(t *testing.T) {
-		r := startProc(t, "raylet", bins.raylet, []string{"--address", addr, "--token-file", tokenFile, "--data-dir", filepath.Join(dir, "raylet")}, nil, false)
-		r.wait(t, failFastTimeout)
-		if code := r.exitCode(); code == 0 {
+		r := testcluster.StartProc(t, "raylet", bins.raylet, []string{"--address", addr, "--token-file", tokenFile, "--data-dir", filepath.Join(dir, "raylet")}, nil, false)
+		r.Wait(t, failFastTimeout)
+		if code := r.ExitCode(); code == 0 {
 			t.Fatalf("raylet --address %s: got exit status 0, want non-zero", addr)
 		}
-		stderr := r.stderr.String()
+		stderr := r.Stderr.String()
 		if want := "no goray head answers at " + addr; !strings.Contains(stderr, want) {
 			t.Errorf("raylet stderr: got %q, want it to contain %q", stderr, want)
 		}
-		if out := r.stdout.String(); out != "" {
+		if out := r.Stdout.String(); out != "" {
 			t.Errorf("raylet stdout: got %q, want no ready line", out)
 		}
 	})
@@ -176,15 +179,15 @@ func TestNoHeadAtAddress(t *testing.T) {
 // without the cluster token.
 func TestWrongToken(t *testing.T) {
 	c := newCluster(t)
-	head := c.startHead(`{"CPU":2}`)
+	head := c.StartHead(`{"CPU":2}`)
 
 	t.Run("driver", func(t *testing.T) {
 		d := c.driver(t, "wrong-token", false, "GORAY_TOKEN=wrong")
-		d.wait(t, failFastTimeout)
-		if code := d.exitCode(); code == 0 {
+		d.Wait(t, failFastTimeout)
+		if code := d.ExitCode(); code == 0 {
 			t.Fatalf("driver with GORAY_TOKEN=wrong: got exit status 0, want non-zero")
 		}
-		stderr := d.stderr.String()
+		stderr := d.Stderr.String()
 		if !strings.Contains(stderr, "token") {
 			t.Errorf("driver stderr: got %q, want a message about the token", stderr)
 		}
@@ -193,7 +196,7 @@ func TestWrongToken(t *testing.T) {
 		}
 	})
 
-	token, err := rpc.ReadTokenFile(c.tokenFile)
+	token, err := rpc.ReadTokenFile(c.TokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +209,7 @@ func TestWrongToken(t *testing.T) {
 		{"right-token", token, codes.OK},
 	} {
 		t.Run("rpc/"+tc.name, func(t *testing.T) {
-			cc, err := rpc.Dial(head.addr, tc.token)
+			cc, err := rpc.Dial(head.Addr, tc.token)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,8 +231,8 @@ func TestWrongToken(t *testing.T) {
 			for _, n := range resp.GetNodes() {
 				ids = append(ids, fmt.Sprintf("%x", n.GetNodeId()))
 			}
-			if len(ids) != 1 || ids[0] != head.id {
-				t.Errorf("ListNodes: got nodes %v, want [%s]", ids, head.id)
+			if len(ids) != 1 || ids[0] != head.NodeID {
+				t.Errorf("ListNodes: got nodes %v, want [%s]", ids, head.NodeID)
 			}
 		})
 	}
@@ -239,26 +242,26 @@ func TestWrongToken(t *testing.T) {
 // SIGTERM and takes its workers with it: first a joined raylet, then the head.
 func TestRayletSIGTERM(t *testing.T) {
 	c := newCluster(t)
-	c.startHead(`{"CPU":2}`)
-	b := c.join("b", `{"CPU":2,"node_b":1}`)
+	c.StartHead(`{"CPU":2}`)
+	b := c.Join("b", `{"CPU":2,"node_b":1}`)
 	startBlockingDriver(t, c, "block")
-	requireWorkersOn(t, c.dir, c.head, b)
+	requireWorkersOn(t, c.Dir, c.Head, b)
 
-	for _, n := range []*node{b, c.head} {
-		t.Run(n.name, func(t *testing.T) {
-			n.signal(t, syscall.SIGTERM)
-			err := n.wait(t, rayletExit)
-			if err != nil || n.exitCode() != 0 {
-				t.Fatalf("%s after SIGTERM: got %s (%v), want exit status 0\nstderr:\n%s", n.name, n.exitDesc(), err, tail(n.stderr.String()))
+	for _, n := range []*node{b, c.Head} {
+		t.Run(n.Name(), func(t *testing.T) {
+			n.Signal(t, syscall.SIGTERM)
+			err := n.Wait(t, rayletExit)
+			if err != nil || n.ExitCode() != 0 {
+				t.Fatalf("%s after SIGTERM: got %s (%v), want exit status 0\nstderr:\n%s", n.Name(), n.ExitDesc(), err, testcluster.Tail(n.Stderr.String()))
 			}
-			left := workersByNode(workers(c.dir))[n.id]
+			left := workersByNode(workers(c.Dir))[n.NodeID]
 			if left != 0 {
-				t.Errorf("workers of %s after it exited: got %d, want 0", n.name, left)
+				t.Errorf("workers of %s after it exited: got %d, want 0", n.Name(), left)
 			}
 		})
 	}
 	// Nothing of the job is left anywhere once every raylet is gone.
-	waitNoWorkers(t, c.dir, workerGone, "every raylet exited")
+	waitNoWorkers(t, c.Dir, workerGone, "every raylet exited")
 }
 
 // TestDetachedActor: a detached named actor outlives the driver that made
@@ -266,58 +269,45 @@ func TestRayletSIGTERM(t *testing.T) {
 // and once it is killed, its job's workers stop.
 func TestDetachedActor(t *testing.T) {
 	c := newCluster(t)
-	c.startHead(`{"CPU":2}`)
+	c.StartHead(`{"CPU":2}`)
 	d := c.driver(t, "detached-create", false, "E2E_MODE=detached-create")
-	if err := d.wait(t, driverTimeout); err != nil {
+	if err := d.Wait(t, driverTimeout); err != nil {
 		t.Fatalf("creating driver: got %v, want exit status 0", err)
 	}
-	if out := d.stdout.String(); !strings.Contains(out, "DETACHED CREATED 5") {
+	if out := d.Stdout.String(); !strings.Contains(out, "DETACHED CREATED 5") {
 		t.Fatalf("creating driver output: got %q, want DETACHED CREATED 5", out)
 	}
 	// Its worker still runs after its driver exited.
-	requireWorkersOn(t, c.dir, c.head)
+	requireWorkersOn(t, c.Dir, c.Head)
 	u := c.driver(t, "detached-use", false, "E2E_MODE=detached-use")
-	if err := u.wait(t, driverTimeout); err != nil {
+	if err := u.Wait(t, driverTimeout); err != nil {
 		t.Fatalf("using driver: got %v, want exit status 0", err)
 	}
-	if out := u.stdout.String(); !strings.Contains(out, "DETACHED OK 6") {
+	if out := u.Stdout.String(); !strings.Contains(out, "DETACHED OK 6") {
 		t.Fatalf("using driver output: got %q, want DETACHED OK 6", out)
 	}
-	waitNoWorkers(t, c.dir, workerGone, "the detached actor was killed")
+	waitNoWorkers(t, c.Dir, workerGone, "the detached actor was killed")
 }
 
-// TestNodeDeath kills a node under running work (SIGKILL of its raylet; its
-// workers die with it) and checks the recovery rules: the running task is
-// retried on a live node, a stored result lost with the node is rebuilt from
-// lineage, and an actor with restarts left starts again elsewhere.
+// TestNodeDeath is the node-death rule of every tier
+// (testcluster.NodeDeath, which tests/cluster runs in-process) on raylet
+// processes: SIGKILL of a node's raylet (its workers die with it) under
+// running work; the running task is retried on a live node, a stored result
+// lost with the node is rebuilt from lineage, an actor with restarts left
+// starts again elsewhere. This test process is the driver; the raylets run
+// its workers from this test binary.
 func TestNodeDeath(t *testing.T) {
 	c := newCluster(t)
-	c.startHead(`{"CPU":2}`, "--node-timeout", "3s")
-	victim := c.join("victim", `{"CPU":2}`)
-	c.join("spare", `{"CPU":2}`)
-	d := c.driver(t, "fault", true, "E2E_MODE=fault", "E2E_VICTIM="+victim.id)
-	d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
-	if err := syscall.Kill(-victim.pid(), syscall.SIGKILL); err != nil {
-		t.Fatalf("SIGKILL the victim raylet: %v", err)
+	c.StartHead(`{"CPU":2}`, "--node-timeout", "3s")
+	c.Join("spare", `{"CPU":2}`)
+	ctx, cancel := context.WithTimeout(t.Context(), driverTimeout)
+	defer cancel()
+	if err := runtime.Init(ctx, runtime.WithAddress(c.Address()), runtime.WithToken(c.Token()), runtime.WithLogger(testcluster.Logger())); err != nil {
+		t.Fatalf("connect to the cluster: %v", err)
 	}
-	victim.wait(t, stopTimeout)
-	if _, err := d.stdin.Write([]byte("killed\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.wait(t, driverTimeout); err != nil {
-		t.Fatalf("driver: got %v, want exit status 0", err)
-	}
-	line, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "FAULT OK ") })
-	if !ok {
-		t.Fatalf("driver stdout: got %q, want a FAULT OK line", d.stdout.String())
-	}
-	t.Log(line)
-	if !strings.Contains(line, "reconstructed=") || strings.Contains(line, "reconstructed=0") {
-		t.Fatalf("got %q, want at least one object rebuilt from lineage", line)
-	}
-	if strings.Contains(line, "task_retries=0") {
-		t.Fatalf("got %q, want at least one task retry", line)
-	}
+	// Registered after the processes: runs before they are stopped.
+	t.Cleanup(runtime.Shutdown)
+	testcluster.NodeDeath(t, c)
 }
 
 // TestWorkerSIGKILL kills worker processes by signal: an actor's (it has a
@@ -325,38 +315,34 @@ func TestNodeDeath(t *testing.T) {
 // with fresh state and the task is retried to completion.
 func TestWorkerSIGKILL(t *testing.T) {
 	c := newCluster(t)
-	c.startHead(`{"CPU":2}`)
-	pidFile := filepath.Join(c.dir, "task.pid")
+	c.StartHead(`{"CPU":2}`)
+	pidFile := filepath.Join(c.Dir, "task.pid")
 	d := c.driver(t, "workerkill", true, "E2E_MODE=workerkill", "E2E_PIDFILE="+pidFile)
-	line := d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return strings.HasPrefix(l, "READY actor_pid=") })
+	line := d.WaitLine(t, driverTimeout, "READY line", func(l string) bool { return strings.HasPrefix(l, "READY actor_pid=") })
 	actorPid, err := strconv.Atoi(strings.TrimPrefix(line, "READY actor_pid="))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var taskPid int
-	deadline := time.Now().Add(driverTimeout)
-	for taskPid == 0 && time.Now().Before(deadline) {
+	testwait.Eventually(t, driverTimeout, "pid of the task's worker in "+pidFile, func() bool {
 		if b, err := os.ReadFile(pidFile); err == nil {
 			taskPid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if taskPid == 0 {
-		t.Fatal("the task never wrote its worker's pid")
-	}
+		return taskPid != 0
+	})
 	for _, pid := range []int{actorPid, taskPid} {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("SIGKILL worker %d: %v", pid, err)
 		}
 	}
-	if _, err := d.stdin.Write([]byte("killed\n")); err != nil {
+	if _, err := d.Stdin.Write([]byte("killed\n")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.wait(t, driverTimeout); err != nil {
+	if err := d.Wait(t, driverTimeout); err != nil {
 		t.Fatalf("driver: got %v, want exit status 0", err)
 	}
-	out, ok, _ := d.stdout.find(func(l string) bool { return strings.HasPrefix(l, "WORKERKILL OK ") })
+	out, ok, _ := d.Stdout.Find(func(l string) bool { return strings.HasPrefix(l, "WORKERKILL OK ") })
 	if !ok || strings.Contains(out, "task_retries=0") {
-		t.Fatalf("driver stdout: got %q, want WORKERKILL OK with at least one task retry", d.stdout.String())
+		t.Fatalf("driver stdout: got %q, want WORKERKILL OK with at least one task retry", d.Stdout.String())
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"regexp"
 	"strings"
 	"syscall"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/goray/goray/internal/rpc"
+	"github.com/goray/goray/internal/testcluster"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -32,60 +35,63 @@ const (
 func TestHeadRestart(t *testing.T) {
 	c := newCluster(t)
 	headArgs := []string{"--node-timeout", headNodeTimeout, "--driver-reconnect-timeout", headDriverTimeout.String()}
-	head := c.startHeadOnly("127.0.0.1:0", headArgs...)
-	b := c.join("b", `{"CPU":2,"node_b":1}`)
-	cn := c.join("c", `{"CPU":2,"node_c":1}`)
+	head := c.StartHeadOnly("127.0.0.1:0", headArgs...)
+	b := c.Join("b", `{"CPU":2,"node_b":1}`)
+	cn := c.Join("c", `{"CPU":2,"node_c":1}`)
 
 	// Drivers connect to a raylet (the head-only process serves no node).
 	startDriver := func(name string, at *node, env ...string) *proc {
-		env = append([]string{"GORAY_ADDRESS=" + at.addr, "GORAY_TOKEN_FILE=" + c.tokenFile}, env...)
-		return startProc(t, "driver "+name, bins.driver, nil, env, true)
+		env = append([]string{"GORAY_ADDRESS=" + at.Addr, "GORAY_TOKEN_FILE=" + c.TokenFile}, env...)
+		return testcluster.StartProc(t, "driver "+name, bins.driver, nil, env, true)
 	}
 	d := startDriver("headrestart", b, "E2E_MODE=headrestart")
-	ready := d.waitLine(t, driverTimeout, "READY line", func(l string) bool { return strings.HasPrefix(l, "READY job=") })
+	ready := d.WaitLine(t, driverTimeout, "READY line", func(l string) bool { return strings.HasPrefix(l, "READY job=") })
 	job := strings.TrimPrefix(ready, "READY job=")
 	// A second job whose driver dies while the head is down (block mode:
 	// work on its local node c and on node b).
 	orphan := startDriver("orphan", cn, "E2E_MODE=block")
-	orphan.waitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
-	orphanJob := jobOfDriver(t, c.dir, job)
+	orphan.WaitLine(t, driverTimeout, "READY line", func(l string) bool { return l == "READY" })
+	orphanJob := jobOfDriver(t, c.Dir, job)
 	t.Logf("jobs: kept %s, orphaned %s", job, orphanJob)
 	send := func(line string) {
 		t.Helper()
-		if _, err := d.stdin.Write([]byte(line + "\n")); err != nil {
+		if _, err := d.Stdin.Write([]byte(line + "\n")); err != nil {
 			t.Fatalf("write %q to the driver: %v", line, err)
 		}
 	}
 
 	// kill -9 the head; the orphan's driver dies while it is down.
-	head.signal(t, syscall.SIGKILL)
-	head.wait(t, stopTimeout)
-	if err := syscall.Kill(-orphan.pid(), syscall.SIGKILL); err != nil {
+	head.Signal(t, syscall.SIGKILL)
+	head.Wait(t, stopTimeout)
+	if err := syscall.Kill(-orphan.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatalf("SIGKILL driver: %v", err)
 	}
-	orphan.wait(t, stopTimeout)
+	orphan.Wait(t, stopTimeout)
 
 	send("down")
-	line := d.waitLine(t, driverTimeout, "DOWN-OK line", func(l string) bool { return strings.HasPrefix(l, "DOWN-OK ") })
+	line := d.WaitLine(t, driverTimeout, "DOWN-OK line", func(l string) bool { return strings.HasPrefix(l, "DOWN-OK ") })
 	if want := "DOWN-OK b=6 c=6"; line != want {
 		t.Fatalf("actor calls while the head is down: got %q, want %q", line, want)
 	}
 
-	head = c.startHeadOnly(head.addr, headArgs...)
+	head = c.StartHeadOnly(head.Addr, headArgs...)
 	restarted := time.Now()
-	// The orphaned job is not finished before its grace period.
+	// The orphaned job is not finished before its grace period. (The wait
+	// IS the point: nothing must happen within it.)
 	time.Sleep(time.Second)
-	if n := countJobWorkers(c.dir, orphanJob); n == 0 {
+	if n := countJobWorkers(c.Dir, orphanJob); n == 0 {
 		t.Fatalf("workers of job %s 1s after the head restart: got 0, want them kept until the %s grace passes", orphanJob, headDriverTimeout)
 	}
 
 	t.Run("raylets-reconnect", func(t *testing.T) {
 		nodeTimeout, _ := time.ParseDuration(headNodeTimeout)
-		time.Sleep(nodeTimeout + time.Second) // a whole node timeout on the new head
+		// The point: the raylets stay alive past a whole node timeout on the
+		// new head.
+		time.Sleep(nodeTimeout + time.Second)
 		nodes := listNodes(t, head)
 		for _, n := range []*node{b, cn} {
-			if !nodes[n.id] {
-				t.Errorf("node %s (%s) after the head restart and a node timeout: got not alive (nodes %v), want alive", n.name, n.id, nodes)
+			if !nodes[n.NodeID] {
+				t.Errorf("node %s (%s) after the head restart and a node timeout: got not alive (nodes %v), want alive", n.Name(), n.NodeID, nodes)
 			}
 		}
 		if len(nodes) != 2 {
@@ -94,12 +100,12 @@ func TestHeadRestart(t *testing.T) {
 	})
 	t.Run("job-kept", func(t *testing.T) {
 		send("up")
-		line := d.waitLine(t, driverTimeout, "UP-OK line", func(l string) bool { return strings.HasPrefix(l, "UP-OK ") })
+		line := d.WaitLine(t, driverTimeout, "UP-OK line", func(l string) bool { return strings.HasPrefix(l, "UP-OK ") })
 		want := regexp.MustCompile(`^UP-OK b=7 c=7 new=2 task=[0-9a-f]+$`)
 		if !want.MatchString(line) {
 			t.Fatalf("after the head restart: got %q, want it to match %s (actors kept their state; new work runs)", line, want)
 		}
-		if n := countJobWorkers(c.dir, job); n == 0 {
+		if n := countJobWorkers(c.Dir, job); n == 0 {
 			t.Fatalf("workers of the kept job %s: got 0, want its workers still running", job)
 		}
 		if st := jobState(t, head, job); st != "running" {
@@ -108,13 +114,9 @@ func TestHeadRestart(t *testing.T) {
 	})
 	t.Run("orphan-finished-after-grace", func(t *testing.T) {
 		deadline := headDriverTimeout + workerGone
-		for countJobWorkers(c.dir, orphanJob) > 0 {
-			if time.Since(restarted) > deadline {
-				t.Fatalf("workers of job %s %s after the head restart: got %d, want none once the %s grace passed",
-					orphanJob, deadline, countJobWorkers(c.dir, orphanJob), headDriverTimeout)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		testwait.Eventually(t, deadline-time.Since(restarted), fmt.Sprintf("end of the workers of job %s once the %s grace passed", orphanJob, headDriverTimeout), func() bool {
+			return countJobWorkers(c.Dir, orphanJob) == 0
+		})
 		if waited := time.Since(restarted); waited < headDriverTimeout/2 {
 			t.Errorf("orphaned job's workers gone %s after the head restart, want about the %s grace", waited, headDriverTimeout)
 		}
@@ -125,38 +127,40 @@ func TestHeadRestart(t *testing.T) {
 		if st := jobState(t, head, job); st != "running" {
 			t.Errorf("job %s whose driver reconnected, after the grace: got %s, want running", job, st)
 		}
-		if n := countJobWorkers(c.dir, job); n == 0 {
+		if n := countJobWorkers(c.Dir, job); n == 0 {
 			t.Errorf("workers of job %s whose driver reconnected, after the grace: got 0, want them running", job)
 		}
 	})
 
 	send("done")
-	if err := d.wait(t, driverTimeout); err != nil || d.exitCode() != 0 {
-		t.Fatalf("driver: got %s (%v), want exit status 0\nstderr:\n%s", d.exitDesc(), err, tail(d.stderr.String()))
+	if err := d.Wait(t, driverTimeout); err != nil || d.ExitCode() != 0 {
+		t.Fatalf("driver: got %s (%v), want exit status 0\nstderr:\n%s", d.ExitDesc(), err, testcluster.Tail(d.Stderr.String()))
 	}
-	waitNoWorkers(t, c.dir, workerGone, "the driver ended")
+	waitNoWorkers(t, c.Dir, workerGone, "the driver ended")
 }
 
 // jobOfDriver waits for workers of a job other than known and returns that
 // job's ID.
 func jobOfDriver(t *testing.T, dir, known string) string {
 	t.Helper()
-	for deadline := time.Now().Add(workerGone); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	var job string
+	testwait.Eventually(t, workerGone, "worker of a job other than "+known, func() bool {
 		for _, w := range workers(dir) {
-			if j := w.env["GORAY_JOB_ID"]; j != "" && j != known {
-				return j
+			if j := w.Env["GORAY_JOB_ID"]; j != "" && j != known {
+				job = j
+				return true
 			}
 		}
-	}
-	t.Fatalf("got no worker of a job other than %s, want the second driver's", known)
-	return ""
+		return false
+	})
+	return job
 }
 
 // countJobWorkers counts the workers of job under dir.
 func countJobWorkers(dir, job string) int {
 	n := 0
 	for _, w := range workers(dir) {
-		if w.env["GORAY_JOB_ID"] == job {
+		if w.Env["GORAY_JOB_ID"] == job {
 			n++
 		}
 	}
@@ -165,11 +169,11 @@ func countJobWorkers(dir, job string) int {
 
 func headClient(t *testing.T, head *node) pb.SchedulerServiceClient {
 	t.Helper()
-	token, err := rpc.ReadTokenFile(head.tokenFile)
+	token, err := rpc.ReadTokenFile(head.TokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := rpc.Dial(head.addr, token)
+	cc, err := rpc.Dial(head.Addr, token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,8 +182,6 @@ func run() error {
 		return cluster(ctx)
 	case "block":
 		return block(ctx)
-	case "fault":
-		return fault(ctx)
 	case "workerkill":
 		return workerKill(ctx)
 	case "chaos":
