@@ -10,6 +10,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -141,7 +142,7 @@ func TestActorCallInFlightFailsWithoutTaskRetries(t *testing.T) {
 
 func eventuallyRoute(t *testing.T, r *actorRoute, addr string) {
 	t.Helper()
-	eventually(t, "the route to move to "+addr, func() bool {
+	testwait.Eventually(t, 10*time.Second, "the route to move to "+addr, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.addr == addr && !r.waiting

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -146,15 +147,6 @@ func waitEntry(t *testing.T, e *objEntry) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-	}
-}
-
 func TestSubmitterReusesALeaseAndReturnsItWhenIdle(t *testing.T) {
 	leases := &fakeLeases{}
 	s, pusher, _ := newTestSubmitter(t, leases)
@@ -180,7 +172,7 @@ func TestSubmitterReusesALeaseAndReturnsItWhenIdle(t *testing.T) {
 	if n, _ := leases.counts(); n != 1 {
 		t.Fatalf("lease requests: got %d, want 1 (the lease is reused)", n)
 	}
-	eventually(t, "the idle lease returned", func() bool {
+	testwait.Eventually(t, 10*time.Second, "the idle lease returned", func() bool {
 		_, ret := leases.counts()
 		return slices.Equal(ret, []string{"w1"})
 	})
@@ -244,7 +236,7 @@ func TestSubmitterCloseFailsQueuedTasksAndReturnsLeases(t *testing.T) {
 	submitTest(s, "f", 0)
 	pusher.next(t) // w1 runs the first task; the second waits for a lease
 	second := submitTest(s, "f", 0)
-	eventually(t, "a second lease requested", func() bool { n, _ := leases.counts(); return n == 2 })
+	testwait.Eventually(t, 10*time.Second, "a second lease requested", func() bool { n, _ := leases.counts(); return n == 2 })
 	s.close()
 	waitEntry(t, second)
 	if !errors.Is(second.err, errs.ErrShuttingDown) || !strings.Contains(second.err.Error(), "shut down") {
