@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -56,6 +57,16 @@ func (a *Acc) Sleep(ctx context.Context, ms int) (int, error) {
 	case <-ctx.Done():
 	}
 	return ms, nil
+}
+
+// Hold marks that it runs (a file "started" in dir, which the test can see
+// from its process) and then holds the actor for ms milliseconds, or until
+// the call's context ends.
+func (a *Acc) Hold(ctx context.Context, dir string, ms int) (int, error) {
+	if err := os.WriteFile(filepath.Join(dir, "started"), nil, 0o600); err != nil {
+		return 0, err
+	}
+	return a.Sleep(ctx, ms)
 }
 
 func (a *Acc) Exit(context.Context) (int, error) {
@@ -119,6 +130,7 @@ var (
 	accExplode = actor.Method0(accType, "explode", (*Acc).Explode)
 	accFail    = actor.Method0(accType, "fail", (*Acc).Fail)
 	accSleep   = actor.Method1(accType, "sleep", (*Acc).Sleep)
+	accHold    = actor.Method2(accType, "hold", (*Acc).Hold)
 	accExit    = actor.Method0(accType, "exit", (*Acc).Exit)
 	accPid     = actor.Method0(accType, "pid", (*Acc).Pid)
 	accMeet    = actor.Method1(accType, "meet", (*Acc).Meet)
@@ -355,12 +367,18 @@ func TestKill(t *testing.T) {
 func TestKillWithQueuedCalls(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	h := spawnAcc(t, ctx)
-	running := accSleep.Remote(ctx, h, objectstore.Val(1000))
+	dir := t.TempDir()
+	running := accHold.Remote(ctx, h, objectstore.Val(dir), objectstore.Val(1000))
 	queued := make([]objectstore.Ref[int], 5)
 	for i := range queued {
 		queued[i] = accAdd.Remote(ctx, h, objectstore.Val(1))
 	}
-	time.Sleep(100 * time.Millisecond) // let the calls reach the actor
+	// The first call runs in the actor: the later ones, sent after it on the
+	// same ordered stream, queue behind it.
+	testwait.Eventually(t, 10*time.Second, "the first call to start in the actor", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "started"))
+		return err == nil
+	})
 	if err := actor.Kill(ctx, h); err != nil {
 		t.Fatalf("Kill: got error %v, want nil", err)
 	}

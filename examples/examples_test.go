@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/goray/goray/internal/testwait"
 )
 
 // runTimeout bounds one run of an example; leakWait how long its processes
@@ -179,10 +181,10 @@ func checkNoLeaks(t *testing.T, ex example, res result) {
 	} else if !strings.HasPrefix(filepath.Base(res.storeDir), "store-") {
 		t.Errorf("%s: store_dir %q: want a store-* directory", ex.name, res.storeDir)
 	}
-	deadline := time.Now().Add(leakWait)
-	for {
-		procs := exampleProcs(ex)
-		var dirs []string
+	var procs []int
+	var dirs []string
+	gone := func() bool {
+		procs, dirs = exampleProcs(ex), nil
 		for _, d := range []string{res.storeDir, res.dataDir} {
 			if d == "" {
 				continue
@@ -191,18 +193,17 @@ func checkNoLeaks(t *testing.T, ex example, res result) {
 				dirs = append(dirs, d)
 			}
 		}
-		if len(procs) == 0 && len(dirs) == 0 {
-			return
+		return len(procs) == 0 && len(dirs) == 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leakWait)
+	defer cancel()
+	if testwait.Until(ctx, "the example's processes and directories gone", gone) != nil {
+		var cmdlines []string
+		for _, p := range procs {
+			b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "cmdline"))
+			cmdlines = append(cmdlines, strconv.Itoa(p)+": "+strings.ReplaceAll(string(b), "\x00", " "))
 		}
-		if time.Now().After(deadline) {
-			var cmdlines []string
-			for _, p := range procs {
-				b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "cmdline"))
-				cmdlines = append(cmdlines, strconv.Itoa(p)+": "+strings.ReplaceAll(string(b), "\x00", " "))
-			}
-			t.Fatalf("%s: %s after it exited: got processes %v and dirs %v left, want none", ex.name, leakWait, cmdlines, dirs)
-		}
-		time.Sleep(100 * time.Millisecond)
+		t.Fatalf("%s: %s after it exited: got processes %v and dirs %v left, want none", ex.name, leakWait, cmdlines, dirs)
 	}
 }
 

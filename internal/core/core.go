@@ -95,6 +95,9 @@ type Core struct {
 	lin    lineage
 	actors *actorSubmitter
 	stats  Stats
+	// waitingGets counts the GetObject calls (borrowers) waiting here for
+	// an object this process owns to be ready.
+	waitingGets atomic.Int64
 
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc

@@ -9,6 +9,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/testwait"
 )
 
 // TestOwnerDied: a Get of an object whose owner process dies while the Get
@@ -34,8 +35,9 @@ func TestOwnerDied(t *testing.T) {
 		_, err := borrower.GetPayload(ctx, ref)
 		done <- err
 	}()
-	// Let the borrower's GetObject reach the owner and wait there.
-	time.Sleep(200 * time.Millisecond)
+	testwait.Eventually(t, 10*time.Second, "the borrower's GetObject waiting at the owner", func() bool {
+		return owner.waitingGets.Load() == 1
+	})
 	select {
 	case err := <-done:
 		t.Fatalf("Get returned %v before the owner died, want it to wait", err)

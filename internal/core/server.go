@@ -114,10 +114,16 @@ func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) 
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.New(errs.KindObjectLost, "",
 			"object %s is not known to its owner (it was freed, or the ref was not made by this process)", id).Proto()}}, nil
 	}
-	select {
-	case <-e.done:
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
+	if !e.ready() {
+		s.c.waitingGets.Add(1)
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+		}
+		s.c.waitingGets.Add(-1)
+		if !e.ready() {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 	}
 	switch {
 	case e.err != nil:
