@@ -18,6 +18,13 @@
 //
 // The head is never on the path of an actor call or a task.
 //
+// Server is a thin gRPC facade over managers that own their state, each
+// behind its own lock, as Ray's GCS managers do: nodeManager (nodes.go),
+// jobManager (jobs.go), actorManager (actors.go), pgManager (pg.go) and
+// stateView (state.go). A manager asks another for what it needs through a
+// method or a small interface (actorNodes, actorJobs, pgNodes, jobActors,
+// rayletClient), which unit tests fake. The lock order is on Server.
+//
 // The tables sit behind the Store interface; MemoryStore keeps them in memory.
 // A Server is served on a caller-owned grpc.Server (Register), usually the same
 // one that serves the head node's raylet; Close stops its background work and

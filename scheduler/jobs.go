@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +25,111 @@ import (
 // binaryChunkSize is the size of the chunks FetchJobBinary sends.
 const binaryChunkSize = 1 << 20
 
+// finishedJobRetention is how long a finished job stays listed in heartbeat
+// replies, for raylets that missed NodeService.FinishJob.
+var finishedJobRetention = 60 * time.Second
+
+type finishedJob struct {
+	id ids.JobID
+	at time.Time
+}
+
+// jobActors is what the job manager asks of the actor manager. Neither
+// method calls back into the job manager.
+type jobActors interface {
+	// driverGone stops the live non-detached actors of job when it has
+	// live detached actors, and returns how many detached ones live (0:
+	// nothing was stopped).
+	driverGone(job ids.JobID, reason string) int
+	// jobFinished declares the job's non-detached actors dead and returns
+	// how many.
+	jobFinished(job ids.JobID) int
+}
+
+// jobNodes is what the job manager asks of the node manager.
+type jobNodes interface {
+	aliveNodes() []*NodeRecord
+}
+
+// jobManager owns the job table (Ray's GcsJobManager): job numbers, job
+// binaries on disk, the drivers' KeepJobAlive streams (keepers), the jobs
+// found running at start whose drivers have not come back (orphans), the
+// recently finished jobs listed in heartbeat replies, and the jobs kept
+// for their detached actors after their driver went.
+//
+// Callers: the gRPC handlers RegisterJob, UploadJobBinary, FetchJobBinary,
+// GetJob, KeepJobAlive (one goroutine per stream) and FinishJob; Heartbeat
+// (recentlyFinished); the node monitor goroutine (checkOrphans); the
+// Deployer; the actor manager's goroutine telling it a job's last detached
+// actor died.
+//
+// Lock: mu guards nextJob, jobDone, finished, orphans, keepers,
+// detachedJobs and every read-modify-write of the job rows in the store
+// (this manager is their only writer). mu is never held while calling the
+// actor manager; it may be held while calling the node manager (a leaf).
+type jobManager struct {
+	log       *slog.Logger
+	store     Store
+	binDir    string
+	maxBinary int64
+	reconnect time.Duration
+	ctx       context.Context
+	wg        *sync.WaitGroup
+	raylets   rayletClient
+	nodes     jobNodes
+	actors    jobActors
+
+	mu       sync.Mutex
+	nextJob  uint32                      // guarded by mu
+	jobDone  map[ids.JobID]chan struct{} // guarded by mu; closed when the job finishes
+	finished []finishedJob               // guarded by mu; recently finished, oldest first
+	// orphans are the running jobs found in the store at start whose
+	// drivers have not opened KeepJobAlive since, with when they were found.
+	orphans map[ids.JobID]time.Time // guarded by mu
+	// keepers counts each job's open KeepJobAlive streams.
+	keepers map[ids.JobID]int // guarded by mu
+	// detachedJobs are jobs whose driver is gone but whose detached actors
+	// live; the value is why the driver went.
+	detachedJobs map[ids.JobID]string // guarded by mu
+}
+
+func newJobManager(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, store Store, binDir string, maxBinary int64, reconnect time.Duration, raylets rayletClient, nodes jobNodes) *jobManager {
+	return &jobManager{
+		log: log, store: store, binDir: binDir, maxBinary: maxBinary, reconnect: reconnect,
+		ctx: ctx, wg: wg, raylets: raylets, nodes: nodes,
+		nextJob:      1,
+		jobDone:      make(map[ids.JobID]chan struct{}),
+		orphans:      make(map[ids.JobID]time.Time),
+		keepers:      make(map[ids.JobID]int),
+		detachedJobs: make(map[ids.JobID]string),
+	}
+}
+
+// load rebuilds the job table from the store: every running job with a
+// driver gets a full reconnect timeout to open KeepJobAlive.
+func (m *jobManager) load(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nextJob = max(m.nextJob, m.store.NextJob())
+	for _, j := range m.store.ListJobs() {
+		if n := j.ID.Uint32(); n >= m.nextJob {
+			m.nextJob = n + 1
+		}
+		done := make(chan struct{})
+		if j.Finished {
+			close(done)
+			if now.Sub(j.FinishedAt) < finishedJobRetention {
+				m.finished = append(m.finished, finishedJob{j.ID, j.FinishedAt})
+			}
+		} else if j.DriverAddress != "" {
+			// Deployed jobs have no driver: nothing keeps them alive.
+			m.orphans[j.ID] = now
+		}
+		m.jobDone[j.ID] = done
+	}
+	slices.SortFunc(m.finished, func(a, b finishedJob) int { return a.at.Compare(b.at) })
+}
+
 func parseSHA256(b []byte) ([32]byte, error) {
 	var h [32]byte
 	if len(b) != len(h) {
@@ -33,31 +140,31 @@ func parseSHA256(b []byte) ([32]byte, error) {
 }
 
 // binaryPath is where the binary with SHA-256 h is stored.
-func (s *Server) binaryPath(h [32]byte) string {
-	return filepath.Join(s.binDir, hex.EncodeToString(h[:]))
+func (m *jobManager) binaryPath(h [32]byte) string {
+	return filepath.Join(m.binDir, hex.EncodeToString(h[:]))
 }
 
-func (s *Server) binaryPresent(h [32]byte) bool {
-	st, err := os.Stat(s.binaryPath(h))
+func (m *jobManager) binaryPresent(h [32]byte) bool {
+	st, err := os.Stat(m.binaryPath(h))
 	return err == nil && st.Mode().IsRegular()
 }
 
-// RegisterJob creates a job, numbered from 1 up, and says whether the head
+// register creates a job, numbered from 1 up, and says whether the head
 // already has its binary.
-func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb.RegisterJobResponse, error) {
+func (m *jobManager) register(req *pb.RegisterJobRequest) (*pb.RegisterJobResponse, error) {
 	h, err := parseSHA256(req.GetBinarySha256())
 	if err != nil {
 		return nil, invalid("RegisterJob: %v", err)
 	}
-	if req.GetBinarySize() > uint64(s.cfg.MaxBinarySize) {
-		return nil, invalid("RegisterJob: binary of %d bytes exceeds the head's limit of %d bytes", req.GetBinarySize(), s.cfg.MaxBinarySize)
+	if req.GetBinarySize() > uint64(m.maxBinary) {
+		return nil, invalid("RegisterJob: binary of %d bytes exceeds the head's limit of %d bytes", req.GetBinarySize(), m.maxBinary)
 	}
-	s.mu.Lock()
-	if s.nextJob == 0 {
-		s.mu.Unlock()
+	m.mu.Lock()
+	if m.nextJob == 0 {
+		m.mu.Unlock()
 		return nil, status.Error(codes.ResourceExhausted, "RegisterJob: job IDs exhausted")
 	}
-	id := ids.JobIDFromUint32(s.nextJob)
+	id := ids.JobIDFromUint32(m.nextJob)
 	rec := &JobRecord{
 		ID:            id,
 		BinarySHA256:  h,
@@ -67,20 +174,20 @@ func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb
 	}
 	// The next number first: a job ID is never handed out twice, even when
 	// the head dies between the two writes.
-	if err := s.store.PutNextJob(s.nextJob + 1); err != nil {
-		s.mu.Unlock()
-		return nil, s.storeErr("next job number", err)
+	if err := m.store.PutNextJob(m.nextJob + 1); err != nil {
+		m.mu.Unlock()
+		return nil, storeErr(m.log, "next job number", err)
 	}
-	if err := s.store.PutJob(rec); err != nil {
-		s.mu.Unlock()
-		return nil, s.storeErr("job "+id.String(), err)
+	if err := m.store.PutJob(rec); err != nil {
+		m.mu.Unlock()
+		return nil, storeErr(m.log, "job "+id.String(), err)
 	}
-	s.nextJob++
-	s.jobDone[id] = make(chan struct{})
-	s.mu.Unlock()
+	m.nextJob++
+	m.jobDone[id] = make(chan struct{})
+	m.mu.Unlock()
 
-	present := s.binaryPresent(h)
-	s.log.Info("job registered", "job", id, "entrypoint", rec.Entrypoint, "namespace", rec.Namespace,
+	present := m.binaryPresent(h)
+	m.log.Info("job registered", "job", id, "entrypoint", rec.Entrypoint, "namespace", rec.Namespace,
 		"driver", rec.DriverAddress, "binary", hex.EncodeToString(h[:]), "binary_present", present)
 	return &pb.RegisterJobResponse{JobId: id[:], BinaryPresent: present}, nil
 }
@@ -89,7 +196,7 @@ func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb
 // SHA-256 and size, the rest its bytes. The file is written under a temporary
 // name, checked and renamed into place, so concurrent uploads of one binary
 // are safe and a reader never sees a partial file.
-func (s *Server) UploadJobBinary(stream pb.SchedulerService_UploadJobBinaryServer) error {
+func (m *jobManager) upload(stream pb.SchedulerService_UploadJobBinaryServer) error {
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
 		return invalid("UploadJobBinary: empty stream, want a first message with the SHA-256 and size")
@@ -105,11 +212,11 @@ func (s *Server) UploadJobBinary(stream pb.SchedulerService_UploadJobBinaryServe
 	if size == 0 {
 		return invalid("UploadJobBinary: size is 0, want the binary's size in bytes")
 	}
-	if size > uint64(s.cfg.MaxBinarySize) {
-		return invalid("UploadJobBinary: binary of %d bytes exceeds the head's limit of %d bytes", size, s.cfg.MaxBinarySize)
+	if size > uint64(m.maxBinary) {
+		return invalid("UploadJobBinary: binary of %d bytes exceeds the head's limit of %d bytes", size, m.maxBinary)
 	}
 
-	f, err := os.CreateTemp(s.binDir, ".upload-"+hex.EncodeToString(want[:8])+"-*")
+	f, err := os.CreateTemp(m.binDir, ".upload-"+hex.EncodeToString(want[:8])+"-*")
 	if err != nil {
 		return status.Errorf(codes.Internal, "UploadJobBinary: %v", err)
 	}
@@ -159,21 +266,21 @@ func (s *Server) UploadJobBinary(stream pb.SchedulerService_UploadJobBinaryServe
 	}
 	// Identical content under a content-addressed name: whichever concurrent
 	// upload renames last wins, and either is correct.
-	if err := os.Rename(tmp, s.binaryPath(want)); err != nil {
+	if err := os.Rename(tmp, m.binaryPath(want)); err != nil {
 		return status.Errorf(codes.Internal, "UploadJobBinary: %v", err)
 	}
-	s.log.Info("job binary stored", "binary", hex.EncodeToString(want[:]), "size", size)
+	m.log.Info("job binary stored", "binary", hex.EncodeToString(want[:]), "size", size)
 	return stream.SendAndClose(&pb.UploadJobBinaryResponse{})
 }
 
 // FetchJobBinary streams a stored binary in 1 MiB chunks; the first message
 // carries its size.
-func (s *Server) FetchJobBinary(req *pb.FetchJobBinaryRequest, stream pb.SchedulerService_FetchJobBinaryServer) error {
+func (m *jobManager) fetch(req *pb.FetchJobBinaryRequest, stream pb.SchedulerService_FetchJobBinaryServer) error {
 	h, err := parseSHA256(req.GetBinarySha256())
 	if err != nil {
 		return invalid("FetchJobBinary: %v", err)
 	}
-	f, err := os.Open(s.binaryPath(h))
+	f, err := os.Open(m.binaryPath(h))
 	if errors.Is(err, os.ErrNotExist) {
 		return notFound("", "FetchJobBinary: the head has no binary with SHA-256 %x", h)
 	}
@@ -205,19 +312,27 @@ func (s *Server) FetchJobBinary(req *pb.FetchJobBinaryRequest, stream pb.Schedul
 	return nil
 }
 
-// GetJob returns a job's record.
-func (s *Server) GetJob(_ context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+// get returns a job's record.
+func (m *jobManager) get(req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
 		return nil, invalid("GetJob: %v", err)
 	}
-	s.mu.Lock()
-	rec, ok := s.store.GetJob(id)
-	s.mu.Unlock()
+	m.mu.Lock()
+	rec, ok := m.store.GetJob(id)
+	m.mu.Unlock()
 	if !ok {
 		return nil, notFound("", "job %s is not registered", id)
 	}
 	return &pb.GetJobResponse{Job: jobInfo(rec)}, nil
+}
+
+// jobState says whether job id is registered and whether it finished.
+func (m *jobManager) jobState(id ids.JobID) (known, finished bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.store.GetJob(id)
+	return ok, ok && rec.Finished
 }
 
 func jobInfo(j *JobRecord) *pb.JobInfo {
@@ -232,32 +347,32 @@ func jobInfo(j *JobRecord) *pb.JobInfo {
 	}
 }
 
-// KeepJobAlive holds the stream until the driver goes away (then the job is
+// keepAlive holds the stream until the driver goes away (then the job is
 // finished), the job is finished some other way, or the head closes. The
 // response headers are sent at once, so a client can wait for them to know
 // the head is watching. A driver opens it again after a head restart.
-func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerService_KeepJobAliveServer) error {
+func (m *jobManager) keepAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerService_KeepJobAliveServer) error {
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
 		return invalid("KeepJobAlive: %v", err)
 	}
-	s.mu.Lock()
-	done, ok := s.jobDone[id]
+	m.mu.Lock()
+	done, ok := m.jobDone[id]
 	if ok {
-		if _, orphan := s.orphans[id]; orphan {
-			delete(s.orphans, id)
-			s.log.Info("driver reconnected", "job", id)
+		if _, orphan := m.orphans[id]; orphan {
+			delete(m.orphans, id)
+			m.log.Info("driver reconnected", "job", id)
 		}
-		s.keepers[id]++
+		m.keepers[id]++
 		defer func() {
-			s.mu.Lock()
-			if s.keepers[id]--; s.keepers[id] <= 0 {
-				delete(s.keepers, id)
+			m.mu.Lock()
+			if m.keepers[id]--; m.keepers[id] <= 0 {
+				delete(m.keepers, id)
 			}
-			s.mu.Unlock()
+			m.mu.Unlock()
 		}()
 	}
-	s.mu.Unlock()
+	m.mu.Unlock()
 	if !ok {
 		return notFound("", "job %s is not registered", id)
 	}
@@ -268,147 +383,146 @@ func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerSe
 	select {
 	case <-done:
 		return nil
-	case <-s.ctx.Done():
+	case <-m.ctx.Done():
 		return errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 	case <-ctx.Done():
-		if s.ctx.Err() != nil {
+		if m.ctx.Err() != nil {
 			return errs.New(errs.KindShuttingDown, "", "the head is shutting down")
 		}
-		s.log.Info("driver went away", "job", id)
-		if err := s.finishJob(id, "its driver went away"); err != nil {
-			s.log.Error("finish job", "job", id, "err", err)
+		m.log.Info("driver went away", "job", id)
+		if err := m.finish(id, "its driver went away"); err != nil {
+			m.log.Error("finish job", "job", id, "err", err)
 		}
 		return status.FromContextError(ctx.Err()).Err()
 	}
 }
 
-// checkOrphanJobs finishes the jobs found running at start whose drivers did
-// not open KeepJobAlive within DriverReconnectTimeout.
-func (s *Server) checkOrphanJobs(now time.Time) {
+// recentlyFinished lists the jobs finished within finishedJobRetention,
+// oldest first.
+func (m *jobManager) recentlyFinished(now time.Time) [][]byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pruneFinishedLocked(now)
+	out := make([][]byte, 0, len(m.finished))
+	for _, f := range m.finished {
+		out = append(out, f.id[:])
+	}
+	return out
+}
+
+func (m *jobManager) pruneFinishedLocked(now time.Time) {
+	i := 0
+	for i < len(m.finished) && now.Sub(m.finished[i].at) >= finishedJobRetention {
+		i++
+	}
+	m.finished = m.finished[i:]
+}
+
+// checkOrphans prunes the finished list and finishes the jobs found running
+// at start whose drivers did not open KeepJobAlive within the reconnect
+// timeout.
+func (m *jobManager) checkOrphans(now time.Time) {
 	var gone []ids.JobID
-	s.mu.Lock()
-	for id, since := range s.orphans {
-		if now.Sub(since) > s.cfg.DriverReconnectTimeout {
-			delete(s.orphans, id)
+	m.mu.Lock()
+	m.pruneFinishedLocked(now)
+	for id, since := range m.orphans {
+		if now.Sub(since) > m.reconnect {
+			delete(m.orphans, id)
 			gone = append(gone, id)
 		}
 	}
-	s.mu.Unlock()
+	m.mu.Unlock()
 	for _, id := range gone {
-		s.log.Warn("driver did not reconnect after the head restarted", "job", id, "waited", s.cfg.DriverReconnectTimeout)
-		s.wg.Go(func() {
-			if err := s.finishJob(id, "its driver did not reconnect after the head restarted"); err != nil {
-				s.log.Error("finish job", "job", id, "err", err)
+		m.log.Warn("driver did not reconnect after the head restarted", "job", id, "waited", m.reconnect)
+		m.wg.Go(func() {
+			if err := m.finish(id, "its driver did not reconnect after the head restarted"); err != nil {
+				m.log.Error("finish job", "job", id, "err", err)
 			}
 		})
 	}
 }
 
-// FinishJob finishes a job; finishing a finished job does nothing.
-func (s *Server) FinishJob(_ context.Context, req *pb.FinishJobRequest) (*pb.FinishJobResponse, error) {
-	id, err := ids.ParseJobID(req.GetJobId())
-	if err != nil {
-		return nil, invalid("FinishJob: %v", err)
-	}
-	if err := s.finishJob(id, "its driver finished it"); err != nil {
-		return nil, err
-	}
-	return &pb.FinishJobResponse{}, nil
-}
-
-// finishJob marks job id finished, declares its actors dead and tells every
-// alive raylet, waiting (bounded) for their answers.
-// keepForDetachedLocked defers finishing a job whose detached actors live:
-// its other actors stop now, and the job finishes when its last detached
-// actor dies (markActorDeadLocked). It reports whether it deferred.
-func (s *Server) keepForDetachedLocked(id ids.JobID, reason string) bool {
-	var detached, others []*pb.ActorInfo
-	for aid := range s.byJob[id] {
-		if a, ok := s.store.GetActor(aid); ok && a.GetState() != pb.ActorState_ACTOR_STATE_DEAD {
-			if a.GetSpec().GetDetached() {
-				detached = append(detached, a)
-			} else {
-				others = append(others, a)
-			}
+// detachedActorsGone is told (by the actor manager, from a goroutine of
+// its own) that job has no live detached actor left: a job kept for them
+// finishes now.
+func (m *jobManager) detachedActorsGone(job ids.JobID) {
+	m.mu.Lock()
+	reason, ok := m.detachedJobs[job]
+	delete(m.detachedJobs, job)
+	m.mu.Unlock()
+	if ok {
+		if err := m.finish(job, reason+"; its last detached actor died"); err != nil {
+			m.log.Error("finish job", "job", job, "err", err)
 		}
 	}
-	if len(detached) == 0 {
-		return false
-	}
-	if _, already := s.detachedJobs[id]; !already {
-		s.log.Info("job's driver is gone; its detached actors live on", "job", id, "reason", reason, "detached_actors", len(detached))
-	}
-	s.detachedJobs[id] = reason
-	for _, a := range others {
-		s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "actor %x died: its driver is gone (%s)", a.GetSpec().GetActorId(), reason).Proto())
-		if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
-			if n, ok := s.store.GetNode(nid); ok && n.Alive {
-				aid, _ := ids.ParseActorID(a.GetSpec().GetActorId())
-				addr := n.Address
-				s.wg.Go(func() { s.killOnNode(aid, addr) })
-			}
-		}
-	}
-	return true
 }
 
-func (s *Server) finishJob(id ids.JobID, reason string) error {
-	s.mu.Lock()
-	rec, ok := s.store.GetJob(id)
+// finish marks job id finished, declares its actors dead and tells every
+// alive raylet, waiting (bounded) for their answers; finishing a finished
+// job does nothing. A job whose detached actors live is not finished: its
+// other actors stop now, and the job finishes when its last detached actor
+// dies (detachedActorsGone).
+func (m *jobManager) finish(id ids.JobID, reason string) error {
+	m.mu.Lock()
+	rec, ok := m.store.GetJob(id)
 	if !ok {
-		s.mu.Unlock()
+		m.mu.Unlock()
 		return notFound("", "job %s is not registered", id)
 	}
-	delete(s.orphans, id)
+	delete(m.orphans, id)
 	if rec.Finished {
-		s.mu.Unlock()
+		m.mu.Unlock()
 		return nil
 	}
-	if s.keepForDetachedLocked(id, reason) {
-		s.mu.Unlock()
+	// Recorded before asking the actor manager: a detached actor dying
+	// meanwhile then finds the job and finishes it.
+	_, already := m.detachedJobs[id]
+	m.detachedJobs[id] = reason
+	m.mu.Unlock()
+
+	if n := m.actors.driverGone(id, reason); n > 0 {
+		if !already {
+			m.log.Info("job's driver is gone; its detached actors live on", "job", id, "reason", reason, "detached_actors", n)
+		}
+		return nil
+	}
+
+	m.mu.Lock()
+	delete(m.detachedJobs, id)
+	rec, ok = m.store.GetJob(id)
+	if !ok || rec.Finished {
+		m.mu.Unlock()
 		return nil
 	}
 	now := time.Now()
 	rec.Finished, rec.FinishedAt = true, now
-	if err := s.store.PutJob(rec); err != nil {
-		s.mu.Unlock()
-		return s.storeErr("job "+id.String(), err)
+	if err := m.store.PutJob(rec); err != nil {
+		m.mu.Unlock()
+		return storeErr(m.log, "job "+id.String(), err)
 	}
-	if done, ok := s.jobDone[id]; ok {
+	if done, ok := m.jobDone[id]; ok {
 		close(done)
 	} else {
 		done := make(chan struct{})
 		close(done)
-		s.jobDone[id] = done
+		m.jobDone[id] = done
 	}
-	s.finished = append(s.finished, finishedJob{id, now})
-	actors := 0
-	for aid := range s.byJob[id] {
-		if a, ok := s.store.GetActor(aid); ok && !a.GetSpec().GetDetached() {
-			s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "actor %s died: its job finished", aid).Proto())
-			actors++
-		}
-	}
-	var addrs []string
-	for _, n := range s.store.ListNodes() {
-		if n.Alive {
-			addrs = append(addrs, n.Address)
-		}
-	}
-	s.mu.Unlock()
+	m.finished = append(m.finished, finishedJob{id, now})
+	m.mu.Unlock()
 
-	s.log.Info("job finished", "job", id, "reason", reason, "actors_stopped", actors, "nodes", len(addrs))
-	ctx, cancel := context.WithTimeout(s.ctx, rayletCallTimeout)
+	actors := m.actors.jobFinished(id)
+	var addrs []string
+	for _, n := range m.nodes.aliveNodes() {
+		addrs = append(addrs, n.Address)
+	}
+	m.log.Info("job finished", "job", id, "reason", reason, "actors_stopped", actors, "nodes", len(addrs))
+	ctx, cancel := context.WithTimeout(m.ctx, rayletCallTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, addr := range addrs {
 		wg.Go(func() {
-			c, err := s.nodeClient(addr)
-			if err == nil {
-				_, err = c.FinishJob(ctx, &pb.NodeServiceFinishJobRequest{JobId: id[:]})
-			}
-			if err != nil {
-				s.log.Warn("tell raylet a job finished", "job", id, "raylet", addr, "err", errs.FromStatus(err))
+			if err := m.raylets.FinishJob(ctx, addr, id); err != nil {
+				m.log.Warn("tell raylet a job finished", "job", id, "raylet", addr, "err", errs.FromStatus(err))
 			}
 		})
 	}

@@ -1,10 +1,11 @@
 package scheduler
 
 import (
-	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
@@ -13,13 +14,74 @@ import (
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// RegisterNode adds a node, or replaces the alive node with the same ID (a
+// nodeManager owns the node table (Ray's GcsNodeManager): registrations,
+// heartbeats and liveness, the lease requests each raylet holds as
+// infeasible, and the cluster view handed to the scheduling policy (copies
+// of the alive nodes' records).
+//
+// Callers: the gRPC handlers RegisterNode, Heartbeat, ListNodes and
+// GetClusterState; the node monitor goroutine (checkNodes); the actor and
+// placement group managers, which ask for alive nodes and charge resources
+// in the head's view.
+//
+// Lock: mu guards lastSeen, rayletInfeasible and every read-modify-write of
+// the node rows in the store (this manager is their only writer). It is a
+// leaf among the managers' locks: other managers may call in while holding
+// their own lock, and mu is never held while calling another manager; the
+// node-death callback runs after mu is released.
+type nodeManager struct {
+	log         *slog.Logger
+	store       Store
+	feed        *changeFeed
+	heartbeat   time.Duration
+	nodeTimeout time.Duration
+	// dropConn closes the cached connection to a raylet's address.
+	dropConn func(addr string)
+	// onDead is told, without mu held, that a node was declared dead, and
+	// returns how many actors died with it.
+	onDead func(id ids.NodeID, addr, reason string) int
+
+	mu               sync.Mutex
+	lastSeen         map[ids.NodeID]time.Time               // guarded by mu
+	rayletInfeasible map[ids.NodeID][]*pb.InfeasibleRequest // guarded by mu
+}
+
+func newNodeManager(log *slog.Logger, store Store, feed *changeFeed, heartbeat, nodeTimeout time.Duration) *nodeManager {
+	return &nodeManager{
+		log: log, store: store, feed: feed, heartbeat: heartbeat, nodeTimeout: nodeTimeout,
+		dropConn:         func(string) {},
+		onDead:           func(ids.NodeID, string, string) int { return 0 },
+		lastSeen:         make(map[ids.NodeID]time.Time),
+		rayletInfeasible: make(map[ids.NodeID][]*pb.InfeasibleRequest),
+	}
+}
+
+// load gives every node the store holds alive a full timeout to heartbeat
+// the new head.
+func (m *nodeManager) load(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.store.ListNodes() {
+		if n.Alive {
+			m.lastSeen[n.ID] = now
+		}
+	}
+}
+
+// deadNode is a node declared dead, for the callback run after mu is
+// released.
+type deadNode struct {
+	id           ids.NodeID
+	addr, reason string
+}
+
+// register adds a node, or replaces the alive node with the same ID (a
 // raylet registering again after a head restart). An alive node at the same
 // address under another ID is a restarted raylet: the old incarnation is
 // declared dead. A node ID the head declared dead is refused with a
 // node-died error: that incarnation is over, and its raylet joins again
 // under a new ID.
-func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*pb.RegisterNodeResponse, error) {
+func (m *nodeManager) register(req *pb.RegisterNodeRequest) (*pb.RegisterNodeResponse, error) {
 	id, err := ids.ParseNodeID(req.GetNodeId())
 	if err != nil {
 		return nil, invalid("RegisterNode: %v", err)
@@ -35,47 +97,47 @@ func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*
 		total = sched.Resources{}
 	}
 
-	s.mu.Lock()
-	if prev, ok := s.store.GetNode(id); ok && !prev.Alive {
+	m.mu.Lock()
+	if prev, ok := m.store.GetNode(id); ok && !prev.Alive {
 		// Ray's rule: a node declared dead stays dead (its actors were
 		// declared dead with it); its raylet must join as a new node.
-		s.mu.Unlock()
+		m.mu.Unlock()
 		return nil, errs.New(errs.KindNodeDied, "", "node %s was declared dead; join again as a new node (new node ID)", id)
 	}
 	now := time.Now()
 	var dropped []string
-	for _, old := range s.store.ListNodes() {
+	var dead []deadNode
+	for _, old := range m.store.ListNodes() {
 		if old.Alive && old.ID != id && old.Address == req.GetAddress() {
-			s.markNodeDeadLocked(old, fmt.Sprintf("node %s re-registered at the same address %s", id, old.Address))
+			dead = append(dead, m.markDeadLocked(old, fmt.Sprintf("node %s re-registered at the same address %s", id, old.Address)))
 		}
 	}
 	rec := &NodeRecord{ID: id, Address: req.GetAddress(), Total: total, Available: maps.Clone(total), Alive: true, IsHead: req.GetIsHead()}
-	prev, known := s.store.GetNode(id)
-	if known {
-		if prev.Address != rec.Address {
-			dropped = append(dropped, prev.Address)
-		}
+	prev, known := m.store.GetNode(id)
+	if known && prev.Address != rec.Address {
+		dropped = append(dropped, prev.Address)
 	}
-	err = s.store.PutNode(rec)
+	err = m.store.PutNode(rec)
 	if err == nil {
-		s.lastSeen[id] = now
-		s.notifyLocked()
+		m.lastSeen[id] = now
+		m.feed.Notify()
 	}
-	s.mu.Unlock()
+	m.mu.Unlock()
+	m.reportDead(dead)
 	if err != nil {
-		return nil, s.storeErr("node "+id.String(), err)
+		return nil, storeErr(m.log, "node "+id.String(), err)
 	}
 	for _, addr := range dropped {
-		s.dropConn(addr)
+		m.dropConn(addr)
 	}
-	s.log.Info("node registered", "node", id, "address", rec.Address, "resources", total, "reregistered", known)
-	return &pb.RegisterNodeResponse{HeartbeatIntervalMs: uint32(s.cfg.HeartbeatInterval.Milliseconds())}, nil
+	m.log.Info("node registered", "node", id, "address", rec.Address, "resources", total, "reregistered", known)
+	return &pb.RegisterNodeResponse{HeartbeatIntervalMs: uint32(m.heartbeat.Milliseconds())}, nil
 }
 
-// Heartbeat records a node's available resources and answers with the node
-// table and the recently finished jobs. A node the head does not know, or
-// holds for dead, is told to register again.
-func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+// heartbeat records a node's available resources and answers with the node
+// table (the caller adds the finished jobs). A node the head does not know,
+// or holds for dead, is told to register again.
+func (m *nodeManager) heartbeatNode(req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
 	id, err := ids.ParseNodeID(req.GetNodeId())
 	if err != nil {
 		return nil, invalid("Heartbeat: %v", err)
@@ -83,14 +145,13 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 	if err := checkResources("Heartbeat", req.GetAvailable()); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.store.GetNode(id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.store.GetNode(id)
 	if !ok || !rec.Alive {
 		return &pb.HeartbeatResponse{Reregister: true}, nil
 	}
-	now := time.Now()
-	s.lastSeen[id] = now
+	m.lastSeen[id] = time.Now()
 	if err := checkResources("Heartbeat", req.GetTotal()); err != nil {
 		return nil, err
 	}
@@ -102,34 +163,29 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 		if total := req.GetTotal(); total != nil && !maps.Equal(total.GetAmounts(), rec.Total) {
 			// Bundles of placement groups came or went.
 			rec.Total = maps.Clone(total.GetAmounts())
-			s.notifyLocked()
+			m.feed.Notify()
 		}
-		if err := s.store.PutNode(rec); err != nil {
-			return nil, s.storeErr("node "+id.String(), err)
+		if err := m.store.PutNode(rec); err != nil {
+			return nil, storeErr(m.log, "node "+id.String(), err)
 		}
 	}
 	if inf := req.GetInfeasible(); len(inf) > 0 {
-		s.rayletInfeasible[id] = inf
+		m.rayletInfeasible[id] = inf
 	} else {
-		delete(s.rayletInfeasible, id)
+		delete(m.rayletInfeasible, id)
 	}
-	s.pruneFinishedLocked(now)
-	resp := &pb.HeartbeatResponse{Nodes: s.nodeInfosLocked()}
-	for _, f := range s.finished {
-		resp.FinishedJobIds = append(resp.FinishedJobIds, f.id[:])
-	}
-	return resp, nil
+	return &pb.HeartbeatResponse{Nodes: m.infosLocked()}, nil
 }
 
-// ListNodes lists every node the head knows, dead ones included.
-func (s *Server) ListNodes(context.Context, *pb.ListNodesRequest) (*pb.ListNodesResponse, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &pb.ListNodesResponse{Nodes: s.nodeInfosLocked()}, nil
+// infos lists every node the head knows, dead ones included, by node ID.
+func (m *nodeManager) infos() []*pb.NodeInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.infosLocked()
 }
 
-func (s *Server) nodeInfosLocked() []*pb.NodeInfo {
-	nodes := s.store.ListNodes()
+func (m *nodeManager) infosLocked() []*pb.NodeInfo {
+	nodes := m.store.ListNodes()
 	slices.SortFunc(nodes, func(a, b *NodeRecord) int { return compareNodeIDs(a.ID, b.ID) })
 	out := make([]*pb.NodeInfo, len(nodes))
 	for i, n := range nodes {
@@ -150,84 +206,169 @@ func nodeInfo(n *NodeRecord) *pb.NodeInfo {
 	}
 }
 
-func (s *Server) pruneFinishedLocked(now time.Time) {
-	i := 0
-	for i < len(s.finished) && now.Sub(s.finished[i].at) >= finishedJobRetention {
-		i++
-	}
-	s.finished = s.finished[i:]
-}
-
-// monitorNodes declares nodes dead when they miss heartbeats, until Close.
-func (s *Server) monitorNodes() {
-	tick := s.cfg.NodeTimeout / 4
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case now := <-t.C:
-			s.checkNodes(now)
-			s.checkOrphanJobs(now)
+// aliveNodes is the cluster view: copies of the alive nodes' records, by
+// node ID. The caller may change them.
+func (m *nodeManager) aliveNodes() []*NodeRecord {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var alive []*NodeRecord
+	for _, n := range m.store.ListNodes() {
+		if n.Alive {
+			alive = append(alive, n)
 		}
 	}
+	slices.SortFunc(alive, func(a, b *NodeRecord) int { return compareNodeIDs(a.ID, b.ID) })
+	return alive
 }
 
-func (s *Server) checkNodes(now time.Time) {
-	var dead []string
-	s.mu.Lock()
-	s.pruneFinishedLocked(now)
-	for _, n := range s.store.ListNodes() {
+// aliveAddress is the address of node id when it is alive.
+func (m *nodeManager) aliveAddress(id ids.NodeID) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, ok := m.store.GetNode(id)
+	if !ok || !n.Alive {
+		return "", false
+	}
+	return n.Address, true
+}
+
+// address is the last known address of node id, alive or dead.
+func (m *nodeManager) address(id ids.NodeID) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, ok := m.store.GetNode(id)
+	if !ok {
+		return "", false
+	}
+	return n.Address, true
+}
+
+// infeasible lists the lease requests the raylets hold as infeasible.
+func (m *nodeManager) infeasible() []*pb.InfeasibleRequest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*pb.InfeasibleRequest
+	for _, rs := range m.rayletInfeasible {
+		out = append(out, rs...)
+	}
+	return out
+}
+
+// chargeActor takes an actor's resources from an alive node's available
+// resources in the head's view, until its next heartbeat reports the
+// raylet's own numbers.
+func (m *nodeManager) chargeActor(id ids.NodeID, res sched.Resources) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, ok := m.store.GetNode(id)
+	if !ok || !n.Alive {
+		return
+	}
+	for r, amt := range res {
+		if _, has := n.Available[r]; has {
+			n.Available[r] = max(0, n.Available[r]-amt)
+		}
+	}
+	m.putLocked(n)
+}
+
+// commitBundle adds a reserved placement group bundle to a node in the
+// head's view, so work placed in the group right away need not wait for the
+// raylet's next heartbeat.
+func (m *nodeManager) commitBundle(node ids.NodeID, pg ids.PlacementGroupID, i int, bundle sched.Resources) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.store.GetNode(node)
+	if !ok {
+		return
+	}
+	rec.Available.Sub(bundle)
+	for r := range bundle {
+		rec.Available[r] = max(0, rec.Available[r])
+	}
+	committed := sched.CommittedResources(bundle, pg, i)
+	rec.Total.Add(committed)
+	rec.Available.Add(committed)
+	m.putLocked(rec)
+}
+
+// returnBundle gives a removed group's bundle back in the head's view of
+// its node, until the raylet's next heartbeat says the same.
+func (m *nodeManager) returnBundle(node ids.NodeID, pg ids.PlacementGroupID, i int, bundle sched.Resources) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.store.GetNode(node)
+	if !ok {
+		return
+	}
+	committed := sched.CommittedResources(bundle, pg, i)
+	rec.Total.Sub(committed)
+	rec.Available.Sub(committed)
+	for r := range committed {
+		if rec.Total[r] <= sched.Epsilon {
+			delete(rec.Total, r)
+			delete(rec.Available, r)
+		}
+	}
+	rec.Available.AddCapped(bundle, rec.Total)
+	m.putLocked(rec)
+}
+
+// putLocked writes a node row; a failure is logged (the next heartbeat
+// writes it again).
+func (m *nodeManager) putLocked(n *NodeRecord) {
+	if err := m.store.PutNode(n); err != nil {
+		m.log.Error("scheduler store write failed", "what", "node "+n.ID.String(), "err", err)
+	}
+}
+
+// checkNodes declares dead the nodes that missed their heartbeat deadline.
+func (m *nodeManager) checkNodes(now time.Time) {
+	var dead []deadNode
+	var addrs []string
+	m.mu.Lock()
+	for _, n := range m.store.ListNodes() {
 		if !n.Alive {
 			continue
 		}
-		seen, ok := s.lastSeen[n.ID]
+		seen, ok := m.lastSeen[n.ID]
 		if !ok {
 			seen = now
-			s.lastSeen[n.ID] = now
+			m.lastSeen[n.ID] = now
 		}
-		if silent := now.Sub(seen); silent > s.cfg.NodeTimeout {
-			s.markNodeDeadLocked(n, fmt.Sprintf("no heartbeat for %s", silent.Round(time.Millisecond)))
-			dead = append(dead, n.Address)
+		if silent := now.Sub(seen); silent > m.nodeTimeout {
+			dead = append(dead, m.markDeadLocked(n, fmt.Sprintf("no heartbeat for %s", silent.Round(time.Millisecond))))
+			addrs = append(addrs, n.Address)
 		}
 	}
 	// Keep connections another alive node still uses.
-	for _, n := range s.store.ListNodes() {
+	for _, n := range m.store.ListNodes() {
 		if n.Alive {
-			dead = slices.DeleteFunc(dead, func(a string) bool { return a == n.Address })
+			addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == n.Address })
 		}
 	}
-	s.mu.Unlock()
-	for _, addr := range dead {
-		s.dropConn(addr)
+	m.mu.Unlock()
+	m.reportDead(dead)
+	for _, addr := range addrs {
+		m.dropConn(addr)
 	}
 }
 
-// markNodeDeadLocked declares n dead and its actors with it.
-func (s *Server) markNodeDeadLocked(n *NodeRecord, reason string) {
+// markDeadLocked declares n dead; the caller passes the result to
+// reportDead once mu is released, so its actors die with it.
+func (m *nodeManager) markDeadLocked(n *NodeRecord, reason string) deadNode {
 	n.Alive = false
-	delete(s.rayletInfeasible, n.ID)
-	s.notifyLocked()
-	if err := s.store.PutNode(n); err != nil {
-		s.log.Error("scheduler store write failed", "what", "node "+n.ID.String(), "err", err)
+	delete(m.rayletInfeasible, n.ID)
+	m.feed.Notify()
+	m.putLocked(n)
+	delete(m.lastSeen, n.ID)
+	return deadNode{n.ID, n.Address, reason}
+}
+
+// reportDead tells onDead about each node declared dead. Called without mu.
+func (m *nodeManager) reportDead(dead []deadNode) {
+	for _, d := range dead {
+		killed := m.onDead(d.id, d.addr, d.reason)
+		m.log.Warn("node dead", "node", d.id, "address", d.addr, "reason", d.reason, "actors_lost", killed)
 	}
-	delete(s.lastSeen, n.ID)
-	id := n.ID
-	killed := 0
-	for aid := range s.byNode[n.ID] {
-		a, ok := s.store.GetActor(aid)
-		if !ok {
-			continue
-		}
-		cause := errs.New(errs.KindNodeDied, a.GetSpec().GetTypeName(), "actor %s died with its node %s (%s): %s", aid, id, n.Address, reason)
-		cause.NodeID = id[:]
-		if a.GetState() == pb.ActorState_ACTOR_STATE_ALIVE {
-			s.actorFailedLocked(a, cause.Proto())
-		} else {
-			s.markActorDeadLocked(a, cause.Proto())
-		}
-		killed++
-	}
-	s.log.Warn("node dead", "node", n.ID, "address", n.Address, "reason", reason, "actors_lost", killed)
 }

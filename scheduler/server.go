@@ -5,16 +5,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
-	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,85 +27,48 @@ const (
 	rayletCallTimeout = 10 * time.Second
 )
 
-// finishedJobRetention is how long a finished job stays listed in heartbeat
-// replies, for raylets that missed NodeService.FinishJob.
-var finishedJobRetention = 60 * time.Second
-
-// actorName is the key of a named actor.
-type actorName struct{ namespace, name string }
-
-type finishedJob struct {
-	id ids.JobID
-	at time.Time
-}
-
-// actorSet is a set of actor IDs.
-type actorSet map[ids.ActorID]struct{}
-
-// Server is the head: it implements goray.v1.SchedulerService.
+// Server is the head: it implements goray.v1.SchedulerService as a thin
+// facade that routes each RPC to the manager owning its state.
+//
+// The managers (each in its own file, each with its own lock):
+//   - nodeManager (nodes.go): node table, heartbeats, liveness, cluster view;
+//   - jobManager (jobs.go): jobs, binaries, drivers' streams, finished jobs;
+//   - actorManager (actors.go): actor table, indices, placement, restarts;
+//   - pgManager (pg.go): placement groups and their scheduler loop;
+//   - stateView (state.go): the state API over the others' snapshots.
+//
+// Lock order: no manager calls another manager while holding its own lock,
+// except for leaves, which never call out while holding theirs: the node
+// manager, the job manager's jobState, the change feed and the store
+// wrapper. So every chain of held locks is (actors | jobs | pgs) → nodes →
+// feed or store, and none can cycle. Callbacks between managers (a node
+// died, a job's last detached actor died) run with no manager lock held.
 type Server struct {
 	pb.UnimplementedSchedulerServiceServer
 
-	cfg    Config
-	log    *slog.Logger
-	binDir string
+	cfg Config
+	log *slog.Logger
 
-	// ctx is cancelled by Close; it bounds background work and calls to raylets.
+	// ctx is cancelled by Close; it bounds background work and calls to
+	// raylets. wg tracks every goroutine the Server and its managers start.
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
-	mu    sync.Mutex
-	store Store
-	// Volatile state, rebuilt from store by New.
-	nextJob  uint32
-	jobDone  map[ids.JobID]chan struct{} // closed when the job finishes
-	finished []finishedJob               // recently finished, oldest first
-	lastSeen map[ids.NodeID]time.Time
-	// orphans are the running jobs found in the store at start whose
-	// drivers have not opened KeepJobAlive since, with when they were found;
-	// keepers counts each job's open KeepJobAlive streams.
-	orphans map[ids.JobID]time.Time
-	keepers map[ids.JobID]int
-	// Indices of live (PENDING or ALIVE) actors.
-	names    map[actorName]ids.ActorID
-	byNode   map[ids.NodeID]actorSet
-	byJob    map[ids.JobID]actorSet
-	byWorker map[ids.WorkerID]actorSet
-
-	connMu      sync.Mutex
-	conns       map[string]*grpc.ClientConn // by raylet address
-	connsClosed bool
-
-	// Scheduling state (volatile).
-	rng       *rand.Rand
-	spreadSeq uint64
-	// changed is closed and replaced whenever something that can make a
-	// waiting request placeable happens: a node joins, totals change, a
-	// placement group's state changes.
-	changed chan struct{}
-	// kick wakes the placement group scheduler.
-	kick chan struct{}
-	pgs  map[ids.PlacementGroupID]*pgState
-	// pgOrder is the creation order of the groups in pgs.
-	pgOrder []ids.PlacementGroupID
-	// pgPending are the groups not yet created (pending or infeasible), in
-	// creation order; the group scheduler drops the others as it goes.
-	pgPending []ids.PlacementGroupID
-	// waitingActors are actors no alive node can fit, waiting for one.
-	waitingActors map[ids.ActorID]*pb.InfeasibleRequest
-	// rayletInfeasible are the lease requests each raylet holds as infeasible.
-	rayletInfeasible map[ids.NodeID][]*pb.InfeasibleRequest
-	// detachedJobs are jobs whose driver is gone but whose detached actors
-	// live; the value is why the driver went.
-	detachedJobs map[ids.JobID]string
+	raylets *rayletPool
+	feed    *changeFeed
+	nodes   *nodeManager
+	jobs    *jobManager
+	actors  *actorManager
+	pgs     *pgManager
+	state   stateView
 }
 
 var _ pb.SchedulerServiceServer = (*Server)(nil)
 
-// New makes a Server from cfg (validated here) and starts its node monitor.
-// Call Close to stop it.
+// New makes a Server from cfg (validated here) and starts its node monitor
+// and placement group scheduler. Call Close to stop it.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -118,98 +78,46 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("scheduler: create binary directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		binDir:   binDir,
-		ctx:      ctx,
-		cancel:   cancel,
-		store:    cfg.Store,
-		nextJob:  1,
-		jobDone:  make(map[ids.JobID]chan struct{}),
-		lastSeen: make(map[ids.NodeID]time.Time),
-		orphans:  make(map[ids.JobID]time.Time),
-		keepers:  make(map[ids.JobID]int),
-		names:    make(map[actorName]ids.ActorID),
-		byNode:   make(map[ids.NodeID]actorSet),
-		byJob:    make(map[ids.JobID]actorSet),
-		byWorker: make(map[ids.WorkerID]actorSet),
-		conns:    make(map[string]*grpc.ClientConn),
+	s := &Server{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	store := &syncStore{s: cfg.Store}
+	s.raylets = newRayletPool(cfg.Token, s.log)
+	s.feed = newChangeFeed()
+	s.nodes = newNodeManager(s.log, store, s.feed, cfg.HeartbeatInterval, cfg.NodeTimeout)
+	s.jobs = newJobManager(ctx, &s.wg, s.log, store, binDir, cfg.MaxBinarySize, cfg.DriverReconnectTimeout, s.raylets, s.nodes)
+	s.actors = newActorManager(ctx, &s.wg, s.log, store, s.feed, s.nodes, s.jobs, s.raylets)
+	s.pgs = newPGManager(ctx, &s.wg, s.log, store, s.feed, s.nodes, s.actors, s.raylets)
+	s.state = stateView{stateSources{nodes: s.nodes, actors: s.actors, pgs: s.pgs}}
+	s.jobs.actors = s.actors
+	s.nodes.onDead = s.actors.nodeDied
+	s.nodes.dropConn = s.raylets.drop
 
-		rng:              rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
-		changed:          make(chan struct{}),
-		kick:             make(chan struct{}, 1),
-		pgs:              make(map[ids.PlacementGroupID]*pgState),
-		waitingActors:    make(map[ids.ActorID]*pb.InfeasibleRequest),
-		rayletInfeasible: make(map[ids.NodeID][]*pb.InfeasibleRequest),
-		detachedJobs:     make(map[ids.JobID]string),
-	}
-	s.load(time.Now())
+	// After a head restart every alive node gets a full NodeTimeout to
+	// heartbeat, and every running job with a driver a full
+	// DriverReconnectTimeout to open KeepJobAlive.
+	now := time.Now()
+	s.jobs.load(now)
+	s.pgs.load()
+	s.nodes.load(now)
+	s.actors.load()
+
 	s.wg.Go(s.monitorNodes)
-	s.wg.Go(s.schedulePlacementGroups)
+	s.wg.Go(s.pgs.run)
 	return s, nil
 }
 
-// load rebuilds the volatile state from the store. After a head restart
-// every alive node gets a full NodeTimeout to heartbeat, and every running
-// job with a driver a full DriverReconnectTimeout to open KeepJobAlive.
-func (s *Server) load(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nextJob = max(s.nextJob, s.store.NextJob())
-	for _, j := range s.store.ListJobs() {
-		if n := j.ID.Uint32(); n >= s.nextJob {
-			s.nextJob = n + 1
+// monitorNodes declares nodes dead when they miss heartbeats and finishes
+// orphaned jobs, until Close.
+func (s *Server) monitorNodes() {
+	t := time.NewTicker(s.cfg.NodeTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			s.nodes.checkNodes(now)
+			s.jobs.checkOrphans(now)
 		}
-		done := make(chan struct{})
-		if j.Finished {
-			close(done)
-			if now.Sub(j.FinishedAt) < finishedJobRetention {
-				s.finished = append(s.finished, finishedJob{j.ID, j.FinishedAt})
-			}
-		} else if j.DriverAddress != "" {
-			// Deployed jobs have no driver: nothing keeps them alive.
-			s.orphans[j.ID] = now
-		}
-		s.jobDone[j.ID] = done
-	}
-	s.loadPlacementGroupsLocked()
-	slices.SortFunc(s.finished, func(a, b finishedJob) int { return a.at.Compare(b.at) })
-	for _, n := range s.store.ListNodes() {
-		if n.Alive {
-			// Give every node a full timeout to heartbeat the new head.
-			s.lastSeen[n.ID] = now
-		}
-	}
-	for _, a := range s.store.ListActors() {
-		switch a.GetState() {
-		case pb.ActorState_ACTOR_STATE_DEAD:
-		case pb.ActorState_ACTOR_STATE_PENDING:
-			// Its creation was cut off by the restart; the creator's call
-			// failed with it.
-			s.indexActorLocked(a)
-			s.markActorDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "the head restarted while actor %x was being created", a.GetSpec().GetActorId()).Proto())
-		case pb.ActorState_ACTOR_STATE_RESTARTING:
-			// Carry on with the restart the previous head started.
-			s.indexActorLocked(a)
-			aid, err := ids.ParseActorID(a.GetSpec().GetActorId())
-			if err == nil {
-				inc := a.GetNumRestarts()
-				s.wg.Go(func() { s.restartActor(aid, inc) })
-			}
-		default:
-			s.indexActorLocked(a)
-		}
-	}
-}
-
-// notifyLocked wakes everything waiting for the cluster to change.
-func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-	select {
-	case s.kick <- struct{}{}:
-	default:
 	}
 }
 
@@ -226,53 +134,136 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.wg.Wait()
-		s.connMu.Lock()
-		defer s.connMu.Unlock()
-		s.connsClosed = true
-		for addr, cc := range s.conns {
-			if err := cc.Close(); err != nil {
-				s.log.Debug("close raylet connection", "address", addr, "err", err)
-			}
-			delete(s.conns, addr)
-		}
+		s.raylets.close()
 	})
 }
 
-// nodeClient is a NodeService client for the raylet at addr, over a cached
-// connection.
-func (s *Server) nodeClient(addr string) (pb.NodeServiceClient, error) {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	if s.connsClosed {
-		return nil, errs.New(errs.KindShuttingDown, "", "the head is shutting down")
-	}
-	cc, ok := s.conns[addr]
-	if !ok {
-		var err error
-		if cc, err = rpc.Dial(addr, s.cfg.Token); err != nil {
-			return nil, status.Error(codes.Unavailable, err.Error())
-		}
-		s.conns[addr] = cc
-	}
-	return pb.NewNodeServiceClient(cc), nil
+// finishJob finishes a job (for the Deployer).
+func (s *Server) finishJob(id ids.JobID, reason string) error { return s.jobs.finish(id, reason) }
+
+// RegisterNode adds a node, or replaces the alive node with the same ID (a
+// raylet registering again after a head restart). An alive node at the same
+// address under another ID is a restarted raylet: the old incarnation is
+// declared dead. A node ID the head declared dead is refused with a
+// node-died error: that incarnation is over, and its raylet joins again
+// under a new ID.
+func (s *Server) RegisterNode(_ context.Context, req *pb.RegisterNodeRequest) (*pb.RegisterNodeResponse, error) {
+	return s.nodes.register(req)
 }
 
-// dropConn closes the cached connection to addr, if any.
-func (s *Server) dropConn(addr string) {
-	s.connMu.Lock()
-	cc, ok := s.conns[addr]
-	delete(s.conns, addr)
-	s.connMu.Unlock()
-	if ok {
-		if err := cc.Close(); err != nil {
-			s.log.Debug("close raylet connection", "address", addr, "err", err)
-		}
+// Heartbeat records a node's available resources and answers with the node
+// table and the recently finished jobs. A node the head does not know, or
+// holds for dead, is told to register again.
+func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	resp, err := s.nodes.heartbeatNode(req)
+	if err != nil || resp.GetReregister() {
+		return resp, err
 	}
+	resp.FinishedJobIds = s.jobs.recentlyFinished(time.Now())
+	return resp, nil
+}
+
+// ListNodes lists every node the head knows, dead ones included.
+func (s *Server) ListNodes(context.Context, *pb.ListNodesRequest) (*pb.ListNodesResponse, error) {
+	return &pb.ListNodesResponse{Nodes: s.nodes.infos()}, nil
+}
+
+// RegisterJob creates a job, numbered from 1 up, and says whether the head
+// already has its binary.
+func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb.RegisterJobResponse, error) {
+	return s.jobs.register(req)
+}
+
+// UploadJobBinary receives a job binary: the first message carries its
+// SHA-256 and size, the rest its bytes. The file is written under a temporary
+// name, checked and renamed into place, so concurrent uploads of one binary
+// are safe and a reader never sees a partial file.
+func (s *Server) UploadJobBinary(stream pb.SchedulerService_UploadJobBinaryServer) error {
+	return s.jobs.upload(stream)
+}
+
+// FetchJobBinary streams a stored binary in 1 MiB chunks; the first message
+// carries its size.
+func (s *Server) FetchJobBinary(req *pb.FetchJobBinaryRequest, stream pb.SchedulerService_FetchJobBinaryServer) error {
+	return s.jobs.fetch(req, stream)
+}
+
+// GetJob returns a job's record.
+func (s *Server) GetJob(_ context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	return s.jobs.get(req)
+}
+
+// KeepJobAlive holds the stream until the driver goes away (then the job is
+// finished), the job is finished some other way, or the head closes. The
+// response headers are sent at once, so a client can wait for them to know
+// the head is watching. A driver opens it again after a head restart.
+func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerService_KeepJobAliveServer) error {
+	return s.jobs.keepAlive(req, stream)
+}
+
+// FinishJob finishes a job; finishing a finished job does nothing.
+func (s *Server) FinishJob(_ context.Context, req *pb.FinishJobRequest) (*pb.FinishJobResponse, error) {
+	id, err := ids.ParseJobID(req.GetJobId())
+	if err != nil {
+		return nil, invalid("FinishJob: %v", err)
+	}
+	if err := s.jobs.finish(id, "its driver finished it"); err != nil {
+		return nil, err
+	}
+	return &pb.FinishJobResponse{}, nil
+}
+
+// CreateActor places an actor on a node, has that raylet start it and
+// returns once it runs.
+func (s *Server) CreateActor(ctx context.Context, req *pb.CreateActorRequest) (*pb.CreateActorResponse, error) {
+	return s.actors.create(ctx, req)
+}
+
+// GetActor looks an actor up by ID, or else by name among live actors.
+func (s *Server) GetActor(ctx context.Context, req *pb.GetActorRequest) (*pb.GetActorResponse, error) {
+	return s.actors.get(ctx, req)
+}
+
+// KillActor declares an actor dead and asks its raylet to stop it. Killing
+// a dead actor does nothing.
+func (s *Server) KillActor(_ context.Context, req *pb.KillActorRequest) (*pb.KillActorResponse, error) {
+	return s.actors.kill(req)
+}
+
+// ReportWorkerDeath declares dead every actor listed and every actor the
+// head recorded on that worker.
+func (s *Server) ReportWorkerDeath(_ context.Context, req *pb.ReportWorkerDeathRequest) (*pb.ReportWorkerDeathResponse, error) {
+	return s.actors.workerDied(req)
+}
+
+// CreatePlacementGroup records a group and wakes the group scheduler, which
+// reserves all its bundles or none (two-phase: prepare every bundle, then
+// commit every one; a failed prepare returns the others).
+func (s *Server) CreatePlacementGroup(_ context.Context, req *pb.CreatePlacementGroupRequest) (*pb.CreatePlacementGroupResponse, error) {
+	return s.pgs.create(req)
+}
+
+// GetPlacementGroup returns a group; with wait it first waits while the
+// group is pending.
+func (s *Server) GetPlacementGroup(ctx context.Context, req *pb.GetPlacementGroupRequest) (*pb.GetPlacementGroupResponse, error) {
+	return s.pgs.get(ctx, req)
+}
+
+// RemovePlacementGroup returns a group's bundles and stops the actors
+// placed in it.
+func (s *Server) RemovePlacementGroup(_ context.Context, req *pb.RemovePlacementGroupRequest) (*pb.RemovePlacementGroupResponse, error) {
+	return s.pgs.remove(req)
+}
+
+// GetClusterState is the state API: nodes, actors, placement groups and the
+// requests waiting as infeasible.
+func (s *Server) GetClusterState(context.Context, *pb.GetClusterStateRequest) (*pb.GetClusterStateResponse, error) {
+	return s.state.clusterState(), nil
 }
 
 // storeErr reports a failure to persist a table.
-func (s *Server) storeErr(what string, err error) error {
-	s.log.Error("scheduler store write failed", "what", what, "err", err)
+func storeErr(log *slog.Logger, what string, err error) error {
+	log.Error("scheduler store write failed", "what", what, "err", err)
 	return status.Errorf(codes.Internal, "head could not store %s: %v", what, err)
 }
 

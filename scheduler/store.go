@@ -43,8 +43,9 @@ type JobRecord struct {
 	FinishedAt time.Time
 }
 
-// Store holds the head's tables. The Server serializes every call under its
-// own mutex, so implementations need not be safe for concurrent use. Values
+// Store holds the head's tables. The Server serializes every call (each
+// manager writes only its own table), so implementations need not be safe
+// for concurrent use. Values
 // passed to Put and returned by Get and List belong to the caller: an
 // implementation must not keep or hand out memory the caller can change.
 //

@@ -1,0 +1,143 @@
+package scheduler
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/rpc"
+	pb "github.com/goray/goray/proto/goray/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// rayletClient is what the head's managers ask of raylets, by address. The
+// production one (rayletPool) calls NodeService over cached connections;
+// unit tests use fakes. Calls block until ctx ends; errors are gRPC statuses
+// as the raylet sent them.
+type rayletClient interface {
+	CreateActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error)
+	KillActor(ctx context.Context, addr string, aid ids.ActorID) error
+	FinishJob(ctx context.Context, addr string, job ids.JobID) error
+	PrepareBundle(ctx context.Context, addr string, req *pb.PrepareBundleRequest) error
+	CommitBundle(ctx context.Context, addr string, req *pb.CommitBundleRequest) error
+	ReturnBundle(ctx context.Context, addr string, req *pb.ReturnBundleRequest) error
+}
+
+// rayletPool is the rayletClient over gRPC. Any goroutine calls it; mu
+// guards the connection cache and is never held across a call.
+type rayletPool struct {
+	token string
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn // guarded by mu; by raylet address
+	closed bool                        // guarded by mu
+}
+
+var _ rayletClient = (*rayletPool)(nil)
+
+func newRayletPool(token string, log *slog.Logger) *rayletPool {
+	return &rayletPool{token: token, log: log, conns: make(map[string]*grpc.ClientConn)}
+}
+
+// client is a NodeService client for the raylet at addr, over a cached
+// connection.
+func (p *rayletPool) client(addr string) (pb.NodeServiceClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errs.New(errs.KindShuttingDown, "", "the head is shutting down")
+	}
+	cc, ok := p.conns[addr]
+	if !ok {
+		var err error
+		if cc, err = rpc.Dial(addr, p.token); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+		p.conns[addr] = cc
+	}
+	return pb.NewNodeServiceClient(cc), nil
+}
+
+func (p *rayletPool) CreateActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error) {
+	c, err := p.client(addr)
+	if err != nil {
+		return nil, err
+	}
+	return c.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{Spec: spec, Incarnation: incarnation})
+}
+
+func (p *rayletPool) KillActor(ctx context.Context, addr string, aid ids.ActorID) error {
+	c, err := p.client(addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.KillActor(ctx, &pb.NodeServiceKillActorRequest{ActorId: aid[:]})
+	return err
+}
+
+func (p *rayletPool) FinishJob(ctx context.Context, addr string, job ids.JobID) error {
+	c, err := p.client(addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.FinishJob(ctx, &pb.NodeServiceFinishJobRequest{JobId: job[:]})
+	return err
+}
+
+func (p *rayletPool) PrepareBundle(ctx context.Context, addr string, req *pb.PrepareBundleRequest) error {
+	c, err := p.client(addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.PrepareBundle(ctx, req)
+	return err
+}
+
+func (p *rayletPool) CommitBundle(ctx context.Context, addr string, req *pb.CommitBundleRequest) error {
+	c, err := p.client(addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.CommitBundle(ctx, req)
+	return err
+}
+
+func (p *rayletPool) ReturnBundle(ctx context.Context, addr string, req *pb.ReturnBundleRequest) error {
+	c, err := p.client(addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.ReturnBundle(ctx, req)
+	return err
+}
+
+// drop closes the cached connection to addr, if any.
+func (p *rayletPool) drop(addr string) {
+	p.mu.Lock()
+	cc, ok := p.conns[addr]
+	delete(p.conns, addr)
+	p.mu.Unlock()
+	if ok {
+		if err := cc.Close(); err != nil {
+			p.log.Debug("close raylet connection", "address", addr, "err", err)
+		}
+	}
+}
+
+// close closes every connection; later calls fail with a shutting-down error.
+func (p *rayletPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for addr, cc := range p.conns {
+		if err := cc.Close(); err != nil {
+			p.log.Debug("close raylet connection", "address", addr, "err", err)
+		}
+		delete(p.conns, addr)
+	}
+}
