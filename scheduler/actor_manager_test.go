@@ -11,6 +11,8 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
+
+	"github.com/goray/goray/internal/testwait"
 )
 
 type actorFixture struct {
@@ -101,7 +103,7 @@ func TestActorManagerWaitsForAFittingNode(t *testing.T) {
 		a, err := f.create(t, t.Context(), spec)
 		done <- result{a, err}
 	}()
-	waitFor(t, "the actor to be listed as waiting", func() bool { return len(f.m.waitingInfeasible()) == 1 })
+	testwait.Eventually(t, 10*time.Second, "the actor to be listed as waiting", func() bool { return len(f.m.waitingInfeasible()) == 1 })
 	if got := f.m.waitingInfeasible()[0]; got.GetKind() != "actor" || !strings.Contains(got.GetReason(), "CPU") {
 		t.Fatalf("got waiting request %v, want an actor lacking CPU", got)
 	}
@@ -143,7 +145,7 @@ func TestActorManagerRestartsAfterNodeDeath(t *testing.T) {
 	if lost := f.m.nodeDied(n1, "n1", "test"); lost != 1 {
 		t.Fatalf("nodeDied lost %d actors, want 1", lost)
 	}
-	waitFor(t, "the restart on n2", func() bool { return f.actor(t, spec).GetState() == pb.ActorState_ACTOR_STATE_ALIVE })
+	testwait.Eventually(t, 10*time.Second, "the restart on n2", func() bool { return f.actor(t, spec).GetState() == pb.ActorState_ACTOR_STATE_ALIVE })
 	a := f.actor(t, spec)
 	if string(a.GetNodeId()) != string(n2[:]) || a.GetNumRestarts() != 1 {
 		t.Fatalf("got node %x incarnation %d, want n2 incarnation 1", a.GetNodeId(), a.GetNumRestarts())
@@ -175,7 +177,7 @@ func TestActorManagerRestartRetriesFailedStarts(t *testing.T) {
 	if _, err := f.m.workerDied(&pb.ReportWorkerDeathRequest{WorkerId: a.GetWorkerId(), NodeId: a.GetNodeId()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the restart", func() bool { return f.actor(t, spec).GetState() == pb.ActorState_ACTOR_STATE_ALIVE })
+	testwait.Eventually(t, 10*time.Second, "the restart", func() bool { return f.actor(t, spec).GetState() == pb.ActorState_ACTOR_STATE_ALIVE })
 	if got := f.raylets.createdOn("n1"); got != 2 {
 		t.Fatalf("got %d successful starts, want 2 (creation and the restart after two failures)", got)
 	}
@@ -188,7 +190,7 @@ func TestActorManagerRestartRetriesFailedStarts(t *testing.T) {
 	if _, err := f.m.workerDied(&pb.ReportWorkerDeathRequest{WorkerId: a.GetWorkerId()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the restart to give up", func() bool { return f.actor(t, spec).GetState() == pb.ActorState_ACTOR_STATE_DEAD })
+	testwait.Eventually(t, 10*time.Second, "the restart to give up", func() bool { return f.actor(t, spec).GetState() == pb.ActorState_ACTOR_STATE_DEAD })
 	if msg := f.actor(t, spec).GetDeathCause().GetMessage(); !strings.Contains(msg, "could not be restarted") {
 		t.Fatalf("got death cause %q, want it to say the actor could not be restarted", msg)
 	}
@@ -213,7 +215,7 @@ func TestActorManagerJobLifetime(t *testing.T) {
 		t.Fatalf("non-detached actor is %v, want DEAD", st)
 	}
 	plainID, _ := ids.ParseActorID(plain.GetActorId())
-	waitFor(t, "the raylet to be told to stop the actor", func() bool { return slices.Contains(f.raylets.killedOn(addr), plainID) })
+	testwait.Eventually(t, 10*time.Second, "the raylet to be told to stop the actor", func() bool { return slices.Contains(f.raylets.killedOn(addr), plainID) })
 	if st := f.actor(t, detached).GetState(); st != pb.ActorState_ACTOR_STATE_ALIVE {
 		t.Fatalf("detached actor is %v, want ALIVE", st)
 	}
@@ -221,7 +223,7 @@ func TestActorManagerJobLifetime(t *testing.T) {
 	if _, err := f.m.kill(&pb.KillActorRequest{ActorId: detached.GetActorId()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the job manager to hear the detached actors are gone", func() bool { return slices.Contains(f.jobs.goneJobs(), f.job) })
+	testwait.Eventually(t, 10*time.Second, "the job manager to hear the detached actors are gone", func() bool { return slices.Contains(f.jobs.goneJobs(), f.job) })
 
 	// A finished job's non-detached actors die.
 	other := f.spec(nil)

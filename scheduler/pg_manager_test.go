@@ -6,9 +6,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
+
+	"github.com/goray/goray/internal/testwait"
 )
 
 // fakePGActors records the groups whose actors the manager stopped.
@@ -92,7 +95,7 @@ func TestPGManagerTwoPhaseCommit(t *testing.T) {
 	if got := f.nodes.committedCount(); got != 0 {
 		t.Fatalf("got %d bundles in the view after removal, want 0", got)
 	}
-	waitFor(t, "both bundles returned", func() bool {
+	testwait.Eventually(t, 10*time.Second, "both bundles returned", func() bool {
 		for _, st := range f.raylets.bundleStates() {
 			if st != "returned" {
 				return false
