@@ -53,10 +53,11 @@ const (
 
 type decision struct {
 	where  placement
-	node   *pb.NodeInfo // placeSpill
-	err    error        // placeFail
-	reason string       // placeInfeasible: the missing resource, in words
-	view   chan struct{}
+	node   *pb.NodeInfo    // placeSpill
+	err    error           // placeFail
+	reason string          // placeInfeasible: the missing resource, in words
+	view   <-chan struct{} // closed when the cluster view changes
+	total  <-chan struct{} // closed when this node's total changes
 }
 
 // infeasibleReq is a lease request waiting because no alive node can fit it.
@@ -90,26 +91,20 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			return nil, errs.New(errs.KindInvalidArgument, req.GetFunctionName(), "RequestWorkerLease: node affinity: %v", err)
 		}
 	}
-	r.mu.Lock()
-	j := r.jobs[jobID]
-	finished := j != nil && j.finished
-	r.mu.Unlock()
-	if finished {
+	if r.pool.jobFinished(jobID) {
 		return nil, errJobFinished(jobID)
 	}
 
 	var waiting *infeasibleReq
 	defer func() {
 		if waiting != nil {
-			r.mu.Lock()
-			delete(r.infeasible, waiting)
-			r.mu.Unlock()
+			r.leases.doneInfeasible(waiting)
 			r.kickHeartbeat()
 		}
 	}()
 	refreshed := false
 	for {
-		d := r.decide(req, need, affinity, refreshed)
+		d := r.leases.decide(req, need, affinity, refreshed)
 		switch d.where {
 		case placeRefresh:
 			r.refreshView(ctx)
@@ -121,7 +116,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			}
 			return r.grantHere(ctx, jobID, need)
 		case placeSpill:
-			r.noteLease(d.node.GetNodeId())
+			r.view.noteLease(d.node.GetNodeId())
 			return &pb.RequestWorkerLeaseResponse{SpillbackAddress: d.node.GetAddress(), SpillbackNodeId: d.node.GetNodeId()}, nil
 		case placeFail:
 			return nil, d.err
@@ -137,20 +132,17 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			return nil, errs.New(errs.KindInfeasible, req.GetFunctionName(),
 				"lease request for %s (job %s) is infeasible: %s; add a node that has it, e.g. raylet --resources", need, jobID, d.reason)
 		}
-		r.mu.Lock()
 		if waiting == nil {
-			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.Clone(), reason: d.reason}
-			r.infeasible[waiting] = struct{}{}
-			r.mu.Unlock()
+			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.Clone()}
+		}
+		if r.leases.waitInfeasible(waiting, d.reason) {
 			r.log.Warn("lease request is infeasible: it waits until a node that can fit it joins",
 				"function", req.GetFunctionName(), "job", jobID, "resources", need, "missing", d.reason)
 			r.kickHeartbeat()
-		} else {
-			waiting.reason = d.reason
-			r.mu.Unlock()
 		}
 		select {
 		case <-d.view:
+		case <-d.total:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return nil, errs.New(errs.KindTimeout, req.GetFunctionName(), "timed out waiting as infeasible: lease request for %s: %s", need, d.reason)
@@ -164,22 +156,19 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 
 // grantHere waits for need on this node and leases a worker of the job.
 func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Resources) (*pb.RequestWorkerLeaseResponse, error) {
-	r.mu.Lock()
-	j := r.jobLocked(jobID)
-	finished := j.finished
-	r.mu.Unlock()
+	j, finished := r.pool.job(jobID)
 	if finished {
 		return nil, errJobFinished(jobID)
 	}
-	if err := r.acquire(ctx, need); err != nil {
+	if err := r.leases.acquire(ctx, need); err != nil {
 		return nil, err
 	}
-	l, err := r.leaseWorker(ctx, j, need)
+	l, err := r.pool.leaseWorker(ctx, j, need)
 	if err != nil {
-		r.release(need)
+		r.leases.release(need)
 		return nil, err
 	}
-	r.noteLease(r.nodeID[:])
+	r.view.noteLease(r.nodeID[:])
 	return &pb.RequestWorkerLeaseResponse{
 		LeaseId:       l.id[:],
 		WorkerId:      l.worker.id[:],
@@ -188,32 +177,34 @@ func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Reso
 	}, nil
 }
 
-// decide places one lease request against the current view.
-func (r *Raylet) decide(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	d := r.decideLocked(req, need, affinity, refreshed)
-	d.view = r.viewCh
+// decide places one lease request against this node's resources and the
+// cluster view.
+func (m *leaseManager) decide(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
+	nodes, viewCh := m.view.snapshot()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.decideLocked(req, need, affinity, refreshed, nodes)
+	d.view, d.total = viewCh, m.totalCh
 	return d
 }
 
-func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
+func (m *leaseManager) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool, view []*pb.NodeInfo) decision {
 	strat := req.GetSchedulingStrategy()
 	noSpill := req.GetNoSpillback()
-	feasibleHere := need.FitsIn(r.total)
+	feasibleHere := need.FitsIn(m.total)
 
 	if strat.GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
 		hard := !strat.GetSoft()
-		if affinity == r.nodeID {
+		if affinity == m.self {
 			if feasibleHere {
 				return decision{where: placeHere}
 			}
 			if hard {
 				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
-					"node affinity: node %s can never fit %s: it lacks %s", affinity, need, lacks(need, r.total))}
+					"node affinity: node %s can never fit %s: it lacks %s", affinity, need, lacks(need, m.total))}
 			}
 		} else {
-			n := r.viewNodeLocked(affinity)
+			n := viewNode(view, affinity)
 			switch {
 			case n == nil && !refreshed:
 				return decision{where: placeRefresh}
@@ -221,7 +212,7 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 				if noSpill {
 					if hard {
 						return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
-							"node affinity: the request for node %s reached node %s after a spillback; it runs only on node %s", affinity, r.nodeID, affinity)}
+							"node affinity: the request for node %s reached node %s after a spillback; it runs only on node %s", affinity, m.self, affinity)}
 					}
 					break // soft: the default below, here
 				}
@@ -238,7 +229,7 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 		// Soft affinity that cannot be honoured: the default strategy.
 	}
 
-	nodes, infos := r.candidatesLocked()
+	nodes, infos := m.candidatesLocked(view)
 	if noSpill {
 		// Spilled back here once already: it queues here.
 		if feasibleHere {
@@ -248,29 +239,29 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 			if need.FitsIn(nodes[i].Total) {
 				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
 					"node %s can never fit %s (it lacks %s) and the request was already spilled back once (node %x can fit it)",
-					r.nodeID, need, lacks(need, r.total), nodes[i].ID)}
+					m.self, need, lacks(need, m.total), nodes[i].ID)}
 			}
 		}
-		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+		return decision{where: placeInfeasible, reason: missing(need, nodes)}
 	}
 
 	var pick int
 	var now bool
 	if strat.GetKind() == pb.SchedulingStrategy_KIND_SPREAD {
-		pick, _ = sched.PickSpread(nodes, need, r.spreadSeq)
-		r.spreadSeq++
+		pick, _ = sched.PickSpread(nodes, need, m.spreadSeq)
+		m.spreadSeq++
 		if pick < 0 {
-			return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+			return decision{where: placeInfeasible, reason: missing(need, nodes)}
 		}
 		if nodes[pick].Local {
 			return decision{where: placeHere}
 		}
 		return decision{where: placeSpill, node: infos[pick]}
 	}
-	pick, now = sched.PickHybrid(nodes, need, r.rng)
+	pick, now = sched.PickHybrid(nodes, need, m.rng)
 	switch {
 	case pick < 0:
-		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+		return decision{where: placeInfeasible, reason: missing(need, nodes)}
 	case nodes[pick].Local:
 		return decision{where: placeHere}
 	case now:
@@ -284,25 +275,15 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 
 // candidatesLocked lists this node (first, Local) and the other alive nodes
 // of the view; infos[i] is the view's entry of nodes[i] (nil for this node).
-func (r *Raylet) candidatesLocked() ([]sched.Node, []*pb.NodeInfo) {
+func (m *leaseManager) candidatesLocked(view []*pb.NodeInfo) ([]sched.Node, []*pb.NodeInfo) {
 	now := time.Now()
-	nodes := []sched.Node{{ID: r.nodeID[:], Total: r.total, Available: r.avail, Local: true, Load: r.loadLocked(r.nodeID, now)}}
-	infos := []*pb.NodeInfo{nil}
-	for _, n := range r.nodes {
-		if !n.GetAlive() || n.GetAddress() == "" || string(n.GetNodeId()) == string(r.nodeID[:]) {
-			continue
-		}
-		id, err := ids.ParseNodeID(n.GetNodeId())
-		if err != nil {
-			continue
-		}
-		nodes = append(nodes, sched.Node{ID: n.GetNodeId(), Total: n.GetTotal().GetAmounts(), Available: n.GetAvailable().GetAmounts(), Load: r.loadLocked(id, now)})
-		infos = append(infos, n)
-	}
+	others, otherInfos := candidates(m.view, m.self, view, now)
+	nodes := append([]sched.Node{{ID: m.self[:], Total: m.total, Available: m.avail, Local: true, Load: m.view.load(m.self, now)}}, others...)
+	infos := append([]*pb.NodeInfo{nil}, otherInfos...)
 	return nodes, infos
 }
 
-func (r *Raylet) missingLocked(need sched.Resources, nodes []sched.Node) string {
+func missing(need sched.Resources, nodes []sched.Node) string {
 	totals := make([]sched.Resources, len(nodes))
 	for i, n := range nodes {
 		totals[i] = n.Total
@@ -310,28 +291,14 @@ func (r *Raylet) missingLocked(need sched.Resources, nodes []sched.Node) string 
 	return sched.Missing(need, totals)
 }
 
-// viewNodeLocked is the view's entry of node id, or nil.
-func (r *Raylet) viewNodeLocked(id ids.NodeID) *pb.NodeInfo {
-	for _, n := range r.nodes {
+// viewNode is the entry of node id in nodes, or nil.
+func viewNode(nodes []*pb.NodeInfo, id ids.NodeID) *pb.NodeInfo {
+	for _, n := range nodes {
 		if string(n.GetNodeId()) == string(id[:]) {
 			return n
 		}
 	}
 	return nil
-}
-
-// setViewLocked replaces the cluster view and wakes the requests waiting on
-// it.
-func (r *Raylet) setViewLocked(nodes []*pb.NodeInfo) {
-	r.nodes = nodes
-	r.viewChangedLocked()
-}
-
-// viewChangedLocked wakes the requests waiting for the view (or this node's
-// total) to change.
-func (r *Raylet) viewChangedLocked() {
-	close(r.viewCh)
-	r.viewCh = make(chan struct{})
 }
 
 // refreshView asks the head for the node table now.
@@ -343,40 +310,5 @@ func (r *Raylet) refreshView(ctx context.Context) {
 		r.log.Debug("refresh cluster view", "err", err)
 		return
 	}
-	r.mu.Lock()
-	r.setViewLocked(resp.GetNodes())
-	r.mu.Unlock()
-}
-
-// noteLease records a lease granted here or spilled to node, for SPREAD.
-func (r *Raylet) noteLease(node []byte) {
-	id, err := ids.ParseNodeID(node)
-	if err != nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ev := append(r.recent[id], time.Now())
-	if len(ev) > maxRecent {
-		ev = ev[len(ev)-maxRecent:]
-	}
-	r.recent[id] = ev
-}
-
-// loadLocked counts node's lease events within loadWindow, forgetting older
-// ones.
-func (r *Raylet) loadLocked(id ids.NodeID, now time.Time) int {
-	ev := r.recent[id]
-	i := 0
-	for i < len(ev) && now.Sub(ev[i]) > loadWindow {
-		i++
-	}
-	if i == len(ev) {
-		delete(r.recent, id)
-		return 0
-	}
-	if i > 0 {
-		r.recent[id] = ev[i:]
-	}
-	return len(ev) - i
+	r.view.set(resp.GetNodes())
 }

@@ -63,14 +63,12 @@ func waitView(t *testing.T, r *Raylet, want ...*Raylet) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r.mu.Lock()
 		n := 0
 		for _, w := range want {
-			if v := r.viewNodeLocked(w.nodeID); v != nil && v.GetAlive() {
+			if v := r.view.node(w.nodeID); v != nil && v.GetAlive() {
 				n++
 			}
 		}
-		r.mu.Unlock()
 		if n == len(want) {
 			return
 		}
@@ -87,14 +85,12 @@ func waitIdle(t *testing.T, r *Raylet, nodes ...*Raylet) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		idle := true
-		r.mu.Lock()
 		for _, n := range nodes {
-			v := r.viewNodeLocked(n.nodeID)
+			v := r.view.node(n.nodeID)
 			if v == nil || !maps.Equal(v.GetTotal().GetAmounts(), v.GetAvailable().GetAmounts()) {
 				idle = false
 			}
 		}
-		r.mu.Unlock()
 		if idle {
 			return
 		}
@@ -189,9 +185,7 @@ func TestLeaseStrategies(t *testing.T) {
 		spread := &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_KIND_SPREAD}
 		// Start from idle nodes, as the head sees them, and no recent load.
 		waitIdle(t, c.head, c.a, c.b)
-		c.head.mu.Lock()
-		clear(c.head.recent)
-		c.head.mu.Unlock()
+		c.head.view.forgetLoad()
 		count := map[string]int{}
 		var seq []string
 		for range 6 {
@@ -278,10 +272,8 @@ func TestLeaseStrategies(t *testing.T) {
 		gone.Stop()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			c.head.mu.Lock()
-			n := c.head.viewNodeLocked(id)
+			n := c.head.view.node(id)
 			dead := n != nil && !n.GetAlive()
-			c.head.mu.Unlock()
 			if dead {
 				break
 			}
@@ -434,9 +426,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	bundle := map[string]float64{"CPU": 2}
 
 	resOf := func() (total, avail map[string]float64) {
-		head.mu.Lock()
-		defer head.mu.Unlock()
-		return maps.Clone(head.total), maps.Clone(head.avail)
+		return head.leases.resources()
 	}
 	prepare := func(index int32, res map[string]float64) error {
 		_, err := client.PrepareBundle(callCtx(t), &pb.PrepareBundleRequest{PlacementGroupId: pg[:], BundleIndex: index, Resources: &pb.Resources{Amounts: res}})
@@ -499,9 +489,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	if len(l.GetLeaseId()) == 0 {
 		t.Fatalf("lease in bundle 0: got %v, want granted", l)
 	}
-	head.mu.Lock()
-	leaseWorker := head.workers[ids.WorkerID(l.GetWorkerId())]
-	head.mu.Unlock()
+	leaseWorker := head.pool.lookupWorker(ids.WorkerID(l.GetWorkerId()))
 	if leaseWorker == nil {
 		t.Fatalf("leased worker %x unknown", l.GetWorkerId())
 	}
@@ -546,9 +534,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	if avail["CPU"] != 4 || total["CPU"] != 4 {
 		t.Errorf("CPU after ReturnBundle: total %v available %v, want 4 and 4", total["CPU"], avail["CPU"])
 	}
-	head.mu.Lock()
-	_, actorLeft := head.actors[actorID]
-	head.mu.Unlock()
+	actorLeft := head.pool.lookupActor(actorID) != nil || head.leases.holdsActor(actorID)
 	if actorLeft {
 		t.Errorf("actor in the returned group still on the books")
 	}
@@ -570,9 +556,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	// Its lease is gone with it; returning it is harmless and frees nothing twice.
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		head.mu.Lock()
-		_, held := head.leases[ids.LeaseID(l.GetLeaseId())]
-		head.mu.Unlock()
+		held := head.leases.lookupLease(ids.LeaseID(l.GetLeaseId())) != nil
 		if !held {
 			break
 		}
@@ -629,9 +613,7 @@ func TestReturnOneOfTwoBundles(t *testing.T) {
 	inAny := mustLease(t, client, leaseReq(job, sched.InBundle(map[string]float64{"CPU": 1}, pg, -1)))
 	defer giveBack(t, client, inOne)
 	pidOf := func(l *pb.RequestWorkerLeaseResponse) int {
-		head.mu.Lock()
-		defer head.mu.Unlock()
-		return head.workers[ids.WorkerID(l.GetWorkerId())].pid
+		return head.pool.lookupWorker(ids.WorkerID(l.GetWorkerId())).pid
 	}
 	pidOne, pidAny := pidOf(inOne), pidOf(inAny)
 
@@ -650,9 +632,7 @@ func TestReturnOneOfTwoBundles(t *testing.T) {
 	if !alive(pidOne) {
 		t.Errorf("worker of the lease in bundle 1 was killed; want it kept")
 	}
-	head.mu.Lock()
-	total, avail := maps.Clone(head.total), maps.Clone(head.avail)
-	head.mu.Unlock()
+	total, avail := head.leases.resources()
 	wild, one, zero := sched.WildcardName("CPU", pg), sched.IndexedName("CPU", pg, 1), sched.IndexedName("CPU", pg, 0)
 	if total[wild] != 1 || avail[wild] != 0 || total[one] != 1 || avail[one] != 0 || total["CPU"] != 4 || avail["CPU"] != 3 {
 		t.Errorf("after returning bundle 0: total %v, available %v; want %s and %s 1 total, 0 available; CPU 4 and 3", total, avail, wild, one)

@@ -186,9 +186,8 @@ func TestWorkerProcesses(t *testing.T) {
 		// The crashed host's resources come back.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			head.mu.Lock()
-			cpu := head.avail["CPU"]
-			head.mu.Unlock()
+			_, avail := head.leases.resources()
+			cpu := avail["CPU"]
 			if cpu == 2 {
 				break
 			}
@@ -200,12 +199,12 @@ func TestWorkerProcesses(t *testing.T) {
 	})
 
 	t.Run("finish job kills its workers", func(t *testing.T) {
-		head.mu.Lock()
+		head.pool.mu.Lock()
 		var pids []int
-		for _, w := range head.workers {
+		for _, w := range head.pool.workers {
 			pids = append(pids, w.pid)
 		}
-		head.mu.Unlock()
+		head.pool.mu.Unlock()
 		if len(pids) == 0 {
 			t.Fatal("no workers running before FinishJob")
 		}
