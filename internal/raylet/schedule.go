@@ -3,6 +3,7 @@ package raylet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
@@ -50,6 +51,22 @@ const (
 	placeInfeasible                  // no alive node can ever fit it
 	placeRefresh                     // the named node is unknown: refresh the view and decide again
 )
+
+func (p placement) String() string {
+	switch p {
+	case placeHere:
+		return "here"
+	case placeSpill:
+		return "spill back"
+	case placeFail:
+		return "fail"
+	case placeInfeasible:
+		return "infeasible"
+	case placeRefresh:
+		return "refresh the view"
+	}
+	return fmt.Sprintf("placement(%d)", int(p))
+}
 
 type decision struct {
 	where  placement
