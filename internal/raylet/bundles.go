@@ -2,8 +2,9 @@ package raylet
 
 import (
 	"context"
+	"fmt"
 	"maps"
-	"slices"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -42,6 +43,111 @@ func parseBundle(what string, pgID []byte, index int32) (bundleKey, error) {
 	return bundleKey{pg: pg, index: index}, nil
 }
 
+// bundleResources is what the bundle manager asks of the lease manager
+// (*leaseManager).
+type bundleResources interface {
+	stopped() bool
+	// take takes res from the available resources now, or fails at once.
+	take(res sched.Resources, what string) error
+	// addTotal adds a committed bundle's renamed resources.
+	addTotal(res sched.Resources)
+	// returnBundle gives a bundle's resources back and evicts its users.
+	returnBundle(key bundleKey, b *bundle, othersRemain bool) ([]*worker, []ids.ActorID)
+}
+
+// bundleManager is the placement group bundles prepared and committed on
+// this node (Ray's PlacementGroupResourceManager). The resources themselves
+// are the lease manager's: the bundle manager takes them at prepare, adds
+// the renamed ones at commit and gives them back at return.
+//
+// The head's PrepareBundle, CommitBundle and ReturnBundle calls reach it
+// from their handlers' goroutines. mu guards bundles, and is held while
+// calling the lease manager (so that one bundle's calls are atomic); lock
+// order: bundleManager.mu, then leaseManager.mu. It never calls the worker
+// pool.
+type bundleManager struct {
+	self ids.NodeID
+	res  bundleResources
+	kick func() // asks for a heartbeat now (the node's resources changed)
+
+	mu      sync.Mutex
+	bundles map[bundleKey]*bundle // guarded by mu
+}
+
+func newBundleManager(self ids.NodeID, res bundleResources, kick func()) *bundleManager {
+	return &bundleManager{self: self, res: res, kick: kick, bundles: make(map[bundleKey]*bundle)}
+}
+
+// prepare takes the bundle's resources res from the node's available ones,
+// or fails at once; preparing a prepared bundle again with the same
+// resources succeeds.
+func (m *bundleManager) prepare(key bundleKey, res sched.Resources) error {
+	for k := range res {
+		if sched.IsBundleResource(k) {
+			return errs.New(errs.KindInvalidArgument, "", "PrepareBundle: bundle %d of placement group %s asks for %q, a placement group resource", key.index, key.pg, k)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.res.stopped() {
+		return errStopping
+	}
+	if b := m.bundles[key]; b != nil {
+		if maps.Equal(b.res, res) {
+			return nil
+		}
+		return errs.New(errs.KindInvalidArgument, "", "PrepareBundle: bundle %d of placement group %s is already prepared on node %s with %s, not %s",
+			key.index, key.pg, m.self, b.res, res)
+	}
+	if err := m.res.take(res, fmt.Sprintf("prepare bundle %d of placement group %s", key.index, key.pg)); err != nil {
+		return err
+	}
+	m.bundles[key] = &bundle{res: res.Clone()}
+	m.kick()
+	return nil
+}
+
+// commit adds a prepared bundle's renamed resources
+// (sched.CommittedResources) to the node; committing twice is a no-op.
+func (m *bundleManager) commit(key bundleKey) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.bundles[key]
+	if b == nil {
+		return errs.New(errs.KindNotFound, "", "CommitBundle: node %s has not prepared bundle %d of placement group %s (or it was returned)", m.self, key.index, key.pg)
+	}
+	if b.committed {
+		return nil
+	}
+	b.committed = true
+	m.res.addTotal(sched.CommittedResources(b.res, key.pg, int(key.index)))
+	m.kick()
+	return nil
+}
+
+// release returns a bundle: its resources go back and what runs in it is
+// evicted; it returns the task workers to kill and the actors to stop. An
+// unknown bundle is not an error (found is false).
+func (m *bundleManager) release(key bundleKey) (workers []*worker, actors []ids.ActorID, found bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.bundles[key]
+	if b == nil {
+		return nil, nil, false
+	}
+	delete(m.bundles, key)
+	othersRemain := false
+	for k2, b2 := range m.bundles {
+		if k2.pg == key.pg && b2.committed {
+			othersRemain = true
+			break
+		}
+	}
+	workers, actors = m.res.returnBundle(key, b, othersRemain)
+	m.kick()
+	return workers, actors, true
+}
+
 // prepareBundle implements NodeService.PrepareBundle.
 func (r *Raylet) prepareBundle(req *pb.PrepareBundleRequest) error {
 	key, err := parseBundle("PrepareBundle", req.GetPlacementGroupId(), req.GetBundleIndex())
@@ -52,35 +158,7 @@ func (r *Raylet) prepareBundle(req *pb.PrepareBundleRequest) error {
 	if err != nil {
 		return err
 	}
-	for k := range res {
-		if sched.IsBundleResource(k) {
-			return errs.New(errs.KindInvalidArgument, "", "PrepareBundle: bundle %d of placement group %s asks for %q, a placement group resource", key.index, key.pg, k)
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.stopping {
-		return errStopping
-	}
-	if b := r.bundles[key]; b != nil {
-		if maps.Equal(b.res, res) {
-			return nil
-		}
-		return errs.New(errs.KindInvalidArgument, "", "PrepareBundle: bundle %d of placement group %s is already prepared on node %s with %s, not %s",
-			key.index, key.pg, r.nodeID, b.res, res)
-	}
-	if !res.FitsIn(r.total) {
-		return errs.New(errs.KindInfeasible, "", "prepare bundle %d of placement group %s: node %s can never fit %s: it lacks %s",
-			key.index, key.pg, r.nodeID, res, lacks(res, r.total))
-	}
-	if !res.FitsIn(r.avail) {
-		return status.Errorf(codes.ResourceExhausted, "prepare bundle %d of placement group %s: node %s has not got %s available now: it lacks %s",
-			key.index, key.pg, r.nodeID, res, lacks(res, r.avail))
-	}
-	r.avail.Sub(res)
-	r.bundles[key] = &bundle{res: res}
-	r.kickHeartbeat()
-	return nil
+	return r.bundles.prepare(key, res)
 }
 
 // commitBundle implements NodeService.CommitBundle.
@@ -89,24 +167,10 @@ func (r *Raylet) commitBundle(req *pb.CommitBundleRequest) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b := r.bundles[key]
-	if b == nil {
-		return errs.New(errs.KindNotFound, "", "CommitBundle: node %s has not prepared bundle %d of placement group %s (or it was returned)", r.nodeID, key.index, key.pg)
+	if err := r.bundles.commit(key); err != nil {
+		return err
 	}
-	if b.committed {
-		return nil
-	}
-	b.committed = true
-	for k, v := range sched.CommittedResources(b.res, key.pg, int(key.index)) {
-		r.total[k] += v
-		r.avail[k] += v
-	}
-	r.wakeWaitersLocked()
-	r.viewChangedLocked()
-	r.kickHeartbeat()
-	r.log.Debug("placement group bundle committed", "pg", key.pg, "bundle", key.index, "resources", b.res)
+	r.log.Debug("placement group bundle committed", "pg", key.pg, "bundle", key.index)
 	return nil
 }
 
@@ -119,24 +183,11 @@ func (r *Raylet) returnBundle(ctx context.Context, req *pb.ReturnBundleRequest) 
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	b := r.bundles[key]
-	if b == nil {
-		r.mu.Unlock()
+	workers, actorIDs, found := r.bundles.release(key)
+	if !found {
 		return nil
 	}
-	delete(r.bundles, key)
-	var workers []*worker
-	var actors []*actor
-	if b.committed {
-		workers, actors = r.evictBundleLocked(key, b)
-	}
-	r.releaseLocked(b.res)
-	r.failUnfittableWaitersLocked()
-	r.viewChangedLocked()
-	r.kickHeartbeat()
-	r.mu.Unlock()
-
+	actors := r.pool.evicted(workers, actorIDs)
 	for _, w := range workers {
 		r.log.Info("killing a task worker of a returned placement group bundle", "worker", w.id, "pid", w.pid, "pg", key.pg, "bundle", key.index)
 		w.kill()
@@ -150,153 +201,10 @@ func (r *Raylet) returnBundle(ctx context.Context, req *pb.ReturnBundleRequest) 
 	return nil
 }
 
-// evictBundleLocked takes a committed bundle's renamed resources off the
-// node. What runs in the bundle is stopped: leases and actors holding the
-// bundle's own names or placed in its index, and, when no other committed
-// bundle of the group stays on this node, everything of the group; else
-// only as many "any bundle" users as the group's remaining share cannot
-// hold. Their group resources are forgotten (so they never come back) and
-// the actors leave the books at once; the workers and actors to kill are
-// returned.
-func (r *Raylet) evictBundleLocked(key bundleKey, b *bundle) ([]*worker, []*actor) {
-	committed := sched.CommittedResources(b.res, key.pg, int(key.index))
-	own := map[string]bool{}
-	for k := range b.res {
-		own[sched.IndexedName(k, key.pg, int(key.index))] = true
-	}
-	othersRemain := false
-	for k2, b2 := range r.bundles {
-		if k2.pg == key.pg && b2.committed {
-			othersRemain = true
-			break
-		}
-	}
-	inGroup := func(name string) bool {
-		b, ok := sched.ParseBundleResource(name)
-		return ok && b.Group == key.pg
-	}
-	isOwn := func(name string) bool { return own[name] }
-	holds := func(res sched.Resources, set func(string) bool) bool {
-		for k, v := range res {
-			if v > 0 && set(k) {
-				return true
-			}
-		}
-		return false
-	}
-
-	stripped := sched.Resources{}
-	strip := func(res sched.Resources) {
-		for k, v := range res {
-			if inGroup(k) {
-				stripped[k] += v
-				delete(res, k)
-			}
-		}
-	}
-	var workers []*worker
-	var actors []*actor
-	evictLease := func(l *lease) {
-		strip(l.res)
-		l.worker.onPurpose = true
-		workers = append(workers, l.worker)
-	}
-	evictActor := func(a *actor) {
-		strip(a.res)
-		actors = append(actors, a)
-	}
-
-	// Users that may stay while the group keeps a share here; those pinned
-	// to another bundle of the group are the last to go.
-	type spareUser struct {
-		res    sched.Resources
-		pinned bool
-		evict  func()
-	}
-	pinned := func(res sched.Resources) bool {
-		return holds(res, func(k string) bool {
-			b, ok := sched.ParseBundleResource(k)
-			return ok && b.Group == key.pg && !b.Wildcard()
-		})
-	}
-	var spares []spareUser
-	for _, l := range r.leases {
-		switch {
-		case holds(l.res, isOwn):
-			evictLease(l)
-		case holds(l.res, inGroup):
-			if othersRemain {
-				spares = append(spares, spareUser{res: l.res, pinned: pinned(l.res), evict: func() { evictLease(l) }})
-			} else {
-				evictLease(l)
-			}
-		}
-	}
-	for _, a := range r.actors {
-		inPG := a.inPG && a.pg == key.pg
-		switch {
-		case holds(a.res, isOwn) || inPG && a.bundle == key.index:
-			evictActor(a)
-		case inPG || holds(a.res, inGroup):
-			if othersRemain {
-				spares = append(spares, spareUser{res: a.res, pinned: a.bundle >= 0 || pinned(a.res), evict: func() { evictActor(a) }})
-			} else {
-				evictActor(a)
-			}
-		}
-	}
-	slices.SortStableFunc(spares, func(x, y spareUser) int {
-		switch {
-		case x.pinned == y.pinned:
-			return 0
-		case y.pinned:
-			return -1
-		}
-		return 1
-	})
-
-	// The node's group resources after this bundle leaves.
-	for k, v := range committed {
-		r.total[k] -= v
-		r.avail[k] -= v
-	}
-	for k, v := range stripped {
-		r.avail[k] += v
-	}
-	// Users the group's remaining share cannot hold go too, "any bundle"
-	// ones first.
-	overKey := func(k string) bool { _, c := committed[k]; return c && r.avail[k] < -sched.Epsilon }
-	for {
-		i := slices.IndexFunc(spares, func(u spareUser) bool { return holds(u.res, overKey) })
-		if i < 0 {
-			break
-		}
-		before := maps.Clone(stripped)
-		spares[i].evict()
-		spares = slices.Delete(spares, i, i+1)
-		for k, v := range stripped {
-			r.avail[k] += v - before[k]
-		}
-	}
-	for k := range committed {
-		if r.total[k] <= sched.Epsilon {
-			delete(r.total, k)
-			delete(r.avail, k)
-		} else {
-			r.avail[k] = min(max(r.avail[k], 0), r.total[k])
-		}
-	}
-	// The actors leave the books now; the workers when their processes exit.
-	for _, a := range actors {
-		r.removeActorLocked(a)
-	}
-	return workers, actors
-}
-
 // killActorInWorker tells an actor's worker to stop it (the actor has left
 // the books already).
 func (r *Raylet) killActorInWorker(ctx context.Context, a *actor) error {
-	client, err := r.workerConn(a.worker)
+	client, err := r.pool.conn(a.worker)
 	if err != nil {
 		return nil // its process is gone, and the actor with it
 	}

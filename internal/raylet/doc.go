@@ -28,6 +28,11 @@
 //   - Jobs. When a job finishes (NodeService.FinishJob, or the head's
 //     heartbeat reply) its workers are killed and its objects freed.
 //
+// Inside, Raylet wires managers that each own their state behind their own
+// lock (workerPool, leaseManager, bundleManager, clusterView, localObjects,
+// transfer); their doc comments say who calls them, what the lock guards
+// and the lock order.
+//
 // Every RPC must carry the cluster token unless auth is disabled. Start runs a
 // standalone node that joins a head; New, Register and Join let another
 // package (internal/embed) serve it on a server it shares with the head.

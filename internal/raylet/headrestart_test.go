@@ -42,14 +42,15 @@ func TestDeadNodeRejoinsAsNewIncarnation(t *testing.T) {
 	old := node.NodeID()
 
 	// Make the node miss its deadline, as a SIGSTOPped raylet would: its
-	// heartbeat loop blocks on mu while the test holds it, until the head
-	// lists the node dead.
-	node.mu.Lock()
+	// heartbeat loop blocks on the lease manager's lock (it reads the
+	// node's resources) while the test holds it, until the head lists the
+	// node dead.
+	node.leases.mu.Lock()
 	testwait.Eventually(t, 5*time.Second, "the head declaring the silent node dead", func() bool {
 		listed, alive := nodeAlive(t, head, old[:])
 		return listed && !alive
 	})
-	node.mu.Unlock()
+	node.leases.mu.Unlock()
 	testwait.Eventually(t, 5*time.Second, "retirement of the node declared dead", func() bool {
 		select {
 		case <-node.Retired():

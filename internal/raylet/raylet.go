@@ -41,7 +41,16 @@ const (
 	pullBudget          = 30 * time.Minute
 )
 
-// Raylet is one running node manager.
+// Raylet is one running node manager: the composition that wires its
+// managers — the worker pool (workerPool), the lease manager (leaseManager:
+// resources, lease requests, spillback, infeasible requests), the bundle
+// manager (bundleManager), the cluster view (clusterView), the local object
+// table (localObjects) and transfer (transfer) — and serves NodeService and
+// ObjectTransferService over them, registers with the head and heartbeats
+// it. Each manager owns its state behind its own lock; the lock order is
+// bundleManager, then workerPool, then leaseManager, then clusterView
+// (localObjects and transfer call no other manager). The Raylet itself
+// keeps only its configuration, its connection to the head and lifeMu.
 type Raylet struct {
 	cfg         Config
 	log         *slog.Logger
@@ -71,37 +80,29 @@ type Raylet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the raylet starts
 
-	binFlight  singleflight.Group // job binary fetches, by sha hex
-	jobFlight  singleflight.Group // GetJob + binary, by job ID
-	pullFlight singleflight.Group // object pulls, by object ID
+	binFlight singleflight.Group // job binary fetches, by sha hex
+	jobFlight singleflight.Group // GetJob + binary, by job ID
 
 	stopOnce    sync.Once
 	workersOnce sync.Once
-	mu          sync.Mutex
-	stopping    bool
-	total       sched.Resources
-	avail       sched.Resources
-	waiters     []*waiter
-	nodes       []*pb.NodeInfo // cluster view from the last heartbeat
-	jobs        map[ids.JobID]*job
-	workers     map[ids.WorkerID]*worker
-	leases      map[ids.LeaseID]*lease
-	actors      map[ids.ActorID]*actor
-	// arena is the node's shared-memory arena; nil without one.
-	arena    *store.Allocator
-	binaries map[string]string // sha hex -> verified executable
-	peers    map[string]*grpc.ClientConn
+	// lifeMu guards stopping (goTracked starts no goroutine once it is set)
+	// and hbFail (the last heartbeat failed). Nothing else is called with it
+	// held.
+	lifeMu   sync.Mutex
+	stopping bool
 	hbFail   bool
+	// arena is the node's shared-memory arena; nil without one.
+	arena  *store.Allocator
+	hbKick chan struct{} // asks the heartbeat loop for a heartbeat now
 
-	// Scheduling state (schedule.go, bundles.go), guarded by mu.
-	rng        *rand.Rand                  // PickHybrid's random pick among the best
-	spreadSeq  uint64                      // PickSpread's rotation
-	recent     map[ids.NodeID][]time.Time  // leases granted here or spilled there (default strategy's Load)
-	spreadLoad map[ids.NodeID]int          // SPREAD decisions sent to each alive node (SPREAD's Load)
-	viewCh     chan struct{}               // closed and replaced when nodes or r.total change
-	infeasible map[*infeasibleReq]struct{} // lease requests waiting as infeasible
-	bundles    map[bundleKey]*bundle       // placement group bundles prepared here
-	hbKick     chan struct{}               // asks the heartbeat loop for a heartbeat now
+	// The managers, each owning its state behind its own lock (see their
+	// doc comments for the lock order): set by New, before any RPC is
+	// served.
+	view     *clusterView
+	leases   *leaseManager
+	bundles  *bundleManager
+	pool     *workerPool
+	transfer *transfer // set by makeDirs, with objects
 
 	outMu sync.Mutex // serializes worker output lines
 
@@ -160,28 +161,17 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	}
 	cfg = cfg.withDefaults()
 	r := &Raylet{
-		cfg:      cfg,
-		nodeID:   ids.NewNodeID(),
-		total:    sched.Resources(cfg.Resources).Clone(),
-		avail:    sched.Resources(cfg.Resources).Clone(),
-		jobs:     make(map[ids.JobID]*job),
-		workers:  make(map[ids.WorkerID]*worker),
-		leases:   make(map[ids.LeaseID]*lease),
-		actors:   make(map[ids.ActorID]*actor),
-		binaries: make(map[string]string),
-		peers:    make(map[string]*grpc.ClientConn),
-
-		rng:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		recent:     make(map[ids.NodeID][]time.Time),
-		spreadLoad: make(map[ids.NodeID]int),
-		viewCh:     make(chan struct{}),
-		infeasible: make(map[*infeasibleReq]struct{}),
-		bundles:    make(map[bundleKey]*bundle),
-		hbKick:     make(chan struct{}, 1),
-		retired:    make(chan struct{}),
+		cfg:     cfg,
+		nodeID:  ids.NewNodeID(),
+		hbKick:  make(chan struct{}, 1),
+		retired: make(chan struct{}),
 	}
 	r.log = cfg.Logger.With("component", "raylet", "node", r.nodeID.String()[:8])
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.view = newClusterView()
+	r.leases = newLeaseManager(r.nodeID, sched.Resources(cfg.Resources), r.view, r.ctx.Done())
+	r.bundles = newBundleManager(r.nodeID, r.leases, r.kickHeartbeat)
+	r.pool = newWorkerPool(r.nodeID, "", cfg.MaxWorkersPerJob, r.leases, r, r.ctx.Done())
 	defer func() {
 		if err != nil {
 			r.Stop()
@@ -200,6 +190,7 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	} else if r.token, r.tokenFile, err = joinToken(cfg); err != nil {
 		return nil, err
 	}
+	r.pool.token = r.token
 	if err := r.makeDirs(); err != nil {
 		return nil, err
 	}
@@ -233,7 +224,7 @@ func (r *Raylet) Join(ctx context.Context) error {
 	_, _ = r.heartbeat(ctx)
 	r.wg.Go(func() { r.heartbeatLoop(interval) })
 	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", r.cfg.HeadNode,
-		"resources", r.total, "store_dir", r.storeDir, "data_dir", r.dataDir)
+		"resources", r.registerRequest().GetTotal().GetAmounts(), "store_dir", r.storeDir, "data_dir", r.dataDir)
 	return nil
 }
 
@@ -325,6 +316,7 @@ func (r *Raylet) makeDirs() error {
 		}
 	}
 	r.objects = newLocalObjects(r.storeDir, r.arena, r.log)
+	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
 	return nil
 }
 
@@ -355,9 +347,8 @@ func heartbeatInterval(resp *pb.RegisterNodeResponse) time.Duration {
 }
 
 func (r *Raylet) registerRequest() *pb.RegisterNodeRequest {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: &pb.Resources{Amounts: r.total.Clone()}, IsHead: r.cfg.HeadNode}
+	total, _ := r.leases.resources()
+	return &pb.RegisterNodeRequest{NodeId: r.nodeID[:], Address: r.addr, Total: &pb.Resources{Amounts: total}, IsHead: r.cfg.HeadNode}
 }
 
 // heartbeatLoop heartbeats every interval until Stop. Failures (the head is
@@ -399,14 +390,7 @@ func (r *Raylet) Retired() <-chan struct{} { return r.retired }
 func (r *Raylet) retire(cause error) {
 	r.retireOnce.Do(func() {
 		r.log.Warn("the head declared this node dead: killing its workers; a new incarnation must join", "err", cause)
-		r.mu.Lock()
-		ws := make([]*worker, 0, len(r.workers))
-		for _, w := range r.workers {
-			w.onPurpose = true
-			ws = append(ws, w)
-		}
-		r.mu.Unlock()
-		for _, w := range ws {
+		for _, w := range r.pool.all(false) {
 			w.kill()
 		}
 		close(r.retired)
@@ -420,13 +404,13 @@ func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
 	defer cancel()
 	resp, err := r.head.Heartbeat(ctx, r.heartbeatRequest())
-	r.mu.Lock()
+	r.lifeMu.Lock()
 	wasFailing := r.hbFail
 	r.hbFail = err != nil
+	r.lifeMu.Unlock()
 	if err == nil {
-		r.setViewLocked(resp.GetNodes())
+		r.view.set(resp.GetNodes())
 	}
-	r.mu.Unlock()
 	if err != nil {
 		if !wasFailing && r.ctx.Err() == nil {
 			r.log.Warn("heartbeat to head failed; retrying until it answers", "head", r.headAddr, "err", err)
@@ -465,21 +449,11 @@ func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 	return 0, true
 }
 
-// maxInfeasibleReported bounds the infeasible requests one heartbeat lists.
-const maxInfeasibleReported = 1000
-
 // heartbeatRequest is the node's heartbeat: its available and total
 // resources and the lease requests waiting here as infeasible.
 func (r *Raylet) heartbeatRequest() *pb.HeartbeatRequest {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], Available: &pb.Resources{Amounts: r.avail.Clone()}, Total: &pb.Resources{Amounts: r.total.Clone()}}
-	for q := range r.infeasible {
-		if len(req.Infeasible) == maxInfeasibleReported {
-			break
-		}
-		req.Infeasible = append(req.Infeasible, q.proto())
-	}
+	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:]}
+	r.leases.heartbeat(req)
 	return req
 }
 
@@ -493,8 +467,8 @@ func (r *Raylet) kickHeartbeat() {
 
 // goTracked runs fn in a goroutine the raylet owns, unless it is stopping.
 func (r *Raylet) goTracked(fn func()) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.lifeMu.Lock()
+	defer r.lifeMu.Unlock()
 	if r.stopping {
 		return false
 	}
@@ -536,14 +510,10 @@ func (r *Raylet) Stop() {
 // starts no new one. It is idempotent, and the first step of Stop.
 func (r *Raylet) StopWorkers() {
 	r.workersOnce.Do(func() {
-		r.mu.Lock()
+		r.lifeMu.Lock()
 		r.stopping = true
-		ws := make([]*worker, 0, len(r.workers))
-		for _, w := range r.workers {
-			w.onPurpose = true
-			ws = append(ws, w)
-		}
-		r.mu.Unlock()
+		r.lifeMu.Unlock()
+		ws := r.pool.all(true)
 		r.cancel()
 		for _, w := range ws {
 			w.kill()
@@ -560,12 +530,8 @@ func (r *Raylet) stop() {
 	if r.headConn != nil {
 		r.headConn.Close()
 	}
-	r.mu.Lock()
-	peers := r.peers
-	r.peers = map[string]*grpc.ClientConn{}
-	r.mu.Unlock()
-	for _, c := range peers {
-		c.Close()
+	if r.transfer != nil {
+		r.transfer.close()
 	}
 	r.wg.Wait()
 	if r.arena != nil {

@@ -3,6 +3,7 @@ package raylet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
@@ -53,12 +54,29 @@ const (
 	placeRefresh                     // the named node is unknown: refresh the view and decide again
 )
 
+func (p placement) String() string {
+	switch p {
+	case placeHere:
+		return "here"
+	case placeSpill:
+		return "spill back"
+	case placeFail:
+		return "fail"
+	case placeInfeasible:
+		return "infeasible"
+	case placeRefresh:
+		return "refresh the view"
+	}
+	return fmt.Sprintf("placement(%d)", int(p))
+}
+
 type decision struct {
 	where  placement
-	node   *pb.NodeInfo // placeSpill
-	err    error        // placeFail
-	reason string       // placeInfeasible: the missing resource, in words
-	view   chan struct{}
+	node   *pb.NodeInfo    // placeSpill
+	err    error           // placeFail
+	reason string          // placeInfeasible: the missing resource, in words
+	view   <-chan struct{} // closed when the cluster view changes
+	total  <-chan struct{} // closed when this node's total changes
 }
 
 // infeasibleReq is a lease request waiting because no alive node can fit it.
@@ -92,26 +110,20 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			return nil, errs.New(errs.KindInvalidArgument, req.GetFunctionName(), "RequestWorkerLease: node affinity: %v", err)
 		}
 	}
-	r.mu.Lock()
-	j := r.jobs[jobID]
-	finished := j != nil && j.finished
-	r.mu.Unlock()
-	if finished {
+	if r.pool.jobFinished(jobID) {
 		return nil, errJobFinished(jobID)
 	}
 
 	var waiting *infeasibleReq
 	defer func() {
 		if waiting != nil {
-			r.mu.Lock()
-			delete(r.infeasible, waiting)
-			r.mu.Unlock()
+			r.leases.doneInfeasible(waiting)
 			r.kickHeartbeat()
 		}
 	}()
 	refreshed := false
 	for {
-		d := r.decide(req, need, affinity, refreshed)
+		d := r.leases.decide(req, need, affinity, refreshed)
 		switch d.where {
 		case placeRefresh:
 			r.refreshView(ctx)
@@ -123,7 +135,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			}
 			return r.grantHere(ctx, jobID, need)
 		case placeSpill:
-			r.noteLease(d.node.GetNodeId())
+			r.view.noteLease(d.node.GetNodeId())
 			return &pb.RequestWorkerLeaseResponse{SpillbackAddress: d.node.GetAddress(), SpillbackNodeId: d.node.GetNodeId()}, nil
 		case placeFail:
 			return nil, d.err
@@ -139,20 +151,17 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			return nil, errs.New(errs.KindInfeasible, req.GetFunctionName(),
 				"lease request for %s (job %s) is infeasible: %s; add a node that has it, e.g. raylet --resources", need, jobID, d.reason)
 		}
-		r.mu.Lock()
 		if waiting == nil {
-			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.Clone(), reason: d.reason}
-			r.infeasible[waiting] = struct{}{}
-			r.mu.Unlock()
+			waiting = &infeasibleReq{job: jobID, name: req.GetFunctionName(), need: need.Clone()}
+		}
+		if r.leases.waitInfeasible(waiting, d.reason) {
 			r.log.Warn("lease request is infeasible: it waits until a node that can fit it joins",
 				"function", req.GetFunctionName(), "job", jobID, "resources", need, "missing", d.reason)
 			r.kickHeartbeat()
-		} else {
-			waiting.reason = d.reason
-			r.mu.Unlock()
 		}
 		select {
 		case <-d.view:
+		case <-d.total:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return nil, errs.New(errs.KindTimeout, req.GetFunctionName(), "timed out waiting as infeasible: lease request for %s: %s", need, d.reason)
@@ -166,22 +175,19 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 
 // grantHere waits for need on this node and leases a worker of the job.
 func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Resources) (*pb.RequestWorkerLeaseResponse, error) {
-	r.mu.Lock()
-	j := r.jobLocked(jobID)
-	finished := j.finished
-	r.mu.Unlock()
+	j, finished := r.pool.job(jobID)
 	if finished {
 		return nil, errJobFinished(jobID)
 	}
-	if err := r.acquire(ctx, need); err != nil {
+	if err := r.leases.acquire(ctx, need); err != nil {
 		return nil, err
 	}
-	l, err := r.leaseWorker(ctx, j, need)
+	l, err := r.pool.leaseWorker(ctx, j, need)
 	if err != nil {
-		r.release(need)
+		r.leases.release(need)
 		return nil, err
 	}
-	r.noteLease(r.nodeID[:])
+	r.view.noteLease(r.nodeID[:])
 	return &pb.RequestWorkerLeaseResponse{
 		LeaseId:       l.id[:],
 		WorkerId:      l.worker.id[:],
@@ -190,32 +196,34 @@ func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Reso
 	}, nil
 }
 
-// decide places one lease request against the current view.
-func (r *Raylet) decide(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	d := r.decideLocked(req, need, affinity, refreshed)
-	d.view = r.viewCh
+// decide places one lease request against this node's resources and the
+// cluster view.
+func (m *leaseManager) decide(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
+	nodes, viewCh := m.view.snapshot()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.decideLocked(req, need, affinity, refreshed, nodes)
+	d.view, d.total = viewCh, m.totalCh
 	return d
 }
 
-func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool) decision {
+func (m *leaseManager) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Resources, affinity ids.NodeID, refreshed bool, view []*pb.NodeInfo) decision {
 	strat := req.GetSchedulingStrategy()
 	noSpill := req.GetNoSpillback()
-	feasibleHere := need.FitsIn(r.total)
+	feasibleHere := need.FitsIn(m.total)
 
 	if strat.GetKind() == pb.SchedulingStrategy_KIND_NODE_AFFINITY {
 		hard := !strat.GetSoft()
-		if affinity == r.nodeID {
+		if affinity == m.self {
 			if feasibleHere {
 				return decision{where: placeHere}
 			}
 			if hard {
 				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
-					"node affinity: node %s can never fit %s: it lacks %s", affinity, need, lacks(need, r.total))}
+					"node affinity: node %s can never fit %s: it lacks %s", affinity, need, lacks(need, m.total))}
 			}
 		} else {
-			n := r.viewNodeLocked(affinity)
+			n := viewNode(view, affinity)
 			switch {
 			case n == nil && !refreshed:
 				return decision{where: placeRefresh}
@@ -223,7 +231,7 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 				if noSpill {
 					if hard {
 						return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
-							"node affinity: the request for node %s reached node %s after a spillback; it runs only on node %s", affinity, r.nodeID, affinity)}
+							"node affinity: the request for node %s reached node %s after a spillback; it runs only on node %s", affinity, m.self, affinity)}
 					}
 					break // soft: the default below, here
 				}
@@ -240,7 +248,7 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 		// Soft affinity that cannot be honoured: the default strategy.
 	}
 
-	nodes, infos := r.candidatesLocked()
+	nodes, infos := m.candidatesLocked(view)
 	if noSpill {
 		// Spilled back here once already: it queues here.
 		if feasibleHere {
@@ -250,33 +258,33 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 			if need.FitsIn(nodes[i].Total) {
 				return decision{where: placeFail, err: errs.New(errs.KindInfeasible, req.GetFunctionName(),
 					"node %s can never fit %s (it lacks %s) and the request was already spilled back once (node %x can fit it)",
-					r.nodeID, need, lacks(need, r.total), nodes[i].ID)}
+					m.self, need, lacks(need, m.total), nodes[i].ID)}
 			}
 		}
-		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+		return decision{where: placeInfeasible, reason: missing(need, nodes)}
 	}
 
 	var pick int
 	var now bool
 	if strat.GetKind() == pb.SchedulingStrategy_KIND_SPREAD {
-		r.spreadLoadsLocked(nodes)
-		pick, _ = sched.PickSpread(nodes, need, r.spreadSeq)
-		r.spreadSeq++
+		m.spreadLoadsLocked(nodes)
+		pick, _ = sched.PickSpread(nodes, need, m.spreadSeq)
+		m.spreadSeq++
 		if pick < 0 {
-			return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+			return decision{where: placeInfeasible, reason: missing(need, nodes)}
 		}
 		if id, err := ids.ParseNodeID(nodes[pick].ID); err == nil {
-			r.spreadLoad[id]++
+			m.spreadLoad[id]++
 		}
 		if nodes[pick].Local {
 			return decision{where: placeHere}
 		}
 		return decision{where: placeSpill, node: infos[pick]}
 	}
-	pick, now = sched.PickHybrid(nodes, need, r.rng)
+	pick, now = sched.PickHybrid(nodes, need, m.rng)
 	switch {
 	case pick < 0:
-		return decision{where: placeInfeasible, reason: r.missingLocked(need, nodes)}
+		return decision{where: placeInfeasible, reason: missing(need, nodes)}
 	case nodes[pick].Local:
 		return decision{where: placeHere}
 	case now:
@@ -286,72 +294,6 @@ func (r *Raylet) decideLocked(req *pb.RequestWorkerLeaseRequest, need sched.Reso
 	default:
 		return decision{where: placeSpill, node: infos[pick]}
 	}
-}
-
-// candidatesLocked lists this node (first, Local) and the other alive nodes
-// of the view; infos[i] is the view's entry of nodes[i] (nil for this node).
-func (r *Raylet) candidatesLocked() ([]sched.Node, []*pb.NodeInfo) {
-	now := time.Now()
-	nodes := []sched.Node{{ID: r.nodeID[:], Total: r.total, Available: r.avail, Local: true, Load: r.loadLocked(r.nodeID, now)}}
-	infos := []*pb.NodeInfo{nil}
-	for _, n := range r.nodes {
-		if !n.GetAlive() || n.GetAddress() == "" || string(n.GetNodeId()) == string(r.nodeID[:]) {
-			continue
-		}
-		id, err := ids.ParseNodeID(n.GetNodeId())
-		if err != nil {
-			continue
-		}
-		nodes = append(nodes, sched.Node{ID: n.GetNodeId(), Total: n.GetTotal().GetAmounts(), Available: n.GetAvailable().GetAmounts(), Load: r.loadLocked(id, now)})
-		infos = append(infos, n)
-	}
-	return nodes, infos
-}
-
-func (r *Raylet) missingLocked(need sched.Resources, nodes []sched.Node) string {
-	totals := make([]sched.Resources, len(nodes))
-	for i, n := range nodes {
-		totals[i] = n.Total
-	}
-	return sched.Missing(need, totals)
-}
-
-// viewNodeLocked is the view's entry of node id, or nil.
-func (r *Raylet) viewNodeLocked(id ids.NodeID) *pb.NodeInfo {
-	for _, n := range r.nodes {
-		if string(n.GetNodeId()) == string(id[:]) {
-			return n
-		}
-	}
-	return nil
-}
-
-// setViewLocked replaces the cluster view and wakes the requests waiting on
-// it.
-func (r *Raylet) setViewLocked(nodes []*pb.NodeInfo) {
-	r.nodes = nodes
-	r.viewChangedLocked()
-}
-
-// viewChangedLocked wakes the requests waiting for the view (or this node's
-// total) to change.
-func (r *Raylet) viewChangedLocked() {
-	close(r.viewCh)
-	r.viewCh = make(chan struct{})
-}
-
-// refreshView asks the head for the node table now.
-func (r *Raylet) refreshView(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, viewRefreshTimeout)
-	defer cancel()
-	resp, err := r.head.ListNodes(cctx, &pb.ListNodesRequest{})
-	if err != nil {
-		r.log.Debug("refresh cluster view", "err", err)
-		return
-	}
-	r.mu.Lock()
-	r.setViewLocked(resp.GetNodes())
-	r.mu.Unlock()
 }
 
 // spreadLoadsLocked sets each candidate's Load to the SPREAD requests
@@ -365,7 +307,7 @@ func (r *Raylet) refreshView(ctx context.Context) {
 // a burst went to the other nodes only, and with a stale view (a node's
 // leases are seen at the next heartbeat) even to one node, where its tasks
 // queued behind each other: "6 concurrent SPREAD tasks on 1 distinct nodes".
-func (r *Raylet) spreadLoadsLocked(nodes []sched.Node) {
+func (m *leaseManager) spreadLoadsLocked(nodes []sched.Node) {
 	least, known := 0, false
 	seen := make(map[ids.NodeID]bool, len(nodes))
 	for _, n := range nodes {
@@ -374,13 +316,13 @@ func (r *Raylet) spreadLoadsLocked(nodes []sched.Node) {
 			continue
 		}
 		seen[id] = true
-		if l, ok := r.spreadLoad[id]; ok && (!known || l < least) {
+		if l, ok := m.spreadLoad[id]; ok && (!known || l < least) {
 			least, known = l, true
 		}
 	}
-	for id := range r.spreadLoad {
+	for id := range m.spreadLoad {
 		if !seen[id] {
-			delete(r.spreadLoad, id)
+			delete(m.spreadLoad, id)
 		}
 	}
 	for i := range nodes {
@@ -388,45 +330,51 @@ func (r *Raylet) spreadLoadsLocked(nodes []sched.Node) {
 		if err != nil {
 			continue
 		}
-		l, ok := r.spreadLoad[id]
+		l, ok := m.spreadLoad[id]
 		if !ok {
 			l = least
-			r.spreadLoad[id] = l
+			m.spreadLoad[id] = l
 		}
 		nodes[i].Load = l
 	}
 }
 
-// noteLease records a lease granted here or spilled to node, for the
-// default strategy's Load.
-func (r *Raylet) noteLease(node []byte) {
-	id, err := ids.ParseNodeID(node)
-	if err != nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ev := append(r.recent[id], time.Now())
-	if len(ev) > maxRecent {
-		ev = ev[len(ev)-maxRecent:]
-	}
-	r.recent[id] = ev
+// candidatesLocked lists this node (first, Local) and the other alive nodes
+// of the view; infos[i] is the view's entry of nodes[i] (nil for this node).
+func (m *leaseManager) candidatesLocked(view []*pb.NodeInfo) ([]sched.Node, []*pb.NodeInfo) {
+	now := time.Now()
+	others, otherInfos := candidates(m.view, m.self, view, now)
+	nodes := append([]sched.Node{{ID: m.self[:], Total: m.total, Available: m.avail, Local: true, Load: m.view.load(m.self, now)}}, others...)
+	infos := append([]*pb.NodeInfo{nil}, otherInfos...)
+	return nodes, infos
 }
 
-// loadLocked counts node's lease events within loadWindow, forgetting older
-// ones.
-func (r *Raylet) loadLocked(id ids.NodeID, now time.Time) int {
-	ev := r.recent[id]
-	i := 0
-	for i < len(ev) && now.Sub(ev[i]) > loadWindow {
-		i++
+func missing(need sched.Resources, nodes []sched.Node) string {
+	totals := make([]sched.Resources, len(nodes))
+	for i, n := range nodes {
+		totals[i] = n.Total
 	}
-	if i == len(ev) {
-		delete(r.recent, id)
-		return 0
+	return sched.Missing(need, totals)
+}
+
+// viewNode is the entry of node id in nodes, or nil.
+func viewNode(nodes []*pb.NodeInfo, id ids.NodeID) *pb.NodeInfo {
+	for _, n := range nodes {
+		if string(n.GetNodeId()) == string(id[:]) {
+			return n
+		}
 	}
-	if i > 0 {
-		r.recent[id] = ev[i:]
+	return nil
+}
+
+// refreshView asks the head for the node table now.
+func (r *Raylet) refreshView(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, viewRefreshTimeout)
+	defer cancel()
+	resp, err := r.head.ListNodes(cctx, &pb.ListNodesRequest{})
+	if err != nil {
+		r.log.Debug("refresh cluster view", "err", err)
+		return
 	}
-	return len(ev) - i
+	r.view.set(resp.GetNodes())
 }

@@ -64,10 +64,8 @@ func startCluster(t *testing.T) *cluster {
 func waitView(t *testing.T, r *Raylet, want ...*Raylet) {
 	t.Helper()
 	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("%d nodes alive in node %s's view", len(want), r.NodeID()), func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
 		for _, w := range want {
-			if v := r.viewNodeLocked(w.nodeID); v == nil || !v.GetAlive() {
+			if v := r.view.node(w.nodeID); v == nil || !v.GetAlive() {
 				return false
 			}
 		}
@@ -79,10 +77,8 @@ func waitView(t *testing.T, r *Raylet, want ...*Raylet) {
 func waitIdle(t *testing.T, r *Raylet, nodes ...*Raylet) {
 	t.Helper()
 	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("idle nodes in %s's view", r.NodeID()), func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
 		for _, n := range nodes {
-			v := r.viewNodeLocked(n.nodeID)
+			v := r.view.node(n.nodeID)
 			if v == nil || !maps.Equal(v.GetTotal().GetAmounts(), v.GetAvailable().GetAmounts()) {
 				return false
 			}
@@ -266,9 +262,7 @@ func TestLeaseStrategies(t *testing.T) {
 		id := gone.NodeID()
 		gone.Stop()
 		testwait.Eventually(t, 15*time.Second, fmt.Sprintf("stopped node %s dead in the head's view", id), func() bool {
-			c.head.mu.Lock()
-			defer c.head.mu.Unlock()
-			n := c.head.viewNodeLocked(id)
+			n := c.head.view.node(id)
 			return n != nil && !n.GetAlive()
 		})
 
@@ -405,9 +399,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	bundle := map[string]float64{"CPU": 2}
 
 	resOf := func() (total, avail map[string]float64) {
-		head.mu.Lock()
-		defer head.mu.Unlock()
-		return maps.Clone(head.total), maps.Clone(head.avail)
+		return head.leases.resources()
 	}
 	prepare := func(index int32, res map[string]float64) error {
 		_, err := client.PrepareBundle(callCtx(t), &pb.PrepareBundleRequest{PlacementGroupId: pg[:], BundleIndex: index, Resources: &pb.Resources{Amounts: res}})
@@ -470,9 +462,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	if len(l.GetLeaseId()) == 0 {
 		t.Fatalf("lease in bundle 0: got %v, want granted", l)
 	}
-	head.mu.Lock()
-	leaseWorker := head.workers[ids.WorkerID(l.GetWorkerId())]
-	head.mu.Unlock()
+	leaseWorker := head.pool.lookupWorker(ids.WorkerID(l.GetWorkerId()))
 	if leaseWorker == nil {
 		t.Fatalf("leased worker %x unknown", l.GetWorkerId())
 	}
@@ -499,9 +489,9 @@ func TestPlacementGroupBundles(t *testing.T) {
 		waitErr <- err
 	}()
 	testwait.Eventually(t, 10*time.Second, "the lease waiting for the bundle's resources", func() bool {
-		head.mu.Lock()
-		defer head.mu.Unlock()
-		return len(head.waiters) == 1
+		head.leases.mu.Lock()
+		defer head.leases.mu.Unlock()
+		return len(head.leases.waiters) == 1
 	})
 
 	ret(0)
@@ -521,9 +511,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	if avail["CPU"] != 4 || total["CPU"] != 4 {
 		t.Errorf("CPU after ReturnBundle: total %v available %v, want 4 and 4", total["CPU"], avail["CPU"])
 	}
-	head.mu.Lock()
-	_, actorLeft := head.actors[actorID]
-	head.mu.Unlock()
+	actorLeft := head.pool.lookupActor(actorID) != nil || head.leases.holdsActor(actorID)
 	if actorLeft {
 		t.Errorf("actor in the returned group still on the books")
 	}
@@ -538,10 +526,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("end of task worker pid %d of the returned bundle", pid), func() bool { return !alive(pid) })
 	// Its lease is gone with it; returning it is harmless and frees nothing twice.
 	testwait.Eventually(t, 10*time.Second, "release of the killed worker's lease", func() bool {
-		head.mu.Lock()
-		defer head.mu.Unlock()
-		_, held := head.leases[ids.LeaseID(l.GetLeaseId())]
-		return !held
+		return head.leases.lookupLease(ids.LeaseID(l.GetLeaseId())) == nil
 	})
 	giveBack(t, client, l)
 	total, avail = resOf()
@@ -591,9 +576,7 @@ func TestReturnOneOfTwoBundles(t *testing.T) {
 	inAny := mustLease(t, client, leaseReq(job, sched.InBundle(map[string]float64{"CPU": 1}, pg, -1)))
 	defer giveBack(t, client, inOne)
 	pidOf := func(l *pb.RequestWorkerLeaseResponse) int {
-		head.mu.Lock()
-		defer head.mu.Unlock()
-		return head.workers[ids.WorkerID(l.GetWorkerId())].pid
+		return head.pool.lookupWorker(ids.WorkerID(l.GetWorkerId())).pid
 	}
 	pidOne, pidAny := pidOf(inOne), pidOf(inAny)
 
@@ -606,9 +589,7 @@ func TestReturnOneOfTwoBundles(t *testing.T) {
 	if !alive(pidOne) {
 		t.Errorf("worker of the lease in bundle 1 was killed; want it kept")
 	}
-	head.mu.Lock()
-	total, avail := maps.Clone(head.total), maps.Clone(head.avail)
-	head.mu.Unlock()
+	total, avail := head.leases.resources()
 	wild, one, zero := sched.WildcardName("CPU", pg), sched.IndexedName("CPU", pg, 1), sched.IndexedName("CPU", pg, 0)
 	if total[wild] != 1 || avail[wild] != 0 || total[one] != 1 || avail[one] != 0 || total["CPU"] != 4 || avail["CPU"] != 3 {
 		t.Errorf("after returning bundle 0: total %v, available %v; want %s and %s 1 total, 0 available; CPU 4 and 3", total, avail, wild, one)

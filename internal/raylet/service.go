@@ -16,9 +16,8 @@ type nodeServer struct {
 
 func (s *nodeServer) GetNodeInfo(context.Context, *pb.GetNodeInfoRequest) (*pb.GetNodeInfoResponse, error) {
 	r := s.r
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: &pb.Resources{Amounts: r.total.Clone()}}, nil
+	total, _ := r.leases.resources()
+	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: &pb.Resources{Amounts: total}}, nil
 }
 
 func (s *nodeServer) RegisterWorker(req *pb.RegisterWorkerRequest, stream pb.NodeService_RegisterWorkerServer) error {
@@ -123,33 +122,22 @@ type transferServer struct {
 }
 
 func (s *transferServer) Pull(req *pb.PullRequest, stream pb.ObjectTransferService_PullServer) error {
-	return s.r.serveObject(req, stream)
+	return s.r.transfer.serveObject(req, stream)
 }
 
 // finishJob stops the job's workers, frees its objects and (through the
 // workers' exits) its resources. It is idempotent; a second call waits for
 // the first one's cleanup.
 func (r *Raylet) finishJob(ctx context.Context, id ids.JobID) error {
-	r.mu.Lock()
-	j := r.jobLocked(id)
-	if j.finished {
-		done := j.finishDone
-		r.mu.Unlock()
+	j, ws, first := r.pool.finish(id)
+	if !first {
 		select {
-		case <-done:
+		case <-j.finishDone:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	j.finished = true
-	ws := make([]*worker, 0, len(j.workers))
-	for _, w := range j.workers {
-		w.onPurpose = true
-		ws = append(ws, w)
-	}
-	j.broadcastLocked()
-	r.mu.Unlock()
 	objs := r.objects.finishJob(id)
 
 	for _, w := range ws {
@@ -165,11 +153,7 @@ func (r *Raylet) finishJob(ctx context.Context, id ids.JobID) error {
 }
 
 func (r *Raylet) finishJobAsync(id ids.JobID) {
-	r.mu.Lock()
-	j := r.jobs[id]
-	done := j != nil && j.finished
-	r.mu.Unlock()
-	if done {
+	if r.pool.jobFinished(id) {
 		return
 	}
 	r.goTracked(func() { _ = r.finishJob(r.ctx, id) })

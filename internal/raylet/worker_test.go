@@ -151,9 +151,9 @@ func TestWorkerProcesses(t *testing.T) {
 			done <- resp
 		}()
 		testwait.Eventually(t, 10*time.Second, "the third lease waiting for a CPU", func() bool {
-			head.mu.Lock()
-			defer head.mu.Unlock()
-			return len(head.waiters) == 1
+			head.leases.mu.Lock()
+			defer head.leases.mu.Unlock()
+			return len(head.leases.waiters) == 1
 		})
 		give(two)
 		third := <-done
@@ -187,19 +187,18 @@ func TestWorkerProcesses(t *testing.T) {
 		}
 		// The crashed host's resources come back.
 		testwait.Eventually(t, 10*time.Second, "2 CPUs available after the actor's worker died", func() bool {
-			head.mu.Lock()
-			defer head.mu.Unlock()
-			return head.avail["CPU"] == 2
+			_, avail := head.leases.resources()
+			return avail["CPU"] == 2
 		})
 	})
 
 	t.Run("finish job kills its workers", func(t *testing.T) {
-		head.mu.Lock()
+		head.pool.mu.Lock()
 		var pids []int
-		for _, w := range head.workers {
+		for _, w := range head.pool.workers {
 			pids = append(pids, w.pid)
 		}
-		head.mu.Unlock()
+		head.pool.mu.Unlock()
 		if len(pids) == 0 {
 			t.Fatal("no workers running before FinishJob")
 		}

@@ -17,157 +17,15 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
-	"github.com/goray/goray/internal/rpc"
-	"github.com/goray/goray/internal/sched"
 	"github.com/goray/goray/internal/workerenv"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-type workerKind int
-
-const (
-	kindTask      workerKind = iota // in the lease pool
-	kindActorHost                   // hosts actors, never leased
-)
-
-func (k workerKind) String() string {
-	if k == kindActorHost {
-		return "actor-host"
-	}
-	return "task"
-}
-
-// job is this node's state of one job.
-type job struct {
-	id      ids.JobID
-	binPath string // verified executable, once fetched
-	// namespace is the job's namespace, set with binPath from the head's job
-	// table; its workers get it in their environment.
-	namespace string
-	finished  bool
-	// finishDone is closed when the finish-job cleanup is complete.
-	finishDone chan struct{}
-	workers    map[ids.WorkerID]*worker
-	// changed is closed (and replaced) whenever a worker of the job becomes
-	// idle, registers, dies or leaves.
-	changed chan struct{}
-}
-
-func (j *job) broadcastLocked() {
-	close(j.changed)
-	j.changed = make(chan struct{})
-}
-
-// worker is one worker process started by this raylet.
-type worker struct {
-	id   ids.WorkerID
-	job  *job
-	kind workerKind
-
-	// Set once at launch, under r.mu.
-	cmd *exec.Cmd
-	pid int
-
-	registered chan struct{} // closed when RegisterWorker arrived
-	exited     chan struct{} // closed when the process is gone (or never started)
-	streamDone chan struct{} // closed to end the RegisterWorker stream
-	closeOnce  sync.Once
-
-	// Guarded by r.mu.
-	addr         string
-	isRegistered bool
-	dead         bool
-	// failing is set as soon as the worker is known to be going (its stream
-	// ended, or a lease holder saw it fail), before its process is reaped:
-	// it gets no new leases or actors.
-	failing      bool
-	reserved     bool // a lease requester started it and will take it
-	lease        *lease
-	actors       map[ids.ActorID]*actor
-	onPurpose    bool   // the raylet killed it on purpose
-	disconnected bool   // its RegisterWorker stream ended first
-	startErr     error  // why it failed to start
-	exitDesc     string // how it exited
-	conn         *grpc.ClientConn
-}
-
-func (w *worker) closeStream() { w.closeOnce.Do(func() { close(w.streamDone) }) }
-
-// kill SIGKILLs the worker's process group.
-func (w *worker) kill() {
-	w.closeStream()
-	if w.pid > 0 {
-		_ = syscall.Kill(-w.pid, syscall.SIGKILL)
-		_ = syscall.Kill(w.pid, syscall.SIGKILL)
-	}
-}
-
-type lease struct {
-	id     ids.LeaseID
-	worker *worker
-	res    sched.Resources
-}
-
-type actor struct {
-	id     ids.ActorID
-	worker *worker
-	res    sched.Resources
-	ready  bool
-	// The placement group it was placed in (spec.scheduling_strategy), if
-	// any, and the bundle index (-1: any bundle).
-	inPG   bool
-	pg     ids.PlacementGroupID
-	bundle int32
-}
-
-// jobLocked returns the job's state, creating it.
-func (r *Raylet) jobLocked(id ids.JobID) *job {
-	j := r.jobs[id]
-	if j == nil {
-		j = &job{id: id, workers: make(map[ids.WorkerID]*worker), changed: make(chan struct{}), finishDone: make(chan struct{})}
-		r.jobs[id] = j
-	}
-	return j
-}
-
-func errJobFinished(id ids.JobID) error {
-	return errs.New(errs.KindJobFinished, "", "job %s has finished: no new work runs for it", id)
-}
-
-// newWorkerLocked adds a worker entry that launch will start.
-func (r *Raylet) newWorkerLocked(j *job, kind workerKind) *worker {
-	w := &worker{
-		id:         ids.NewWorkerID(),
-		job:        j,
-		kind:       kind,
-		registered: make(chan struct{}),
-		exited:     make(chan struct{}),
-		streamDone: make(chan struct{}),
-		actors:     make(map[ids.ActorID]*actor),
-	}
-	j.workers[w.id] = w
-	r.workers[w.id] = w
-	return w
-}
-
-// launch fetches the job binary and starts w's process. On failure w is
-// removed (and its actors released).
-func (r *Raylet) launch(ctx context.Context, w *worker) error {
-	err := r.launchProcess(ctx, w)
-	if err != nil {
-		r.mu.Lock()
-		if !w.dead {
-			w.startErr = err
-			r.workerGoneLocked(w)
-		}
-		r.mu.Unlock()
-	}
-	return err
-}
+// launch fetches the job binary and starts w's process (the pool's
+// launcher).
+func (r *Raylet) launch(ctx context.Context, w *worker) error { return r.launchProcess(ctx, w) }
 
 func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 	path, err := r.ensureBinary(ctx, w.job)
@@ -189,9 +47,7 @@ func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 		StoreDir:      r.storeDir,
 		ListenHost:    host,
 	}
-	r.mu.Lock()
-	env.Namespace = w.job.namespace
-	r.mu.Unlock()
+	env.Namespace = r.pool.namespace(w)
 	stdout := newLineWriter(r.cfg.Stdout, &r.outMu)
 	stderr := newLineWriter(r.cfg.Stderr, &r.outMu)
 
@@ -205,22 +61,21 @@ func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		cmd.WaitDelay = 2 * time.Second
 
-		r.mu.Lock()
-		if r.stopping || w.job.finished || w.dead {
-			r.mu.Unlock()
-			if w.job.finished {
-				return errJobFinished(w.job.id)
+		err = r.pool.startProcess(w, func() error {
+			if err := cmd.Start(); err != nil {
+				return err
 			}
-			return errStopping
-		}
-		err = cmd.Start()
-		if err == nil {
 			w.cmd, w.pid = cmd, cmd.Process.Pid
 			r.wg.Add(2)
-			r.mu.Unlock()
+			return nil
+		})
+		if err == nil {
 			break
 		}
-		r.mu.Unlock()
+		var ge *errs.Error
+		if errors.As(err, &ge) {
+			return err // stopping, or the job finished
+		}
 		// A binary just written can be briefly busy while a concurrent
 		// fork still holds its write descriptor (golang/go#22315).
 		if errors.Is(err, syscall.ETXTBSY) && attempt < 50 {
@@ -249,52 +104,18 @@ func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 		case <-w.exited:
 		case <-r.ctx.Done():
 		case <-t.C:
-			r.mu.Lock()
-			if !w.isRegistered && !w.dead {
-				w.startErr = errs.New(errs.KindWorkerCrashed, "", "worker process (pid %d) of job %s did not register with the raylet within %s: it was killed (does the job binary call goray's runtime.Init?)", w.pid, w.job.id, registerTimeout)
-				w.onPurpose = true
-			}
-			r.mu.Unlock()
+			r.pool.registerTimedOut(w, errs.New(errs.KindWorkerCrashed, "", "worker process (pid %d) of job %s did not register with the raylet within %s: it was killed (does the job binary call goray's runtime.Init?)", w.pid, w.job.id, registerTimeout))
 			w.kill()
 		}
 	}()
 	return nil
 }
 
-// waitRegistered waits until w registered, failed or ctx ended.
-func (r *Raylet) waitRegistered(ctx context.Context, w *worker) error {
-	select {
-	case <-w.registered:
-	case <-w.exited:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-r.ctx.Done():
-		return errStopping
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w.dead {
-		if w.startErr != nil {
-			return w.startErr
-		}
-		return errs.New(errs.KindWorkerCrashed, "", "worker process (pid %d) of job %s exited before it registered: %s", w.pid, w.job.id, w.exitDesc)
-	}
-	return nil
-}
-
 // workerExited handles the end of a worker process.
 func (r *Raylet) workerExited(w *worker, st *os.ProcessState, waitErr error) {
 	desc := describeExit(st, waitErr)
-	r.mu.Lock()
-	w.exitDesc = desc
-	actorIDs := make([][]byte, 0, len(w.actors))
-	for id := range w.actors {
-		actorIDs = append(actorIDs, id[:])
-	}
-	report := !w.onPurpose && !r.stopping && !w.job.finished
-	disconnected := w.disconnected
-	r.workerGoneLocked(w)
-	r.mu.Unlock()
+	e := r.pool.exited(w, desc)
+	actorIDs, report, disconnected := e.actorIDs, e.report, e.disconnected
 
 	if !report {
 		r.log.Debug("worker exited", "worker", w.id, "pid", w.pid, "job", w.job.id, "exit", desc)
@@ -305,59 +126,15 @@ func (r *Raylet) workerExited(w *worker, st *os.ProcessState, waitErr error) {
 		cause = "its stream to the raylet ended, so the raylet killed it; " + desc
 	}
 	r.log.Warn("worker process died", "worker", w.id, "pid", w.pid, "job", w.job.id, "exit", cause, "actors", len(actorIDs))
-	e := errs.New(errs.KindWorkerCrashed, "", "worker process (pid %d) of job %s on node %s died", w.pid, w.job.id, r.nodeID)
-	e.Cause, e.NodeID, e.WorkerID, e.PID = cause, r.nodeID[:], w.id[:], int32(w.pid)
+	ge := errs.New(errs.KindWorkerCrashed, "", "worker process (pid %d) of job %s on node %s died", w.pid, w.job.id, r.nodeID)
+	ge.Cause, ge.NodeID, ge.WorkerID, ge.PID = cause, r.nodeID[:], w.id[:], int32(w.pid)
 	ctx, cancel := context.WithTimeout(r.ctx, headCallTimeout)
 	defer cancel()
 	if _, err := r.head.ReportWorkerDeath(ctx, &pb.ReportWorkerDeathRequest{
-		NodeId: r.nodeID[:], WorkerId: w.id[:], ActorIds: actorIDs, Cause: e.Proto(),
+		NodeId: r.nodeID[:], WorkerId: w.id[:], ActorIds: actorIDs, Cause: ge.Proto(),
 	}); err != nil && r.ctx.Err() == nil {
 		r.log.Warn("report worker death to head failed", "worker", w.id, "err", err)
 	}
-}
-
-// workerGoneLocked removes a dead (or never started) worker: its lease and
-// actors are released and waiters woken.
-func (r *Raylet) workerGoneLocked(w *worker) {
-	if w.dead {
-		return
-	}
-	w.dead = true
-	close(w.exited)
-	w.closeStream()
-	delete(r.workers, w.id)
-	delete(w.job.workers, w.id)
-	if w.lease != nil {
-		r.removeLeaseLocked(w.lease)
-	}
-	for _, a := range w.actors {
-		r.removeActorLocked(a)
-	}
-	if w.conn != nil {
-		w.conn.Close()
-		w.conn = nil
-	}
-	w.job.broadcastLocked()
-}
-
-func (r *Raylet) removeLeaseLocked(l *lease) {
-	if r.leases[l.id] != l {
-		return
-	}
-	delete(r.leases, l.id)
-	if l.worker.lease == l {
-		l.worker.lease = nil
-	}
-	r.releaseLocked(l.res)
-}
-
-func (r *Raylet) removeActorLocked(a *actor) {
-	if r.actors[a.id] != a {
-		return
-	}
-	delete(r.actors, a.id)
-	delete(a.worker.actors, a.id)
-	r.releaseLocked(a.res)
 }
 
 func describeExit(st *os.ProcessState, waitErr error) string {
@@ -392,23 +169,6 @@ func waitExited(ws []*worker, timeout time.Duration, log *slog.Logger) {
 	}
 }
 
-// workerConn is the client connection to a registered worker's WorkerService.
-func (r *Raylet) workerConn(w *worker) (pb.WorkerServiceClient, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w.dead {
-		return nil, errs.New(errs.KindWorkerCrashed, "", "worker %s died", w.id)
-	}
-	if w.conn == nil {
-		c, err := rpc.Dial(w.addr, r.token)
-		if err != nil {
-			return nil, err
-		}
-		w.conn = c
-	}
-	return pb.NewWorkerServiceClient(w.conn), nil
-}
-
 // registerWorker serves one worker's RegisterWorker stream.
 func (r *Raylet) registerWorker(req *pb.RegisterWorkerRequest, stream pb.NodeService_RegisterWorkerServer) error {
 	id, err := ids.ParseWorkerID(req.GetWorkerId())
@@ -419,24 +179,13 @@ func (r *Raylet) registerWorker(req *pb.RegisterWorkerRequest, stream pb.NodeSer
 	if _, _, err := net.SplitHostPort(addr); err != nil || len(addr) > 512 {
 		return errs.New(errs.KindInvalidArgument, "", "RegisterWorker: worker address %.64q is not HOST:PORT", addr)
 	}
-	r.mu.Lock()
-	w := r.workers[id]
-	switch {
-	case w == nil:
-		r.mu.Unlock()
-		return errs.New(errs.KindNotFound, "", "RegisterWorker: worker %s was not started by this raylet (node %s)", id, r.nodeID)
-	case w.isRegistered:
-		r.mu.Unlock()
-		return errs.New(errs.KindInvalidArgument, "", "RegisterWorker: worker %s is already registered", id)
+	w, err := r.pool.register(id, addr)
+	if err != nil {
+		return err
 	}
 	if req.GetPid() != 0 && int(req.GetPid()) != w.pid {
 		r.log.Warn("worker registered with a different pid than the raylet started", "worker", id, "started_pid", w.pid, "reported_pid", req.GetPid())
 	}
-	w.addr = addr
-	w.isRegistered = true
-	close(w.registered)
-	w.job.broadcastLocked()
-	r.mu.Unlock()
 	r.log.Debug("worker registered", "worker", id, "pid", w.pid, "address", addr)
 
 	if err := stream.Send(&pb.RegisterWorkerResponse{NodeId: r.nodeID[:], StoreDir: r.storeDir, HeadAddress: r.headAddr}); err != nil {
@@ -457,9 +206,7 @@ func (r *Raylet) registerWorker(req *pb.RegisterWorkerRequest, stream pb.NodeSer
 // disconnect kills a worker whose RegisterWorker stream ended on its side,
 // unless its process is exiting anyway.
 func (r *Raylet) disconnect(w *worker) {
-	r.mu.Lock()
-	w.failing = true
-	r.mu.Unlock()
+	r.pool.markFailing(w)
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
@@ -469,22 +216,14 @@ func (r *Raylet) disconnect(w *worker) {
 		return
 	case <-t.C:
 	}
-	r.mu.Lock()
-	if w.dead {
-		r.mu.Unlock()
-		return
+	if r.pool.markDisconnected(w) {
+		w.kill()
 	}
-	w.disconnected = true
-	r.mu.Unlock()
-	w.kill()
 }
 
 // ensureBinary returns the verified executable of the job, fetching it once.
 func (r *Raylet) ensureBinary(ctx context.Context, j *job) (string, error) {
-	r.mu.Lock()
-	p := j.binPath
-	r.mu.Unlock()
-	if p != "" {
+	if p := r.pool.jobBinary(j); p != "" {
 		return p, nil
 	}
 	ch := r.jobFlight.DoChan(j.id.String(), func() (any, error) {
@@ -506,9 +245,7 @@ func (r *Raylet) ensureBinary(ctx context.Context, j *job) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		r.mu.Lock()
-		j.binPath, j.namespace = path, info.GetNamespace()
-		r.mu.Unlock()
+		r.pool.setJobBinary(j, path, info.GetNamespace())
 		return path, nil
 	})
 	select {
@@ -527,19 +264,14 @@ func (r *Raylet) ensureBinary(ctx context.Context, j *job) (string, error) {
 func (r *Raylet) fetchBinary(ctx context.Context, sum []byte) (string, error) {
 	key := hex.EncodeToString(sum)
 	v, err, _ := r.binFlight.Do(key, func() (any, error) {
-		r.mu.Lock()
-		p, ok := r.binaries[key]
-		r.mu.Unlock()
-		if ok {
+		if p, ok := r.pool.binary(key); ok {
 			return p, nil
 		}
 		p, err := r.downloadBinary(ctx, sum)
 		if err != nil {
 			return "", err
 		}
-		r.mu.Lock()
-		r.binaries[key] = p
-		r.mu.Unlock()
+		r.pool.addBinary(key, p)
 		return p, nil
 	})
 	if err != nil {
