@@ -297,19 +297,19 @@ func (m *actorManager) checkNameLocked(key actorName, spec *pb.ActorSpec) error 
 
 // startOnNode starts the given incarnation of an actor on the raylet at
 // addr, bounded by createActorTimeout and the head's life.
-func (m *actorManager) startOnNode(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error) {
+func (m *actorManager) startOnNode(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.StartActorResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, createActorTimeout)
 	defer cancel()
 	stop := context.AfterFunc(m.ctx, cancel)
 	defer stop()
-	return m.raylets.CreateActor(ctx, addr, spec, incarnation)
+	return m.raylets.StartActor(ctx, addr, spec, incarnation)
 }
 
 // killOnNode asks the raylet at addr to stop an actor; errors are logged.
 func (m *actorManager) killOnNode(aid ids.ActorID, addr string) {
 	ctx, cancel := context.WithTimeout(m.ctx, rayletCallTimeout)
 	defer cancel()
-	if err := m.raylets.KillActor(ctx, addr, aid); err != nil {
+	if err := m.raylets.StopActor(ctx, addr, aid); err != nil {
 		m.log.Warn("kill actor on raylet", "actor", aid, "raylet", addr, "err", errs.FromStatus(err))
 	}
 }

@@ -1,5 +1,6 @@
 // Package scheduler is goray's head: the cluster control plane, in the role of
-// Ray's GCS. It implements goray.v1.SchedulerService and owns
+// Ray's GCS. It implements the head's services (goray.v1 NodeRegistryService,
+// JobService, ActorService, PlacementGroupService, StateService) and owns
 //
 //   - the node table: raylets register their resources (RegisterNode) and
 //     heartbeat their availability; a node that misses heartbeats for

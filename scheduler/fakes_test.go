@@ -156,7 +156,7 @@ func (f *fakeJobs) goneJobs() []ids.JobID {
 // address and fails the ones the test asks it to.
 type fakeRaylets struct {
 	mu sync.Mutex
-	// created counts CreateActor calls by address; incarnations lists the
+	// created counts StartActor calls by address; incarnations lists the
 	// incarnations asked for, in order.
 	created      map[string]int
 	incarnations []uint32
@@ -164,7 +164,7 @@ type fakeRaylets struct {
 	finished     map[string][]ids.JobID
 	// bundles maps "addr/index" to "prepared", "committed" or "returned".
 	bundles map[string]string
-	// failCreate fails the next n CreateActor calls (-1: every one).
+	// failCreate fails the next n StartActor calls (-1: every one).
 	failCreate int
 	// failPrepare, failCommit fail bundle calls to these addresses.
 	failPrepare, failCommit map[string]bool
@@ -178,7 +178,7 @@ func newFakeRaylets() *fakeRaylets {
 		failPrepare: make(map[string]bool), failCommit: make(map[string]bool)}
 }
 
-func (f *fakeRaylets) CreateActor(_ context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error) {
+func (f *fakeRaylets) StartActor(_ context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.StartActorResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.incarnations = append(f.incarnations, incarnation)
@@ -190,17 +190,17 @@ func (f *fakeRaylets) CreateActor(_ context.Context, addr string, spec *pb.Actor
 	}
 	f.created[addr]++
 	wid := ids.NewWorkerID()
-	return &pb.NodeServiceCreateActorResponse{WorkerId: wid[:], WorkerAddress: "worker@" + addr}, nil
+	return &pb.StartActorResponse{WorkerId: wid[:], WorkerAddress: "worker@" + addr}, nil
 }
 
-func (f *fakeRaylets) KillActor(_ context.Context, addr string, aid ids.ActorID) error {
+func (f *fakeRaylets) StopActor(_ context.Context, addr string, aid ids.ActorID) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.killed[addr] = append(f.killed[addr], aid)
 	return nil
 }
 
-func (f *fakeRaylets) FinishJob(_ context.Context, addr string, job ids.JobID) error {
+func (f *fakeRaylets) StopJob(_ context.Context, addr string, job ids.JobID) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.finished[addr] = append(f.finished[addr], job)

@@ -196,7 +196,7 @@ func (m *jobManager) register(req *pb.RegisterJobRequest) (*pb.RegisterJobRespon
 // SHA-256 and size, the rest its bytes. The file is written under a temporary
 // name, checked and renamed into place, so concurrent uploads of one binary
 // are safe and a reader never sees a partial file.
-func (m *jobManager) upload(stream pb.SchedulerService_UploadJobBinaryServer) error {
+func (m *jobManager) upload(stream pb.JobService_UploadJobBinaryServer) error {
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
 		return invalid("UploadJobBinary: empty stream, want a first message with the SHA-256 and size")
@@ -275,7 +275,7 @@ func (m *jobManager) upload(stream pb.SchedulerService_UploadJobBinaryServer) er
 
 // FetchJobBinary streams a stored binary in 1 MiB chunks; the first message
 // carries its size.
-func (m *jobManager) fetch(req *pb.FetchJobBinaryRequest, stream pb.SchedulerService_FetchJobBinaryServer) error {
+func (m *jobManager) fetch(req *pb.FetchJobBinaryRequest, stream pb.JobService_FetchJobBinaryServer) error {
 	h, err := parseSHA256(req.GetBinarySha256())
 	if err != nil {
 		return invalid("FetchJobBinary: %v", err)
@@ -351,7 +351,7 @@ func jobInfo(j *JobRecord) *pb.JobInfo {
 // finished), the job is finished some other way, or the head closes. The
 // response headers are sent at once, so a client can wait for them to know
 // the head is watching. A driver opens it again after a head restart.
-func (m *jobManager) keepAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerService_KeepJobAliveServer) error {
+func (m *jobManager) keepAlive(req *pb.KeepJobAliveRequest, stream pb.JobService_KeepJobAliveServer) error {
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
 		return invalid("KeepJobAlive: %v", err)
@@ -521,7 +521,7 @@ func (m *jobManager) finish(id ids.JobID, reason string) error {
 	var wg sync.WaitGroup
 	for _, addr := range addrs {
 		wg.Go(func() {
-			if err := m.raylets.FinishJob(ctx, addr, id); err != nil {
+			if err := m.raylets.StopJob(ctx, addr, id); err != nil {
 				m.log.Warn("tell raylet a job finished", "job", id, "raylet", addr, "err", errs.FromStatus(err))
 			}
 		})

@@ -15,13 +15,13 @@ import (
 )
 
 // rayletClient is what the head's managers ask of raylets, by address. The
-// production one (rayletPool) calls NodeService over cached connections;
-// unit tests use fakes. Calls block until ctx ends; errors are gRPC statuses
-// as the raylet sent them.
+// production one (rayletPool) calls their NodeService and BundleService over
+// cached connections; unit tests use fakes. Calls block until ctx ends;
+// errors are the raylet's goray errors (*errs.Error).
 type rayletClient interface {
-	CreateActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error)
-	KillActor(ctx context.Context, addr string, aid ids.ActorID) error
-	FinishJob(ctx context.Context, addr string, job ids.JobID) error
+	StartActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.StartActorResponse, error)
+	StopActor(ctx context.Context, addr string, aid ids.ActorID) error
+	StopJob(ctx context.Context, addr string, job ids.JobID) error
 	PrepareBundle(ctx context.Context, addr string, req *pb.PrepareBundleRequest) error
 	CommitBundle(ctx context.Context, addr string, req *pb.CommitBundleRequest) error
 	ReturnBundle(ctx context.Context, addr string, req *pb.ReturnBundleRequest) error
@@ -46,7 +46,7 @@ func newRayletPool(token string, log *slog.Logger) *rayletPool {
 
 // client is a NodeService client for the raylet at addr, over a cached
 // connection.
-func (p *rayletPool) client(addr string) (pb.NodeServiceClient, error) {
+func (p *rayletPool) client(addr string) (*rpc.NodeClient, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -60,32 +60,32 @@ func (p *rayletPool) client(addr string) (pb.NodeServiceClient, error) {
 		}
 		p.conns[addr] = cc
 	}
-	return pb.NewNodeServiceClient(cc), nil
+	return rpc.NewNodeClient(cc), nil
 }
 
-func (p *rayletPool) CreateActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.NodeServiceCreateActorResponse, error) {
+func (p *rayletPool) StartActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.StartActorResponse, error) {
 	c, err := p.client(addr)
 	if err != nil {
 		return nil, err
 	}
-	return c.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{Spec: spec, Incarnation: incarnation})
+	return c.StartActor(ctx, &pb.StartActorRequest{Spec: spec, Incarnation: incarnation})
 }
 
-func (p *rayletPool) KillActor(ctx context.Context, addr string, aid ids.ActorID) error {
+func (p *rayletPool) StopActor(ctx context.Context, addr string, aid ids.ActorID) error {
 	c, err := p.client(addr)
 	if err != nil {
 		return err
 	}
-	_, err = c.KillActor(ctx, &pb.NodeServiceKillActorRequest{ActorId: aid[:]})
+	_, err = c.StopActor(ctx, &pb.StopActorRequest{ActorId: aid[:]})
 	return err
 }
 
-func (p *rayletPool) FinishJob(ctx context.Context, addr string, job ids.JobID) error {
+func (p *rayletPool) StopJob(ctx context.Context, addr string, job ids.JobID) error {
 	c, err := p.client(addr)
 	if err != nil {
 		return err
 	}
-	_, err = c.FinishJob(ctx, &pb.NodeServiceFinishJobRequest{JobId: job[:]})
+	_, err = c.StopJob(ctx, &pb.StopJobRequest{JobId: job[:]})
 	return err
 }
 

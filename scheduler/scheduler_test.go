@@ -48,7 +48,7 @@ func serve(t *testing.T, g *grpc.Server) string {
 
 type head struct {
 	srv    *Server
-	client pb.SchedulerServiceClient
+	client *rpc.HeadClient
 }
 
 // startHead serves a Server with cfg (DataDir and Token filled in) on
@@ -73,12 +73,14 @@ func startHead(t *testing.T, cfg Config) *head {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	return &head{srv: srv, client: pb.NewSchedulerServiceClient(cc)}
+	return &head{srv: srv, client: rpc.NewHeadClient(cc)}
 }
 
-// fakeRaylet is a NodeService that records what the head asks of it.
+// fakeRaylet is a raylet's NodeService and BundleService that record what
+// the head asks of them.
 type fakeRaylet struct {
 	pb.UnimplementedNodeServiceServer
+	pb.UnimplementedBundleServiceServer
 	id   ids.NodeID
 	addr string
 
@@ -96,11 +98,12 @@ func startRaylet(t *testing.T) *fakeRaylet {
 	f := &fakeRaylet{id: ids.NewNodeID()}
 	g := grpc.NewServer(rpc.ServerOptions(testToken)...)
 	pb.RegisterNodeServiceServer(g, f)
+	pb.RegisterBundleServiceServer(g, f)
 	f.addr = serve(t, g)
 	return f
 }
 
-func (f *fakeRaylet) CreateActor(_ context.Context, req *pb.NodeServiceCreateActorRequest) (*pb.NodeServiceCreateActorResponse, error) {
+func (f *fakeRaylet) StartActor(_ context.Context, req *pb.StartActorRequest) (*pb.StartActorResponse, error) {
 	if req.GetSpec().GetTypeName() == "unregistered" {
 		return nil, errs.Status(errs.New(errs.KindNotFound, "unregistered", "actor type is not registered in the job binary"))
 	}
@@ -112,10 +115,10 @@ func (f *fakeRaylet) CreateActor(_ context.Context, req *pb.NodeServiceCreateAct
 	f.created = append(f.created, aid)
 	f.mu.Unlock()
 	wid := ids.NewWorkerID()
-	return &pb.NodeServiceCreateActorResponse{WorkerId: wid[:], WorkerAddress: "worker@" + f.addr}, nil
+	return &pb.StartActorResponse{WorkerId: wid[:], WorkerAddress: "worker@" + f.addr}, nil
 }
 
-func (f *fakeRaylet) KillActor(_ context.Context, req *pb.NodeServiceKillActorRequest) (*pb.NodeServiceKillActorResponse, error) {
+func (f *fakeRaylet) StopActor(_ context.Context, req *pb.StopActorRequest) (*pb.StopActorResponse, error) {
 	aid, err := ids.ParseActorID(req.GetActorId())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -123,10 +126,10 @@ func (f *fakeRaylet) KillActor(_ context.Context, req *pb.NodeServiceKillActorRe
 	f.mu.Lock()
 	f.killed = append(f.killed, aid)
 	f.mu.Unlock()
-	return &pb.NodeServiceKillActorResponse{}, nil
+	return &pb.StopActorResponse{}, nil
 }
 
-func (f *fakeRaylet) FinishJob(_ context.Context, req *pb.NodeServiceFinishJobRequest) (*pb.NodeServiceFinishJobResponse, error) {
+func (f *fakeRaylet) StopJob(_ context.Context, req *pb.StopJobRequest) (*pb.StopJobResponse, error) {
 	jid, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -134,7 +137,7 @@ func (f *fakeRaylet) FinishJob(_ context.Context, req *pb.NodeServiceFinishJobRe
 	f.mu.Lock()
 	f.finished = append(f.finished, jid)
 	f.mu.Unlock()
-	return &pb.NodeServiceFinishJobResponse{}, nil
+	return &pb.StopJobResponse{}, nil
 }
 
 func (f *fakeRaylet) wasKilled(a ids.ActorID) bool {

@@ -27,8 +27,10 @@ const (
 	rayletCallTimeout = 10 * time.Second
 )
 
-// Server is the head: it implements goray.v1.SchedulerService as a thin
-// facade that routes each RPC to the manager owning its state.
+// Server is the head: it implements the head's services (one per manager:
+// NodeRegistryService, JobService, ActorService, PlacementGroupService,
+// StateService) as a thin facade that routes each RPC to the manager owning
+// its state.
 //
 // The managers (each in its own file, each with its own lock):
 //   - nodeManager (nodes.go): node table, heartbeats, liveness, cluster view;
@@ -44,8 +46,6 @@ const (
 // feed or store, and none can cycle. Callbacks between managers (a node
 // died, a job's last detached actor died) run with no manager lock held.
 type Server struct {
-	pb.UnimplementedSchedulerServiceServer
-
 	cfg Config
 	log *slog.Logger
 
@@ -65,7 +65,15 @@ type Server struct {
 	state   stateView
 }
 
-var _ pb.SchedulerServiceServer = (*Server)(nil)
+// The head's services, one per manager; Server routes each RPC to its
+// manager.
+var (
+	_ pb.NodeRegistryServiceServer   = (*Server)(nil)
+	_ pb.JobServiceServer            = (*Server)(nil)
+	_ pb.ActorServiceServer          = (*Server)(nil)
+	_ pb.PlacementGroupServiceServer = (*Server)(nil)
+	_ pb.StateServiceServer          = (*Server)(nil)
+)
 
 // New makes a Server from cfg (validated here) and starts its node monitor
 // and placement group scheduler. Call Close to stop it.
@@ -121,9 +129,15 @@ func (s *Server) monitorNodes() {
 	}
 }
 
-// Register registers the SchedulerService on g.
+// Register registers the head's services on g: NodeRegistryService (node
+// manager), JobService (job manager), ActorService (actor manager),
+// PlacementGroupService (placement group manager) and StateService.
 func (s *Server) Register(g *grpc.Server) {
-	pb.RegisterSchedulerServiceServer(g, s)
+	pb.RegisterNodeRegistryServiceServer(g, s)
+	pb.RegisterJobServiceServer(g, s)
+	pb.RegisterActorServiceServer(g, s)
+	pb.RegisterPlacementGroupServiceServer(g, s)
+	pb.RegisterStateServiceServer(g, s)
 }
 
 // Close stops the Server's background work, ends its KeepJobAlive streams
@@ -178,13 +192,13 @@ func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb
 // SHA-256 and size, the rest its bytes. The file is written under a temporary
 // name, checked and renamed into place, so concurrent uploads of one binary
 // are safe and a reader never sees a partial file.
-func (s *Server) UploadJobBinary(stream pb.SchedulerService_UploadJobBinaryServer) error {
+func (s *Server) UploadJobBinary(stream pb.JobService_UploadJobBinaryServer) error {
 	return s.jobs.upload(stream)
 }
 
 // FetchJobBinary streams a stored binary in 1 MiB chunks; the first message
 // carries its size.
-func (s *Server) FetchJobBinary(req *pb.FetchJobBinaryRequest, stream pb.SchedulerService_FetchJobBinaryServer) error {
+func (s *Server) FetchJobBinary(req *pb.FetchJobBinaryRequest, stream pb.JobService_FetchJobBinaryServer) error {
 	return s.jobs.fetch(req, stream)
 }
 
@@ -197,7 +211,7 @@ func (s *Server) GetJob(_ context.Context, req *pb.GetJobRequest) (*pb.GetJobRes
 // finished), the job is finished some other way, or the head closes. The
 // response headers are sent at once, so a client can wait for them to know
 // the head is watching. A driver opens it again after a head restart.
-func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.SchedulerService_KeepJobAliveServer) error {
+func (s *Server) KeepJobAlive(req *pb.KeepJobAliveRequest, stream pb.JobService_KeepJobAliveServer) error {
 	return s.jobs.keepAlive(req, stream)
 }
 

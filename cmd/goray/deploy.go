@@ -141,7 +141,7 @@ func Deploy(ctx context.Context, cfg DeployConfig, out io.Writer) error {
 		return fmt.Errorf("deploy to the head at %s: %w", cfg.Address, errs.FromStatus(err))
 	}
 	if !resp.GetBinaryPresent() {
-		if err := core.UploadJobBinary(ctx, pb.NewSchedulerServiceClient(cc), f, sum, size); err != nil {
+		if err := core.UploadJobBinary(ctx, rpc.NewHeadClient(cc), f, sum, size); err != nil {
 			return fmt.Errorf("deploy: %w", err)
 		}
 	}

@@ -182,14 +182,14 @@ func clusterState(ctx context.Context, cfg StatusConfig) (*pb.GetClusterStateRes
 		return nil, err
 	}
 	defer cc.Close()
-	resp, err := pb.NewSchedulerServiceClient(cc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
+	resp, err := rpc.NewHeadClient(cc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
 	if status.Code(err) != codes.Unimplemented {
 		if err != nil {
 			return nil, fmt.Errorf("no goray head answers at %s: %w", cfg.Address, errs.FromStatus(err))
 		}
 		return resp, nil
 	}
-	info, nerr := pb.NewNodeServiceClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
+	info, nerr := rpc.NewNodeClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
 	if nerr != nil {
 		return nil, fmt.Errorf("the server at %s is neither a goray head nor a raylet (%w); pass --address HOST:PORT of the head or of a raylet", cfg.Address, errs.FromStatus(nerr))
 	}
@@ -202,7 +202,7 @@ func clusterState(ctx context.Context, cfg StatusConfig) (*pb.GetClusterStateRes
 		return nil, err
 	}
 	defer hc.Close()
-	resp, err = pb.NewSchedulerServiceClient(hc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
+	resp, err = rpc.NewHeadClient(hc).GetClusterState(ctx, &pb.GetClusterStateRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("%s is a raylet whose head is %s, and that head does not answer: %w", cfg.Address, head, errs.FromStatus(err))
 	}

@@ -29,13 +29,13 @@ func TestStatus(t *testing.T) {
 	}
 	defer cc.Close()
 	pg := ids.NewPlacementGroupID(ids.JobIDFromUint32(7))
-	if _, err := pb.NewSchedulerServiceClient(cc).CreatePlacementGroup(ctx, &pb.CreatePlacementGroupRequest{
+	if _, err := rpc.NewHeadClient(cc).CreatePlacementGroup(ctx, &pb.CreatePlacementGroupRequest{
 		PlacementGroupId: pg[:], Name: "too-big", Strategy: pb.PlacementStrategy_PLACEMENT_STRATEGY_STRICT_PACK,
 		Bundles: []*pb.Resources{{Amounts: map[string]float64{"gpu": 4}}},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pb.NewSchedulerServiceClient(cc).GetPlacementGroup(ctx, &pb.GetPlacementGroupRequest{PlacementGroupId: pg[:], Wait: true}); err != nil {
+	if _, err := rpc.NewHeadClient(cc).GetPlacementGroup(ctx, &pb.GetPlacementGroupRequest{PlacementGroupId: pg[:], Wait: true}); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/goray/goray/internal/rpc"
 	"log/slog"
 	"os"
 	"time"
@@ -201,7 +202,7 @@ func (c *Core) freeStored(id ids.ObjectID, loc *pb.ObjectLocation) {
 	if addr := loc.GetRayletAddress(); addr != "" {
 		cc, err := c.conns.get(addr)
 		if err == nil {
-			_, err = pb.NewNodeServiceClient(cc).FreeObjects(ctx, req)
+			_, err = rpc.NewNodeClient(cc).FreeObjects(ctx, req)
 		}
 		if err != nil {
 			c.log.Debug("release object at its node", "object", id, "node", addr, "err", err)

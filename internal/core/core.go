@@ -81,8 +81,8 @@ type Core struct {
 	noArena atomic.Bool
 
 	srv    *grpc.Server
-	head   pb.SchedulerServiceClient
-	node   pb.NodeServiceClient
+	head   *rpc.HeadClient
+	node   *rpc.NodeClient
 	conns  connPool
 	objs   *objectTable
 	execs  execPool
@@ -246,7 +246,7 @@ func InitDriver(ctx context.Context, opts Options) (*Core, error) {
 func (c *Core) notARaylet(ctx context.Context, addr string, cc grpc.ClientConnInterface) error {
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(cctx, &pb.ListNodesRequest{})
+	resp, err := rpc.NewHeadClient(cc).ListNodes(cctx, &pb.ListNodesRequest{})
 	if err != nil {
 		return fmt.Errorf("the server at %s is not a goray raylet (it serves no NodeService): set GORAY_ADDRESS to a raylet's address", addr)
 	}
@@ -270,7 +270,7 @@ func (c *Core) joinNode(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	c.node = pb.NewNodeServiceClient(cc)
+	c.node = rpc.NewNodeClient(cc)
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	info, err := c.node.GetNodeInfo(cctx, &pb.GetNodeInfoRequest{})
 	cancel()
@@ -292,7 +292,7 @@ func (c *Core) joinNode(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	c.head = pb.NewSchedulerServiceClient(hc)
+	c.head = rpc.NewHeadClient(hc)
 	return c.listen(localHostFor(addr))
 }
 
@@ -319,7 +319,7 @@ func (c *Core) connectDriver(ctx context.Context, addr string) error {
 // failed), it is opened again with a backoff of at most 2s: a restarted head
 // waits for it (scheduler.Config.DriverReconnectTimeout) before finishing
 // the job. It gives up when the head says the job is finished or unknown.
-func (c *Core) keepJobAlive(stream pb.SchedulerService_KeepJobAliveClient) {
+func (c *Core) keepJobAlive(stream pb.JobService_KeepJobAliveClient) {
 	const maxBackoff = 2 * time.Second
 	for {
 		var err error
@@ -452,13 +452,13 @@ func RunWorker() {
 		fail(err)
 	}
 	c.conns.put(c.raylet, rc)
-	c.node = pb.NewNodeServiceClient(rc)
+	c.node = rpc.NewNodeClient(rc)
 	if c.headAddr != "" {
 		hc, err := c.conns.get(c.headAddr)
 		if err != nil {
 			fail(err)
 		}
-		c.head = pb.NewSchedulerServiceClient(hc)
+		c.head = rpc.NewHeadClient(hc)
 	}
 	if err := c.listen(env.ListenHost); err != nil {
 		fail(err)
@@ -538,7 +538,7 @@ func (c *Core) Namespace() string { return c.namespace }
 func (c *Core) Address() string { return c.addr }
 
 // Head is the head's client.
-func (c *Core) Head() pb.SchedulerServiceClient { return c.head }
+func (c *Core) Head() *rpc.HeadClient { return c.head }
 
 // connPool caches one client connection per address.
 type connPool struct {
@@ -585,7 +585,7 @@ func (p *connPool) closeAll() {
 
 // UploadJobBinary sends a job binary (f, whose SHA-256 is sum) to the head in
 // 1 MiB chunks. The head checks the size and the hash.
-func UploadJobBinary(ctx context.Context, head pb.SchedulerServiceClient, f *os.File, sum []byte, size int64) error {
+func UploadJobBinary(ctx context.Context, head *rpc.HeadClient, f *os.File, sum []byte, size int64) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}

@@ -77,23 +77,23 @@ func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
 	}
 }
 
-func (s *workerServer) CreateActor(_ context.Context, req *pb.WorkerServiceCreateActorRequest) (*pb.WorkerServiceCreateActorResponse, error) {
+func (s *workerServer) ConstructActor(_ context.Context, req *pb.ConstructActorRequest) (*pb.ConstructActorResponse, error) {
 	if !s.c.worker {
 		return nil, errs.New(errs.KindInvalidArgument, req.GetSpec().GetTypeName(), "this process is a driver: actors run in worker processes; ask a raylet (NodeService.CreateActor) to place it")
 	}
 	if err := s.c.host.create(req.GetSpec(), req.GetIncarnation()); err != nil {
 		return nil, err
 	}
-	return &pb.WorkerServiceCreateActorResponse{}, nil
+	return &pb.ConstructActorResponse{}, nil
 }
 
-func (s *workerServer) KillActor(_ context.Context, req *pb.WorkerServiceKillActorRequest) (*pb.WorkerServiceKillActorResponse, error) {
+func (s *workerServer) DestroyActor(_ context.Context, req *pb.DestroyActorRequest) (*pb.DestroyActorResponse, error) {
 	id, err := ids.ParseActorID(req.GetActorId())
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
 	}
 	s.c.host.kill(id)
-	return &pb.WorkerServiceKillActorResponse{}, nil
+	return &pb.DestroyActorResponse{}, nil
 }
 
 func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) (*pb.GetObjectResponse, error) {

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
+	"github.com/goray/goray/internal/rpc"
 	"log/slog"
 	"slices"
 	"sort"
@@ -632,13 +633,13 @@ func (l rayletLeases) requestLease(ctx context.Context, req *pb.RequestWorkerLea
 		if err != nil {
 			return nil, nil, err
 		}
-		client = pb.NewNodeServiceClient(cc)
+		client = rpc.NewNodeClient(cc)
 		req.NoSpillback = true
 	}
 }
 
 func (rayletLeases) returnLease(ctx context.Context, from leaseGranter, leaseID []byte, workerFailed bool) error {
-	_, err := from.(pb.NodeServiceClient).ReturnWorkerLease(ctx, &pb.ReturnWorkerLeaseRequest{LeaseId: leaseID, WorkerFailed: workerFailed})
+	_, err := from.(*rpc.NodeClient).ReturnWorkerLease(ctx, &pb.ReturnWorkerLeaseRequest{LeaseId: leaseID, WorkerFailed: workerFailed})
 	return err
 }
 

@@ -47,7 +47,7 @@ func nodeAlive(t *testing.T, addr, token string, id []byte) (listed, alive bool)
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(callCtx(t), &pb.ListNodesRequest{})
+	resp, err := rpc.NewHeadClient(cc).ListNodes(callCtx(t), &pb.ListNodesRequest{})
 	if err != nil {
 		return false, false
 	}
@@ -71,7 +71,7 @@ func TestHeadOnlyRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	if _, err := pb.NewNodeServiceClient(cc).GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{}); err == nil {
+	if _, err := rpc.NewNodeClient(cc).GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{}); err == nil {
 		t.Fatal("GetNodeInfo on a head-only process: got nil error, want Unimplemented")
 	}
 	node, err := raylet.Start(callCtx(t), raylet.Config{Address: addr, TokenFile: tokenFile,
@@ -84,7 +84,7 @@ func TestHeadOnlyRestart(t *testing.T) {
 	if listed, _ := nodeAlive(t, addr, token, id[:]); !listed {
 		t.Fatalf("node %s: not listed by the head", id)
 	}
-	if resp, _ := pb.NewSchedulerServiceClient(cc).ListNodes(callCtx(t), &pb.ListNodesRequest{}); len(resp.GetNodes()) != 1 {
+	if resp, _ := rpc.NewHeadClient(cc).ListNodes(callCtx(t), &pb.ListNodesRequest{}); len(resp.GetNodes()) != 1 {
 		t.Fatalf("nodes: got %v, want only the joined node", resp.GetNodes())
 	}
 
@@ -121,7 +121,7 @@ func TestHeadAndItsNodeShareAPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	info, err := pb.NewNodeServiceClient(cc).GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{})
+	info, err := rpc.NewNodeClient(cc).GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{})
 	if err != nil {
 		t.Fatalf("GetNodeInfo: %v", err)
 	}

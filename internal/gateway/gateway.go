@@ -62,7 +62,7 @@ type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
 	conn   *grpc.ClientConn
-	head   pb.SchedulerServiceClient
+	head   *rpc.HeadClient
 	deploy pb.DeployServiceClient
 
 	mu     sync.Mutex
@@ -95,7 +95,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg: cfg, log: cfg.Logger.With("component", "gateway"), conn: cc,
-		head: pb.NewSchedulerServiceClient(cc), deploy: pb.NewDeployServiceClient(cc),
+		head: rpc.NewHeadClient(cc), deploy: pb.NewDeployServiceClient(cc),
 		ns: map[string]*namespace{},
 	}, nil
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // createActor implements NodeService.CreateActor.
-func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActorRequest) (*pb.NodeServiceCreateActorResponse, error) {
+func (r *Raylet) createActor(ctx context.Context, req *pb.StartActorRequest) (*pb.StartActorResponse, error) {
 	spec := req.GetSpec()
 	if spec == nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "CreateActor: spec is missing")
@@ -51,7 +51,7 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 
 	if w, ready, ok := r.pool.existingActor(actorID); ok {
 		if ready {
-			return &pb.NodeServiceCreateActorResponse{WorkerId: w.id[:], WorkerAddress: w.addr}, nil
+			return &pb.StartActorResponse{WorkerId: w.id[:], WorkerAddress: w.addr}, nil
 		}
 		return nil, errs.New(errs.KindAlreadyExists, "", "CreateActor: actor %s is already being created on node %s", actorID, r.nodeID)
 	}
@@ -75,7 +75,7 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 			return nil, err
 		}
 		// From here the actor entry owns need: removeActor releases it.
-		fail := func(err error) (*pb.NodeServiceCreateActorResponse, error) {
+		fail := func(err error) (*pb.StartActorResponse, error) {
 			r.pool.removeActor(a)
 			return nil, err
 		}
@@ -92,7 +92,7 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 		if err != nil {
 			return fail(err)
 		}
-		_, err = client.CreateActor(ctx, &pb.WorkerServiceCreateActorRequest{Spec: spec, Incarnation: req.GetIncarnation()})
+		_, err = client.ConstructActor(ctx, &pb.ConstructActorRequest{Spec: spec, Incarnation: req.GetIncarnation()})
 		if err == nil {
 			break
 		}
@@ -117,12 +117,12 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.NodeServiceCreateActor
 		return nil, errs.New(errs.KindActorDied, spec.GetTypeName(), "actor %s: it was stopped while it started (its worker process died or its placement group was removed)", actorID)
 	}
 	r.log.Debug("actor created", "actor", actorID, "type", spec.GetTypeName(), "worker", w.id, "pid", w.pid)
-	return &pb.NodeServiceCreateActorResponse{WorkerId: w.id[:], WorkerAddress: w.addr}, nil
+	return &pb.StartActorResponse{WorkerId: w.id[:], WorkerAddress: w.addr}, nil
 }
 
 // killActor implements NodeService.KillActor. An actor this node does not
 // host is not an error (it is already gone).
-func (r *Raylet) killActor(ctx context.Context, req *pb.NodeServiceKillActorRequest) error {
+func (r *Raylet) killActor(ctx context.Context, req *pb.StopActorRequest) error {
 	id, err := ids.ParseActorID(req.GetActorId())
 	if err != nil {
 		return errs.New(errs.KindInvalidArgument, "", "KillActor: %v", err)
@@ -133,7 +133,7 @@ func (r *Raylet) killActor(ctx context.Context, req *pb.NodeServiceKillActorRequ
 	}
 	client, err := r.pool.conn(a.worker)
 	if err == nil {
-		_, err = client.KillActor(ctx, &pb.WorkerServiceKillActorRequest{ActorId: id[:]})
+		_, err = client.DestroyActor(ctx, &pb.DestroyActorRequest{ActorId: id[:]})
 		if err != nil {
 			switch status.Code(err) {
 			case codes.NotFound, codes.Unavailable:

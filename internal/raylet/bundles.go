@@ -210,7 +210,7 @@ func (r *Raylet) killActorInWorker(ctx context.Context, a *actor) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
 	defer cancel()
-	if _, err := client.KillActor(ctx, &pb.WorkerServiceKillActorRequest{ActorId: a.id[:]}); err != nil {
+	if _, err := client.DestroyActor(ctx, &pb.DestroyActorRequest{ActorId: a.id[:]}); err != nil {
 		switch status.Code(err) {
 		case codes.NotFound, codes.Unavailable:
 			return nil

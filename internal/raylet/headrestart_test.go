@@ -3,6 +3,7 @@ package raylet
 import (
 	"bytes"
 	"context"
+	"github.com/goray/goray/internal/rpc"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 // nodeAlive reports whether the head at r lists id as alive.
 func nodeAlive(t *testing.T, head *Raylet, id []byte) (listed, alive bool) {
 	t.Helper()
-	resp, err := pb.NewSchedulerServiceClient(dial(t, head.Address(), head.Token())).ListNodes(callCtx(t), &pb.ListNodesRequest{})
+	resp, err := rpc.NewHeadClient(dial(t, head.Address(), head.Token())).ListNodes(callCtx(t), &pb.ListNodesRequest{})
 	if err != nil {
 		return false, false
 	}

@@ -73,7 +73,7 @@ type Raylet struct {
 	retired    chan struct{}
 	retireOnce sync.Once
 	headConn   *grpc.ClientConn
-	head       pb.SchedulerServiceClient
+	head       *rpc.HeadClient
 
 	// ctx lives from Start to Stop; background work runs under it.
 	ctx    context.Context
@@ -200,7 +200,11 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 // Register registers the raylet's services (NodeService and
 // ObjectTransferService) on srv, which must be made with ServerOptions.
 func (r *Raylet) Register(srv *grpc.Server) {
-	pb.RegisterNodeServiceServer(srv, &nodeServer{r: r})
+	ns := &nodeServer{r: r}
+	pb.RegisterNodeServiceServer(srv, ns)
+	pb.RegisterLeaseServiceServer(srv, ns)
+	pb.RegisterBundleServiceServer(srv, ns)
+	pb.RegisterLocalObjectServiceServer(srv, ns)
 	pb.RegisterObjectTransferServiceServer(srv, &transferServer{r: r})
 }
 
@@ -216,7 +220,7 @@ func (r *Raylet) Join(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.head = pb.NewSchedulerServiceClient(r.headConn)
+	r.head = rpc.NewHeadClient(r.headConn)
 	interval, err := r.join(ctx)
 	if err != nil {
 		return err

@@ -69,8 +69,8 @@ func dial(t *testing.T, addr, token string) *grpc.ClientConn {
 	return cc
 }
 
-func nodeClient(t *testing.T, r *Raylet) pb.NodeServiceClient {
-	return pb.NewNodeServiceClient(dial(t, r.Address(), r.Token()))
+func nodeClient(t *testing.T, r *Raylet) *rpc.NodeClient {
+	return rpc.NewNodeClient(dial(t, r.Address(), r.Token()))
 }
 
 func callCtx(t *testing.T) context.Context {
@@ -86,7 +86,7 @@ func TestHeadAndJoinedNodeAreListed(t *testing.T) {
 	if head.Token() == "" || node.Token() != head.Token() {
 		t.Fatalf("tokens: head %q, node %q; want equal and non-empty", head.Token(), node.Token())
 	}
-	sched := pb.NewSchedulerServiceClient(dial(t, head.Address(), head.Token()))
+	sched := rpc.NewHeadClient(dial(t, head.Address(), head.Token()))
 	resp, err := sched.ListNodes(callCtx(t), &pb.ListNodesRequest{})
 	if err != nil {
 		t.Fatalf("ListNodes: %v", err)
@@ -126,13 +126,13 @@ func TestAuthRequired(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cc := dial(t, head.Address(), tc.token)
-			_, err := pb.NewNodeServiceClient(cc).GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{})
+			_, err := rpc.NewNodeClient(cc).GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{})
 			if got := status.Code(err); got != codes.Unauthenticated {
 				t.Errorf("NodeService.GetNodeInfo: got %v (%v), want Unauthenticated", got, err)
 			}
-			_, err = pb.NewSchedulerServiceClient(cc).ListNodes(callCtx(t), &pb.ListNodesRequest{})
+			_, err = rpc.NewHeadClient(cc).ListNodes(callCtx(t), &pb.ListNodesRequest{})
 			if got := status.Code(err); got != codes.Unauthenticated {
-				t.Errorf("SchedulerService.ListNodes: got %v (%v), want Unauthenticated", got, err)
+				t.Errorf("NodeRegistryService.ListNodes: got %v (%v), want Unauthenticated", got, err)
 			}
 			st, err := pb.NewObjectTransferServiceClient(cc).Pull(callCtx(t), &pb.PullRequest{})
 			if err == nil {
@@ -266,7 +266,7 @@ func TestObjectPullAcrossNodes(t *testing.T) {
 	})
 
 	t.Run("finish job frees its objects", func(t *testing.T) {
-		if _, err := dst.FinishJob(callCtx(t), &pb.NodeServiceFinishJobRequest{JobId: job[:]}); err != nil {
+		if _, err := dst.StopJob(callCtx(t), &pb.StopJobRequest{JobId: job[:]}); err != nil {
 			t.Fatalf("FinishJob: %v", err)
 		}
 		if used := node.arena.Used(); used != 0 {
@@ -339,19 +339,19 @@ func TestBadInput(t *testing.T) {
 			return err
 		},
 		"CreateActor no spec": func() error {
-			_, err := client.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{})
+			_, err := client.StartActor(ctx, &pb.StartActorRequest{})
 			return err
 		},
 		"CreateActor actor id": func() error {
-			_, err := client.CreateActor(ctx, &pb.NodeServiceCreateActorRequest{Spec: &pb.ActorSpec{ActorId: short, TypeName: "x"}})
+			_, err := client.StartActor(ctx, &pb.StartActorRequest{Spec: &pb.ActorSpec{ActorId: short, TypeName: "x"}})
 			return err
 		},
 		"KillActor": func() error {
-			_, err := client.KillActor(ctx, &pb.NodeServiceKillActorRequest{ActorId: short})
+			_, err := client.StopActor(ctx, &pb.StopActorRequest{ActorId: short})
 			return err
 		},
 		"FinishJob": func() error {
-			_, err := client.FinishJob(ctx, &pb.NodeServiceFinishJobRequest{JobId: short})
+			_, err := client.StopJob(ctx, &pb.StopJobRequest{JobId: short})
 			return err
 		},
 		"SealObject": func() error {

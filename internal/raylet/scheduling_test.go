@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/goray/goray/internal/rpc"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -91,7 +92,7 @@ func leaseReq(job ids.JobID, res map[string]float64) *pb.RequestWorkerLeaseReque
 	return &pb.RequestWorkerLeaseRequest{JobId: job[:], Resources: &pb.Resources{Amounts: res}, FunctionName: "test.fn"}
 }
 
-func mustLease(t *testing.T, c pb.NodeServiceClient, req *pb.RequestWorkerLeaseRequest) *pb.RequestWorkerLeaseResponse {
+func mustLease(t *testing.T, c *rpc.NodeClient, req *pb.RequestWorkerLeaseRequest) *pb.RequestWorkerLeaseResponse {
 	t.Helper()
 	resp, err := c.RequestWorkerLease(callCtx(t), req)
 	if err != nil {
@@ -100,7 +101,7 @@ func mustLease(t *testing.T, c pb.NodeServiceClient, req *pb.RequestWorkerLeaseR
 	return resp
 }
 
-func giveBack(t *testing.T, c pb.NodeServiceClient, resp *pb.RequestWorkerLeaseResponse) {
+func giveBack(t *testing.T, c *rpc.NodeClient, resp *pb.RequestWorkerLeaseResponse) {
 	t.Helper()
 	if len(resp.GetLeaseId()) == 0 {
 		return
@@ -346,7 +347,7 @@ func TestInfeasibleLeaseWaitsUntilANodeJoins(t *testing.T) {
 		}
 	}
 	// The head's state API, when it lists infeasible requests.
-	if st, err := pb.NewSchedulerServiceClient(dial(t, head.Address(), head.Token())).GetClusterState(callCtx(t), &pb.GetClusterStateRequest{}); err == nil {
+	if st, err := rpc.NewHeadClient(dial(t, head.Address(), head.Token())).GetClusterState(callCtx(t), &pb.GetClusterStateRequest{}); err == nil {
 		if len(st.GetInfeasible()) == 0 {
 			t.Logf("note: GetClusterState lists no infeasible requests yet (head side pending)")
 		}
@@ -469,7 +470,7 @@ func TestPlacementGroupBundles(t *testing.T) {
 	pid := leaseWorker.pid
 
 	actorID := ids.NewActorID(job)
-	if _, err := client.CreateActor(callCtx(t), &pb.NodeServiceCreateActorRequest{Spec: &pb.ActorSpec{
+	if _, err := client.StartActor(callCtx(t), &pb.StartActorRequest{Spec: &pb.ActorSpec{
 		ActorId: actorID[:], JobId: job[:], TypeName: "Counter",
 		Resources:          &pb.Resources{Amounts: sched.InBundle(map[string]float64{"CPU": 0.5}, pg, -1)},
 		SchedulingStrategy: &pb.SchedulingStrategy{Kind: pb.SchedulingStrategy_KIND_PLACEMENT_GROUP, PlacementGroupId: pg[:], BundleIndex: -1},

@@ -8,11 +8,20 @@ import (
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// nodeServer is the raylet's NodeService.
+// nodeServer serves the raylet's services, one per manager, routing each
+// RPC to its manager: NodeService (the node and its worker pool),
+// LeaseService (the lease manager), BundleService (the bundle manager) and
+// LocalObjectService (the local object table).
 type nodeServer struct {
-	pb.UnimplementedNodeServiceServer
 	r *Raylet
 }
+
+var (
+	_ pb.NodeServiceServer        = (*nodeServer)(nil)
+	_ pb.LeaseServiceServer       = (*nodeServer)(nil)
+	_ pb.BundleServiceServer      = (*nodeServer)(nil)
+	_ pb.LocalObjectServiceServer = (*nodeServer)(nil)
+)
 
 func (s *nodeServer) GetNodeInfo(context.Context, *pb.GetNodeInfoRequest) (*pb.GetNodeInfoResponse, error) {
 	r := s.r
@@ -36,19 +45,19 @@ func (s *nodeServer) ReturnWorkerLease(_ context.Context, req *pb.ReturnWorkerLe
 	return &pb.ReturnWorkerLeaseResponse{}, nil
 }
 
-func (s *nodeServer) CreateActor(ctx context.Context, req *pb.NodeServiceCreateActorRequest) (*pb.NodeServiceCreateActorResponse, error) {
+func (s *nodeServer) StartActor(ctx context.Context, req *pb.StartActorRequest) (*pb.StartActorResponse, error) {
 	resp, err := s.r.createActor(ctx, req)
 	return resp, err
 }
 
-func (s *nodeServer) KillActor(ctx context.Context, req *pb.NodeServiceKillActorRequest) (*pb.NodeServiceKillActorResponse, error) {
+func (s *nodeServer) StopActor(ctx context.Context, req *pb.StopActorRequest) (*pb.StopActorResponse, error) {
 	if err := s.r.killActor(ctx, req); err != nil {
 		return nil, err
 	}
-	return &pb.NodeServiceKillActorResponse{}, nil
+	return &pb.StopActorResponse{}, nil
 }
 
-func (s *nodeServer) FinishJob(ctx context.Context, req *pb.NodeServiceFinishJobRequest) (*pb.NodeServiceFinishJobResponse, error) {
+func (s *nodeServer) StopJob(ctx context.Context, req *pb.StopJobRequest) (*pb.StopJobResponse, error) {
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "FinishJob: %v", err)
@@ -56,7 +65,7 @@ func (s *nodeServer) FinishJob(ctx context.Context, req *pb.NodeServiceFinishJob
 	if err := s.r.finishJob(ctx, id); err != nil {
 		return nil, err
 	}
-	return &pb.NodeServiceFinishJobResponse{}, nil
+	return &pb.StopJobResponse{}, nil
 }
 
 func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleRequest) (*pb.PrepareBundleResponse, error) {

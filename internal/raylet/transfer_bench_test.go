@@ -26,13 +26,13 @@ func BenchmarkPullObject(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(node.Stop)
-	dial := func(r *Raylet) pb.NodeServiceClient {
+	dial := func(r *Raylet) *rpc.NodeClient {
 		cc, err := rpc.Dial(r.Address(), r.Token())
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { cc.Close() })
-		return pb.NewNodeServiceClient(cc)
+		return rpc.NewNodeClient(cc)
 	}
 	src, dst := dial(head), dial(node)
 	job := ids.JobIDFromUint32(7)

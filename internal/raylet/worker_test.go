@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"github.com/goray/goray/internal/rpc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +60,7 @@ func buildTestWorker(t *testing.T) []byte {
 // registerJob registers a job with the head and uploads its binary.
 func registerJob(t *testing.T, head *Raylet, bin []byte) ids.JobID {
 	t.Helper()
-	sched := pb.NewSchedulerServiceClient(dial(t, head.Address(), head.Token()))
+	sched := rpc.NewHeadClient(dial(t, head.Address(), head.Token()))
 	sum := sha256.Sum256(bin)
 	ctx := callCtx(t)
 	resp, err := sched.RegisterJob(ctx, &pb.RegisterJobRequest{BinarySha256: sum[:], BinarySize: uint64(len(bin)), Entrypoint: "testworker"})
@@ -165,24 +166,24 @@ func TestWorkerProcesses(t *testing.T) {
 	})
 
 	t.Run("actors", func(t *testing.T) {
-		spec := func(typ string) *pb.NodeServiceCreateActorRequest {
+		spec := func(typ string) *pb.StartActorRequest {
 			a := ids.NewActorID(job)
-			return &pb.NodeServiceCreateActorRequest{Spec: &pb.ActorSpec{ActorId: a[:], JobId: job[:], TypeName: typ}}
+			return &pb.StartActorRequest{Spec: &pb.ActorSpec{ActorId: a[:], JobId: job[:], TypeName: typ}}
 		}
-		resp, err := client.CreateActor(callCtx(t), spec("Counter"))
+		resp, err := client.StartActor(callCtx(t), spec("Counter"))
 		if err != nil {
 			t.Fatalf("CreateActor: %v", err)
 		}
 		if resp.GetWorkerAddress() == "" {
 			t.Errorf("CreateActor: got no worker address")
 		}
-		_, err = client.CreateActor(callCtx(t), spec("missing"))
+		_, err = client.StartActor(callCtx(t), spec("missing"))
 		if err := errs.FromStatus(err); !errors.Is(err, errs.ErrNotFound) {
 			t.Errorf("CreateActor of an unregistered type: got %v, want ErrNotFound", err)
 		}
 		req := spec("crash")
 		req.Spec.Resources = &pb.Resources{Amounts: map[string]float64{"CPU": 1}}
-		if _, err := client.CreateActor(callCtx(t), req); err == nil {
+		if _, err := client.StartActor(callCtx(t), req); err == nil {
 			t.Errorf("CreateActor whose worker exits: got nil error")
 		}
 		// The crashed host's resources come back.
@@ -202,7 +203,7 @@ func TestWorkerProcesses(t *testing.T) {
 		if len(pids) == 0 {
 			t.Fatal("no workers running before FinishJob")
 		}
-		if _, err := client.FinishJob(callCtx(t), &pb.NodeServiceFinishJobRequest{JobId: job[:]}); err != nil {
+		if _, err := client.StopJob(callCtx(t), &pb.StopJobRequest{JobId: job[:]}); err != nil {
 			t.Fatalf("FinishJob: %v", err)
 		}
 		for _, pid := range pids {

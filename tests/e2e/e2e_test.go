@@ -216,11 +216,11 @@ func TestWrongToken(t *testing.T) {
 			defer cc.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			resp, err := pb.NewSchedulerServiceClient(cc).ListNodes(ctx, &pb.ListNodesRequest{})
+			resp, err := rpc.NewHeadClient(cc).ListNodes(ctx, &pb.ListNodesRequest{})
 			if got := status.Code(err); got != tc.want {
-				t.Fatalf("SchedulerService.ListNodes with token %q: got %v (%v), want %v", tc.token, got, err, tc.want)
+				t.Fatalf("NodeRegistryService.ListNodes with token %q: got %v (%v), want %v", tc.token, got, err, tc.want)
 			}
-			_, err = pb.NewNodeServiceClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
+			_, err = rpc.NewNodeClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
 			if got := status.Code(err); got != tc.want {
 				t.Fatalf("NodeService.GetNodeInfo with token %q: got %v (%v), want %v", tc.token, got, err, tc.want)
 			}

@@ -167,7 +167,7 @@ func countJobWorkers(dir, job string) int {
 	return n
 }
 
-func headClient(t *testing.T, head *node) pb.SchedulerServiceClient {
+func headClient(t *testing.T, head *node) *rpc.HeadClient {
 	t.Helper()
 	token, err := rpc.ReadTokenFile(head.TokenFile)
 	if err != nil {
@@ -178,7 +178,7 @@ func headClient(t *testing.T, head *node) pb.SchedulerServiceClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return pb.NewSchedulerServiceClient(cc)
+	return rpc.NewHeadClient(cc)
 }
 
 // listNodes returns the alive state of every node the head lists, by ID.

@@ -195,7 +195,7 @@ func (c *clientServiceClient) ListNamespace(ctx context.Context, in *ListNamespa
 }
 
 // ClientServiceServer is the server API for ClientService service.
-// All implementations must embed UnimplementedClientServiceServer
+// All implementations should embed UnimplementedClientServiceServer
 // for forward compatibility.
 //
 // ClientService is goray's public API for callers that are not Go drivers
@@ -246,10 +246,9 @@ type ClientServiceServer interface {
 	// Caller: client. Callee: head. Lists the functions, actor types and
 	// methods a namespace's deployed binary offers.
 	ListNamespace(context.Context, *ListNamespaceRequest) (*ListNamespaceResponse, error)
-	mustEmbedUnimplementedClientServiceServer()
 }
 
-// UnimplementedClientServiceServer must be embedded to have
+// UnimplementedClientServiceServer should be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
@@ -283,8 +282,7 @@ func (UnimplementedClientServiceServer) CallFunction(context.Context, *CallFunct
 func (UnimplementedClientServiceServer) ListNamespace(context.Context, *ListNamespaceRequest) (*ListNamespaceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNamespace not implemented")
 }
-func (UnimplementedClientServiceServer) mustEmbedUnimplementedClientServiceServer() {}
-func (UnimplementedClientServiceServer) testEmbeddedByValue()                       {}
+func (UnimplementedClientServiceServer) testEmbeddedByValue() {}
 
 // UnsafeClientServiceServer may be embedded to opt out of forward compatibility for this service.
 // Use of this interface is not recommended, as added methods to ClientServiceServer will

@@ -434,7 +434,7 @@ func (x *ObjectRef) GetOwnerWorkerId() []byte {
 type ObjectLocation struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Address of the raylet that holds it (its NodeService and ObjectTransferService).
+	// Address of the raylet that holds it (its LocalObjectService and ObjectTransferService).
 	RayletAddress string   `protobuf:"bytes,2,opt,name=raylet_address,json=rayletAddress,proto3" json:"raylet_address,omitempty"`
 	Size          uint64   `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	Encoding      Encoding `protobuf:"varint,4,opt,name=encoding,proto3,enum=goray.v1.Encoding" json:"encoding,omitempty"`

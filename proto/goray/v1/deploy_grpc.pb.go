@@ -27,7 +27,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// DeployService is served by the head, beside SchedulerService: it keeps the
+// DeployService is served by the head, beside its other services: it keeps the
 // namespaces' deployed job binaries. A deployed binary is a detached job (no
 // driver keeps it alive): it outlives the deploying process and serves
 // ClientService calls for its namespace until it is replaced. It is a service
@@ -71,10 +71,10 @@ func (c *deployServiceClient) ListDeployments(ctx context.Context, in *ListDeplo
 }
 
 // DeployServiceServer is the server API for DeployService service.
-// All implementations must embed UnimplementedDeployServiceServer
+// All implementations should embed UnimplementedDeployServiceServer
 // for forward compatibility.
 //
-// DeployService is served by the head, beside SchedulerService: it keeps the
+// DeployService is served by the head, beside its other services: it keeps the
 // namespaces' deployed job binaries. A deployed binary is a detached job (no
 // driver keeps it alive): it outlives the deploying process and serves
 // ClientService calls for its namespace until it is replaced. It is a service
@@ -87,10 +87,9 @@ type DeployServiceServer interface {
 	DeployJob(context.Context, *DeployJobRequest) (*DeployJobResponse, error)
 	// Caller: the client gateway, `goray deploy`. Callee: head.
 	ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error)
-	mustEmbedUnimplementedDeployServiceServer()
 }
 
-// UnimplementedDeployServiceServer must be embedded to have
+// UnimplementedDeployServiceServer should be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
@@ -103,8 +102,7 @@ func (UnimplementedDeployServiceServer) DeployJob(context.Context, *DeployJobReq
 func (UnimplementedDeployServiceServer) ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDeployments not implemented")
 }
-func (UnimplementedDeployServiceServer) mustEmbedUnimplementedDeployServiceServer() {}
-func (UnimplementedDeployServiceServer) testEmbeddedByValue()                       {}
+func (UnimplementedDeployServiceServer) testEmbeddedByValue() {}
 
 // UnsafeDeployServiceServer may be embedded to opt out of forward compatibility for this service.
 // Use of this interface is not recommended, as added methods to DeployServiceServer will

@@ -60,7 +60,7 @@ func (*GetNodeInfoRequest) Descriptor() ([]byte, []int) {
 type GetNodeInfoResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Address of the head's SchedulerService.
+	// Address of the head (its NodeRegistryService, JobService, ActorService, …).
 	HeadAddress string `protobuf:"bytes,2,opt,name=head_address,json=headAddress,proto3" json:"head_address,omitempty"`
 	// Directory of the node's object store (shared memory); one file per object.
 	StoreDir      string     `protobuf:"bytes,3,opt,name=store_dir,json=storeDir,proto3" json:"store_dir,omitempty"`
@@ -248,272 +248,7 @@ func (x *RegisterWorkerResponse) GetHeadAddress() string {
 	return ""
 }
 
-type RequestWorkerLeaseRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	JobId     []byte                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Resources *Resources             `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
-	// Set by a raylet that already spilled this request back once, so the
-	// receiving raylet queues it instead of spilling again.
-	NoSpillback bool `protobuf:"varint,3,opt,name=no_spillback,json=noSpillback,proto3" json:"no_spillback,omitempty"`
-	// Where the task may run; unset means the default strategy.
-	SchedulingStrategy *SchedulingStrategy `protobuf:"bytes,4,opt,name=scheduling_strategy,json=schedulingStrategy,proto3" json:"scheduling_strategy,omitempty"`
-	// Fail at once with ERROR_KIND_INFEASIBLE when no node can ever fit the
-	// request, instead of waiting (reported to the head) for one to join.
-	FailFast bool `protobuf:"varint,5,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
-	// The function, for logs and the state API.
-	FunctionName  string `protobuf:"bytes,6,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RequestWorkerLeaseRequest) Reset() {
-	*x = RequestWorkerLeaseRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RequestWorkerLeaseRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RequestWorkerLeaseRequest) ProtoMessage() {}
-
-func (x *RequestWorkerLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RequestWorkerLeaseRequest.ProtoReflect.Descriptor instead.
-func (*RequestWorkerLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *RequestWorkerLeaseRequest) GetJobId() []byte {
-	if x != nil {
-		return x.JobId
-	}
-	return nil
-}
-
-func (x *RequestWorkerLeaseRequest) GetResources() *Resources {
-	if x != nil {
-		return x.Resources
-	}
-	return nil
-}
-
-func (x *RequestWorkerLeaseRequest) GetNoSpillback() bool {
-	if x != nil {
-		return x.NoSpillback
-	}
-	return false
-}
-
-func (x *RequestWorkerLeaseRequest) GetSchedulingStrategy() *SchedulingStrategy {
-	if x != nil {
-		return x.SchedulingStrategy
-	}
-	return nil
-}
-
-func (x *RequestWorkerLeaseRequest) GetFailFast() bool {
-	if x != nil {
-		return x.FailFast
-	}
-	return false
-}
-
-func (x *RequestWorkerLeaseRequest) GetFunctionName() string {
-	if x != nil {
-		return x.FunctionName
-	}
-	return ""
-}
-
-type RequestWorkerLeaseResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Set when granted.
-	LeaseId       []byte `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	WorkerId      []byte `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	WorkerAddress string `protobuf:"bytes,3,opt,name=worker_address,json=workerAddress,proto3" json:"worker_address,omitempty"`
-	NodeId        []byte `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Set when this node cannot run it: ask this raylet instead.
-	SpillbackAddress string `protobuf:"bytes,5,opt,name=spillback_address,json=spillbackAddress,proto3" json:"spillback_address,omitempty"`
-	SpillbackNodeId  []byte `protobuf:"bytes,6,opt,name=spillback_node_id,json=spillbackNodeId,proto3" json:"spillback_node_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
-}
-
-func (x *RequestWorkerLeaseResponse) Reset() {
-	*x = RequestWorkerLeaseResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RequestWorkerLeaseResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RequestWorkerLeaseResponse) ProtoMessage() {}
-
-func (x *RequestWorkerLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RequestWorkerLeaseResponse.ProtoReflect.Descriptor instead.
-func (*RequestWorkerLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *RequestWorkerLeaseResponse) GetLeaseId() []byte {
-	if x != nil {
-		return x.LeaseId
-	}
-	return nil
-}
-
-func (x *RequestWorkerLeaseResponse) GetWorkerId() []byte {
-	if x != nil {
-		return x.WorkerId
-	}
-	return nil
-}
-
-func (x *RequestWorkerLeaseResponse) GetWorkerAddress() string {
-	if x != nil {
-		return x.WorkerAddress
-	}
-	return ""
-}
-
-func (x *RequestWorkerLeaseResponse) GetNodeId() []byte {
-	if x != nil {
-		return x.NodeId
-	}
-	return nil
-}
-
-func (x *RequestWorkerLeaseResponse) GetSpillbackAddress() string {
-	if x != nil {
-		return x.SpillbackAddress
-	}
-	return ""
-}
-
-func (x *RequestWorkerLeaseResponse) GetSpillbackNodeId() []byte {
-	if x != nil {
-		return x.SpillbackNodeId
-	}
-	return nil
-}
-
-type ReturnWorkerLeaseRequest struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	LeaseId []byte                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// True when the submitter saw the worker fail: do not reuse it.
-	WorkerFailed  bool `protobuf:"varint,2,opt,name=worker_failed,json=workerFailed,proto3" json:"worker_failed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReturnWorkerLeaseRequest) Reset() {
-	*x = ReturnWorkerLeaseRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReturnWorkerLeaseRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReturnWorkerLeaseRequest) ProtoMessage() {}
-
-func (x *ReturnWorkerLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReturnWorkerLeaseRequest.ProtoReflect.Descriptor instead.
-func (*ReturnWorkerLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *ReturnWorkerLeaseRequest) GetLeaseId() []byte {
-	if x != nil {
-		return x.LeaseId
-	}
-	return nil
-}
-
-func (x *ReturnWorkerLeaseRequest) GetWorkerFailed() bool {
-	if x != nil {
-		return x.WorkerFailed
-	}
-	return false
-}
-
-type ReturnWorkerLeaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReturnWorkerLeaseResponse) Reset() {
-	*x = ReturnWorkerLeaseResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReturnWorkerLeaseResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReturnWorkerLeaseResponse) ProtoMessage() {}
-
-func (x *ReturnWorkerLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReturnWorkerLeaseResponse.ProtoReflect.Descriptor instead.
-func (*ReturnWorkerLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{7}
-}
-
-type NodeServiceCreateActorRequest struct {
+type StartActorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// The incarnation to start (the actor's num_restarts).
@@ -522,21 +257,21 @@ type NodeServiceCreateActorRequest struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeServiceCreateActorRequest) Reset() {
-	*x = NodeServiceCreateActorRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[8]
+func (x *StartActorRequest) Reset() {
+	*x = StartActorRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeServiceCreateActorRequest) String() string {
+func (x *StartActorRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeServiceCreateActorRequest) ProtoMessage() {}
+func (*StartActorRequest) ProtoMessage() {}
 
-func (x *NodeServiceCreateActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[8]
+func (x *StartActorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,26 +282,26 @@ func (x *NodeServiceCreateActorRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeServiceCreateActorRequest.ProtoReflect.Descriptor instead.
-func (*NodeServiceCreateActorRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{8}
+// Deprecated: Use StartActorRequest.ProtoReflect.Descriptor instead.
+func (*StartActorRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *NodeServiceCreateActorRequest) GetSpec() *ActorSpec {
+func (x *StartActorRequest) GetSpec() *ActorSpec {
 	if x != nil {
 		return x.Spec
 	}
 	return nil
 }
 
-func (x *NodeServiceCreateActorRequest) GetIncarnation() uint32 {
+func (x *StartActorRequest) GetIncarnation() uint32 {
 	if x != nil {
 		return x.Incarnation
 	}
 	return 0
 }
 
-type NodeServiceCreateActorResponse struct {
+type StartActorResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      []byte                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	WorkerAddress string                 `protobuf:"bytes,2,opt,name=worker_address,json=workerAddress,proto3" json:"worker_address,omitempty"`
@@ -574,21 +309,21 @@ type NodeServiceCreateActorResponse struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeServiceCreateActorResponse) Reset() {
-	*x = NodeServiceCreateActorResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[9]
+func (x *StartActorResponse) Reset() {
+	*x = StartActorResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeServiceCreateActorResponse) String() string {
+func (x *StartActorResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeServiceCreateActorResponse) ProtoMessage() {}
+func (*StartActorResponse) ProtoMessage() {}
 
-func (x *NodeServiceCreateActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[9]
+func (x *StartActorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,47 +334,47 @@ func (x *NodeServiceCreateActorResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeServiceCreateActorResponse.ProtoReflect.Descriptor instead.
-func (*NodeServiceCreateActorResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{9}
+// Deprecated: Use StartActorResponse.ProtoReflect.Descriptor instead.
+func (*StartActorResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *NodeServiceCreateActorResponse) GetWorkerId() []byte {
+func (x *StartActorResponse) GetWorkerId() []byte {
 	if x != nil {
 		return x.WorkerId
 	}
 	return nil
 }
 
-func (x *NodeServiceCreateActorResponse) GetWorkerAddress() string {
+func (x *StartActorResponse) GetWorkerAddress() string {
 	if x != nil {
 		return x.WorkerAddress
 	}
 	return ""
 }
 
-type NodeServiceKillActorRequest struct {
+type StopActorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ActorId       []byte                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeServiceKillActorRequest) Reset() {
-	*x = NodeServiceKillActorRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[10]
+func (x *StopActorRequest) Reset() {
+	*x = StopActorRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeServiceKillActorRequest) String() string {
+func (x *StopActorRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeServiceKillActorRequest) ProtoMessage() {}
+func (*StopActorRequest) ProtoMessage() {}
 
-func (x *NodeServiceKillActorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[10]
+func (x *StopActorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,39 +385,39 @@ func (x *NodeServiceKillActorRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeServiceKillActorRequest.ProtoReflect.Descriptor instead.
-func (*NodeServiceKillActorRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{10}
+// Deprecated: Use StopActorRequest.ProtoReflect.Descriptor instead.
+func (*StopActorRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *NodeServiceKillActorRequest) GetActorId() []byte {
+func (x *StopActorRequest) GetActorId() []byte {
 	if x != nil {
 		return x.ActorId
 	}
 	return nil
 }
 
-type NodeServiceKillActorResponse struct {
+type StopActorResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeServiceKillActorResponse) Reset() {
-	*x = NodeServiceKillActorResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[11]
+func (x *StopActorResponse) Reset() {
+	*x = StopActorResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeServiceKillActorResponse) String() string {
+func (x *StopActorResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeServiceKillActorResponse) ProtoMessage() {}
+func (*StopActorResponse) ProtoMessage() {}
 
-func (x *NodeServiceKillActorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[11]
+func (x *StopActorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,33 +428,33 @@ func (x *NodeServiceKillActorResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeServiceKillActorResponse.ProtoReflect.Descriptor instead.
-func (*NodeServiceKillActorResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{11}
+// Deprecated: Use StopActorResponse.ProtoReflect.Descriptor instead.
+func (*StopActorResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
-type NodeServiceFinishJobRequest struct {
+type StopJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         []byte                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeServiceFinishJobRequest) Reset() {
-	*x = NodeServiceFinishJobRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[12]
+func (x *StopJobRequest) Reset() {
+	*x = StopJobRequest{}
+	mi := &file_goray_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeServiceFinishJobRequest) String() string {
+func (x *StopJobRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeServiceFinishJobRequest) ProtoMessage() {}
+func (*StopJobRequest) ProtoMessage() {}
 
-func (x *NodeServiceFinishJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[12]
+func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,39 +465,39 @@ func (x *NodeServiceFinishJobRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeServiceFinishJobRequest.ProtoReflect.Descriptor instead.
-func (*NodeServiceFinishJobRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{12}
+// Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
+func (*StopJobRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *NodeServiceFinishJobRequest) GetJobId() []byte {
+func (x *StopJobRequest) GetJobId() []byte {
 	if x != nil {
 		return x.JobId
 	}
 	return nil
 }
 
-type NodeServiceFinishJobResponse struct {
+type StopJobResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeServiceFinishJobResponse) Reset() {
-	*x = NodeServiceFinishJobResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[13]
+func (x *StopJobResponse) Reset() {
+	*x = StopJobResponse{}
+	mi := &file_goray_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeServiceFinishJobResponse) String() string {
+func (x *StopJobResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeServiceFinishJobResponse) ProtoMessage() {}
+func (*StopJobResponse) ProtoMessage() {}
 
-func (x *NodeServiceFinishJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[13]
+func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,684 +508,9 @@ func (x *NodeServiceFinishJobResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeServiceFinishJobResponse.ProtoReflect.Descriptor instead.
-func (*NodeServiceFinishJobResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{13}
-}
-
-type SealObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
-	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	JobId         []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SealObjectRequest) Reset() {
-	*x = SealObjectRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SealObjectRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SealObjectRequest) ProtoMessage() {}
-
-func (x *SealObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SealObjectRequest.ProtoReflect.Descriptor instead.
-func (*SealObjectRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *SealObjectRequest) GetObjectId() []byte {
-	if x != nil {
-		return x.ObjectId
-	}
-	return nil
-}
-
-func (x *SealObjectRequest) GetSize() uint64 {
-	if x != nil {
-		return x.Size
-	}
-	return 0
-}
-
-func (x *SealObjectRequest) GetJobId() []byte {
-	if x != nil {
-		return x.JobId
-	}
-	return nil
-}
-
-type SealObjectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SealObjectResponse) Reset() {
-	*x = SealObjectResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SealObjectResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SealObjectResponse) ProtoMessage() {}
-
-func (x *SealObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SealObjectResponse.ProtoReflect.Descriptor instead.
-func (*SealObjectResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{15}
-}
-
-type PullObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
-	Location      *ObjectLocation        `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
-	JobId         []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PullObjectRequest) Reset() {
-	*x = PullObjectRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PullObjectRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PullObjectRequest) ProtoMessage() {}
-
-func (x *PullObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PullObjectRequest.ProtoReflect.Descriptor instead.
-func (*PullObjectRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *PullObjectRequest) GetObjectId() []byte {
-	if x != nil {
-		return x.ObjectId
-	}
-	return nil
-}
-
-func (x *PullObjectRequest) GetLocation() *ObjectLocation {
-	if x != nil {
-		return x.Location
-	}
-	return nil
-}
-
-func (x *PullObjectRequest) GetJobId() []byte {
-	if x != nil {
-		return x.JobId
-	}
-	return nil
-}
-
-type PullObjectResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Where the object is in this node's store now.
-	Local         *ObjectLocation `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PullObjectResponse) Reset() {
-	*x = PullObjectResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[17]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PullObjectResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PullObjectResponse) ProtoMessage() {}
-
-func (x *PullObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[17]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PullObjectResponse.ProtoReflect.Descriptor instead.
-func (*PullObjectResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{17}
-}
-
-func (x *PullObjectResponse) GetLocal() *ObjectLocation {
-	if x != nil {
-		return x.Local
-	}
-	return nil
-}
-
-type AllocateObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
-	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	JobId         []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AllocateObjectRequest) Reset() {
-	*x = AllocateObjectRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[18]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AllocateObjectRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AllocateObjectRequest) ProtoMessage() {}
-
-func (x *AllocateObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[18]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AllocateObjectRequest.ProtoReflect.Descriptor instead.
-func (*AllocateObjectRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{18}
-}
-
-func (x *AllocateObjectRequest) GetObjectId() []byte {
-	if x != nil {
-		return x.ObjectId
-	}
-	return nil
-}
-
-func (x *AllocateObjectRequest) GetSize() uint64 {
-	if x != nil {
-		return x.Size
-	}
-	return 0
-}
-
-func (x *AllocateObjectRequest) GetJobId() []byte {
-	if x != nil {
-		return x.JobId
-	}
-	return nil
-}
-
-type AllocateObjectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AllocateObjectResponse) Reset() {
-	*x = AllocateObjectResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AllocateObjectResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AllocateObjectResponse) ProtoMessage() {}
-
-func (x *AllocateObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AllocateObjectResponse.ProtoReflect.Descriptor instead.
-func (*AllocateObjectResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{19}
-}
-
-func (x *AllocateObjectResponse) GetOk() bool {
-	if x != nil {
-		return x.Ok
-	}
-	return false
-}
-
-func (x *AllocateObjectResponse) GetOffset() uint64 {
-	if x != nil {
-		return x.Offset
-	}
-	return 0
-}
-
-type FreeObjectsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *FreeObjectsRequest) Reset() {
-	*x = FreeObjectsRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *FreeObjectsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*FreeObjectsRequest) ProtoMessage() {}
-
-func (x *FreeObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use FreeObjectsRequest.ProtoReflect.Descriptor instead.
-func (*FreeObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *FreeObjectsRequest) GetObjectIds() [][]byte {
-	if x != nil {
-		return x.ObjectIds
-	}
-	return nil
-}
-
-type FreeObjectsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *FreeObjectsResponse) Reset() {
-	*x = FreeObjectsResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[21]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *FreeObjectsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*FreeObjectsResponse) ProtoMessage() {}
-
-func (x *FreeObjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[21]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use FreeObjectsResponse.ProtoReflect.Descriptor instead.
-func (*FreeObjectsResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{21}
-}
-
-type PrepareBundleRequest struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
-	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
-	Resources        *Resources             `protobuf:"bytes,3,opt,name=resources,proto3" json:"resources,omitempty"`
-	// Commit at once as well: set by the head when every bundle of the group
-	// is on this node, where one call is all or nothing by itself.
-	Commit        bool `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PrepareBundleRequest) Reset() {
-	*x = PrepareBundleRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[22]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PrepareBundleRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PrepareBundleRequest) ProtoMessage() {}
-
-func (x *PrepareBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[22]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PrepareBundleRequest.ProtoReflect.Descriptor instead.
-func (*PrepareBundleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{22}
-}
-
-func (x *PrepareBundleRequest) GetPlacementGroupId() []byte {
-	if x != nil {
-		return x.PlacementGroupId
-	}
-	return nil
-}
-
-func (x *PrepareBundleRequest) GetBundleIndex() int32 {
-	if x != nil {
-		return x.BundleIndex
-	}
-	return 0
-}
-
-func (x *PrepareBundleRequest) GetResources() *Resources {
-	if x != nil {
-		return x.Resources
-	}
-	return nil
-}
-
-func (x *PrepareBundleRequest) GetCommit() bool {
-	if x != nil {
-		return x.Commit
-	}
-	return false
-}
-
-type PrepareBundleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PrepareBundleResponse) Reset() {
-	*x = PrepareBundleResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[23]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PrepareBundleResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PrepareBundleResponse) ProtoMessage() {}
-
-func (x *PrepareBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[23]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PrepareBundleResponse.ProtoReflect.Descriptor instead.
-func (*PrepareBundleResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{23}
-}
-
-type CommitBundleRequest struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
-	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
-}
-
-func (x *CommitBundleRequest) Reset() {
-	*x = CommitBundleRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[24]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CommitBundleRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CommitBundleRequest) ProtoMessage() {}
-
-func (x *CommitBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[24]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CommitBundleRequest.ProtoReflect.Descriptor instead.
-func (*CommitBundleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{24}
-}
-
-func (x *CommitBundleRequest) GetPlacementGroupId() []byte {
-	if x != nil {
-		return x.PlacementGroupId
-	}
-	return nil
-}
-
-func (x *CommitBundleRequest) GetBundleIndex() int32 {
-	if x != nil {
-		return x.BundleIndex
-	}
-	return 0
-}
-
-type CommitBundleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CommitBundleResponse) Reset() {
-	*x = CommitBundleResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[25]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CommitBundleResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CommitBundleResponse) ProtoMessage() {}
-
-func (x *CommitBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[25]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CommitBundleResponse.ProtoReflect.Descriptor instead.
-func (*CommitBundleResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{25}
-}
-
-type ReturnBundleRequest struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	PlacementGroupId []byte                 `protobuf:"bytes,1,opt,name=placement_group_id,json=placementGroupId,proto3" json:"placement_group_id,omitempty"`
-	BundleIndex      int32                  `protobuf:"varint,2,opt,name=bundle_index,json=bundleIndex,proto3" json:"bundle_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
-}
-
-func (x *ReturnBundleRequest) Reset() {
-	*x = ReturnBundleRequest{}
-	mi := &file_goray_v1_node_proto_msgTypes[26]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReturnBundleRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReturnBundleRequest) ProtoMessage() {}
-
-func (x *ReturnBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[26]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReturnBundleRequest.ProtoReflect.Descriptor instead.
-func (*ReturnBundleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{26}
-}
-
-func (x *ReturnBundleRequest) GetPlacementGroupId() []byte {
-	if x != nil {
-		return x.PlacementGroupId
-	}
-	return nil
-}
-
-func (x *ReturnBundleRequest) GetBundleIndex() int32 {
-	if x != nil {
-		return x.BundleIndex
-	}
-	return 0
-}
-
-type ReturnBundleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReturnBundleResponse) Reset() {
-	*x = ReturnBundleResponse{}
-	mi := &file_goray_v1_node_proto_msgTypes[27]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReturnBundleResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReturnBundleResponse) ProtoMessage() {}
-
-func (x *ReturnBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_proto_msgTypes[27]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReturnBundleResponse.ProtoReflect.Descriptor instead.
-func (*ReturnBundleResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_proto_rawDescGZIP(), []int{27}
+// Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
+func (*StopJobResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 var File_goray_v1_node_proto protoreflect.FileDescriptor
@@ -1471,90 +531,26 @@ const file_goray_v1_node_proto_rawDesc = "" +
 	"\x16RegisterWorkerResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12\x1b\n" +
 	"\tstore_dir\x18\x02 \x01(\tR\bstoreDir\x12!\n" +
-	"\fhead_address\x18\x03 \x01(\tR\vheadAddress\"\x99\x02\n" +
-	"\x19RequestWorkerLeaseRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\fR\x05jobId\x121\n" +
-	"\tresources\x18\x02 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12!\n" +
-	"\fno_spillback\x18\x03 \x01(\bR\vnoSpillback\x12M\n" +
-	"\x13scheduling_strategy\x18\x04 \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
-	"\tfail_fast\x18\x05 \x01(\bR\bfailFast\x12#\n" +
-	"\rfunction_name\x18\x06 \x01(\tR\ffunctionName\"\xed\x01\n" +
-	"\x1aRequestWorkerLeaseResponse\x12\x19\n" +
-	"\blease_id\x18\x01 \x01(\fR\aleaseId\x12\x1b\n" +
-	"\tworker_id\x18\x02 \x01(\fR\bworkerId\x12%\n" +
-	"\x0eworker_address\x18\x03 \x01(\tR\rworkerAddress\x12\x17\n" +
-	"\anode_id\x18\x04 \x01(\fR\x06nodeId\x12+\n" +
-	"\x11spillback_address\x18\x05 \x01(\tR\x10spillbackAddress\x12*\n" +
-	"\x11spillback_node_id\x18\x06 \x01(\fR\x0fspillbackNodeId\"Z\n" +
-	"\x18ReturnWorkerLeaseRequest\x12\x19\n" +
-	"\blease_id\x18\x01 \x01(\fR\aleaseId\x12#\n" +
-	"\rworker_failed\x18\x02 \x01(\bR\fworkerFailed\"\x1b\n" +
-	"\x19ReturnWorkerLeaseResponse\"j\n" +
-	"\x1dNodeServiceCreateActorRequest\x12'\n" +
+	"\fhead_address\x18\x03 \x01(\tR\vheadAddress\"^\n" +
+	"\x11StartActorRequest\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12 \n" +
-	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"d\n" +
-	"\x1eNodeServiceCreateActorResponse\x12\x1b\n" +
+	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"X\n" +
+	"\x12StartActorResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\fR\bworkerId\x12%\n" +
-	"\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"8\n" +
-	"\x1bNodeServiceKillActorRequest\x12\x19\n" +
-	"\bactor_id\x18\x01 \x01(\fR\aactorId\"\x1e\n" +
-	"\x1cNodeServiceKillActorResponse\"4\n" +
-	"\x1bNodeServiceFinishJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\fR\x05jobId\"\x1e\n" +
-	"\x1cNodeServiceFinishJobResponse\"[\n" +
-	"\x11SealObjectRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12SealObjectResponse\"}\n" +
-	"\x11PullObjectRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
-	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"D\n" +
-	"\x12PullObjectResponse\x12.\n" +
-	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\"_\n" +
-	"\x15AllocateObjectRequest\x12\x1b\n" +
-	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"@\n" +
-	"\x16AllocateObjectResponse\x12\x0e\n" +
-	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x04R\x06offset\"3\n" +
-	"\x12FreeObjectsRequest\x12\x1d\n" +
-	"\n" +
-	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x15\n" +
-	"\x13FreeObjectsResponse\"\xb2\x01\n" +
-	"\x14PrepareBundleRequest\x12,\n" +
-	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
-	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\x121\n" +
-	"\tresources\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12\x16\n" +
-	"\x06commit\x18\x04 \x01(\bR\x06commit\"\x17\n" +
-	"\x15PrepareBundleResponse\"f\n" +
-	"\x13CommitBundleRequest\x12,\n" +
-	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
-	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\x16\n" +
-	"\x14CommitBundleResponse\"f\n" +
-	"\x13ReturnBundleRequest\x12,\n" +
-	"\x12placement_group_id\x18\x01 \x01(\fR\x10placementGroupId\x12!\n" +
-	"\fbundle_index\x18\x02 \x01(\x05R\vbundleIndex\"\x16\n" +
-	"\x14ReturnBundleResponse2\xac\t\n" +
+	"\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"-\n" +
+	"\x10StopActorRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\fR\aactorId\"\x13\n" +
+	"\x11StopActorResponse\"'\n" +
+	"\x0eStopJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\fR\x05jobId\"\x11\n" +
+	"\x0fStopJobResponse2\xff\x02\n" +
 	"\vNodeService\x12J\n" +
 	"\vGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n" +
-	"\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12_\n" +
-	"\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n" +
-	"\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponse\x12`\n" +
-	"\vCreateActor\x12'.goray.v1.NodeServiceCreateActorRequest\x1a(.goray.v1.NodeServiceCreateActorResponse\x12Z\n" +
-	"\tKillActor\x12%.goray.v1.NodeServiceKillActorRequest\x1a&.goray.v1.NodeServiceKillActorResponse\x12Z\n" +
-	"\tFinishJob\x12%.goray.v1.NodeServiceFinishJobRequest\x1a&.goray.v1.NodeServiceFinishJobResponse\x12P\n" +
-	"\rPrepareBundle\x12\x1e.goray.v1.PrepareBundleRequest\x1a\x1f.goray.v1.PrepareBundleResponse\x12M\n" +
-	"\fCommitBundle\x12\x1d.goray.v1.CommitBundleRequest\x1a\x1e.goray.v1.CommitBundleResponse\x12M\n" +
-	"\fReturnBundle\x12\x1d.goray.v1.ReturnBundleRequest\x1a\x1e.goray.v1.ReturnBundleResponse\x12G\n" +
+	"\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12G\n" +
 	"\n" +
-	"SealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n" +
-	"\n" +
-	"PullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12S\n" +
-	"\x0eAllocateObject\x12\x1f.goray.v1.AllocateObjectRequest\x1a .goray.v1.AllocateObjectResponse\x12J\n" +
-	"\vFreeObjects\x12\x1c.goray.v1.FreeObjectsRequest\x1a\x1d.goray.v1.FreeObjectsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"StartActor\x12\x1b.goray.v1.StartActorRequest\x1a\x1c.goray.v1.StartActorResponse\x12D\n" +
+	"\tStopActor\x12\x1a.goray.v1.StopActorRequest\x1a\x1b.goray.v1.StopActorResponse\x12>\n" +
+	"\aStopJob\x12\x18.goray.v1.StopJobRequest\x1a\x19.goray.v1.StopJobResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_node_proto_rawDescOnce sync.Once
@@ -1568,82 +564,39 @@ func file_goray_v1_node_proto_rawDescGZIP() []byte {
 	return file_goray_v1_node_proto_rawDescData
 }
 
-var file_goray_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_goray_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_goray_v1_node_proto_goTypes = []any{
-	(*GetNodeInfoRequest)(nil),             // 0: goray.v1.GetNodeInfoRequest
-	(*GetNodeInfoResponse)(nil),            // 1: goray.v1.GetNodeInfoResponse
-	(*RegisterWorkerRequest)(nil),          // 2: goray.v1.RegisterWorkerRequest
-	(*RegisterWorkerResponse)(nil),         // 3: goray.v1.RegisterWorkerResponse
-	(*RequestWorkerLeaseRequest)(nil),      // 4: goray.v1.RequestWorkerLeaseRequest
-	(*RequestWorkerLeaseResponse)(nil),     // 5: goray.v1.RequestWorkerLeaseResponse
-	(*ReturnWorkerLeaseRequest)(nil),       // 6: goray.v1.ReturnWorkerLeaseRequest
-	(*ReturnWorkerLeaseResponse)(nil),      // 7: goray.v1.ReturnWorkerLeaseResponse
-	(*NodeServiceCreateActorRequest)(nil),  // 8: goray.v1.NodeServiceCreateActorRequest
-	(*NodeServiceCreateActorResponse)(nil), // 9: goray.v1.NodeServiceCreateActorResponse
-	(*NodeServiceKillActorRequest)(nil),    // 10: goray.v1.NodeServiceKillActorRequest
-	(*NodeServiceKillActorResponse)(nil),   // 11: goray.v1.NodeServiceKillActorResponse
-	(*NodeServiceFinishJobRequest)(nil),    // 12: goray.v1.NodeServiceFinishJobRequest
-	(*NodeServiceFinishJobResponse)(nil),   // 13: goray.v1.NodeServiceFinishJobResponse
-	(*SealObjectRequest)(nil),              // 14: goray.v1.SealObjectRequest
-	(*SealObjectResponse)(nil),             // 15: goray.v1.SealObjectResponse
-	(*PullObjectRequest)(nil),              // 16: goray.v1.PullObjectRequest
-	(*PullObjectResponse)(nil),             // 17: goray.v1.PullObjectResponse
-	(*AllocateObjectRequest)(nil),          // 18: goray.v1.AllocateObjectRequest
-	(*AllocateObjectResponse)(nil),         // 19: goray.v1.AllocateObjectResponse
-	(*FreeObjectsRequest)(nil),             // 20: goray.v1.FreeObjectsRequest
-	(*FreeObjectsResponse)(nil),            // 21: goray.v1.FreeObjectsResponse
-	(*PrepareBundleRequest)(nil),           // 22: goray.v1.PrepareBundleRequest
-	(*PrepareBundleResponse)(nil),          // 23: goray.v1.PrepareBundleResponse
-	(*CommitBundleRequest)(nil),            // 24: goray.v1.CommitBundleRequest
-	(*CommitBundleResponse)(nil),           // 25: goray.v1.CommitBundleResponse
-	(*ReturnBundleRequest)(nil),            // 26: goray.v1.ReturnBundleRequest
-	(*ReturnBundleResponse)(nil),           // 27: goray.v1.ReturnBundleResponse
-	(*Resources)(nil),                      // 28: goray.v1.Resources
-	(*SchedulingStrategy)(nil),             // 29: goray.v1.SchedulingStrategy
-	(*ActorSpec)(nil),                      // 30: goray.v1.ActorSpec
-	(*ObjectLocation)(nil),                 // 31: goray.v1.ObjectLocation
+	(*GetNodeInfoRequest)(nil),     // 0: goray.v1.GetNodeInfoRequest
+	(*GetNodeInfoResponse)(nil),    // 1: goray.v1.GetNodeInfoResponse
+	(*RegisterWorkerRequest)(nil),  // 2: goray.v1.RegisterWorkerRequest
+	(*RegisterWorkerResponse)(nil), // 3: goray.v1.RegisterWorkerResponse
+	(*StartActorRequest)(nil),      // 4: goray.v1.StartActorRequest
+	(*StartActorResponse)(nil),     // 5: goray.v1.StartActorResponse
+	(*StopActorRequest)(nil),       // 6: goray.v1.StopActorRequest
+	(*StopActorResponse)(nil),      // 7: goray.v1.StopActorResponse
+	(*StopJobRequest)(nil),         // 8: goray.v1.StopJobRequest
+	(*StopJobResponse)(nil),        // 9: goray.v1.StopJobResponse
+	(*Resources)(nil),              // 10: goray.v1.Resources
+	(*ActorSpec)(nil),              // 11: goray.v1.ActorSpec
 }
 var file_goray_v1_node_proto_depIdxs = []int32{
-	28, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
-	28, // 1: goray.v1.RequestWorkerLeaseRequest.resources:type_name -> goray.v1.Resources
-	29, // 2: goray.v1.RequestWorkerLeaseRequest.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
-	30, // 3: goray.v1.NodeServiceCreateActorRequest.spec:type_name -> goray.v1.ActorSpec
-	31, // 4: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
-	31, // 5: goray.v1.PullObjectResponse.local:type_name -> goray.v1.ObjectLocation
-	28, // 6: goray.v1.PrepareBundleRequest.resources:type_name -> goray.v1.Resources
-	0,  // 7: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
-	2,  // 8: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
-	4,  // 9: goray.v1.NodeService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
-	6,  // 10: goray.v1.NodeService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
-	8,  // 11: goray.v1.NodeService.CreateActor:input_type -> goray.v1.NodeServiceCreateActorRequest
-	10, // 12: goray.v1.NodeService.KillActor:input_type -> goray.v1.NodeServiceKillActorRequest
-	12, // 13: goray.v1.NodeService.FinishJob:input_type -> goray.v1.NodeServiceFinishJobRequest
-	22, // 14: goray.v1.NodeService.PrepareBundle:input_type -> goray.v1.PrepareBundleRequest
-	24, // 15: goray.v1.NodeService.CommitBundle:input_type -> goray.v1.CommitBundleRequest
-	26, // 16: goray.v1.NodeService.ReturnBundle:input_type -> goray.v1.ReturnBundleRequest
-	14, // 17: goray.v1.NodeService.SealObject:input_type -> goray.v1.SealObjectRequest
-	16, // 18: goray.v1.NodeService.PullObject:input_type -> goray.v1.PullObjectRequest
-	18, // 19: goray.v1.NodeService.AllocateObject:input_type -> goray.v1.AllocateObjectRequest
-	20, // 20: goray.v1.NodeService.FreeObjects:input_type -> goray.v1.FreeObjectsRequest
-	1,  // 21: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
-	3,  // 22: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
-	5,  // 23: goray.v1.NodeService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
-	7,  // 24: goray.v1.NodeService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
-	9,  // 25: goray.v1.NodeService.CreateActor:output_type -> goray.v1.NodeServiceCreateActorResponse
-	11, // 26: goray.v1.NodeService.KillActor:output_type -> goray.v1.NodeServiceKillActorResponse
-	13, // 27: goray.v1.NodeService.FinishJob:output_type -> goray.v1.NodeServiceFinishJobResponse
-	23, // 28: goray.v1.NodeService.PrepareBundle:output_type -> goray.v1.PrepareBundleResponse
-	25, // 29: goray.v1.NodeService.CommitBundle:output_type -> goray.v1.CommitBundleResponse
-	27, // 30: goray.v1.NodeService.ReturnBundle:output_type -> goray.v1.ReturnBundleResponse
-	15, // 31: goray.v1.NodeService.SealObject:output_type -> goray.v1.SealObjectResponse
-	17, // 32: goray.v1.NodeService.PullObject:output_type -> goray.v1.PullObjectResponse
-	19, // 33: goray.v1.NodeService.AllocateObject:output_type -> goray.v1.AllocateObjectResponse
-	21, // 34: goray.v1.NodeService.FreeObjects:output_type -> goray.v1.FreeObjectsResponse
-	21, // [21:35] is the sub-list for method output_type
-	7,  // [7:21] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
+	11, // 1: goray.v1.StartActorRequest.spec:type_name -> goray.v1.ActorSpec
+	0,  // 2: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
+	2,  // 3: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
+	4,  // 4: goray.v1.NodeService.StartActor:input_type -> goray.v1.StartActorRequest
+	6,  // 5: goray.v1.NodeService.StopActor:input_type -> goray.v1.StopActorRequest
+	8,  // 6: goray.v1.NodeService.StopJob:input_type -> goray.v1.StopJobRequest
+	1,  // 7: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
+	3,  // 8: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
+	5,  // 9: goray.v1.NodeService.StartActor:output_type -> goray.v1.StartActorResponse
+	7,  // 10: goray.v1.NodeService.StopActor:output_type -> goray.v1.StopActorResponse
+	9,  // 11: goray.v1.NodeService.StopJob:output_type -> goray.v1.StopJobResponse
+	7,  // [7:12] is the sub-list for method output_type
+	2,  // [2:7] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_node_proto_init() }
@@ -1658,7 +611,7 @@ func file_goray_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_node_proto_rawDesc), len(file_goray_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

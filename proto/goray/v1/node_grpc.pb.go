@@ -19,71 +19,34 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NodeService_GetNodeInfo_FullMethodName        = "/goray.v1.NodeService/GetNodeInfo"
-	NodeService_RegisterWorker_FullMethodName     = "/goray.v1.NodeService/RegisterWorker"
-	NodeService_RequestWorkerLease_FullMethodName = "/goray.v1.NodeService/RequestWorkerLease"
-	NodeService_ReturnWorkerLease_FullMethodName  = "/goray.v1.NodeService/ReturnWorkerLease"
-	NodeService_CreateActor_FullMethodName        = "/goray.v1.NodeService/CreateActor"
-	NodeService_KillActor_FullMethodName          = "/goray.v1.NodeService/KillActor"
-	NodeService_FinishJob_FullMethodName          = "/goray.v1.NodeService/FinishJob"
-	NodeService_PrepareBundle_FullMethodName      = "/goray.v1.NodeService/PrepareBundle"
-	NodeService_CommitBundle_FullMethodName       = "/goray.v1.NodeService/CommitBundle"
-	NodeService_ReturnBundle_FullMethodName       = "/goray.v1.NodeService/ReturnBundle"
-	NodeService_SealObject_FullMethodName         = "/goray.v1.NodeService/SealObject"
-	NodeService_PullObject_FullMethodName         = "/goray.v1.NodeService/PullObject"
-	NodeService_AllocateObject_FullMethodName     = "/goray.v1.NodeService/AllocateObject"
-	NodeService_FreeObjects_FullMethodName        = "/goray.v1.NodeService/FreeObjects"
+	NodeService_GetNodeInfo_FullMethodName    = "/goray.v1.NodeService/GetNodeInfo"
+	NodeService_RegisterWorker_FullMethodName = "/goray.v1.NodeService/RegisterWorker"
+	NodeService_StartActor_FullMethodName     = "/goray.v1.NodeService/StartActor"
+	NodeService_StopActor_FullMethodName      = "/goray.v1.NodeService/StopActor"
+	NodeService_StopJob_FullMethodName        = "/goray.v1.NodeService/StopJob"
 )
 
 // NodeServiceClient is the client API for NodeService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// NodeService is the raylet: one per machine. It owns the worker pool, grants
-// worker leases and hosts the node's object store.
+// NodeService is the raylet, one per machine: its identity, its worker pool
+// (workers register here) and the actors and jobs on its workers. Served by
+// the raylet's worker pool.
 type NodeServiceClient interface {
 	// Caller: driver at Init. Callee: the raylet it connects to.
 	GetNodeInfo(ctx context.Context, in *GetNodeInfoRequest, opts ...grpc.CallOption) (*GetNodeInfoResponse, error)
 	// Caller: worker process at start. Callee: the raylet that started it. The
 	// stream stays open for the worker's life; when it ends the worker exits.
 	RegisterWorker(ctx context.Context, in *RegisterWorkerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RegisterWorkerResponse], error)
-	// Caller: task submitter (driver or worker). Callee: its local raylet, or the
-	// raylet a spillback pointed to.
-	RequestWorkerLease(ctx context.Context, in *RequestWorkerLeaseRequest, opts ...grpc.CallOption) (*RequestWorkerLeaseResponse, error)
-	// Caller: task submitter. Callee: the raylet that granted the lease.
-	ReturnWorkerLease(ctx context.Context, in *ReturnWorkerLeaseRequest, opts ...grpc.CallOption) (*ReturnWorkerLeaseResponse, error)
 	// Caller: head. Callee: the raylet chosen for the actor. Starts the actor in a
 	// worker process of its job and returns when the actor runs.
-	CreateActor(ctx context.Context, in *NodeServiceCreateActorRequest, opts ...grpc.CallOption) (*NodeServiceCreateActorResponse, error)
+	StartActor(ctx context.Context, in *StartActorRequest, opts ...grpc.CallOption) (*StartActorResponse, error)
 	// Caller: head. Callee: the raylet hosting the actor. Stops the actor and
 	// releases the resources it held.
-	KillActor(ctx context.Context, in *NodeServiceKillActorRequest, opts ...grpc.CallOption) (*NodeServiceKillActorResponse, error)
+	StopActor(ctx context.Context, in *StopActorRequest, opts ...grpc.CallOption) (*StopActorResponse, error)
 	// Caller: head. Callee: every raylet. Stops the job's workers, frees its objects.
-	FinishJob(ctx context.Context, in *NodeServiceFinishJobRequest, opts ...grpc.CallOption) (*NodeServiceFinishJobResponse, error)
-	// Caller: head, phase one of creating a placement group. Callee: the raylet
-	// chosen for a bundle. Reserves the bundle's resources, or fails at once.
-	PrepareBundle(ctx context.Context, in *PrepareBundleRequest, opts ...grpc.CallOption) (*PrepareBundleResponse, error)
-	// Caller: head, phase two. Callee: a raylet that prepared the bundle. Makes
-	// the reserved resources available to work placed in the bundle.
-	CommitBundle(ctx context.Context, in *CommitBundleRequest, opts ...grpc.CallOption) (*CommitBundleResponse, error)
-	// Caller: head, when a group is removed or its creation is rolled back.
-	// Callee: a raylet holding the bundle. Stops what runs in it and releases
-	// the resources. Unknown bundles are ignored.
-	ReturnBundle(ctx context.Context, in *ReturnBundleRequest, opts ...grpc.CallOption) (*ReturnBundleResponse, error)
-	// Caller: a worker or driver on this node, after it wrote the object file
-	// into the store directory. Callee: the local raylet.
-	SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectResponse, error)
-	// Caller: a worker or driver on this node. Callee: the local raylet. Makes a
-	// remote object local (pulling it in chunks, concurrent pulls deduplicated)
-	// and returns when it is sealed in the local store.
-	PullObject(ctx context.Context, in *PullObjectRequest, opts ...grpc.CallOption) (*PullObjectResponse, error)
-	// Caller: a worker about to store a large object. Reserves size bytes of
-	// the node's shared-memory arena for it; the caller writes the object there
-	// and seals it (SealObject). ok is false when the arena has no room: the
-	// caller then writes a file of its own.
-	AllocateObject(ctx context.Context, in *AllocateObjectRequest, opts ...grpc.CallOption) (*AllocateObjectResponse, error)
-	// Caller: the owner of objects it released. Frees their copies on this node.
-	FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsResponse, error)
+	StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*StopJobResponse, error)
 }
 
 type nodeServiceClient struct {
@@ -123,120 +86,30 @@ func (c *nodeServiceClient) RegisterWorker(ctx context.Context, in *RegisterWork
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NodeService_RegisterWorkerClient = grpc.ServerStreamingClient[RegisterWorkerResponse]
 
-func (c *nodeServiceClient) RequestWorkerLease(ctx context.Context, in *RequestWorkerLeaseRequest, opts ...grpc.CallOption) (*RequestWorkerLeaseResponse, error) {
+func (c *nodeServiceClient) StartActor(ctx context.Context, in *StartActorRequest, opts ...grpc.CallOption) (*StartActorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RequestWorkerLeaseResponse)
-	err := c.cc.Invoke(ctx, NodeService_RequestWorkerLease_FullMethodName, in, out, cOpts...)
+	out := new(StartActorResponse)
+	err := c.cc.Invoke(ctx, NodeService_StartActor_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *nodeServiceClient) ReturnWorkerLease(ctx context.Context, in *ReturnWorkerLeaseRequest, opts ...grpc.CallOption) (*ReturnWorkerLeaseResponse, error) {
+func (c *nodeServiceClient) StopActor(ctx context.Context, in *StopActorRequest, opts ...grpc.CallOption) (*StopActorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReturnWorkerLeaseResponse)
-	err := c.cc.Invoke(ctx, NodeService_ReturnWorkerLease_FullMethodName, in, out, cOpts...)
+	out := new(StopActorResponse)
+	err := c.cc.Invoke(ctx, NodeService_StopActor_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *nodeServiceClient) CreateActor(ctx context.Context, in *NodeServiceCreateActorRequest, opts ...grpc.CallOption) (*NodeServiceCreateActorResponse, error) {
+func (c *nodeServiceClient) StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*StopJobResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(NodeServiceCreateActorResponse)
-	err := c.cc.Invoke(ctx, NodeService_CreateActor_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) KillActor(ctx context.Context, in *NodeServiceKillActorRequest, opts ...grpc.CallOption) (*NodeServiceKillActorResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(NodeServiceKillActorResponse)
-	err := c.cc.Invoke(ctx, NodeService_KillActor_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) FinishJob(ctx context.Context, in *NodeServiceFinishJobRequest, opts ...grpc.CallOption) (*NodeServiceFinishJobResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(NodeServiceFinishJobResponse)
-	err := c.cc.Invoke(ctx, NodeService_FinishJob_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) PrepareBundle(ctx context.Context, in *PrepareBundleRequest, opts ...grpc.CallOption) (*PrepareBundleResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(PrepareBundleResponse)
-	err := c.cc.Invoke(ctx, NodeService_PrepareBundle_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) CommitBundle(ctx context.Context, in *CommitBundleRequest, opts ...grpc.CallOption) (*CommitBundleResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(CommitBundleResponse)
-	err := c.cc.Invoke(ctx, NodeService_CommitBundle_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) ReturnBundle(ctx context.Context, in *ReturnBundleRequest, opts ...grpc.CallOption) (*ReturnBundleResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReturnBundleResponse)
-	err := c.cc.Invoke(ctx, NodeService_ReturnBundle_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SealObjectResponse)
-	err := c.cc.Invoke(ctx, NodeService_SealObject_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) PullObject(ctx context.Context, in *PullObjectRequest, opts ...grpc.CallOption) (*PullObjectResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(PullObjectResponse)
-	err := c.cc.Invoke(ctx, NodeService_PullObject_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) AllocateObject(ctx context.Context, in *AllocateObjectRequest, opts ...grpc.CallOption) (*AllocateObjectResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(AllocateObjectResponse)
-	err := c.cc.Invoke(ctx, NodeService_AllocateObject_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(FreeObjectsResponse)
-	err := c.cc.Invoke(ctx, NodeService_FreeObjects_FullMethodName, in, out, cOpts...)
+	out := new(StopJobResponse)
+	err := c.cc.Invoke(ctx, NodeService_StopJob_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -244,58 +117,29 @@ func (c *nodeServiceClient) FreeObjects(ctx context.Context, in *FreeObjectsRequ
 }
 
 // NodeServiceServer is the server API for NodeService service.
-// All implementations must embed UnimplementedNodeServiceServer
+// All implementations should embed UnimplementedNodeServiceServer
 // for forward compatibility.
 //
-// NodeService is the raylet: one per machine. It owns the worker pool, grants
-// worker leases and hosts the node's object store.
+// NodeService is the raylet, one per machine: its identity, its worker pool
+// (workers register here) and the actors and jobs on its workers. Served by
+// the raylet's worker pool.
 type NodeServiceServer interface {
 	// Caller: driver at Init. Callee: the raylet it connects to.
 	GetNodeInfo(context.Context, *GetNodeInfoRequest) (*GetNodeInfoResponse, error)
 	// Caller: worker process at start. Callee: the raylet that started it. The
 	// stream stays open for the worker's life; when it ends the worker exits.
 	RegisterWorker(*RegisterWorkerRequest, grpc.ServerStreamingServer[RegisterWorkerResponse]) error
-	// Caller: task submitter (driver or worker). Callee: its local raylet, or the
-	// raylet a spillback pointed to.
-	RequestWorkerLease(context.Context, *RequestWorkerLeaseRequest) (*RequestWorkerLeaseResponse, error)
-	// Caller: task submitter. Callee: the raylet that granted the lease.
-	ReturnWorkerLease(context.Context, *ReturnWorkerLeaseRequest) (*ReturnWorkerLeaseResponse, error)
 	// Caller: head. Callee: the raylet chosen for the actor. Starts the actor in a
 	// worker process of its job and returns when the actor runs.
-	CreateActor(context.Context, *NodeServiceCreateActorRequest) (*NodeServiceCreateActorResponse, error)
+	StartActor(context.Context, *StartActorRequest) (*StartActorResponse, error)
 	// Caller: head. Callee: the raylet hosting the actor. Stops the actor and
 	// releases the resources it held.
-	KillActor(context.Context, *NodeServiceKillActorRequest) (*NodeServiceKillActorResponse, error)
+	StopActor(context.Context, *StopActorRequest) (*StopActorResponse, error)
 	// Caller: head. Callee: every raylet. Stops the job's workers, frees its objects.
-	FinishJob(context.Context, *NodeServiceFinishJobRequest) (*NodeServiceFinishJobResponse, error)
-	// Caller: head, phase one of creating a placement group. Callee: the raylet
-	// chosen for a bundle. Reserves the bundle's resources, or fails at once.
-	PrepareBundle(context.Context, *PrepareBundleRequest) (*PrepareBundleResponse, error)
-	// Caller: head, phase two. Callee: a raylet that prepared the bundle. Makes
-	// the reserved resources available to work placed in the bundle.
-	CommitBundle(context.Context, *CommitBundleRequest) (*CommitBundleResponse, error)
-	// Caller: head, when a group is removed or its creation is rolled back.
-	// Callee: a raylet holding the bundle. Stops what runs in it and releases
-	// the resources. Unknown bundles are ignored.
-	ReturnBundle(context.Context, *ReturnBundleRequest) (*ReturnBundleResponse, error)
-	// Caller: a worker or driver on this node, after it wrote the object file
-	// into the store directory. Callee: the local raylet.
-	SealObject(context.Context, *SealObjectRequest) (*SealObjectResponse, error)
-	// Caller: a worker or driver on this node. Callee: the local raylet. Makes a
-	// remote object local (pulling it in chunks, concurrent pulls deduplicated)
-	// and returns when it is sealed in the local store.
-	PullObject(context.Context, *PullObjectRequest) (*PullObjectResponse, error)
-	// Caller: a worker about to store a large object. Reserves size bytes of
-	// the node's shared-memory arena for it; the caller writes the object there
-	// and seals it (SealObject). ok is false when the arena has no room: the
-	// caller then writes a file of its own.
-	AllocateObject(context.Context, *AllocateObjectRequest) (*AllocateObjectResponse, error)
-	// Caller: the owner of objects it released. Frees their copies on this node.
-	FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsResponse, error)
-	mustEmbedUnimplementedNodeServiceServer()
+	StopJob(context.Context, *StopJobRequest) (*StopJobResponse, error)
 }
 
-// UnimplementedNodeServiceServer must be embedded to have
+// UnimplementedNodeServiceServer should be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
@@ -308,44 +152,16 @@ func (UnimplementedNodeServiceServer) GetNodeInfo(context.Context, *GetNodeInfoR
 func (UnimplementedNodeServiceServer) RegisterWorker(*RegisterWorkerRequest, grpc.ServerStreamingServer[RegisterWorkerResponse]) error {
 	return status.Error(codes.Unimplemented, "method RegisterWorker not implemented")
 }
-func (UnimplementedNodeServiceServer) RequestWorkerLease(context.Context, *RequestWorkerLeaseRequest) (*RequestWorkerLeaseResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method RequestWorkerLease not implemented")
+func (UnimplementedNodeServiceServer) StartActor(context.Context, *StartActorRequest) (*StartActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartActor not implemented")
 }
-func (UnimplementedNodeServiceServer) ReturnWorkerLease(context.Context, *ReturnWorkerLeaseRequest) (*ReturnWorkerLeaseResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ReturnWorkerLease not implemented")
+func (UnimplementedNodeServiceServer) StopActor(context.Context, *StopActorRequest) (*StopActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopActor not implemented")
 }
-func (UnimplementedNodeServiceServer) CreateActor(context.Context, *NodeServiceCreateActorRequest) (*NodeServiceCreateActorResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method CreateActor not implemented")
+func (UnimplementedNodeServiceServer) StopJob(context.Context, *StopJobRequest) (*StopJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopJob not implemented")
 }
-func (UnimplementedNodeServiceServer) KillActor(context.Context, *NodeServiceKillActorRequest) (*NodeServiceKillActorResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method KillActor not implemented")
-}
-func (UnimplementedNodeServiceServer) FinishJob(context.Context, *NodeServiceFinishJobRequest) (*NodeServiceFinishJobResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method FinishJob not implemented")
-}
-func (UnimplementedNodeServiceServer) PrepareBundle(context.Context, *PrepareBundleRequest) (*PrepareBundleResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method PrepareBundle not implemented")
-}
-func (UnimplementedNodeServiceServer) CommitBundle(context.Context, *CommitBundleRequest) (*CommitBundleResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method CommitBundle not implemented")
-}
-func (UnimplementedNodeServiceServer) ReturnBundle(context.Context, *ReturnBundleRequest) (*ReturnBundleResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ReturnBundle not implemented")
-}
-func (UnimplementedNodeServiceServer) SealObject(context.Context, *SealObjectRequest) (*SealObjectResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method SealObject not implemented")
-}
-func (UnimplementedNodeServiceServer) PullObject(context.Context, *PullObjectRequest) (*PullObjectResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method PullObject not implemented")
-}
-func (UnimplementedNodeServiceServer) AllocateObject(context.Context, *AllocateObjectRequest) (*AllocateObjectResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method AllocateObject not implemented")
-}
-func (UnimplementedNodeServiceServer) FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method FreeObjects not implemented")
-}
-func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
-func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
+func (UnimplementedNodeServiceServer) testEmbeddedByValue() {}
 
 // UnsafeNodeServiceServer may be embedded to opt out of forward compatibility for this service.
 // Use of this interface is not recommended, as added methods to NodeServiceServer will
@@ -394,218 +210,56 @@ func _NodeService_RegisterWorker_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NodeService_RegisterWorkerServer = grpc.ServerStreamingServer[RegisterWorkerResponse]
 
-func _NodeService_RequestWorkerLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RequestWorkerLeaseRequest)
+func _NodeService_StartActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartActorRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(NodeServiceServer).RequestWorkerLease(ctx, in)
+		return srv.(NodeServiceServer).StartActor(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: NodeService_RequestWorkerLease_FullMethodName,
+		FullMethod: NodeService_StartActor_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).RequestWorkerLease(ctx, req.(*RequestWorkerLeaseRequest))
+		return srv.(NodeServiceServer).StartActor(ctx, req.(*StartActorRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _NodeService_ReturnWorkerLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReturnWorkerLeaseRequest)
+func _NodeService_StopActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopActorRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(NodeServiceServer).ReturnWorkerLease(ctx, in)
+		return srv.(NodeServiceServer).StopActor(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: NodeService_ReturnWorkerLease_FullMethodName,
+		FullMethod: NodeService_StopActor_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).ReturnWorkerLease(ctx, req.(*ReturnWorkerLeaseRequest))
+		return srv.(NodeServiceServer).StopActor(ctx, req.(*StopActorRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _NodeService_CreateActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(NodeServiceCreateActorRequest)
+func _NodeService_StopJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopJobRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(NodeServiceServer).CreateActor(ctx, in)
+		return srv.(NodeServiceServer).StopJob(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: NodeService_CreateActor_FullMethodName,
+		FullMethod: NodeService_StopJob_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).CreateActor(ctx, req.(*NodeServiceCreateActorRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_KillActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(NodeServiceKillActorRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).KillActor(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_KillActor_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).KillActor(ctx, req.(*NodeServiceKillActorRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_FinishJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(NodeServiceFinishJobRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).FinishJob(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_FinishJob_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).FinishJob(ctx, req.(*NodeServiceFinishJobRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_PrepareBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(PrepareBundleRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).PrepareBundle(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_PrepareBundle_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).PrepareBundle(ctx, req.(*PrepareBundleRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_CommitBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(CommitBundleRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).CommitBundle(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_CommitBundle_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).CommitBundle(ctx, req.(*CommitBundleRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_ReturnBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReturnBundleRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).ReturnBundle(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_ReturnBundle_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).ReturnBundle(ctx, req.(*ReturnBundleRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_SealObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SealObjectRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).SealObject(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_SealObject_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).SealObject(ctx, req.(*SealObjectRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_PullObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(PullObjectRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).PullObject(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_PullObject_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).PullObject(ctx, req.(*PullObjectRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_AllocateObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AllocateObjectRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).AllocateObject(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_AllocateObject_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).AllocateObject(ctx, req.(*AllocateObjectRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _NodeService_FreeObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(FreeObjectsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).FreeObjects(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_FreeObjects_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).FreeObjects(ctx, req.(*FreeObjectsRequest))
+		return srv.(NodeServiceServer).StopJob(ctx, req.(*StopJobRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -622,52 +276,16 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NodeService_GetNodeInfo_Handler,
 		},
 		{
-			MethodName: "RequestWorkerLease",
-			Handler:    _NodeService_RequestWorkerLease_Handler,
+			MethodName: "StartActor",
+			Handler:    _NodeService_StartActor_Handler,
 		},
 		{
-			MethodName: "ReturnWorkerLease",
-			Handler:    _NodeService_ReturnWorkerLease_Handler,
+			MethodName: "StopActor",
+			Handler:    _NodeService_StopActor_Handler,
 		},
 		{
-			MethodName: "CreateActor",
-			Handler:    _NodeService_CreateActor_Handler,
-		},
-		{
-			MethodName: "KillActor",
-			Handler:    _NodeService_KillActor_Handler,
-		},
-		{
-			MethodName: "FinishJob",
-			Handler:    _NodeService_FinishJob_Handler,
-		},
-		{
-			MethodName: "PrepareBundle",
-			Handler:    _NodeService_PrepareBundle_Handler,
-		},
-		{
-			MethodName: "CommitBundle",
-			Handler:    _NodeService_CommitBundle_Handler,
-		},
-		{
-			MethodName: "ReturnBundle",
-			Handler:    _NodeService_ReturnBundle_Handler,
-		},
-		{
-			MethodName: "SealObject",
-			Handler:    _NodeService_SealObject_Handler,
-		},
-		{
-			MethodName: "PullObject",
-			Handler:    _NodeService_PullObject_Handler,
-		},
-		{
-			MethodName: "AllocateObject",
-			Handler:    _NodeService_AllocateObject_Handler,
-		},
-		{
-			MethodName: "FreeObjects",
-			Handler:    _NodeService_FreeObjects_Handler,
+			MethodName: "StopJob",
+			Handler:    _NodeService_StopJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

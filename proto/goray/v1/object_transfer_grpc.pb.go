@@ -61,7 +61,7 @@ func (c *objectTransferServiceClient) Pull(ctx context.Context, in *PullRequest,
 type ObjectTransferService_PullClient = grpc.ServerStreamingClient[PullResponse]
 
 // ObjectTransferServiceServer is the server API for ObjectTransferService service.
-// All implementations must embed UnimplementedObjectTransferServiceServer
+// All implementations should embed UnimplementedObjectTransferServiceServer
 // for forward compatibility.
 //
 // ObjectTransferService moves sealed objects between nodes.
@@ -69,10 +69,9 @@ type ObjectTransferServiceServer interface {
 	// Caller: a raylet pulling an object. Callee: the raylet that holds it.
 	// Streams the object from offset in chunks of at most chunk_size bytes.
 	Pull(*PullRequest, grpc.ServerStreamingServer[PullResponse]) error
-	mustEmbedUnimplementedObjectTransferServiceServer()
 }
 
-// UnimplementedObjectTransferServiceServer must be embedded to have
+// UnimplementedObjectTransferServiceServer should be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
@@ -82,8 +81,7 @@ type UnimplementedObjectTransferServiceServer struct{}
 func (UnimplementedObjectTransferServiceServer) Pull(*PullRequest, grpc.ServerStreamingServer[PullResponse]) error {
 	return status.Error(codes.Unimplemented, "method Pull not implemented")
 }
-func (UnimplementedObjectTransferServiceServer) mustEmbedUnimplementedObjectTransferServiceServer() {}
-func (UnimplementedObjectTransferServiceServer) testEmbeddedByValue()                               {}
+func (UnimplementedObjectTransferServiceServer) testEmbeddedByValue() {}
 
 // UnsafeObjectTransferServiceServer may be embedded to opt out of forward compatibility for this service.
 // Use of this interface is not recommended, as added methods to ObjectTransferServiceServer will

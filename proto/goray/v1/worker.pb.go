@@ -296,7 +296,7 @@ func (*ExecuteResponse_Stored) isExecuteResponse_Result() {}
 
 func (*ExecuteResponse_Error) isExecuteResponse_Result() {}
 
-type WorkerServiceCreateActorRequest struct {
+type ConstructActorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *ActorSpec             `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// The incarnation to start (the actor's num_restarts).
@@ -305,20 +305,20 @@ type WorkerServiceCreateActorRequest struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *WorkerServiceCreateActorRequest) Reset() {
-	*x = WorkerServiceCreateActorRequest{}
+func (x *ConstructActorRequest) Reset() {
+	*x = ConstructActorRequest{}
 	mi := &file_goray_v1_worker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WorkerServiceCreateActorRequest) String() string {
+func (x *ConstructActorRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WorkerServiceCreateActorRequest) ProtoMessage() {}
+func (*ConstructActorRequest) ProtoMessage() {}
 
-func (x *WorkerServiceCreateActorRequest) ProtoReflect() protoreflect.Message {
+func (x *ConstructActorRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_goray_v1_worker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -330,45 +330,45 @@ func (x *WorkerServiceCreateActorRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WorkerServiceCreateActorRequest.ProtoReflect.Descriptor instead.
-func (*WorkerServiceCreateActorRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ConstructActorRequest.ProtoReflect.Descriptor instead.
+func (*ConstructActorRequest) Descriptor() ([]byte, []int) {
 	return file_goray_v1_worker_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *WorkerServiceCreateActorRequest) GetSpec() *ActorSpec {
+func (x *ConstructActorRequest) GetSpec() *ActorSpec {
 	if x != nil {
 		return x.Spec
 	}
 	return nil
 }
 
-func (x *WorkerServiceCreateActorRequest) GetIncarnation() uint32 {
+func (x *ConstructActorRequest) GetIncarnation() uint32 {
 	if x != nil {
 		return x.Incarnation
 	}
 	return 0
 }
 
-type WorkerServiceCreateActorResponse struct {
+type ConstructActorResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *WorkerServiceCreateActorResponse) Reset() {
-	*x = WorkerServiceCreateActorResponse{}
+func (x *ConstructActorResponse) Reset() {
+	*x = ConstructActorResponse{}
 	mi := &file_goray_v1_worker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WorkerServiceCreateActorResponse) String() string {
+func (x *ConstructActorResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WorkerServiceCreateActorResponse) ProtoMessage() {}
+func (*ConstructActorResponse) ProtoMessage() {}
 
-func (x *WorkerServiceCreateActorResponse) ProtoReflect() protoreflect.Message {
+func (x *ConstructActorResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_goray_v1_worker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -380,32 +380,32 @@ func (x *WorkerServiceCreateActorResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WorkerServiceCreateActorResponse.ProtoReflect.Descriptor instead.
-func (*WorkerServiceCreateActorResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ConstructActorResponse.ProtoReflect.Descriptor instead.
+func (*ConstructActorResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_worker_proto_rawDescGZIP(), []int{4}
 }
 
-type WorkerServiceKillActorRequest struct {
+type DestroyActorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ActorId       []byte                 `protobuf:"bytes,1,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *WorkerServiceKillActorRequest) Reset() {
-	*x = WorkerServiceKillActorRequest{}
+func (x *DestroyActorRequest) Reset() {
+	*x = DestroyActorRequest{}
 	mi := &file_goray_v1_worker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WorkerServiceKillActorRequest) String() string {
+func (x *DestroyActorRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WorkerServiceKillActorRequest) ProtoMessage() {}
+func (*DestroyActorRequest) ProtoMessage() {}
 
-func (x *WorkerServiceKillActorRequest) ProtoReflect() protoreflect.Message {
+func (x *DestroyActorRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_goray_v1_worker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -417,38 +417,38 @@ func (x *WorkerServiceKillActorRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WorkerServiceKillActorRequest.ProtoReflect.Descriptor instead.
-func (*WorkerServiceKillActorRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use DestroyActorRequest.ProtoReflect.Descriptor instead.
+func (*DestroyActorRequest) Descriptor() ([]byte, []int) {
 	return file_goray_v1_worker_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *WorkerServiceKillActorRequest) GetActorId() []byte {
+func (x *DestroyActorRequest) GetActorId() []byte {
 	if x != nil {
 		return x.ActorId
 	}
 	return nil
 }
 
-type WorkerServiceKillActorResponse struct {
+type DestroyActorResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *WorkerServiceKillActorResponse) Reset() {
-	*x = WorkerServiceKillActorResponse{}
+func (x *DestroyActorResponse) Reset() {
+	*x = DestroyActorResponse{}
 	mi := &file_goray_v1_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *WorkerServiceKillActorResponse) String() string {
+func (x *DestroyActorResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*WorkerServiceKillActorResponse) ProtoMessage() {}
+func (*DestroyActorResponse) ProtoMessage() {}
 
-func (x *WorkerServiceKillActorResponse) ProtoReflect() protoreflect.Message {
+func (x *DestroyActorResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_goray_v1_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -460,8 +460,8 @@ func (x *WorkerServiceKillActorResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use WorkerServiceKillActorResponse.ProtoReflect.Descriptor instead.
-func (*WorkerServiceKillActorResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use DestroyActorResponse.ProtoReflect.Descriptor instead.
+func (*DestroyActorResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_worker_proto_rawDescGZIP(), []int{6}
 }
 
@@ -641,14 +641,14 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
 	"\x06stored\x18\x03 \x01(\v2\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n" +
 	"\x05error\x18\x04 \x01(\v2\x13.goray.v1.ErrorInfoH\x00R\x05errorB\b\n" +
-	"\x06result\"l\n" +
-	"\x1fWorkerServiceCreateActorRequest\x12'\n" +
+	"\x06result\"b\n" +
+	"\x15ConstructActorRequest\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12 \n" +
-	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"\"\n" +
-	" WorkerServiceCreateActorResponse\":\n" +
-	"\x1dWorkerServiceKillActorRequest\x12\x19\n" +
-	"\bactor_id\x18\x01 \x01(\fR\aactorId\" \n" +
-	"\x1eWorkerServiceKillActorResponse\"T\n" +
+	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"\x18\n" +
+	"\x16ConstructActorResponse\"0\n" +
+	"\x13DestroyActorRequest\x12\x19\n" +
+	"\bactor_id\x18\x01 \x01(\fR\aactorId\"\x16\n" +
+	"\x14DestroyActorResponse\"T\n" +
 	"\x10GetObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
 	"\rlocation_lost\x18\x02 \x01(\bR\flocationLost\"\xa9\x01\n" +
@@ -656,11 +656,11 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\x05value\x18\x01 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
 	"\x06stored\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n" +
 	"\x05error\x18\x03 \x01(\v2\x13.goray.v1.ErrorInfoH\x00R\x05errorB\b\n" +
-	"\x06result2\xdf\x02\n" +
+	"\x06result2\xbd\x02\n" +
 	"\rWorkerService\x12B\n" +
-	"\aExecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x010\x01\x12d\n" +
-	"\vCreateActor\x12).goray.v1.WorkerServiceCreateActorRequest\x1a*.goray.v1.WorkerServiceCreateActorResponse\x12^\n" +
-	"\tKillActor\x12'.goray.v1.WorkerServiceKillActorRequest\x1a(.goray.v1.WorkerServiceKillActorResponse\x12D\n" +
+	"\aExecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x010\x01\x12S\n" +
+	"\x0eConstructActor\x12\x1f.goray.v1.ConstructActorRequest\x1a .goray.v1.ConstructActorResponse\x12M\n" +
+	"\fDestroyActor\x12\x1d.goray.v1.DestroyActorRequest\x1a\x1e.goray.v1.DestroyActorResponse\x12D\n" +
 	"\tGetObject\x12\x1a.goray.v1.GetObjectRequest\x1a\x1b.goray.v1.GetObjectResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
@@ -677,20 +677,20 @@ func file_goray_v1_worker_proto_rawDescGZIP() []byte {
 
 var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_goray_v1_worker_proto_goTypes = []any{
-	(*TaskSpec)(nil),                         // 0: goray.v1.TaskSpec
-	(*ExecuteRequest)(nil),                   // 1: goray.v1.ExecuteRequest
-	(*ExecuteResponse)(nil),                  // 2: goray.v1.ExecuteResponse
-	(*WorkerServiceCreateActorRequest)(nil),  // 3: goray.v1.WorkerServiceCreateActorRequest
-	(*WorkerServiceCreateActorResponse)(nil), // 4: goray.v1.WorkerServiceCreateActorResponse
-	(*WorkerServiceKillActorRequest)(nil),    // 5: goray.v1.WorkerServiceKillActorRequest
-	(*WorkerServiceKillActorResponse)(nil),   // 6: goray.v1.WorkerServiceKillActorResponse
-	(*GetObjectRequest)(nil),                 // 7: goray.v1.GetObjectRequest
-	(*GetObjectResponse)(nil),                // 8: goray.v1.GetObjectResponse
-	(*Arg)(nil),                              // 9: goray.v1.Arg
-	(*Payload)(nil),                          // 10: goray.v1.Payload
-	(*ObjectLocation)(nil),                   // 11: goray.v1.ObjectLocation
-	(*ErrorInfo)(nil),                        // 12: goray.v1.ErrorInfo
-	(*ActorSpec)(nil),                        // 13: goray.v1.ActorSpec
+	(*TaskSpec)(nil),               // 0: goray.v1.TaskSpec
+	(*ExecuteRequest)(nil),         // 1: goray.v1.ExecuteRequest
+	(*ExecuteResponse)(nil),        // 2: goray.v1.ExecuteResponse
+	(*ConstructActorRequest)(nil),  // 3: goray.v1.ConstructActorRequest
+	(*ConstructActorResponse)(nil), // 4: goray.v1.ConstructActorResponse
+	(*DestroyActorRequest)(nil),    // 5: goray.v1.DestroyActorRequest
+	(*DestroyActorResponse)(nil),   // 6: goray.v1.DestroyActorResponse
+	(*GetObjectRequest)(nil),       // 7: goray.v1.GetObjectRequest
+	(*GetObjectResponse)(nil),      // 8: goray.v1.GetObjectResponse
+	(*Arg)(nil),                    // 9: goray.v1.Arg
+	(*Payload)(nil),                // 10: goray.v1.Payload
+	(*ObjectLocation)(nil),         // 11: goray.v1.ObjectLocation
+	(*ErrorInfo)(nil),              // 12: goray.v1.ErrorInfo
+	(*ActorSpec)(nil),              // 13: goray.v1.ActorSpec
 }
 var file_goray_v1_worker_proto_depIdxs = []int32{
 	9,  // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
@@ -698,17 +698,17 @@ var file_goray_v1_worker_proto_depIdxs = []int32{
 	10, // 2: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
 	11, // 3: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
 	12, // 4: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
-	13, // 5: goray.v1.WorkerServiceCreateActorRequest.spec:type_name -> goray.v1.ActorSpec
+	13, // 5: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
 	10, // 6: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
 	11, // 7: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
 	12, // 8: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
 	1,  // 9: goray.v1.WorkerService.Execute:input_type -> goray.v1.ExecuteRequest
-	3,  // 10: goray.v1.WorkerService.CreateActor:input_type -> goray.v1.WorkerServiceCreateActorRequest
-	5,  // 11: goray.v1.WorkerService.KillActor:input_type -> goray.v1.WorkerServiceKillActorRequest
+	3,  // 10: goray.v1.WorkerService.ConstructActor:input_type -> goray.v1.ConstructActorRequest
+	5,  // 11: goray.v1.WorkerService.DestroyActor:input_type -> goray.v1.DestroyActorRequest
 	7,  // 12: goray.v1.WorkerService.GetObject:input_type -> goray.v1.GetObjectRequest
 	2,  // 13: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
-	4,  // 14: goray.v1.WorkerService.CreateActor:output_type -> goray.v1.WorkerServiceCreateActorResponse
-	6,  // 15: goray.v1.WorkerService.KillActor:output_type -> goray.v1.WorkerServiceKillActorResponse
+	4,  // 14: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
+	6,  // 15: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
 	8,  // 16: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
 	13, // [13:17] is the sub-list for method output_type
 	9,  // [9:13] is the sub-list for method input_type

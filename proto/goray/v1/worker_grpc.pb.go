@@ -19,10 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkerService_Execute_FullMethodName     = "/goray.v1.WorkerService/Execute"
-	WorkerService_CreateActor_FullMethodName = "/goray.v1.WorkerService/CreateActor"
-	WorkerService_KillActor_FullMethodName   = "/goray.v1.WorkerService/KillActor"
-	WorkerService_GetObject_FullMethodName   = "/goray.v1.WorkerService/GetObject"
+	WorkerService_Execute_FullMethodName        = "/goray.v1.WorkerService/Execute"
+	WorkerService_ConstructActor_FullMethodName = "/goray.v1.WorkerService/ConstructActor"
+	WorkerService_DestroyActor_FullMethodName   = "/goray.v1.WorkerService/DestroyActor"
+	WorkerService_GetObject_FullMethodName      = "/goray.v1.WorkerService/GetObject"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -37,9 +37,9 @@ type WorkerServiceClient interface {
 	// come back as they finish, matched by call_id.
 	Execute(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecuteRequest, ExecuteResponse], error)
 	// Caller: raylet. Callee: a worker of the actor's job.
-	CreateActor(ctx context.Context, in *WorkerServiceCreateActorRequest, opts ...grpc.CallOption) (*WorkerServiceCreateActorResponse, error)
+	ConstructActor(ctx context.Context, in *ConstructActorRequest, opts ...grpc.CallOption) (*ConstructActorResponse, error)
 	// Caller: head or raylet. Callee: the worker hosting the actor.
-	KillActor(ctx context.Context, in *WorkerServiceKillActorRequest, opts ...grpc.CallOption) (*WorkerServiceKillActorResponse, error)
+	DestroyActor(ctx context.Context, in *DestroyActorRequest, opts ...grpc.CallOption) (*DestroyActorResponse, error)
 	// Caller: any process holding a ref. Callee: the ref's owner. Waits until
 	// the object is ready (or the call's deadline), then returns its value or
 	// where it is stored.
@@ -67,20 +67,20 @@ func (c *workerServiceClient) Execute(ctx context.Context, opts ...grpc.CallOpti
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkerService_ExecuteClient = grpc.BidiStreamingClient[ExecuteRequest, ExecuteResponse]
 
-func (c *workerServiceClient) CreateActor(ctx context.Context, in *WorkerServiceCreateActorRequest, opts ...grpc.CallOption) (*WorkerServiceCreateActorResponse, error) {
+func (c *workerServiceClient) ConstructActor(ctx context.Context, in *ConstructActorRequest, opts ...grpc.CallOption) (*ConstructActorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(WorkerServiceCreateActorResponse)
-	err := c.cc.Invoke(ctx, WorkerService_CreateActor_FullMethodName, in, out, cOpts...)
+	out := new(ConstructActorResponse)
+	err := c.cc.Invoke(ctx, WorkerService_ConstructActor_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *workerServiceClient) KillActor(ctx context.Context, in *WorkerServiceKillActorRequest, opts ...grpc.CallOption) (*WorkerServiceKillActorResponse, error) {
+func (c *workerServiceClient) DestroyActor(ctx context.Context, in *DestroyActorRequest, opts ...grpc.CallOption) (*DestroyActorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(WorkerServiceKillActorResponse)
-	err := c.cc.Invoke(ctx, WorkerService_KillActor_FullMethodName, in, out, cOpts...)
+	out := new(DestroyActorResponse)
+	err := c.cc.Invoke(ctx, WorkerService_DestroyActor_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (c *workerServiceClient) GetObject(ctx context.Context, in *GetObjectReques
 }
 
 // WorkerServiceServer is the server API for WorkerService service.
-// All implementations must embed UnimplementedWorkerServiceServer
+// All implementations should embed UnimplementedWorkerServiceServer
 // for forward compatibility.
 //
 // WorkerService is served by every worker process and every driver: it runs
@@ -109,17 +109,16 @@ type WorkerServiceServer interface {
 	// come back as they finish, matched by call_id.
 	Execute(grpc.BidiStreamingServer[ExecuteRequest, ExecuteResponse]) error
 	// Caller: raylet. Callee: a worker of the actor's job.
-	CreateActor(context.Context, *WorkerServiceCreateActorRequest) (*WorkerServiceCreateActorResponse, error)
+	ConstructActor(context.Context, *ConstructActorRequest) (*ConstructActorResponse, error)
 	// Caller: head or raylet. Callee: the worker hosting the actor.
-	KillActor(context.Context, *WorkerServiceKillActorRequest) (*WorkerServiceKillActorResponse, error)
+	DestroyActor(context.Context, *DestroyActorRequest) (*DestroyActorResponse, error)
 	// Caller: any process holding a ref. Callee: the ref's owner. Waits until
 	// the object is ready (or the call's deadline), then returns its value or
 	// where it is stored.
 	GetObject(context.Context, *GetObjectRequest) (*GetObjectResponse, error)
-	mustEmbedUnimplementedWorkerServiceServer()
 }
 
-// UnimplementedWorkerServiceServer must be embedded to have
+// UnimplementedWorkerServiceServer should be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
@@ -129,17 +128,16 @@ type UnimplementedWorkerServiceServer struct{}
 func (UnimplementedWorkerServiceServer) Execute(grpc.BidiStreamingServer[ExecuteRequest, ExecuteResponse]) error {
 	return status.Error(codes.Unimplemented, "method Execute not implemented")
 }
-func (UnimplementedWorkerServiceServer) CreateActor(context.Context, *WorkerServiceCreateActorRequest) (*WorkerServiceCreateActorResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method CreateActor not implemented")
+func (UnimplementedWorkerServiceServer) ConstructActor(context.Context, *ConstructActorRequest) (*ConstructActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConstructActor not implemented")
 }
-func (UnimplementedWorkerServiceServer) KillActor(context.Context, *WorkerServiceKillActorRequest) (*WorkerServiceKillActorResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method KillActor not implemented")
+func (UnimplementedWorkerServiceServer) DestroyActor(context.Context, *DestroyActorRequest) (*DestroyActorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroyActor not implemented")
 }
 func (UnimplementedWorkerServiceServer) GetObject(context.Context, *GetObjectRequest) (*GetObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetObject not implemented")
 }
-func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
-func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
+func (UnimplementedWorkerServiceServer) testEmbeddedByValue() {}
 
 // UnsafeWorkerServiceServer may be embedded to opt out of forward compatibility for this service.
 // Use of this interface is not recommended, as added methods to WorkerServiceServer will
@@ -166,38 +164,38 @@ func _WorkerService_Execute_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkerService_ExecuteServer = grpc.BidiStreamingServer[ExecuteRequest, ExecuteResponse]
 
-func _WorkerService_CreateActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(WorkerServiceCreateActorRequest)
+func _WorkerService_ConstructActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConstructActorRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(WorkerServiceServer).CreateActor(ctx, in)
+		return srv.(WorkerServiceServer).ConstructActor(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: WorkerService_CreateActor_FullMethodName,
+		FullMethod: WorkerService_ConstructActor_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(WorkerServiceServer).CreateActor(ctx, req.(*WorkerServiceCreateActorRequest))
+		return srv.(WorkerServiceServer).ConstructActor(ctx, req.(*ConstructActorRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _WorkerService_KillActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(WorkerServiceKillActorRequest)
+func _WorkerService_DestroyActor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroyActorRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(WorkerServiceServer).KillActor(ctx, in)
+		return srv.(WorkerServiceServer).DestroyActor(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: WorkerService_KillActor_FullMethodName,
+		FullMethod: WorkerService_DestroyActor_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(WorkerServiceServer).KillActor(ctx, req.(*WorkerServiceKillActorRequest))
+		return srv.(WorkerServiceServer).DestroyActor(ctx, req.(*DestroyActorRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -228,12 +226,12 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*WorkerServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
-			MethodName: "CreateActor",
-			Handler:    _WorkerService_CreateActor_Handler,
+			MethodName: "ConstructActor",
+			Handler:    _WorkerService_ConstructActor_Handler,
 		},
 		{
-			MethodName: "KillActor",
-			Handler:    _WorkerService_KillActor_Handler,
+			MethodName: "DestroyActor",
+			Handler:    _WorkerService_DestroyActor_Handler,
 		},
 		{
 			MethodName: "GetObject",

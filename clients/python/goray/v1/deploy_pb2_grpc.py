@@ -6,7 +6,7 @@ from goray.v1 import deploy_pb2 as goray_dot_v1_dot_deploy__pb2
 
 
 class DeployServiceStub(object):
-    """DeployService is served by the head, beside SchedulerService: it keeps the
+    """DeployService is served by the head, beside its other services: it keeps the
     namespaces' deployed job binaries. A deployed binary is a detached job (no
     driver keeps it alive): it outlives the deploying process and serves
     ClientService calls for its namespace until it is replaced. It is a service
@@ -33,7 +33,7 @@ class DeployServiceStub(object):
 
 
 class DeployServiceServicer(object):
-    """DeployService is served by the head, beside SchedulerService: it keeps the
+    """DeployService is served by the head, beside its other services: it keeps the
     namespaces' deployed job binaries. A deployed binary is a detached job (no
     driver keeps it alive): it outlives the deploying process and serves
     ClientService calls for its namespace until it is replaced. It is a service
@@ -78,7 +78,7 @@ def add_DeployServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeployService(object):
-    """DeployService is served by the head, beside SchedulerService: it keeps the
+    """DeployService is served by the head, beside its other services: it keeps the
     namespaces' deployed job binaries. A deployed binary is a detached job (no
     driver keeps it alive): it outlives the deploying process and serves
     ClientService calls for its namespace until it is replaced. It is a service

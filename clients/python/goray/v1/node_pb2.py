@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/node.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\x14\n\x12GetNodeInfoRequest\"\x99\x01\n\x13GetNodeInfoResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12!\n\x0chead_address\x18\x02 \x01(\tR\x0bheadAddress\x12\x1b\n\tstore_dir\x18\x03 \x01(\tR\x08storeDir\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\"`\n\x15RegisterWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\"q\n\x16RegisterWorkerResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x1b\n\tstore_dir\x18\x02 \x01(\tR\x08storeDir\x12!\n\x0chead_address\x18\x03 \x01(\tR\x0bheadAddress\"\x99\x02\n\x19RequestWorkerLeaseRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\x12\x31\n\tresources\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12!\n\x0cno_spillback\x18\x03 \x01(\x08R\x0bnoSpillback\x12M\n\x13scheduling_strategy\x18\x04 \x01(\x0b\x32\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n\tfail_fast\x18\x05 \x01(\x08R\x08\x66\x61ilFast\x12#\n\rfunction_name\x18\x06 \x01(\tR\x0c\x66unctionName\"\xed\x01\n\x1aRequestWorkerLeaseResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12\x1b\n\tworker_id\x18\x02 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x03 \x01(\tR\rworkerAddress\x12\x17\n\x07node_id\x18\x04 \x01(\x0cR\x06nodeId\x12+\n\x11spillback_address\x18\x05 \x01(\tR\x10spillbackAddress\x12*\n\x11spillback_node_id\x18\x06 \x01(\x0cR\x0fspillbackNodeId\"Z\n\x18ReturnWorkerLeaseRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12#\n\rworker_failed\x18\x02 \x01(\x08R\x0cworkerFailed\"\x1b\n\x19ReturnWorkerLeaseResponse\"j\n\x1dNodeServiceCreateActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"d\n\x1eNodeServiceCreateActorResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"8\n\x1bNodeServiceKillActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"\x1e\n\x1cNodeServiceKillActorResponse\"4\n\x1bNodeServiceFinishJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\"\x1e\n\x1cNodeServiceFinishJobResponse\"[\n\x11SealObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12SealObjectResponse\"}\n\x11PullObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x34\n\x08location\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x08location\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"D\n\x12PullObjectResponse\x12.\n\x05local\x18\x01 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x05local\"_\n\x15\x41llocateObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"@\n\x16\x41llocateObjectResponse\x12\x0e\n\x02ok\x18\x01 \x01(\x08R\x02ok\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\"3\n\x12\x46reeObjectsRequest\x12\x1d\n\nobject_ids\x18\x01 \x03(\x0cR\tobjectIds\"\x15\n\x13\x46reeObjectsResponse\"\xb2\x01\n\x14PrepareBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12\x16\n\x06\x63ommit\x18\x04 \x01(\x08R\x06\x63ommit\"\x17\n\x15PrepareBundleResponse\"f\n\x13\x43ommitBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\"\x16\n\x14\x43ommitBundleResponse\"f\n\x13ReturnBundleRequest\x12,\n\x12placement_group_id\x18\x01 \x01(\x0cR\x10placementGroupId\x12!\n\x0c\x62undle_index\x18\x02 \x01(\x05R\x0b\x62undleIndex\"\x16\n\x14ReturnBundleResponse2\xac\t\n\x0bNodeService\x12J\n\x0bGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12_\n\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponse\x12`\n\x0b\x43reateActor\x12\'.goray.v1.NodeServiceCreateActorRequest\x1a(.goray.v1.NodeServiceCreateActorResponse\x12Z\n\tKillActor\x12%.goray.v1.NodeServiceKillActorRequest\x1a&.goray.v1.NodeServiceKillActorResponse\x12Z\n\tFinishJob\x12%.goray.v1.NodeServiceFinishJobRequest\x1a&.goray.v1.NodeServiceFinishJobResponse\x12P\n\rPrepareBundle\x12\x1e.goray.v1.PrepareBundleRequest\x1a\x1f.goray.v1.PrepareBundleResponse\x12M\n\x0c\x43ommitBundle\x12\x1d.goray.v1.CommitBundleRequest\x1a\x1e.goray.v1.CommitBundleResponse\x12M\n\x0cReturnBundle\x12\x1d.goray.v1.ReturnBundleRequest\x1a\x1e.goray.v1.ReturnBundleResponse\x12G\n\nSealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n\nPullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12S\n\x0e\x41llocateObject\x12\x1f.goray.v1.AllocateObjectRequest\x1a .goray.v1.AllocateObjectResponse\x12J\n\x0b\x46reeObjects\x12\x1c.goray.v1.FreeObjectsRequest\x1a\x1d.goray.v1.FreeObjectsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/node.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\x14\n\x12GetNodeInfoRequest\"\x99\x01\n\x13GetNodeInfoResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12!\n\x0chead_address\x18\x02 \x01(\tR\x0bheadAddress\x12\x1b\n\tstore_dir\x18\x03 \x01(\tR\x08storeDir\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\"`\n\x15RegisterWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\"q\n\x16RegisterWorkerResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x1b\n\tstore_dir\x18\x02 \x01(\tR\x08storeDir\x12!\n\x0chead_address\x18\x03 \x01(\tR\x0bheadAddress\"^\n\x11StartActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"X\n\x12StartActorResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"-\n\x10StopActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"\x13\n\x11StopActorResponse\"\'\n\x0eStopJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\"\x11\n\x0fStopJobResponse2\xff\x02\n\x0bNodeService\x12J\n\x0bGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12G\n\nStartActor\x12\x1b.goray.v1.StartActorRequest\x1a\x1c.goray.v1.StartActorResponse\x12\x44\n\tStopActor\x12\x1a.goray.v1.StopActorRequest\x1a\x1b.goray.v1.StopActorResponse\x12>\n\x07StopJob\x12\x18.goray.v1.StopJobRequest\x1a\x19.goray.v1.StopJobResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.node_pb2', globals())
@@ -30,54 +30,18 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _REGISTERWORKERREQUEST._serialized_end=330
   _REGISTERWORKERRESPONSE._serialized_start=332
   _REGISTERWORKERRESPONSE._serialized_end=445
-  _REQUESTWORKERLEASEREQUEST._serialized_start=448
-  _REQUESTWORKERLEASEREQUEST._serialized_end=729
-  _REQUESTWORKERLEASERESPONSE._serialized_start=732
-  _REQUESTWORKERLEASERESPONSE._serialized_end=969
-  _RETURNWORKERLEASEREQUEST._serialized_start=971
-  _RETURNWORKERLEASEREQUEST._serialized_end=1061
-  _RETURNWORKERLEASERESPONSE._serialized_start=1063
-  _RETURNWORKERLEASERESPONSE._serialized_end=1090
-  _NODESERVICECREATEACTORREQUEST._serialized_start=1092
-  _NODESERVICECREATEACTORREQUEST._serialized_end=1198
-  _NODESERVICECREATEACTORRESPONSE._serialized_start=1200
-  _NODESERVICECREATEACTORRESPONSE._serialized_end=1300
-  _NODESERVICEKILLACTORREQUEST._serialized_start=1302
-  _NODESERVICEKILLACTORREQUEST._serialized_end=1358
-  _NODESERVICEKILLACTORRESPONSE._serialized_start=1360
-  _NODESERVICEKILLACTORRESPONSE._serialized_end=1390
-  _NODESERVICEFINISHJOBREQUEST._serialized_start=1392
-  _NODESERVICEFINISHJOBREQUEST._serialized_end=1444
-  _NODESERVICEFINISHJOBRESPONSE._serialized_start=1446
-  _NODESERVICEFINISHJOBRESPONSE._serialized_end=1476
-  _SEALOBJECTREQUEST._serialized_start=1478
-  _SEALOBJECTREQUEST._serialized_end=1569
-  _SEALOBJECTRESPONSE._serialized_start=1571
-  _SEALOBJECTRESPONSE._serialized_end=1591
-  _PULLOBJECTREQUEST._serialized_start=1593
-  _PULLOBJECTREQUEST._serialized_end=1718
-  _PULLOBJECTRESPONSE._serialized_start=1720
-  _PULLOBJECTRESPONSE._serialized_end=1788
-  _ALLOCATEOBJECTREQUEST._serialized_start=1790
-  _ALLOCATEOBJECTREQUEST._serialized_end=1885
-  _ALLOCATEOBJECTRESPONSE._serialized_start=1887
-  _ALLOCATEOBJECTRESPONSE._serialized_end=1951
-  _FREEOBJECTSREQUEST._serialized_start=1953
-  _FREEOBJECTSREQUEST._serialized_end=2004
-  _FREEOBJECTSRESPONSE._serialized_start=2006
-  _FREEOBJECTSRESPONSE._serialized_end=2027
-  _PREPAREBUNDLEREQUEST._serialized_start=2030
-  _PREPAREBUNDLEREQUEST._serialized_end=2208
-  _PREPAREBUNDLERESPONSE._serialized_start=2210
-  _PREPAREBUNDLERESPONSE._serialized_end=2233
-  _COMMITBUNDLEREQUEST._serialized_start=2235
-  _COMMITBUNDLEREQUEST._serialized_end=2337
-  _COMMITBUNDLERESPONSE._serialized_start=2339
-  _COMMITBUNDLERESPONSE._serialized_end=2361
-  _RETURNBUNDLEREQUEST._serialized_start=2363
-  _RETURNBUNDLEREQUEST._serialized_end=2465
-  _RETURNBUNDLERESPONSE._serialized_start=2467
-  _RETURNBUNDLERESPONSE._serialized_end=2489
-  _NODESERVICE._serialized_start=2492
-  _NODESERVICE._serialized_end=3688
+  _STARTACTORREQUEST._serialized_start=447
+  _STARTACTORREQUEST._serialized_end=541
+  _STARTACTORRESPONSE._serialized_start=543
+  _STARTACTORRESPONSE._serialized_end=631
+  _STOPACTORREQUEST._serialized_start=633
+  _STOPACTORREQUEST._serialized_end=678
+  _STOPACTORRESPONSE._serialized_start=680
+  _STOPACTORRESPONSE._serialized_end=699
+  _STOPJOBREQUEST._serialized_start=701
+  _STOPJOBREQUEST._serialized_end=740
+  _STOPJOBRESPONSE._serialized_start=742
+  _STOPJOBRESPONSE._serialized_end=759
+  _NODESERVICE._serialized_start=762
+  _NODESERVICE._serialized_end=1145
 # @@protoc_insertion_point(module_scope)

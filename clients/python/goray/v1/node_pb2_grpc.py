@@ -6,8 +6,9 @@ from goray.v1 import node_pb2 as goray_dot_v1_dot_node__pb2
 
 
 class NodeServiceStub(object):
-    """NodeService is the raylet: one per machine. It owns the worker pool, grants
-    worker leases and hosts the node's object store.
+    """NodeService is the raylet, one per machine: its identity, its worker pool
+    (workers register here) and the actors and jobs on its workers. Served by
+    the raylet's worker pool.
     """
 
     def __init__(self, channel):
@@ -26,71 +27,27 @@ class NodeServiceStub(object):
                 request_serializer=goray_dot_v1_dot_node__pb2.RegisterWorkerRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_node__pb2.RegisterWorkerResponse.FromString,
                 )
-        self.RequestWorkerLease = channel.unary_unary(
-                '/goray.v1.NodeService/RequestWorkerLease',
-                request_serializer=goray_dot_v1_dot_node__pb2.RequestWorkerLeaseRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.RequestWorkerLeaseResponse.FromString,
+        self.StartActor = channel.unary_unary(
+                '/goray.v1.NodeService/StartActor',
+                request_serializer=goray_dot_v1_dot_node__pb2.StartActorRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_node__pb2.StartActorResponse.FromString,
                 )
-        self.ReturnWorkerLease = channel.unary_unary(
-                '/goray.v1.NodeService/ReturnWorkerLease',
-                request_serializer=goray_dot_v1_dot_node__pb2.ReturnWorkerLeaseRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.ReturnWorkerLeaseResponse.FromString,
+        self.StopActor = channel.unary_unary(
+                '/goray.v1.NodeService/StopActor',
+                request_serializer=goray_dot_v1_dot_node__pb2.StopActorRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_node__pb2.StopActorResponse.FromString,
                 )
-        self.CreateActor = channel.unary_unary(
-                '/goray.v1.NodeService/CreateActor',
-                request_serializer=goray_dot_v1_dot_node__pb2.NodeServiceCreateActorRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.NodeServiceCreateActorResponse.FromString,
-                )
-        self.KillActor = channel.unary_unary(
-                '/goray.v1.NodeService/KillActor',
-                request_serializer=goray_dot_v1_dot_node__pb2.NodeServiceKillActorRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.NodeServiceKillActorResponse.FromString,
-                )
-        self.FinishJob = channel.unary_unary(
-                '/goray.v1.NodeService/FinishJob',
-                request_serializer=goray_dot_v1_dot_node__pb2.NodeServiceFinishJobRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.NodeServiceFinishJobResponse.FromString,
-                )
-        self.PrepareBundle = channel.unary_unary(
-                '/goray.v1.NodeService/PrepareBundle',
-                request_serializer=goray_dot_v1_dot_node__pb2.PrepareBundleRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.PrepareBundleResponse.FromString,
-                )
-        self.CommitBundle = channel.unary_unary(
-                '/goray.v1.NodeService/CommitBundle',
-                request_serializer=goray_dot_v1_dot_node__pb2.CommitBundleRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.CommitBundleResponse.FromString,
-                )
-        self.ReturnBundle = channel.unary_unary(
-                '/goray.v1.NodeService/ReturnBundle',
-                request_serializer=goray_dot_v1_dot_node__pb2.ReturnBundleRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.ReturnBundleResponse.FromString,
-                )
-        self.SealObject = channel.unary_unary(
-                '/goray.v1.NodeService/SealObject',
-                request_serializer=goray_dot_v1_dot_node__pb2.SealObjectRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.SealObjectResponse.FromString,
-                )
-        self.PullObject = channel.unary_unary(
-                '/goray.v1.NodeService/PullObject',
-                request_serializer=goray_dot_v1_dot_node__pb2.PullObjectRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.PullObjectResponse.FromString,
-                )
-        self.AllocateObject = channel.unary_unary(
-                '/goray.v1.NodeService/AllocateObject',
-                request_serializer=goray_dot_v1_dot_node__pb2.AllocateObjectRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.AllocateObjectResponse.FromString,
-                )
-        self.FreeObjects = channel.unary_unary(
-                '/goray.v1.NodeService/FreeObjects',
-                request_serializer=goray_dot_v1_dot_node__pb2.FreeObjectsRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_node__pb2.FreeObjectsResponse.FromString,
+        self.StopJob = channel.unary_unary(
+                '/goray.v1.NodeService/StopJob',
+                request_serializer=goray_dot_v1_dot_node__pb2.StopJobRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_node__pb2.StopJobResponse.FromString,
                 )
 
 
 class NodeServiceServicer(object):
-    """NodeService is the raylet: one per machine. It owns the worker pool, grants
-    worker leases and hosts the node's object store.
+    """NodeService is the raylet, one per machine: its identity, its worker pool
+    (workers register here) and the actors and jobs on its workers. Served by
+    the raylet's worker pool.
     """
 
     def GetNodeInfo(self, request, context):
@@ -108,22 +65,7 @@ class NodeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RequestWorkerLease(self, request, context):
-        """Caller: task submitter (driver or worker). Callee: its local raylet, or the
-        raylet a spillback pointed to.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReturnWorkerLease(self, request, context):
-        """Caller: task submitter. Callee: the raylet that granted the lease.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateActor(self, request, context):
+    def StartActor(self, request, context):
         """Caller: head. Callee: the raylet chosen for the actor. Starts the actor in a
         worker process of its job and returns when the actor runs.
         """
@@ -131,7 +73,7 @@ class NodeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def KillActor(self, request, context):
+    def StopActor(self, request, context):
         """Caller: head. Callee: the raylet hosting the actor. Stops the actor and
         releases the resources it held.
         """
@@ -139,67 +81,8 @@ class NodeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FinishJob(self, request, context):
+    def StopJob(self, request, context):
         """Caller: head. Callee: every raylet. Stops the job's workers, frees its objects.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PrepareBundle(self, request, context):
-        """Caller: head, phase one of creating a placement group. Callee: the raylet
-        chosen for a bundle. Reserves the bundle's resources, or fails at once.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CommitBundle(self, request, context):
-        """Caller: head, phase two. Callee: a raylet that prepared the bundle. Makes
-        the reserved resources available to work placed in the bundle.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReturnBundle(self, request, context):
-        """Caller: head, when a group is removed or its creation is rolled back.
-        Callee: a raylet holding the bundle. Stops what runs in it and releases
-        the resources. Unknown bundles are ignored.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SealObject(self, request, context):
-        """Caller: a worker or driver on this node, after it wrote the object file
-        into the store directory. Callee: the local raylet.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PullObject(self, request, context):
-        """Caller: a worker or driver on this node. Callee: the local raylet. Makes a
-        remote object local (pulling it in chunks, concurrent pulls deduplicated)
-        and returns when it is sealed in the local store.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AllocateObject(self, request, context):
-        """Caller: a worker about to store a large object. Reserves size bytes of
-        the node's shared-memory arena for it; the caller writes the object there
-        and seals it (SealObject). ok is false when the arena has no room: the
-        caller then writes a file of its own.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def FreeObjects(self, request, context):
-        """Caller: the owner of objects it released. Frees their copies on this node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,65 +101,20 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     request_deserializer=goray_dot_v1_dot_node__pb2.RegisterWorkerRequest.FromString,
                     response_serializer=goray_dot_v1_dot_node__pb2.RegisterWorkerResponse.SerializeToString,
             ),
-            'RequestWorkerLease': grpc.unary_unary_rpc_method_handler(
-                    servicer.RequestWorkerLease,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.RequestWorkerLeaseRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.RequestWorkerLeaseResponse.SerializeToString,
+            'StartActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartActor,
+                    request_deserializer=goray_dot_v1_dot_node__pb2.StartActorRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_node__pb2.StartActorResponse.SerializeToString,
             ),
-            'ReturnWorkerLease': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReturnWorkerLease,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.ReturnWorkerLeaseRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.ReturnWorkerLeaseResponse.SerializeToString,
+            'StopActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopActor,
+                    request_deserializer=goray_dot_v1_dot_node__pb2.StopActorRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_node__pb2.StopActorResponse.SerializeToString,
             ),
-            'CreateActor': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateActor,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.NodeServiceCreateActorRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.NodeServiceCreateActorResponse.SerializeToString,
-            ),
-            'KillActor': grpc.unary_unary_rpc_method_handler(
-                    servicer.KillActor,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.NodeServiceKillActorRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.NodeServiceKillActorResponse.SerializeToString,
-            ),
-            'FinishJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.FinishJob,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.NodeServiceFinishJobRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.NodeServiceFinishJobResponse.SerializeToString,
-            ),
-            'PrepareBundle': grpc.unary_unary_rpc_method_handler(
-                    servicer.PrepareBundle,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.PrepareBundleRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.PrepareBundleResponse.SerializeToString,
-            ),
-            'CommitBundle': grpc.unary_unary_rpc_method_handler(
-                    servicer.CommitBundle,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.CommitBundleRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.CommitBundleResponse.SerializeToString,
-            ),
-            'ReturnBundle': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReturnBundle,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.ReturnBundleRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.ReturnBundleResponse.SerializeToString,
-            ),
-            'SealObject': grpc.unary_unary_rpc_method_handler(
-                    servicer.SealObject,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.SealObjectRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.SealObjectResponse.SerializeToString,
-            ),
-            'PullObject': grpc.unary_unary_rpc_method_handler(
-                    servicer.PullObject,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.PullObjectRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.PullObjectResponse.SerializeToString,
-            ),
-            'AllocateObject': grpc.unary_unary_rpc_method_handler(
-                    servicer.AllocateObject,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.AllocateObjectRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.AllocateObjectResponse.SerializeToString,
-            ),
-            'FreeObjects': grpc.unary_unary_rpc_method_handler(
-                    servicer.FreeObjects,
-                    request_deserializer=goray_dot_v1_dot_node__pb2.FreeObjectsRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_node__pb2.FreeObjectsResponse.SerializeToString,
+            'StopJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopJob,
+                    request_deserializer=goray_dot_v1_dot_node__pb2.StopJobRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_node__pb2.StopJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -286,8 +124,9 @@ def add_NodeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NodeService(object):
-    """NodeService is the raylet: one per machine. It owns the worker pool, grants
-    worker leases and hosts the node's object store.
+    """NodeService is the raylet, one per machine: its identity, its worker pool
+    (workers register here) and the actors and jobs on its workers. Served by
+    the raylet's worker pool.
     """
 
     @staticmethod
@@ -325,7 +164,7 @@ class NodeService(object):
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
-    def RequestWorkerLease(request,
+    def StartActor(request,
             target,
             options=(),
             channel_credentials=None,
@@ -335,14 +174,14 @@ class NodeService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/RequestWorkerLease',
-            goray_dot_v1_dot_node__pb2.RequestWorkerLeaseRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.RequestWorkerLeaseResponse.FromString,
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/StartActor',
+            goray_dot_v1_dot_node__pb2.StartActorRequest.SerializeToString,
+            goray_dot_v1_dot_node__pb2.StartActorResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
-    def ReturnWorkerLease(request,
+    def StopActor(request,
             target,
             options=(),
             channel_credentials=None,
@@ -352,14 +191,14 @@ class NodeService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/ReturnWorkerLease',
-            goray_dot_v1_dot_node__pb2.ReturnWorkerLeaseRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.ReturnWorkerLeaseResponse.FromString,
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/StopActor',
+            goray_dot_v1_dot_node__pb2.StopActorRequest.SerializeToString,
+            goray_dot_v1_dot_node__pb2.StopActorResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
-    def CreateActor(request,
+    def StopJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -369,161 +208,8 @@ class NodeService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/CreateActor',
-            goray_dot_v1_dot_node__pb2.NodeServiceCreateActorRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.NodeServiceCreateActorResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def KillActor(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/KillActor',
-            goray_dot_v1_dot_node__pb2.NodeServiceKillActorRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.NodeServiceKillActorResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def FinishJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/FinishJob',
-            goray_dot_v1_dot_node__pb2.NodeServiceFinishJobRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.NodeServiceFinishJobResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def PrepareBundle(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/PrepareBundle',
-            goray_dot_v1_dot_node__pb2.PrepareBundleRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.PrepareBundleResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def CommitBundle(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/CommitBundle',
-            goray_dot_v1_dot_node__pb2.CommitBundleRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.CommitBundleResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def ReturnBundle(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/ReturnBundle',
-            goray_dot_v1_dot_node__pb2.ReturnBundleRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.ReturnBundleResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def SealObject(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/SealObject',
-            goray_dot_v1_dot_node__pb2.SealObjectRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.SealObjectResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def PullObject(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/PullObject',
-            goray_dot_v1_dot_node__pb2.PullObjectRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.PullObjectResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def AllocateObject(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/AllocateObject',
-            goray_dot_v1_dot_node__pb2.AllocateObjectRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.AllocateObjectResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
-
-    @staticmethod
-    def FreeObjects(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/FreeObjects',
-            goray_dot_v1_dot_node__pb2.FreeObjectsRequest.SerializeToString,
-            goray_dot_v1_dot_node__pb2.FreeObjectsResponse.FromString,
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeService/StopJob',
+            goray_dot_v1_dot_node__pb2.StopJobRequest.SerializeToString,
+            goray_dot_v1_dot_node__pb2.StopJobResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -21,15 +21,15 @@ class WorkerServiceStub(object):
                 request_serializer=goray_dot_v1_dot_worker__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_worker__pb2.ExecuteResponse.FromString,
                 )
-        self.CreateActor = channel.unary_unary(
-                '/goray.v1.WorkerService/CreateActor',
-                request_serializer=goray_dot_v1_dot_worker__pb2.WorkerServiceCreateActorRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_worker__pb2.WorkerServiceCreateActorResponse.FromString,
+        self.ConstructActor = channel.unary_unary(
+                '/goray.v1.WorkerService/ConstructActor',
+                request_serializer=goray_dot_v1_dot_worker__pb2.ConstructActorRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_worker__pb2.ConstructActorResponse.FromString,
                 )
-        self.KillActor = channel.unary_unary(
-                '/goray.v1.WorkerService/KillActor',
-                request_serializer=goray_dot_v1_dot_worker__pb2.WorkerServiceKillActorRequest.SerializeToString,
-                response_deserializer=goray_dot_v1_dot_worker__pb2.WorkerServiceKillActorResponse.FromString,
+        self.DestroyActor = channel.unary_unary(
+                '/goray.v1.WorkerService/DestroyActor',
+                request_serializer=goray_dot_v1_dot_worker__pb2.DestroyActorRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_worker__pb2.DestroyActorResponse.FromString,
                 )
         self.GetObject = channel.unary_unary(
                 '/goray.v1.WorkerService/GetObject',
@@ -52,14 +52,14 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CreateActor(self, request, context):
+    def ConstructActor(self, request, context):
         """Caller: raylet. Callee: a worker of the actor's job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def KillActor(self, request, context):
+    def DestroyActor(self, request, context):
         """Caller: head or raylet. Callee: the worker hosting the actor.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -83,15 +83,15 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=goray_dot_v1_dot_worker__pb2.ExecuteRequest.FromString,
                     response_serializer=goray_dot_v1_dot_worker__pb2.ExecuteResponse.SerializeToString,
             ),
-            'CreateActor': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateActor,
-                    request_deserializer=goray_dot_v1_dot_worker__pb2.WorkerServiceCreateActorRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_worker__pb2.WorkerServiceCreateActorResponse.SerializeToString,
+            'ConstructActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConstructActor,
+                    request_deserializer=goray_dot_v1_dot_worker__pb2.ConstructActorRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_worker__pb2.ConstructActorResponse.SerializeToString,
             ),
-            'KillActor': grpc.unary_unary_rpc_method_handler(
-                    servicer.KillActor,
-                    request_deserializer=goray_dot_v1_dot_worker__pb2.WorkerServiceKillActorRequest.FromString,
-                    response_serializer=goray_dot_v1_dot_worker__pb2.WorkerServiceKillActorResponse.SerializeToString,
+            'DestroyActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.DestroyActor,
+                    request_deserializer=goray_dot_v1_dot_worker__pb2.DestroyActorRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_worker__pb2.DestroyActorResponse.SerializeToString,
             ),
             'GetObject': grpc.unary_unary_rpc_method_handler(
                     servicer.GetObject,
@@ -128,7 +128,7 @@ class WorkerService(object):
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
-    def CreateActor(request,
+    def ConstructActor(request,
             target,
             options=(),
             channel_credentials=None,
@@ -138,14 +138,14 @@ class WorkerService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/CreateActor',
-            goray_dot_v1_dot_worker__pb2.WorkerServiceCreateActorRequest.SerializeToString,
-            goray_dot_v1_dot_worker__pb2.WorkerServiceCreateActorResponse.FromString,
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/ConstructActor',
+            goray_dot_v1_dot_worker__pb2.ConstructActorRequest.SerializeToString,
+            goray_dot_v1_dot_worker__pb2.ConstructActorResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
-    def KillActor(request,
+    def DestroyActor(request,
             target,
             options=(),
             channel_credentials=None,
@@ -155,9 +155,9 @@ class WorkerService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/KillActor',
-            goray_dot_v1_dot_worker__pb2.WorkerServiceKillActorRequest.SerializeToString,
-            goray_dot_v1_dot_worker__pb2.WorkerServiceKillActorResponse.FromString,
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/DestroyActor',
+            goray_dot_v1_dot_worker__pb2.DestroyActorRequest.SerializeToString,
+            goray_dot_v1_dot_worker__pb2.DestroyActorResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

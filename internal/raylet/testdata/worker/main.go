@@ -22,7 +22,7 @@ type workerService struct {
 	pb.UnimplementedWorkerServiceServer
 }
 
-func (workerService) CreateActor(_ context.Context, req *pb.WorkerServiceCreateActorRequest) (*pb.WorkerServiceCreateActorResponse, error) {
+func (workerService) ConstructActor(_ context.Context, req *pb.ConstructActorRequest) (*pb.ConstructActorResponse, error) {
 	switch name := req.GetSpec().GetTypeName(); name {
 	case "crash":
 		fmt.Println("crashing on purpose")
@@ -30,11 +30,11 @@ func (workerService) CreateActor(_ context.Context, req *pb.WorkerServiceCreateA
 	case "missing":
 		return nil, errs.Status(errs.New(errs.KindNotFound, name, "actor type is not registered"))
 	}
-	return &pb.WorkerServiceCreateActorResponse{}, nil
+	return &pb.ConstructActorResponse{}, nil
 }
 
-func (workerService) KillActor(context.Context, *pb.WorkerServiceKillActorRequest) (*pb.WorkerServiceKillActorResponse, error) {
-	return &pb.WorkerServiceKillActorResponse{}, nil
+func (workerService) KillActor(context.Context, *pb.DestroyActorRequest) (*pb.DestroyActorResponse, error) {
+	return &pb.DestroyActorResponse{}, nil
 }
 
 func main() {
@@ -67,7 +67,7 @@ func run() error {
 		return err
 	}
 	defer cc.Close()
-	stream, err := pb.NewNodeServiceClient(cc).RegisterWorker(context.Background(), &pb.RegisterWorkerRequest{
+	stream, err := rpc.NewNodeClient(cc).RegisterWorker(context.Background(), &pb.RegisterWorkerRequest{
 		WorkerId: id, Address: lis.Addr().String(), Pid: int32(os.Getpid()),
 	})
 	if err != nil {
