@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/goray/goray/runtime"
+	"github.com/goray/goray/runtime/goraytest"
 )
 
 // Main is a TestMain: in a worker process started by a raylet it serves and
@@ -22,13 +22,7 @@ import (
 // stops the cluster and fails when a goroutine is left (goleak): the driver,
 // the head and the node must stop and wait for every goroutine they start.
 func Main(m *testing.M) {
-	runtime.ServeIfWorker()
-	if err := runtime.Init(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	runtime.Shutdown()
+	code := goraytest.Run(m)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutines left after the tests and the cluster stopped:", err)

@@ -11,6 +11,8 @@ import (
 	"github.com/goray/goray/objectstore"
 	"github.com/goray/goray/runtime"
 	"github.com/goray/goray/runtime/goraytest"
+
+	"github.com/goray/goray/internal/testenv"
 )
 
 // Counter is the actor under test.
@@ -32,7 +34,13 @@ var (
 	counterAdd  = actor.Method1(counterType, "add", (*Counter).Add)
 )
 
-func TestMain(m *testing.M) { goraytest.Main(m) }
+// In a package of your own:
+//
+//	func TestMain(m *testing.M) { goraytest.Main(m) }
+//
+// goray's own tests add a goroutine leak check after the cluster stopped
+// (internal/testenv.Main, built on goraytest.Run).
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestCounterAdds(t *testing.T) {
 	ctx := goraytest.Context(t, 30*time.Second)

@@ -17,18 +17,23 @@ import (
 // embedded cluster (runtime.Init with opts, and no address unless opts give
 // one), runs the tests, shuts the cluster down and exits with the tests'
 // status.
-func Main(m *testing.M, opts ...runtime.Option) {
+func Main(m *testing.M, opts ...runtime.Option) { os.Exit(Run(m, opts...)) }
+
+// Run is Main without the exit: it returns the tests' status, for a TestMain
+// that checks more after the cluster stopped (a goroutine leak check, say).
+// In a worker process it serves and never returns.
+func Run(m *testing.M, opts ...runtime.Option) int {
 	runtime.ServeIfWorker()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	err := runtime.Init(ctx, opts...)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "goraytest: start the embedded cluster: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
 	code := m.Run()
 	runtime.Shutdown()
-	os.Exit(code)
+	return code
 }
 
 // Context is the test's context bounded by d, so that a hang fails the
