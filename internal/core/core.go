@@ -64,7 +64,22 @@ type Embedded interface {
 	Close()
 }
 
-// Core is one process's core worker.
+// Core is one process's core worker (Ray's CoreWorker). It composes the
+// managers that own the process's state, each behind its own lock:
+//
+//   - objs, the owner's object table (objects.go), and lin, the lineage
+//     kept to rebuild lost results (lineage.go);
+//   - tasks, the task submitter (tasks.go), over a leaseClient (the local
+//     raylet and its spillbacks) and a taskPusher (execs);
+//   - actors, the actor submitter (actorsubmit.go), over the same pusher
+//     and an actorLocator (the head);
+//   - execs, the Execute streams to workers (exec.go), and conns, the
+//     connections (core.go);
+//   - host, the actors this worker hosts, and the worker service's
+//     executor of tasks (host.go, server.go, mailbox.go).
+//
+// The fields set by InitDriver, Attach or RunWorker before the core serves
+// (IDs, addresses, clients) are not written again; no lock guards them.
 type Core struct {
 	worker    bool
 	log       *slog.Logger
@@ -540,11 +555,12 @@ func (c *Core) Address() string { return c.addr }
 // Head is the head's client.
 func (c *Core) Head() *rpc.HeadClient { return c.head }
 
-// connPool caches one client connection per address.
+// connPool caches one client connection per address; any goroutine calls
+// it, and Shutdown closes every connection. mu guards m.
 type connPool struct {
 	token string
 	mu    sync.Mutex
-	m     map[string]*grpc.ClientConn
+	m     map[string]*grpc.ClientConn // guarded by mu
 }
 
 func (p *connPool) get(addr string) (*grpc.ClientConn, error) {

@@ -13,7 +13,10 @@ import (
 type callback func(*pb.ExecuteResponse, error)
 
 // execStream is this process's one Execute stream to one worker. Calls sent
-// on it start on the worker in the order they were sent.
+// on it start on the worker in the order they were sent. The submitters
+// send from their goroutines (sendMu keeps one send at a time, so the order
+// holds); its receive loop, owned by the Core's wait group, runs the
+// callbacks. mu guards pending, nextID and err.
 type execStream struct {
 	addr   string
 	cancel context.CancelFunc
@@ -21,15 +24,17 @@ type execStream struct {
 	stream pb.WorkerService_ExecuteClient
 
 	mu      sync.Mutex
-	pending map[uint64]callback
-	nextID  uint64
-	err     error
+	pending map[uint64]callback // guarded by mu
+	nextID  uint64              // guarded by mu
+	err     error               // guarded by mu: set once the stream broke
 }
 
+// execPool holds this process's Execute streams, one per worker address; it
+// is the submitters' taskPusher. Any goroutine calls it; mu guards m.
 type execPool struct {
 	c  *Core
 	mu sync.Mutex
-	m  map[string]*execStream
+	m  map[string]*execStream // guarded by mu
 }
 
 // get returns the open stream to addr, opening one if needed.

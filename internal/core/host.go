@@ -30,12 +30,16 @@ type actorInstance struct {
 	box *mailbox[*call]
 }
 
+// actorHost is the actors hosted in this worker process, each with its
+// mailbox and the goroutine that serves it (owned by wg). The worker
+// service's handlers call it (ConstructActor, DestroyActor, and Execute to
+// enqueue calls), Shutdown closes it; mu guards actors and closed.
 type actorHost struct {
 	c      *Core
 	mu     sync.Mutex
-	actors map[ids.ActorID]*actorInstance
+	actors map[ids.ActorID]*actorInstance // guarded by mu
 	wg     sync.WaitGroup
-	closed bool
+	closed bool // guarded by mu
 }
 
 func newActorHost(c *Core) *actorHost {

@@ -13,10 +13,12 @@ import (
 // lineage is what the owner keeps to rebuild a task's stored result when
 // every copy of it is lost with its node: the task itself, run again within
 // its retry budget (Ray's lineage reconstruction). Inline results live in
-// the owner's memory and need none; entries go when the job does.
+// the owner's memory and need none; entries go when the job does. The task
+// submitter records and completes entries from its goroutines, and the
+// worker service's GetObject reconstructs from them; mu guards m.
 type lineage struct {
 	mu sync.Mutex
-	m  map[ids.ObjectID]*lineageEntry
+	m  map[ids.ObjectID]*lineageEntry // guarded by mu
 }
 
 type lineageEntry struct {

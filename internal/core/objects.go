@@ -70,9 +70,15 @@ func (e *objEntry) ready() bool {
 	}
 }
 
+// objectTable is the owner's table of the objects this process owns (Ray's
+// reference table, without counting yet): an entry per ref made by a put or
+// a submitted call, completed once by the call's reply. SDK calls (Put, Get,
+// Wait, Release), the submitters' reply callbacks and the worker service's
+// GetObject call it from their goroutines; mu guards m, and each entry
+// completes at most once (its own once).
 type objectTable struct {
 	mu sync.Mutex
-	m  map[ids.ObjectID]*objEntry
+	m  map[ids.ObjectID]*objEntry // guarded by mu
 }
 
 func newObjectTable() *objectTable { return &objectTable{m: map[ids.ObjectID]*objEntry{}} }
