@@ -10,6 +10,7 @@ import (
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
+	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -117,5 +118,52 @@ func TestNodeManagerChargesAndBundles(t *testing.T) {
 	n = f.m.aliveNodes()[0]
 	if n.Available["CPU"] != 3 || len(n.Total) != 1 {
 		t.Fatalf("after returning the bundle: got total %v available %v, want 3 CPU and no bundle resources", n.Total, n.Available)
+	}
+}
+
+// TestNodeManagerHeartbeatKeepsCommittedBundles: which bundles a node holds
+// is the head's to say (commitBundle, returnBundle); a heartbeat reports
+// their amounts, but cannot add a bundle the head did not commit there (one
+// a failed attempt reserved and is giving back) nor drop one it did (a
+// heartbeat sent before the commit).
+func TestNodeManagerHeartbeatKeepsCommittedBundles(t *testing.T) {
+	f := newNodeFixture(t)
+	id := f.register(t, "a", 4)
+	job := ids.JobIDFromUint32(1)
+	kept, stray := ids.NewPlacementGroupID(job), ids.NewPlacementGroupID(job)
+	f.m.commitBundle(id, kept, 0, map[string]float64{"CPU": 1})
+	keptIdx, keptAny := sched.IndexedName("CPU", kept, 0), sched.WildcardName("CPU", kept)
+	strayIdx := sched.IndexedName("CPU", stray, 0)
+
+	beat := func(total, avail map[string]float64) *NodeRecord {
+		t.Helper()
+		if _, err := f.m.heartbeatNode(&pb.HeartbeatRequest{NodeId: id[:],
+			Total: &pb.Resources{Amounts: total}, Available: &pb.Resources{Amounts: avail}}); err != nil {
+			t.Fatalf("heartbeat: %v", err)
+		}
+		return f.m.aliveNodes()[0]
+	}
+	// The raylet also still reports a stray bundle it is returning.
+	n := beat(map[string]float64{"CPU": 4, keptIdx: 1, keptAny: 1, strayIdx: 1},
+		map[string]float64{"CPU": 2, keptIdx: 0.5, keptAny: 0.5, strayIdx: 1})
+	if _, ok := n.Total[strayIdx]; ok {
+		t.Errorf("total after a heartbeat listing a bundle the head did not commit: got %v, want %s dropped", n.Total, strayIdx)
+	}
+	if _, ok := n.Available[strayIdx]; ok {
+		t.Errorf("available: got %v, want %s dropped", n.Available, strayIdx)
+	}
+	if n.Available[keptIdx] != 0.5 || n.Available["CPU"] != 2 {
+		t.Errorf("available: got %v, want the heartbeat's amounts (%s 0.5, CPU 2)", n.Available, keptIdx)
+	}
+	// A heartbeat sent before the commit landed does not drop the bundle.
+	n = beat(map[string]float64{"CPU": 4}, map[string]float64{"CPU": 3})
+	if n.Total[keptIdx] != 1 || n.Total[keptAny] != 1 {
+		t.Errorf("total after a heartbeat without the committed bundle: got %v, want %s and %s kept", n.Total, keptIdx, keptAny)
+	}
+	// Once the head returned it, a late heartbeat does not bring it back.
+	f.m.returnBundle(id, kept, 0, map[string]float64{"CPU": 1})
+	n = beat(map[string]float64{"CPU": 4, keptIdx: 1, keptAny: 1}, map[string]float64{"CPU": 3, keptIdx: 1, keptAny: 1})
+	if len(n.Total) != 1 || len(n.Available) != 1 {
+		t.Errorf("after the return and a late heartbeat: got total %v available %v, want CPU alone", n.Total, n.Available)
 	}
 }

@@ -156,13 +156,19 @@ func (m *nodeManager) heartbeatNode(req *pb.HeartbeatRequest) (*pb.HeartbeatResp
 		return nil, err
 	}
 	if avail := req.GetAvailable(); avail != nil {
-		rec.Available = maps.Clone(avail.GetAmounts())
-		if rec.Available == nil {
-			rec.Available = sched.Resources{}
+		total := rec.Total
+		if t := req.GetTotal(); t != nil {
+			total = maps.Clone(sched.Resources(t.GetAmounts()))
 		}
-		if total := req.GetTotal(); total != nil && !maps.Equal(total.GetAmounts(), rec.Total) {
+		available := maps.Clone(sched.Resources(avail.GetAmounts()))
+		if available == nil {
+			available = sched.Resources{}
+		}
+		keepCommittedBundles(rec, total, available)
+		rec.Available = available
+		if !maps.Equal(total, rec.Total) {
 			// Bundles of placement groups came or went.
-			rec.Total = maps.Clone(total.GetAmounts())
+			rec.Total = total
 			m.feed.Notify()
 		}
 		if err := m.store.PutNode(rec); err != nil {
@@ -175,6 +181,35 @@ func (m *nodeManager) heartbeatNode(req *pb.HeartbeatRequest) (*pb.HeartbeatResp
 		delete(m.rayletInfeasible, id)
 	}
 	return &pb.HeartbeatResponse{Nodes: m.infosLocked()}, nil
+}
+
+// keepCommittedBundles makes the head's own record the authority on which
+// placement group bundles a node holds: commitBundle and returnBundle set
+// them when the placement group manager commits or returns one. A heartbeat
+// reports the amounts of those, but a bundle resource the head did not
+// commit there (one the raylet reserved in an attempt that failed and is
+// being returned, reported before the return landed) is dropped, and one it
+// committed that the heartbeat does not list yet (sent before the commit)
+// is kept. Otherwise work placed in a group could be sent, for a heartbeat's
+// time, to a node that is giving the bundle back.
+func keepCommittedBundles(rec *NodeRecord, total, available sched.Resources) {
+	for name := range total {
+		if _, committed := rec.Total[name]; sched.IsBundleResource(name) && !committed {
+			delete(total, name)
+			delete(available, name)
+		}
+	}
+	for name := range available {
+		if _, listed := total[name]; sched.IsBundleResource(name) && !listed {
+			delete(available, name)
+		}
+	}
+	for name, amt := range rec.Total {
+		if _, reported := total[name]; sched.IsBundleResource(name) && !reported {
+			total[name] = amt
+			available[name] = rec.Available[name]
+		}
+	}
 }
 
 // infos lists every node the head knows, dead ones included, by node ID.
