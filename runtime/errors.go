@@ -2,8 +2,18 @@ package runtime
 
 import "github.com/goray/goray/internal/errs"
 
-// Error is every goray error that crosses a process: its Kind says what
-// failed, RemoteStack where user code panicked. Read it with errors.As.
+// Error is every goray error that crosses a process. Test it with
+// errors.Is(err, runtime.ErrX), and read it with errors.As:
+//
+//	var e *runtime.Error
+//	if errors.As(err, &e) { ... }
+//
+// Its fields: Kind (what failed; prints in words), Message (what went wrong,
+// for the user), Name (the registered function, actor type or method
+// involved, if any), RemoteStack (the stack of the goroutine that panicked in
+// user code, for ErrTaskFailed; Error() leaves it out, so the message stays
+// on one line), Cause (further detail, such as how a process exited), and
+// NodeID, WorkerID and PID of the process involved, when known.
 type Error = errs.Error
 
 // Kind classifies an Error; String names it in words ("task failed").
