@@ -193,19 +193,21 @@ func (m *nodeManager) heartbeatNode(req *pb.HeartbeatRequest) (*pb.HeartbeatResp
 // is kept. Otherwise work placed in a group could be sent, for a heartbeat's
 // time, to a node that is giving the bundle back.
 func keepCommittedBundles(rec *NodeRecord, total, available sched.Resources) {
+	// Only names the two sides disagree on are parsed: in the steady state
+	// (the heartbeat agrees with the head) none is.
 	for name := range total {
-		if _, committed := rec.Total[name]; sched.IsBundleResource(name) && !committed {
+		if _, committed := rec.Total[name]; !committed && sched.IsBundleResource(name) {
 			delete(total, name)
 			delete(available, name)
 		}
 	}
 	for name := range available {
-		if _, listed := total[name]; sched.IsBundleResource(name) && !listed {
+		if _, listed := total[name]; !listed && sched.IsBundleResource(name) {
 			delete(available, name)
 		}
 	}
 	for name, amt := range rec.Total {
-		if _, reported := total[name]; sched.IsBundleResource(name) && !reported {
+		if _, reported := total[name]; !reported && sched.IsBundleResource(name) {
 			total[name] = amt
 			available[name] = rec.Available[name]
 		}
