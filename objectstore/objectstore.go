@@ -31,7 +31,6 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) { return core.Get[T](ctx, r.
 // whose call could not even be made.
 func (r Ref[T]) ID() string { return r.r.ID() }
 
-func (r *Ref[T]) set(c core.Ref)        { r.r = c }
 func (r Ref[T]) coreArg() core.AnyArg   { return r.r }
 func (Ref[T]) argOf(*T)                 {}
 func (v value[T]) coreArg() core.AnyArg { return core.Value[T]{V: v.v} }
@@ -50,8 +49,8 @@ type value[T any] struct{ v T }
 func Val[T any](v T) Arg[T] { return value[T]{v} }
 
 func init() {
+	core.CheckPublicRef[Ref[struct{}]]() // Ref[T] is converted in place: one core.Ref, nothing else
 	core.SetPublicRefs(
-		func(dst any, r core.Ref) { dst.(interface{ set(core.Ref) }).set(r) },
 		func(a any) (core.AnyArg, bool) {
 			x, ok := a.(interface{ coreArg() core.AnyArg })
 			if !ok {
@@ -111,11 +110,7 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	if err != nil {
 		return nil, refs, err
 	}
-	infos := make([]core.RefInfo, len(refs))
-	for i, r := range refs {
-		infos[i] = r.r.Info()
-	}
-	done, err := c.WaitN(ctx, infos, n)
+	done, err := c.WaitN(ctx, len(refs), n, func(i int) core.RefInfo { return refs[i].r.Info() })
 	ready, notReady = split(refs, done)
 	return ready, notReady, err
 }

@@ -6,46 +6,40 @@ import (
 	"github.com/goray/goray/internal/errs"
 )
 
-// Waitable is one ref to wait for and the core that waits for it (the
-// client gateway holds a core per namespace; a program holds one).
-type Waitable struct {
-	Core *Core
-	Ref  RefInfo
-}
-
-// WaitN blocks until n of refs are ready (their value or their error is
-// there) or ctx ends, and reports which: ready[i] is refs[i]'s, and at most
-// n are true, as Ray's wait reports at most num_returns. n is clamped to
-// [0, len(refs)]. When ctx ends first it returns ctx's error (a passed
-// deadline as a timeout error, errs.Context) with the refs ready at that
-// moment. It is the one wait of objectstore.Wait and the
-// gateway's ClientService.Wait.
-func WaitN(ctx context.Context, refs []Waitable, n int) ([]bool, error) {
-	n = min(max(n, 0), len(refs))
-	ready := make([]bool, len(refs))
+// WaitN blocks until n of count refs are ready (their value or their error
+// is there) or ctx ends, and reports which: ready[i] is the i-th ref's, and
+// at most n are true, as Ray's wait reports at most num_returns. ref(i) is
+// the i-th ref and the core that waits for it (the client gateway holds a
+// core per namespace; a program holds one); it is asked for a ref only when
+// needed, so a call that finds n ready refs early costs no more than that.
+// n is clamped to [0, count]. When ctx ends first it returns ctx's error (a
+// passed deadline as a timeout error, errs.Context) with the refs ready at
+// that moment. It is the one wait of objectstore.Wait and the gateway's
+// ClientService.Wait.
+func WaitN(ctx context.Context, count, n int, ref func(i int) (*Core, RefInfo)) ([]bool, error) {
+	n = min(max(n, 0), count)
+	ready := make([]bool, count)
 	// Fast path: enough of the refs are their core's own and ready.
-	count := 0
-	for i, w := range refs {
-		if count == n {
-			return ready, nil
-		}
-		if w.Core.Ready(w.Ref) {
+	found := 0
+	for i := 0; i < count && found < n; i++ {
+		if c, r := ref(i); c.Ready(r) {
 			ready[i] = true
-			count++
+			found++
 		}
 	}
-	if count == n {
+	if found == n {
 		return ready, nil
 	}
 	clear(ready)
 	// One waiter per ref, each reporting once; all are waited for before
 	// returning, so none outlives the call.
-	ch := make(chan int, len(refs))
+	ch := make(chan int, count)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for i, w := range refs {
+	for i := range count {
+		c, r := ref(i)
 		go func() {
-			if w.Core.WaitReady(wctx, w.Ref) == nil {
+			if c.WaitReady(wctx, r) == nil {
 				ch <- i
 			} else {
 				ch <- -1
@@ -53,31 +47,27 @@ func WaitN(ctx context.Context, refs []Waitable, n int) ([]bool, error) {
 		}()
 	}
 	var err error
-	count, replies := 0, 0
-	for count < n && replies < len(refs) && err == nil {
+	found, replies := 0, 0
+	for found < n && replies < count && err == nil {
 		select {
 		case i := <-ch:
 			replies++
 			if i >= 0 {
 				ready[i] = true
-				count++
+				found++
 			}
 		case <-ctx.Done():
 			err = errs.Context(ctx.Err(), "wait for refs")
 		}
 	}
 	cancel()
-	for ; replies < len(refs); replies++ {
+	for ; replies < count; replies++ {
 		<-ch // later ones are not reported: at most n are
 	}
 	return ready, err
 }
 
-// WaitN is the package's WaitN over refs this core waits for.
-func (c *Core) WaitN(ctx context.Context, refs []RefInfo, n int) ([]bool, error) {
-	ws := make([]Waitable, len(refs))
-	for i, r := range refs {
-		ws[i] = Waitable{c, r}
-	}
-	return WaitN(ctx, ws, n)
+// WaitN is the package's WaitN over count refs this core waits for.
+func (c *Core) WaitN(ctx context.Context, count, n int, ref func(i int) RefInfo) ([]bool, error) {
+	return WaitN(ctx, count, n, func(i int) (*Core, RefInfo) { return c, ref(i) })
 }

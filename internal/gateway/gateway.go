@@ -308,20 +308,24 @@ func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitRespon
 	if want == 0 || want > len(refs) {
 		want = len(refs)
 	}
-	all := make([]core.Waitable, len(refs))
+	type owned struct {
+		c   *core.Core
+		ref core.RefInfo
+	}
+	all := make([]owned, len(refs))
 	for i, r := range refs {
 		n, info, err := g.ref(ctx, r)
 		if err != nil {
 			return nil, err
 		}
-		all[i] = core.Waitable{Core: n.core, Ref: info}
+		all[i] = owned{n.core, info}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	if ms := req.GetTimeoutMs(); ms > 0 {
 		wctx, cancel = context.WithTimeout(ctx, time.Duration(min(ms, math.MaxInt64/uint64(time.Millisecond)))*time.Millisecond)
 	}
 	defer cancel()
-	ready, err := core.WaitN(wctx, all, want)
+	ready, err := core.WaitN(wctx, len(all), want, func(i int) (*core.Core, core.RefInfo) { return all[i].c, all[i].ref })
 	if err != nil && ctx.Err() != nil {
 		return nil, status.FromContextError(err).Err() // the client went away
 	}
