@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
+	"unsafe"
 
 	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/errs"
@@ -79,27 +81,36 @@ func (r Ref) GorayArg(_ context.Context, c *Core) (*pb.Arg, error) {
 
 // The SDK's Ref[T] and Arg[T] are defined in package objectstore, which
 // imports this one, so that go doc shows their methods and their insides
-// stay hidden. objectstore registers these converters in its init; actor,
-// task and BuildArgs reach the core values through them.
-var (
-	wrapRef   func(dst any, r Ref)
-	unwrapArg func(a any) (AnyArg, bool)
-)
+// stay hidden. objectstore.Ref[T] is a struct whose one field is a Ref, so
+// actor, task and BuildArgs convert between the two in place (PublicRef,
+// InfoOf), without an allocation on every call; objectstore checks that
+// layout in its init (CheckPublicRef). Arguments reach the core values
+// through the converter objectstore registers (SetPublicRefs).
+var unwrapArg func(a any) (AnyArg, bool)
 
-// SetPublicRefs registers objectstore's converters: wrap sets the
-// *objectstore.Ref[T] dst to r; unwrap returns the argument inside an
-// objectstore.Ref or objectstore.Val value, and false for any other value.
-// Only objectstore calls it, from its init.
-func SetPublicRefs(wrap func(dst any, r Ref), unwrap func(a any) (AnyArg, bool)) {
-	wrapRef, unwrapArg = wrap, unwrap
-}
+// SetPublicRefs registers objectstore's converter: unwrap returns the
+// argument inside an objectstore.Ref or objectstore.Val value, and false
+// for any other value. Only objectstore calls it, from its init.
+func SetPublicRefs(unwrap func(a any) (AnyArg, bool)) { unwrapArg = unwrap }
 
-// PublicRef is r as the public ref type P, an objectstore.Ref[T].
-func PublicRef[P any](r Ref) P {
+// CheckPublicRef panics unless P has a Ref's size and alignment, as
+// objectstore.Ref[T] must for PublicRef and InfoOf; objectstore's init
+// calls it, so a change of its fields fails at once instead of corrupting
+// memory.
+func CheckPublicRef[P any]() {
 	var p P
-	wrapRef(&p, r)
-	return p
+	var r Ref
+	if unsafe.Sizeof(p) != unsafe.Sizeof(r) || unsafe.Alignof(p) != unsafe.Alignof(r) {
+		panic(fmt.Sprintf("core: %T is not laid out as a core.Ref (size %d, want %d): objectstore.Ref must hold exactly one core.Ref", p, unsafe.Sizeof(p), unsafe.Sizeof(r)))
+	}
 }
+
+// PublicRef is r as the public ref type P, an objectstore.Ref[T] (a struct
+// of one Ref: see CheckPublicRef). It copies, never allocates.
+func PublicRef[P any](r Ref) P { return *(*P)(unsafe.Pointer(&r)) }
+
+// RefOfPublic is the Ref inside p, an objectstore.Ref[T].
+func RefOfPublic[P any](p P) Ref { return *(*Ref)(unsafe.Pointer(&p)) }
 
 // ArgOf is the argument inside a, an objectstore.Ref or objectstore.Val
 // value; false for any other value.
@@ -110,12 +121,8 @@ func ArgOf(a any) (AnyArg, bool) {
 	return unwrapArg(a)
 }
 
-// InfoOf is the object an objectstore.Ref names (zero for any other value).
-func InfoOf(ref any) RefInfo {
-	x, _ := ArgOf(ref)
-	r, _ := x.(Ref)
-	return r.info
-}
+// InfoOf is the object p, an objectstore.Ref[T], names.
+func InfoOf[P any](p P) RefInfo { return RefOfPublic(p).info }
 
 // Value is a plain value passed as an argument.
 type Value[T any] struct{ V T }
