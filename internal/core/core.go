@@ -525,13 +525,7 @@ func (c *Core) shutdown() {
 	c.host.close()
 	c.execs.closeAll()
 	if c.srv != nil {
-		stopped := make(chan struct{})
-		go func() { c.srv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(2 * time.Second):
-			c.srv.Stop()
-		}
+		rpc.StopServer(c.srv, 2*time.Second)
 	}
 	c.wg.Wait()
 	c.conns.closeAll()
