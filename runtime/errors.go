@@ -34,6 +34,10 @@ const (
 	KindAlreadyExists    = errs.KindAlreadyExists
 	KindShuttingDown     = errs.KindShuttingDown
 	KindJobFinished      = errs.KindJobFinished
+	KindObjectStoreFull  = errs.KindObjectStoreFull
+	KindOutOfMemory      = errs.KindOutOfMemory
+	KindCancelled        = errs.KindCancelled
+	KindObjectFreed      = errs.KindObjectFreed
 	KindUnavailable      = errs.KindUnavailable
 	KindUnauthenticated  = errs.KindUnauthenticated
 	KindPermissionDenied = errs.KindPermissionDenied
@@ -76,6 +80,20 @@ var (
 	// ErrJobFinished: the job has finished, so no new actor or task runs for
 	// it.
 	ErrJobFinished = errs.ErrJobFinished
+	// ErrObjectStoreFull: the node's object store cannot hold the value even
+	// after evicting and spilling all it may (the value is larger than the
+	// store): the message names the size and the capacity.
+	ErrObjectStoreFull = errs.ErrObjectStoreFull
+	// ErrOutOfMemory: the node ran short of memory and the worker running
+	// the call was killed (by the raylet's memory monitor or the kernel);
+	// the message names the task, the node and the figures.
+	ErrOutOfMemory = errs.ErrOutOfMemory
+	// ErrCancelled: the call was cancelled (task.Cancel of its ref, or its
+	// caller's context ended).
+	ErrCancelled = errs.ErrCancelled
+	// ErrObjectFreed: the object was freed (released, or every ref to it
+	// was dropped) before this Get.
+	ErrObjectFreed = errs.ErrObjectFreed
 	// ErrUnavailable: a process or the cluster could not be reached (the
 	// connection failed or was refused); the call may succeed later.
 	ErrUnavailable = errs.ErrUnavailable

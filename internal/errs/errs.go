@@ -34,6 +34,10 @@ const (
 	KindAlreadyExists   = Kind(pb.ErrorKind_ERROR_KIND_ALREADY_EXISTS)
 	KindShuttingDown    = Kind(pb.ErrorKind_ERROR_KIND_SHUTTING_DOWN)
 	KindJobFinished     = Kind(pb.ErrorKind_ERROR_KIND_JOB_FINISHED)
+	KindObjectStoreFull = Kind(pb.ErrorKind_ERROR_KIND_OBJECT_STORE_FULL)
+	KindOutOfMemory     = Kind(pb.ErrorKind_ERROR_KIND_OUT_OF_MEMORY)
+	KindCancelled       = Kind(pb.ErrorKind_ERROR_KIND_CANCELLED)
+	KindObjectFreed     = Kind(pb.ErrorKind_ERROR_KIND_OBJECT_FREED)
 	// The kinds of failures below goray's own: a status that carries no goray
 	// error (from the transport, or a server that is not goray's) comes back
 	// as one of these, keeping its gRPC code (see FromStatus).
@@ -58,6 +62,10 @@ var (
 	ErrAlreadyExists    = errors.New("already exists")
 	ErrShuttingDown     = errors.New("shutting down")
 	ErrJobFinished      = errors.New("job finished")
+	ErrObjectStoreFull  = errors.New("object store full")
+	ErrOutOfMemory      = errors.New("out of memory")
+	ErrCancelled        = errors.New("cancelled")
+	ErrObjectFreed      = errors.New("object freed")
 	ErrUnavailable      = errors.New("unavailable")
 	ErrUnauthenticated  = errors.New("unauthenticated")
 	ErrPermissionDenied = errors.New("permission denied")
@@ -82,6 +90,10 @@ var sentinels = map[Kind]error{
 	KindAlreadyExists:    ErrAlreadyExists,
 	KindShuttingDown:     ErrShuttingDown,
 	KindJobFinished:      ErrJobFinished,
+	KindObjectStoreFull:  ErrObjectStoreFull,
+	KindOutOfMemory:      ErrOutOfMemory,
+	KindCancelled:        ErrCancelled,
+	KindObjectFreed:      ErrObjectFreed,
 	KindUnavailable:      ErrUnavailable,
 	KindUnauthenticated:  ErrUnauthenticated,
 	KindPermissionDenied: ErrPermissionDenied,
@@ -102,6 +114,10 @@ var codesByKind = map[Kind]codes.Code{
 	KindAlreadyExists:    codes.AlreadyExists,
 	KindShuttingDown:     codes.Unavailable,
 	KindJobFinished:      codes.FailedPrecondition,
+	KindObjectStoreFull:  codes.ResourceExhausted,
+	KindOutOfMemory:      codes.ResourceExhausted,
+	KindCancelled:        codes.Canceled,
+	KindObjectFreed:      codes.NotFound,
 	KindUnavailable:      codes.Unavailable,
 	KindUnauthenticated:  codes.Unauthenticated,
 	KindPermissionDenied: codes.PermissionDenied,

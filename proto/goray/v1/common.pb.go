@@ -122,6 +122,17 @@ const (
 	// A server failed in a way no other kind describes (a bug, or a failure of
 	// its storage); the message says what.
 	ErrorKind_ERROR_KIND_INTERNAL ErrorKind = 17
+	// The node's object store cannot hold the value even after evicting and
+	// spilling everything it may: the message names the size and the capacity.
+	ErrorKind_ERROR_KIND_OBJECT_STORE_FULL ErrorKind = 18
+	// The node ran short of memory and its memory monitor (or the kernel)
+	// killed the worker running the call; the message names the task, the
+	// node and the figures.
+	ErrorKind_ERROR_KIND_OUT_OF_MEMORY ErrorKind = 19
+	// The call was cancelled (a cancel of its ref, or its caller's context).
+	ErrorKind_ERROR_KIND_CANCELLED ErrorKind = 20
+	// The object was freed: every ref to it was dropped or released.
+	ErrorKind_ERROR_KIND_OBJECT_FREED ErrorKind = 21
 )
 
 // Enum value maps for ErrorKind.
@@ -145,6 +156,10 @@ var (
 		15: "ERROR_KIND_UNAUTHENTICATED",
 		16: "ERROR_KIND_PERMISSION_DENIED",
 		17: "ERROR_KIND_INTERNAL",
+		18: "ERROR_KIND_OBJECT_STORE_FULL",
+		19: "ERROR_KIND_OUT_OF_MEMORY",
+		20: "ERROR_KIND_CANCELLED",
+		21: "ERROR_KIND_OBJECT_FREED",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_KIND_UNSPECIFIED":       0,
@@ -165,6 +180,10 @@ var (
 		"ERROR_KIND_UNAUTHENTICATED":   15,
 		"ERROR_KIND_PERMISSION_DENIED": 16,
 		"ERROR_KIND_INTERNAL":          17,
+		"ERROR_KIND_OBJECT_STORE_FULL": 18,
+		"ERROR_KIND_OUT_OF_MEMORY":     19,
+		"ERROR_KIND_CANCELLED":         20,
+		"ERROR_KIND_OBJECT_FREED":      21,
 	}
 )
 
@@ -1137,7 +1156,7 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\fENCODING_RAW\x10\x01\x12\x15\n" +
 	"\x11ENCODING_PROTOBUF\x10\x02\x12\x14\n" +
 	"\x10ENCODING_MSGPACK\x10\x03\x12\x11\n" +
-	"\rENCODING_JSON\x10\x04*\x8d\x04\n" +
+	"\rENCODING_JSON\x10\x04*\x84\x05\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_KIND_TASK_FAILED\x10\x01\x12\x19\n" +
@@ -1157,7 +1176,11 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\x16ERROR_KIND_UNAVAILABLE\x10\x0e\x12\x1e\n" +
 	"\x1aERROR_KIND_UNAUTHENTICATED\x10\x0f\x12 \n" +
 	"\x1cERROR_KIND_PERMISSION_DENIED\x10\x10\x12\x17\n" +
-	"\x13ERROR_KIND_INTERNAL\x10\x11B/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\x13ERROR_KIND_INTERNAL\x10\x11\x12 \n" +
+	"\x1cERROR_KIND_OBJECT_STORE_FULL\x10\x12\x12\x1c\n" +
+	"\x18ERROR_KIND_OUT_OF_MEMORY\x10\x13\x12\x18\n" +
+	"\x14ERROR_KIND_CANCELLED\x10\x14\x12\x1b\n" +
+	"\x17ERROR_KIND_OBJECT_FREED\x10\x15B/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_common_proto_rawDescOnce sync.Once
