@@ -108,7 +108,16 @@ type Core struct {
 	putIdx uint32
 
 	lin    lineage
-	actors *actorSubmitter
+	// borrows: the objects of other owners this process holds refs to;
+	// monitor: the liveness of this process's borrowers; freer: stored
+	// copies of freed objects to remove; pressure: GCs for store use
+	// (refcount.go).
+	borrows      borrowTable
+	monitor      borrowerMonitor
+	freer        storeFreer
+	pressure     storePressure
+	freedObjects atomic.Int64
+	actors       *actorSubmitter
 	stats  Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.
