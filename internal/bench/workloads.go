@@ -131,7 +131,6 @@ func (p *Producer) Make(_ context.Context, size int) ([]byte, error) {
 	return p.buf, nil
 }
 
-
 var (
 	serverType          = actor.Register("goray.bench.server", func() *Server { return &Server{} })
 	serverSmallValue    = actor.Method0(serverType, "small_value", (*Server).SmallValue)
@@ -603,4 +602,3 @@ func setupPlacementGroups(ctx context.Context, _ *runner) (op, error) {
 		return nil
 	}, nil
 }
-

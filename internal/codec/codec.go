@@ -91,7 +91,9 @@ func EncodeSession(v any, s Session) (*pb.Payload, error) {
 func Decode[T any](p *pb.Payload) (T, error) { return DecodeSession[T](p, nil) }
 
 // DecodeTo decodes p into a new value of type t.
-func DecodeTo(p *pb.Payload, t reflect.Type) (reflect.Value, error) { return DecodeToSession(p, t, nil) }
+func DecodeTo(p *pb.Payload, t reflect.Type) (reflect.Value, error) {
+	return DecodeToSession(p, t, nil)
+}
 
 // DecodeSession decodes p into a value of type T, giving s to the custom
 // decoders inside it.

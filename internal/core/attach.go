@@ -133,7 +133,6 @@ func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]fl
 	}()
 }
 
-
 // Close stops an attached core without finishing its job.
 func (c *Core) Close() {
 	if !c.closed.CompareAndSwap(false, true) {

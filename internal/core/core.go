@@ -107,7 +107,7 @@ type Core struct {
 	putTID ids.TaskID
 	putIdx uint32
 
-	lin    lineage
+	lin lineage
 	// borrows: the objects of other owners this process holds refs to;
 	// monitor: the liveness of this process's borrowers; freer: stored
 	// copies of freed objects to remove; pressure: GCs for store use
@@ -118,7 +118,7 @@ type Core struct {
 	pressure     storePressure
 	freedObjects atomic.Int64
 	actors       *actorSubmitter
-	stats  Stats
+	stats        Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.
 	waitingGets atomic.Int64

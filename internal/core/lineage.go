@@ -67,7 +67,7 @@ func (c *Core) reconstruct(id ids.ObjectID, lost *pb.ObjectLocation) error {
 		c.objs.mu.Unlock()
 		return fmt.Errorf("it was freed: every ref to it was dropped")
 	}
-	if (!e.ready() || (e.loc != nil && !bytes.Equal(e.loc.GetNodeId(), lost.GetNodeId()))) {
+	if !e.ready() || (e.loc != nil && !bytes.Equal(e.loc.GetNodeId(), lost.GetNodeId())) {
 		c.objs.mu.Unlock()
 		return nil // already being rebuilt, or rebuilt elsewhere
 	}
