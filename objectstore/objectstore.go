@@ -115,7 +115,7 @@ func View(ctx context.Context, ref Ref[[]byte]) ([]byte, error) {
 	if err := ref.r.Usable(); err != nil {
 		return nil, err // a zero or failed ref
 	}
-	p, err := c.GetPayloadView(ctx, ref.r.Info())
+	p, err := c.GetPayloadView(ctx, ref.r.Shared())
 	ref.r.KeepAlive()
 	if err != nil {
 		return nil, err
@@ -137,7 +137,7 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	if err != nil {
 		return nil, refs, err
 	}
-	done, err := c.WaitN(ctx, len(refs), n, func(i int) core.RefInfo { return refs[i].r.Info() })
+	done, err := c.WaitN(ctx, len(refs), n, func(i int) core.RefInfo { return refs[i].r.Shared() })
 	ready, notReady = split(refs, done)
 	return ready, notReady, err
 }

@@ -163,6 +163,7 @@ func TestDroppedRefsAreFreed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			core.InfoOf(r) // shared, as a ref passed on is: counted in the table
 			refs = append(refs, r, identity.Remote(ctx, objectstore.Val(i)))
 		}
 		for i, r := range refs {

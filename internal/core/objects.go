@@ -189,6 +189,10 @@ func (c *Core) PutPayload(ctx context.Context, p *pb.Payload) (Ref, error) {
 func (c *Core) putPayload(ctx context.Context, p *pb.Payload, contained []*handle) (Ref, error) {
 	id := c.nextPutID()
 	if len(p.GetData()) < InlineLimit {
+		if len(contained) == 0 {
+			// Kept in its ref alone until the ref leaves the process.
+			return Ref{h: &handle{info: RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, owned: true, value: p}}, nil
+		}
 		return c.newSettled(id, p, nil, contained), nil
 	}
 	loc, err := c.storePayload(ctx, id, p)

@@ -33,6 +33,20 @@ func (r Ref) Info() RefInfo {
 	return r.h.info
 }
 
+// Shared is the object the ref names, made known to this process's table
+// so that the info may be used without the ref (waits, clients' refs).
+func (r Ref) Shared() RefInfo {
+	if r.h == nil {
+		return RefInfo{}
+	}
+	if r.h.value != nil {
+		if c, err := Current(); err == nil {
+			c.shared(r.h)
+		}
+	}
+	return r.h.info
+}
+
 // ID is the object's ID in hex.
 func (r Ref) ID() string { return r.Info().ID.String() }
 
@@ -80,9 +94,11 @@ func Get[T any](ctx context.Context, r Ref) (T, error) {
 	if err != nil {
 		return zero, err
 	}
-	p, err := c.GetPayload(ctx, r.h.info)
-	if err != nil {
-		return zero, err
+	p := r.h.value // a small put of this process
+	if p == nil {
+		if p, err = c.GetPayload(ctx, r.h.info); err != nil {
+			return zero, err
+		}
 	}
 	v, err := DecodeValue[T](ctx, c, p)
 	runtime.KeepAlive(r.h) // the object's holds keep the refs inside it until theirs are taken
@@ -101,6 +117,10 @@ func (r Ref) GorayArg(_ context.Context, c *Core, a *Args) error {
 		return err
 	}
 	a.holds = append(a.holds, r.h)
+	if v := r.h.value; v != nil {
+		a.Wire = append(a.Wire, &pb.Arg{Kind: &pb.Arg_Value{Value: v}})
+		return nil
+	}
 	if v := c.readyValue(r.h.info); v != nil {
 		a.Wire = append(a.Wire, &pb.Arg{Kind: &pb.Arg_Value{Value: v}})
 		return nil
@@ -168,7 +188,7 @@ func ArgOf(a any) (AnyArg, bool) {
 }
 
 // InfoOf is the object p, an objectstore.Ref[T], names.
-func InfoOf[P any](p P) RefInfo { return RefOfPublic(p).Info() }
+func InfoOf[P any](p P) RefInfo { return RefOfPublic(p).Shared() }
 
 // Value is a plain value passed as an argument.
 type Value[T any] struct{ V T }

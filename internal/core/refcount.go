@@ -43,6 +43,13 @@ type handle struct {
 	owned    bool // this process owns the object
 	released atomic.Bool
 	cleanup  runtime.Cleanup
+	// value is the value of a small put. Such a put is kept in its handle
+	// alone, uncounted, until the ref leaves the process (share): until
+	// then the GC frees it with the handle, and nothing else knows it.
+	value *pb.Payload
+	// share makes an uncounted handle counted, once; counted says it is.
+	share   sync.Once
+	counted bool
 	// err is set when a borrow could not be registered (the owner had
 	// freed the object or is gone); Get returns it.
 	err error
@@ -68,9 +75,22 @@ func (c *Core) dropHold(id ids.ObjectID, owned bool) {
 
 // newHandle makes a handle for a hold the caller already counted.
 func (c *Core) newHandle(info RefInfo, owned bool) *handle {
-	h := &handle{info: info, owned: owned}
+	h := &handle{info: info, owned: owned, counted: true}
 	h.cleanup = runtimeAddCleanup(h, holdKey{c, info.ID, owned})
 	return h
+}
+
+// shared makes h's object known to this process's table, so that the ref
+// can leave the process: a small put kept in its handle gets its entry now.
+func (c *Core) shared(h *handle) {
+	h.share.Do(func() {
+		if h.counted || h.value == nil || h.released.Load() {
+			return
+		}
+		c.objs.create(h.info.ID, &objEntry{done: closedDone, value: h.value, settled: true, c: c, id: h.info.ID})
+		h.cleanup = runtimeAddCleanup(h, holdKey{c, h.info.ID, true})
+		h.counted = true
+	})
 }
 
 func runtimeAddCleanup(h *handle, k holdKey) runtime.Cleanup {
@@ -80,8 +100,11 @@ func runtimeAddCleanup(h *handle, k holdKey) runtime.Cleanup {
 // release drops h's hold now; later Gets through it fail.
 func (h *handle) release(c *Core) {
 	if h.released.CompareAndSwap(false, true) {
-		h.cleanup.Stop()
-		c.dropHold(h.info.ID, h.owned)
+		h.share.Do(func() {}) // an uncounted handle stays so
+		if h.counted {
+			h.cleanup.Stop()
+			c.dropHold(h.info.ID, h.owned)
+		}
 	}
 }
 

@@ -93,8 +93,12 @@ func EncodeRef(enc *msgpack.Encoder, r Ref) error {
 	if err := r.Usable(); err != nil {
 		return err
 	}
-	if s, ok := codec.SessionOf(enc).(*encSession); ok {
+	s, _ := codec.SessionOf(enc).(*encSession)
+	if s != nil {
+		s.c.shared(r.h)
 		s.refs = append(s.refs, r.h)
+	} else if c, err := Current(); err == nil {
+		c.shared(r.h)
 	}
 	b, err := proto.Marshal(r.h.info.Proto())
 	if err != nil {
@@ -201,7 +205,7 @@ func (c *Core) fill(ctx context.Context, hs []*handle) {
 
 // arm makes h the handle of a hold just taken.
 func (c *Core) arm(h *handle, owned bool) {
-	h.owned = owned
+	h.owned, h.counted = owned, true
 	h.cleanup = runtimeAddCleanup(h, holdKey{c, h.info.ID, owned})
 }
 

@@ -86,7 +86,7 @@ type namespace struct {
 
 // hold keeps ref for clients and returns the clients' ref to it.
 func (n *namespace) hold(ns string, ref core.Ref) *pb.ClientRef {
-	info := ref.Info()
+	info := ref.Shared()
 	n.mu.Lock()
 	if n.held == nil {
 		n.held = map[ids.ObjectID]core.Ref{}
