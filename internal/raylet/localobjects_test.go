@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/goray/goray/internal/errs"
@@ -14,14 +15,25 @@ import (
 // newTestObjects is a local object table over a fresh store directory
 // with a 1 MiB arena.
 func newTestObjects(t *testing.T) *localObjects {
+	return newTestObjectsSized(t, 1<<20, DefaultSpillingThreshold)
+}
+
+// newTestObjectsSized is a local object table over a fresh store directory
+// with an arena of size bytes and a fresh spill directory; no spill loop
+// runs (tests call spillToHighWater).
+func newTestObjectsSized(t *testing.T, size uint64, threshold float64) *localObjects {
 	t.Helper()
 	dir := t.TempDir()
-	a, err := store.CreateArena(dir, 1<<20)
+	a, err := store.CreateArena(dir, size)
 	if err != nil {
 		t.Fatalf("create arena: %v", err)
 	}
 	t.Cleanup(a.Close)
-	return newLocalObjects(dir, a, slog.New(slog.DiscardHandler))
+	spill := filepath.Join(t.TempDir(), "spill")
+	if err := os.Mkdir(spill, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return newLocalObjects(dir, a, spill, threshold, slog.New(slog.DiscardHandler))
 }
 
 func objectOf(job ids.JobID, i uint32) ids.ObjectID { return ids.NewTaskID(job).ObjectID(i) }
@@ -31,15 +43,15 @@ func TestLocalObjectsArenaLifecycle(t *testing.T) {
 	job := ids.JobIDFromUint32(1)
 	id := objectOf(job, 1)
 
-	o, err := objs.alloc(id, job, 4096, false)
+	o, _, err := objs.alloc(id, job, 4096, false)
 	if err != nil || o == nil {
 		t.Fatalf("alloc: got %v, %v; want a region", o, err)
 	}
-	if again, err := objs.alloc(id, job, 4096, false); again != nil || err != nil {
-		t.Fatalf("alloc of an object already given a region: got %v, %v; want nil, nil", again, err)
+	if again, _, err := objs.alloc(id, job, 4096, false); again != nil || !errors.Is(err, errs.ErrAlreadyExists) {
+		t.Fatalf("alloc of an object already given a region: got %v, %v; want nil, already exists", again, err)
 	}
-	if objs.get(id) != nil {
-		t.Fatal("get before seal: got an object, want nil")
+	if objs.has(id) {
+		t.Fatal("has before seal: got true, want false")
 	}
 	if ok, err := objs.sealAlloc(id, 100); !ok || !errors.Is(err, errs.ErrInvalidArgument) {
 		t.Fatalf("seal with the wrong size: got %v, %v; want true, an invalid-argument error", ok, err)
@@ -47,15 +59,18 @@ func TestLocalObjectsArenaLifecycle(t *testing.T) {
 	if ok, err := objs.sealAlloc(id, 4096); !ok || err != nil {
 		t.Fatalf("seal: got %v, %v; want true, nil", ok, err)
 	}
-	if got := objs.get(id); got != o {
-		t.Fatalf("get after seal: got %v, want %v", got, o)
+	if !objs.has(id) {
+		t.Fatal("has after seal: got false, want true")
+	}
+	if again, exists, err := objs.alloc(id, job, 4096, false); again != nil || !exists || err != nil {
+		t.Fatalf("alloc of a sealed object: got %v, exists %v, %v; want nil, exists, nil", again, exists, err)
 	}
 	if used := objs.arena.Used(); used < 4096 {
 		t.Fatalf("arena used after seal: got %d, want >= 4096", used)
 	}
 	objs.free(id)
-	if objs.get(id) != nil {
-		t.Fatal("get after free: got an object, want nil")
+	if objs.has(id) {
+		t.Fatal("has after free: got true, want false")
 	}
 	if used := objs.arena.Used(); used != 0 {
 		t.Fatalf("arena used after free: got %d, want 0", used)
@@ -71,7 +86,7 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 	sealed, pending, pulling, kept := objectOf(job, 1), objectOf(job, 2), objectOf(job, 3), objectOf(other, 1)
 	var keptUsed uint64 // the arena's use with the other job's object alone
 	for _, id := range []ids.ObjectID{kept, sealed} {
-		if _, err := objs.alloc(id, id.Job(), 1024, false); err != nil {
+		if _, _, err := objs.alloc(id, id.Job(), 1024, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := objs.sealAlloc(id, 1024); err != nil {
@@ -81,10 +96,10 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 			keptUsed = objs.arena.Used()
 		}
 	}
-	if _, err := objs.alloc(pending, job, 1024, false); err != nil {
+	if _, _, err := objs.alloc(pending, job, 1024, false); err != nil {
 		t.Fatal(err)
 	}
-	pull, err := objs.alloc(pulling, job, 1024, true)
+	pull, _, err := objs.alloc(pulling, job, 1024, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +107,7 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 	if err := store.Write(objs.dir, file, []byte("payload")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := objs.sealFile(file, job, 7); err != nil {
+	if err := objs.sealFile(file, job, 7); err != nil {
 		t.Fatal(err)
 	}
 
@@ -100,10 +115,10 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("finishJob: got %d objects, want 3 (sealed, pending region, file; not the one being pulled)", len(got))
 	}
-	if objs.get(sealed) != nil || objs.get(file) != nil {
+	if objs.has(sealed) || objs.has(file) {
 		t.Fatal("the finished job's objects are still recorded")
 	}
-	if objs.get(kept) == nil {
+	if !objs.has(kept) {
 		t.Fatal("another job's object was dropped")
 	}
 	objs.freeAll(got)
@@ -111,14 +126,14 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 		t.Fatalf("the finished job's file: stat got %v, want it removed", err)
 	}
 	// Nothing of the finished job is kept from now on.
-	if _, err := objs.alloc(objectOf(job, 5), job, 1024, false); err == nil {
+	if _, _, err := objs.alloc(objectOf(job, 5), job, 1024, false); err == nil {
 		t.Fatal("alloc for a finished job: got nil error, want job finished")
 	}
 	late := objectOf(job, 6)
 	if err := store.Write(objs.dir, late, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := objs.sealFile(late, job, 1); err == nil {
+	if err := objs.sealFile(late, job, 1); err == nil {
 		t.Fatal("sealFile for a finished job: got nil error, want job finished")
 	}
 	if _, err := os.Stat(store.Path(objs.dir, late)); !errors.Is(err, os.ErrNotExist) {
