@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/store"
+	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 // newTestObjects is a local object table over a fresh store directory
@@ -145,5 +147,299 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 	}
 	if used, want := objs.arena.Used(), keptUsed; used != want {
 		t.Fatalf("arena used after the job finished: got %d, want %d (the other job's object only)", used, want)
+	}
+}
+
+// objectsOf names the objects of one task of job: the same index, the same
+// object.
+func objectsOf(job ids.JobID) func(i uint32) ids.ObjectID {
+	task := ids.NewTaskID(job)
+	return task.ObjectID
+}
+
+// putObject stores an object of size bytes, each byte fill, as a primary
+// copy (alloc, write into the arena, seal).
+func putObject(t *testing.T, objs *localObjects, id ids.ObjectID, size uint64, fill byte) {
+	t.Helper()
+	o, _, err := objs.alloc(id, id.Job(), size, false)
+	if err != nil || o == nil {
+		t.Fatalf("alloc %s: got %v, %v; want a region", id, o, err)
+	}
+	writeRegion(t, objs, o.off, size, fill)
+	if ok, err := objs.sealAlloc(id, size); !ok || err != nil {
+		t.Fatalf("seal %s: got %v, %v", id, ok, err)
+	}
+}
+
+func writeRegion(t *testing.T, objs *localObjects, off, size uint64, fill byte) {
+	t.Helper()
+	m, err := store.OpenArena(objs.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Region(off, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = fill
+	}
+}
+
+// readObject pins object id (restoring it if spilled), checks that every
+// byte is fill, and unpins it.
+func readObject(t *testing.T, objs *localObjects, id ids.ObjectID, size uint64, fill byte) {
+	t.Helper()
+	p, found, err := objs.pin(t.Context(), id, pb.PinMode_PIN_MODE_READ, true)
+	if err != nil || !found {
+		t.Fatalf("pin %s: got found=%v, %v; want it pinned", id, found, err)
+	}
+	defer objs.unpin(id)
+	if !p.inArena || p.size != size {
+		t.Fatalf("pin %s: got %+v, want %d bytes in the arena", id, p, size)
+	}
+	m, err := store.OpenArena(objs.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.View(p.off, p.size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range b {
+		if c != fill {
+			t.Fatalf("object %s byte %d: got %d, want %d", id, i, c, fill)
+		}
+	}
+}
+
+// where says which tiers hold object id: "arena", "spill", "arena+spill",
+// or "" when it is not recorded.
+func where(objs *localObjects, id ids.ObjectID) string {
+	objs.mu.Lock()
+	defer objs.mu.Unlock()
+	o := objs.sealed[id]
+	switch {
+	case o == nil:
+		return ""
+	case o.inArena && o.spill != nil:
+		return "arena+spill"
+	case o.inArena:
+		return "arena"
+	case o.spill != nil:
+		return "spill"
+	}
+	return "nowhere"
+}
+
+func spillFiles(t *testing.T, objs *localObjects) []string {
+	t.Helper()
+	es, err := os.ReadDir(objs.spillDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+const quarter = 256 << 10 // a quarter of the 1 MiB test arena
+
+// When an allocation does not fit, the least recently used primary copy is
+// spilled (a seal or a pin counts as a use), and a pin restores it, intact,
+// spilling the next least recently used one.
+func TestLocalObjectsSpillLRU(t *testing.T) {
+	objs := newTestObjectsSized(t, 1<<20, 1) // no background spilling
+	job := ids.JobIDFromUint32(1)
+	jobObj := objectsOf(job)
+	var id [6]ids.ObjectID
+	for i := range id {
+		id[i] = jobObj(uint32(i + 1))
+	}
+	for i := range 4 {
+		putObject(t, objs, id[i], quarter, byte(i+1))
+	}
+	readObject(t, objs, id[0], quarter, 1) // id[0] is now the most recent: id[1] the least
+	putObject(t, objs, id[4], quarter, 5)
+	for i, want := range []string{"arena", "spill", "arena", "arena", "arena"} {
+		if got := where(objs, id[i]); got != want {
+			t.Errorf("after a put into the full arena, object %d: got %q, want %q", i, got, want)
+		}
+	}
+	if n := len(spillFiles(t, objs)); n != 1 {
+		t.Fatalf("spill files: got %d, want 1", n)
+	}
+	readObject(t, objs, id[1], quarter, 2) // restored; id[2] is the least recent now
+	for i, want := range []string{"arena", "arena+spill", "spill", "arena", "arena"} {
+		if got := where(objs, id[i]); got != want {
+			t.Errorf("after restoring object 1, object %d: got %q, want %q", i, got, want)
+		}
+	}
+	// A restored object keeps its spill copy: making room drops it from the
+	// arena again without writing.
+	readObject(t, objs, id[0], quarter, 1)
+	readObject(t, objs, id[3], quarter, 4)
+	readObject(t, objs, id[4], quarter, 5)
+	putObject(t, objs, id[5], quarter, 6)
+	if got := where(objs, id[1]); got != "spill" {
+		t.Errorf("restored object 1 after a later put: got %q, want %q (its copy in the arena dropped)", got, "spill")
+	}
+	st := objs.storeStats()
+	if st.GetSpilledTotalBytes() != 2*quarter || st.GetRestoredTotalBytes() != quarter || st.GetEvictedTotal() != 0 {
+		t.Errorf("stats: got spilled %d, restored %d, evicted %d; want %d, %d, 0", st.GetSpilledTotalBytes(), st.GetRestoredTotalBytes(), st.GetEvictedTotal(), 2*quarter, quarter)
+	}
+	for i := range id {
+		readObject(t, objs, id[i], quarter, byte(i+1))
+	}
+}
+
+// A pinned object (a reader's pin or a view) is never evicted or spilled:
+// with every object pinned a put fails with ErrObjectStoreFull, and
+// succeeds once a reader unpins. An object larger than the capacity fails
+// at once.
+func TestLocalObjectsPinnedNeverSpilled(t *testing.T) {
+	objs := newTestObjectsSized(t, 1<<20, 1)
+	job := ids.JobIDFromUint32(1)
+	jobObj := objectsOf(job)
+	for i := range 4 {
+		putObject(t, objs, jobObj(uint32(i+1)), quarter, byte(i+1))
+	}
+	for i := range 3 {
+		if _, _, err := objs.pin(t.Context(), jobObj(uint32(i+1)), pb.PinMode_PIN_MODE_READ, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := objs.pin(t.Context(), jobObj(4), pb.PinMode_PIN_MODE_VIEW, true); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := objs.alloc(jobObj(5), job, quarter, false)
+	if !errors.Is(err, errs.ErrObjectStoreFull) || !strings.Contains(err.Error(), "pinned") {
+		t.Fatalf("alloc with every object pinned: got %v, want ErrObjectStoreFull saying what is pinned", err)
+	}
+	for i := range 4 {
+		if got := where(objs, jobObj(uint32(i+1))); got != "arena" {
+			t.Errorf("pinned object %d: got %q, want it kept in the arena", i+1, got)
+		}
+	}
+	objs.unpin(jobObj(2))
+	putObject(t, objs, jobObj(5), quarter, 5)
+	if got := where(objs, jobObj(2)); got != "spill" {
+		t.Errorf("object unpinned before the put: got %q, want it spilled", got)
+	}
+	if _, _, err := objs.alloc(jobObj(6), job, 2<<20, false); !errors.Is(err, errs.ErrObjectStoreFull) ||
+		!strings.Contains(err.Error(), "2097152 bytes") || !strings.Contains(err.Error(), "capacity is 1048576 bytes") {
+		t.Fatalf("alloc larger than the capacity: got %v, want ErrObjectStoreFull naming the size and the capacity", err)
+	}
+}
+
+// Secondary copies (pulled from other nodes) are evicted before any primary
+// copy is spilled, even when they were used more recently.
+func TestLocalObjectsEvictSecondaryFirst(t *testing.T) {
+	objs := newTestObjectsSized(t, 1<<20, 1)
+	job := ids.JobIDFromUint32(1)
+	jobObj := objectsOf(job)
+	for i := range 3 {
+		putObject(t, objs, jobObj(uint32(i+1)), quarter, byte(i+1))
+	}
+	pulled := jobObj(9)
+	a, _, err := objs.alloc(pulled, job, quarter, true)
+	if err != nil || a == nil {
+		t.Fatalf("alloc for a pull: %v, %v", a, err)
+	}
+	writeRegion(t, objs, a.off, quarter, 9)
+	if err := objs.sealPulled(pulled, job, a); err != nil {
+		t.Fatal(err)
+	}
+	putObject(t, objs, jobObj(4), quarter, 4)
+	if got := where(objs, pulled); got != "" {
+		t.Errorf("secondary copy after a put into the full arena: got %q, want it evicted", got)
+	}
+	for i := range 4 {
+		if got := where(objs, jobObj(uint32(i+1))); got != "arena" {
+			t.Errorf("primary object %d: got %q, want it in the arena", i+1, got)
+		}
+	}
+	if st := objs.storeStats(); st.GetEvictedTotal() != 1 || st.GetSpilledTotalBytes() != 0 || len(spillFiles(t, objs)) != 0 {
+		t.Errorf("stats: got evicted %d, spilled %d bytes, %d spill files; want 1, 0, 0", st.GetEvictedTotal(), st.GetSpilledTotalBytes(), len(spillFiles(t, objs)))
+	}
+}
+
+// Objects spilled in one batch share one file, which goes when the last of
+// them is freed; a finished job's spilled objects and files go with it;
+// freeing a pinned object frees its storage when the reader unpins.
+func TestLocalObjectsSpillFiles(t *testing.T) {
+	objs := newTestObjectsSized(t, 1<<20, 0.4)
+	job, other := ids.JobIDFromUint32(1), ids.JobIDFromUint32(2)
+	jobObj, otherObj := objectsOf(job), objectsOf(other)
+	for i := range 4 {
+		putObject(t, objs, jobObj(uint32(i+1)), 128<<10, byte(i+1))
+	}
+	putObject(t, objs, otherObj(1), 128<<10, 0xee)
+	// 640 KiB of a 1 MiB arena is 230 KiB past the 40 % mark: the
+	// background round spills the least recently used down to it, in one
+	// batch: objects 1 and 2 of job, in one file.
+	objs.spillToHighWater()
+	if used := objs.arena.Used(); used > objs.highWater {
+		t.Fatalf("arena use after a background round: got %d, want <= %d", used, objs.highWater)
+	}
+	for i, want := range []string{"spill", "spill", "arena", "arena"} {
+		if got := where(objs, jobObj(uint32(i+1))); got != want {
+			t.Errorf("object %d: got %q, want %q", i+1, got, want)
+		}
+	}
+	files := spillFiles(t, objs)
+	if len(files) != 1 || !strings.HasPrefix(files[0], job.String()+"-") {
+		t.Fatalf("spill files: got %v, want one of job %s", files, job)
+	}
+	objs.free(jobObj(1))
+	if got := spillFiles(t, objs); len(got) != 1 {
+		t.Fatalf("spill files after freeing one of its two objects: got %v, want it kept", got)
+	}
+	objs.free(jobObj(2))
+	if got := spillFiles(t, objs); len(got) != 0 {
+		t.Fatalf("spill files after freeing both of its objects: got %v, want none", got)
+	}
+
+	// Spill the rest (the whole store but what the other job holds), pin
+	// one, and end the job: everything of it goes, the pin too.
+	readObject(t, objs, otherObj(1), 128<<10, 0xee)
+	putObject(t, objs, jobObj(5), 900<<10, 5) // spills 3 and 4, then the other job's object
+	if n := len(spillFiles(t, objs)); n == 0 {
+		t.Fatal("no spill files after a put that needs most of the arena")
+	}
+	if _, _, err := objs.pin(t.Context(), jobObj(5), pb.PinMode_PIN_MODE_READ, true); err != nil {
+		t.Fatal(err)
+	}
+	objs.freeAll(objs.finishJob(job))
+	for _, f := range spillFiles(t, objs) {
+		if strings.HasPrefix(f, job.String()+"-") {
+			t.Errorf("spill file %s of the finished job is left", f)
+		}
+	}
+	readObject(t, objs, otherObj(1), 128<<10, 0xee)
+	if used, want := objs.arena.Used(), uint64(128<<10); used != want {
+		t.Errorf("arena use after the job ended: got %d, want %d (the other job's object)", used, want)
+	}
+
+	// Freed while pinned: the storage stays until the reader unpins.
+	id := otherObj(2)
+	putObject(t, objs, id, 4096, 7)
+	if _, _, err := objs.pin(t.Context(), id, pb.PinMode_PIN_MODE_READ, true); err != nil {
+		t.Fatal(err)
+	}
+	before := objs.arena.Used()
+	objs.free(id)
+	if objs.has(id) || objs.arena.Used() != before {
+		t.Fatalf("freed while pinned: has %v, arena use %d; want forgotten, its region (%d in use) kept", objs.has(id), objs.arena.Used(), before)
+	}
+	objs.unpin(id)
+	if objs.arena.Used() != before-4096 {
+		t.Fatalf("after the last unpin of a freed object: arena use %d, want %d", objs.arena.Used(), before-4096)
+	}
+	objs.free(otherObj(1))
+	if got := spillFiles(t, objs); len(got) != 0 || objs.arena.Used() != 0 {
+		t.Fatalf("with every object freed: spill files %v, arena use %d; want none, 0", got, objs.arena.Used())
 	}
 }
