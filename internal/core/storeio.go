@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -107,7 +108,11 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 	if view && raw {
 		mode = pb.PinMode_PIN_MODE_VIEW
 	}
-	resp, err := c.node.PullObject(ctx, &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: c.jobID[:], Pin: mode})
+	// A copy is made anyway unless it is a view: a spilled object is then
+	// read straight from its spill file (one copy, and nothing evicted to
+	// restore it); a view needs it restored into the arena.
+	resp, err := c.node.PullObject(ctx, &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: c.jobID[:], Pin: mode,
+		ReadSpilled: mode == pb.PinMode_PIN_MODE_READ})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, errs.Context(ctx.Err(), "get object "+id.String())
@@ -121,6 +126,13 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 		defer c.unpin(ctx, id)
 	}
 	local := resp.GetLocal()
+	if path := resp.GetSpillPath(); path != "" {
+		data, err := readSpillFile(path, resp.GetSpillOffset(), local.GetSize())
+		if err != nil {
+			return nil, errs.New(errs.KindObjectLost, "", "object %s: read its spill file: %v", id, err)
+		}
+		return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
+	}
 	if local.GetInArena() {
 		m, err := store.OpenArena(c.storeDir)
 		var data []byte
@@ -144,6 +156,30 @@ func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLo
 	}
 	return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
 }
+
+// readSpillFile reads size bytes at off of a spill file, in one read.
+func readSpillFile(path string, off, size uint64) ([]byte, error) {
+	if size > maxSpilledRead {
+		return nil, fmt.Errorf("%d bytes is more than a spilled object can be (%d)", size, uint64(maxSpilledRead))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, size)
+	n, err := f.ReadAt(b, int64(off))
+	if uint64(n) == size {
+		return b, nil
+	}
+	if err == nil {
+		err = fmt.Errorf("read %d of %d bytes", n, size)
+	}
+	return nil, err
+}
+
+// maxSpilledRead bounds what readSpillFile allocates on a raylet's word.
+const maxSpilledRead = 1 << 40
 
 // unpin drops the read pin readStored took, even when ctx has ended.
 func (c *Core) unpin(ctx context.Context, id ids.ObjectID) {

@@ -599,8 +599,9 @@ func (t *localObjects) sealPulled(id ids.ObjectID, job ids.JobID, a *object) err
 // pin pins sealed object id (mode READ or VIEW; UNSPECIFIED pins nothing)
 // and returns where it is. A spilled object is restored into the arena
 // first — making room as alloc does — unless restore is false (a READ pin
-// for a reader that reads the spill file itself). found is false when the
-// object is not here.
+// for a reader that reads the spill file itself: a Get that copies the
+// bytes anyway, or a pull by another node). found is false when the object
+// is not here.
 func (t *localObjects) pin(ctx context.Context, id ids.ObjectID, mode pb.PinMode, restore bool) (_ objPlace, found bool, _ error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -620,6 +621,7 @@ func (t *localObjects) pin(ctx context.Context, id ids.ObjectID, mode pb.PinMode
 			p := objPlace{size: o.size, inArena: o.inArena, off: o.off, inFile: o.inFile}
 			if !o.inArena && !o.inFile && o.spill != nil {
 				p.spillPath, p.spillOff = o.spill.path, o.spillOff
+				t.stats.restoredTotal += o.size // read from its spill file by the pinner
 			}
 			return p, true, nil
 		}

@@ -108,7 +108,7 @@ func (r *Raylet) location(p objPlace, like *pb.ObjectLocation) *pb.ObjectLocatio
 // pullObject implements NodeService.PullObject: it makes the object local
 // (pulling it from another node, restoring it from a spill file), pins it
 // as asked, and returns where it is in this node's store.
-func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.ObjectLocation, error) {
+func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
 	id, err := ids.ParseObjectID(req.GetObjectId())
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
@@ -125,12 +125,13 @@ func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb
 	// A copy pulled here may be evicted before it is pinned (the store is
 	// under pressure): pull it again, a bounded number of times.
 	for attempt := 0; ; attempt++ {
-		p, found, err := r.objects.pin(ctx, id, mode, true)
+		direct := req.GetReadSpilled() && mode == pb.PinMode_PIN_MODE_READ
+		p, found, err := r.objects.pin(ctx, id, mode, !direct)
 		if err != nil {
 			return nil, err
 		}
 		if found {
-			return r.location(p, loc), nil
+			return &pb.PullObjectResponse{Local: r.location(p, loc), SpillPath: p.spillPath, SpillOffset: p.spillOff}, nil
 		}
 		from, here := loc.GetRayletAddress(), string(loc.GetNodeId()) == string(r.nodeID[:])
 		if from == "" && !here {

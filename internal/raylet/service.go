@@ -103,11 +103,7 @@ func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*
 }
 
 func (s *nodeServer) PullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
-	loc, err := s.r.pullObject(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.PullObjectResponse{Local: loc}, nil
+	return s.r.pullObject(ctx, req)
 }
 
 func (s *nodeServer) AllocateObject(_ context.Context, req *pb.AllocateObjectRequest) (*pb.AllocateObjectResponse, error) {

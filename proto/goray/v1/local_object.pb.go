@@ -176,9 +176,13 @@ type PullObjectRequest struct {
 	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
 	// Where the object is (any node, this one included); may be empty for an
 	// object in this node's store.
-	Location      *ObjectLocation `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
-	JobId         []byte          `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Pin           PinMode         `protobuf:"varint,4,opt,name=pin,proto3,enum=goray.v1.PinMode" json:"pin,omitempty"`
+	Location *ObjectLocation `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	JobId    []byte          `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pin      PinMode         `protobuf:"varint,4,opt,name=pin,proto3,enum=goray.v1.PinMode" json:"pin,omitempty"`
+	// With PIN_MODE_READ: the caller reads a spilled object from its spill
+	// file itself (PullObjectResponse.spill_path), so the raylet does not
+	// restore it into the arena.
+	ReadSpilled   bool `protobuf:"varint,5,opt,name=read_spilled,json=readSpilled,proto3" json:"read_spilled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,10 +245,22 @@ func (x *PullObjectRequest) GetPin() PinMode {
 	return PinMode_PIN_MODE_UNSPECIFIED
 }
 
+func (x *PullObjectRequest) GetReadSpilled() bool {
+	if x != nil {
+		return x.ReadSpilled
+	}
+	return false
+}
+
 type PullObjectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Where the object is in this node's store now.
-	Local         *ObjectLocation `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
+	Local *ObjectLocation `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
+	// Set (with read_spilled) when the object is to be read from its spill
+	// file: local.size bytes at spill_offset of the file spill_path, pinned
+	// until UnpinObjects.
+	SpillPath     string `protobuf:"bytes,2,opt,name=spill_path,json=spillPath,proto3" json:"spill_path,omitempty"`
+	SpillOffset   uint64 `protobuf:"varint,3,opt,name=spill_offset,json=spillOffset,proto3" json:"spill_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -284,6 +300,20 @@ func (x *PullObjectResponse) GetLocal() *ObjectLocation {
 		return x.Local
 	}
 	return nil
+}
+
+func (x *PullObjectResponse) GetSpillPath() string {
+	if x != nil {
+		return x.SpillPath
+	}
+	return ""
+}
+
+func (x *PullObjectResponse) GetSpillOffset() uint64 {
+	if x != nil {
+		return x.SpillOffset
+	}
+	return 0
 }
 
 type AllocateObjectRequest struct {
@@ -694,14 +724,18 @@ const file_goray_v1_local_object_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12SealObjectResponse\"\xa2\x01\n" +
+	"\x12SealObjectResponse\"\xc5\x01\n" +
 	"\x11PullObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
 	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12#\n" +
-	"\x03pin\x18\x04 \x01(\x0e2\x11.goray.v1.PinModeR\x03pin\"D\n" +
+	"\x03pin\x18\x04 \x01(\x0e2\x11.goray.v1.PinModeR\x03pin\x12!\n" +
+	"\fread_spilled\x18\x05 \x01(\bR\vreadSpilled\"\x86\x01\n" +
 	"\x12PullObjectResponse\x12.\n" +
-	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\"_\n" +
+	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\x12\x1d\n" +
+	"\n" +
+	"spill_path\x18\x02 \x01(\tR\tspillPath\x12!\n" +
+	"\fspill_offset\x18\x03 \x01(\x04R\vspillOffset\"_\n" +
 	"\x15AllocateObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
