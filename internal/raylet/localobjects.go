@@ -263,8 +263,8 @@ func (t *localObjects) candidatesLocked() (cheap, spill []*object) {
 }
 
 // makeRoomLocked frees at least need bytes of the arena if it can: it evicts
-// cheap candidates first, else spills a batch of primaries (letting mu go
-// for the writes), else waits for a spill under way. progress is false when
+// cheap candidates first, else waits for a spill under way, else spills a
+// batch of primaries (letting mu go for the writes). progress is false when
 // nothing can leave the arena.
 func (t *localObjects) makeRoomLocked(need uint64) (progress bool, _ error) {
 	cheap, spill := t.candidatesLocked()
@@ -277,6 +277,12 @@ func (t *localObjects) makeRoomLocked(need uint64) (progress bool, _ error) {
 		t.dropArenaLocked(o)
 	}
 	if freed > 0 {
+		return true, nil
+	}
+	// A spill under way (the spill loop's, or another allocation's) frees
+	// room soon: wait for it rather than write a second batch beside it, so
+	// that one writer streams to disk while puts copy into the arena.
+	if t.waitSpillLocked() {
 		return true, nil
 	}
 	if len(spill) > 0 {
@@ -292,16 +298,22 @@ func (t *localObjects) makeRoomLocked(need uint64) (progress bool, _ error) {
 		}
 		return true, t.spillLocked(batch)
 	}
+	return false, nil
+}
+
+// waitSpillLocked waits for a spill under way, if there is one, letting mu
+// go meanwhile; it reports whether it waited.
+func (t *localObjects) waitSpillLocked() bool {
 	for _, o := range t.sealed {
 		if o.busy != nil && o.spilling {
 			ch := o.busy
 			t.mu.Unlock()
 			<-ch
 			t.mu.Lock()
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // dropArenaLocked takes an unpinned, idle object out of the arena: a
