@@ -68,8 +68,8 @@ func (r *Raylet) allocateObject(req *pb.AllocateObjectRequest) (*pb.AllocateObje
 
 // freeObjects implements NodeService.FreeObjects.
 func (r *Raylet) freeObjects(req *pb.FreeObjectsRequest) error {
-	if n := len(req.GetObjectIds()); n > maxUnpinIDs {
-		return errs.New(errs.KindInvalidArgument, "", "FreeObjects: %d object IDs, at most %d in one request", n, maxUnpinIDs)
+	if n := len(req.GetObjectIds()); n > maxFreeIDs {
+		return errs.New(errs.KindInvalidArgument, "", "FreeObjects: %d object IDs, at most %d in one request", n, maxFreeIDs)
 	}
 	for _, b := range req.GetObjectIds() {
 		id, err := ids.ParseObjectID(b)
@@ -81,8 +81,11 @@ func (r *Raylet) freeObjects(req *pb.FreeObjectsRequest) error {
 	return nil
 }
 
-// maxUnpinIDs bounds the IDs of one UnpinObjects or FreeObjects request.
-const maxUnpinIDs = 10000
+// Bounds on the IDs of one UnpinObjects or FreeObjects request.
+const (
+	maxUnpinIDs = 10000
+	maxFreeIDs  = 100000
+)
 
 // unpinObjects implements LocalObjectService.UnpinObjects.
 func (r *Raylet) unpinObjects(req *pb.UnpinObjectsRequest) error {

@@ -438,8 +438,9 @@ func (x *AllocateObjectResponse) GetExists() bool {
 }
 
 type FreeObjectsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 100,000 IDs; an ID this node does not hold is ignored.
+	ObjectIds     [][]byte `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
