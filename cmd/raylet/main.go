@@ -64,6 +64,9 @@ func run(args []string) error {
 		noAuth    = fs.Bool("no-auth", false, "disable the cluster token (loopback only; insecure)")
 		dataDir   = fs.String("data-dir", "", "directory for job binaries and head state; a head given one keeps its tables and token there across restarts (default: a fresh temporary directory, removed on exit)")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		storeMem  = fs.String("object-store-memory", "", "capacity of the node's shared-memory object store, in bytes or with a unit (256MiB, 2GB); past it objects are evicted and spilled to disk; 0: no arena, objects are unbounded files (default $GORAY_OBJECT_STORE_MEMORY, else min(25% of RAM, 2GiB))")
+		spillAt   = fs.Float64("object-spilling-threshold", 0, "fraction of the object store's capacity past which objects are evicted and spilled in the background, in (0, 1] (default $GORAY_OBJECT_SPILLING_THRESHOLD, else 0.8)")
+		spillDir  = fs.String("object-spilling-dir", "", "directory on disk for spilled objects; the raylet makes its own directory in it and removes it on exit (default $GORAY_OBJECT_SPILLING_DIR, else the data dir)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +85,17 @@ func run(args []string) error {
 		DriverReconnectTimeout: *driverTO,
 	}
 	cfg.Address, cfg.Listen, cfg.TokenFile, cfg.NoAuth, cfg.DataDir = *address, *listen, *tokenFile, *noAuth, *dataDir
+	if *storeMem != "" {
+		n, err := raylet.ParseSize(*storeMem)
+		if err != nil || n < 0 {
+			return fmt.Errorf("--object-store-memory: %v", orNegative(err, n))
+		}
+		cfg.ObjectStoreMemory = n
+		if n == 0 {
+			cfg.ObjectStoreMemory = -1 // no arena
+		}
+	}
+	cfg.ObjectSpillingThreshold, cfg.ObjectSpillingDir = *spillAt, *spillDir
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {
@@ -94,4 +108,12 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return embed.Run(ctx, cfg)
+}
+
+// orNegative is err, or the complaint about a negative size n.
+func orNegative(err error, n int64) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%d bytes: want a size >= 0", n)
 }

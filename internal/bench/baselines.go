@@ -162,7 +162,7 @@ func (e *echoClient) stream(ctx context.Context, i int) (grpc.ClientStream, erro
 
 func baselineSpecs(sz sizes) []*spec {
 	per := float64(sz.transfer) / gb
-	return []*spec{
+	return append([]*spec{
 		{name: grpcUnarySeq, unit: UnitOps, per: 1, setup: func(ctx context.Context, r *runner) (op, func(), error) {
 			e, err := r.echoServer(ctx)
 			if err != nil {
@@ -272,5 +272,5 @@ func baselineSpecs(sz sizes) []*spec {
 				return nil
 			}, func() {}, nil
 		}},
-	}
+	}, spillBaselines(sz)...)
 }

@@ -293,7 +293,7 @@ func jobSetup(f func(ctx context.Context, r *runner) (op, error)) func(context.C
 func workloadSpecs(sz sizes) []*spec {
 	n := nActors()
 	gbOf := func(bytes int) float64 { return float64(bytes) / gb }
-	return []*spec{
+	return append([]*spec{
 		{name: "single_client_get_calls", unit: UnitOps, per: 1, goal: goalCalls, ray: 10556,
 			setup: jobSetup(func(ctx context.Context, r *runner) (op, error) {
 				ref, err := objectstore.Put(ctx, 0)
@@ -516,7 +516,7 @@ func workloadSpecs(sz sizes) []*spec {
 					return nil
 				}, nil
 			})},
-	}
+	}, spillSpecs(sz)...)
 }
 
 func actorAsync(name string, sz sizes, conc int, goal string, ray float64) *spec {

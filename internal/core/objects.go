@@ -1,14 +1,12 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
-	"github.com/goray/goray/internal/store"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -201,105 +199,6 @@ func (c *Core) putPayload(ctx context.Context, p *pb.Payload, contained []*handl
 	}
 	c.pressure.add(c, int64(len(p.GetData())))
 	return c.newSettled(id, nil, loc, contained), nil
-}
-
-// storePayload writes p into the node's store and seals it with the raylet.
-func (c *Core) storePayload(ctx context.Context, id ids.ObjectID, p *pb.Payload) (*pb.ObjectLocation, error) {
-	if loc, ok, err := c.storeInArena(ctx, id, p); ok || err != nil {
-		return loc, err
-	}
-	if err := store.Write(c.storeDir, id, p.GetData()); err != nil {
-		return nil, err
-	}
-	if _, err := c.node.SealObject(ctx, &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(len(p.GetData())), JobId: c.jobID[:]}); err != nil {
-		_ = store.Remove(c.storeDir, id)
-		return nil, fmt.Errorf("seal object %s with the raylet: %w", id, errs.FromStatus(err))
-	}
-	return &pb.ObjectLocation{NodeId: c.nodeID[:], RayletAddress: c.raylet, Size: uint64(len(p.GetData())),
-		Encoding: p.GetEncoding(), TypeUrl: p.GetTypeUrl()}, nil
-}
-
-// storeInArena writes p into a region of the node's shared-memory arena
-// (one copy, into pages that are already there) and seals it; ok is false
-// when the arena has no room (or there is none): the caller writes a file.
-func (c *Core) storeInArena(ctx context.Context, id ids.ObjectID, p *pb.Payload) (*pb.ObjectLocation, bool, error) {
-	size := uint64(len(p.GetData()))
-	if c.noArena.Load() || size == 0 {
-		return nil, false, nil
-	}
-	m, err := store.OpenArena(c.storeDir)
-	if err != nil {
-		c.noArena.Store(true) // the raylet runs without one
-		return nil, false, nil
-	}
-	resp, err := c.node.AllocateObject(ctx, &pb.AllocateObjectRequest{ObjectId: id[:], Size: size, JobId: c.jobID[:]})
-	if err != nil {
-		if status.Code(err) == codes.Unimplemented {
-			c.noArena.Store(true)
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("allocate object %s in the raylet's store: %w", id, errs.FromStatus(err))
-	}
-	if !resp.GetOk() {
-		return nil, false, nil
-	}
-	region, err := m.Region(resp.GetOffset(), size)
-	if err != nil {
-		_, _ = c.node.FreeObjects(ctx, &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}})
-		return nil, false, nil
-	}
-	copy(region, p.GetData())
-	if _, err := c.node.SealObject(ctx, &pb.SealObjectRequest{ObjectId: id[:], Size: size, JobId: c.jobID[:]}); err != nil {
-		_, _ = c.node.FreeObjects(context.WithoutCancel(ctx), &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}})
-		return nil, false, fmt.Errorf("seal object %s with the raylet: %w", id, errs.FromStatus(err))
-	}
-	return &pb.ObjectLocation{NodeId: c.nodeID[:], RayletAddress: c.raylet, Size: size,
-		Encoding: p.GetEncoding(), TypeUrl: p.GetTypeUrl(), InArena: true, ArenaOffset: resp.GetOffset()}, true, nil
-}
-
-// readStored reads an object from the store, pulling it to this node first
-// when it lives on another. An object in the node's arena is not copied:
-// values are decoded straight from a read-only view of the arena, and raw
-// bytes are copied out of it once (see package store for the view's rules).
-func (c *Core) readStored(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation, view bool) (*pb.Payload, error) {
-	nid, err := ids.ParseNodeID(loc.GetNodeId())
-	if err != nil {
-		return nil, err
-	}
-	local := loc
-	if nid != c.nodeID {
-		resp, err := c.node.PullObject(ctx, &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: c.jobID[:]})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, errs.Context(ctx.Err(), "get object "+id.String())
-			}
-			return nil, fmt.Errorf("pull object %s from node %s: %w", id, nid, errs.FromStatus(err))
-		}
-		local = resp.GetLocal()
-	}
-	if local.GetInArena() {
-		m, err := store.OpenArena(c.storeDir)
-		var data []byte
-		if err == nil {
-			data, err = m.View(local.GetArenaOffset(), local.GetSize())
-		}
-		if err != nil {
-			return nil, errs.New(errs.KindObjectLost, "", "object %s is no longer in the node's store: %v", id, err)
-		}
-		if loc.GetEncoding() == pb.Encoding_ENCODING_RAW && !view {
-			// Raw bytes reach the caller as they are: hand out a copy, not
-			// the read-only view (a write to it would fault and kill the
-			// process, and the region is reused once the object is freed).
-			// Other encodings are decoded into fresh values anyway.
-			data = bytes.Clone(data)
-		}
-		return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
-	}
-	data, err := store.Read(c.storeDir, id)
-	if err != nil {
-		return nil, errs.New(errs.KindObjectLost, "", "object %s is no longer in the node's store: %v", id, err)
-	}
-	return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
 }
 
 // GetPayload waits for the object r names and returns its encoded value.

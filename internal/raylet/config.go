@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/goray/goray/internal/rpc"
@@ -69,12 +70,27 @@ type Config struct {
 	// recorded in it are removed on Stop.
 	StoreDir string
 	// ObjectStoreMemory is the size of the node's shared-memory arena
-	// (StoreDir/arena), where objects are written once and read in place;
-	// objects that do not fit go to files of their own. Its pages are faulted
-	// in when first used and then recycled. Default: the environment variable
-	// GORAY_OBJECT_STORE_MEMORY (bytes) when set, else min(25% of RAM, 2 GiB).
-	// Negative: no arena.
+	// (StoreDir/arena), where objects are written once and read in place,
+	// and the store's capacity: past ObjectSpillingThreshold of it, and
+	// whenever an object does not fit, secondary copies are evicted and
+	// primary copies spilled to ObjectSpillingDir (least recently used
+	// first); a value larger than it fails with ErrObjectStoreFull. Its pages
+	// are faulted in when first used and then recycled. Default: the
+	// environment variable GORAY_OBJECT_STORE_MEMORY (bytes, or with a unit:
+	// 256MiB, 2GB) when set, else min(25% of RAM, 2 GiB). Negative (or
+	// GORAY_OBJECT_STORE_MEMORY=0): no arena; objects are files of their own
+	// in StoreDir, with no capacity and no spilling.
 	ObjectStoreMemory int64
+	// ObjectSpillingThreshold is the fraction of the capacity past which the
+	// raylet starts evicting and spilling in the background (Ray's
+	// object_spilling_threshold), in (0, 1]. Default: the environment
+	// variable GORAY_OBJECT_SPILLING_THRESHOLD when set, else 0.8.
+	ObjectSpillingThreshold float64
+	// ObjectSpillingDir is where spilled objects go: the raylet makes a
+	// directory of its own in it (removed on Stop). It should be on disk, not
+	// in /dev/shm. Default: the environment variable GORAY_OBJECT_SPILLING_DIR
+	// when set, else DataDir/spill.
+	ObjectSpillingDir string
 	// ObjectStorePrefault faults the whole arena in at start (in the
 	// background), so that no put pays for fresh pages. Default: the
 	// environment variable GORAY_OBJECT_STORE_PREFAULT=1.
@@ -120,6 +136,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("raylet config: %w", err)
 		}
 	}
+	if t := c.ObjectSpillingThreshold; t != 0 && (math.IsNaN(t) || t <= 0 || t > 1) {
+		return fmt.Errorf("raylet config: ObjectSpillingThreshold is %v, want a fraction of the store's capacity in (0, 1] (default %v)", t, DefaultSpillingThreshold)
+	}
 	if c.MaxWorkersPerJob < 0 {
 		return fmt.Errorf("raylet config: MaxWorkersPerJob is %d, want >= 0 (0 means NumCPU)", c.MaxWorkersPerJob)
 	}
@@ -147,7 +166,10 @@ func (c Config) withDefaults() Config {
 	}
 	// Worker binaries live under DataDir and start with their own working
 	// directory, so relative paths would resolve against the wrong one.
-	for _, p := range []*string{&c.DataDir, &c.StoreDir, &c.TokenFile} {
+	if c.ObjectSpillingDir == "" {
+		c.ObjectSpillingDir = os.Getenv("GORAY_OBJECT_SPILLING_DIR")
+	}
+	for _, p := range []*string{&c.DataDir, &c.StoreDir, &c.TokenFile, &c.ObjectSpillingDir} {
 		if *p != "" {
 			if abs, err := filepath.Abs(*p); err == nil {
 				*p = abs
@@ -161,6 +183,14 @@ func (c Config) withDefaults() Config {
 	c.Resources = res
 	if c.ObjectStoreMemory == 0 {
 		c.ObjectStoreMemory = defaultObjectStoreMemory()
+	}
+	if c.ObjectSpillingThreshold == 0 {
+		c.ObjectSpillingThreshold = DefaultSpillingThreshold
+		if v := os.Getenv("GORAY_OBJECT_SPILLING_THRESHOLD"); v != "" {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f <= 1 {
+				c.ObjectSpillingThreshold = f
+			}
+		}
 	}
 	if !c.ObjectStorePrefault && os.Getenv("GORAY_OBJECT_STORE_PREFAULT") == "1" {
 		c.ObjectStorePrefault = true
@@ -180,10 +210,40 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultSpillingThreshold is Config.ObjectSpillingThreshold's default.
+const DefaultSpillingThreshold = 0.8
+
+// ParseSize parses a byte size: a number of bytes, or a number with a unit
+// (B, KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024;
+// case-insensitive), such as 256MiB or 1.5GB.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := len(t)
+	for i > 0 && (t[i-1] < '0' || t[i-1] > '9') && t[i-1] != '.' {
+		i--
+	}
+	num, unit := strings.TrimSpace(t[:i]), strings.ToLower(strings.TrimSpace(t[i:]))
+	mult := map[string]float64{"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("size %q: unknown unit %q (use B, KB, MB, GB, KiB, MiB or GiB)", s, unit)
+	}
+	if unit == "" {
+		if n, err := strconv.ParseInt(num, 10, 64); err == nil {
+			return n, nil
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f*mult) >= math.MaxInt64 {
+		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with a unit, such as 268435456 or 256MiB", s)
+	}
+	return int64(f * mult), nil
+}
+
 // defaultObjectStoreMemory is Config.ObjectStoreMemory's default.
 func defaultObjectStoreMemory() int64 {
 	if v := os.Getenv("GORAY_OBJECT_STORE_MEMORY"); v != "" {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n, err := ParseSize(v); err == nil {
 			if n == 0 {
 				return -1
 			}

@@ -46,8 +46,7 @@ func (r *Raylet) sealObject(req *pb.SealObjectRequest) error {
 	if req.GetSize() != 0 && uint64(st.Size()) != req.GetSize() {
 		return errs.New(errs.KindInvalidArgument, "", "SealObject: object %s is %d bytes in the store, the request says %d", id, st.Size(), req.GetSize())
 	}
-	_, err = r.objects.sealFile(id, jobID, uint64(st.Size()))
-	return err
+	return r.objects.sealFile(id, jobID, uint64(st.Size()))
 }
 
 // allocateObject implements NodeService.AllocateObject.
@@ -60,15 +59,18 @@ func (r *Raylet) allocateObject(req *pb.AllocateObjectRequest) (*pb.AllocateObje
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "AllocateObject: %v", err)
 	}
-	o, err := r.objects.alloc(id, jobID, req.GetSize(), false)
+	o, exists, err := r.objects.alloc(id, jobID, req.GetSize(), false)
 	if err != nil || o == nil {
-		return &pb.AllocateObjectResponse{}, err
+		return &pb.AllocateObjectResponse{Exists: exists}, err
 	}
 	return &pb.AllocateObjectResponse{Ok: true, Offset: o.off}, nil
 }
 
 // freeObjects implements NodeService.FreeObjects.
 func (r *Raylet) freeObjects(req *pb.FreeObjectsRequest) error {
+	if n := len(req.GetObjectIds()); n > maxFreeIDs {
+		return errs.New(errs.KindInvalidArgument, "", "FreeObjects: %d object IDs, at most %d in one request", n, maxFreeIDs)
+	}
 	for _, b := range req.GetObjectIds() {
 		id, err := ids.ParseObjectID(b)
 		if err != nil {
@@ -79,15 +81,37 @@ func (r *Raylet) freeObjects(req *pb.FreeObjectsRequest) error {
 	return nil
 }
 
-// location is where object o is on this node.
-func (r *Raylet) location(o *object, like *pb.ObjectLocation) *pb.ObjectLocation {
-	return &pb.ObjectLocation{NodeId: r.nodeID[:], RayletAddress: r.addr, Size: o.size,
-		Encoding: like.GetEncoding(), TypeUrl: like.GetTypeUrl(), InArena: o.inArena, ArenaOffset: o.off}
+// Bounds on the IDs of one UnpinObjects or FreeObjects request.
+const (
+	maxUnpinIDs = 10000
+	maxFreeIDs  = 100000
+)
+
+// unpinObjects implements LocalObjectService.UnpinObjects.
+func (r *Raylet) unpinObjects(req *pb.UnpinObjectsRequest) error {
+	if n := len(req.GetObjectIds()); n > maxUnpinIDs {
+		return errs.New(errs.KindInvalidArgument, "", "UnpinObjects: %d object IDs, at most %d in one request", n, maxUnpinIDs)
+	}
+	for _, b := range req.GetObjectIds() {
+		id, err := ids.ParseObjectID(b)
+		if err != nil {
+			return errs.New(errs.KindInvalidArgument, "", "UnpinObjects: %v", err)
+		}
+		r.objects.unpin(id)
+	}
+	return nil
 }
 
-// pullObject implements NodeService.PullObject: it returns where the object
-// is in this node's store.
-func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.ObjectLocation, error) {
+// location is where an object is on this node (p, from a pin).
+func (r *Raylet) location(p objPlace, like *pb.ObjectLocation) *pb.ObjectLocation {
+	return &pb.ObjectLocation{NodeId: r.nodeID[:], RayletAddress: r.addr, Size: p.size,
+		Encoding: like.GetEncoding(), TypeUrl: like.GetTypeUrl(), InArena: p.inArena, ArenaOffset: p.off}
+}
+
+// pullObject implements NodeService.PullObject: it makes the object local
+// (pulling it from another node, restoring it from a spill file), pins it
+// as asked, and returns where it is in this node's store.
+func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
 	id, err := ids.ParseObjectID(req.GetObjectId())
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
@@ -96,20 +120,34 @@ func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: %v", err)
 	}
+	mode := req.GetPin()
+	if _, ok := pb.PinMode_name[int32(mode)]; !ok {
+		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: unknown pin mode %d", mode)
+	}
 	loc := req.GetLocation()
-	if o := r.objects.get(id); o != nil {
-		return r.location(o, loc), nil
+	// A copy pulled here may be evicted before it is pinned (the store is
+	// under pressure): pull it again, a bounded number of times.
+	for attempt := 0; ; attempt++ {
+		direct := req.GetReadSpilled() && mode == pb.PinMode_PIN_MODE_READ
+		p, found, err := r.objects.pin(ctx, id, mode, !direct)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			return &pb.PullObjectResponse{Local: r.location(p, loc), SpillPath: p.spillPath, SpillOffset: p.spillOff}, nil
+		}
+		from, here := loc.GetRayletAddress(), string(loc.GetNodeId()) == string(r.nodeID[:])
+		if from == "" && !here {
+			return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: object %s is not on node %s and the request names no location to pull it from", id, r.nodeID)
+		}
+		if from == r.addr || here {
+			return nil, errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s, where its location says it is (freed, or its job ended)", id, r.nodeID)
+		}
+		if attempt >= pullAttempts {
+			return nil, errs.New(errs.KindObjectStoreFull, "", "object %s was evicted from node %s's store %d times before it could be read: the store is too full; release objects or raise --object-store-memory", id, r.nodeID, attempt)
+		}
+		if err := r.transfer.fetch(ctx, r.ctx, id, jobID, loc); err != nil {
+			return nil, err
+		}
 	}
-	from := loc.GetRayletAddress()
-	if from == "" {
-		return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: object %s is not on node %s and the request names no location to pull it from", id, r.nodeID)
-	}
-	if from == r.addr || string(loc.GetNodeId()) == string(r.nodeID[:]) {
-		return nil, errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s, where its location says it is", id, r.nodeID)
-	}
-	o, err := r.transfer.fetch(ctx, r.ctx, id, jobID, loc)
-	if err != nil {
-		return nil, err
-	}
-	return r.location(o, loc), nil
 }

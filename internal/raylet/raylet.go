@@ -61,6 +61,7 @@ type Raylet struct {
 	headAddr    string
 	dataDir     string
 	storeDir    string
+	spillDir    string // the raylet's own, removed on Stop
 	ownDataDir  bool
 	ownStoreDir bool
 
@@ -319,8 +320,40 @@ func (r *Raylet) makeDirs() error {
 			}
 		}
 	}
-	r.objects = newLocalObjects(r.storeDir, r.arena, r.log)
+	if err := r.makeSpillDir(); err != nil {
+		return err
+	}
+	r.objects = newLocalObjects(r.storeDir, r.arena, r.spillDir, r.cfg.ObjectSpillingThreshold, r.log)
+	if r.arena != nil {
+		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
+	}
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
+	return nil
+}
+
+// makeSpillDir makes the raylet's own spill directory, spill-*, in
+// ObjectSpillingDir (default: the data directory), after removing those of
+// raylets that are gone. Stop removes it.
+func (r *Raylet) makeSpillDir() error {
+	base := r.cfg.ObjectSpillingDir
+	if base == "" {
+		base = r.dataDir
+	}
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return fmt.Errorf("raylet: object spilling dir: %w", err)
+	}
+	for _, d := range store.Sweep(base, "spill-") {
+		r.log.Info("removed the spilled objects of a raylet that is gone", "dir", d)
+	}
+	d, err := os.MkdirTemp(base, "spill-")
+	if err != nil {
+		return fmt.Errorf("raylet: object spilling dir: %w", err)
+	}
+	if err := store.Claim(d); err != nil {
+		os.Remove(d)
+		return fmt.Errorf("raylet: object spilling dir: %w", err)
+	}
+	r.spillDir = d
 	return nil
 }
 
@@ -456,7 +489,7 @@ func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 // heartbeatRequest is the node's heartbeat: its available and total
 // resources and the lease requests waiting here as infeasible.
 func (r *Raylet) heartbeatRequest() *pb.HeartbeatRequest {
-	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:]}
+	req := &pb.HeartbeatRequest{NodeId: r.nodeID[:], ObjectStore: r.objects.storeStats()}
 	r.leases.heartbeat(req)
 	return req
 }
@@ -502,6 +535,9 @@ func (r *Raylet) HeadAddress() string { return r.headAddr }
 // StoreDir is the node's object store directory.
 func (r *Raylet) StoreDir() string { return r.storeDir }
 
+// SpillDir is the raylet's own directory of spilled objects.
+func (r *Raylet) SpillDir() string { return r.spillDir }
+
 // Stop kills every worker process and waits for it, stops serving (a
 // server of its own), and removes the directories the raylet made. It is
 // idempotent. A raylet served by another package's server is stopped in two
@@ -545,6 +581,9 @@ func (r *Raylet) stop() {
 		os.RemoveAll(r.storeDir)
 	} else if r.objects != nil {
 		r.objects.removeFiles()
+	}
+	if r.spillDir != "" {
+		os.RemoveAll(r.spillDir)
 	}
 	if r.ownDataDir {
 		os.RemoveAll(r.dataDir)

@@ -452,8 +452,9 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// An object larger than the node's free arena is pulled into a file of its
-// own, and the arena file goes when the raylet stops.
+// An object larger than the node's store can ever hold fails with
+// ErrObjectStoreFull naming its size and the capacity — put or pull — and
+// the raylet keeps serving; the arena file goes when the raylet stops.
 func TestObjectArenaFull(t *testing.T) {
 	head := startHead(t, map[string]float64{"CPU": 1})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -478,9 +479,19 @@ func TestObjectArenaFull(t *testing.T) {
 	id := ids.NewTaskID(job).ObjectID(1)
 	data := make([]byte, 3<<20)
 	rand.Read(data)
-	if a, err := dst.AllocateObject(callCtx(t), &pb.AllocateObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: job[:]}); err != nil || a.GetOk() {
-		t.Fatalf("AllocateObject of 3 MiB in a 1 MiB arena: %v, %v; want not ok", a, err)
+	checkFull := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(errs.FromStatus(err), errs.ErrObjectStoreFull) {
+			t.Fatalf("%s: got %v, want ErrObjectStoreFull", what, err)
+		}
+		for _, want := range []string{"3145728 bytes", "capacity is 1048576 bytes", "--object-store-memory"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: got %q, want it to say %q", what, err, want)
+			}
+		}
 	}
+	_, err = dst.AllocateObject(callCtx(t), &pb.AllocateObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: job[:]})
+	checkFull("AllocateObject of 3 MiB in a 1 MiB arena", err)
 	if err := store.Write(head.StoreDir(), id, data); err != nil {
 		t.Fatal(err)
 	}
@@ -488,21 +499,22 @@ func TestObjectArenaFull(t *testing.T) {
 		t.Fatalf("SealObject: %v", err)
 	}
 	loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: uint64(len(data))}
-	resp, err := dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: job[:]})
+	_, err = dst.PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: id[:], Location: loc, JobId: job[:]})
+	checkFull("PullObject of 3 MiB into a 1 MiB arena", err)
+	if exists(store.Path(node.StoreDir(), id)) {
+		t.Error("the failed pull left a file in the store directory")
+	}
+	// The raylet keeps serving: an object that fits goes into the arena.
+	small := ids.NewTaskID(job).ObjectID(2)
+	a, err := dst.AllocateObject(callCtx(t), &pb.AllocateObjectRequest{ObjectId: small[:], Size: 4096, JobId: job[:]})
+	if err != nil || !a.GetOk() {
+		t.Fatalf("AllocateObject of 4 KiB after the failures: got %v, %v; want a region", a, err)
+	}
+	info, err := dst.GetNodeInfo(callCtx(t), &pb.GetNodeInfoRequest{})
 	if err != nil {
-		t.Fatalf("PullObject: %v", err)
+		t.Fatalf("GetNodeInfo: %v", err)
 	}
-	if resp.GetLocal().GetInArena() {
-		t.Fatalf("pulled into the arena, which is too small: %v", resp.GetLocal())
-	}
-	got, err := store.Read(node.StoreDir(), id)
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("pulled file differs (%v)", err)
-	}
-	if _, err := dst.FreeObjects(callCtx(t), &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}); err != nil {
-		t.Fatalf("FreeObjects: %v", err)
-	}
-	if _, err := os.Stat(store.Path(node.StoreDir(), id)); !os.IsNotExist(err) {
-		t.Errorf("file of a freed object: %v", err)
+	if st := info.GetObjectStore(); st.GetCapacityBytes() != 1<<20 || st.GetUsedBytes() != 4096 || st.GetSpillDir() != node.SpillDir() {
+		t.Errorf("GetNodeInfo object store: got %v, want capacity 1 MiB, 4096 used, spill dir %s", st, node.SpillDir())
 	}
 }

@@ -26,7 +26,8 @@ var (
 func (s *nodeServer) GetNodeInfo(context.Context, *pb.GetNodeInfoRequest) (*pb.GetNodeInfoResponse, error) {
 	r := s.r
 	total, _ := r.leases.resources()
-	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: &pb.Resources{Amounts: total}}, nil
+	return &pb.GetNodeInfoResponse{NodeId: r.nodeID[:], HeadAddress: r.headAddr, StoreDir: r.storeDir, Total: &pb.Resources{Amounts: total},
+		ObjectStore: r.objects.storeStats()}, nil
 }
 
 func (s *nodeServer) RegisterWorker(req *pb.RegisterWorkerRequest, stream pb.NodeService_RegisterWorkerServer) error {
@@ -102,11 +103,7 @@ func (s *nodeServer) SealObject(_ context.Context, req *pb.SealObjectRequest) (*
 }
 
 func (s *nodeServer) PullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb.PullObjectResponse, error) {
-	loc, err := s.r.pullObject(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.PullObjectResponse{Local: loc}, nil
+	return s.r.pullObject(ctx, req)
 }
 
 func (s *nodeServer) AllocateObject(_ context.Context, req *pb.AllocateObjectRequest) (*pb.AllocateObjectResponse, error) {
@@ -122,6 +119,13 @@ func (s *nodeServer) FreeObjects(_ context.Context, req *pb.FreeObjectsRequest) 
 		return nil, err
 	}
 	return &pb.FreeObjectsResponse{}, nil
+}
+
+func (s *nodeServer) UnpinObjects(_ context.Context, req *pb.UnpinObjectsRequest) (*pb.UnpinObjectsResponse, error) {
+	if err := s.r.unpinObjects(req); err != nil {
+		return nil, err
+	}
+	return &pb.UnpinObjectsResponse{}, nil
 }
 
 // transferServer is the raylet's ObjectTransferService.

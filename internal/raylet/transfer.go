@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
@@ -52,20 +53,17 @@ func newTransfer(nodeID ids.NodeID, token, storeDir string, objects *localObject
 // once however many callers ask at the same time. The pull runs under life
 // (the raylet's lifetime, bounded by pullBudget), so a caller that gives up
 // (ctx) does not cancel it for the others.
-func (t *transfer) fetch(ctx, life context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) (*object, error) {
+func (t *transfer) fetch(ctx, life context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) error {
 	ch := t.flight.DoChan(id.String(), func() (any, error) {
 		pctx, cancel := context.WithTimeout(life, pullBudget)
 		defer cancel()
-		return t.pull(pctx, id, jobID, loc)
+		return nil, t.pull(pctx, id, jobID, loc)
 	})
 	select {
 	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*object), nil
+		return res.Err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -120,20 +118,20 @@ func (s *pullSink) writeAt(b []byte, off uint64) error {
 }
 
 // pull copies object id from the raylet at loc into the local store (an
-// arena region when there is room, else a file), resuming an interrupted
-// stream where it broke off.
-func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) (*object, error) {
-	if o := t.objects.get(id); o != nil {
-		return o, nil
+// arena region, making room as a put does; a file on a node without
+// arena), resuming an interrupted stream where it broke off.
+func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, loc *pb.ObjectLocation) error {
+	if t.objects.has(id) {
+		return nil
 	}
 	client, err := t.peer(loc.GetRayletAddress())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var sink pullSink
-	alloc, err := t.objects.alloc(id, jobID, loc.GetSize(), true)
-	if err != nil {
-		return nil, err
+	alloc, exists, err := t.objects.alloc(id, jobID, loc.GetSize(), true)
+	if err != nil || exists {
+		return err
 	}
 	if alloc != nil {
 		m, err := store.OpenArena(t.storeDir)
@@ -141,15 +139,13 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 			sink.region, err = m.Region(alloc.off, alloc.size)
 		}
 		if err != nil {
-			t.log.Warn("pull into the arena; using a file", "object", id, "err", err)
 			t.objects.dropAlloc(id, alloc)
-			alloc, sink.region = nil, nil
+			return errs.New(errs.KindObjectLost, "", "pull object %s: map the arena: %v", id, err)
 		}
-	}
-	if alloc == nil {
+	} else {
 		f, err := store.Create(t.storeDir, id)
 		if err != nil {
-			return nil, err
+			return storeFileErr(err, t.storeDir, id, loc.GetSize())
 		}
 		sink.f = f
 	}
@@ -187,25 +183,32 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 	if lastErr != nil {
 		var ge *errs.Error
 		if errors.As(lastErr, &ge) {
-			return nil, lastErr
+			return lastErr
 		}
-		return nil, errs.New(errs.KindObjectLost, "", "pull object %s from %s: %v", id, loc.GetRayletAddress(), lastErr)
+		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: %v", id, loc.GetRayletAddress(), lastErr)
 	}
 	if want := loc.GetSize(); want != 0 && want != off {
-		return nil, errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, loc.GetRayletAddress(), off, want)
+		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, loc.GetRayletAddress(), off, want)
 	}
 	if alloc != nil {
 		committed = true // sealPulled frees the region if it cannot seal it
-		if err := t.objects.sealPulled(id, jobID, alloc); err != nil {
-			return nil, err
-		}
-		return alloc, nil
+		return t.objects.sealPulled(id, jobID, alloc)
 	}
 	if err := store.Commit(sink.f, t.storeDir, id); err != nil {
-		return nil, err
+		return storeFileErr(err, t.storeDir, id, off)
 	}
 	committed = true
 	return t.objects.sealFile(id, jobID, off)
+}
+
+// storeFileErr is the error of writing object id's file of size bytes into
+// the store directory (a node without arena): a full file system is
+// ErrObjectStoreFull, not a raw ENOSPC.
+func storeFileErr(err error, dir string, id ids.ObjectID, size uint64) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return errs.New(errs.KindObjectStoreFull, "", "object %s (%d bytes): the file system under the store directory %s is full; free space there (/dev/shm)", id, size, dir)
+	}
+	return err
 }
 
 func (t *transfer) pullStream(ctx context.Context, client pb.ObjectTransferServiceClient, id ids.ObjectID, sink *pullSink, off *uint64, total *int64) error {
@@ -266,37 +269,51 @@ func (t *transfer) serveObject(req *pb.PullRequest, stream pb.ObjectTransferServ
 	if err != nil {
 		return errs.New(errs.KindInvalidArgument, "", "Pull: %v", err)
 	}
-	o := t.objects.get(id)
-	if o == nil {
+	// Pin the copy for the stream (a spilled one is read from its spill
+	// file, not restored), so that it is not evicted, spilled or freed
+	// under it.
+	p, found, err := t.objects.pin(stream.Context(), id, pb.PinMode_PIN_MODE_READ, false)
+	if err != nil {
+		return err
+	}
+	if !found {
 		return errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s", id, t.nodeID)
 	}
-	if o.inArena {
+	defer t.objects.unpin(id)
+	if p.inArena {
 		m, err := store.OpenArena(t.storeDir)
 		var b []byte
 		if err == nil {
-			b, err = m.View(o.off, o.size)
+			b, err = m.View(p.off, p.size)
 		}
 		if err != nil {
 			return errs.New(errs.KindObjectLost, "", "object %s: read the arena: %v", id, err)
 		}
-		return serveChunks(req, stream, id, o.size, func(off, n uint64) ([]byte, error) {
+		return serveChunks(req, stream, id, p.size, func(off, n uint64) ([]byte, error) {
 			return b[off : off+n : off+n], nil
 		})
 	}
-	f, err := os.Open(store.Path(t.storeDir, id))
+	path, base, size := store.Path(t.storeDir, id), uint64(0), p.size
+	if !p.inFile {
+		path, base = p.spillPath, p.spillOff
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return errs.New(errs.KindObjectLost, "", "object %s is recorded on node %s but its file is gone: %v", id, t.nodeID, err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return errs.New(errs.KindObjectLost, "", "object %s: %v", id, err)
+	if p.inFile {
+		st, err := f.Stat()
+		if err != nil {
+			return errs.New(errs.KindObjectLost, "", "object %s: %v", id, err)
+		}
+		size = uint64(st.Size())
 	}
-	return serveChunks(req, stream, id, uint64(st.Size()), func(off, n uint64) ([]byte, error) {
+	return serveChunks(req, stream, id, size, func(off, n uint64) ([]byte, error) {
 		// A buffer per chunk: gRPC may still be writing the last one out
 		// (transferServerCodec does not copy it).
 		buf := make([]byte, n)
-		m, err := f.ReadAt(buf, int64(off))
+		m, err := f.ReadAt(buf, int64(base+off))
 		if m == 0 && err != nil {
 			return nil, err
 		}

@@ -19,8 +19,10 @@ import (
 // of the arena without a copy. Pages of the arena are faulted in once
 // (Allocator.Prefault, or the first time a region reaches them) and then
 // recycled: a put into a recycled region writes into pages the kernel
-// neither hands out nor zeroes again. Objects that do not fit go to files
-// of their own, as before.
+// neither hands out nor zeroes again. The arena's size is the store's
+// capacity: the raylet evicts and spills objects to make room in it, and an
+// object that cannot get a region fails its put (there is no fallback to
+// files of their own beside the arena).
 //
 // Lifetime: a []byte read from the arena (View) aliases the store. It is
 // read-only (writing to it faults) and it is valid until its object is freed
@@ -254,24 +256,39 @@ func (a *Allocator) Prefault(ctx context.Context) error {
 	return nil
 }
 
-// Alloc reserves n bytes; ok is false when no free span is large enough or
-// its pages cannot be faulted in.
-func (a *Allocator) Alloc(n uint64) (off uint64, ok bool) {
+// ErrNoRoom is Alloc's error when no free span is large enough: freeing
+// (evicting, spilling) other regions may make room.
+var ErrNoRoom = errors.New("object store: no free region of the arena is large enough")
+
+// ErrShmFull wraps Alloc's error when the arena's pages cannot be faulted
+// in: the file system under the store directory (/dev/shm) is full, so the
+// arena cannot grow into its capacity until something else there is freed.
+var ErrShmFull = errors.New("object store: the shared memory under the store directory is full")
+
+// Footprint is what a region of n bytes takes of the arena (n rounded up to
+// whole pages).
+func Footprint(n uint64) uint64 {
 	if n == 0 {
 		n = 1
 	}
-	n = (n + arenaAlign - 1) &^ (arenaAlign - 1)
+	return (n + arenaAlign - 1) &^ (arenaAlign - 1)
+}
+
+// Alloc reserves n bytes. The error is ErrNoRoom when no free span is large
+// enough, or wraps ErrShmFull when the span's pages cannot be faulted in.
+func (a *Allocator) Alloc(n uint64) (off uint64, err error) {
+	n = Footprint(n)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.f == nil {
-		return 0, false
+		return 0, errors.New("object store: the arena is closed")
 	}
 	for i, s := range a.free {
 		if s.n < n {
 			continue
 		}
 		if err := a.faultLocked(s.off + n); err != nil {
-			return 0, false
+			return 0, fmt.Errorf("%w (%d bytes of the arena's %d are in the file so far): %w", ErrShmFull, a.faulted, a.size, err)
 		}
 		off = s.off
 		if s.n == n {
@@ -280,17 +297,14 @@ func (a *Allocator) Alloc(n uint64) (off uint64, ok bool) {
 			a.free[i] = span{s.off + n, s.n - n}
 		}
 		a.used += n
-		return off, true
+		return off, nil
 	}
-	return 0, false
+	return 0, ErrNoRoom
 }
 
 // Free returns the region Alloc(n) gave at off.
 func (a *Allocator) Free(off, n uint64) {
-	if n == 0 {
-		n = 1
-	}
-	n = (n + arenaAlign - 1) &^ (arenaAlign - 1)
+	n = Footprint(n)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	i := sort.Search(len(a.free), func(i int) bool { return a.free[i].off > off })

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"testing"
 )
@@ -13,16 +14,16 @@ func TestArena(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	o1, ok := a.Alloc(100)
-	if !ok || o1 != 0 {
-		t.Fatalf("Alloc(100) = %d, %v", o1, ok)
+	o1, err := a.Alloc(100)
+	if err != nil || o1 != 0 {
+		t.Fatalf("Alloc(100) = %d, %v", o1, err)
 	}
-	o2, ok := a.Alloc(5000)
-	if !ok || o2 != arenaAlign {
-		t.Fatalf("Alloc(5000) = %d, %v", o2, ok)
+	o2, err := a.Alloc(5000)
+	if err != nil || o2 != arenaAlign {
+		t.Fatalf("Alloc(5000) = %d, %v", o2, err)
 	}
-	if _, ok := a.Alloc(1 << 20); ok {
-		t.Fatal("Alloc past the capacity succeeded")
+	if _, err := a.Alloc(1 << 20); !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("Alloc past the capacity: got %v, want ErrNoRoom", err)
 	}
 	m, err := OpenArena(dir)
 	if err != nil {
@@ -45,8 +46,8 @@ func TestArena(t *testing.T) {
 	if a.Used() != 0 || len(a.free) != 1 || a.free[0] != (span{0, 1 << 20}) {
 		t.Fatalf("after freeing all: used %d, free list %v", a.Used(), a.free)
 	}
-	if o, ok := a.Alloc(1 << 20); !ok || o != 0 {
-		t.Fatalf("Alloc(all) after coalescing = %d, %v", o, ok)
+	if o, err := a.Alloc(1 << 20); err != nil || o != 0 {
+		t.Fatalf("Alloc(all) after coalescing = %d, %v", o, err)
 	}
 	a.Close()
 	if _, err := os.Stat(ArenaPath(dir)); !os.IsNotExist(err) {

@@ -21,6 +21,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PinMode says how PullObject pins the local copy it returns.
+type PinMode int32
+
+const (
+	// No pin: the location may be stale as soon as it is returned.
+	PinMode_PIN_MODE_UNSPECIFIED PinMode = 0
+	// Pinned until the caller's UnpinObjects (or the object's job ends).
+	PinMode_PIN_MODE_READ PinMode = 1
+	// Pinned in memory until the object is freed: for a zero-copy view that
+	// the caller keeps. No UnpinObjects.
+	PinMode_PIN_MODE_VIEW PinMode = 2
+)
+
+// Enum value maps for PinMode.
+var (
+	PinMode_name = map[int32]string{
+		0: "PIN_MODE_UNSPECIFIED",
+		1: "PIN_MODE_READ",
+		2: "PIN_MODE_VIEW",
+	}
+	PinMode_value = map[string]int32{
+		"PIN_MODE_UNSPECIFIED": 0,
+		"PIN_MODE_READ":        1,
+		"PIN_MODE_VIEW":        2,
+	}
+)
+
+func (x PinMode) Enum() *PinMode {
+	p := new(PinMode)
+	*p = x
+	return p
+}
+
+func (x PinMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PinMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_goray_v1_local_object_proto_enumTypes[0].Descriptor()
+}
+
+func (PinMode) Type() protoreflect.EnumType {
+	return &file_goray_v1_local_object_proto_enumTypes[0]
+}
+
+func (x PinMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PinMode.Descriptor instead.
+func (PinMode) EnumDescriptor() ([]byte, []int) {
+	return file_goray_v1_local_object_proto_rawDescGZIP(), []int{0}
+}
+
 type SealObjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
@@ -118,10 +172,17 @@ func (*SealObjectResponse) Descriptor() ([]byte, []int) {
 }
 
 type PullObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
-	Location      *ObjectLocation        `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
-	JobId         []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// Where the object is (any node, this one included); may be empty for an
+	// object in this node's store.
+	Location *ObjectLocation `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	JobId    []byte          `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pin      PinMode         `protobuf:"varint,4,opt,name=pin,proto3,enum=goray.v1.PinMode" json:"pin,omitempty"`
+	// With PIN_MODE_READ: the caller reads a spilled object from its spill
+	// file itself (PullObjectResponse.spill_path), so the raylet does not
+	// restore it into the arena.
+	ReadSpilled   bool `protobuf:"varint,5,opt,name=read_spilled,json=readSpilled,proto3" json:"read_spilled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,10 +238,29 @@ func (x *PullObjectRequest) GetJobId() []byte {
 	return nil
 }
 
+func (x *PullObjectRequest) GetPin() PinMode {
+	if x != nil {
+		return x.Pin
+	}
+	return PinMode_PIN_MODE_UNSPECIFIED
+}
+
+func (x *PullObjectRequest) GetReadSpilled() bool {
+	if x != nil {
+		return x.ReadSpilled
+	}
+	return false
+}
+
 type PullObjectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Where the object is in this node's store now.
-	Local         *ObjectLocation `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
+	Local *ObjectLocation `protobuf:"bytes,1,opt,name=local,proto3" json:"local,omitempty"`
+	// Set (with read_spilled) when the object is to be read from its spill
+	// file: local.size bytes at spill_offset of the file spill_path, pinned
+	// until UnpinObjects.
+	SpillPath     string `protobuf:"bytes,2,opt,name=spill_path,json=spillPath,proto3" json:"spill_path,omitempty"`
+	SpillOffset   uint64 `protobuf:"varint,3,opt,name=spill_offset,json=spillOffset,proto3" json:"spill_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -220,6 +300,20 @@ func (x *PullObjectResponse) GetLocal() *ObjectLocation {
 		return x.Local
 	}
 	return nil
+}
+
+func (x *PullObjectResponse) GetSpillPath() string {
+	if x != nil {
+		return x.SpillPath
+	}
+	return ""
+}
+
+func (x *PullObjectResponse) GetSpillOffset() uint64 {
+	if x != nil {
+		return x.SpillOffset
+	}
+	return 0
 }
 
 type AllocateObjectRequest struct {
@@ -283,9 +377,11 @@ func (x *AllocateObjectRequest) GetJobId() []byte {
 }
 
 type AllocateObjectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ok     bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Offset uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The object is sealed in this node's store already: nothing to write.
+	Exists        bool `protobuf:"varint,3,opt,name=exists,proto3" json:"exists,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,9 +430,17 @@ func (x *AllocateObjectResponse) GetOffset() uint64 {
 	return 0
 }
 
+func (x *AllocateObjectResponse) GetExists() bool {
+	if x != nil {
+		return x.Exists
+	}
+	return false
+}
+
 type FreeObjectsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectIds     [][]byte               `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 100,000 IDs; an ID this node does not hold is ignored.
+	ObjectIds     [][]byte `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +518,204 @@ func (*FreeObjectsResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_local_object_proto_rawDescGZIP(), []int{7}
 }
 
+type UnpinObjectsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000 IDs; an ID that holds no read pin is ignored.
+	ObjectIds     [][]byte `protobuf:"bytes,1,rep,name=object_ids,json=objectIds,proto3" json:"object_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinObjectsRequest) Reset() {
+	*x = UnpinObjectsRequest{}
+	mi := &file_goray_v1_local_object_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinObjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinObjectsRequest) ProtoMessage() {}
+
+func (x *UnpinObjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_local_object_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinObjectsRequest.ProtoReflect.Descriptor instead.
+func (*UnpinObjectsRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_local_object_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UnpinObjectsRequest) GetObjectIds() [][]byte {
+	if x != nil {
+		return x.ObjectIds
+	}
+	return nil
+}
+
+type UnpinObjectsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinObjectsResponse) Reset() {
+	*x = UnpinObjectsResponse{}
+	mi := &file_goray_v1_local_object_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinObjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinObjectsResponse) ProtoMessage() {}
+
+func (x *UnpinObjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_local_object_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinObjectsResponse.ProtoReflect.Descriptor instead.
+func (*UnpinObjectsResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_local_object_proto_rawDescGZIP(), []int{9}
+}
+
+// ObjectStoreStats are a node's object store figures (GetNodeInfo, heartbeats).
+type ObjectStoreStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The arena's size: what the store holds in memory (0: no arena, objects
+	// are files of their own and unbounded).
+	CapacityBytes uint64 `protobuf:"varint,1,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	// Bytes of the arena in use (sealed objects and regions being written).
+	UsedBytes uint64 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	// Bytes of objects pinned by readers or views (never evicted or spilled).
+	PinnedBytes uint64 `protobuf:"varint,3,opt,name=pinned_bytes,json=pinnedBytes,proto3" json:"pinned_bytes,omitempty"`
+	// Bytes of objects in spill files now, and how many objects.
+	SpilledBytes   uint64 `protobuf:"varint,4,opt,name=spilled_bytes,json=spilledBytes,proto3" json:"spilled_bytes,omitempty"`
+	SpilledObjects uint64 `protobuf:"varint,5,opt,name=spilled_objects,json=spilledObjects,proto3" json:"spilled_objects,omitempty"`
+	// Totals since the raylet started: bytes written to spill files, bytes
+	// restored from them, secondary copies evicted.
+	SpilledTotalBytes  uint64 `protobuf:"varint,6,opt,name=spilled_total_bytes,json=spilledTotalBytes,proto3" json:"spilled_total_bytes,omitempty"`
+	RestoredTotalBytes uint64 `protobuf:"varint,7,opt,name=restored_total_bytes,json=restoredTotalBytes,proto3" json:"restored_total_bytes,omitempty"`
+	EvictedTotal       uint64 `protobuf:"varint,8,opt,name=evicted_total,json=evictedTotal,proto3" json:"evicted_total,omitempty"`
+	// The spill directory of this raylet.
+	SpillDir      string `protobuf:"bytes,9,opt,name=spill_dir,json=spillDir,proto3" json:"spill_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectStoreStats) Reset() {
+	*x = ObjectStoreStats{}
+	mi := &file_goray_v1_local_object_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectStoreStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectStoreStats) ProtoMessage() {}
+
+func (x *ObjectStoreStats) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_local_object_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectStoreStats.ProtoReflect.Descriptor instead.
+func (*ObjectStoreStats) Descriptor() ([]byte, []int) {
+	return file_goray_v1_local_object_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ObjectStoreStats) GetCapacityBytes() uint64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetUsedBytes() uint64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetPinnedBytes() uint64 {
+	if x != nil {
+		return x.PinnedBytes
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetSpilledBytes() uint64 {
+	if x != nil {
+		return x.SpilledBytes
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetSpilledObjects() uint64 {
+	if x != nil {
+		return x.SpilledObjects
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetSpilledTotalBytes() uint64 {
+	if x != nil {
+		return x.SpilledTotalBytes
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetRestoredTotalBytes() uint64 {
+	if x != nil {
+		return x.RestoredTotalBytes
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetEvictedTotal() uint64 {
+	if x != nil {
+		return x.EvictedTotal
+	}
+	return 0
+}
+
+func (x *ObjectStoreStats) GetSpillDir() string {
+	if x != nil {
+		return x.SpillDir
+	}
+	return ""
+}
+
 var File_goray_v1_local_object_proto protoreflect.FileDescriptor
 
 const file_goray_v1_local_object_proto_rawDesc = "" +
@@ -423,29 +725,55 @@ const file_goray_v1_local_object_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12SealObjectResponse\"}\n" +
+	"\x12SealObjectResponse\"\xc5\x01\n" +
 	"\x11PullObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
 	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"D\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12#\n" +
+	"\x03pin\x18\x04 \x01(\x0e2\x11.goray.v1.PinModeR\x03pin\x12!\n" +
+	"\fread_spilled\x18\x05 \x01(\bR\vreadSpilled\"\x86\x01\n" +
 	"\x12PullObjectResponse\x12.\n" +
-	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\"_\n" +
+	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\x12\x1d\n" +
+	"\n" +
+	"spill_path\x18\x02 \x01(\tR\tspillPath\x12!\n" +
+	"\fspill_offset\x18\x03 \x01(\x04R\vspillOffset\"_\n" +
 	"\x15AllocateObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"@\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"X\n" +
 	"\x16AllocateObjectResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x04R\x06offset\"3\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06exists\x18\x03 \x01(\bR\x06exists\"3\n" +
 	"\x12FreeObjectsRequest\x12\x1d\n" +
 	"\n" +
 	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x15\n" +
-	"\x13FreeObjectsResponse2\xc7\x02\n" +
+	"\x13FreeObjectsResponse\"4\n" +
+	"\x13UnpinObjectsRequest\x12\x1d\n" +
+	"\n" +
+	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x16\n" +
+	"\x14UnpinObjectsResponse\"\xed\x02\n" +
+	"\x10ObjectStoreStats\x12%\n" +
+	"\x0ecapacity_bytes\x18\x01 \x01(\x04R\rcapacityBytes\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x02 \x01(\x04R\tusedBytes\x12!\n" +
+	"\fpinned_bytes\x18\x03 \x01(\x04R\vpinnedBytes\x12#\n" +
+	"\rspilled_bytes\x18\x04 \x01(\x04R\fspilledBytes\x12'\n" +
+	"\x0fspilled_objects\x18\x05 \x01(\x04R\x0espilledObjects\x12.\n" +
+	"\x13spilled_total_bytes\x18\x06 \x01(\x04R\x11spilledTotalBytes\x120\n" +
+	"\x14restored_total_bytes\x18\a \x01(\x04R\x12restoredTotalBytes\x12#\n" +
+	"\revicted_total\x18\b \x01(\x04R\fevictedTotal\x12\x1b\n" +
+	"\tspill_dir\x18\t \x01(\tR\bspillDir*I\n" +
+	"\aPinMode\x12\x18\n" +
+	"\x14PIN_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rPIN_MODE_READ\x10\x01\x12\x11\n" +
+	"\rPIN_MODE_VIEW\x10\x022\x96\x03\n" +
 	"\x12LocalObjectService\x12G\n" +
 	"\n" +
 	"SealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n" +
 	"\n" +
-	"PullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12S\n" +
+	"PullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12M\n" +
+	"\fUnpinObjects\x12\x1d.goray.v1.UnpinObjectsRequest\x1a\x1e.goray.v1.UnpinObjectsResponse\x12S\n" +
 	"\x0eAllocateObject\x12\x1f.goray.v1.AllocateObjectRequest\x1a .goray.v1.AllocateObjectResponse\x12J\n" +
 	"\vFreeObjects\x12\x1c.goray.v1.FreeObjectsRequest\x1a\x1d.goray.v1.FreeObjectsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
@@ -461,34 +789,42 @@ func file_goray_v1_local_object_proto_rawDescGZIP() []byte {
 	return file_goray_v1_local_object_proto_rawDescData
 }
 
-var file_goray_v1_local_object_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_goray_v1_local_object_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_goray_v1_local_object_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_goray_v1_local_object_proto_goTypes = []any{
-	(*SealObjectRequest)(nil),      // 0: goray.v1.SealObjectRequest
-	(*SealObjectResponse)(nil),     // 1: goray.v1.SealObjectResponse
-	(*PullObjectRequest)(nil),      // 2: goray.v1.PullObjectRequest
-	(*PullObjectResponse)(nil),     // 3: goray.v1.PullObjectResponse
-	(*AllocateObjectRequest)(nil),  // 4: goray.v1.AllocateObjectRequest
-	(*AllocateObjectResponse)(nil), // 5: goray.v1.AllocateObjectResponse
-	(*FreeObjectsRequest)(nil),     // 6: goray.v1.FreeObjectsRequest
-	(*FreeObjectsResponse)(nil),    // 7: goray.v1.FreeObjectsResponse
-	(*ObjectLocation)(nil),         // 8: goray.v1.ObjectLocation
+	(PinMode)(0),                   // 0: goray.v1.PinMode
+	(*SealObjectRequest)(nil),      // 1: goray.v1.SealObjectRequest
+	(*SealObjectResponse)(nil),     // 2: goray.v1.SealObjectResponse
+	(*PullObjectRequest)(nil),      // 3: goray.v1.PullObjectRequest
+	(*PullObjectResponse)(nil),     // 4: goray.v1.PullObjectResponse
+	(*AllocateObjectRequest)(nil),  // 5: goray.v1.AllocateObjectRequest
+	(*AllocateObjectResponse)(nil), // 6: goray.v1.AllocateObjectResponse
+	(*FreeObjectsRequest)(nil),     // 7: goray.v1.FreeObjectsRequest
+	(*FreeObjectsResponse)(nil),    // 8: goray.v1.FreeObjectsResponse
+	(*UnpinObjectsRequest)(nil),    // 9: goray.v1.UnpinObjectsRequest
+	(*UnpinObjectsResponse)(nil),   // 10: goray.v1.UnpinObjectsResponse
+	(*ObjectStoreStats)(nil),       // 11: goray.v1.ObjectStoreStats
+	(*ObjectLocation)(nil),         // 12: goray.v1.ObjectLocation
 }
 var file_goray_v1_local_object_proto_depIdxs = []int32{
-	8, // 0: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
-	8, // 1: goray.v1.PullObjectResponse.local:type_name -> goray.v1.ObjectLocation
-	0, // 2: goray.v1.LocalObjectService.SealObject:input_type -> goray.v1.SealObjectRequest
-	2, // 3: goray.v1.LocalObjectService.PullObject:input_type -> goray.v1.PullObjectRequest
-	4, // 4: goray.v1.LocalObjectService.AllocateObject:input_type -> goray.v1.AllocateObjectRequest
-	6, // 5: goray.v1.LocalObjectService.FreeObjects:input_type -> goray.v1.FreeObjectsRequest
-	1, // 6: goray.v1.LocalObjectService.SealObject:output_type -> goray.v1.SealObjectResponse
-	3, // 7: goray.v1.LocalObjectService.PullObject:output_type -> goray.v1.PullObjectResponse
-	5, // 8: goray.v1.LocalObjectService.AllocateObject:output_type -> goray.v1.AllocateObjectResponse
-	7, // 9: goray.v1.LocalObjectService.FreeObjects:output_type -> goray.v1.FreeObjectsResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	12, // 0: goray.v1.PullObjectRequest.location:type_name -> goray.v1.ObjectLocation
+	0,  // 1: goray.v1.PullObjectRequest.pin:type_name -> goray.v1.PinMode
+	12, // 2: goray.v1.PullObjectResponse.local:type_name -> goray.v1.ObjectLocation
+	1,  // 3: goray.v1.LocalObjectService.SealObject:input_type -> goray.v1.SealObjectRequest
+	3,  // 4: goray.v1.LocalObjectService.PullObject:input_type -> goray.v1.PullObjectRequest
+	9,  // 5: goray.v1.LocalObjectService.UnpinObjects:input_type -> goray.v1.UnpinObjectsRequest
+	5,  // 6: goray.v1.LocalObjectService.AllocateObject:input_type -> goray.v1.AllocateObjectRequest
+	7,  // 7: goray.v1.LocalObjectService.FreeObjects:input_type -> goray.v1.FreeObjectsRequest
+	2,  // 8: goray.v1.LocalObjectService.SealObject:output_type -> goray.v1.SealObjectResponse
+	4,  // 9: goray.v1.LocalObjectService.PullObject:output_type -> goray.v1.PullObjectResponse
+	10, // 10: goray.v1.LocalObjectService.UnpinObjects:output_type -> goray.v1.UnpinObjectsResponse
+	6,  // 11: goray.v1.LocalObjectService.AllocateObject:output_type -> goray.v1.AllocateObjectResponse
+	8,  // 12: goray.v1.LocalObjectService.FreeObjects:output_type -> goray.v1.FreeObjectsResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_local_object_proto_init() }
@@ -502,13 +838,14 @@ func file_goray_v1_local_object_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_local_object_proto_rawDesc), len(file_goray_v1_local_object_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   8,
+			NumEnums:      1,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_goray_v1_local_object_proto_goTypes,
 		DependencyIndexes: file_goray_v1_local_object_proto_depIdxs,
+		EnumInfos:         file_goray_v1_local_object_proto_enumTypes,
 		MessageInfos:      file_goray_v1_local_object_proto_msgTypes,
 	}.Build()
 	File_goray_v1_local_object_proto = out.File

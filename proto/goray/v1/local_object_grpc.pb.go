@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	LocalObjectService_SealObject_FullMethodName     = "/goray.v1.LocalObjectService/SealObject"
 	LocalObjectService_PullObject_FullMethodName     = "/goray.v1.LocalObjectService/PullObject"
+	LocalObjectService_UnpinObjects_FullMethodName   = "/goray.v1.LocalObjectService/UnpinObjects"
 	LocalObjectService_AllocateObject_FullMethodName = "/goray.v1.LocalObjectService/AllocateObject"
 	LocalObjectService_FreeObjects_FullMethodName    = "/goray.v1.LocalObjectService/FreeObjects"
 )
@@ -36,16 +37,27 @@ type LocalObjectServiceClient interface {
 	// Caller: a worker or driver on this node, after it wrote the object file
 	// into the store directory. Callee: the local raylet.
 	SealObject(ctx context.Context, in *SealObjectRequest, opts ...grpc.CallOption) (*SealObjectResponse, error)
-	// Caller: a worker or driver on this node. Callee: the local raylet. Makes a
-	// remote object local (pulling it in chunks, concurrent pulls deduplicated)
-	// and returns when it is sealed in the local store.
+	// Caller: a worker or driver on this node. Callee: the local raylet. Makes
+	// an object local — pulling a remote one in chunks (concurrent pulls
+	// deduplicated), restoring a spilled one from disk — and returns where it
+	// is in the local store now. With a pin, the copy stays where it says
+	// (never evicted, spilled or moved) until UnpinObjects (PIN_MODE_READ) or
+	// until the object is freed (PIN_MODE_VIEW): a reader pins before it reads
+	// and unpins after it copied or decoded the bytes.
 	PullObject(ctx context.Context, in *PullObjectRequest, opts ...grpc.CallOption) (*PullObjectResponse, error)
+	// Caller: a worker or driver on this node, after PullObject with
+	// PIN_MODE_READ. Callee: the local raylet. Drops one read pin per ID given.
+	UnpinObjects(ctx context.Context, in *UnpinObjectsRequest, opts ...grpc.CallOption) (*UnpinObjectsResponse, error)
 	// Caller: a worker about to store a large object. Reserves size bytes of
-	// the node's shared-memory arena for it; the caller writes the object there
-	// and seals it (SealObject). ok is false when the arena has no room: the
-	// caller then writes a file of its own.
+	// the node's shared-memory arena for it, evicting and spilling other
+	// objects to make room; the caller writes the object there and seals it
+	// (SealObject). A value that can never fit, or that finds the store full of
+	// pinned objects, fails with ERROR_KIND_OBJECT_STORE_FULL. ok is false when
+	// the node has no arena (the caller then writes a file of its own) or when
+	// the object is in this node's store already (exists).
 	AllocateObject(ctx context.Context, in *AllocateObjectRequest, opts ...grpc.CallOption) (*AllocateObjectResponse, error)
-	// Caller: the owner of objects it released. Frees their copies on this node.
+	// Caller: the owner of objects it released. Frees their copies on this
+	// node, whichever tier holds them (arena, file, spill file).
 	FreeObjects(ctx context.Context, in *FreeObjectsRequest, opts ...grpc.CallOption) (*FreeObjectsResponse, error)
 }
 
@@ -71,6 +83,16 @@ func (c *localObjectServiceClient) PullObject(ctx context.Context, in *PullObjec
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PullObjectResponse)
 	err := c.cc.Invoke(ctx, LocalObjectService_PullObject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *localObjectServiceClient) UnpinObjects(ctx context.Context, in *UnpinObjectsRequest, opts ...grpc.CallOption) (*UnpinObjectsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnpinObjectsResponse)
+	err := c.cc.Invoke(ctx, LocalObjectService_UnpinObjects_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,16 +130,27 @@ type LocalObjectServiceServer interface {
 	// Caller: a worker or driver on this node, after it wrote the object file
 	// into the store directory. Callee: the local raylet.
 	SealObject(context.Context, *SealObjectRequest) (*SealObjectResponse, error)
-	// Caller: a worker or driver on this node. Callee: the local raylet. Makes a
-	// remote object local (pulling it in chunks, concurrent pulls deduplicated)
-	// and returns when it is sealed in the local store.
+	// Caller: a worker or driver on this node. Callee: the local raylet. Makes
+	// an object local — pulling a remote one in chunks (concurrent pulls
+	// deduplicated), restoring a spilled one from disk — and returns where it
+	// is in the local store now. With a pin, the copy stays where it says
+	// (never evicted, spilled or moved) until UnpinObjects (PIN_MODE_READ) or
+	// until the object is freed (PIN_MODE_VIEW): a reader pins before it reads
+	// and unpins after it copied or decoded the bytes.
 	PullObject(context.Context, *PullObjectRequest) (*PullObjectResponse, error)
+	// Caller: a worker or driver on this node, after PullObject with
+	// PIN_MODE_READ. Callee: the local raylet. Drops one read pin per ID given.
+	UnpinObjects(context.Context, *UnpinObjectsRequest) (*UnpinObjectsResponse, error)
 	// Caller: a worker about to store a large object. Reserves size bytes of
-	// the node's shared-memory arena for it; the caller writes the object there
-	// and seals it (SealObject). ok is false when the arena has no room: the
-	// caller then writes a file of its own.
+	// the node's shared-memory arena for it, evicting and spilling other
+	// objects to make room; the caller writes the object there and seals it
+	// (SealObject). A value that can never fit, or that finds the store full of
+	// pinned objects, fails with ERROR_KIND_OBJECT_STORE_FULL. ok is false when
+	// the node has no arena (the caller then writes a file of its own) or when
+	// the object is in this node's store already (exists).
 	AllocateObject(context.Context, *AllocateObjectRequest) (*AllocateObjectResponse, error)
-	// Caller: the owner of objects it released. Frees their copies on this node.
+	// Caller: the owner of objects it released. Frees their copies on this
+	// node, whichever tier holds them (arena, file, spill file).
 	FreeObjects(context.Context, *FreeObjectsRequest) (*FreeObjectsResponse, error)
 }
 
@@ -133,6 +166,9 @@ func (UnimplementedLocalObjectServiceServer) SealObject(context.Context, *SealOb
 }
 func (UnimplementedLocalObjectServiceServer) PullObject(context.Context, *PullObjectRequest) (*PullObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PullObject not implemented")
+}
+func (UnimplementedLocalObjectServiceServer) UnpinObjects(context.Context, *UnpinObjectsRequest) (*UnpinObjectsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnpinObjects not implemented")
 }
 func (UnimplementedLocalObjectServiceServer) AllocateObject(context.Context, *AllocateObjectRequest) (*AllocateObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AllocateObject not implemented")
@@ -196,6 +232,24 @@ func _LocalObjectService_PullObject_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LocalObjectService_UnpinObjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnpinObjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LocalObjectServiceServer).UnpinObjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LocalObjectService_UnpinObjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LocalObjectServiceServer).UnpinObjects(ctx, req.(*UnpinObjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LocalObjectService_AllocateObject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AllocateObjectRequest)
 	if err := dec(in); err != nil {
@@ -246,6 +300,10 @@ var LocalObjectService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PullObject",
 			Handler:    _LocalObjectService_PullObject_Handler,
+		},
+		{
+			MethodName: "UnpinObjects",
+			Handler:    _LocalObjectService_UnpinObjects_Handler,
 		},
 		{
 			MethodName: "AllocateObject",

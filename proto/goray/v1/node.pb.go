@@ -63,8 +63,10 @@ type GetNodeInfoResponse struct {
 	// Address of the head (its NodeRegistryService, JobService, ActorService, …).
 	HeadAddress string `protobuf:"bytes,2,opt,name=head_address,json=headAddress,proto3" json:"head_address,omitempty"`
 	// Directory of the node's object store (shared memory); one file per object.
-	StoreDir      string     `protobuf:"bytes,3,opt,name=store_dir,json=storeDir,proto3" json:"store_dir,omitempty"`
-	Total         *Resources `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
+	StoreDir string     `protobuf:"bytes,3,opt,name=store_dir,json=storeDir,proto3" json:"store_dir,omitempty"`
+	Total    *Resources `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
+	// The node's object store: capacity, use, spilling.
+	ObjectStore   *ObjectStoreStats `protobuf:"bytes,5,opt,name=object_store,json=objectStore,proto3" json:"object_store,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -123,6 +125,13 @@ func (x *GetNodeInfoResponse) GetStoreDir() string {
 func (x *GetNodeInfoResponse) GetTotal() *Resources {
 	if x != nil {
 		return x.Total
+	}
+	return nil
+}
+
+func (x *GetNodeInfoResponse) GetObjectStore() *ObjectStoreStats {
+	if x != nil {
+		return x.ObjectStore
 	}
 	return nil
 }
@@ -517,13 +526,14 @@ var File_goray_v1_node_proto protoreflect.FileDescriptor
 
 const file_goray_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x13goray/v1/node.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\x14\n" +
-	"\x12GetNodeInfoRequest\"\x99\x01\n" +
+	"\x13goray/v1/node.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\x1a\x1bgoray/v1/local_object.proto\"\x14\n" +
+	"\x12GetNodeInfoRequest\"\xd8\x01\n" +
 	"\x13GetNodeInfoResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12!\n" +
 	"\fhead_address\x18\x02 \x01(\tR\vheadAddress\x12\x1b\n" +
 	"\tstore_dir\x18\x03 \x01(\tR\bstoreDir\x12)\n" +
-	"\x05total\x18\x04 \x01(\v2\x13.goray.v1.ResourcesR\x05total\"`\n" +
+	"\x05total\x18\x04 \x01(\v2\x13.goray.v1.ResourcesR\x05total\x12=\n" +
+	"\fobject_store\x18\x05 \x01(\v2\x1a.goray.v1.ObjectStoreStatsR\vobjectStore\"`\n" +
 	"\x15RegisterWorkerRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\fR\bworkerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
@@ -577,26 +587,28 @@ var file_goray_v1_node_proto_goTypes = []any{
 	(*StopJobRequest)(nil),         // 8: goray.v1.StopJobRequest
 	(*StopJobResponse)(nil),        // 9: goray.v1.StopJobResponse
 	(*Resources)(nil),              // 10: goray.v1.Resources
-	(*ActorSpec)(nil),              // 11: goray.v1.ActorSpec
+	(*ObjectStoreStats)(nil),       // 11: goray.v1.ObjectStoreStats
+	(*ActorSpec)(nil),              // 12: goray.v1.ActorSpec
 }
 var file_goray_v1_node_proto_depIdxs = []int32{
 	10, // 0: goray.v1.GetNodeInfoResponse.total:type_name -> goray.v1.Resources
-	11, // 1: goray.v1.StartActorRequest.spec:type_name -> goray.v1.ActorSpec
-	0,  // 2: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
-	2,  // 3: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
-	4,  // 4: goray.v1.NodeService.StartActor:input_type -> goray.v1.StartActorRequest
-	6,  // 5: goray.v1.NodeService.StopActor:input_type -> goray.v1.StopActorRequest
-	8,  // 6: goray.v1.NodeService.StopJob:input_type -> goray.v1.StopJobRequest
-	1,  // 7: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
-	3,  // 8: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
-	5,  // 9: goray.v1.NodeService.StartActor:output_type -> goray.v1.StartActorResponse
-	7,  // 10: goray.v1.NodeService.StopActor:output_type -> goray.v1.StopActorResponse
-	9,  // 11: goray.v1.NodeService.StopJob:output_type -> goray.v1.StopJobResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	11, // 1: goray.v1.GetNodeInfoResponse.object_store:type_name -> goray.v1.ObjectStoreStats
+	12, // 2: goray.v1.StartActorRequest.spec:type_name -> goray.v1.ActorSpec
+	0,  // 3: goray.v1.NodeService.GetNodeInfo:input_type -> goray.v1.GetNodeInfoRequest
+	2,  // 4: goray.v1.NodeService.RegisterWorker:input_type -> goray.v1.RegisterWorkerRequest
+	4,  // 5: goray.v1.NodeService.StartActor:input_type -> goray.v1.StartActorRequest
+	6,  // 6: goray.v1.NodeService.StopActor:input_type -> goray.v1.StopActorRequest
+	8,  // 7: goray.v1.NodeService.StopJob:input_type -> goray.v1.StopJobRequest
+	1,  // 8: goray.v1.NodeService.GetNodeInfo:output_type -> goray.v1.GetNodeInfoResponse
+	3,  // 9: goray.v1.NodeService.RegisterWorker:output_type -> goray.v1.RegisterWorkerResponse
+	5,  // 10: goray.v1.NodeService.StartActor:output_type -> goray.v1.StartActorResponse
+	7,  // 11: goray.v1.NodeService.StopActor:output_type -> goray.v1.StopActorResponse
+	9,  // 12: goray.v1.NodeService.StopJob:output_type -> goray.v1.StopJobResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_node_proto_init() }
@@ -605,6 +617,7 @@ func file_goray_v1_node_proto_init() {
 		return
 	}
 	file_goray_v1_common_proto_init()
+	file_goray_v1_local_object_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

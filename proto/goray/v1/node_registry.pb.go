@@ -144,7 +144,9 @@ type HeartbeatRequest struct {
 	// reports at most 1,000.
 	Infeasible []*InfeasibleRequest `protobuf:"bytes,3,rep,name=infeasible,proto3" json:"infeasible,omitempty"`
 	// The node's total, which changes as placement group bundles come and go.
-	Total         *Resources `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
+	Total *Resources `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
+	// The node's object store figures (for dashboards; the head keeps none yet).
+	ObjectStore   *ObjectStoreStats `protobuf:"bytes,5,opt,name=object_store,json=objectStore,proto3" json:"object_store,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -203,6 +205,13 @@ func (x *HeartbeatRequest) GetInfeasible() []*InfeasibleRequest {
 func (x *HeartbeatRequest) GetTotal() *Resources {
 	if x != nil {
 		return x.Total
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetObjectStore() *ObjectStoreStats {
+	if x != nil {
+		return x.ObjectStore
 	}
 	return nil
 }
@@ -434,21 +443,22 @@ var File_goray_v1_node_registry_proto protoreflect.FileDescriptor
 
 const file_goray_v1_node_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1cgoray/v1/node_registry.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\x8c\x01\n" +
+	"\x1cgoray/v1/node_registry.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\x1a\x1bgoray/v1/local_object.proto\"\x8c\x01\n" +
 	"\x13RegisterNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12)\n" +
 	"\x05total\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\x05total\x12\x17\n" +
 	"\ais_head\x18\x04 \x01(\bR\x06isHead\"J\n" +
 	"\x14RegisterNodeResponse\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"\xc6\x01\n" +
+	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"\x85\x02\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x121\n" +
 	"\tavailable\x18\x02 \x01(\v2\x13.goray.v1.ResourcesR\tavailable\x12;\n" +
 	"\n" +
 	"infeasible\x18\x03 \x03(\v2\x1b.goray.v1.InfeasibleRequestR\n" +
 	"infeasible\x12)\n" +
-	"\x05total\x18\x04 \x01(\v2\x13.goray.v1.ResourcesR\x05total\"\x87\x01\n" +
+	"\x05total\x18\x04 \x01(\v2\x13.goray.v1.ResourcesR\x05total\x12=\n" +
+	"\fobject_store\x18\x05 \x01(\v2\x1a.goray.v1.ObjectStoreStatsR\vobjectStore\"\x87\x01\n" +
 	"\x11HeartbeatResponse\x12(\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x12.goray.v1.NodeInfoR\x05nodes\x12(\n" +
 	"\x10finished_job_ids\x18\x02 \x03(\fR\x0efinishedJobIds\x12\x1e\n" +
@@ -491,27 +501,29 @@ var file_goray_v1_node_registry_proto_goTypes = []any{
 	(*ListNodesResponse)(nil),    // 5: goray.v1.ListNodesResponse
 	(*InfeasibleRequest)(nil),    // 6: goray.v1.InfeasibleRequest
 	(*Resources)(nil),            // 7: goray.v1.Resources
-	(*NodeInfo)(nil),             // 8: goray.v1.NodeInfo
+	(*ObjectStoreStats)(nil),     // 8: goray.v1.ObjectStoreStats
+	(*NodeInfo)(nil),             // 9: goray.v1.NodeInfo
 }
 var file_goray_v1_node_registry_proto_depIdxs = []int32{
 	7,  // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
 	7,  // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
 	6,  // 2: goray.v1.HeartbeatRequest.infeasible:type_name -> goray.v1.InfeasibleRequest
 	7,  // 3: goray.v1.HeartbeatRequest.total:type_name -> goray.v1.Resources
-	8,  // 4: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
-	8,  // 5: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
-	7,  // 6: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
-	0,  // 7: goray.v1.NodeRegistryService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
-	2,  // 8: goray.v1.NodeRegistryService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
-	4,  // 9: goray.v1.NodeRegistryService.ListNodes:input_type -> goray.v1.ListNodesRequest
-	1,  // 10: goray.v1.NodeRegistryService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
-	3,  // 11: goray.v1.NodeRegistryService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
-	5,  // 12: goray.v1.NodeRegistryService.ListNodes:output_type -> goray.v1.ListNodesResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	8,  // 4: goray.v1.HeartbeatRequest.object_store:type_name -> goray.v1.ObjectStoreStats
+	9,  // 5: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
+	9,  // 6: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
+	7,  // 7: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
+	0,  // 8: goray.v1.NodeRegistryService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
+	2,  // 9: goray.v1.NodeRegistryService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
+	4,  // 10: goray.v1.NodeRegistryService.ListNodes:input_type -> goray.v1.ListNodesRequest
+	1,  // 11: goray.v1.NodeRegistryService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
+	3,  // 12: goray.v1.NodeRegistryService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
+	5,  // 13: goray.v1.NodeRegistryService.ListNodes:output_type -> goray.v1.ListNodesResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_node_registry_proto_init() }
@@ -520,6 +532,7 @@ func file_goray_v1_node_registry_proto_init() {
 		return
 	}
 	file_goray_v1_common_proto_init()
+	file_goray_v1_local_object_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -27,6 +27,11 @@ class LocalObjectServiceStub(object):
                 request_serializer=goray_dot_v1_dot_local__object__pb2.PullObjectRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_local__object__pb2.PullObjectResponse.FromString,
                 )
+        self.UnpinObjects = channel.unary_unary(
+                '/goray.v1.LocalObjectService/UnpinObjects',
+                request_serializer=goray_dot_v1_dot_local__object__pb2.UnpinObjectsRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_local__object__pb2.UnpinObjectsResponse.FromString,
+                )
         self.AllocateObject = channel.unary_unary(
                 '/goray.v1.LocalObjectService/AllocateObject',
                 request_serializer=goray_dot_v1_dot_local__object__pb2.AllocateObjectRequest.SerializeToString,
@@ -54,9 +59,21 @@ class LocalObjectServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def PullObject(self, request, context):
-        """Caller: a worker or driver on this node. Callee: the local raylet. Makes a
-        remote object local (pulling it in chunks, concurrent pulls deduplicated)
-        and returns when it is sealed in the local store.
+        """Caller: a worker or driver on this node. Callee: the local raylet. Makes
+        an object local — pulling a remote one in chunks (concurrent pulls
+        deduplicated), restoring a spilled one from disk — and returns where it
+        is in the local store now. With a pin, the copy stays where it says
+        (never evicted, spilled or moved) until UnpinObjects (PIN_MODE_READ) or
+        until the object is freed (PIN_MODE_VIEW): a reader pins before it reads
+        and unpins after it copied or decoded the bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpinObjects(self, request, context):
+        """Caller: a worker or driver on this node, after PullObject with
+        PIN_MODE_READ. Callee: the local raylet. Drops one read pin per ID given.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -64,16 +81,20 @@ class LocalObjectServiceServicer(object):
 
     def AllocateObject(self, request, context):
         """Caller: a worker about to store a large object. Reserves size bytes of
-        the node's shared-memory arena for it; the caller writes the object there
-        and seals it (SealObject). ok is false when the arena has no room: the
-        caller then writes a file of its own.
+        the node's shared-memory arena for it, evicting and spilling other
+        objects to make room; the caller writes the object there and seals it
+        (SealObject). A value that can never fit, or that finds the store full of
+        pinned objects, fails with ERROR_KIND_OBJECT_STORE_FULL. ok is false when
+        the node has no arena (the caller then writes a file of its own) or when
+        the object is in this node's store already (exists).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FreeObjects(self, request, context):
-        """Caller: the owner of objects it released. Frees their copies on this node.
+        """Caller: the owner of objects it released. Frees their copies on this
+        node, whichever tier holds them (arena, file, spill file).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +112,11 @@ def add_LocalObjectServiceServicer_to_server(servicer, server):
                     servicer.PullObject,
                     request_deserializer=goray_dot_v1_dot_local__object__pb2.PullObjectRequest.FromString,
                     response_serializer=goray_dot_v1_dot_local__object__pb2.PullObjectResponse.SerializeToString,
+            ),
+            'UnpinObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpinObjects,
+                    request_deserializer=goray_dot_v1_dot_local__object__pb2.UnpinObjectsRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_local__object__pb2.UnpinObjectsResponse.SerializeToString,
             ),
             'AllocateObject': grpc.unary_unary_rpc_method_handler(
                     servicer.AllocateObject,
@@ -146,6 +172,23 @@ class LocalObjectService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.LocalObjectService/PullObject',
             goray_dot_v1_dot_local__object__pb2.PullObjectRequest.SerializeToString,
             goray_dot_v1_dot_local__object__pb2.PullObjectResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UnpinObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.LocalObjectService/UnpinObjects',
+            goray_dot_v1_dot_local__object__pb2.UnpinObjectsRequest.SerializeToString,
+            goray_dot_v1_dot_local__object__pb2.UnpinObjectsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

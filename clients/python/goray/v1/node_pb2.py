@@ -12,9 +12,10 @@ _sym_db = _symbol_database.Default()
 
 
 from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
+from goray.v1 import local_object_pb2 as goray_dot_v1_dot_local__object__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/node.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\x14\n\x12GetNodeInfoRequest\"\x99\x01\n\x13GetNodeInfoResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12!\n\x0chead_address\x18\x02 \x01(\tR\x0bheadAddress\x12\x1b\n\tstore_dir\x18\x03 \x01(\tR\x08storeDir\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\"`\n\x15RegisterWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\"q\n\x16RegisterWorkerResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x1b\n\tstore_dir\x18\x02 \x01(\tR\x08storeDir\x12!\n\x0chead_address\x18\x03 \x01(\tR\x0bheadAddress\"^\n\x11StartActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"X\n\x12StartActorResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"-\n\x10StopActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"\x13\n\x11StopActorResponse\"\'\n\x0eStopJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\"\x11\n\x0fStopJobResponse2\xff\x02\n\x0bNodeService\x12J\n\x0bGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12G\n\nStartActor\x12\x1b.goray.v1.StartActorRequest\x1a\x1c.goray.v1.StartActorResponse\x12\x44\n\tStopActor\x12\x1a.goray.v1.StopActorRequest\x1a\x1b.goray.v1.StopActorResponse\x12>\n\x07StopJob\x12\x18.goray.v1.StopJobRequest\x1a\x19.goray.v1.StopJobResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/node.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\x1a\x1bgoray/v1/local_object.proto\"\x14\n\x12GetNodeInfoRequest\"\xd8\x01\n\x13GetNodeInfoResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12!\n\x0chead_address\x18\x02 \x01(\tR\x0bheadAddress\x12\x1b\n\tstore_dir\x18\x03 \x01(\tR\x08storeDir\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\x12=\n\x0cobject_store\x18\x05 \x01(\x0b\x32\x1a.goray.v1.ObjectStoreStatsR\x0bobjectStore\"`\n\x15RegisterWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x10\n\x03pid\x18\x03 \x01(\x05R\x03pid\"q\n\x16RegisterWorkerResponse\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x1b\n\tstore_dir\x18\x02 \x01(\tR\x08storeDir\x12!\n\x0chead_address\x18\x03 \x01(\tR\x0bheadAddress\"^\n\x11StartActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"X\n\x12StartActorResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x02 \x01(\tR\rworkerAddress\"-\n\x10StopActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"\x13\n\x11StopActorResponse\"\'\n\x0eStopJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\"\x11\n\x0fStopJobResponse2\xff\x02\n\x0bNodeService\x12J\n\x0bGetNodeInfo\x12\x1c.goray.v1.GetNodeInfoRequest\x1a\x1d.goray.v1.GetNodeInfoResponse\x12U\n\x0eRegisterWorker\x12\x1f.goray.v1.RegisterWorkerRequest\x1a .goray.v1.RegisterWorkerResponse0\x01\x12G\n\nStartActor\x12\x1b.goray.v1.StartActorRequest\x1a\x1c.goray.v1.StartActorResponse\x12\x44\n\tStopActor\x12\x1a.goray.v1.StopActorRequest\x1a\x1b.goray.v1.StopActorResponse\x12>\n\x07StopJob\x12\x18.goray.v1.StopJobRequest\x1a\x19.goray.v1.StopJobResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.node_pb2', globals())
@@ -22,26 +23,26 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z-github.com/goray/goray/proto/goray/v1;goraypb'
-  _GETNODEINFOREQUEST._serialized_start=56
-  _GETNODEINFOREQUEST._serialized_end=76
-  _GETNODEINFORESPONSE._serialized_start=79
-  _GETNODEINFORESPONSE._serialized_end=232
-  _REGISTERWORKERREQUEST._serialized_start=234
-  _REGISTERWORKERREQUEST._serialized_end=330
-  _REGISTERWORKERRESPONSE._serialized_start=332
-  _REGISTERWORKERRESPONSE._serialized_end=445
-  _STARTACTORREQUEST._serialized_start=447
-  _STARTACTORREQUEST._serialized_end=541
-  _STARTACTORRESPONSE._serialized_start=543
-  _STARTACTORRESPONSE._serialized_end=631
-  _STOPACTORREQUEST._serialized_start=633
-  _STOPACTORREQUEST._serialized_end=678
-  _STOPACTORRESPONSE._serialized_start=680
-  _STOPACTORRESPONSE._serialized_end=699
-  _STOPJOBREQUEST._serialized_start=701
-  _STOPJOBREQUEST._serialized_end=740
-  _STOPJOBRESPONSE._serialized_start=742
-  _STOPJOBRESPONSE._serialized_end=759
-  _NODESERVICE._serialized_start=762
-  _NODESERVICE._serialized_end=1145
+  _GETNODEINFOREQUEST._serialized_start=85
+  _GETNODEINFOREQUEST._serialized_end=105
+  _GETNODEINFORESPONSE._serialized_start=108
+  _GETNODEINFORESPONSE._serialized_end=324
+  _REGISTERWORKERREQUEST._serialized_start=326
+  _REGISTERWORKERREQUEST._serialized_end=422
+  _REGISTERWORKERRESPONSE._serialized_start=424
+  _REGISTERWORKERRESPONSE._serialized_end=537
+  _STARTACTORREQUEST._serialized_start=539
+  _STARTACTORREQUEST._serialized_end=633
+  _STARTACTORRESPONSE._serialized_start=635
+  _STARTACTORRESPONSE._serialized_end=723
+  _STOPACTORREQUEST._serialized_start=725
+  _STOPACTORREQUEST._serialized_end=770
+  _STOPACTORRESPONSE._serialized_start=772
+  _STOPACTORRESPONSE._serialized_end=791
+  _STOPJOBREQUEST._serialized_start=793
+  _STOPJOBREQUEST._serialized_end=832
+  _STOPJOBRESPONSE._serialized_start=834
+  _STOPJOBRESPONSE._serialized_end=851
+  _NODESERVICE._serialized_start=854
+  _NODESERVICE._serialized_end=1237
 # @@protoc_insertion_point(module_scope)
