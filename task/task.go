@@ -13,6 +13,10 @@
 // when this one cannot fit the task) and pushes the call straight to it,
 // reusing the lease for further tasks of the same resource shape. Arguments
 // may be refs: the task runs once they exist, and sees their values.
+//
+// The ctx a call is submitted with governs it: when ctx ends before the call
+// finished, the call is cancelled (its function's ctx is done, its ref fails
+// with runtime.ErrCancelled). Cancel cancels a call by its ref.
 package task
 
 import (

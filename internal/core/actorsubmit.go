@@ -215,7 +215,12 @@ func (s *actorSubmitter) send(r *actorRoute, ac *actorCall, attempt int32) {
 		why := ac.cancelled
 		r.mu.Unlock()
 		if err == nil {
-			if ee := resp.GetError(); ee == nil || ee.GetCause() != causeStaleIncarnation {
+			ee := resp.GetError()
+			if why != nil && ee.GetKind() == pb.ErrorKind_ERROR_KIND_CANCELLED {
+				s.finish(r, ac, nil, why) // the caller's reason says more
+				return
+			}
+			if ee == nil || ee.GetCause() != causeStaleIncarnation {
 				s.finish(r, ac, resp, nil)
 				return
 			}

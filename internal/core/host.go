@@ -148,8 +148,8 @@ func (a *actorInstance) stop() {
 // cancelled while it waited.
 func (a *actorInstance) begin(cl *call) (context.Context, bool) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.killed {
+		a.mu.Unlock()
 		cl.kill(errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id))
 		return nil, false
 	}
@@ -157,6 +157,7 @@ func (a *actorInstance) begin(cl *call) (context.Context, bool) {
 	if ok {
 		a.running[cl] = struct{}{}
 	}
+	a.mu.Unlock()
 	return ctx, ok
 }
 

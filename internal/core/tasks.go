@@ -535,9 +535,11 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
 		s.mu.Lock()
 		// A cancelled task is not retried: its worker dying (killed by a
-		// forced cancel, or by chance) ends it with the cancellation.
+		// forced cancel, or by chance) ends it with the cancellation, as
+		// does the worker's answer that it cancelled it (the caller's
+		// reason says more than the worker's).
 		final := err
-		if item.cancelled != nil && (err != nil || item.force) {
+		if item.cancelled != nil && (err != nil || item.force || resp.GetError().GetKind() == pb.ErrorKind_ERROR_KIND_CANCELLED) {
 			resp, final = nil, item.cancelled
 		}
 		retry := item.cancelled == nil && item.retry(resp, err) && s.cfg.ctx.Err() == nil
