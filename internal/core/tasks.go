@@ -381,6 +381,9 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	}
 	if item.state == itemDone {
 		s.mu.Unlock() // cancelled while it waited for its arguments
+		if s.cfg.finished != nil {
+			s.cfg.finished(item.spec, nil) // nothing to rebuild
+		}
 		return
 	}
 	sh, ok := s.shapes[key]
@@ -658,6 +661,9 @@ func (s *taskScheduler) cancel(item *taskItem, why error, force, recursive bool)
 	why = item.cancelled
 	s.mu.Unlock()
 	item.finish(nil, why)
+	if s.cfg.finished != nil {
+		s.cfg.finished(item.spec, nil) // nothing to rebuild
+	}
 	acts.run()
 }
 
