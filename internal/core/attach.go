@@ -97,7 +97,7 @@ func (c *Core) SubmitTaskByName(ctx context.Context, name string, args []*pb.Arg
 	}
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
 		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args, res, TaskOptions{})
+	c.submitWhenReady(c.trackTask(ctx, ref.ID, &taskItem{spec: spec, entry: e}), args, res, TaskOptions{})
 	return ref
 }
 
@@ -122,11 +122,13 @@ func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]fl
 			select {
 			case <-d.done:
 				if d.err != nil {
-					item.entry.setError(d.err)
+					item.finish(nil, d.err)
 					return
 				}
 			case <-c.ctx.Done():
-				item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
+				item.finish(nil, errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
+				return
+			case <-item.entry.done: // cancelled
 				return
 			}
 		}

@@ -109,6 +109,7 @@ type Core struct {
 
 	lin    lineage
 	actors *actorSubmitter
+	calls  callTable // the calls it submitted that have not finished
 	stats  Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.
