@@ -185,8 +185,12 @@ func Get[T any](ctx context.Context, t Type[T], name string, opts ...Option) (Ha
 	return Handle[T]{h}, err
 }
 
-// Kill stops the actor. Calls still queued, and calls made after, fail with
-// runtime.ErrActorDied.
+// Kill stops the actor. Its running and queued calls fail with
+// runtime.ErrActorDied at once, the running methods' contexts are
+// cancelled, and calls made after fail with runtime.ErrActorDied too. A
+// method that ignores its context runs on; its worker process is ended when
+// it hosts no other actor (see docs/tasks.md). A call of an actor is
+// cancelled with task.Cancel, or by the end of the ctx it was made with.
 func Kill[T any](ctx context.Context, h Handle[T]) error {
 	c, err := core.Current()
 	if err != nil {

@@ -386,7 +386,8 @@ func TestKillWithQueuedCalls(t *testing.T) {
 		_, err := r.Get(ctx)
 		wantKind(t, fmt.Sprintf("queued call %d after Kill", i), err, runtime.ErrActorDied, "")
 	}
-	_, _ = running.Get(ctx) // it may finish or fail; it must not hang
+	_, err := running.Get(ctx)
+	wantKind(t, "the running call after Kill", err, runtime.ErrActorDied, "killed while the call ran")
 }
 
 func TestConcurrentCallers(t *testing.T) {

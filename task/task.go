@@ -13,6 +13,10 @@
 // when this one cannot fit the task) and pushes the call straight to it,
 // reusing the lease for further tasks of the same resource shape. Arguments
 // may be refs: the task runs once they exist, and sees their values.
+//
+// The ctx a call is submitted with governs it: when ctx ends before the call
+// finished, the call is cancelled (its function's ctx is done, its ref fails
+// with runtime.ErrCancelled). Cancel cancels a call by its ref.
 package task
 
 import (
@@ -166,6 +170,67 @@ func (f Func3[A, B, C, R]) Remote(ctx context.Context, a objectstore.Arg[A], b o
 
 // Name is the registered name.
 func (f Func3[A, B, C, R]) Name() string { return f.name }
+
+// CancelOption configures Cancel. Options are opaque: make them with
+// WithForce and WithRecursive.
+type CancelOption interface{ cancelOption }
+
+type cancelOption = core.CancelOption
+
+// WithForce makes Cancel kill the worker process running the task, for a
+// task that does not return when its ctx is done (a cgo call, a loop that
+// never looks at ctx). The other tasks in flight on that worker are retried
+// elsewhere (within their WithMaxRetries). Not for actor calls: Cancel
+// refuses it with runtime.ErrInvalidArgument (stop an actor with
+// actor.Kill). Default: the task's ctx is cancelled and the worker lives.
+func WithForce() CancelOption {
+	return core.CancelOptionFunc(func(o *core.CancelOptions) { o.Force = true })
+}
+
+// WithRecursive makes Cancel also cancel every task and actor call the
+// cancelled call submitted from its ctx (or a context derived from it, even
+// through context.WithoutCancel) that has not finished, and theirs in turn;
+// with WithForce their tasks are forced too. Default: only the call itself
+// is cancelled — though the calls it submitted with its ctx end with that
+// ctx anyway, since a call's context governs it (see Cancel).
+func WithRecursive() CancelOption {
+	return core.CancelOptionFunc(func(o *core.CancelOptions) { o.Recursive = true })
+}
+
+// Cancel cancels the task or actor call whose result ref names (Ray's
+// ray.cancel). A call still waiting at this process (for its arguments, or
+// for a worker) is dropped; a call queued on its worker is dropped there; a
+// running call's ctx is cancelled, and it fails when the function returns.
+// Either way Get of ref then fails with runtime.ErrCancelled, even if the
+// function returns a value after its ctx was done. A call that already
+// finished keeps its result, and Cancel of it, or of a ref that names no
+// call (a Put), does nothing and returns nil. Cancel returns once the
+// cancel is under way; Get of ref waits for its end.
+//
+// Only the process that made the call can cancel it: a ref owned by another
+// process fails with runtime.ErrInvalidArgument, as does WithForce on an
+// actor call. A zero ref, or one whose call could not even be made, returns
+// the error its Get returns.
+//
+// The ctx a call is submitted with governs it too, as in any Go API: when
+// it is cancelled, or its deadline passes, before the call finished, the
+// call is cancelled as by Cancel (not forced, not recursive). Submit with
+// context.WithoutCancel(ctx) for a call that is to outlive ctx.
+func Cancel[T any](ctx context.Context, ref objectstore.Ref[T], opts ...CancelOption) error {
+	c, err := core.Current()
+	if err != nil {
+		return err
+	}
+	var o core.CancelOptions
+	for _, opt := range opts {
+		opt.ApplyCancel(&o)
+	}
+	r := core.RefOfPublic(ref)
+	if err := r.Usable(); err != nil {
+		return err // a zero ref, or one whose call could not be made
+	}
+	return c.Cancel(ctx, r.Info(), o.Force, o.Recursive)
+}
 
 // CallName calls the function registered under name with untyped arguments
 // (plain values, objectstore.Val values or refs). A name that is not

@@ -187,6 +187,10 @@ func (c *Core) CallActor(ctx context.Context, h *ActorHandle, method string, arg
 	e.holds = args.holds
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], ActorId: h.ID[:], MethodName: method,
 		Args: args.Wire, ReturnObjectId: oid[:], CallerAddress: c.addr}
-	c.actors.send(h.route, spec, e, 0)
+	ac := &actorCall{spec: spec, e: e}
+	ac.release = c.track(ctx, oid, h.TypeName+"."+method, true, func(why error, _, recursive bool) {
+		c.actors.cancel(h.route, ac, why, recursive)
+	})
+	c.actors.send(h.route, ac, 0)
 	return ref
 }

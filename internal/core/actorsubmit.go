@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,8 +76,84 @@ type actorRoute struct {
 
 // pendingCall is a call waiting for its actor to be found again.
 type pendingCall struct {
+	ac   *actorCall
 	send func()
 	fail func(error)
+}
+
+// actorCall is one call this process made to an actor, from CallActor to
+// its result. The fields below spec and e are guarded by its route's mu.
+type actorCall struct {
+	spec *pb.TaskSpec
+	e    *objEntry
+	// release runs once e is complete (the core forgets the call).
+	release func()
+
+	state     acState
+	sent      sentCall // on the actor's worker, while state is acSent
+	cancelled error    // set by cancel: what the caller's Get sees
+	recursive bool
+	sends     int // counts the sends, so that a push's return knows it is the latest
+}
+
+// acState is where an actor call is.
+type acState int
+
+const (
+	acWaiting acState = iota // not sent yet, or waiting for the actor to be found again
+	acSending                // being pushed to the actor's worker
+	acSent                   // on the actor's worker
+	acDone                   // its entry is (being) completed
+)
+
+// finish completes the call's entry with its reply or error.
+func (s *actorSubmitter) finish(r *actorRoute, ac *actorCall, resp *pb.ExecuteResponse, err error) {
+	r.mu.Lock()
+	ac.state = acDone
+	r.mu.Unlock()
+	complete(ac.e, resp, err)
+	if ac.release != nil {
+		ac.release()
+	}
+}
+
+// cancel cancels an actor call (task.Cancel, or its caller's context
+// ended): one not sent yet, or waiting for its actor to be found again,
+// fails with why at once; one on the actor's worker is cancelled there (a
+// queued call is dropped, a running method's context is cancelled) and
+// fails with why when the worker answers. Actor calls are never forced.
+func (s *actorSubmitter) cancel(r *actorRoute, ac *actorCall, why error, recursive bool) {
+	r.mu.Lock()
+	if ac.state == acDone {
+		r.mu.Unlock()
+		return
+	}
+	first := ac.cancelled == nil
+	if first {
+		ac.cancelled = why
+	}
+	upgrade := recursive && !ac.recursive
+	ac.recursive = ac.recursive || recursive
+	switch ac.state {
+	case acWaiting:
+		if i := slices.IndexFunc(r.pending, func(pc *pendingCall) bool { return pc.ac == ac }); i >= 0 {
+			r.pending = slices.Delete(r.pending, i, i+1)
+			r.mu.Unlock()
+			s.finish(r, ac, nil, ac.cancelled)
+			return
+		}
+		// Between a failed send and its relocation, which sees the
+		// cancellation; or not sent yet, and send sees it.
+		r.mu.Unlock()
+	case acSending:
+		r.mu.Unlock() // send cancels it once the push returns
+	case acSent:
+		sent := ac.sent
+		r.mu.Unlock()
+		if first || upgrade {
+			sent.cancel(recursive, false, nil)
+		}
+	}
 }
 
 // route is the actor's shared route, updated to info when info is a newer
@@ -101,31 +178,54 @@ func (s *actorSubmitter) route(info *pb.ActorInfo) (*actorRoute, error) {
 	return r, nil
 }
 
-// send sends one call to the route's current incarnation; e receives its
-// outcome. attempt counts the times it was sent again after a worker death.
-func (s *actorSubmitter) send(r *actorRoute, spec *pb.TaskSpec, e *objEntry, attempt int32) {
+// send sends one call to the route's current incarnation; its entry
+// receives the outcome. attempt counts the times it was sent again after a
+// worker death.
+func (s *actorSubmitter) send(r *actorRoute, ac *actorCall, attempt int32) {
+	spec := ac.spec
 	again := func(attempt int32) *pendingCall {
-		return &pendingCall{send: func() { s.send(r, spec, e, attempt) }, fail: e.setError}
+		return &pendingCall{ac: ac, send: func() { s.send(r, ac, attempt) }, fail: func(err error) { s.finish(r, ac, nil, err) }}
 	}
 	r.mu.Lock()
+	if err := ac.cancelled; err != nil {
+		r.mu.Unlock()
+		s.finish(r, ac, nil, err)
+		return
+	}
 	if r.dead != nil {
 		err := r.dead
 		r.mu.Unlock()
-		e.setError(err)
+		s.finish(r, ac, nil, err)
 		return
 	}
 	if r.waiting {
+		ac.state = acWaiting
 		r.pending = append(r.pending, again(attempt))
 		r.mu.Unlock()
 		return
 	}
+	ac.state = acSending
+	ac.sends++
+	gen := ac.sends
 	addr, inc := r.addr, r.incarnation
 	r.mu.Unlock()
 	spec.ActorIncarnation = inc
-	err := s.cfg.pusher.push(addr, spec, func(resp *pb.ExecuteResponse, err error) {
+	sent, err := s.cfg.pusher.push(addr, spec, func(resp *pb.ExecuteResponse, err error) {
+		r.mu.Lock()
+		why := ac.cancelled
+		r.mu.Unlock()
 		if err == nil {
-			if ee := resp.GetError(); ee == nil || ee.GetCause() != causeStaleIncarnation {
-				complete(e, resp, nil)
+			ee := resp.GetError()
+			if why != nil && ee.GetKind() == pb.ErrorKind_ERROR_KIND_CANCELLED {
+				s.finish(r, ac, nil, why) // the caller's reason says more
+				return
+			}
+			if ee == nil || ee.GetCause() != causeStaleIncarnation {
+				s.finish(r, ac, resp, nil)
+				return
+			}
+			if why != nil {
+				s.finish(r, ac, nil, why)
 				return
 			}
 			// It reached another incarnation and never ran: send again.
@@ -133,19 +233,34 @@ func (s *actorSubmitter) send(r *actorRoute, spec *pb.TaskSpec, e *objEntry, att
 			return
 		}
 		// The worker died while the call was in flight: it may have run.
-		if r.maxTaskRetries < 0 || attempt < r.maxTaskRetries {
+		if why == nil && (r.maxTaskRetries < 0 || attempt < r.maxTaskRetries) {
 			if s.cfg.retried != nil {
 				s.cfg.retried()
 			}
 			s.relocate(r, inc, again(attempt+1))
 			return
 		}
-		e.setError(err)
+		if why != nil {
+			err = why
+		}
+		s.finish(r, ac, nil, err)
 		s.relocate(r, inc, nil)
 	})
 	if err != nil {
 		// Never delivered: safe to send to the next incarnation.
 		s.relocate(r, inc, again(attempt))
+		return
+	}
+	r.mu.Lock()
+	cancel := false
+	if ac.state == acSending && ac.sends == gen {
+		ac.state, ac.sent = acSent, sent
+		cancel = ac.cancelled != nil // cancelled while it was being sent
+	}
+	recursive := ac.recursive
+	r.mu.Unlock()
+	if cancel {
+		sent.cancel(recursive, false, nil)
 	}
 }
 
@@ -153,14 +268,15 @@ func (s *actorSubmitter) send(r *actorRoute, spec *pb.TaskSpec, e *objEntry, att
 // lookup at a time per actor), then sends pc, if any.
 func (s *actorSubmitter) relocate(r *actorRoute, failed uint32, pc *pendingCall) {
 	r.mu.Lock()
-	if r.dead != nil || r.incarnation > failed {
+	if r.dead != nil || r.incarnation > failed || (pc != nil && pc.ac.cancelled != nil) {
 		r.mu.Unlock()
 		if pc != nil {
-			pc.send()
+			pc.send() // fails it when it is dead or cancelled
 		}
 		return
 	}
 	if pc != nil {
+		pc.ac.state = acWaiting
 		r.pending = append(r.pending, pc)
 	}
 	if r.waiting {

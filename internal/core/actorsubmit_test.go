@@ -68,7 +68,7 @@ func newTestActorSubmitter(t *testing.T, maxTaskRetries int32) (*actorSubmitter,
 
 func callTest(s *actorSubmitter, r *actorRoute, method string) *objEntry {
 	e := &objEntry{done: make(chan struct{})}
-	s.send(r, &pb.TaskSpec{MethodName: method}, e, 0)
+	s.send(r, &actorCall{spec: &pb.TaskSpec{MethodName: method}, e: e}, 0)
 	return e
 }
 

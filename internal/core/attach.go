@@ -95,7 +95,7 @@ func (c *Core) SubmitTaskByName(ctx context.Context, name string, args Args, opt
 	}
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args.Wire,
 		ReturnObjectId: oid[:], CallerAddress: c.addr}
-	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args.Wire, res, TaskOptions{})
+	c.submitWhenReady(c.trackTask(ctx, oid, &taskItem{spec: spec, entry: e}), args.Wire, res, TaskOptions{})
 	return ref
 }
 
@@ -120,11 +120,13 @@ func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]fl
 			select {
 			case <-d.done:
 				if d.err != nil {
-					item.entry.setError(d.err)
+					item.finish(nil, d.err)
 					return
 				}
 			case <-c.ctx.Done():
-				item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
+				item.finish(nil, errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task's arguments were ready"))
+				return
+			case <-item.entry.done: // cancelled
 				return
 			}
 		}

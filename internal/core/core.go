@@ -118,6 +118,7 @@ type Core struct {
 	pressure     storePressure
 	freedObjects atomic.Int64
 	actors       *actorSubmitter
+	calls        callTable // the calls it submitted that have not finished
 	stats        Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.

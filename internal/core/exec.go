@@ -102,24 +102,61 @@ func (s *execStream) fail(err error) {
 }
 
 // send sends one call; cb runs exactly once with its reply or error. It
-// returns an error only when the call could not be sent (cb then never runs).
-func (s *execStream) send(task *pb.TaskSpec, cb callback) error {
+// returns an error only when the call could not be sent (cb then never runs);
+// otherwise the sent call, which its submitter may cancel.
+func (s *execStream) send(task *pb.TaskSpec, cb callback) (sentCall, error) {
+	id, err := s.sendReq(&pb.ExecuteRequest{Task: task}, cb)
+	if err != nil {
+		return nil, err
+	}
+	return streamCall{s, id}, nil
+}
+
+// sendReq sends req under a new call ID, and cb receives its reply.
+func (s *execStream) sendReq(req *pb.ExecuteRequest, cb callback) (uint64, error) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
-		return err
+		return 0, err
 	}
 	s.nextID++
 	id := s.nextID
 	s.pending[id] = cb
 	s.mu.Unlock()
+	req.CallId = id
 	// A failed Send means the stream broke: Recv sees it too and fails every
 	// pending call, this one included.
-	_ = s.stream.Send(&pb.ExecuteRequest{CallId: id, Task: task})
-	return nil
+	_ = s.stream.Send(req)
+	return id, nil
+}
+
+// sentCall is a call a submitter pushed to a worker, which it may cancel.
+type sentCall interface {
+	// cancel asks the worker to cancel the call (see pb.CancelCall); acked,
+	// if not nil, runs once when the worker has acted on it or the stream
+	// broke.
+	cancel(recursive, force bool, acked func())
+}
+
+// streamCall is a call sent on an Execute stream, by its call ID.
+type streamCall struct {
+	s  *execStream
+	id uint64
+}
+
+func (c streamCall) cancel(recursive, force bool, acked func()) {
+	req := &pb.ExecuteRequest{Cancel: &pb.CancelCall{TargetCallId: c.id, Recursive: recursive, Force: force}}
+	_, err := c.s.sendReq(req, func(*pb.ExecuteResponse, error) {
+		if acked != nil {
+			acked()
+		}
+	})
+	if err != nil && acked != nil {
+		acked()
+	}
 }
 
 func (p *execPool) closeAll() {

@@ -4,18 +4,34 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
-// call is one actor call waiting in a mailbox.
+// call is one task or actor call a worker received on an Execute stream,
+// from arrival to its one reply (cancel.go has its life). The stream's
+// receive loop makes it, a mailbox holds it, the goroutine that runs it
+// begins and ends it, and a cancel from its caller or actor.Kill may end it
+// early, from their goroutines; mu guards the fields below it.
 type call struct {
-	ctx   context.Context
+	ctx   context.Context // the stream's
 	id    uint64
 	spec  *pb.TaskSpec
 	reply func(*pb.ExecuteResponse)
+	// forget takes the call off its stream's table when it is answered.
+	forget func()
+
+	mu    sync.Mutex
+	state callState
+	stop  context.CancelCauseFunc // cancels its context, once running
+	why   error                   // its cancellation while it ran: its reply
+	// children are the results of the calls it submitted with its context
+	// (for recursive cancels); pruned counts those kept at the last prune.
+	children []ids.ObjectID
+	pruned   int
 }
 
 // actorInstance is one actor: a value and a goroutine that serves its
@@ -28,6 +44,13 @@ type actorInstance struct {
 	maxConc     int
 
 	box *mailbox[*call]
+	// exited is closed when the actor's goroutine, and every call it
+	// started, returned.
+	exited chan struct{}
+
+	mu      sync.Mutex
+	killed  bool               // guarded by mu
+	running map[*call]struct{} // guarded by mu: calls whose method runs
 }
 
 // actorHost is the actors hosted in this worker process, each with its
@@ -59,7 +82,8 @@ func (h *actorHost) create(spec *pb.ActorSpec, incarnation uint32) error {
 	if err := invoke(spec.GetTypeName()+" constructor", func() (any, error) { obj = typ.New(); return nil, nil }); err != nil {
 		return err
 	}
-	a := &actorInstance{id: id, incarnation: incarnation, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1), box: newMailbox[*call]()}
+	a := &actorInstance{id: id, incarnation: incarnation, typ: typ, obj: obj, maxConc: max(int(spec.GetMaxConcurrency()), 1),
+		box: newMailbox[*call](), exited: make(chan struct{}), running: map[*call]struct{}{}}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -76,6 +100,7 @@ func (h *actorHost) create(spec *pb.ActorSpec, incarnation uint32) error {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
+		defer close(a.exited)
 		h.serve(a)
 	}()
 	return nil
@@ -99,12 +124,68 @@ func (h *actorHost) enqueue(id ids.ActorID, cl *call) error {
 	return nil
 }
 
-// stop closes a's mailbox: the calls still queued fail with ErrActorDied,
-// and its goroutine ends after the calls running now.
+// stop closes a's mailbox and ends its calls: those still queued and those
+// running fail with ErrActorDied at once, and the running methods' contexts
+// are cancelled; its goroutine ends when they return.
 func (a *actorInstance) stop() {
-	for _, cl := range a.box.close() {
-		cl.reply(errorReply(cl.id, errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id)))
+	queued := a.box.close()
+	a.mu.Lock()
+	a.killed = true
+	running := make([]*call, 0, len(a.running))
+	for cl := range a.running {
+		running = append(running, cl)
 	}
+	a.mu.Unlock()
+	for _, cl := range running {
+		cl.kill(errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed while the call ran", a.id))
+	}
+	for _, cl := range queued {
+		cl.kill(errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id))
+	}
+}
+
+// begin starts cl in a, unless a was killed (cl then fails) or cl was
+// cancelled while it waited.
+func (a *actorInstance) begin(cl *call) (context.Context, bool) {
+	a.mu.Lock()
+	if a.killed {
+		a.mu.Unlock()
+		cl.kill(errs.New(errs.KindActorDied, a.typ.Name, "actor %s was killed before the call ran", a.id))
+		return nil, false
+	}
+	ctx, ok := cl.begin()
+	if ok {
+		a.running[cl] = struct{}{}
+	}
+	a.mu.Unlock()
+	return ctx, ok
+}
+
+// run runs cl, begun, and answers it.
+func (a *actorInstance) run(c *Core, ctx context.Context, cl *call) {
+	cl.end(c.runMethod(ctx, cl, a))
+	a.mu.Lock()
+	delete(a.running, cl)
+	a.mu.Unlock()
+}
+
+// killGrace is how long DestroyActor waits for a killed actor's running
+// methods to return once their contexts are cancelled.
+const killGrace = 2 * time.Second
+
+// waitStopped waits up to grace for a's goroutine and calls to return and
+// says how many calls still run then (methods that ignore their context).
+func (a *actorInstance) waitStopped(grace time.Duration) int {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-a.exited:
+		return 0
+	case <-t.C:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.running)
 }
 
 // serve runs a's calls in arrival order; with max_concurrency > 1 up to that
@@ -121,29 +202,34 @@ func (h *actorHost) serve(a *actorInstance) {
 		if !ok {
 			return
 		}
+		ctx, ok := a.begin(cl)
+		if !ok {
+			continue
+		}
 		if sem == nil {
-			cl.reply(h.c.runMethod(cl, a))
+			a.run(h.c, ctx, cl)
 			continue
 		}
 		sem <- struct{}{}
 		running.Add(1)
 		go func() {
 			defer func() { <-sem; running.Done() }()
-			cl.reply(h.c.runMethod(cl, a))
+			a.run(h.c, ctx, cl)
 		}()
 	}
 }
 
-func (h *actorHost) kill(id ids.ActorID) bool {
+// kill stops the actor id and returns it (nil when it is not hosted here).
+func (h *actorHost) kill(id ids.ActorID) *actorInstance {
 	h.mu.Lock()
 	a, ok := h.actors[id]
 	delete(h.actors, id)
 	h.mu.Unlock()
 	if !ok {
-		return false
+		return nil
 	}
 	a.stop()
-	return true
+	return a
 }
 
 func (h *actorHost) close() {
@@ -160,22 +246,22 @@ func (h *actorHost) close() {
 	h.wg.Wait()
 }
 
-func (c *Core) runMethod(cl *call, a *actorInstance) *pb.ExecuteResponse {
+func (c *Core) runMethod(ctx context.Context, cl *call, a *actorInstance) *pb.ExecuteResponse {
 	name := cl.spec.GetMethodName()
 	qual := fmt.Sprintf("%s.%s", a.typ.Name, name)
 	m, ok := a.typ.Method(name)
 	if !ok {
 		return errorReply(cl.id, errs.New(errs.KindNotFound, qual, "actor type %q has no method %q (registered methods: %v)", a.typ.Name, name, a.typ.MethodNames()))
 	}
-	args, err := c.decodeArgs(cl.ctx, cl.spec.GetArgs(), m.ArgTypes, qual)
+	args, err := c.decodeArgs(ctx, cl.spec.GetArgs(), m.ArgTypes, qual)
 	if err != nil {
 		return errorReply(cl.id, err)
 	}
 	var out any
 	err = invoke(qual, func() (any, error) {
 		var err error
-		out, err = m.Call(cl.ctx, a.obj, args)
+		out, err = m.Call(ctx, a.obj, args)
 		return out, err
 	})
-	return c.resultReply(cl.ctx, cl.id, cl.spec, out, err)
+	return c.resultReply(ctx, cl.id, cl.spec, out, err)
 }

@@ -49,3 +49,20 @@ func (f PlacementOption) ApplyTask(o *TaskOptions) {
 	f(&p)
 	o.Resources, o.Strategy, o.FailFast = p.Resources, p.Strategy, p.FailFast
 }
+
+// CancelOptions shape a cancel (task.Cancel).
+type CancelOptions struct {
+	// Force kills the task's worker process (tasks only).
+	Force bool
+	// Recursive also cancels the calls the cancelled call submitted.
+	Recursive bool
+}
+
+// CancelOption is an option of task.Cancel.
+type CancelOption interface{ ApplyCancel(*CancelOptions) }
+
+// CancelOptionFunc is a CancelOption that sets fields of CancelOptions.
+type CancelOptionFunc func(*CancelOptions)
+
+// ApplyCancel calls f.
+func (f CancelOptionFunc) ApplyCancel(o *CancelOptions) { f(o) }

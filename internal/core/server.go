@@ -35,12 +35,16 @@ func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
 		closed = true
 		mu.Unlock()
 	}()
+	// The stream's calls not yet answered, by call ID, for its caller's
+	// cancels.
+	var callsMu sync.Mutex
+	calls := map[uint64]*call{}
 	// The tasks of this stream run in arrival order, one at a time, in one
 	// goroutine that ends with the stream: the caller holds one lease (one
 	// CPU) on this worker and may send several of its tasks ahead. Those
 	// still queued when the stream ends are dropped: the caller fails them
 	// (and retries them elsewhere).
-	var tasks *mailbox[*pb.ExecuteRequest]
+	var tasks *mailbox[*call]
 	var runner sync.WaitGroup
 	defer runner.Wait()
 	for {
@@ -48,31 +52,59 @@ func (s *workerServer) Execute(stream pb.WorkerService_ExecuteServer) error {
 		if err != nil {
 			return nil
 		}
+		if cc := req.GetCancel(); cc != nil {
+			callsMu.Lock()
+			target := calls[cc.GetTargetCallId()]
+			callsMu.Unlock()
+			// Apart from the loop: a recursive cancel sends the cancels
+			// of the call's children, and the ack follows them.
+			id := req.GetCallId()
+			runner.Go(func() {
+				if target != nil {
+					s.c.cancelCall(target, cc.GetRecursive(), cc.GetForce())
+				}
+				reply(&pb.ExecuteResponse{CallId: id})
+			})
+			continue
+		}
 		spec := req.GetTask()
 		if spec == nil {
-			reply(errorReply(req.GetCallId(), errs.New(errs.KindInvalidArgument, "", "execute request without a task")))
+			reply(errorReply(req.GetCallId(), errs.New(errs.KindInvalidArgument, "", "execute request without a task or a cancel")))
 			continue
+		}
+		cl := &call{ctx: ctx, id: req.GetCallId(), spec: spec, reply: reply}
+		callsMu.Lock()
+		calls[cl.id] = cl
+		callsMu.Unlock()
+		cl.forget = func() {
+			callsMu.Lock()
+			if calls[cl.id] == cl {
+				delete(calls, cl.id)
+			}
+			callsMu.Unlock()
 		}
 		if len(spec.GetActorId()) > 0 {
 			id, err := ids.ParseActorID(spec.GetActorId())
 			if err == nil {
-				err = s.c.host.enqueue(id, &call{ctx: ctx, id: req.GetCallId(), spec: spec, reply: reply})
+				err = s.c.host.enqueue(id, cl)
 			}
 			if err != nil {
-				reply(errorReply(req.GetCallId(), err))
+				cl.answer(errorReply(req.GetCallId(), err))
 			}
 			continue
 		}
 		if tasks == nil {
-			tasks = newMailbox[*pb.ExecuteRequest]()
+			tasks = newMailbox[*call]()
 			runner.Go(func() {
-				for req, ok := tasks.next(); ok; req, ok = tasks.next() {
-					reply(s.c.runTask(ctx, req.GetCallId(), req.GetTask()))
+				for cl, ok := tasks.next(); ok; cl, ok = tasks.next() {
+					if rctx, ok := cl.begin(); ok {
+						cl.end(s.c.runTask(rctx, cl.id, cl.spec))
+					}
 				}
 			})
 			defer tasks.close()
 		}
-		tasks.put(req)
+		tasks.put(cl)
 	}
 }
 
@@ -91,8 +123,18 @@ func (s *workerServer) DestroyActor(_ context.Context, req *pb.DestroyActorReque
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
 	}
-	s.c.host.kill(id)
-	return &pb.DestroyActorResponse{}, nil
+	a := s.c.host.kill(id)
+	if a == nil {
+		return &pb.DestroyActorResponse{}, nil
+	}
+	// Its calls failed with ErrActorDied and their contexts are
+	// cancelled: wait briefly for the methods to return, and tell the
+	// raylet about those that do not (it may end this process).
+	stuck := a.waitStopped(killGrace)
+	if stuck > 0 {
+		s.c.log.Warn("a killed actor's methods ignore their cancelled context and still run", "actor", id, "type", a.typ.Name, "calls", stuck)
+	}
+	return &pb.DestroyActorResponse{StuckCalls: uint32(stuck)}, nil
 }
 
 func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) (*pb.GetObjectResponse, error) {

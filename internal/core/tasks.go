@@ -48,6 +48,41 @@ type taskItem struct {
 	// seq orders the tasks of a scheduler by submission: a shape's queue
 	// is kept in this order, retries included.
 	seq uint64
+
+	// Where the task is, for Cancel; guarded by the scheduler's mu like
+	// seq: its state, its shape once queued, its worker once handed to
+	// one, the call on that worker's stream once sent, and the
+	// cancellation asked for (cancelled is what the caller's Get sees).
+	state     itemState
+	sh        *shape
+	w         *leasedWorker
+	sent      sentCall
+	cancelled error
+	force     bool
+	recursive bool
+	// release runs once the task's entry is complete (the core forgets
+	// the call); nil for a lineage rebuild.
+	release func()
+}
+
+// itemState is where a task is between submission and its result.
+type itemState int
+
+const (
+	itemNew     itemState = iota // waiting for its arguments
+	itemQueued                   // in its shape's queue
+	itemHanded                   // in a leased worker's outbox
+	itemSending                  // being pushed to the worker
+	itemSent                     // on the worker
+	itemDone                     // its entry is (being) completed
+)
+
+// finish completes the task's entry with its reply or error.
+func (it *taskItem) finish(resp *pb.ExecuteResponse, err error) {
+	complete(it.entry, resp, err)
+	if it.release != nil {
+		it.release()
+	}
 }
 
 // DefaultMaxRetries is how often a task is retried after its worker or node
@@ -114,9 +149,10 @@ type leaseGranter any
 
 // taskPusher sends a task to a leased worker (Ray's PushNormalTask): cb runs
 // exactly once with the reply or the error that lost it. An error returned
-// means the task was not sent, and cb does not run.
+// means the task was not sent, and cb does not run; otherwise the sent call
+// can be cancelled.
 type taskPusher interface {
-	push(addr string, spec *pb.TaskSpec, cb callback) error
+	push(addr string, spec *pb.TaskSpec, cb callback) (sentCall, error)
 }
 
 // leasedWorker is a worker this process holds a lease on.
@@ -290,8 +326,16 @@ func (c *Core) SubmitTask(ctx context.Context, name string, args Args, opts Task
 	}
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args.Wire,
 		ReturnObjectId: oid[:], CallerAddress: c.addr}
-	c.submitWhenReady(&taskItem{spec: spec, entry: e}, args.Wire, res, opts)
+	c.submitWhenReady(c.trackTask(ctx, oid, &taskItem{spec: spec, entry: e}), args.Wire, res, opts)
 	return ref
+}
+
+// trackTask records item with the calls Cancel can find; ctx governs it.
+func (c *Core) trackTask(ctx context.Context, id ids.ObjectID, item *taskItem) *taskItem {
+	item.release = c.track(ctx, id, item.spec.GetFunctionName(), false, func(why error, force, recursive bool) {
+		c.tasks.cancel(item, why, force, recursive)
+	})
+	return item
 }
 
 // ownedEntry is the entry of a ref argument this process owns, if any.
@@ -332,8 +376,16 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	key := shapeKey(res) + strategyKey(opts.Strategy, opts.FailFast)
 	s.mu.Lock()
 	if s.closed {
+		item.state = itemDone
 		s.mu.Unlock()
-		item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray is shutting down"))
+		item.finish(nil, errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray is shutting down"))
+		return
+	}
+	if item.state == itemDone {
+		s.mu.Unlock() // cancelled while it waited for its arguments
+		if s.cfg.finished != nil {
+			s.cfg.finished(item.spec, nil) // nothing to rebuild
+		}
 		return
 	}
 	sh, ok := s.shapes[key]
@@ -343,6 +395,7 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	}
 	s.seq++
 	item.seq = s.seq
+	item.state, item.sh = itemQueued, sh
 	sh.queue = append(sh.queue, item)
 	acts := s.pump(sh)
 	s.mu.Unlock()
@@ -395,6 +448,7 @@ func (s *taskScheduler) pump(sh *shape) actions {
 			w.inflight++
 			w.idleSince = time.Time{}
 			item.sentAt = now
+			item.state, item.w = itemHanded, w
 			w.outbox = append(w.outbox, item)
 			if !w.flushing {
 				w.flushing = true
@@ -472,6 +526,9 @@ func (s *taskScheduler) flush(sh *shape, w *leasedWorker) {
 			s.mu.Unlock()
 			return
 		}
+		for _, item := range items {
+			item.state = itemSending
+		}
 		s.mu.Unlock()
 		for _, item := range items {
 			s.dispatch(sh, w, item)
@@ -481,30 +538,31 @@ func (s *taskScheduler) flush(sh *shape, w *leasedWorker) {
 
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
-		retry := item.retry(resp, err) && s.cfg.ctx.Err() == nil
-		if !retry {
-			complete(item.entry, resp, err)
-			if s.cfg.finished != nil {
-				s.cfg.finished(item.spec, resp)
-			}
-		} else {
-			if s.cfg.retried != nil {
-				s.cfg.retried()
-			}
-			s.cfg.log.Info("retrying task", "function", item.spec.GetFunctionName(), "task", fmt.Sprintf("%x", item.spec.GetTaskId()), "retries_left", item.retriesLeft, "err", err)
-		}
 		s.mu.Lock()
-		if retry {
-			if s.closed {
-				item.entry.setError(errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task could be retried"))
-			} else {
-				// Back in submission order: a task may wait for an
-				// earlier one (a ref inside its arguments), which must
-				// not end up behind it on one worker.
-				i := sort.Search(len(sh.queue), func(i int) bool { return sh.queue[i].seq > item.seq })
-				sh.queue = slices.Insert(sh.queue, i, item)
-			}
+		// A cancelled task is not retried: its worker dying (killed by a
+		// forced cancel, or by chance) ends it with the cancellation, as
+		// does the worker's answer that it cancelled it (the caller's
+		// reason says more than the worker's).
+		final := err
+		if item.cancelled != nil && (err != nil || item.force || resp.GetError().GetKind() == pb.ErrorKind_ERROR_KIND_CANCELLED) {
+			resp, final = nil, item.cancelled
 		}
+		retry := item.cancelled == nil && item.retry(resp, err) && s.cfg.ctx.Err() == nil
+		switch {
+		case !retry:
+			item.state = itemDone
+		case s.closed:
+			item.state = itemDone
+			resp, final = nil, errs.New(errs.KindShuttingDown, item.spec.GetFunctionName(), "goray shut down before the task could be retried")
+		default:
+			// Back in submission order: a task may wait for an earlier
+			// one (a ref inside its arguments), which must not end up
+			// behind it on one worker.
+			item.state, item.w, item.sent = itemQueued, nil, nil
+			i := sort.Search(len(sh.queue), func(i int) bool { return sh.queue[i].seq > item.seq })
+			sh.queue = slices.Insert(sh.queue, i, item)
+		}
+		ended, left := item.state == itemDone, item.retriesLeft
 		w.inflight--
 		// A failed worker fails every task in flight on it: the first
 		// failure drops it and returns its lease.
@@ -525,15 +583,141 @@ func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 		closed := s.closed
 		acts := s.pump(sh)
 		s.mu.Unlock()
+		if ended {
+			item.finish(resp, final)
+			if s.cfg.finished != nil && !retry {
+				s.cfg.finished(item.spec, resp)
+			}
+		} else {
+			if s.cfg.retried != nil {
+				s.cfg.retried()
+			}
+			s.cfg.log.Info("retrying task", "function", item.spec.GetFunctionName(), "task", fmt.Sprintf("%x", item.spec.GetTaskId()), "retries_left", left, "err", err)
+		}
 		// After close every lease was already returned.
 		if drop && !closed {
 			acts = append(acts, func() { s.returnLease(w, true) })
 		}
 		acts.run()
 	}
-	if err := s.cfg.pusher.push(w.addr, item.spec, done); err != nil {
+	sent, err := s.cfg.pusher.push(w.addr, item.spec, done)
+	if err != nil {
 		done(nil, err)
+		return
 	}
+	s.mu.Lock()
+	cancel := false
+	if item.state == itemSending && item.w == w {
+		item.state, item.sent = itemSent, sent
+		cancel = item.cancelled != nil // cancelled while it was being sent
+	}
+	s.mu.Unlock()
+	if cancel {
+		s.stopOnWorker(item)
+	}
+}
+
+// cancel cancels a task (task.Cancel, or its caller's context ended): one
+// that waits at the submitter — for its arguments, in its shape's queue or
+// a worker's outbox — is dropped and fails with why at once; one on a worker
+// is cancelled there (force: the worker is killed), and fails with why when
+// the worker answers. A finished task is left as it is.
+func (s *taskScheduler) cancel(item *taskItem, why error, force, recursive bool) {
+	s.mu.Lock()
+	if item.state == itemDone {
+		s.mu.Unlock()
+		return
+	}
+	first := item.cancelled == nil
+	if first {
+		item.cancelled = why
+	}
+	upgrade := (force && !item.force) || (recursive && !item.recursive)
+	item.force, item.recursive = item.force || force, item.recursive || recursive
+	var acts actions
+	switch item.state {
+	case itemNew:
+	case itemQueued:
+		if i := slices.Index(item.sh.queue, item); i >= 0 {
+			item.sh.queue = slices.Delete(item.sh.queue, i, i+1)
+		}
+	case itemHanded:
+		w := item.w
+		if i := slices.Index(w.outbox, item); i >= 0 {
+			w.outbox = slices.Delete(w.outbox, i, i+1)
+		}
+		w.inflight--
+		acts = s.pump(item.sh)
+	case itemSending:
+		// dispatch cancels it once the push returns.
+		s.mu.Unlock()
+		return
+	case itemSent:
+		s.mu.Unlock()
+		if first || upgrade {
+			s.stopOnWorker(item)
+		}
+		return
+	}
+	item.state = itemDone
+	why = item.cancelled
+	s.mu.Unlock()
+	item.finish(nil, why)
+	if s.cfg.finished != nil {
+		s.cfg.finished(item.spec, nil) // nothing to rebuild
+	}
+	acts.run()
+}
+
+// stopOnWorker cancels a task its worker runs (or holds behind another):
+// the worker cancels its context (and, recursive, the calls it submitted);
+// force kills the worker, after those cancels when recursive.
+func (s *taskScheduler) stopOnWorker(item *taskItem) {
+	s.mu.Lock()
+	sent, w, sh, force, recursive := item.sent, item.w, item.sh, item.force, item.recursive
+	s.mu.Unlock()
+	if sent == nil {
+		return
+	}
+	if !force {
+		sent.cancel(recursive, false, nil)
+		return
+	}
+	kill := func() {
+		s.mu.Lock()
+		first := !w.failed && !s.closed
+		if first {
+			w.failed = true
+			s.dropWorker(sh, w)
+		}
+		acts := s.pump(sh)
+		s.mu.Unlock()
+		acts.run()
+		if !first {
+			return
+		}
+		s.cfg.log.Info("force-cancelling a task: killing its worker", "function", item.spec.GetFunctionName(), "worker", w.addr)
+		// The worker's death breaks its stream, which ends the task (and
+		// fails the others in flight on it, which are retried).
+		if err := s.returnLeaseErr(w, true); err != nil {
+			s.cfg.log.Warn("force-cancel: the raylet did not kill the worker; the task may run on", "worker", w.addr, "err", err)
+			s.mu.Lock()
+			ended := item.state != itemDone
+			item.state = itemDone
+			s.mu.Unlock()
+			if ended {
+				item.finish(nil, item.cancelled)
+			}
+		}
+	}
+	if !recursive {
+		kill()
+		return
+	}
+	// The worker cancels what the task submitted first: a process that is
+	// killed cancels nothing.
+	s.cfg.wg.Add(1)
+	sent.cancel(true, true, func() { s.cfg.wg.Go(kill); s.cfg.wg.Done() })
 }
 
 func (s *taskScheduler) dropWorker(sh *shape, w *leasedWorker) {
@@ -575,13 +759,16 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	if err != nil {
 		failed := sh.queue
 		sh.queue = nil
+		for _, it := range failed {
+			it.state = itemDone
+		}
 		s.mu.Unlock()
 		err = errs.FromStatus(err)
 		if ctx.Err() != nil {
 			err = errs.New(errs.KindShuttingDown, "", "goray shut down before the task got a worker")
 		}
 		for _, it := range failed {
-			it.entry.setError(fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), forTask(err, it.spec.GetFunctionName())))
+			it.finish(nil, fmt.Errorf("task %s: no worker lease: %w", it.spec.GetFunctionName(), forTask(err, it.spec.GetFunctionName())))
 		}
 		return
 	}
@@ -609,11 +796,15 @@ func forTask(err error, function string) error {
 const leaseUnreachableTimeout = 2 * time.Minute
 
 func (s *taskScheduler) returnLease(w *leasedWorker, failed bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), leaseReturnTimeout)
-	defer cancel()
-	if err := s.cfg.leases.returnLease(ctx, w.raylet, w.leaseID, failed); err != nil {
+	if err := s.returnLeaseErr(w, failed); err != nil {
 		s.cfg.log.Debug("return worker lease", "worker", w.addr, "err", err)
 	}
+}
+
+func (s *taskScheduler) returnLeaseErr(w *leasedWorker, failed bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), leaseReturnTimeout)
+	defer cancel()
+	return s.cfg.leases.returnLease(ctx, w.raylet, w.leaseID, failed)
 }
 
 // rayletLeases is the leaseClient of a core: its local raylet, and the
@@ -646,10 +837,10 @@ func (rayletLeases) returnLease(ctx context.Context, from leaseGranter, leaseID 
 }
 
 // push sends a task over the process's Execute stream to the worker.
-func (p *execPool) push(addr string, spec *pb.TaskSpec, cb callback) error {
+func (p *execPool) push(addr string, spec *pb.TaskSpec, cb callback) (sentCall, error) {
 	st, err := p.get(addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return st.send(spec, cb)
 }
@@ -664,6 +855,9 @@ func (s *taskScheduler) close() {
 	var pending []*taskItem
 	var leases []*leasedWorker
 	for _, sh := range s.shapes {
+		for _, it := range sh.queue {
+			it.state = itemDone
+		}
 		pending = append(pending, sh.queue...)
 		sh.queue = nil
 		leases = append(leases, sh.workers...)
@@ -671,7 +865,7 @@ func (s *taskScheduler) close() {
 	}
 	s.mu.Unlock()
 	for _, it := range pending {
-		it.entry.setError(errs.New(errs.KindShuttingDown, it.spec.GetFunctionName(), "goray shut down before the task ran"))
+		it.finish(nil, errs.New(errs.KindShuttingDown, it.spec.GetFunctionName(), "goray shut down before the task ran"))
 	}
 	for _, w := range leases {
 		s.returnLease(w, false)

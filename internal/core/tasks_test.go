@@ -92,14 +92,44 @@ type pushed struct {
 	addr string
 	spec *pb.TaskSpec
 	cb   callback
+	sent *fakeSent
 }
 
 // fakePusher hands every pushed task to the test, which answers it.
 type fakePusher chan pushed
 
-func (p fakePusher) push(addr string, spec *pb.TaskSpec, cb callback) error {
-	p <- pushed{addr, spec, cb}
-	return nil
+func (p fakePusher) push(addr string, spec *pb.TaskSpec, cb callback) (sentCall, error) {
+	sent := &fakeSent{}
+	p <- pushed{addr, spec, cb, sent}
+	return sent, nil
+}
+
+// fakeSent records the cancels of one pushed call; each is acked at once.
+type fakeSent struct {
+	mu      sync.Mutex
+	cancels []string // "cancel", with " recursive" and " force" as asked
+}
+
+func (f *fakeSent) cancel(recursive, force bool, acked func()) {
+	c := "cancel"
+	if recursive {
+		c += " recursive"
+	}
+	if force {
+		c += " force"
+	}
+	f.mu.Lock()
+	f.cancels = append(f.cancels, c)
+	f.mu.Unlock()
+	if acked != nil {
+		acked()
+	}
+}
+
+func (f *fakeSent) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.cancels)
 }
 
 // next is the next pushed task, or a test failure after a while.

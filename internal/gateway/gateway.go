@@ -471,7 +471,9 @@ func (g *Gateway) CallActor(ctx context.Context, req *pb.CallActorRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	ref := n.core.CallActor(ctx, h, req.GetMethod(), args)
+	// The ref outlives this RPC (the client gets it later): the call is
+	// not governed by the RPC's context.
+	ref := n.core.CallActor(context.WithoutCancel(ctx), h, req.GetMethod(), args)
 	return &pb.CallActorResponse{Ref: n.hold(req.GetNamespace(), ref)}, nil
 }
 
@@ -505,7 +507,7 @@ func (g *Gateway) CallFunction(ctx context.Context, req *pb.CallFunctionRequest)
 	if err != nil {
 		return nil, err
 	}
-	ref := n.core.SubmitTaskByName(ctx, name, args, core.TaskOptions{Resources: req.GetResources()})
+	ref := n.core.SubmitTaskByName(context.WithoutCancel(ctx), name, args, core.TaskOptions{Resources: req.GetResources()})
 	return &pb.CallFunctionResponse{Ref: n.hold(req.GetNamespace(), ref)}, nil
 }
 

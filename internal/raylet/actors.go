@@ -132,8 +132,10 @@ func (r *Raylet) killActor(ctx context.Context, req *pb.StopActorRequest) error 
 		return nil
 	}
 	client, err := r.pool.conn(a.worker)
+	var stuck uint32
 	if err == nil {
-		_, err = client.DestroyActor(ctx, &pb.DestroyActorRequest{ActorId: id[:]})
+		var resp *pb.DestroyActorResponse
+		resp, err = client.DestroyActor(ctx, &pb.DestroyActorRequest{ActorId: id[:]})
 		if err != nil {
 			switch status.Code(err) {
 			case codes.NotFound, codes.Unavailable:
@@ -142,7 +144,19 @@ func (r *Raylet) killActor(ctx context.Context, req *pb.StopActorRequest) error 
 				return errs.FromStatus(err)
 			}
 		}
+		stuck = resp.GetStuckCalls()
 	}
-	r.pool.removeActor(a)
+	if stuck == 0 {
+		r.pool.removeActor(a)
+		return nil
+	}
+	// Its methods ignore their cancelled context: a host left with no
+	// other actor is ended, so that nothing of the killed actor runs on.
+	if w := r.pool.removeStuckActor(a); w != nil {
+		r.log.Info("killing an actor host whose only, killed, actor still runs", "actor", id, "worker", w.id, "pid", w.pid, "calls", stuck)
+		w.kill()
+	} else {
+		r.log.Warn("a killed actor's methods ignore their context and run on in a host shared with other actors", "actor", id, "worker", a.worker.id, "calls", stuck)
+	}
 	return nil
 }

@@ -555,6 +555,21 @@ func (p *workerPool) removeActor(a *actor) {
 	p.removeActorLocked(a)
 }
 
+// removeStuckActor takes a, killed while a method of it still runs, off the
+// books; when that leaves its host with no actor, the host is marked to be
+// killed on purpose and returned.
+func (p *workerPool) removeStuckActor(a *actor) *worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.removeActorLocked(a)
+	w := a.worker
+	if len(w.actors) > 0 || w.dead {
+		return nil
+	}
+	w.onPurpose, w.failing = true, true
+	return w
+}
+
 // moveActor takes a off the books and marks its host failing: the host
 // did not answer, and the actor goes elsewhere.
 func (p *workerPool) moveActor(a *actor) {

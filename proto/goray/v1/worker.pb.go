@@ -137,9 +137,16 @@ func (x *TaskSpec) GetActorIncarnation() uint32 {
 }
 
 type ExecuteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CallId        uint64                 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
-	Task          *TaskSpec              `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique per stream, chosen by the caller; the reply carries it.
+	CallId uint64 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The call to run; unset when the message is a cancel.
+	Task *TaskSpec `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	// Cancels a call sent earlier on this stream (task unset). The worker
+	// answers with an empty ExecuteResponse of this message's call_id once it
+	// has acted on it (and, with recursive, sent the cancels of the calls the
+	// cancelled call submitted).
+	Cancel        *CancelCall `protobuf:"bytes,3,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -184,6 +191,13 @@ func (x *ExecuteRequest) GetCallId() uint64 {
 func (x *ExecuteRequest) GetTask() *TaskSpec {
 	if x != nil {
 		return x.Task
+	}
+	return nil
+}
+
+func (x *ExecuteRequest) GetCancel() *CancelCall {
+	if x != nil {
+		return x.Cancel
 	}
 	return nil
 }
@@ -441,7 +455,12 @@ func (x *DestroyActorRequest) GetActorId() []byte {
 }
 
 type DestroyActorResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the actor's calls were still running when the worker stopped
+	// waiting for them (a short grace period after their contexts were
+	// cancelled): methods that ignore their context. At most the actor's
+	// max_concurrency. The raylet ends a host left with no other actor.
+	StuckCalls    uint32 `protobuf:"varint,1,opt,name=stuck_calls,json=stuckCalls,proto3" json:"stuck_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,6 +493,13 @@ func (x *DestroyActorResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DestroyActorResponse.ProtoReflect.Descriptor instead.
 func (*DestroyActorResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DestroyActorResponse) GetStuckCalls() uint32 {
+	if x != nil {
+		return x.StuckCalls
+	}
+	return 0
 }
 
 type GetObjectRequest struct {
@@ -877,6 +903,73 @@ func (x *PingResponse) GetWorkerId() []byte {
 	return nil
 }
 
+// CancelCall cancels one call of an Execute stream (Ray's CancelTask).
+type CancelCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call_id the call was sent with on the same stream. An unknown ID
+	// (the call already finished) is not an error: nothing happens.
+	TargetCallId uint64 `protobuf:"varint,1,opt,name=target_call_id,json=targetCallId,proto3" json:"target_call_id,omitempty"`
+	// Also cancel, recursively, the tasks and actor calls the call submitted.
+	Recursive bool `protobuf:"varint,2,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	// With recursive: the call's child tasks are force-cancelled (their
+	// workers killed). The caller kills the cancelled task's own worker; actor
+	// calls are never forced.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCall) Reset() {
+	*x = CancelCall{}
+	mi := &file_goray_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCall) ProtoMessage() {}
+
+func (x *CancelCall) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCall.ProtoReflect.Descriptor instead.
+func (*CancelCall) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CancelCall) GetTargetCallId() uint64 {
+	if x != nil {
+		return x.TargetCallId
+	}
+	return 0
+}
+
+func (x *CancelCall) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+func (x *CancelCall) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 var File_goray_v1_worker_proto protoreflect.FileDescriptor
 
 const file_goray_v1_worker_proto_rawDesc = "" +
@@ -892,10 +985,11 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\x04args\x18\x06 \x03(\v2\r.goray.v1.ArgR\x04args\x12(\n" +
 	"\x10return_object_id\x18\a \x01(\fR\x0ereturnObjectId\x12%\n" +
 	"\x0ecaller_address\x18\b \x01(\tR\rcallerAddress\x12+\n" +
-	"\x11actor_incarnation\x18\t \x01(\rR\x10actorIncarnation\"Q\n" +
+	"\x11actor_incarnation\x18\t \x01(\rR\x10actorIncarnation\"\x7f\n" +
 	"\x0eExecuteRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12&\n" +
-	"\x04task\x18\x02 \x01(\v2\x12.goray.v1.TaskSpecR\x04task\"\xf3\x01\n" +
+	"\x04task\x18\x02 \x01(\v2\x12.goray.v1.TaskSpecR\x04task\x12,\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x14.goray.v1.CancelCallR\x06cancel\"\xf3\x01\n" +
 	"\x0fExecuteResponse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12)\n" +
 	"\x05value\x18\x02 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
@@ -908,8 +1002,10 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\rR\vincarnation\"\x18\n" +
 	"\x16ConstructActorResponse\"0\n" +
 	"\x13DestroyActorRequest\x12\x19\n" +
-	"\bactor_id\x18\x01 \x01(\fR\aactorId\"\x16\n" +
-	"\x14DestroyActorResponse\"\x88\x01\n" +
+	"\bactor_id\x18\x01 \x01(\fR\aactorId\"7\n" +
+	"\x14DestroyActorResponse\x12\x1f\n" +
+	"\vstuck_calls\x18\x01 \x01(\rR\n" +
+	"stuckCalls\"\x88\x01\n" +
 	"\x10GetObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
 	"\rlocation_lost\x18\x02 \x01(\bR\flocationLost\x122\n" +
@@ -929,7 +1025,12 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\x12unknown_object_ids\x18\x01 \x03(\fR\x10unknownObjectIds\"\r\n" +
 	"\vPingRequest\"+\n" +
 	"\fPingResponse\x12\x1b\n" +
-	"\tworker_id\x18\x01 \x01(\fR\bworkerId2\xc6\x03\n" +
+	"\tworker_id\x18\x01 \x01(\fR\bworkerId\"f\n" +
+	"\n" +
+	"CancelCall\x12$\n" +
+	"\x0etarget_call_id\x18\x01 \x01(\x04R\ftargetCallId\x12\x1c\n" +
+	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force2\xc6\x03\n" +
 	"\rWorkerService\x12B\n" +
 	"\aExecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x010\x01\x12S\n" +
 	"\x0eConstructActor\x12\x1f.goray.v1.ConstructActorRequest\x1a .goray.v1.ConstructActorResponse\x12M\n" +
@@ -950,7 +1051,7 @@ func file_goray_v1_worker_proto_rawDescGZIP() []byte {
 	return file_goray_v1_worker_proto_rawDescData
 }
 
-var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_goray_v1_worker_proto_goTypes = []any{
 	(*TaskSpec)(nil),               // 0: goray.v1.TaskSpec
 	(*ExecuteRequest)(nil),         // 1: goray.v1.ExecuteRequest
@@ -966,42 +1067,44 @@ var file_goray_v1_worker_proto_goTypes = []any{
 	(*UpdateBorrowsResponse)(nil),  // 11: goray.v1.UpdateBorrowsResponse
 	(*PingRequest)(nil),            // 12: goray.v1.PingRequest
 	(*PingResponse)(nil),           // 13: goray.v1.PingResponse
-	(*Arg)(nil),                    // 14: goray.v1.Arg
-	(*Payload)(nil),                // 15: goray.v1.Payload
-	(*ObjectLocation)(nil),         // 16: goray.v1.ObjectLocation
-	(*ErrorInfo)(nil),              // 17: goray.v1.ErrorInfo
-	(*ObjectRef)(nil),              // 18: goray.v1.ObjectRef
-	(*ActorSpec)(nil),              // 19: goray.v1.ActorSpec
+	(*CancelCall)(nil),             // 14: goray.v1.CancelCall
+	(*Arg)(nil),                    // 15: goray.v1.Arg
+	(*Payload)(nil),                // 16: goray.v1.Payload
+	(*ObjectLocation)(nil),         // 17: goray.v1.ObjectLocation
+	(*ErrorInfo)(nil),              // 18: goray.v1.ErrorInfo
+	(*ObjectRef)(nil),              // 19: goray.v1.ObjectRef
+	(*ActorSpec)(nil),              // 20: goray.v1.ActorSpec
 }
 var file_goray_v1_worker_proto_depIdxs = []int32{
-	14, // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
+	15, // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
 	0,  // 1: goray.v1.ExecuteRequest.task:type_name -> goray.v1.TaskSpec
-	15, // 2: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
-	16, // 3: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
-	17, // 4: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
-	18, // 5: goray.v1.ExecuteResponse.contained:type_name -> goray.v1.ObjectRef
-	19, // 6: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
-	15, // 7: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
-	16, // 8: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
-	17, // 9: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
-	10, // 10: goray.v1.UpdateBorrowsRequest.deltas:type_name -> goray.v1.BorrowDelta
-	1,  // 11: goray.v1.WorkerService.Execute:input_type -> goray.v1.ExecuteRequest
-	3,  // 12: goray.v1.WorkerService.ConstructActor:input_type -> goray.v1.ConstructActorRequest
-	5,  // 13: goray.v1.WorkerService.DestroyActor:input_type -> goray.v1.DestroyActorRequest
-	7,  // 14: goray.v1.WorkerService.GetObject:input_type -> goray.v1.GetObjectRequest
-	9,  // 15: goray.v1.WorkerService.UpdateBorrows:input_type -> goray.v1.UpdateBorrowsRequest
-	12, // 16: goray.v1.WorkerService.Ping:input_type -> goray.v1.PingRequest
-	2,  // 17: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
-	4,  // 18: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
-	6,  // 19: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
-	8,  // 20: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
-	11, // 21: goray.v1.WorkerService.UpdateBorrows:output_type -> goray.v1.UpdateBorrowsResponse
-	13, // 22: goray.v1.WorkerService.Ping:output_type -> goray.v1.PingResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 2: goray.v1.ExecuteRequest.cancel:type_name -> goray.v1.CancelCall
+	16, // 3: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
+	17, // 4: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
+	18, // 5: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
+	19, // 6: goray.v1.ExecuteResponse.contained:type_name -> goray.v1.ObjectRef
+	20, // 7: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
+	16, // 8: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
+	17, // 9: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
+	18, // 10: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
+	10, // 11: goray.v1.UpdateBorrowsRequest.deltas:type_name -> goray.v1.BorrowDelta
+	1,  // 12: goray.v1.WorkerService.Execute:input_type -> goray.v1.ExecuteRequest
+	3,  // 13: goray.v1.WorkerService.ConstructActor:input_type -> goray.v1.ConstructActorRequest
+	5,  // 14: goray.v1.WorkerService.DestroyActor:input_type -> goray.v1.DestroyActorRequest
+	7,  // 15: goray.v1.WorkerService.GetObject:input_type -> goray.v1.GetObjectRequest
+	9,  // 16: goray.v1.WorkerService.UpdateBorrows:input_type -> goray.v1.UpdateBorrowsRequest
+	12, // 17: goray.v1.WorkerService.Ping:input_type -> goray.v1.PingRequest
+	2,  // 18: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
+	4,  // 19: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
+	6,  // 20: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
+	8,  // 21: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
+	11, // 22: goray.v1.WorkerService.UpdateBorrows:output_type -> goray.v1.UpdateBorrowsResponse
+	13, // 23: goray.v1.WorkerService.Ping:output_type -> goray.v1.PingResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_worker_proto_init() }
@@ -1026,7 +1129,7 @@ func file_goray_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_worker_proto_rawDesc), len(file_goray_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
