@@ -64,6 +64,9 @@ func run(args []string) error {
 		noAuth    = fs.Bool("no-auth", false, "disable the cluster token (loopback only; insecure)")
 		dataDir   = fs.String("data-dir", "", "directory for job binaries and head state; a head given one keeps its tables and token there across restarts (default: a fresh temporary directory, removed on exit)")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		memThresh = fs.Float64("memory-usage-threshold", 0, "fraction of the node's memory (the machine's, or the raylet's cgroup's) in use above which the memory monitor kills a worker, the newest retriable task's first; 1 turns it off (default 0.95, or $GORAY_MEMORY_USAGE_THRESHOLD)")
+		memLimit  = fs.Int64("memory-limit", 0, "bytes of private memory (summed RSS) the node's worker processes may use before the memory monitor kills one (default none, or $GORAY_MEMORY_LIMIT)")
+		memEvery  = fs.Duration("memory-monitor-interval", 0, "how often the memory monitor checks; negative turns it off (default 250ms, or $GORAY_MEMORY_MONITOR_INTERVAL)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +85,7 @@ func run(args []string) error {
 		DriverReconnectTimeout: *driverTO,
 	}
 	cfg.Address, cfg.Listen, cfg.TokenFile, cfg.NoAuth, cfg.DataDir = *address, *listen, *tokenFile, *noAuth, *dataDir
+	cfg.MemoryUsageThreshold, cfg.MemoryLimit, cfg.MemoryMonitorInterval = *memThresh, *memLimit, *memEvery
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {

@@ -102,7 +102,12 @@ type Raylet struct {
 	leases   *leaseManager
 	bundles  *bundleManager
 	pool     *workerPool
+	monitor  *memoryMonitor
 	transfer *transfer // set by makeDirs, with objects
+	// reaper removes the directories the raylet made if it dies without
+	// Stop (nil when it could not be started: then the next raylet's Sweep
+	// removes them).
+	reaper *store.Reaper
 
 	outMu sync.Mutex // serializes worker output lines
 
@@ -172,6 +177,7 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	r.leases = newLeaseManager(r.nodeID, sched.Resources(cfg.Resources), r.view, r.ctx.Done())
 	r.bundles = newBundleManager(r.nodeID, r.leases, r.kickHeartbeat)
 	r.pool = newWorkerPool(r.nodeID, "", cfg.MaxWorkersPerJob, r.leases, r, r.ctx.Done())
+	r.monitor = newMemoryMonitor(r.nodeID, cfg, newProcMemory("/proc", "/sys/fs/cgroup"), r.pool, r.log)
 	defer func() {
 		if err != nil {
 			r.Stop()
@@ -193,6 +199,9 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	r.pool.token = r.token
 	if err := r.makeDirs(); err != nil {
 		return nil, err
+	}
+	if r.monitor.enabled() {
+		r.wg.Go(func() { r.monitor.run(r.ctx) })
 	}
 	return r, nil
 }
@@ -304,6 +313,7 @@ func (r *Raylet) makeDirs() error {
 		}
 		r.storeDir, r.ownStoreDir = d, true
 	}
+	r.startReaper()
 	if n := r.cfg.ObjectStoreMemory; n > 0 {
 		a, err := store.CreateArena(r.storeDir, uint64(n))
 		if err != nil {
@@ -322,6 +332,28 @@ func (r *Raylet) makeDirs() error {
 	r.objects = newLocalObjects(r.storeDir, r.arena, r.log)
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
 	return nil
+}
+
+// startReaper starts the process that removes the directories the raylet
+// made (not those it was given: a raylet restarted on them must keep them)
+// when the raylet dies without Stop, SIGKILL included.
+func (r *Raylet) startReaper() {
+	var owned []string
+	if r.ownDataDir {
+		owned = append(owned, r.dataDir)
+	}
+	if r.ownStoreDir {
+		owned = append(owned, r.storeDir)
+	}
+	if len(owned) == 0 {
+		return
+	}
+	rp, err := store.StartReaper(owned...)
+	if err != nil {
+		r.log.Warn("no reaper: if this raylet is killed, its directories stay until the next raylet starts", "err", err)
+		return
+	}
+	r.reaper = rp
 }
 
 // join registers the node with the head, failing fast when nobody answers.
@@ -550,6 +582,11 @@ func (r *Raylet) stop() {
 		os.RemoveAll(r.dataDir)
 	} else if r.dataDir != "" {
 		os.RemoveAll(filepath.Join(r.dataDir, "jobs"))
+	}
+	if r.reaper != nil {
+		if err := r.reaper.Close(); err != nil {
+			r.log.Warn("stop the directory reaper", "err", err)
+		}
 	}
 	if r.log != nil && r.addr != "" {
 		r.log.Info("raylet stopped", "address", r.addr)
