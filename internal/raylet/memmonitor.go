@@ -124,9 +124,9 @@ func (m *memoryMonitor) check() *worker {
 	what := "an idle task worker"
 	switch {
 	case v.leased && v.retriable:
-		what = fmt.Sprintf("the newest lease of retriable tasks (%s)", v.function)
+		what = "the newest lease of retriable tasks"
 	case v.leased:
-		what = fmt.Sprintf("the newest lease, of tasks that are not retried (%s)", v.function)
+		what = "the newest lease, of tasks that are not retried"
 	case v.kind == kindActorHost:
 		what = fmt.Sprintf("the actor host using the most memory (%d actors)", v.actors)
 	}
@@ -139,7 +139,7 @@ func (m *memoryMonitor) check() *worker {
 		return nil
 	}
 	m.log.Warn("memory monitor: killing a worker", "node", m.node, "worker", v.w.id, "pid", v.pid, "job", v.job,
-		"victim", what, "usage", over, "worker_private_bytes", v.rss)
+		"victim", what, "lease_function", v.function, "usage", over, "worker_private_bytes", v.rss)
 	m.kill(v.w)
 	m.victim = v.w
 	m.quiet = false

@@ -145,7 +145,7 @@ func TestMemoryMonitorKillsNewestRetriableFirst(t *testing.T) {
 	if !errors.Is(cause, errs.ErrOutOfMemory) {
 		t.Fatalf("cause: got %v, want ErrOutOfMemory", cause)
 	}
-	for _, s := range []string{f.leases.self.String(), "1.1 KiB", "over the limit of 10 B", "new_retriable", "this worker used 500 B"} {
+	for _, s := range []string{f.leases.self.String(), "1.1 KiB", "over the limit of 10 B", "the newest lease of retriable tasks", "this worker used 500 B"} {
 		if !strings.Contains(cause.Error(), s) {
 			t.Errorf("cause %q: want it to mention %q", cause.Error(), s)
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,13 +71,17 @@ func TestKilledRayletLeavesNoDirs(t *testing.T) {
 					t.Fatalf("%s while the raylet runs: got missing, want present", d)
 				}
 			}
+			headDirs := ownedBy(filepath.Join(filepath.Dir(dataDir), "head-*"), p.Pid())
+			if want := map[bool]int{true: 1}[tc.name == "head"]; len(headDirs) != want {
+				t.Fatalf("head data dirs owned by the raylet: got %v, want %d", headDirs, want)
+			}
 			reapers := testcluster.Mentioning(storeDir)
 			if len(reapers) != 1 {
 				t.Fatalf("processes naming the store dir while the raylet runs: got %d:\n%s\nwant its one reaper", len(reapers), testcluster.FmtProcs(reapers))
 			}
 			p.Kill(t) // SIGKILL to the raylet's process group
 			testwait.Eventually(t, reapTimeout, "store and data dirs removed after SIGKILL", func() bool {
-				return isGone(storeDir) && isGone(dataDir)
+				return isGone(storeDir) && isGone(dataDir) && !slices.ContainsFunc(headDirs, func(d string) bool { return !isGone(d) })
 			})
 			testwait.Eventually(t, reapTimeout, "reaper exit", func() bool { return len(testcluster.Mentioning(storeDir)) == 0 })
 		})
@@ -93,13 +98,8 @@ func TestHeadOnlyMapsNoArena(t *testing.T) {
 	} else if bytes.Contains(maps, []byte("/"+store.ArenaName)) {
 		t.Fatalf("head-only process maps: got an arena mapping, want none:\n%s", maps)
 	}
-	base := store.BaseDir(os.TempDir())
-	dirs, _ := filepath.Glob(filepath.Join(base, "store-*"))
-	owner := fmt.Sprintf("%d ", h.Pid())
-	for _, d := range dirs {
-		if b, err := os.ReadFile(filepath.Join(d, ".goray-owner")); err == nil && strings.HasPrefix(string(b), owner) {
-			t.Fatalf("store dir %s: got claimed by the head-only process (pid %d), want none", d, h.Pid())
-		}
+	if dirs := ownedBy(filepath.Join(store.BaseDir(os.TempDir()), "store-*"), h.Pid()); len(dirs) != 0 {
+		t.Fatalf("store dirs of the head-only process (pid %d): got %v, want none", h.Pid(), dirs)
 	}
 	if n := len(testcluster.ScanProcs(func(pid int, cmdline []string) bool {
 		return len(cmdline) > 2 && cmdline[0] == "/bin/sh" && strings.Contains(strings.Join(cmdline, " "), "goray-reaper") && parentOf(pid) == h.Pid()
@@ -110,6 +110,19 @@ func TestHeadOnlyMapsNoArena(t *testing.T) {
 	if err := h.Wait(t, rayletExit); err != nil {
 		t.Fatalf("head-only process after SIGTERM: got %v, want exit status 0", err)
 	}
+}
+
+// ownedBy lists the directories matching pattern that process pid claimed
+// (store.Claim).
+func ownedBy(pattern string, pid int) []string {
+	dirs, _ := filepath.Glob(pattern)
+	var out []string
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, ".goray-owner")); err == nil && strings.HasPrefix(string(b), fmt.Sprintf("%d ", pid)) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // parentOf is process pid's parent pid, 0 when unknown.
