@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,7 +43,27 @@ type memoryMonitor struct {
 	// quiet is set once "nothing to kill" was logged, until usage is under
 	// the bounds again.
 	quiet bool
+
+	// samples are the kernel's OOM kill count as run read it, the last
+	// maxOOMSamples, oldest first (kernelOOM compares a death with the
+	// count shortly before it). Guarded by samplesMu.
+	samplesMu sync.Mutex
+	samples   []oomSample
 }
+
+// oomSample is the kernel's OOM kill count at a time.
+type oomSample struct {
+	at time.Time
+	n  int64
+}
+
+// oomWindow is how long before a worker's death an OOM kill may have
+// happened to count as the cause of that death (when run samples the
+// count): the kernel kills, then the raylet reaps, within it.
+const oomWindow = 2 * time.Second
+
+// maxOOMSamples bounds memoryMonitor.samples.
+const maxOOMSamples = 64
 
 func newMemoryMonitor(node ids.NodeID, cfg Config, mem memorySource, pool *workerPool, log *slog.Logger) *memoryMonitor {
 	return &memoryMonitor{
@@ -66,8 +87,39 @@ func (m *memoryMonitor) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		m.sample(time.Now())
 		m.check()
 	}
+}
+
+// sample records the kernel's OOM kill count at now, keeping the samples
+// that cover a little more than oomWindow.
+func (m *memoryMonitor) sample(now time.Time) {
+	n := m.oomKills()
+	if n < 0 {
+		return
+	}
+	m.samplesMu.Lock()
+	defer m.samplesMu.Unlock()
+	m.samples = append(m.samples, oomSample{now, n})
+	// Keep one sample older than the window, and at most maxOOMSamples.
+	for len(m.samples) > 1 && (len(m.samples) > maxOOMSamples || now.Sub(m.samples[1].at) >= oomWindow) {
+		m.samples = m.samples[1:]
+	}
+}
+
+// oomBaseline is the OOM kill count to compare a death at now with: the
+// count when the worker started (base), or, when later, the last sample
+// taken oomWindow or more before now.
+func (m *memoryMonitor) oomBaseline(base int64, now time.Time) int64 {
+	m.samplesMu.Lock()
+	defer m.samplesMu.Unlock()
+	for i := len(m.samples) - 1; i >= 0; i-- {
+		if s := m.samples[i]; now.Sub(s.at) >= oomWindow {
+			return max(base, s.n)
+		}
+	}
+	return base
 }
 
 // check kills one worker when the node uses too much memory, and says
@@ -187,9 +239,10 @@ func (m *memoryMonitor) oomKills() int64 {
 
 // kernelOOM is the cause of w's death when the kernel's OOM killer killed
 // it: its process died of SIGKILL (which the raylet did not send for memory)
-// while the kernel's OOM kill count rose since it started. That is a
-// heuristic: another process killed for memory meanwhile, with this one
-// SIGKILLed by someone else, would look the same.
+// while the kernel's OOM kill count rose — since it started, and (while the
+// monitor runs and samples the count) within oomWindow before its death.
+// That is a heuristic: another process killed for memory just then, with
+// this one SIGKILLed by someone else, would look the same.
 func (m *memoryMonitor) kernelOOM(w *worker, st *os.ProcessState) *errs.Error {
 	if st == nil || w.oomBase < 0 {
 		return nil
@@ -198,8 +251,9 @@ func (m *memoryMonitor) kernelOOM(w *worker, st *os.ProcessState) *errs.Error {
 	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		return nil
 	}
+	base := m.oomBaseline(w.oomBase, time.Now())
 	now := m.oomKills()
-	if now <= w.oomBase {
+	if now <= base {
 		return nil
 	}
 	figures := ""
@@ -209,7 +263,7 @@ func (m *memoryMonitor) kernelOOM(w *worker, st *os.ProcessState) *errs.Error {
 	cause := errs.New(errs.KindOutOfMemory, "",
 		"the kernel's OOM killer killed worker process (pid %d) of job %s on node %s (it died of SIGKILL while the kernel's oom_kill count rose from %d to %d)%s. "+
 			"Use less memory per task, or run fewer at once (ask for more of the \"memory\" resource); the raylet's memory monitor (--memory-usage-threshold, --memory-limit) kills workers before the kernel must",
-		w.pid, w.job.id, m.node, w.oomBase, now, figures)
+		w.pid, w.job.id, m.node, base, now, figures)
 	cause.NodeID, cause.WorkerID, cause.PID = m.node[:], w.id[:], int32(w.pid)
 	cause.Cause = "killed by signal killed (9)"
 	return cause

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
@@ -259,6 +260,32 @@ func TestKernelOOMClassification(t *testing.T) {
 	w.oomBase = -1
 	if c := f.mon.kernelOOM(w, killed); c != nil {
 		t.Fatalf("unknown count at start: got %v, want nil", c)
+	}
+
+	// With the monitor sampling the count, an OOM kill long before the
+	// death (another process's) does not make it one.
+	t0 := time.Now()
+	for i, n := range []uint64{3, 3, 4, 4, 4} {
+		f.mem.kills = n
+		f.mon.sample(t0.Add(time.Duration(i) * time.Second))
+	}
+	if got := f.mon.oomBaseline(3, t0.Add(4*time.Second)); got != 4 {
+		t.Fatalf("baseline of a death at t0+4s: got %d, want 4 (the count at t0+2s)", got)
+	}
+	if got := f.mon.oomBaseline(3, t0.Add(2500*time.Millisecond)); got != 3 {
+		t.Fatalf("baseline of a death at t0+2.5s: got %d, want 3 (the count at t0)", got)
+	}
+	if got := f.mon.oomBaseline(5, t0.Add(4*time.Second)); got != 5 {
+		t.Fatalf("baseline with a later start: got %d, want 5", got)
+	}
+	if n := len(f.mon.samples); n != 3 {
+		t.Fatalf("samples kept: got %d, want 3 (one older than the window)", n)
+	}
+	w.oomBase = 3
+	f.mem.kills = 4
+	f.mon.samples = []oomSample{{time.Now().Add(-3 * time.Second), 4}}
+	if c := f.mon.kernelOOM(w, killed); c != nil {
+		t.Fatalf("SIGKILL with the count unchanged for the window: got %v, want nil", c)
 	}
 }
 
