@@ -15,6 +15,7 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/sched"
+	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 // fakeMemory is a memorySource with set figures.
@@ -346,5 +347,54 @@ func TestProcMemory(t *testing.T) {
 				t.Fatalf("node(): got %d of %d (%s), want %d of %d", got.used, got.total, got.source, tt.want.used, tt.want.total)
 			}
 		})
+	}
+}
+
+// TestReturnLeaseSaysWhyTheWorkerDied: ReturnWorkerLease of a failed
+// worker answers with its out-of-memory cause, whether the worker was gone
+// before the holder returned the lease or exits while the raylet waits.
+func TestReturnLeaseSaysWhyTheWorkerDied(t *testing.T) {
+	f := newMonitorFixture(t, Config{MemoryUsageThreshold: 1, MemoryMonitorInterval: -1})
+	r := &Raylet{leases: f.leases, pool: f.pool, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cause := errs.New(errs.KindOutOfMemory, "", "killed for memory")
+	ret := func(l *lease, failed bool) *errs.Error {
+		t.Helper()
+		resp, err := r.returnLease(t.Context(), &pb.ReturnWorkerLeaseRequest{LeaseId: l.id[:], WorkerFailed: failed})
+		if err != nil {
+			t.Fatalf("ReturnWorkerLease: %v", err)
+		}
+		return errs.FromProto(resp.GetWorkerDeath())
+	}
+
+	// Gone first: the cause was kept for the holder, once.
+	gone := leaseFromPool(t, f.pool, f.leases, f.job, sched.Resources{"CPU": 1})
+	f.pool.exited(gone.worker, "killed by signal killed (9)", cause)
+	if got := ret(gone, true); got == nil || got.Message != cause.Message {
+		t.Fatalf("return of a lease whose worker died of OOM: got %v, want %v", got, cause)
+	}
+	if got := ret(gone, true); got != nil {
+		t.Fatalf("second return: got %v, want no cause", got)
+	}
+
+	// Still there: the raylet kills it (pid 0 here: nothing is sent) and
+	// waits for its exit.
+	live := leaseFromPool(t, f.pool, f.leases, f.job, sched.Resources{"CPU": 1})
+	if !f.pool.killForMemory(live.worker, cause) {
+		t.Fatal("killForMemory: got false, want true")
+	}
+	go f.exit(live.worker)
+	if got := ret(live, true); got == nil || got.Message != cause.Message {
+		t.Fatalf("return of a lease whose worker the monitor is killing: got %v, want %v", got, cause)
+	}
+
+	// A plain crash, or a lease returned in good health, has no cause.
+	crashed := leaseFromPool(t, f.pool, f.leases, f.job, sched.Resources{"CPU": 1})
+	f.pool.exited(crashed.worker, "exit status 2", nil)
+	if got := ret(crashed, true); got != nil {
+		t.Fatalf("return of a lease whose worker crashed: got %v, want no cause", got)
+	}
+	healthy := leaseFromPool(t, f.pool, f.leases, f.job, sched.Resources{"CPU": 1})
+	if got := ret(healthy, false); got != nil {
+		t.Fatalf("return of a healthy lease: got %v, want no cause", got)
 	}
 }
