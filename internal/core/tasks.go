@@ -178,6 +178,8 @@ type leasedWorker struct {
 	busySince time.Time
 	// idleSince is when the worker last became idle with nothing queued.
 	idleSince time.Time
+	// death is what its raylet said of it once it failed (workerdeath.go).
+	death *workerDeath
 }
 
 // shape is the queue and leases of one resource shape (Ray's scheduling key):
@@ -187,6 +189,7 @@ type shape struct {
 	strategy   *pb.SchedulingStrategy
 	failFast   bool
 	function   string // the first task's, for logs and the state API
+	retriable  bool   // its tasks run again when their worker dies
 	queue      []*taskItem
 	workers    []*leasedWorker
 	requesting bool
@@ -372,6 +375,9 @@ func (c *Core) inlineArgs(args []*pb.Arg) {
 
 func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts TaskOptions) {
 	key := shapeKey(res) + strategyKey(opts.Strategy, opts.FailFast)
+	if item.retriesLeft == 0 {
+		key += "|noretry" // the memory monitor spares these leases longer
+	}
 	s.mu.Lock()
 	if s.closed {
 		item.state = itemDone
@@ -388,7 +394,7 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	}
 	sh, ok := s.shapes[key]
 	if !ok {
-		sh = &shape{resources: res, strategy: opts.Strategy, failFast: opts.FailFast, function: item.spec.GetFunctionName()}
+		sh = &shape{resources: res, strategy: opts.Strategy, failFast: opts.FailFast, function: item.spec.GetFunctionName(), retriable: item.retriesLeft != 0}
 		s.shapes[key] = sh
 	}
 	s.seq++
@@ -536,6 +542,7 @@ func (s *taskScheduler) flush(sh *shape, w *leasedWorker) {
 
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
+		err = s.deathCause(w, item.spec.GetFunctionName(), err)
 		s.mu.Lock()
 		// A cancelled task is not retried: its worker dying (killed by a
 		// forced cancel, or by chance) ends it with the cancellation, as
@@ -730,7 +737,7 @@ func (s *taskScheduler) dropWorker(sh *shape, w *leasedWorker) {
 func (s *taskScheduler) requestLease(sh *shape) {
 	ctx := s.cfg.ctx
 	req := &pb.RequestWorkerLeaseRequest{Resources: &pb.Resources{Amounts: sh.resources},
-		SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function}
+		SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function, Retriable: sh.retriable}
 	var resp *pb.RequestWorkerLeaseResponse
 	var from leaseGranter
 	var err error

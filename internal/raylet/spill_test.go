@@ -14,6 +14,7 @@ import (
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/store"
+	"github.com/goray/goray/internal/testwait"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -234,9 +235,11 @@ func TestSpillDirRemoved(t *testing.T) {
 	if err := node.finishJob(callCtx(t), job); err != nil {
 		t.Fatal(err)
 	}
-	if files := filesIn(t, node.SpillDir()); len(files) != 0 {
-		t.Errorf("spill files after the job ended: %v", files)
-	}
+	// A spill batch under way when the job ended removes its file when it
+	// ends.
+	testwait.Eventually(t, 10*time.Second, "no spill file of the finished job", func() bool {
+		return len(filesIn(t, node.SpillDir())) == 0
+	})
 	dir := node.SpillDir()
 	node.Stop()
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
