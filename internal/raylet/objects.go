@@ -109,7 +109,7 @@ func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb
 	}
 	o, err := r.transfer.fetch(ctx, r.ctx, id, jobID, loc)
 	if err != nil {
-		return nil, err
+		return nil, r.pullUnreachable(ctx, id, loc, err)
 	}
 	return r.location(o, loc), nil
 }
