@@ -109,6 +109,7 @@ type Core struct {
 
 	lin    lineage
 	actors *actorSubmitter
+	local  localNode // this process's node, once its raylet is gone (peers.go)
 	stats  Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.
@@ -167,6 +168,7 @@ func newCore(log *slog.Logger, token string) *Core {
 	c.actors = newActorSubmitter(actorSubmitterConfig{
 		ctx: ctx, wg: &c.wg, pusher: &c.execs, locator: headActors{c},
 		retried: func() { c.stats.actorRetries.Add(1) },
+		report:  c.reportUnreachable,
 	})
 	c.host = newActorHost(c)
 	return c

@@ -132,6 +132,9 @@ func (c *Core) PutPayload(ctx context.Context, p *pb.Payload) (RefInfo, error) {
 	}
 	loc, err := c.storePayload(ctx, id, p)
 	if err != nil {
+		if c.localNodeGone(ctx, err) {
+			return RefInfo{}, c.errLocalNodeGone(fmt.Sprintf("put a %d-byte value", len(p.GetData())), err)
+		}
 		return RefInfo{}, err
 	}
 	ref, e := c.newRef(id)
@@ -260,6 +263,11 @@ func (c *Core) getPayload(ctx context.Context, r RefInfo, view bool) (*pb.Payloa
 			return value, nil
 		}
 		p, err := c.readStored(ctx, r.ID, loc, view)
+		if err != nil && ctx.Err() == nil && c.localNodeGone(ctx, err) {
+			// Not the object's loss: this process cannot read stored
+			// objects at all any more (peers.go).
+			return nil, c.errLocalNodeGone("get object "+r.ID.String(), err)
+		}
 		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
 			return p, err
 		}
