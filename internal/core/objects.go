@@ -264,9 +264,8 @@ func (c *Core) getPayload(ctx context.Context, r RefInfo, view bool) (*pb.Payloa
 		}
 		p, err := c.readStored(ctx, r.ID, loc, view)
 		if err != nil && ctx.Err() == nil && c.localNodeGone(ctx, err) {
-			// Not the object's loss: this process cannot read stored
-			// objects at all any more (peers.go).
-			return nil, c.errLocalNodeGone("get object "+r.ID.String(), err)
+			// This process's node is gone: read from the holder (peers.go).
+			p, err = c.pullWithoutNode(ctx, r.ID, loc)
 		}
 		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
 			return p, err

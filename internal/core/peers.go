@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/internal/sched"
 	pb "github.com/goray/goray/proto/goray/v1"
@@ -28,8 +30,9 @@ import (
 //
 // When the node that is gone is this process's own (a driver whose raylet
 // died), the process carries on without it: task leases go to another live
-// raylet (localNode.substitute), and what needs the node's object store (a
-// large Put, a Get of a stored object) fails with ErrNodeDied saying so.
+// raylet (localNode.substitute), stored objects are read from the raylets
+// that hold them straight into memory (pullWithoutNode), and a large Put,
+// which needs the node's object store, fails with ErrNodeDied saying so.
 
 // reportTimeout bounds a report to the head (whose probe takes at most 1 s).
 const reportTimeout = 5 * time.Second
@@ -63,7 +66,7 @@ func (c *Core) reportUnreachable(ctx context.Context, node []byte, addr string) 
 		return false
 	}
 	if resp.GetDead() && bytes.Equal(node, c.nodeID[:]) && c.local.gone.CompareAndSwap(false, true) {
-		c.log.Warn("this process's raylet is gone (the head declared its node dead): tasks go to other raylets; large puts and gets of stored objects fail", "node", c.nodeID, "raylet", c.raylet)
+		c.log.Warn("this process's raylet is gone (the head declared its node dead): tasks go to other raylets, stored objects are read from theirs, large puts fail", "node", c.nodeID, "raylet", c.raylet)
 	}
 	return resp.GetDead()
 }
@@ -88,7 +91,7 @@ func (c *Core) localNodeGone(ctx context.Context, err error) bool {
 // errLocalNodeGone is the error of an operation (what) that needs this
 // process's node, which is gone.
 func (c *Core) errLocalNodeGone(what string, cause error) error {
-	e := errs.New(errs.KindNodeDied, "", "%s: this process's node %s is gone (its raylet at %s is unreachable and the head declared the node dead), and with it the node's object store: values of %d bytes or more can no longer be stored or read here; restart the driver on a node with a raylet (cause: %v)", what, c.nodeID, c.raylet, InlineLimit, cause)
+	e := errs.New(errs.KindNodeDied, "", "%s: this process's node %s is gone (its raylet at %s is unreachable and the head declared the node dead), and with it the node's object store: values of %d bytes or more can no longer be stored from this process; restart the driver on a node with a raylet (cause: %v)", what, c.nodeID, c.raylet, InlineLimit, cause)
 	e.NodeID = c.nodeID[:]
 	return e
 }
@@ -179,3 +182,60 @@ func leaseRetriable(err error) bool {
 	}
 	return status.Code(err) == codes.Unavailable
 }
+
+// pullWithoutNode reads object id from the raylet that holds it (loc)
+// straight into this process's memory over ObjectTransferService.Pull: how
+// a process whose own node is gone reads stored objects. A copy that lived
+// on this process's node is lost with it, and one whose holder cannot be
+// reached is lost there (the holder is reported to the head): both are
+// ErrObjectLost, which the caller treats as any lost copy (the owner
+// rebuilds the object from lineage when it can). Memory follows the bytes
+// received, and the stream must match the location's size.
+func (c *Core) pullWithoutNode(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation) (*pb.Payload, error) {
+	if bytes.Equal(loc.GetNodeId(), c.nodeID[:]) {
+		return nil, errs.New(errs.KindObjectLost, "", "object %s was lost with this process's node %s (its raylet at %s is gone)", id, c.nodeID, c.raylet)
+	}
+	addr := loc.GetRayletAddress()
+	lost := func(format string, args ...any) error {
+		return errs.New(errs.KindObjectLost, "", "object %s from the raylet at %s that holds it: %s", id, addr, fmt.Sprintf(format, args...))
+	}
+	cc, err := c.conns.get(addr)
+	if err != nil {
+		return nil, lost("%v", err)
+	}
+	stream, err := pb.NewObjectTransferServiceClient(cc).Pull(ctx, &pb.PullRequest{ObjectId: id[:], ChunkSize: pullWithoutNodeChunk})
+	var data []byte
+	for err == nil {
+		var msg *pb.PullResponse
+		if msg, err = stream.Recv(); err != nil {
+			break
+		}
+		switch size := msg.GetTotalSize(); {
+		case loc.GetSize() != 0 && size != loc.GetSize():
+			return nil, lost("it is %d bytes there, its location says %d", size, loc.GetSize())
+		case msg.GetOffset() != uint64(len(data)):
+			return nil, lost("a chunk at offset %d, want %d", msg.GetOffset(), len(data))
+		case uint64(len(data))+uint64(len(msg.GetData())) > size:
+			return nil, lost("more than its %d bytes", size)
+		}
+		data = append(data, msg.GetData()...)
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+	case ctx.Err() != nil:
+		return nil, errs.Context(ctx.Err(), "get object "+id.String())
+	default:
+		if transportDown(err) {
+			c.reportUnreachable(ctx, loc.GetNodeId(), addr)
+		}
+		return nil, lost("%v", err)
+	}
+	if uint64(len(data)) != loc.GetSize() {
+		return nil, lost("got %d bytes, its location says %d", len(data), loc.GetSize())
+	}
+	return &pb.Payload{Encoding: loc.GetEncoding(), TypeUrl: loc.GetTypeUrl(), Data: data}, nil
+}
+
+// pullWithoutNodeChunk is the chunk size pullWithoutNode asks for (the
+// holder caps it at 4 MiB).
+const pullWithoutNodeChunk = 4 << 20

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -313,4 +314,99 @@ func TestLocalNodeGoneErrors(t *testing.T) {
 	if !errors.Is(err, errs.ErrNodeDied) || !strings.Contains(err.Error(), "this process's node "+c.nodeID.String()+" is gone") {
 		t.Fatalf("got %v, want ErrNodeDied naming this process's node", err)
 	}
+}
+
+// fakeHolder serves ObjectTransferService.Pull with the chunks it is given.
+type fakeHolder struct {
+	pb.UnimplementedObjectTransferServiceServer
+	chunks []*pb.PullResponse
+}
+
+func (h *fakeHolder) Pull(_ *pb.PullRequest, stream pb.ObjectTransferService_PullServer) error {
+	for _, c := range h.chunks {
+		if err := stream.Send(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serveHolder serves h on loopback until the test ends and returns its
+// address.
+func serveHolder(t *testing.T, h *fakeHolder) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(rpc.ServerOptions("")...)
+	pb.RegisterObjectTransferServiceServer(srv, h)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(lis) })
+	t.Cleanup(func() { srv.Stop(); wg.Wait() })
+	return lis.Addr().String()
+}
+
+// A process whose node is gone reads stored objects from their holder into
+// memory, and checks what the holder sends against the location.
+func TestPullWithoutNode(t *testing.T) {
+	chunk := func(total, off uint64, data string) *pb.PullResponse {
+		return &pb.PullResponse{TotalSize: total, Offset: off, Data: []byte(data)}
+	}
+	holderNode := ids.NewNodeID()
+	for _, tc := range []struct {
+		name     string
+		chunks   []*pb.PullResponse
+		size     uint64
+		want     string
+		wantLost string // when it fails: what ErrObjectLost says
+	}{
+		{"whole", []*pb.PullResponse{chunk(6, 0, "abc"), chunk(6, 3, "def")}, 6, "abcdef", ""},
+		{"other size there", []*pb.PullResponse{chunk(7, 0, "abc")}, 6, "", "7 bytes there"},
+		{"gap", []*pb.PullResponse{chunk(6, 0, "abc"), chunk(6, 4, "ef")}, 6, "", "offset 4, want 3"},
+		{"too much", []*pb.PullResponse{chunk(6, 0, "abcdefg")}, 6, "", "more than its 6 bytes"},
+		{"short", []*pb.PullResponse{chunk(6, 0, "abc")}, 6, "", "got 3 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newDriverCore(t, &fakeRegistry{dead: map[string]bool{}})
+			addr := serveHolder(t, &fakeHolder{chunks: tc.chunks})
+			loc := &pb.ObjectLocation{NodeId: holderNode[:], RayletAddress: addr, Size: tc.size, Encoding: pb.Encoding_ENCODING_RAW}
+			p, err := c.pullWithoutNode(t.Context(), ids.NewTaskID(ids.JobIDFromUint32(1)).ObjectID(1), loc)
+			if tc.wantLost == "" {
+				if err != nil || string(p.GetData()) != tc.want || p.GetEncoding() != pb.Encoding_ENCODING_RAW {
+					t.Fatalf("got %q (%v), want %q", p.GetData(), err, tc.want)
+				}
+				return
+			}
+			if !errors.Is(err, errs.ErrObjectLost) || !strings.Contains(err.Error(), tc.wantLost) {
+				t.Fatalf("got %q, %v; want ErrObjectLost saying %q", p.GetData(), err, tc.wantLost)
+			}
+		})
+	}
+	t.Run("on this process's node", func(t *testing.T) {
+		c := newDriverCore(t, &fakeRegistry{dead: map[string]bool{}})
+		loc := &pb.ObjectLocation{NodeId: c.nodeID[:], RayletAddress: c.raylet, Size: 6}
+		if _, err := c.pullWithoutNode(t.Context(), ids.NewTaskID(ids.JobIDFromUint32(1)).ObjectID(1), loc); !errors.Is(err, errs.ErrObjectLost) {
+			t.Fatalf("got %v, want ErrObjectLost (lost with this process's node)", err)
+		}
+	})
+	t.Run("holder gone", func(t *testing.T) {
+		reg := &fakeRegistry{dead: map[string]bool{string(holderNode[:]): true}}
+		c := newDriverCore(t, reg)
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := lis.Addr().String()
+		lis.Close() // nothing listens: refused
+		loc := &pb.ObjectLocation{NodeId: holderNode[:], RayletAddress: addr, Size: 6}
+		if _, err := c.pullWithoutNode(t.Context(), ids.NewTaskID(ids.JobIDFromUint32(1)).ObjectID(1), loc); !errors.Is(err, errs.ErrObjectLost) {
+			t.Fatalf("got %v, want ErrObjectLost", err)
+		}
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		if len(reg.reports) != 1 || reg.reports[0] != string(holderNode[:]) {
+			t.Fatalf("reports: got %d (%x), want one of the holder's node", len(reg.reports), reg.reports)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -93,6 +94,24 @@ func killNode(t *testing.T, n *node) time.Time {
 		})) == 0
 	})
 	return time.Now()
+}
+
+// storeDir is the object store directory of the raylet n, as its ready log
+// line gives it.
+func storeDir(t *testing.T, n *node) string {
+	t.Helper()
+	for _, l := range strings.Split(n.Stderr.String(), "\n") {
+		if !strings.Contains(l, `msg="raylet ready"`) {
+			continue
+		}
+		for _, f := range strings.Fields(l) {
+			if dir, ok := strings.CutPrefix(f, "store_dir="); ok && dir != "" {
+				return dir
+			}
+		}
+	}
+	t.Fatalf("raylet %s: no store_dir in its ready log line:\n%s", n.Name(), n.Stderr.String())
+	return ""
 }
 
 // afterKill makes a call (again, at most once more) when its first attempt
@@ -204,21 +223,39 @@ func TestLostObjectRebuiltFast(t *testing.T) {
 }
 
 // TestDriverRayletKilled: the driver's own raylet is SIGKILLed while
-// another lives. New tasks run on the surviving raylet; a large Put fails
-// with ErrNodeDied saying this process's node (and its object store) is
-// gone; a small one still works. Once no raylet is left, a task fails at
-// once with ErrNodeDied.
+// another lives. New tasks run on the surviving raylet, and their stored
+// results are read from it; a stored result that lived on the driver's
+// node is rebuilt there from lineage; a large Put fails with ErrNodeDied
+// saying this process's node (and its object store) is gone, a small one
+// still works. Once no raylet is left, a task fails at once with
+// ErrNodeDied.
 func TestDriverRayletKilled(t *testing.T) {
 	c := newCluster(t)
 	c.StartHeadOnly("127.0.0.1:0", "--node-timeout", noHeartbeatDeath)
 	own := c.Join("own", `{"CPU":2}`)
 	other := c.Join("other", `{"CPU":2}`)
 	ctx := connect(t, c, own.Addr)
+	cw, err := core.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if where, err := nodeOfTask.Remote(ctx).Get(ctx); err != nil || (where != own.NodeID && where != other.NodeID) {
 		t.Fatalf("task before the kill: got it on %q (%v), want one of the two nodes", where, err)
 	}
+	onOwn := bigResult.Remote(ctx, objectstore.Val("own"), task.WithStrategy(runtime.NodeAffinity(own.NodeID, true)))
+	if _, _, err := objectstore.Wait(ctx, []objectstore.Ref[bigBlob]{onOwn}, 1); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := cw.Stats().Reconstructed.Load()
 
 	killed := killNode(t, own)
+	// On one machine a killed raylet's shared memory outlives it until
+	// the next raylet that starts sweeps it: remove it, as that sweep (or
+	// the driver being on another machine) would, so that the stored
+	// result that lived there is gone.
+	if err := os.RemoveAll(storeDir(t, own)); err != nil {
+		t.Fatal(err)
+	}
 	var ran []string
 	for i := range 4 {
 		start := time.Now()
@@ -233,6 +270,18 @@ func TestDriverRayletKilled(t *testing.T) {
 	}
 	if slices.ContainsFunc(ran, func(n string) bool { return n != other.NodeID }) {
 		t.Errorf("tasks after the kill ran on %v, want all on the surviving node %s", ran, other.NodeID)
+	}
+
+	fresh, err := bigResult.Remote(ctx, objectstore.Val("fresh")).Get(ctx)
+	if err != nil || fresh.Node != other.NodeID || !bytes.Equal(fresh.Data, seededBytes("fresh")) {
+		t.Errorf("stored result of a task after the kill: got it from %q, intact %t (%v); want it from %s, intact", fresh.Node, bytes.Equal(fresh.Data, seededBytes("fresh")), err, other.NodeID)
+	}
+	got, err := onOwn.Get(ctx)
+	if err != nil || got.Node != other.NodeID || !bytes.Equal(got.Data, seededBytes("own")) {
+		t.Errorf("stored result lost with the driver's node: got it from %q, intact %t (%v); want it rebuilt on %s, intact", got.Node, bytes.Equal(got.Data, seededBytes("own")), err, other.NodeID)
+	}
+	if r := cw.Stats().Reconstructed.Load() - rebuilt; r != 1 {
+		t.Errorf("objects rebuilt from lineage: got %d, want 1", r)
 	}
 
 	if _, err := objectstore.Put(ctx, make([]byte, 1<<20)); !errors.Is(err, runtime.ErrNodeDied) || !strings.Contains(err.Error(), "this process's node") {
