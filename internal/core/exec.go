@@ -116,9 +116,20 @@ func (s *execStream) send(task *pb.TaskSpec, cb callback) error {
 	id := s.nextID
 	s.pending[id] = cb
 	s.mu.Unlock()
-	// A failed Send means the stream broke: Recv sees it too and fails every
-	// pending call, this one included.
-	_ = s.stream.Send(&pb.ExecuteRequest{CallId: id, Task: task})
+	// A failed Send means the stream broke and the call never left this
+	// process: unless the receive loop already failed it (its cb runs
+	// there), take it back and say so, so that the caller knows it was
+	// never delivered (an actor call then goes to the next incarnation
+	// instead of failing as possibly run).
+	if err := s.stream.Send(&pb.ExecuteRequest{CallId: id, Task: task}); err != nil {
+		s.mu.Lock()
+		_, mine := s.pending[id]
+		delete(s.pending, id)
+		s.mu.Unlock()
+		if mine {
+			return errs.New(errs.KindWorkerCrashed, "", "cannot reach the worker at %s: the stream to it broke (%v)", s.addr, err)
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -407,6 +408,48 @@ func TestPullWithoutNode(t *testing.T) {
 		defer reg.mu.Unlock()
 		if len(reg.reports) != 1 || reg.reports[0] != string(holderNode[:]) {
 			t.Fatalf("reports: got %d (%x), want one of the holder's node", len(reg.reports), reg.reports)
+		}
+	})
+}
+
+// brokenStream is an Execute stream whose sends fail, as gRPC's do once
+// the transport closed; beforeFail runs inside Send first.
+type brokenStream struct {
+	pb.WorkerService_ExecuteClient
+	beforeFail func()
+}
+
+func (b brokenStream) Send(*pb.ExecuteRequest) error {
+	if b.beforeFail != nil {
+		b.beforeFail()
+	}
+	return io.EOF
+}
+
+// A call whose send fails never left this process: the caller is told so
+// (and can send it elsewhere), and its callback never runs — unless the
+// receive loop failed it first, which then is its one outcome.
+func TestExecSendOnABrokenStream(t *testing.T) {
+	t.Run("send fails first", func(t *testing.T) {
+		s := &execStream{addr: "w1", stream: brokenStream{}, pending: map[uint64]callback{}}
+		called := 0
+		err := s.send(&pb.TaskSpec{}, func(*pb.ExecuteResponse, error) { called++ })
+		if err == nil || called != 0 || len(s.pending) != 0 {
+			t.Fatalf("got err %v, %d callbacks, %d pending; want an error, no callback, none pending", err, called, len(s.pending))
+		}
+	})
+	t.Run("receive loop fails it first", func(t *testing.T) {
+		s := &execStream{addr: "w1", pending: map[uint64]callback{}}
+		s.stream = brokenStream{beforeFail: func() { s.fail(errWorkerGone) }}
+		called := 0
+		err := s.send(&pb.TaskSpec{}, func(_ *pb.ExecuteResponse, err error) {
+			if !errors.Is(err, errs.ErrWorkerCrashed) {
+				t.Errorf("callback: got %v, want ErrWorkerCrashed", err)
+			}
+			called++
+		})
+		if err != nil || called != 1 {
+			t.Fatalf("got err %v and %d callbacks, want no error and exactly one callback", err, called)
 		}
 	})
 }
