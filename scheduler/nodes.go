@@ -467,7 +467,7 @@ func (m *nodeManager) probeNode(id ids.NodeID, addr, reported string) bool {
 	err := m.probe(ctx, addr)
 	cancel()
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		m.log.Info("node reported unreachable, but its raylet did not refuse the probe: left to its heartbeats", "node", id, "address", addr, "reported", reported, "probe_err", err)
+		m.log.Debug("node reported unreachable, but its raylet did not refuse the probe: left to its heartbeats", "node", id, "address", addr, "reported", reported, "probe_err", err)
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		n, ok := m.store.GetNode(id)
