@@ -130,6 +130,9 @@ func (c *Core) PutPayload(ctx context.Context, p *pb.Payload) (RefInfo, error) {
 	}
 	loc, err := c.storePayload(ctx, id, p)
 	if err != nil {
+		if c.localNodeGone(ctx, err) {
+			return RefInfo{}, c.errLocalNodeGone(fmt.Sprintf("put a %d-byte value", len(p.GetData())), err)
+		}
 		return RefInfo{}, err
 	}
 	ref, e := c.newRef(id)
@@ -159,6 +162,10 @@ func (c *Core) getPayload(ctx context.Context, r RefInfo, view bool) (*pb.Payloa
 			return value, nil
 		}
 		p, err := c.readStored(ctx, r.ID, loc, view)
+		if err != nil && ctx.Err() == nil && c.localNodeGone(ctx, err) {
+			// This process's node is gone: read from the holder (peers.go).
+			p, err = c.pullWithoutNode(ctx, r.ID, loc)
+		}
 		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
 			return p, err
 		}

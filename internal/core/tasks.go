@@ -11,9 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/sched"
@@ -748,7 +745,7 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	deadline := time.Now().Add(leaseUnreachableTimeout)
 	for attempt := 0; ; attempt++ {
 		resp, from, err = s.cfg.leases.requestLease(ctx, req)
-		if err == nil || status.Code(err) != codes.Unavailable || ctx.Err() != nil || time.Now().After(deadline) {
+		if err == nil || !leaseRetriable(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
 		s.cfg.log.Debug("lease request: a raylet is unreachable; asking again", "function", sh.function, "err", err)
@@ -817,22 +814,32 @@ func (s *taskScheduler) returnLeaseErr(w *leasedWorker, failed bool) error {
 type rayletLeases struct{ c *Core }
 
 func (l rayletLeases) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, leaseGranter, error) {
-	client := l.c.node
-	req.JobId, req.NoSpillback = l.c.jobID[:], false
-	for hop := 0; ; hop++ {
-		resp, err := client.RequestWorkerLease(ctx, req)
-		if err != nil || resp.GetSpillbackAddress() == "" {
-			return resp, client, err
-		}
-		if hop >= 3 {
-			return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", req.GetResources().GetAmounts(), hop+1)
-		}
-		cc, err := l.c.conns.get(resp.GetSpillbackAddress())
+	req.JobId = l.c.jobID[:]
+	for restart := 0; ; restart++ {
+		// The local raylet, or another once it is gone (peers.go).
+		client, node, addr, err := l.c.leaseRaylet(ctx, req)
 		if err != nil {
 			return nil, nil, err
 		}
-		client = rpc.NewNodeClient(cc)
-		req.NoSpillback = true
+		req.NoSpillback = false
+		for hop := 0; ; hop++ {
+			resp, err := client.RequestWorkerLease(ctx, req)
+			if err != nil && transportDown(err) && ctx.Err() == nil && restart < 3 && l.c.leaseTargetDown(ctx, node, addr) {
+				break // the raylet asked first is gone: start at another
+			}
+			if err != nil || resp.GetSpillbackAddress() == "" {
+				return resp, client, err
+			}
+			if hop >= 3 {
+				return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", req.GetResources().GetAmounts(), hop+1)
+			}
+			cc, err := l.c.conns.get(resp.GetSpillbackAddress())
+			if err != nil {
+				return nil, nil, err
+			}
+			client, node, addr = rpc.NewNodeClient(cc), resp.GetSpillbackNodeId(), resp.GetSpillbackAddress()
+			req.NoSpillback = true
+		}
 	}
 }
 
