@@ -1,12 +1,18 @@
 package scheduler
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
@@ -40,6 +46,11 @@ type nodeManager struct {
 	// onDead is told, without mu held, that a node was declared dead, and
 	// returns how many actors died with it.
 	onDead func(id ids.NodeID, addr, reason string) int
+	// probe connects to a raylet's address and hangs up (dialProbe; a fake
+	// in tests). It is called without mu held, one call per node at a time
+	// (probes), by the ReportUnreachable handlers.
+	probe  func(ctx context.Context, addr string) error
+	probes singleflight.Group // by node ID
 
 	mu               sync.Mutex
 	lastSeen         map[ids.NodeID]time.Time               // guarded by mu
@@ -51,6 +62,7 @@ func newNodeManager(log *slog.Logger, store Store, feed *changeFeed, heartbeat, 
 		log: log, store: store, feed: feed, heartbeat: heartbeat, nodeTimeout: nodeTimeout,
 		dropConn:         func(string) {},
 		onDead:           func(ids.NodeID, string, string) int { return 0 },
+		probe:            dialProbe,
 		lastSeen:         make(map[ids.NodeID]time.Time),
 		rayletInfeasible: make(map[ids.NodeID][]*pb.InfeasibleRequest),
 	}
@@ -408,4 +420,79 @@ func (m *nodeManager) reportDead(dead []deadNode) {
 		killed := m.onDead(d.id, d.addr, d.reason)
 		m.log.Warn("node dead", "node", d.id, "address", d.addr, "reason", d.reason, "actors_lost", killed)
 	}
+}
+
+// probeTimeout bounds the head's probe of a node reported unreachable. A
+// raylet that does not accept a connection within it is not declared dead
+// for that: only a refusal is evidence enough.
+const probeTimeout = time.Second
+
+// maxReportAddress bounds ReportUnreachableRequest.address.
+const maxReportAddress = 256
+
+// reportUnreachable handles a peer's report that node id's raylet, or a
+// worker on it, refused or reset its connection: the head probes the
+// node's raylet at the address in its own table (never the reported one)
+// and declares the node dead at once when that connection is refused too.
+// A probe that connects or times out changes nothing: a live but slow (or
+// stopped) node is left to the heartbeat deadline, so that one report can
+// never kill it. Concurrent reports of one node share one probe.
+func (m *nodeManager) reportUnreachable(req *pb.ReportUnreachableRequest) (*pb.ReportUnreachableResponse, error) {
+	id, err := ids.ParseNodeID(req.GetNodeId())
+	if err != nil {
+		return nil, invalid("ReportUnreachable: %v", err)
+	}
+	if len(req.GetAddress()) > maxReportAddress {
+		return nil, invalid("ReportUnreachable: address is %d bytes, at most %d", len(req.GetAddress()), maxReportAddress)
+	}
+	m.mu.Lock()
+	n, ok := m.store.GetNode(id)
+	m.mu.Unlock()
+	switch {
+	case !ok:
+		return nil, errs.New(errs.KindNotFound, "", "ReportUnreachable: node %s is not in the head's node table", id)
+	case !n.Alive:
+		return &pb.ReportUnreachableResponse{Dead: true}, nil
+	}
+	dead, _, _ := m.probes.Do(id.String(), func() (any, error) {
+		return m.probeNode(id, n.Address, req.GetAddress()), nil
+	})
+	return &pb.ReportUnreachableResponse{Dead: dead.(bool)}, nil
+}
+
+// probeNode probes the raylet of node id at addr and declares the node dead
+// when it refuses the connection; it reports whether the node is dead.
+func (m *nodeManager) probeNode(id ids.NodeID, addr, reported string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	err := m.probe(ctx, addr)
+	cancel()
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		m.log.Debug("node reported unreachable, but its raylet did not refuse the probe: left to its heartbeats", "node", id, "address", addr, "reported", reported, "probe_err", err)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		n, ok := m.store.GetNode(id)
+		return ok && !n.Alive
+	}
+	m.mu.Lock()
+	n, ok := m.store.GetNode(id)
+	if !ok || !n.Alive || n.Address != addr {
+		// Declared dead meanwhile, or registered again elsewhere.
+		m.mu.Unlock()
+		return ok && !n.Alive
+	}
+	d := m.markDeadLocked(n, fmt.Sprintf("its raylet at %s refused a connection (probed when a peer could not reach %s)", addr, reported))
+	m.mu.Unlock()
+	m.reportDead([]deadNode{d})
+	m.dropConn(addr)
+	return true
+}
+
+// dialProbe connects to addr over TCP and hangs up at once.
+func dialProbe(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }

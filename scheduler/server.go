@@ -182,6 +182,12 @@ func (s *Server) ListNodes(context.Context, *pb.ListNodesRequest) (*pb.ListNodes
 	return &pb.ListNodesResponse{Nodes: s.nodes.infos()}, nil
 }
 
+// ReportUnreachable probes the raylet of a node a peer could not reach and
+// declares the node dead when the raylet refuses the connection too.
+func (s *Server) ReportUnreachable(_ context.Context, req *pb.ReportUnreachableRequest) (*pb.ReportUnreachableResponse, error) {
+	return s.nodes.reportUnreachable(req)
+}
+
 // RegisterJob creates a job, numbered from 1 up, and says whether the head
 // already has its binary.
 func (s *Server) RegisterJob(_ context.Context, req *pb.RegisterJobRequest) (*pb.RegisterJobResponse, error) {

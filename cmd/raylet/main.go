@@ -67,6 +67,9 @@ func run(args []string) error {
 		storeMem  = fs.String("object-store-memory", "", "capacity of the node's shared-memory object store, in bytes or with a unit (256MiB, 2GB); past it objects are evicted and spilled to disk; 0: no arena, objects are unbounded files (default $GORAY_OBJECT_STORE_MEMORY, else min(25% of RAM, 2GiB))")
 		spillAt   = fs.Float64("object-spilling-threshold", 0, "fraction of the object store's capacity past which objects are evicted and spilled in the background, in (0, 1] (default $GORAY_OBJECT_SPILLING_THRESHOLD, else 0.8)")
 		spillDir  = fs.String("object-spilling-dir", "", "directory on disk for spilled objects; the raylet makes its own directory in it and removes it on exit (default $GORAY_OBJECT_SPILLING_DIR, else the data dir)")
+		memThresh = fs.Float64("memory-usage-threshold", 0, "fraction of the node's memory (the machine's, or the raylet's cgroup's) in use above which the memory monitor kills a worker, the newest retriable task's first; 1 turns it off (default 0.95, or $GORAY_MEMORY_USAGE_THRESHOLD)")
+		memLimit  = fs.Int64("memory-limit", 0, "bytes of private memory (summed RSS) the node's worker processes may use before the memory monitor kills one (default none, or $GORAY_MEMORY_LIMIT)")
+		memEvery  = fs.Duration("memory-monitor-interval", 0, "how often the memory monitor checks; negative turns it off (default 250ms, or $GORAY_MEMORY_MONITOR_INTERVAL)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,6 +99,7 @@ func run(args []string) error {
 		}
 	}
 	cfg.ObjectSpillingThreshold, cfg.ObjectSpillingDir = *spillAt, *spillDir
+	cfg.MemoryUsageThreshold, cfg.MemoryLimit, cfg.MemoryMonitorInterval = *memThresh, *memLimit, *memEvery
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *resources != "" {
 		if err := json.Unmarshal([]byte(*resources), &cfg.Resources); err != nil {

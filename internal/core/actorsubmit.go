@@ -52,6 +52,10 @@ type actorSubmitterConfig struct {
 	locator actorLocator
 	// retried counts a call sent again after its worker died; may be nil.
 	retried func()
+	// report tells the head that the node at addr (the failed
+	// incarnation's worker) could not be reached, so that it checks the
+	// node at once, and says whether the node is dead; may be nil.
+	report func(ctx context.Context, node []byte, addr string) bool
 }
 
 func newActorSubmitter(cfg actorSubmitterConfig) *actorSubmitter {
@@ -68,9 +72,13 @@ type actorRoute struct {
 
 	mu          sync.Mutex
 	addr        string
+	node        []byte // the node hosting incarnation
 	incarnation uint32
 	dead        error
 	waiting     bool
+	// unreachable: a call could not reach incarnation's worker (its
+	// connection refused or broken), so the next lookup reports its node.
+	unreachable bool
 	pending     []*pendingCall
 }
 
@@ -172,7 +180,7 @@ func (s *actorSubmitter) route(info *pb.ActorInfo) (*actorRoute, error) {
 	s.mu.Unlock()
 	r.mu.Lock()
 	if !ok || (info.GetState() == pb.ActorState_ACTOR_STATE_ALIVE && info.GetNumRestarts() >= r.incarnation) {
-		r.addr, r.incarnation = info.GetWorkerAddress(), info.GetNumRestarts()
+		r.addr, r.node, r.incarnation = info.GetWorkerAddress(), info.GetNodeId(), info.GetNumRestarts()
 	}
 	r.mu.Unlock()
 	return r, nil
@@ -233,6 +241,7 @@ func (s *actorSubmitter) send(r *actorRoute, ac *actorCall, attempt int32) {
 			return
 		}
 		// The worker died while the call was in flight: it may have run.
+		r.suspect(inc)
 		if why == nil && (r.maxTaskRetries < 0 || attempt < r.maxTaskRetries) {
 			if s.cfg.retried != nil {
 				s.cfg.retried()
@@ -248,6 +257,7 @@ func (s *actorSubmitter) send(r *actorRoute, ac *actorCall, attempt int32) {
 	})
 	if err != nil {
 		// Never delivered: safe to send to the next incarnation.
+		r.suspect(inc)
 		s.relocate(r, inc, again(attempt))
 		return
 	}
@@ -262,6 +272,15 @@ func (s *actorSubmitter) send(r *actorRoute, ac *actorCall, attempt int32) {
 	if cancel {
 		sent.cancel(recursive, false, nil)
 	}
+}
+
+// suspect records that incarnation's worker could not be reached.
+func (r *actorRoute) suspect(incarnation uint32) {
+	r.mu.Lock()
+	if r.incarnation == incarnation {
+		r.unreachable = true
+	}
+	r.mu.Unlock()
 }
 
 // relocate asks where the actor runs after incarnation failed (at most one
@@ -292,6 +311,16 @@ func (s *actorSubmitter) relocate(r *actorRoute, failed uint32, pc *pendingCall)
 // and sends or fails the calls that wait for it.
 func (s *actorSubmitter) lookup(r *actorRoute, failed uint32) {
 	ctx, cancel := context.WithTimeout(s.cfg.ctx, actorRelocateTimeout)
+	r.mu.Lock()
+	report, node, addr := r.unreachable && r.incarnation == failed, r.node, r.addr
+	r.unreachable = false
+	r.mu.Unlock()
+	if report && s.cfg.report != nil {
+		// Before waiting for the head: when the worker's node is gone,
+		// the head's probe finds it so and restarts or buries the actor
+		// now, not at the node's heartbeat deadline.
+		s.cfg.report(ctx, node, addr)
+	}
 	var info *pb.ActorInfo
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -322,7 +351,7 @@ func (s *actorSubmitter) lookup(r *actorRoute, failed uint32) {
 		}
 		r.dead = de
 	default:
-		r.addr, r.incarnation = info.GetWorkerAddress(), info.GetNumRestarts()
+		r.addr, r.node, r.incarnation = info.GetWorkerAddress(), info.GetNodeId(), info.GetNumRestarts()
 	}
 	pending := r.pending
 	r.pending, r.waiting = nil, false

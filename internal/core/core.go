@@ -119,6 +119,7 @@ type Core struct {
 	freedObjects atomic.Int64
 	actors       *actorSubmitter
 	calls        callTable // the calls it submitted that have not finished
+	local        localNode // this process's node, once its raylet is gone (peers.go)
 	stats        Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.
@@ -177,6 +178,7 @@ func newCore(log *slog.Logger, token string) *Core {
 	c.actors = newActorSubmitter(actorSubmitterConfig{
 		ctx: ctx, wg: &c.wg, pusher: &c.execs, locator: headActors{c},
 		retried: func() { c.stats.actorRetries.Add(1) },
+		report:  c.reportUnreachable,
 	})
 	c.host = newActorHost(c)
 	return c

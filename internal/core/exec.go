@@ -127,9 +127,20 @@ func (s *execStream) sendReq(req *pb.ExecuteRequest, cb callback) (uint64, error
 	s.pending[id] = cb
 	s.mu.Unlock()
 	req.CallId = id
-	// A failed Send means the stream broke: Recv sees it too and fails every
-	// pending call, this one included.
-	_ = s.stream.Send(req)
+	// A failed Send means the stream broke and the call never left this
+	// process: unless the receive loop already failed it (its cb runs
+	// there), take it back and say so, so that the caller knows it was
+	// never delivered (an actor call then goes to the next incarnation
+	// instead of failing as possibly run).
+	if err := s.stream.Send(req); err != nil {
+		s.mu.Lock()
+		_, mine := s.pending[id]
+		delete(s.pending, id)
+		s.mu.Unlock()
+		if mine {
+			return 0, errs.New(errs.KindWorkerCrashed, "", "cannot reach the worker at %s: the stream to it broke (%v)", s.addr, err)
+		}
+	}
 	return id, nil
 }
 

@@ -195,6 +195,9 @@ func (c *Core) putPayload(ctx context.Context, p *pb.Payload, contained []*handl
 	}
 	loc, err := c.storePayload(ctx, id, p)
 	if err != nil {
+		if c.localNodeGone(ctx, err) {
+			return Ref{}, c.errLocalNodeGone(fmt.Sprintf("put a %d-byte value", len(p.GetData())), err)
+		}
 		return Ref{}, err
 	}
 	c.pressure.add(c, int64(len(p.GetData())))
@@ -223,6 +226,10 @@ func (c *Core) getPayload(ctx context.Context, r RefInfo, view bool) (*pb.Payloa
 			return value, nil
 		}
 		p, err := c.readStored(ctx, r.ID, loc, view)
+		if err != nil && ctx.Err() == nil && c.localNodeGone(ctx, err) {
+			// This process's node is gone: read from the holder (peers.go).
+			p, err = c.pullWithoutNode(ctx, r.ID, loc)
+		}
 		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
 			return p, err
 		}

@@ -11,9 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/sched"
@@ -178,6 +175,8 @@ type leasedWorker struct {
 	busySince time.Time
 	// idleSince is when the worker last became idle with nothing queued.
 	idleSince time.Time
+	// death is what its raylet said of it once it failed (workerdeath.go).
+	death *workerDeath
 }
 
 // shape is the queue and leases of one resource shape (Ray's scheduling key):
@@ -187,6 +186,7 @@ type shape struct {
 	strategy   *pb.SchedulingStrategy
 	failFast   bool
 	function   string // the first task's, for logs and the state API
+	retriable  bool   // its tasks run again when their worker dies
 	queue      []*taskItem
 	workers    []*leasedWorker
 	requesting bool
@@ -374,6 +374,9 @@ func (c *Core) inlineArgs(args []*pb.Arg) {
 
 func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts TaskOptions) {
 	key := shapeKey(res) + strategyKey(opts.Strategy, opts.FailFast)
+	if item.retriesLeft == 0 {
+		key += "|noretry" // the memory monitor spares these leases longer
+	}
 	s.mu.Lock()
 	if s.closed {
 		item.state = itemDone
@@ -390,7 +393,7 @@ func (s *taskScheduler) submit(item *taskItem, res map[string]float64, opts Task
 	}
 	sh, ok := s.shapes[key]
 	if !ok {
-		sh = &shape{resources: res, strategy: opts.Strategy, failFast: opts.FailFast, function: item.spec.GetFunctionName()}
+		sh = &shape{resources: res, strategy: opts.Strategy, failFast: opts.FailFast, function: item.spec.GetFunctionName(), retriable: item.retriesLeft != 0}
 		s.shapes[key] = sh
 	}
 	s.seq++
@@ -538,6 +541,7 @@ func (s *taskScheduler) flush(sh *shape, w *leasedWorker) {
 
 func (s *taskScheduler) dispatch(sh *shape, w *leasedWorker, item *taskItem) {
 	done := func(resp *pb.ExecuteResponse, err error) {
+		err = s.deathCause(w, item.spec.GetFunctionName(), err)
 		s.mu.Lock()
 		// A cancelled task is not retried: its worker dying (killed by a
 		// forced cancel, or by chance) ends it with the cancellation, as
@@ -732,7 +736,7 @@ func (s *taskScheduler) dropWorker(sh *shape, w *leasedWorker) {
 func (s *taskScheduler) requestLease(sh *shape) {
 	ctx := s.cfg.ctx
 	req := &pb.RequestWorkerLeaseRequest{Resources: &pb.Resources{Amounts: sh.resources},
-		SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function}
+		SchedulingStrategy: sh.strategy, FailFast: sh.failFast, FunctionName: sh.function, Retriable: sh.retriable}
 	var resp *pb.RequestWorkerLeaseResponse
 	var from leaseGranter
 	var err error
@@ -743,7 +747,7 @@ func (s *taskScheduler) requestLease(sh *shape) {
 	deadline := time.Now().Add(leaseUnreachableTimeout)
 	for attempt := 0; ; attempt++ {
 		resp, from, err = s.cfg.leases.requestLease(ctx, req)
-		if err == nil || status.Code(err) != codes.Unavailable || ctx.Err() != nil || time.Now().After(deadline) {
+		if err == nil || !leaseRetriable(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
 		s.cfg.log.Debug("lease request: a raylet is unreachable; asking again", "function", sh.function, "err", err)
@@ -812,22 +816,32 @@ func (s *taskScheduler) returnLeaseErr(w *leasedWorker, failed bool) error {
 type rayletLeases struct{ c *Core }
 
 func (l rayletLeases) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, leaseGranter, error) {
-	client := l.c.node
-	req.JobId, req.NoSpillback = l.c.jobID[:], false
-	for hop := 0; ; hop++ {
-		resp, err := client.RequestWorkerLease(ctx, req)
-		if err != nil || resp.GetSpillbackAddress() == "" {
-			return resp, client, err
-		}
-		if hop >= 3 {
-			return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", req.GetResources().GetAmounts(), hop+1)
-		}
-		cc, err := l.c.conns.get(resp.GetSpillbackAddress())
+	req.JobId = l.c.jobID[:]
+	for restart := 0; ; restart++ {
+		// The local raylet, or another once it is gone (peers.go).
+		client, node, addr, err := l.c.leaseRaylet(ctx, req)
 		if err != nil {
 			return nil, nil, err
 		}
-		client = rpc.NewNodeClient(cc)
-		req.NoSpillback = true
+		req.NoSpillback = false
+		for hop := 0; ; hop++ {
+			resp, err := client.RequestWorkerLease(ctx, req)
+			if err != nil && transportDown(err) && ctx.Err() == nil && restart < 3 && l.c.leaseTargetDown(ctx, node, addr) {
+				break // the raylet asked first is gone: start at another
+			}
+			if err != nil || resp.GetSpillbackAddress() == "" {
+				return resp, client, err
+			}
+			if hop >= 3 {
+				return nil, nil, errs.New(errs.KindInfeasible, "", "lease for %v spilled back %d times without a grant", req.GetResources().GetAmounts(), hop+1)
+			}
+			cc, err := l.c.conns.get(resp.GetSpillbackAddress())
+			if err != nil {
+				return nil, nil, err
+			}
+			client, node, addr = rpc.NewNodeClient(cc), resp.GetSpillbackNodeId(), resp.GetSpillbackAddress()
+			req.NoSpillback = true
+		}
 	}
 }
 

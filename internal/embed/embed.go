@@ -103,6 +103,9 @@ type Server struct {
 	// headDir is the head's directory; ownHeadDir: a temporary one.
 	headDir    string
 	ownHeadDir bool
+	// headReaper removes a temporary headDir if the process dies without
+	// Close (nil without one).
+	headReaper *store.Reaper
 
 	lis       net.Listener
 	srv       *grpc.Server
@@ -239,6 +242,9 @@ func (s *Server) makeHeadDir() error {
 		return fmt.Errorf("raylet: data dir: %w", err)
 	}
 	s.headDir, s.ownHeadDir = d, true
+	if s.headReaper, err = store.StartReaper(d); err != nil {
+		s.log.Warn("no reaper: if this head is killed, its data dir stays until the next head starts", "err", err)
+	}
 	return nil
 }
 
@@ -353,5 +359,11 @@ func (s *Server) closeHead() {
 	if s.ownHeadDir {
 		os.RemoveAll(s.headDir)
 		s.ownHeadDir = false
+	}
+	if s.headReaper != nil {
+		if err := s.headReaper.Close(); err != nil {
+			s.log.Warn("stop the data dir reaper", "err", err)
+		}
+		s.headReaper = nil
 	}
 }

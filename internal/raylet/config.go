@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/goray/goray/internal/rpc"
 )
@@ -26,6 +27,20 @@ const DefaultListen = "127.0.0.1:0"
 const (
 	EnvToken     = "GORAY_TOKEN"
 	EnvTokenFile = "GORAY_TOKEN_FILE"
+)
+
+// Memory monitor defaults and bounds (see Config.MemoryUsageThreshold).
+const (
+	DefaultMemoryUsageThreshold  = 0.95
+	DefaultMemoryMonitorInterval = 250 * time.Millisecond
+	minMemoryMonitorInterval     = 10 * time.Millisecond
+)
+
+// Environment variables of the memory monitor's defaults.
+const (
+	EnvMemoryUsageThreshold  = "GORAY_MEMORY_USAGE_THRESHOLD"
+	EnvMemoryLimit           = "GORAY_MEMORY_LIMIT"
+	EnvMemoryMonitorInterval = "GORAY_MEMORY_MONITOR_INTERVAL"
 )
 
 // Bounds on what a raylet accepts.
@@ -98,6 +113,25 @@ type Config struct {
 	// MaxWorkersPerJob bounds the task (leased) workers of one job on this
 	// node. Default runtime.NumCPU().
 	MaxWorkersPerJob int
+	// MemoryUsageThreshold is the fraction of the node's memory in use (the
+	// machine's: MemTotal minus MemAvailable; or the raylet's cgroup's, when
+	// its limit is lower and it is fuller) above which the memory monitor
+	// kills a worker. Default: the environment variable
+	// GORAY_MEMORY_USAGE_THRESHOLD when set, else 0.95 (Ray's
+	// memory_usage_threshold). Bounds [0, 1]; 0 means the default, 1 turns
+	// this check off.
+	MemoryUsageThreshold float64
+	// MemoryLimit bounds, in bytes, the private memory (summed RssAnon) of
+	// the node's worker processes; past it the memory monitor kills a
+	// worker. Default: the environment variable GORAY_MEMORY_LIMIT (bytes)
+	// when set, else 0: no such bound. Bounds >= 0.
+	MemoryLimit int64
+	// MemoryMonitorInterval is how often the memory monitor checks. Default:
+	// the environment variable GORAY_MEMORY_MONITOR_INTERVAL (a Go
+	// duration, e.g. 250ms) when set, else DefaultMemoryMonitorInterval
+	// (Ray's memory_monitor_refresh_ms). Negative turns the monitor off;
+	// otherwise at least minMemoryMonitorInterval.
+	MemoryMonitorInterval time.Duration
 	// Logger receives the raylet's structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Stdout and Stderr receive the worker processes' stdout and stderr, line
@@ -142,7 +176,52 @@ func (c *Config) Validate() error {
 	if c.MaxWorkersPerJob < 0 {
 		return fmt.Errorf("raylet config: MaxWorkersPerJob is %d, want >= 0 (0 means NumCPU)", c.MaxWorkersPerJob)
 	}
+	if _, err := c.memoryDefaults(); err != nil {
+		return fmt.Errorf("raylet config: %w", err)
+	}
 	return nil
+}
+
+// memoryDefaults is c with the memory monitor's defaults filled in, or an
+// error naming the setting (field or environment variable) out of bounds.
+func (c Config) memoryDefaults() (Config, error) {
+	if v := os.Getenv(EnvMemoryUsageThreshold); v != "" && c.MemoryUsageThreshold == 0 {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 1 {
+			return c, fmt.Errorf("%s=%q: want a fraction in (0, 1], e.g. 0.95", EnvMemoryUsageThreshold, v)
+		}
+		c.MemoryUsageThreshold = f
+	}
+	if v := os.Getenv(EnvMemoryLimit); v != "" && c.MemoryLimit == 0 {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("%s=%q: want a number of bytes >= 0", EnvMemoryLimit, v)
+		}
+		c.MemoryLimit = n
+	}
+	if v := os.Getenv(EnvMemoryMonitorInterval); v != "" && c.MemoryMonitorInterval == 0 {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("%s=%q: want a duration such as 250ms (negative: no monitor)", EnvMemoryMonitorInterval, v)
+		}
+		c.MemoryMonitorInterval = d
+	}
+	switch t := c.MemoryUsageThreshold; {
+	case math.IsNaN(t) || t < 0 || t > 1:
+		return c, fmt.Errorf("memory usage threshold is %v, want a fraction in [0, 1] (0: the default %v; 1: no such check)", t, DefaultMemoryUsageThreshold)
+	case t == 0:
+		c.MemoryUsageThreshold = DefaultMemoryUsageThreshold
+	}
+	if c.MemoryLimit < 0 {
+		return c, fmt.Errorf("memory limit is %d bytes, want >= 0 (0: no limit)", c.MemoryLimit)
+	}
+	switch d := c.MemoryMonitorInterval; {
+	case d == 0:
+		c.MemoryMonitorInterval = DefaultMemoryMonitorInterval
+	case d > 0 && d < minMemoryMonitorInterval:
+		return c, fmt.Errorf("memory monitor interval is %s, want at least %s (or negative: no monitor)", d, minMemoryMonitorInterval)
+	}
+	return c, nil
 }
 
 func checkResource(name string, v float64) error {
@@ -197,6 +276,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxWorkersPerJob == 0 {
 		c.MaxWorkersPerJob = max(1, runtime.NumCPU())
+	}
+	if mc, err := c.memoryDefaults(); err == nil { // Validate reported errors
+		c = mc
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -147,7 +147,7 @@ func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb
 			return nil, errs.New(errs.KindObjectStoreFull, "", "object %s was evicted from node %s's store %d times before it could be read: the store is too full; release objects or raise --object-store-memory", id, r.nodeID, attempt)
 		}
 		if err := r.transfer.fetch(ctx, r.ctx, id, jobID, loc); err != nil {
-			return nil, err
+			return nil, r.pullUnreachable(ctx, id, loc, err)
 		}
 	}
 }

@@ -103,7 +103,12 @@ type Raylet struct {
 	leases   *leaseManager
 	bundles  *bundleManager
 	pool     *workerPool
+	monitor  *memoryMonitor
 	transfer *transfer // set by makeDirs, with objects
+	// reaper removes the directories the raylet made if it dies without
+	// Stop (nil when it could not be started: then the next raylet's Sweep
+	// removes them).
+	reaper *store.Reaper
 
 	outMu sync.Mutex // serializes worker output lines
 
@@ -173,6 +178,7 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	r.leases = newLeaseManager(r.nodeID, sched.Resources(cfg.Resources), r.view, r.ctx.Done())
 	r.bundles = newBundleManager(r.nodeID, r.leases, r.kickHeartbeat)
 	r.pool = newWorkerPool(r.nodeID, "", cfg.MaxWorkersPerJob, r.leases, r, r.ctx.Done())
+	r.monitor = newMemoryMonitor(r.nodeID, cfg, newProcMemory("/proc", "/sys/fs/cgroup"), r.pool, r.log)
 	defer func() {
 		if err != nil {
 			r.Stop()
@@ -194,6 +200,9 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 	r.pool.token = r.token
 	if err := r.makeDirs(); err != nil {
 		return nil, err
+	}
+	if r.monitor.enabled() {
+		r.wg.Go(func() { r.monitor.run(r.ctx) })
 	}
 	return r, nil
 }
@@ -323,6 +332,7 @@ func (r *Raylet) makeDirs() error {
 	if err := r.makeSpillDir(); err != nil {
 		return err
 	}
+	r.startReaper()
 	r.objects = newLocalObjects(r.storeDir, r.arena, r.spillDir, r.cfg.ObjectSpillingThreshold, r.log)
 	if r.arena != nil {
 		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
@@ -355,6 +365,31 @@ func (r *Raylet) makeSpillDir() error {
 	}
 	r.spillDir = d
 	return nil
+}
+
+// startReaper starts the process that removes the directories the raylet
+// made (not those it was given: a raylet restarted on them must keep them)
+// when the raylet dies without Stop, SIGKILL included.
+func (r *Raylet) startReaper() {
+	var owned []string
+	if r.ownDataDir {
+		owned = append(owned, r.dataDir)
+	}
+	if r.ownStoreDir {
+		owned = append(owned, r.storeDir)
+	}
+	if r.spillDir != "" {
+		owned = append(owned, r.spillDir) // its own spill-* directory
+	}
+	if len(owned) == 0 {
+		return
+	}
+	rp, err := store.StartReaper(owned...)
+	if err != nil {
+		r.log.Warn("no reaper: if this raylet is killed, its directories stay until the next raylet starts", "err", err)
+		return
+	}
+	r.reaper = rp
 }
 
 // join registers the node with the head, failing fast when nobody answers.
@@ -589,6 +624,11 @@ func (r *Raylet) stop() {
 		os.RemoveAll(r.dataDir)
 	} else if r.dataDir != "" {
 		os.RemoveAll(filepath.Join(r.dataDir, "jobs"))
+	}
+	if r.reaper != nil {
+		if err := r.reaper.Close(); err != nil {
+			r.log.Warn("stop the directory reaper", "err", err)
+		}
 	}
 	if r.log != nil && r.addr != "" {
 		r.log.Info("raylet stopped", "address", r.addr)

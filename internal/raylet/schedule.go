@@ -133,7 +133,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 			if waiting != nil {
 				r.log.Info("infeasible lease request became feasible", "function", req.GetFunctionName(), "job", jobID, "resources", need)
 			}
-			return r.grantHere(ctx, jobID, need)
+			return r.grantHere(ctx, jobID, need, req)
 		case placeSpill:
 			r.view.noteLease(d.node.GetNodeId())
 			return &pb.RequestWorkerLeaseResponse{SpillbackAddress: d.node.GetAddress(), SpillbackNodeId: d.node.GetNodeId()}, nil
@@ -174,7 +174,7 @@ func (r *Raylet) requestLease(ctx context.Context, req *pb.RequestWorkerLeaseReq
 }
 
 // grantHere waits for need on this node and leases a worker of the job.
-func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Resources) (*pb.RequestWorkerLeaseResponse, error) {
+func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Resources, req *pb.RequestWorkerLeaseRequest) (*pb.RequestWorkerLeaseResponse, error) {
 	j, finished := r.pool.job(jobID)
 	if finished {
 		return nil, errJobFinished(jobID)
@@ -187,6 +187,7 @@ func (r *Raylet) grantHere(ctx context.Context, jobID ids.JobID, need sched.Reso
 		r.leases.release(need)
 		return nil, err
 	}
+	r.pool.noteTask(l, req.GetFunctionName(), req.GetRetriable())
 	r.view.noteLease(r.nodeID[:])
 	return &pb.RequestWorkerLeaseResponse{
 		LeaseId:       l.id[:],

@@ -39,11 +39,8 @@ func (s *nodeServer) RequestWorkerLease(ctx context.Context, req *pb.RequestWork
 	return resp, err
 }
 
-func (s *nodeServer) ReturnWorkerLease(_ context.Context, req *pb.ReturnWorkerLeaseRequest) (*pb.ReturnWorkerLeaseResponse, error) {
-	if err := s.r.returnLease(req); err != nil {
-		return nil, err
-	}
-	return &pb.ReturnWorkerLeaseResponse{}, nil
+func (s *nodeServer) ReturnWorkerLease(ctx context.Context, req *pb.ReturnWorkerLeaseRequest) (*pb.ReturnWorkerLeaseResponse, error) {
+	return s.r.returnLease(ctx, req)
 }
 
 func (s *nodeServer) StartActor(ctx context.Context, req *pb.StartActorRequest) (*pb.StartActorResponse, error) {
@@ -158,6 +155,7 @@ func (r *Raylet) finishJob(ctx context.Context, id ids.JobID) error {
 	}
 	waitExited(ws, killWaitTimeout, r.log)
 	r.objects.freeAll(objs)
+	r.releaseArena(id)
 	close(j.finishDone)
 	if len(ws) > 0 || len(objs) > 0 {
 		r.log.Info("job finished", "job", id, "workers_stopped", len(ws), "objects_freed", len(objs))
@@ -170,4 +168,20 @@ func (r *Raylet) finishJobAsync(id ids.JobID) {
 		return
 	}
 	r.goTracked(func() { _ = r.finishJob(r.ctx, id) })
+}
+
+// releaseArena gives the pages of the arena's free regions back to the
+// system once job id ended, so that an idle node holds no store memory.
+func (r *Raylet) releaseArena(id ids.JobID) {
+	if r.arena == nil {
+		return
+	}
+	n, err := r.arena.Release()
+	if err != nil {
+		r.log.Warn("give the object store arena's free pages back", "job", id, "err", err)
+		return
+	}
+	if n > 0 {
+		r.log.Debug("gave the object store arena's free pages back", "job", id, "bytes", n)
+	}
 }

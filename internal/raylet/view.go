@@ -1,8 +1,11 @@
 package raylet
 
 import (
+	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/sched"
@@ -37,6 +40,27 @@ func (v *clusterView) set(nodes []*pb.NodeInfo) {
 	v.nodes = nodes
 	close(v.changed)
 	v.changed = make(chan struct{})
+}
+
+// markDead marks node id dead in the table, as the head declared it, until
+// the next heartbeat reply (which says the same) replaces the table. The
+// table's entries are shared with snapshots, so the entry is copied.
+func (v *clusterView) markDead(id []byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for i, n := range v.nodes {
+		if string(n.GetNodeId()) != string(id) || !n.GetAlive() {
+			continue
+		}
+		nodes := slices.Clone(v.nodes)
+		dead := proto.Clone(n).(*pb.NodeInfo)
+		dead.Alive = false
+		nodes[i] = dead
+		v.nodes = nodes
+		close(v.changed)
+		v.changed = make(chan struct{})
+		return
+	}
 }
 
 // snapshot is the node table (not to be modified) and a channel closed when

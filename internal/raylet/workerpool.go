@@ -61,7 +61,17 @@ type workerPool struct {
 	workers  map[ids.WorkerID]*worker // guarded by mu
 	actors   map[ids.ActorID]*actor   // guarded by mu
 	binaries map[string]string        // guarded by mu: sha hex -> verified executable
+	grantSeq uint64                   // guarded by mu: the last worker.leaseSeq given
+	// deaths are the out-of-memory causes of leased workers that died
+	// holding their lease, by lease, until the holder returns the lease
+	// (ReturnWorkerLease answers with the cause); deathOrder bounds them to
+	// the last maxDeaths. Guarded by mu.
+	deaths     map[ids.LeaseID]*errs.Error
+	deathOrder []ids.LeaseID
 }
+
+// maxDeaths bounds workerPool.deaths.
+const maxDeaths = 1024
 
 func newWorkerPool(self ids.NodeID, token string, maxPerJob int, holds resourceHolds, l launcher, done <-chan struct{}) *workerPool {
 	return &workerPool{
@@ -70,6 +80,7 @@ func newWorkerPool(self ids.NodeID, token string, maxPerJob int, holds resourceH
 		workers:  make(map[ids.WorkerID]*worker),
 		actors:   make(map[ids.ActorID]*actor),
 		binaries: make(map[string]string),
+		deaths:   make(map[ids.LeaseID]*errs.Error),
 	}
 }
 
@@ -140,6 +151,21 @@ type worker struct {
 	startErr     error  // why it failed to start
 	exitDesc     string // how it exited
 	conn         *grpc.ClientConn
+	// leaseSeq orders the worker's current lease among the pool's grants
+	// (the memory monitor kills the newest first); function and retriable
+	// are what its lease was asked for (RequestWorkerLease).
+	leaseSeq  uint64
+	function  string
+	retriable bool
+	// oomCause is set by the memory monitor before it kills the worker;
+	// deathCause, once the process exited, is why, when the raylet knows a
+	// cause its callers cannot see (out of memory).
+	oomCause   *errs.Error
+	deathCause *errs.Error
+
+	// oomBase is the kernel's oom_kill count when the process started (-1:
+	// unknown); set before the process starts, read after it exited.
+	oomBase int64
 }
 
 func (w *worker) closeStream() { w.closeOnce.Do(func() { close(w.streamDone) }) }
@@ -203,6 +229,7 @@ func (p *workerPool) newWorkerLocked(j *job, kind workerKind) *worker {
 		exited:     make(chan struct{}),
 		streamDone: make(chan struct{}),
 		actors:     make(map[ids.ActorID]*actor),
+		oomBase:    -1,
 	}
 	j.workers[w.id] = w
 	p.workers[w.id] = w
@@ -284,7 +311,19 @@ func (p *workerPool) leaseWorker(ctx context.Context, j *job, res sched.Resource
 func (p *workerPool) leaseLocked(w *worker, res sched.Resources) *lease {
 	l := p.holds.newLease(w, res)
 	w.lease = l
+	p.grantSeq++
+	w.leaseSeq, w.function, w.retriable = p.grantSeq, "", false
 	return l
+}
+
+// noteTask records what l was asked for: the function of its first task
+// and whether its tasks are retried when the worker dies.
+func (p *workerPool) noteTask(l *lease, function string, retriable bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w := l.worker; w.lease == l {
+		w.function, w.retriable = function, retriable
+	}
 }
 
 // returnLease marks l's worker idle again, or, when its holder saw it fail,
@@ -398,11 +437,19 @@ type exit struct {
 	disconnected bool
 }
 
-// exited removes a worker whose process exited with desc.
-func (p *workerPool) exited(w *worker, desc string) exit {
+// exited removes a worker whose process exited with desc; cause, when not
+// nil, is why it died (out of memory), which a holder of its lease learns
+// when it returns the lease.
+func (p *workerPool) exited(w *worker, desc string, cause *errs.Error) exit {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w.exitDesc = desc
+	if cause != nil && !w.dead {
+		w.deathCause = cause
+		if w.lease != nil {
+			p.noteDeathLocked(w.lease.id, cause)
+		}
+	}
 	e := exit{actorIDs: make([][]byte, 0, len(w.actors))}
 	for id := range w.actors {
 		e.actorIDs = append(e.actorIDs, id[:])
@@ -677,4 +724,84 @@ func (p *workerPool) addBinary(key, path string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.binaries[key] = path
+}
+
+// noteDeathLocked keeps the cause of the death of lease id's worker for its
+// holder, forgetting the oldest beyond maxDeaths.
+func (p *workerPool) noteDeathLocked(id ids.LeaseID, cause *errs.Error) {
+	if _, ok := p.deaths[id]; !ok {
+		p.deathOrder = append(p.deathOrder, id)
+	}
+	p.deaths[id] = cause
+	for len(p.deathOrder) > maxDeaths {
+		delete(p.deaths, p.deathOrder[0])
+		p.deathOrder = p.deathOrder[1:]
+	}
+}
+
+// takeDeath is (and forgets) the cause of the death of lease id's worker,
+// if one was kept.
+func (p *workerPool) takeDeath(id ids.LeaseID) *errs.Error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cause := p.deaths[id]
+	delete(p.deaths, id) // its deathOrder entry goes with the oldest
+	return cause
+}
+
+// deathCauseOf is why w died, once its process exited and when known.
+func (p *workerPool) deathCauseOf(w *worker) *errs.Error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.deathCause
+}
+
+// monitorCause is the memory monitor's reason for killing w, if it did.
+func (p *workerPool) monitorCause(w *worker) *errs.Error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return w.oomCause
+}
+
+// memCandidate is a worker the memory monitor may kill, as the pool saw it.
+type memCandidate struct {
+	w         *worker
+	pid       int
+	job       ids.JobID
+	kind      workerKind
+	leased    bool
+	retriable bool
+	leaseSeq  uint64
+	function  string
+	actors    int
+	rss       uint64 // filled in by the monitor
+}
+
+// memoryCandidates lists the registered workers that are not going.
+func (p *workerPool) memoryCandidates() []memCandidate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]memCandidate, 0, len(p.workers))
+	for _, w := range p.workers {
+		if w.dead || w.failing || !w.isRegistered || w.pid <= 0 || w.oomCause != nil {
+			continue
+		}
+		out = append(out, memCandidate{w: w, pid: w.pid, job: w.job.id, kind: w.kind, leased: w.lease != nil,
+			retriable: w.retriable, leaseSeq: w.leaseSeq, function: w.function, actors: len(w.actors)})
+	}
+	return out
+}
+
+// killForMemory marks w as killed by the memory monitor with cause: it gets
+// no new work, and its death is reported with cause. False when w is gone
+// or going already (then it is not to be killed).
+func (p *workerPool) killForMemory(w *worker, cause *errs.Error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.dead || w.failing || w.oomCause != nil {
+		return false
+	}
+	w.oomCause = cause
+	w.failing = true
+	return true
 }

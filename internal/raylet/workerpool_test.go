@@ -118,7 +118,7 @@ func TestWorkerPoolDeathFreesLeaseAndFailedWorkerIsNotReused(t *testing.T) {
 	one := sched.Resources{"CPU": 1}
 
 	l := leaseFromPool(t, p, leases, j, one)
-	e := p.exited(l.worker, "exit status 1")
+	e := p.exited(l.worker, "exit status 1", nil)
 	if !e.report {
 		t.Error("a worker that died on its own: report is false, want true")
 	}
@@ -139,7 +139,7 @@ func TestWorkerPoolDeathFreesLeaseAndFailedWorkerIsNotReused(t *testing.T) {
 	if next.worker == l.worker || launcher.count() != 3 {
 		t.Errorf("lease after a failed return: got worker %s (%d started), want a new one (3 started)", next.worker.id, launcher.count())
 	}
-	if e := p.exited(l.worker, "killed by signal killed (9)"); e.report {
+	if e := p.exited(l.worker, "killed by signal killed (9)", nil); e.report {
 		t.Error("a worker killed on purpose: report is true, want false")
 	}
 

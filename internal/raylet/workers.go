@@ -51,6 +51,7 @@ func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 	stdout := newLineWriter(r.cfg.Stdout, &r.outMu)
 	stderr := newLineWriter(r.cfg.Stderr, &r.outMu)
 
+	w.oomBase = r.monitor.oomKills() // before the process can be killed
 	var cmd *exec.Cmd
 	for attempt := 0; ; attempt++ {
 		cmd = exec.Command(path)
@@ -114,8 +115,15 @@ func (r *Raylet) launchProcess(ctx context.Context, w *worker) error {
 // workerExited handles the end of a worker process.
 func (r *Raylet) workerExited(w *worker, st *os.ProcessState, waitErr error) {
 	desc := describeExit(st, waitErr)
-	e := r.pool.exited(w, desc)
+	oom := r.pool.monitorCause(w)
+	if oom == nil {
+		oom = r.monitor.kernelOOM(w, st)
+	}
+	e := r.pool.exited(w, desc, oom)
 	actorIDs, report, disconnected := e.actorIDs, e.report, e.disconnected
+	if oom != nil {
+		r.log.Warn("worker process died of out of memory", "worker", w.id, "pid", w.pid, "job", w.job.id, "exit", desc, "actors", len(actorIDs), "err", oom)
+	}
 
 	if !report {
 		r.log.Debug("worker exited", "worker", w.id, "pid", w.pid, "job", w.job.id, "exit", desc)
@@ -125,8 +133,13 @@ func (r *Raylet) workerExited(w *worker, st *os.ProcessState, waitErr error) {
 	if disconnected {
 		cause = "its stream to the raylet ended, so the raylet killed it; " + desc
 	}
-	r.log.Warn("worker process died", "worker", w.id, "pid", w.pid, "job", w.job.id, "exit", cause, "actors", len(actorIDs))
 	ge := errs.New(errs.KindWorkerCrashed, "", "worker process (pid %d) of job %s on node %s died", w.pid, w.job.id, r.nodeID)
+	if oom != nil {
+		c := *oom
+		ge = &c
+	} else {
+		r.log.Warn("worker process died", "worker", w.id, "pid", w.pid, "job", w.job.id, "exit", cause, "actors", len(actorIDs))
+	}
 	ge.Cause, ge.NodeID, ge.WorkerID, ge.PID = cause, r.nodeID[:], w.id[:], int32(w.pid)
 	ctx, cancel := context.WithTimeout(r.ctx, headCallTimeout)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -189,6 +190,10 @@ type Allocator struct {
 	faulted uint64 // [0, faulted) is allocated in the file
 	free    []span // sorted by off, coalesced
 	used    uint64
+	// holes are the ranges of [0, faulted) whose pages Release gave back:
+	// sorted by off, coalesced, each inside a free span when punched. Alloc
+	// faults in the part of a region that falls in one.
+	holes []span
 }
 
 type span struct{ off, n uint64 }
@@ -290,6 +295,9 @@ func (a *Allocator) Alloc(n uint64) (off uint64, err error) {
 		if err := a.faultLocked(s.off + n); err != nil {
 			return 0, fmt.Errorf("%w (%d bytes of the arena's %d are in the file so far): %w", ErrShmFull, a.faulted, a.size, err)
 		}
+		if err := a.fillHolesLocked(s.off, n); err != nil {
+			return 0, fmt.Errorf("%w (faulting in pages given back before): %w", ErrShmFull, err)
+		}
 		off = s.off
 		if s.n == n {
 			a.free = append(a.free[:i], a.free[i+1:]...)
@@ -321,6 +329,106 @@ func (a *Allocator) Free(off, n uint64) {
 		a.free[i-1].n += a.free[i].n
 		a.free = append(a.free[:i], a.free[i+1:]...)
 	}
+}
+
+// Linux fallocate modes not in package syscall.
+const (
+	fallocKeepSize  = 0x01
+	fallocPunchHole = 0x02
+)
+
+// Release gives the pages of the arena's free regions back to the system
+// (fallocate PUNCH_HOLE on the arena file, which also drops them from every
+// process's mapping): the raylet calls it when a job ends, so that a node
+// whose jobs are done holds no store memory. A later Alloc faults the pages
+// of its region in again before a writer sees it. It returns the bytes it
+// gave back.
+func (a *Allocator) Release() (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return 0, nil
+	}
+	var released uint64
+	for _, s := range a.free {
+		hi := min(s.off+s.n, a.faulted)
+		if s.off >= hi {
+			continue
+		}
+		for _, p := range minusSpans(span{s.off, hi - s.off}, a.holes) {
+			if err := syscall.Fallocate(int(a.f.Fd()), fallocPunchHole|fallocKeepSize, int64(p.off), int64(p.n)); err != nil {
+				return released, fmt.Errorf("object store: give back arena pages: %w", err)
+			}
+			released += p.n
+			a.holes = addSpan(a.holes, p)
+		}
+	}
+	return released, nil
+}
+
+// fillHolesLocked faults in the part of [off, off+n) that Release gave back.
+func (a *Allocator) fillHolesLocked(off, n uint64) error {
+	if len(a.holes) == 0 {
+		return nil
+	}
+	end := off + n
+	var kept []span
+	for i, h := range a.holes {
+		lo, hi := max(h.off, off), min(h.off+h.n, end)
+		if lo >= hi {
+			kept = append(kept, h)
+			continue
+		}
+		if err := syscall.Fallocate(int(a.f.Fd()), 0, int64(lo), int64(hi-lo)); err != nil {
+			a.holes = append(kept, a.holes[i:]...)
+			return err
+		}
+		if h.off < lo {
+			kept = append(kept, span{h.off, lo - h.off})
+		}
+		if hi < h.off+h.n {
+			kept = append(kept, span{hi, h.off + h.n - hi})
+		}
+	}
+	a.holes = kept
+	return nil
+}
+
+// minusSpans is the parts of s outside spans (sorted, disjoint), in order.
+func minusSpans(s span, spans []span) []span {
+	var out []span
+	cur, end := s.off, s.off+s.n
+	for _, h := range spans {
+		if h.off+h.n <= cur {
+			continue
+		}
+		if h.off >= end {
+			break
+		}
+		if h.off > cur {
+			out = append(out, span{cur, h.off - cur})
+		}
+		cur = max(cur, h.off+h.n)
+	}
+	if cur < end {
+		out = append(out, span{cur, end - cur})
+	}
+	return out
+}
+
+// addSpan inserts s (disjoint from them) into spans, sorted and coalesced.
+func addSpan(spans []span, s span) []span {
+	i := sort.Search(len(spans), func(i int) bool { return spans[i].off > s.off })
+	spans = slices.Insert(spans, i, s)
+	if i+1 < len(spans) && spans[i].off+spans[i].n == spans[i+1].off {
+		spans[i].n += spans[i+1].n
+		spans = slices.Delete(spans, i+1, i+2)
+	}
+	if i > 0 && spans[i-1].off+spans[i-1].n == spans[i].off {
+		spans[i-1].n += spans[i].n
+		spans = slices.Delete(spans, i, i+1)
+	}
+	return spans
 }
 
 // Close removes the arena file. Mappings of it stay valid until unmapped.

@@ -34,7 +34,11 @@ type RequestWorkerLeaseRequest struct {
 	// request, instead of waiting (reported to the head) for one to join.
 	FailFast bool `protobuf:"varint,5,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
 	// The function, for logs and the state API.
-	FunctionName  string `protobuf:"bytes,6,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	FunctionName string `protobuf:"bytes,6,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	// True when the submitter runs the tasks it sends on this lease again
+	// after their worker dies (max_retries != 0). The raylet's memory monitor
+	// kills the workers of retriable leases first, the newest lease first.
+	Retriable     bool `protobuf:"varint,7,opt,name=retriable,proto3" json:"retriable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -109,6 +113,13 @@ func (x *RequestWorkerLeaseRequest) GetFunctionName() string {
 		return x.FunctionName
 	}
 	return ""
+}
+
+func (x *RequestWorkerLeaseRequest) GetRetriable() bool {
+	if x != nil {
+		return x.Retriable
+	}
+	return false
 }
 
 type RequestWorkerLeaseResponse struct {
@@ -251,7 +262,16 @@ func (x *ReturnWorkerLeaseRequest) GetWorkerFailed() bool {
 }
 
 type ReturnWorkerLeaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set only when worker_failed was true and the raylet knows why the
+	// worker's process died in a way its lease holder cannot see (its Execute
+	// stream merely broke): kind ERROR_KIND_OUT_OF_MEMORY when the raylet's
+	// memory monitor or the kernel's OOM killer killed it, with the node, the
+	// pid and the memory figures in the message. Unset otherwise (the worker
+	// crashed for another reason, or still ran and is killed now). The raylet
+	// waits at most 5 s for the process to exit before it answers; it keeps
+	// such causes for its last 1024 dead leased workers.
+	WorkerDeath   *ErrorInfo `protobuf:"bytes,1,opt,name=worker_death,json=workerDeath,proto3" json:"worker_death,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -286,18 +306,26 @@ func (*ReturnWorkerLeaseResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_lease_proto_rawDescGZIP(), []int{3}
 }
 
+func (x *ReturnWorkerLeaseResponse) GetWorkerDeath() *ErrorInfo {
+	if x != nil {
+		return x.WorkerDeath
+	}
+	return nil
+}
+
 var File_goray_v1_lease_proto protoreflect.FileDescriptor
 
 const file_goray_v1_lease_proto_rawDesc = "" +
 	"\n" +
-	"\x14goray/v1/lease.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\x99\x02\n" +
+	"\x14goray/v1/lease.proto\x12\bgoray.v1\x1a\x15goray/v1/common.proto\"\xb7\x02\n" +
 	"\x19RequestWorkerLeaseRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\fR\x05jobId\x121\n" +
 	"\tresources\x18\x02 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12!\n" +
 	"\fno_spillback\x18\x03 \x01(\bR\vnoSpillback\x12M\n" +
 	"\x13scheduling_strategy\x18\x04 \x01(\v2\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n" +
 	"\tfail_fast\x18\x05 \x01(\bR\bfailFast\x12#\n" +
-	"\rfunction_name\x18\x06 \x01(\tR\ffunctionName\"\xed\x01\n" +
+	"\rfunction_name\x18\x06 \x01(\tR\ffunctionName\x12\x1c\n" +
+	"\tretriable\x18\a \x01(\bR\tretriable\"\xed\x01\n" +
 	"\x1aRequestWorkerLeaseResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\fR\aleaseId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\fR\bworkerId\x12%\n" +
@@ -307,8 +335,9 @@ const file_goray_v1_lease_proto_rawDesc = "" +
 	"\x11spillback_node_id\x18\x06 \x01(\fR\x0fspillbackNodeId\"Z\n" +
 	"\x18ReturnWorkerLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\fR\aleaseId\x12#\n" +
-	"\rworker_failed\x18\x02 \x01(\bR\fworkerFailed\"\x1b\n" +
-	"\x19ReturnWorkerLeaseResponse2\xcd\x01\n" +
+	"\rworker_failed\x18\x02 \x01(\bR\fworkerFailed\"S\n" +
+	"\x19ReturnWorkerLeaseResponse\x126\n" +
+	"\fworker_death\x18\x01 \x01(\v2\x13.goray.v1.ErrorInfoR\vworkerDeath2\xcd\x01\n" +
 	"\fLeaseService\x12_\n" +
 	"\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n" +
 	"\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
@@ -333,19 +362,21 @@ var file_goray_v1_lease_proto_goTypes = []any{
 	(*ReturnWorkerLeaseResponse)(nil),  // 3: goray.v1.ReturnWorkerLeaseResponse
 	(*Resources)(nil),                  // 4: goray.v1.Resources
 	(*SchedulingStrategy)(nil),         // 5: goray.v1.SchedulingStrategy
+	(*ErrorInfo)(nil),                  // 6: goray.v1.ErrorInfo
 }
 var file_goray_v1_lease_proto_depIdxs = []int32{
 	4, // 0: goray.v1.RequestWorkerLeaseRequest.resources:type_name -> goray.v1.Resources
 	5, // 1: goray.v1.RequestWorkerLeaseRequest.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
-	0, // 2: goray.v1.LeaseService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
-	2, // 3: goray.v1.LeaseService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
-	1, // 4: goray.v1.LeaseService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
-	3, // 5: goray.v1.LeaseService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6, // 2: goray.v1.ReturnWorkerLeaseResponse.worker_death:type_name -> goray.v1.ErrorInfo
+	0, // 3: goray.v1.LeaseService.RequestWorkerLease:input_type -> goray.v1.RequestWorkerLeaseRequest
+	2, // 4: goray.v1.LeaseService.ReturnWorkerLease:input_type -> goray.v1.ReturnWorkerLeaseRequest
+	1, // 5: goray.v1.LeaseService.RequestWorkerLease:output_type -> goray.v1.RequestWorkerLeaseResponse
+	3, // 6: goray.v1.LeaseService.ReturnWorkerLease:output_type -> goray.v1.ReturnWorkerLeaseResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_lease_proto_init() }

@@ -279,6 +279,108 @@ func (x *HeartbeatResponse) GetReregister() bool {
 	return false
 }
 
+type ReportUnreachableRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node whose raylet or worker the caller could not reach: 16 bytes.
+	// A node the head does not know gets ERROR_KIND_NOT_FOUND.
+	NodeId []byte `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The address that refused the caller (a raylet's or a worker's), for the
+	// head's log only: at most 256 bytes. The head never connects to it.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUnreachableRequest) Reset() {
+	*x = ReportUnreachableRequest{}
+	mi := &file_goray_v1_node_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUnreachableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUnreachableRequest) ProtoMessage() {}
+
+func (x *ReportUnreachableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUnreachableRequest.ProtoReflect.Descriptor instead.
+func (*ReportUnreachableRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReportUnreachableRequest) GetNodeId() []byte {
+	if x != nil {
+		return x.NodeId
+	}
+	return nil
+}
+
+func (x *ReportUnreachableRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+type ReportUnreachableResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node is dead in the head's table: it was already, or the probe
+	// found its raylet gone and the head declared it dead now.
+	Dead          bool `protobuf:"varint,1,opt,name=dead,proto3" json:"dead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUnreachableResponse) Reset() {
+	*x = ReportUnreachableResponse{}
+	mi := &file_goray_v1_node_registry_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUnreachableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUnreachableResponse) ProtoMessage() {}
+
+func (x *ReportUnreachableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_node_registry_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUnreachableResponse.ProtoReflect.Descriptor instead.
+func (*ReportUnreachableResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReportUnreachableResponse) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -287,7 +389,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_goray_v1_node_registry_proto_msgTypes[4]
+	mi := &file_goray_v1_node_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +401,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_registry_proto_msgTypes[4]
+	mi := &file_goray_v1_node_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +414,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{4}
+	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{6}
 }
 
 type ListNodesResponse struct {
@@ -324,7 +426,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_goray_v1_node_registry_proto_msgTypes[5]
+	mi := &file_goray_v1_node_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +438,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_registry_proto_msgTypes[5]
+	mi := &file_goray_v1_node_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +451,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{5}
+	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -376,7 +478,7 @@ type InfeasibleRequest struct {
 
 func (x *InfeasibleRequest) Reset() {
 	*x = InfeasibleRequest{}
-	mi := &file_goray_v1_node_registry_proto_msgTypes[6]
+	mi := &file_goray_v1_node_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +490,7 @@ func (x *InfeasibleRequest) String() string {
 func (*InfeasibleRequest) ProtoMessage() {}
 
 func (x *InfeasibleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_node_registry_proto_msgTypes[6]
+	mi := &file_goray_v1_node_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +503,7 @@ func (x *InfeasibleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfeasibleRequest.ProtoReflect.Descriptor instead.
 func (*InfeasibleRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{6}
+	return file_goray_v1_node_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InfeasibleRequest) GetKind() string {
@@ -464,7 +566,12 @@ const file_goray_v1_node_registry_proto_rawDesc = "" +
 	"\x10finished_job_ids\x18\x02 \x03(\fR\x0efinishedJobIds\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x03 \x01(\bR\n" +
-	"reregister\"\x12\n" +
+	"reregister\"M\n" +
+	"\x18ReportUnreachableRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"/\n" +
+	"\x19ReportUnreachableResponse\x12\x12\n" +
+	"\x04dead\x18\x01 \x01(\bR\x04dead\"\x12\n" +
 	"\x10ListNodesRequest\"=\n" +
 	"\x11ListNodesResponse\x12(\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x12.goray.v1.NodeInfoR\x05nodes\"\x9d\x01\n" +
@@ -473,11 +580,12 @@ const file_goray_v1_node_registry_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x121\n" +
 	"\tresources\x18\x03 \x01(\v2\x13.goray.v1.ResourcesR\tresources\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x15\n" +
-	"\x06job_id\x18\x05 \x01(\fR\x05jobId2\xf0\x01\n" +
+	"\x06job_id\x18\x05 \x01(\fR\x05jobId2\xce\x02\n" +
 	"\x13NodeRegistryService\x12M\n" +
 	"\fRegisterNode\x12\x1d.goray.v1.RegisterNodeRequest\x1a\x1e.goray.v1.RegisterNodeResponse\x12D\n" +
 	"\tHeartbeat\x12\x1a.goray.v1.HeartbeatRequest\x1a\x1b.goray.v1.HeartbeatResponse\x12D\n" +
-	"\tListNodes\x12\x1a.goray.v1.ListNodesRequest\x1a\x1b.goray.v1.ListNodesResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\tListNodes\x12\x1a.goray.v1.ListNodesRequest\x1a\x1b.goray.v1.ListNodesResponse\x12\\\n" +
+	"\x11ReportUnreachable\x12\".goray.v1.ReportUnreachableRequest\x1a#.goray.v1.ReportUnreachableResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_node_registry_proto_rawDescOnce sync.Once
@@ -491,36 +599,40 @@ func file_goray_v1_node_registry_proto_rawDescGZIP() []byte {
 	return file_goray_v1_node_registry_proto_rawDescData
 }
 
-var file_goray_v1_node_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_goray_v1_node_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_goray_v1_node_registry_proto_goTypes = []any{
-	(*RegisterNodeRequest)(nil),  // 0: goray.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil), // 1: goray.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),     // 2: goray.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 3: goray.v1.HeartbeatResponse
-	(*ListNodesRequest)(nil),     // 4: goray.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),    // 5: goray.v1.ListNodesResponse
-	(*InfeasibleRequest)(nil),    // 6: goray.v1.InfeasibleRequest
-	(*Resources)(nil),            // 7: goray.v1.Resources
-	(*ObjectStoreStats)(nil),     // 8: goray.v1.ObjectStoreStats
-	(*NodeInfo)(nil),             // 9: goray.v1.NodeInfo
+	(*RegisterNodeRequest)(nil),       // 0: goray.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),      // 1: goray.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),          // 2: goray.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 3: goray.v1.HeartbeatResponse
+	(*ReportUnreachableRequest)(nil),  // 4: goray.v1.ReportUnreachableRequest
+	(*ReportUnreachableResponse)(nil), // 5: goray.v1.ReportUnreachableResponse
+	(*ListNodesRequest)(nil),          // 6: goray.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 7: goray.v1.ListNodesResponse
+	(*InfeasibleRequest)(nil),         // 8: goray.v1.InfeasibleRequest
+	(*Resources)(nil),                 // 9: goray.v1.Resources
+	(*ObjectStoreStats)(nil),          // 10: goray.v1.ObjectStoreStats
+	(*NodeInfo)(nil),                  // 11: goray.v1.NodeInfo
 }
 var file_goray_v1_node_registry_proto_depIdxs = []int32{
-	7,  // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
-	7,  // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
-	6,  // 2: goray.v1.HeartbeatRequest.infeasible:type_name -> goray.v1.InfeasibleRequest
-	7,  // 3: goray.v1.HeartbeatRequest.total:type_name -> goray.v1.Resources
-	8,  // 4: goray.v1.HeartbeatRequest.object_store:type_name -> goray.v1.ObjectStoreStats
-	9,  // 5: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
-	9,  // 6: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
-	7,  // 7: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
+	9,  // 0: goray.v1.RegisterNodeRequest.total:type_name -> goray.v1.Resources
+	9,  // 1: goray.v1.HeartbeatRequest.available:type_name -> goray.v1.Resources
+	8,  // 2: goray.v1.HeartbeatRequest.infeasible:type_name -> goray.v1.InfeasibleRequest
+	9,  // 3: goray.v1.HeartbeatRequest.total:type_name -> goray.v1.Resources
+	10, // 4: goray.v1.HeartbeatRequest.object_store:type_name -> goray.v1.ObjectStoreStats
+	11, // 5: goray.v1.HeartbeatResponse.nodes:type_name -> goray.v1.NodeInfo
+	11, // 6: goray.v1.ListNodesResponse.nodes:type_name -> goray.v1.NodeInfo
+	9,  // 7: goray.v1.InfeasibleRequest.resources:type_name -> goray.v1.Resources
 	0,  // 8: goray.v1.NodeRegistryService.RegisterNode:input_type -> goray.v1.RegisterNodeRequest
 	2,  // 9: goray.v1.NodeRegistryService.Heartbeat:input_type -> goray.v1.HeartbeatRequest
-	4,  // 10: goray.v1.NodeRegistryService.ListNodes:input_type -> goray.v1.ListNodesRequest
-	1,  // 11: goray.v1.NodeRegistryService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
-	3,  // 12: goray.v1.NodeRegistryService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
-	5,  // 13: goray.v1.NodeRegistryService.ListNodes:output_type -> goray.v1.ListNodesResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
+	6,  // 10: goray.v1.NodeRegistryService.ListNodes:input_type -> goray.v1.ListNodesRequest
+	4,  // 11: goray.v1.NodeRegistryService.ReportUnreachable:input_type -> goray.v1.ReportUnreachableRequest
+	1,  // 12: goray.v1.NodeRegistryService.RegisterNode:output_type -> goray.v1.RegisterNodeResponse
+	3,  // 13: goray.v1.NodeRegistryService.Heartbeat:output_type -> goray.v1.HeartbeatResponse
+	7,  // 14: goray.v1.NodeRegistryService.ListNodes:output_type -> goray.v1.ListNodesResponse
+	5,  // 15: goray.v1.NodeRegistryService.ReportUnreachable:output_type -> goray.v1.ReportUnreachableResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -539,7 +651,7 @@ func file_goray_v1_node_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_node_registry_proto_rawDesc), len(file_goray_v1_node_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NodeRegistryService_RegisterNode_FullMethodName = "/goray.v1.NodeRegistryService/RegisterNode"
-	NodeRegistryService_Heartbeat_FullMethodName    = "/goray.v1.NodeRegistryService/Heartbeat"
-	NodeRegistryService_ListNodes_FullMethodName    = "/goray.v1.NodeRegistryService/ListNodes"
+	NodeRegistryService_RegisterNode_FullMethodName      = "/goray.v1.NodeRegistryService/RegisterNode"
+	NodeRegistryService_Heartbeat_FullMethodName         = "/goray.v1.NodeRegistryService/Heartbeat"
+	NodeRegistryService_ListNodes_FullMethodName         = "/goray.v1.NodeRegistryService/ListNodes"
+	NodeRegistryService_ReportUnreachable_FullMethodName = "/goray.v1.NodeRegistryService/ReportUnreachable"
 )
 
 // NodeRegistryServiceClient is the client API for NodeRegistryService service.
@@ -38,6 +39,14 @@ type NodeRegistryServiceClient interface {
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Caller: driver, goray CLI. Callee: head.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// Caller: a driver, worker or raylet whose connection to a node's raylet,
+	// or to a worker on that node, was refused or reset. Callee: head. The
+	// head probes the node's raylet at once (a TCP connect to the address its
+	// own table holds, bounded by 1 s) and declares the node dead when that
+	// connection is refused too. A probe that connects, or times out, changes
+	// nothing: a slow or stopped node is declared dead only by missed
+	// heartbeats. Reports that arrive while a probe of the node runs share it.
+	ReportUnreachable(ctx context.Context, in *ReportUnreachableRequest, opts ...grpc.CallOption) (*ReportUnreachableResponse, error)
 }
 
 type nodeRegistryServiceClient struct {
@@ -78,6 +87,16 @@ func (c *nodeRegistryServiceClient) ListNodes(ctx context.Context, in *ListNodes
 	return out, nil
 }
 
+func (c *nodeRegistryServiceClient) ReportUnreachable(ctx context.Context, in *ReportUnreachableRequest, opts ...grpc.CallOption) (*ReportUnreachableResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportUnreachableResponse)
+	err := c.cc.Invoke(ctx, NodeRegistryService_ReportUnreachable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeRegistryServiceServer is the server API for NodeRegistryService service.
 // All implementations should embed UnimplementedNodeRegistryServiceServer
 // for forward compatibility.
@@ -92,6 +111,14 @@ type NodeRegistryServiceServer interface {
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Caller: driver, goray CLI. Callee: head.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// Caller: a driver, worker or raylet whose connection to a node's raylet,
+	// or to a worker on that node, was refused or reset. Callee: head. The
+	// head probes the node's raylet at once (a TCP connect to the address its
+	// own table holds, bounded by 1 s) and declares the node dead when that
+	// connection is refused too. A probe that connects, or times out, changes
+	// nothing: a slow or stopped node is declared dead only by missed
+	// heartbeats. Reports that arrive while a probe of the node runs share it.
+	ReportUnreachable(context.Context, *ReportUnreachableRequest) (*ReportUnreachableResponse, error)
 }
 
 // UnimplementedNodeRegistryServiceServer should be embedded to have
@@ -109,6 +136,9 @@ func (UnimplementedNodeRegistryServiceServer) Heartbeat(context.Context, *Heartb
 }
 func (UnimplementedNodeRegistryServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedNodeRegistryServiceServer) ReportUnreachable(context.Context, *ReportUnreachableRequest) (*ReportUnreachableResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportUnreachable not implemented")
 }
 func (UnimplementedNodeRegistryServiceServer) testEmbeddedByValue() {}
 
@@ -184,6 +214,24 @@ func _NodeRegistryService_ListNodes_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeRegistryService_ReportUnreachable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportUnreachableRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeRegistryServiceServer).ReportUnreachable(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeRegistryService_ReportUnreachable_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeRegistryServiceServer).ReportUnreachable(ctx, req.(*ReportUnreachableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NodeRegistryService_ServiceDesc is the grpc.ServiceDesc for NodeRegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +250,10 @@ var NodeRegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _NodeRegistryService_ListNodes_Handler,
+		},
+		{
+			MethodName: "ReportUnreachable",
+			Handler:    _NodeRegistryService_ReportUnreachable_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

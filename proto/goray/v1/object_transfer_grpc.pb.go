@@ -28,7 +28,8 @@ const (
 //
 // ObjectTransferService moves sealed objects between nodes.
 type ObjectTransferServiceClient interface {
-	// Caller: a raylet pulling an object. Callee: the raylet that holds it.
+	// Caller: a raylet pulling an object, or a driver whose own raylet is gone
+	// (it reads stored objects into memory). Callee: the raylet that holds it.
 	// Streams the object from offset in chunks of at most chunk_size bytes.
 	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullResponse], error)
 }
@@ -66,7 +67,8 @@ type ObjectTransferService_PullClient = grpc.ServerStreamingClient[PullResponse]
 //
 // ObjectTransferService moves sealed objects between nodes.
 type ObjectTransferServiceServer interface {
-	// Caller: a raylet pulling an object. Callee: the raylet that holds it.
+	// Caller: a raylet pulling an object, or a driver whose own raylet is gone
+	// (it reads stored objects into memory). Callee: the raylet that holds it.
 	// Streams the object from offset in chunks of at most chunk_size bytes.
 	Pull(*PullRequest, grpc.ServerStreamingServer[PullResponse]) error
 }

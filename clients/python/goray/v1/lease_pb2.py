@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14goray/v1/lease.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\x99\x02\n\x19RequestWorkerLeaseRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\x12\x31\n\tresources\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12!\n\x0cno_spillback\x18\x03 \x01(\x08R\x0bnoSpillback\x12M\n\x13scheduling_strategy\x18\x04 \x01(\x0b\x32\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n\tfail_fast\x18\x05 \x01(\x08R\x08\x66\x61ilFast\x12#\n\rfunction_name\x18\x06 \x01(\tR\x0c\x66unctionName\"\xed\x01\n\x1aRequestWorkerLeaseResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12\x1b\n\tworker_id\x18\x02 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x03 \x01(\tR\rworkerAddress\x12\x17\n\x07node_id\x18\x04 \x01(\x0cR\x06nodeId\x12+\n\x11spillback_address\x18\x05 \x01(\tR\x10spillbackAddress\x12*\n\x11spillback_node_id\x18\x06 \x01(\x0cR\x0fspillbackNodeId\"Z\n\x18ReturnWorkerLeaseRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12#\n\rworker_failed\x18\x02 \x01(\x08R\x0cworkerFailed\"\x1b\n\x19ReturnWorkerLeaseResponse2\xcd\x01\n\x0cLeaseService\x12_\n\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14goray/v1/lease.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\xb7\x02\n\x19RequestWorkerLeaseRequest\x12\x15\n\x06job_id\x18\x01 \x01(\x0cR\x05jobId\x12\x31\n\tresources\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12!\n\x0cno_spillback\x18\x03 \x01(\x08R\x0bnoSpillback\x12M\n\x13scheduling_strategy\x18\x04 \x01(\x0b\x32\x1c.goray.v1.SchedulingStrategyR\x12schedulingStrategy\x12\x1b\n\tfail_fast\x18\x05 \x01(\x08R\x08\x66\x61ilFast\x12#\n\rfunction_name\x18\x06 \x01(\tR\x0c\x66unctionName\x12\x1c\n\tretriable\x18\x07 \x01(\x08R\tretriable\"\xed\x01\n\x1aRequestWorkerLeaseResponse\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12\x1b\n\tworker_id\x18\x02 \x01(\x0cR\x08workerId\x12%\n\x0eworker_address\x18\x03 \x01(\tR\rworkerAddress\x12\x17\n\x07node_id\x18\x04 \x01(\x0cR\x06nodeId\x12+\n\x11spillback_address\x18\x05 \x01(\tR\x10spillbackAddress\x12*\n\x11spillback_node_id\x18\x06 \x01(\x0cR\x0fspillbackNodeId\"Z\n\x18ReturnWorkerLeaseRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\x0cR\x07leaseId\x12#\n\rworker_failed\x18\x02 \x01(\x08R\x0cworkerFailed\"S\n\x19ReturnWorkerLeaseResponse\x12\x36\n\x0cworker_death\x18\x01 \x01(\x0b\x32\x13.goray.v1.ErrorInfoR\x0bworkerDeath2\xcd\x01\n\x0cLeaseService\x12_\n\x12RequestWorkerLease\x12#.goray.v1.RequestWorkerLeaseRequest\x1a$.goray.v1.RequestWorkerLeaseResponse\x12\\\n\x11ReturnWorkerLease\x12\".goray.v1.ReturnWorkerLeaseRequest\x1a#.goray.v1.ReturnWorkerLeaseResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.lease_pb2', globals())
@@ -23,13 +23,13 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z-github.com/goray/goray/proto/goray/v1;goraypb'
   _REQUESTWORKERLEASEREQUEST._serialized_start=58
-  _REQUESTWORKERLEASEREQUEST._serialized_end=339
-  _REQUESTWORKERLEASERESPONSE._serialized_start=342
-  _REQUESTWORKERLEASERESPONSE._serialized_end=579
-  _RETURNWORKERLEASEREQUEST._serialized_start=581
-  _RETURNWORKERLEASEREQUEST._serialized_end=671
-  _RETURNWORKERLEASERESPONSE._serialized_start=673
-  _RETURNWORKERLEASERESPONSE._serialized_end=700
-  _LEASESERVICE._serialized_start=703
-  _LEASESERVICE._serialized_end=908
+  _REQUESTWORKERLEASEREQUEST._serialized_end=369
+  _REQUESTWORKERLEASERESPONSE._serialized_start=372
+  _REQUESTWORKERLEASERESPONSE._serialized_end=609
+  _RETURNWORKERLEASEREQUEST._serialized_start=611
+  _RETURNWORKERLEASEREQUEST._serialized_end=701
+  _RETURNWORKERLEASERESPONSE._serialized_start=703
+  _RETURNWORKERLEASERESPONSE._serialized_end=786
+  _LEASESERVICE._serialized_start=789
+  _LEASESERVICE._serialized_end=994
 # @@protoc_insertion_point(module_scope)

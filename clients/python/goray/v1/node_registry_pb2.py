@@ -15,7 +15,7 @@ from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 from goray.v1 import local_object_pb2 as goray_dot_v1_dot_local__object__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgoray/v1/node_registry.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\x1a\x1bgoray/v1/local_object.proto\"\x8c\x01\n\x13RegisterNodeRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12)\n\x05total\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\x12\x17\n\x07is_head\x18\x04 \x01(\x08R\x06isHead\"J\n\x14RegisterNodeResponse\x12\x32\n\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"\x85\x02\n\x10HeartbeatRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x31\n\tavailable\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tavailable\x12;\n\ninfeasible\x18\x03 \x03(\x0b\x32\x1b.goray.v1.InfeasibleRequestR\ninfeasible\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\x12=\n\x0cobject_store\x18\x05 \x01(\x0b\x32\x1a.goray.v1.ObjectStoreStatsR\x0bobjectStore\"\x87\x01\n\x11HeartbeatResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.goray.v1.NodeInfoR\x05nodes\x12(\n\x10\x66inished_job_ids\x18\x02 \x03(\x0cR\x0e\x66inishedJobIds\x12\x1e\n\nreregister\x18\x03 \x01(\x08R\nreregister\"\x12\n\x10ListNodesRequest\"=\n\x11ListNodesResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.goray.v1.NodeInfoR\x05nodes\"\x9d\x01\n\x11InfeasibleRequest\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12\x15\n\x06job_id\x18\x05 \x01(\x0cR\x05jobId2\xf0\x01\n\x13NodeRegistryService\x12M\n\x0cRegisterNode\x12\x1d.goray.v1.RegisterNodeRequest\x1a\x1e.goray.v1.RegisterNodeResponse\x12\x44\n\tHeartbeat\x12\x1a.goray.v1.HeartbeatRequest\x1a\x1b.goray.v1.HeartbeatResponse\x12\x44\n\tListNodes\x12\x1a.goray.v1.ListNodesRequest\x1a\x1b.goray.v1.ListNodesResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgoray/v1/node_registry.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\x1a\x1bgoray/v1/local_object.proto\"\x8c\x01\n\x13RegisterNodeRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12)\n\x05total\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\x12\x17\n\x07is_head\x18\x04 \x01(\x08R\x06isHead\"J\n\x14RegisterNodeResponse\x12\x32\n\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\"\x85\x02\n\x10HeartbeatRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x31\n\tavailable\x18\x02 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tavailable\x12;\n\ninfeasible\x18\x03 \x03(\x0b\x32\x1b.goray.v1.InfeasibleRequestR\ninfeasible\x12)\n\x05total\x18\x04 \x01(\x0b\x32\x13.goray.v1.ResourcesR\x05total\x12=\n\x0cobject_store\x18\x05 \x01(\x0b\x32\x1a.goray.v1.ObjectStoreStatsR\x0bobjectStore\"\x87\x01\n\x11HeartbeatResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.goray.v1.NodeInfoR\x05nodes\x12(\n\x10\x66inished_job_ids\x18\x02 \x03(\x0cR\x0e\x66inishedJobIds\x12\x1e\n\nreregister\x18\x03 \x01(\x08R\nreregister\"M\n\x18ReportUnreachableRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\"/\n\x19ReportUnreachableResponse\x12\x12\n\x04\x64\x65\x61\x64\x18\x01 \x01(\x08R\x04\x64\x65\x61\x64\"\x12\n\x10ListNodesRequest\"=\n\x11ListNodesResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.goray.v1.NodeInfoR\x05nodes\"\x9d\x01\n\x11InfeasibleRequest\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x13.goray.v1.ResourcesR\tresources\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12\x15\n\x06job_id\x18\x05 \x01(\x0cR\x05jobId2\xce\x02\n\x13NodeRegistryService\x12M\n\x0cRegisterNode\x12\x1d.goray.v1.RegisterNodeRequest\x1a\x1e.goray.v1.RegisterNodeResponse\x12\x44\n\tHeartbeat\x12\x1a.goray.v1.HeartbeatRequest\x1a\x1b.goray.v1.HeartbeatResponse\x12\x44\n\tListNodes\x12\x1a.goray.v1.ListNodesRequest\x1a\x1b.goray.v1.ListNodesResponse\x12\\\n\x11ReportUnreachable\x12\".goray.v1.ReportUnreachableRequest\x1a#.goray.v1.ReportUnreachableResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.node_registry_pb2', globals())
@@ -31,12 +31,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _HEARTBEATREQUEST._serialized_end=575
   _HEARTBEATRESPONSE._serialized_start=578
   _HEARTBEATRESPONSE._serialized_end=713
-  _LISTNODESREQUEST._serialized_start=715
-  _LISTNODESREQUEST._serialized_end=733
-  _LISTNODESRESPONSE._serialized_start=735
-  _LISTNODESRESPONSE._serialized_end=796
-  _INFEASIBLEREQUEST._serialized_start=799
-  _INFEASIBLEREQUEST._serialized_end=956
-  _NODEREGISTRYSERVICE._serialized_start=959
-  _NODEREGISTRYSERVICE._serialized_end=1199
+  _REPORTUNREACHABLEREQUEST._serialized_start=715
+  _REPORTUNREACHABLEREQUEST._serialized_end=792
+  _REPORTUNREACHABLERESPONSE._serialized_start=794
+  _REPORTUNREACHABLERESPONSE._serialized_end=841
+  _LISTNODESREQUEST._serialized_start=843
+  _LISTNODESREQUEST._serialized_end=861
+  _LISTNODESRESPONSE._serialized_start=863
+  _LISTNODESRESPONSE._serialized_end=924
+  _INFEASIBLEREQUEST._serialized_start=927
+  _INFEASIBLEREQUEST._serialized_end=1084
+  _NODEREGISTRYSERVICE._serialized_start=1087
+  _NODEREGISTRYSERVICE._serialized_end=1421
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,11 @@ class NodeRegistryServiceStub(object):
                 request_serializer=goray_dot_v1_dot_node__registry__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_node__registry__pb2.ListNodesResponse.FromString,
                 )
+        self.ReportUnreachable = channel.unary_unary(
+                '/goray.v1.NodeRegistryService/ReportUnreachable',
+                request_serializer=goray_dot_v1_dot_node__registry__pb2.ReportUnreachableRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_node__registry__pb2.ReportUnreachableResponse.FromString,
+                )
 
 
 class NodeRegistryServiceServicer(object):
@@ -61,6 +66,19 @@ class NodeRegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportUnreachable(self, request, context):
+        """Caller: a driver, worker or raylet whose connection to a node's raylet,
+        or to a worker on that node, was refused or reset. Callee: head. The
+        head probes the node's raylet at once (a TCP connect to the address its
+        own table holds, bounded by 1 s) and declares the node dead when that
+        connection is refused too. A probe that connects, or times out, changes
+        nothing: a slow or stopped node is declared dead only by missed
+        heartbeats. Reports that arrive while a probe of the node runs share it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeRegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +96,11 @@ def add_NodeRegistryServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=goray_dot_v1_dot_node__registry__pb2.ListNodesRequest.FromString,
                     response_serializer=goray_dot_v1_dot_node__registry__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'ReportUnreachable': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportUnreachable,
+                    request_deserializer=goray_dot_v1_dot_node__registry__pb2.ReportUnreachableRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_node__registry__pb2.ReportUnreachableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,5 +163,22 @@ class NodeRegistryService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeRegistryService/ListNodes',
             goray_dot_v1_dot_node__registry__pb2.ListNodesRequest.SerializeToString,
             goray_dot_v1_dot_node__registry__pb2.ListNodesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReportUnreachable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.NodeRegistryService/ReportUnreachable',
+            goray_dot_v1_dot_node__registry__pb2.ReportUnreachableRequest.SerializeToString,
+            goray_dot_v1_dot_node__registry__pb2.ReportUnreachableResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -27,7 +27,8 @@ class ObjectTransferServiceServicer(object):
     """
 
     def Pull(self, request, context):
-        """Caller: a raylet pulling an object. Callee: the raylet that holds it.
+        """Caller: a raylet pulling an object, or a driver whose own raylet is gone
+        (it reads stored objects into memory). Callee: the raylet that holds it.
         Streams the object from offset in chunks of at most chunk_size bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

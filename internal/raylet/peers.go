@@ -1,0 +1,49 @@
+package raylet
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/ids"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// reportTimeout bounds a report of an unreachable peer to the head (whose
+// probe of the peer takes at most 1 s).
+const reportTimeout = 5 * time.Second
+
+// pullUnreachable is the error of a pull of object id that could not reach
+// the raylet holding it (loc): the raylet reports the holder's node to the
+// head (NodeRegistryService.ReportUnreachable), which probes it and
+// declares it dead at once when its raylet refuses the head too; a node
+// the head holds dead is marked so in this raylet's cluster view at once,
+// so that leases (a rebuild of the object, say) stop spilling back there
+// before the next heartbeat says so. The reader gets ErrObjectLost either
+// way: the object cannot be read where its location says, and its owner
+// rebuilds it from lineage when it can. Other errors pass unchanged.
+func (r *Raylet) pullUnreachable(ctx context.Context, id ids.ObjectID, loc *pb.ObjectLocation, err error) error {
+	if !errors.Is(err, errs.ErrUnavailable) {
+		return err
+	}
+	dead := false
+	if r.head != nil {
+		rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+		resp, rerr := r.head.ReportUnreachable(rctx, &pb.ReportUnreachableRequest{NodeId: loc.GetNodeId(), Address: loc.GetRayletAddress()})
+		cancel()
+		if rerr != nil {
+			r.log.Debug("report an unreachable raylet to the head", "address", loc.GetRayletAddress(), "err", rerr)
+		}
+		dead = rerr == nil && resp.GetDead()
+	}
+	var lost *errs.Error
+	if dead {
+		r.view.markDead(loc.GetNodeId())
+		lost = errs.New(errs.KindObjectLost, "", "object %s was lost with its node: the raylet at %s that held it is gone (the head declared its node dead)", id, loc.GetRayletAddress())
+	} else {
+		lost = errs.New(errs.KindObjectLost, "", "object %s: the raylet at %s that holds it cannot be reached: %v", id, loc.GetRayletAddress(), err)
+	}
+	lost.NodeID = loc.GetNodeId()
+	return lost
+}
