@@ -138,24 +138,24 @@ func driverCore(t *testing.T) *core.Core {
 	return c
 }
 
-// eventuallyOwned waits (collecting garbage) until this process owns at
-// most want objects.
-func eventuallyOwned(t *testing.T, c *core.Core, want int, what string) {
-	t.Helper()
-	testwait.Eventually(t, 30*time.Second, what, func() bool {
-		runtime.GC()
-		return c.ObjectCounts().Owned <= want
-	})
-}
-
 // TestDroppedRefsAreFreed: puts and task results whose refs are dropped
 // leave the owner's table (and their lineage) once the GC finds the refs;
 // a released ref frees at once and its Get says so.
 func TestDroppedRefsAreFreed(t *testing.T) {
 	ctx := testCtx(t, 120*time.Second)
 	c := driverCore(t)
-	eventuallyOwned(t, c, c.ObjectCounts().Owned, "a settled table") // earlier tests' refs
-	base := c.ObjectCounts()
+	var made []ids.ObjectID
+	tracked := func() (owned, lineage int) {
+		for _, id := range made {
+			if c.Owns(id) {
+				owned++
+			}
+			if c.HasLineage(id) {
+				lineage++
+			}
+		}
+		return owned, lineage
+	}
 	func() {
 		refs := make([]objectstore.Ref[int], 0, 600)
 		for i := range 300 {
@@ -170,30 +170,34 @@ func TestDroppedRefsAreFreed(t *testing.T) {
 			if _, err := r.Get(ctx); err != nil {
 				t.Fatalf("ref %d: %v", i, err)
 			}
+			made = append(made, core.InfoOf(r).ID)
 		}
 		big, err := objectstore.Put(ctx, make([]byte, 1<<20))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := c.ObjectCounts().Owned; got < base.Owned+601 {
-			t.Fatalf("owned while the refs live: got %d, want at least %d", got, base.Owned+601)
+		made = append(made, core.InfoOf(big).ID)
+		if owned, _ := tracked(); owned != len(made) {
+			t.Fatalf("objects kept while their refs live: got %d, want %d", owned, len(made))
 		}
 		runtime.KeepAlive(refs)
 		runtime.KeepAlive(big)
 	}()
-	eventuallyOwned(t, c, base.Owned, "the dropped refs' objects freed")
-	if got := c.ObjectCounts().Lineage; got > base.Lineage {
-		t.Fatalf("lineage entries after the refs were dropped: got %d, want at most %d", got, base.Lineage)
-	}
+	testwait.Eventually(t, 30*time.Second, "the dropped refs' objects and lineage freed", func() bool {
+		runtime.GC()
+		owned, lineage := tracked()
+		return owned == 0 && lineage == 0
+	})
 
-	r, err := objectstore.Put(ctx, 7)
+	r, err := objectstore.Put(ctx, make([]byte, 200<<10))
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := core.InfoOf(r).ID
 	copyOf := r
 	r.Release()
-	if got := c.ObjectCounts().Owned; got != base.Owned {
-		t.Fatalf("owned after Release: got %d, want %d", got, base.Owned)
+	if c.Owns(id) {
+		t.Fatal("object still kept after its only ref was released")
 	}
 	if _, err := copyOf.Get(ctx); !errors.Is(err, goray.ErrObjectFreed) {
 		t.Fatalf("Get of a released ref: got %v, want ErrObjectFreed", err)

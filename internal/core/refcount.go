@@ -848,3 +848,12 @@ func (c *Core) Owns(id ids.ObjectID) bool {
 	_, ok := c.objs.lookup(id)
 	return ok
 }
+
+// HasLineage reports whether this process keeps lineage to rebuild object
+// id.
+func (c *Core) HasLineage(id ids.ObjectID) bool {
+	c.lin.mu.Lock()
+	defer c.lin.mu.Unlock()
+	_, ok := c.lin.m[id]
+	return ok
+}
