@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	goruntime "runtime"
 	"strconv"
 	"strings"
-	"syscall"
-	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/rpc"
@@ -34,7 +33,7 @@ type SoakRow struct {
 	Iteration  int
 	DriverRSS  int64 // bytes
 	OthersRSS  int64 // bytes: the raylets and their workers
-	StoreBytes int64 // bytes allocated in the nodes' store directories
+	StoreBytes int64 // bytes in use in the nodes' object stores
 	Owned      int   // objects in the driver's table
 }
 
@@ -62,23 +61,23 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]SoakRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	dirs, err := storeDirs(ctx, c, r.cluster.token)
+	stores, closeStores, err := nodeStores(ctx, c, r.cluster.token)
 	if err != nil {
 		return nil, err
 	}
-	tw := tabwriter.NewWriter(cfg.Out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "series\titeration\tdriver RSS MiB\traylets+workers RSS MiB\tstore MiB\tdriver's objects\t")
+	defer closeStores()
+	fmt.Fprintf(cfg.Out, "%-28s %10s %12s %14s %12s %9s %9s\n", "series", "iteration", "driver RSS", "others' RSS", "store used", "objects", "seconds")
+	start := time.Now()
 	var rows []SoakRow
 	report := func(series string, i int) {
-		goruntime.GC()
 		rss := processRSS()
-		row := SoakRow{Series: series, Iteration: i, DriverRSS: rss[0], StoreBytes: allocatedBytes(dirs), Owned: c.ObjectCounts().Owned}
+		used := stores(ctx)
+		row := SoakRow{Series: series, Iteration: i, DriverRSS: rss[0], StoreBytes: used, Owned: c.ObjectCounts().Owned}
 		for _, x := range rss[1:] {
 			row.OthersRSS += x
 		}
 		rows = append(rows, row)
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%d\t\n", series, i, mib(row.DriverRSS), mib(row.OthersRSS), mib(row.StoreBytes), row.Owned)
-		tw.Flush()
+		fmt.Fprintf(cfg.Out, "%-28s %10d %8.1f MiB %10.1f MiB %8.1f MiB %9d %9.1f\n", series, i, mib(row.DriverRSS), mib(row.OthersRSS), mib(used), row.Owned, time.Since(start).Seconds())
 	}
 	series := []struct {
 		name  string
@@ -125,47 +124,37 @@ func Soak(ctx context.Context, cfg SoakConfig) ([]SoakRow, error) {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-// storeDirs are the store directories of the cluster's nodes on this
-// machine.
-func storeDirs(ctx context.Context, c *core.Core, token string) ([]string, error) {
+// nodeStores returns a func that reports the bytes in use in the cluster's
+// object stores, summed over its nodes.
+func nodeStores(ctx context.Context, c *core.Core, token string) (func(context.Context) int64, func(), error) {
 	resp, err := c.Head().ListNodes(ctx, &pb.ListNodesRequest{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var dirs []string
+	var clients []*rpc.NodeClient
+	var conns []*grpc.ClientConn
+	closeAll := func() {
+		for _, cc := range conns {
+			cc.Close()
+		}
+	}
 	for _, n := range resp.GetNodes() {
 		cc, err := rpc.Dial(n.GetAddress(), token)
 		if err != nil {
-			return nil, err
+			closeAll()
+			return nil, nil, err
 		}
-		info, err := rpc.NewNodeClient(cc).GetNodeInfo(ctx, &pb.GetNodeInfoRequest{})
-		cc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.GetAddress(), err)
+		conns = append(conns, cc)
+		clients = append(clients, rpc.NewNodeClient(cc))
+	}
+	return func(ctx context.Context) (used int64) {
+		for _, nc := range clients {
+			if info, err := nc.GetNodeInfo(ctx, &pb.GetNodeInfoRequest{}); err == nil {
+				used += int64(info.GetObjectStore().GetUsedBytes())
+			}
 		}
-		dirs = append(dirs, info.GetStoreDir())
-	}
-	return dirs, nil
-}
-
-// allocatedBytes is the space the files under dirs take (their allocated
-// blocks: an arena's untouched pages take none).
-func allocatedBytes(dirs []string) int64 {
-	var n int64
-	for _, d := range dirs {
-		_ = filepath.WalkDir(d, func(path string, e os.DirEntry, err error) error {
-			if err != nil || e.IsDir() {
-				return nil
-			}
-			if fi, err := e.Info(); err == nil {
-				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-					n += st.Blocks * 512
-				}
-			}
-			return nil
-		})
-	}
-	return n
+		return used
+	}, closeAll, nil
 }
 
 // processRSS is the resident set of this process, then of each of its
