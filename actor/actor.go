@@ -26,6 +26,7 @@ package actor
 
 import (
 	"context"
+	"github.com/vmihailenco/msgpack/v5"
 	"reflect"
 
 	"github.com/goray/goray/internal/core"
@@ -53,6 +54,21 @@ func (t Type[T]) Name() string { return t.t.Name }
 type Handle[T any] struct{ h *core.ActorHandle }
 
 // ID is the actor's ID in hex.
+// EncodeMsgpack writes the handle into a MessagePack value, so that handles
+// travel inside arguments, results and stored values: the receiver can call
+// the same actor. A zero Handle travels as nil.
+func (h Handle[T]) EncodeMsgpack(enc *msgpack.Encoder) error { return core.EncodeActor(enc, h.h) }
+
+// DecodeMsgpack reads a handle written by EncodeMsgpack.
+func (h *Handle[T]) DecodeMsgpack(dec *msgpack.Decoder) error {
+	x, err := core.DecodeActor(dec)
+	if err != nil {
+		return err
+	}
+	h.h = x
+	return nil
+}
+
 func (h Handle[T]) ID() string {
 	if h.h == nil {
 		return ""
@@ -194,9 +210,9 @@ func call[R, T any](ctx context.Context, h Handle[T], method string, args ...any
 	}
 	wire, err := c.TypedArgs(ctx, method, args)
 	if err != nil {
-		return refOf[R](core.RefOf(c.FailedRef(err)))
+		return refOf[R](core.RefErr(err))
 	}
-	return refOf[R](core.RefOf(c.CallActor(ctx, h.h, method, wire)))
+	return refOf[R](c.CallActor(ctx, h.h, method, wire))
 }
 
 // CallName calls the method registered under method with untyped arguments
@@ -210,9 +226,9 @@ func CallName[R, T any](ctx context.Context, h Handle[T], method string, args ..
 	}
 	wire, err := c.BuildArgs(ctx, args...)
 	if err != nil {
-		return refOf[R](core.RefOf(c.FailedRef(err)))
+		return refOf[R](core.RefErr(err))
 	}
-	return refOf[R](core.RefOf(c.CallActor(ctx, h.h, method, wire)))
+	return refOf[R](c.CallActor(ctx, h.h, method, wire))
 }
 
 func as[T any](v any) T {

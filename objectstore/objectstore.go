@@ -12,6 +12,7 @@ import (
 	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/core"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Ref is a typed reference to an object: the result of a remote call, or a
@@ -30,6 +31,31 @@ func (r Ref[T]) Get(ctx context.Context) (T, error) { return core.Get[T](ctx, r.
 // ID is the object's ID in hex: all zeros for the zero Ref and for a ref
 // whose call could not even be made.
 func (r Ref[T]) ID() string { return r.r.ID() }
+
+// Release drops this ref's hold on its object now, instead of when the Go
+// GC finds the ref unreachable. Copies of a ref share one hold: after
+// Release, Get on any of them fails with runtime.ErrObjectFreed. The object
+// itself is freed — in its owner's memory and every node's store — once
+// nothing else holds it (other refs, refs inside kept values, calls in
+// flight, other processes). Releasing twice, or a zero ref, does nothing.
+func (r Ref[T]) Release() { r.r.Release() }
+
+// EncodeMsgpack writes the ref into a MessagePack value, so that refs
+// travel inside arguments, results and stored values (slices, maps,
+// structs): the receiver gets a live ref to the same object. A zero Ref
+// travels as nil; a ref whose call could not be made fails the encode.
+func (r Ref[T]) EncodeMsgpack(enc *msgpack.Encoder) error { return core.EncodeRef(enc, r.r) }
+
+// DecodeMsgpack reads a ref written by EncodeMsgpack and takes this
+// process's hold on it (registering it with the object's owner).
+func (r *Ref[T]) DecodeMsgpack(dec *msgpack.Decoder) error {
+	x, err := core.DecodeRef(dec)
+	if err != nil {
+		return err
+	}
+	r.r = x
+	return nil
+}
 
 func (r Ref[T]) coreArg() core.AnyArg   { return r.r }
 func (Ref[T]) argOf(*T)                 {}
@@ -68,11 +94,11 @@ func Put[T any](ctx context.Context, v T) (Ref[T], error) {
 	if err != nil {
 		return Ref[T]{}, err
 	}
-	info, err := c.Put(ctx, v)
+	r, err := c.Put(ctx, v)
 	if err != nil {
 		return Ref[T]{}, err
 	}
-	return Ref[T]{core.RefOf(info)}, nil
+	return Ref[T]{r}, nil
 }
 
 // View is Get for a []byte without a copy, as Ray's zero-copy reads are: a
@@ -89,7 +115,8 @@ func View(ctx context.Context, ref Ref[[]byte]) ([]byte, error) {
 	if err := ref.r.Usable(); err != nil {
 		return nil, err // a zero or failed ref
 	}
-	p, err := c.GetPayloadView(ctx, ref.r.Info())
+	p, err := c.GetPayloadView(ctx, ref.r.Shared())
+	ref.r.KeepAlive()
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +137,7 @@ func Wait[T any](ctx context.Context, refs []Ref[T], n int) (ready, notReady []R
 	if err != nil {
 		return nil, refs, err
 	}
-	done, err := c.WaitN(ctx, len(refs), n, func(i int) core.RefInfo { return refs[i].r.Info() })
+	done, err := c.WaitN(ctx, len(refs), n, func(i int) core.RefInfo { return refs[i].r.Shared() })
 	ready, notReady = split(refs, done)
 	return ready, notReady, err
 }

@@ -92,9 +92,9 @@ func submit[R any](ctx context.Context, name string, opts []Option, args ...any)
 	}
 	wire, err := c.TypedArgs(ctx, name, args)
 	if err != nil {
-		return refOf[R](core.RefOf(c.FailedRef(err)))
+		return refOf[R](core.RefErr(err))
 	}
-	return refOf[R](core.RefOf(c.SubmitTask(ctx, name, wire, o)))
+	return refOf[R](c.SubmitTask(ctx, name, wire, o))
 }
 
 // Func0 is a registered function of no arguments.
@@ -243,7 +243,7 @@ func CallName[R any](ctx context.Context, name string, args ...any) objectstore.
 	}
 	wire, err := c.BuildArgs(ctx, args...)
 	if err != nil {
-		return refOf[R](core.RefOf(c.FailedRef(err)))
+		return refOf[R](core.RefErr(err))
 	}
-	return refOf[R](core.RefOf(c.SubmitTask(ctx, name, wire, core.TaskOptions{})))
+	return refOf[R](c.SubmitTask(ctx, name, wire, core.TaskOptions{}))
 }

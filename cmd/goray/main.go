@@ -44,6 +44,8 @@ commands:
             the requests no node can fit
   bench     run the benchmark suite (Ray's microbenchmarks and the transport's limits)
   deploy    deploy a Go job binary under a namespace (see docs/clients.md)
+  soak      run a long-running driver that drops every ref it makes, and
+            print its memory and the store's as it goes (docs/objects.md)
   version   print the version
 `
 
@@ -102,6 +104,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		cfg.Out = out
 		_, err := bench.Run(ctx, cfg)
+		return err
+	case "soak":
+		var cfg bench.SoakConfig
+		fs := flag.NewFlagSet("soak", flag.ContinueOnError)
+		fs.IntVar(&cfg.Puts, "puts", 1_000_000, "small put+get iterations")
+		fs.IntVar(&cfg.Tasks, "tasks", 300_000, "tasks whose refs are dropped after Get")
+		fs.IntVar(&cfg.BigPuts, "big-puts", 2_000, "1 MiB puts, dropped")
+		fs.IntVar(&cfg.Every, "every", 50_000, "measure every so many iterations (1 MiB puts: every/250)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		cfg.Out = out
+		_, err := bench.Soak(ctx, cfg)
 		return err
 	case "deploy":
 		return deployCommand(ctx, args[1:], out)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/objectstore"
 	pb "github.com/goray/goray/proto/goray/v1"
@@ -161,7 +160,7 @@ func spillSpecs(sz sizes) []*spec {
 					}
 					w.Pause()
 					held = append(held, ref)
-					release(core.InfoOf(held[0]))
+					held[0].Release()
 					held = held[1:]
 					w.Resume()
 					return nil

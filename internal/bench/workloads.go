@@ -131,15 +131,6 @@ func (p *Producer) Make(_ context.Context, size int) ([]byte, error) {
 	return p.buf, nil
 }
 
-// wireRef is a ref inside a value: goray has no serialization of refs
-// inside values yet, so single_client_get_object_containing_10k_refs carries
-// their wire form and the getter turns each back into a Ref.
-type wireRef struct {
-	ID     []byte `msgpack:"id"`
-	Owner  string `msgpack:"owner"`
-	Worker []byte `msgpack:"worker"`
-}
-
 var (
 	serverType          = actor.Register("goray.bench.server", func() *Server { return &Server{} })
 	serverSmallValue    = actor.Method0(serverType, "small_value", (*Server).SmallValue)
@@ -170,20 +161,19 @@ var (
 			if err != nil {
 				return 0, err
 			}
-			release(core.InfoOf(ref))
+			ref.Release()
 		}
 		return count, nil
 	})
 
-	makeRefs = task.Register1("goray.bench.make_refs", func(ctx context.Context, n int) ([]wireRef, error) {
-		out := make([]wireRef, n)
+	makeRefs = task.Register1("goray.bench.make_refs", func(ctx context.Context, n int) ([]objectstore.Ref[int], error) {
+		out := make([]objectstore.Ref[int], n)
 		for i := range out {
 			r, err := objectstore.Put(ctx, 1)
 			if err != nil {
 				return nil, err
 			}
-			info := core.InfoOf(r)
-			out[i] = wireRef{ID: info.ID[:], Owner: info.Owner, Worker: info.OwnerWorker[:]}
+			out[i] = r
 		}
 		return out, nil
 	})
@@ -340,7 +330,7 @@ func workloadSpecs(sz sizes) []*spec {
 				return func(ctx context.Context, _ *stopwatch) error {
 					ref, err := objectstore.Put(ctx, buf)
 					if err == nil {
-						release(core.InfoOf(ref))
+						ref.Release()
 					}
 					return err
 				}, nil
@@ -365,24 +355,16 @@ func workloadSpecs(sz sizes) []*spec {
 				}, nil
 			})},
 		{name: "single_client_get_object_containing_10k_refs", unit: UnitOps, per: 1, ray: 13.5,
-			note: "refs travel in their wire form: goray does not serialize refs inside values yet",
+			note: "each Get decodes 10,000 live refs and registers them with their owner, as Ray's borrowing does",
 			setup: jobSetup(func(ctx context.Context, r *runner) (op, error) {
 				ref := makeRefs.Remote(ctx, objectstore.Val(sz.refs))
 				if _, err := ref.Get(ctx); err != nil {
 					return nil, err
 				}
 				return func(ctx context.Context, _ *stopwatch) error {
-					ws, err := ref.Get(ctx)
+					refs, err := ref.Get(ctx)
 					if err != nil {
 						return err
-					}
-					refs := make([]objectstore.Ref[int], len(ws))
-					for i, w := range ws {
-						info, err := core.RefFromProto(&pb.ObjectRef{ObjectId: w.ID, OwnerAddress: w.Owner, OwnerWorkerId: w.Worker})
-						if err != nil {
-							return err
-						}
-						refs[i] = core.PublicRef[objectstore.Ref[int]](core.RefOf(info))
 					}
 					if len(refs) != sz.refs {
 						return fmt.Errorf("got %d refs, want %d", len(refs), sz.refs)
@@ -529,7 +511,7 @@ func workloadSpecs(sz sizes) []*spec {
 						return fmt.Errorf("got %d bytes, want %d", len(b), sz.transfer)
 					}
 					w.Pause()
-					release(core.InfoOf(ref)) // both copies, as Ray's reference counting would
+					ref.Release() // both copies, as Ray's reference counting would
 					w.Resume()
 					return nil
 				}, nil
@@ -619,12 +601,4 @@ func setupPlacementGroups(ctx context.Context, _ *runner) (op, error) {
 		}
 		return nil
 	}, nil
-}
-
-// release frees a put object at once, as Ray's reference counting does when
-// the workload drops its ref (goray has no reference counting yet).
-func release(r core.RefInfo) {
-	if c, err := core.Current(); err == nil {
-		c.Release(r.ID)
-	}
 }

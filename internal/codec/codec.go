@@ -7,6 +7,7 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -24,8 +25,45 @@ var (
 // TypeURLPrefix prefixes the full name of a protobuf message in a type URL.
 const TypeURLPrefix = "type.googleapis.com/"
 
+// A Session is the calling process's state for one Encode or Decode: the
+// custom MessagePack encoders and decoders of values that stand for live
+// state (refs and actor handles, package core) find it with SessionOf and
+// DecodeSessionOf. Nil outside EncodeSession and DecodeToSession.
+type Session any
+
+// encBuf is the writer of a session's encoder: the session rides along.
+type encBuf struct {
+	bytes.Buffer
+	s Session
+}
+
+// decBuf is the reader of a session's decoder.
+type decBuf struct {
+	*bytes.Reader
+	s Session
+}
+
+// SessionOf is the session of the Encode that enc is running, or nil.
+func SessionOf(enc *msgpack.Encoder) Session {
+	if b, ok := enc.Writer().(*encBuf); ok {
+		return b.s
+	}
+	return nil
+}
+
+// DecodeSessionOf is the session of the Decode that dec is running, or nil.
+func DecodeSessionOf(dec *msgpack.Decoder) Session {
+	if b, ok := dec.Buffered().(*decBuf); ok {
+		return b.s
+	}
+	return nil
+}
+
 // Encode encodes v.
-func Encode(v any) (*pb.Payload, error) {
+func Encode(v any) (*pb.Payload, error) { return EncodeSession(v, nil) }
+
+// EncodeSession encodes v, giving s to the custom encoders inside it.
+func EncodeSession(v any, s Session) (*pb.Payload, error) {
 	switch x := v.(type) {
 	case []byte:
 		return &pb.Payload{Encoding: pb.Encoding_ENCODING_RAW, Data: x}, nil
@@ -37,23 +75,33 @@ func Encode(v any) (*pb.Payload, error) {
 		return &pb.Payload{Encoding: pb.Encoding_ENCODING_PROTOBUF, Data: b,
 			TypeUrl: TypeURLPrefix + string(x.ProtoReflect().Descriptor().FullName())}, nil
 	default:
-		b, err := msgpack.Marshal(v)
+		enc := msgpack.GetEncoder()
+		buf := &encBuf{s: s}
+		enc.Reset(buf)
+		err := enc.Encode(v)
+		msgpack.PutEncoder(enc)
 		if err != nil {
 			return nil, fmt.Errorf("encode %T as msgpack: %w", v, err)
 		}
-		return &pb.Payload{Encoding: pb.Encoding_ENCODING_MSGPACK, Data: b}, nil
+		return &pb.Payload{Encoding: pb.Encoding_ENCODING_MSGPACK, Data: buf.Bytes()}, nil
 	}
 }
 
 // Decode decodes p into a value of type T.
-func Decode[T any](p *pb.Payload) (T, error) {
+func Decode[T any](p *pb.Payload) (T, error) { return DecodeSession[T](p, nil) }
+
+// DecodeTo decodes p into a new value of type t.
+func DecodeTo(p *pb.Payload, t reflect.Type) (reflect.Value, error) {
+	return DecodeToSession(p, t, nil)
+}
+
+// DecodeSession decodes p into a value of type T, giving s to the custom
+// decoders inside it.
+func DecodeSession[T any](p *pb.Payload, s Session) (T, error) {
 	var zero T
-	v, err := DecodeTo(p, reflect.TypeFor[T]())
-	if err != nil {
+	v, err := DecodeToSession(p, reflect.TypeFor[T](), s)
+	if err != nil || !v.IsValid() {
 		return zero, err
-	}
-	if !v.IsValid() {
-		return zero, nil
 	}
 	out, ok := v.Interface().(T)
 	if !ok {
@@ -62,8 +110,9 @@ func Decode[T any](p *pb.Payload) (T, error) {
 	return out, nil
 }
 
-// DecodeTo decodes p into a new value of type t.
-func DecodeTo(p *pb.Payload, t reflect.Type) (reflect.Value, error) {
+// DecodeToSession decodes p into a new value of type t, giving s to the
+// custom decoders inside it.
+func DecodeToSession(p *pb.Payload, t reflect.Type, s Session) (reflect.Value, error) {
 	if p == nil {
 		return reflect.Value{}, fmt.Errorf("decode %s: no payload", t)
 	}
@@ -93,7 +142,12 @@ func DecodeTo(p *pb.Payload, t reflect.Type) (reflect.Value, error) {
 		return reflect.Value{}, fmt.Errorf("cannot decode protobuf %s into %s (not a protobuf message type)", p.GetTypeUrl(), t)
 	case pb.Encoding_ENCODING_MSGPACK:
 		ptr := reflect.New(t)
-		if err := msgpack.Unmarshal(p.GetData(), ptr.Interface()); err != nil {
+		dec := msgpack.GetDecoder()
+		dec.UsePreallocateValues(true)
+		dec.Reset(&decBuf{Reader: bytes.NewReader(p.GetData()), s: s})
+		err := dec.Decode(ptr.Interface())
+		msgpack.PutDecoder(dec)
+		if err != nil {
 			return reflect.Value{}, fmt.Errorf("cannot decode msgpack value into %s: %w", t, err)
 		}
 		return ptr.Elem(), nil

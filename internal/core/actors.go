@@ -177,16 +177,18 @@ func (c *Core) KillActor(ctx context.Context, h *ActorHandle) error {
 // When the actor's process dies, a call in flight fails with a
 // worker-crashed error unless the actor allows task retries; calls made
 // while it restarts wait for its next incarnation.
-func (c *Core) CallActor(ctx context.Context, h *ActorHandle, method string, args []*pb.Arg) RefInfo {
+func (c *Core) CallActor(ctx context.Context, h *ActorHandle, method string, args Args) Ref {
 	if h == nil || h.route == nil {
-		return c.FailedRef(errNoActor())
+		return RefErr(errNoActor())
 	}
 	tid := ids.NewTaskID(c.jobID)
-	ref, e := c.newRef(tid.ObjectID(1))
+	oid := tid.ObjectID(1)
+	ref, e := c.newRef(oid)
+	e.holds = args.holds
 	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], ActorId: h.ID[:], MethodName: method,
-		Args: args, ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
+		Args: args.Wire, ReturnObjectId: oid[:], CallerAddress: c.addr}
 	ac := &actorCall{spec: spec, e: e}
-	ac.release = c.track(ctx, ref.ID, h.TypeName+"."+method, true, func(why error, _, recursive bool) {
+	ac.release = c.track(ctx, oid, h.TypeName+"."+method, true, func(why error, _, recursive bool) {
 		c.actors.cancel(h.route, ac, why, recursive)
 	})
 	c.actors.send(h.route, ac, 0)

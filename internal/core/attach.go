@@ -3,16 +3,12 @@ package core
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"github.com/goray/goray/internal/rpc"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
-	"github.com/goray/goray/internal/store"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -88,16 +84,18 @@ func deployJobFromEnv() (ids.JobID, bool, error) {
 // SubmitTaskByName is SubmitTask without the check that this process
 // registered the function: the callee's binary is another program's (a
 // deployment's). An unknown name fails on the worker with a not-found error.
-func (c *Core) SubmitTaskByName(ctx context.Context, name string, args []*pb.Arg, opts TaskOptions) RefInfo {
+func (c *Core) SubmitTaskByName(ctx context.Context, name string, args Args, opts TaskOptions) Ref {
 	tid := ids.NewTaskID(c.jobID)
-	ref, e := c.newRef(tid.ObjectID(1))
+	oid := tid.ObjectID(1)
+	ref, e := c.newRef(oid)
+	e.holds = args.holds
 	res := opts.Resources
 	if len(res) == 0 {
 		res = map[string]float64{"CPU": 1}
 	}
-	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
-		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	c.submitWhenReady(c.trackTask(ctx, ref.ID, &taskItem{spec: spec, entry: e}), args, res, TaskOptions{})
+	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args.Wire,
+		ReturnObjectId: oid[:], CallerAddress: c.addr}
+	c.submitWhenReady(c.trackTask(ctx, oid, &taskItem{spec: spec, entry: e}), args.Wire, res, TaskOptions{})
 	return ref
 }
 
@@ -135,81 +133,6 @@ func (c *Core) submitWhenReady(item *taskItem, args []*pb.Arg, res map[string]fl
 		c.inlineArgs(args)
 		c.tasks.submit(item, res, opts)
 	}()
-}
-
-// PayloadArg makes an encoded value a call argument, storing it first when
-// it is too large to travel inline.
-func (c *Core) PayloadArg(ctx context.Context, p *pb.Payload) (*pb.Arg, error) {
-	if len(p.GetData()) < InlineLimit {
-		return &pb.Arg{Kind: &pb.Arg_Value{Value: p}}, nil
-	}
-	ref, err := c.PutPayload(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	return ref.Arg(), nil
-}
-
-// OwnedRef is the ref of an object this process owns, if it still does.
-func (c *Core) OwnedRef(id ids.ObjectID) (RefInfo, bool) {
-	if _, ok := c.objs.lookup(id); !ok {
-		return RefInfo{}, false
-	}
-	return RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, true
-}
-
-// Release drops an object this process owns: later gets fail with an
-// object-lost error, and a copy this process stored in its node's store is
-// removed (copies pulled to other nodes are freed when the job finishes;
-// distributed reference counting is later work). It reports whether the
-// object was held.
-func (c *Core) Release(id ids.ObjectID) bool {
-	c.objs.mu.Lock()
-	e, ok := c.objs.m[id]
-	delete(c.objs.m, id)
-	c.objs.mu.Unlock()
-	if !ok {
-		return false
-	}
-	if e.ready() && e.loc != nil {
-		c.freeStored(id, e.loc)
-	}
-	return true
-}
-
-// freeStored frees the stored copies of a released object: the one at its
-// location, and a copy pulled to this process's node (copies pulled to other
-// nodes stay until the job ends).
-func (c *Core) freeStored(id ids.ObjectID, loc *pb.ObjectLocation) {
-	req := &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	nid, err := ids.ParseNodeID(loc.GetNodeId())
-	if err != nil {
-		return
-	}
-	var localErr error
-	if c.node != nil {
-		// The raylet frees its record, its arena region or its file.
-		_, localErr = c.node.FreeObjects(ctx, req)
-	}
-	if nid == c.nodeID {
-		if (c.node == nil || localErr != nil) && c.storeDir != "" {
-			if err := store.Remove(c.storeDir, id); err != nil && !errors.Is(err, os.ErrNotExist) {
-				c.log.Debug("release object", "object", id, "err", err)
-			}
-		}
-		return
-	}
-	if addr := loc.GetRayletAddress(); addr != "" {
-		cc, err := c.conns.get(addr)
-		if err == nil {
-			_, err = rpc.NewNodeClient(cc).FreeObjects(ctx, req)
-		}
-		if err != nil {
-			c.log.Debug("release object at its node", "object", id, "node", addr, "err", err)
-		}
-	}
 }
 
 // Close stops an attached core without finishing its job.

@@ -107,11 +107,20 @@ type Core struct {
 	putTID ids.TaskID
 	putIdx uint32
 
-	lin    lineage
-	actors *actorSubmitter
-	calls  callTable // the calls it submitted that have not finished
-	local  localNode // this process's node, once its raylet is gone (peers.go)
-	stats  Stats
+	lin lineage
+	// borrows: the objects of other owners this process holds refs to;
+	// monitor: the liveness of this process's borrowers; freer: stored
+	// copies of freed objects to remove; pressure: GCs for store use
+	// (refcount.go).
+	borrows      borrowTable
+	monitor      borrowerMonitor
+	freer        storeFreer
+	pressure     storePressure
+	freedObjects atomic.Int64
+	actors       *actorSubmitter
+	calls        callTable // the calls it submitted that have not finished
+	local        localNode // this process's node, once its raylet is gone (peers.go)
+	stats        Stats
 	// waitingGets counts the GetObject calls (borrowers) waiting here for
 	// an object this process owns to be ready.
 	waitingGets atomic.Int64

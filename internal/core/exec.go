@@ -182,6 +182,9 @@ func (p *execPool) closeAll() {
 
 // complete records a call's outcome in the entry of its return object.
 func complete(e *objEntry, resp *pb.ExecuteResponse, err error) {
+	if e.c != nil {
+		defer e.c.settle(e, resp.GetContained())
+	}
 	if err != nil {
 		e.setError(err)
 		return

@@ -63,7 +63,11 @@ func (c *Core) keepLineage(spec *pb.TaskSpec, resp *pb.ExecuteResponse) {
 func (c *Core) reconstruct(id ids.ObjectID, lost *pb.ObjectLocation) error {
 	c.objs.mu.Lock()
 	e := c.objs.m[id]
-	if e != nil && (!e.ready() || (e.loc != nil && !bytes.Equal(e.loc.GetNodeId(), lost.GetNodeId()))) {
+	if e == nil {
+		c.objs.mu.Unlock()
+		return fmt.Errorf("it was freed: every ref to it was dropped")
+	}
+	if !e.ready() || (e.loc != nil && !bytes.Equal(e.loc.GetNodeId(), lost.GetNodeId())) {
 		c.objs.mu.Unlock()
 		return nil // already being rebuilt, or rebuilt elsewhere
 	}
@@ -85,9 +89,14 @@ func (c *Core) reconstruct(id ids.ObjectID, lost *pb.ObjectLocation) error {
 	spec := proto.Clone(l.spec).(*pb.TaskSpec)
 	res, opts, left := l.res, l.opts, l.retriesLeft
 	c.lin.mu.Unlock()
-	ne := &objEntry{done: make(chan struct{})}
+	// The new entry takes over the old one's holds and borrowers.
+	ne := &objEntry{done: make(chan struct{}), c: c, id: id, local: e.local, selfBorrows: e.selfBorrows,
+		borrowers: e.borrowers, copies: e.copies}
 	c.objs.m[id] = ne
+	// The lost value's refs are the rebuilt value's to hold again.
+	old := c.containedWork(e)
 	c.objs.mu.Unlock()
+	old.run(c)
 	c.stats.Reconstructed.Add(1)
 	c.log.Info("rebuilding a lost object by running its task again", "object", id, "function", spec.GetFunctionName(), "retries_left", left)
 	item := &taskItem{spec: spec, entry: ne, retriesLeft: left, retryExceptions: opts.RetryExceptions}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
@@ -44,14 +43,31 @@ func RefFromProto(p *pb.ObjectRef) (RefInfo, error) {
 }
 
 // objEntry is one object this process owns. done closes once, when value,
-// loc or err is set.
+// loc or err is set. The counts below it are guarded by the table's lock
+// (refcount.go says what holds an object).
 type objEntry struct {
 	done  chan struct{}
 	once  sync.Once
 	value *pb.Payload
 	loc   *pb.ObjectLocation
 	err   error
+
+	c  *Core // nil for entries of unit tests
+	id ids.ObjectID
+
+	// guarded by objectTable.mu:
+	local       int32            // holds in this process: handles, refs in values it keeps
+	selfBorrows int32            // counts registered for this process by executors, until settled
+	borrowers   map[string]int32 // other processes' counts, by WorkerService address
+	contained   []RefInfo        // refs inside the value, held while this entry lives
+	copies      []string         // raylets, besides loc's, that may hold a copy
+	holds       []*handle        // the call's arguments, held until it completes
+	settled     bool             // the outcome is recorded (settle ran)
+	freed       bool             // no longer in the table
 }
+
+// closedDone is the done channel of entries made complete (puts).
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (e *objEntry) setValue(p *pb.Payload) { e.once.Do(func() { e.value = p; close(e.done) }) }
 func (e *objEntry) setLocation(l *pb.ObjectLocation) {
@@ -69,24 +85,29 @@ func (e *objEntry) ready() bool {
 }
 
 // objectTable is the owner's table of the objects this process owns (Ray's
-// reference table, without counting yet): an entry per ref made by a put or
-// a submitted call, completed once by the call's reply. SDK calls (Put, Get,
-// Wait, Release), the submitters' reply callbacks and the worker service's
-// GetObject call it from their goroutines; mu guards m, and each entry
-// completes at most once (its own once).
+// reference table): an entry per object made by a put or a submitted call,
+// completed once by the call's reply, with the counts that keep it (see
+// refcount.go); an entry goes when its last hold does. SDK calls (Put,
+// Get, Wait, Release), handle cleanups, the submitters' reply callbacks and
+// the worker service's GetObject and UpdateBorrows call it from their
+// goroutines; mu guards m, byBorrower and every entry's counts, and each
+// entry completes at most once (its own once). Lock order: mu, then the
+// lineage's.
 type objectTable struct {
-	mu sync.Mutex
-	m  map[ids.ObjectID]*objEntry // guarded by mu
+	mu         sync.Mutex
+	m          map[ids.ObjectID]*objEntry // guarded by mu
+	byBorrower map[string]int             // guarded by mu: entries counting each borrower
 }
 
 func newObjectTable() *objectTable { return &objectTable{m: map[ids.ObjectID]*objEntry{}} }
 
-func (t *objectTable) create(id ids.ObjectID) *objEntry {
-	e := &objEntry{done: make(chan struct{})}
+// create adds the entry of a new object, with one hold: the caller's
+// handle.
+func (t *objectTable) create(id ids.ObjectID, e *objEntry) {
+	e.local = 1
 	t.mu.Lock()
 	t.m[id] = e
 	t.mu.Unlock()
-	return e
 }
 
 func (t *objectTable) lookup(id ids.ObjectID) (*objEntry, bool) {
@@ -96,8 +117,45 @@ func (t *objectTable) lookup(id ids.ObjectID) (*objEntry, bool) {
 	return e, ok
 }
 
-func (c *Core) newRef(id ids.ObjectID) (RefInfo, *objEntry) {
-	return RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, c.objs.create(id)
+// newRef makes the entry and the ref of a new object this process owns,
+// whose outcome a call will settle.
+func (c *Core) newRef(id ids.ObjectID) (Ref, *objEntry) {
+	e := &objEntry{done: make(chan struct{}), c: c, id: id}
+	c.objs.create(id, e)
+	return Ref{h: c.newHandle(RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, true)}, e
+}
+
+// newSettled makes the entry and the ref of an object whose value or
+// location is here already, holding the refs inside it.
+func (c *Core) newSettled(id ids.ObjectID, value *pb.Payload, loc *pb.ObjectLocation, contained []*handle) Ref {
+	e := &objEntry{done: closedDone, value: value, loc: loc, settled: true, c: c, id: id}
+	e.once.Do(func() {}) // complete: later sets are no-ops
+	if len(contained) > 0 {
+		e.contained = c.holdContained(contained)
+	}
+	c.objs.create(id, e)
+	return Ref{h: c.newHandle(RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, true)}
+}
+
+// holdContained takes one more hold on each ref inside a value this process
+// keeps (its handles show this process holds them already), returning them.
+func (c *Core) holdContained(hs []*handle) []RefInfo {
+	out := make([]RefInfo, 0, len(hs))
+	for _, h := range hs {
+		if h == nil || h.err != nil || h.released.Load() {
+			continue
+		}
+		var ok bool
+		if h.owned {
+			ok = c.objs.acquire(h.info.ID)
+		} else {
+			ok = c.borrows.hold(h.info.ID)
+		}
+		if ok {
+			out = append(out, h.info)
+		}
+	}
+	return out
 }
 
 func (c *Core) nextPutID() ids.ObjectID {
@@ -111,33 +169,39 @@ func (c *Core) nextPutID() ids.ObjectID {
 	return c.putTID.ObjectID(c.putIdx)
 }
 
-// Put stores v as a new object owned by this process.
-func (c *Core) Put(ctx context.Context, v any) (RefInfo, error) {
-	p, err := codec.Encode(v)
+// Put stores v as a new object owned by this process. Refs inside v are
+// held while the object lives.
+func (c *Core) Put(ctx context.Context, v any) (Ref, error) {
+	p, contained, err := c.encode(v)
 	if err != nil {
-		return RefInfo{}, errs.New(errs.KindInvalidArgument, "", "put: %v", err)
+		return Ref{}, errs.New(errs.KindInvalidArgument, "", "put: %v", err)
 	}
-	return c.PutPayload(ctx, p)
+	return c.putPayload(ctx, p, contained)
 }
 
 // PutPayload stores an encoded value as a new object owned by this process.
-func (c *Core) PutPayload(ctx context.Context, p *pb.Payload) (RefInfo, error) {
+func (c *Core) PutPayload(ctx context.Context, p *pb.Payload) (Ref, error) {
+	return c.putPayload(ctx, p, nil)
+}
+
+func (c *Core) putPayload(ctx context.Context, p *pb.Payload, contained []*handle) (Ref, error) {
 	id := c.nextPutID()
 	if len(p.GetData()) < InlineLimit {
-		ref, e := c.newRef(id)
-		e.setValue(p)
-		return ref, nil
+		if len(contained) == 0 {
+			// Kept in its ref alone until the ref leaves the process.
+			return Ref{h: &handle{info: RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, owned: true, value: p}}, nil
+		}
+		return c.newSettled(id, p, nil, contained), nil
 	}
 	loc, err := c.storePayload(ctx, id, p)
 	if err != nil {
 		if c.localNodeGone(ctx, err) {
-			return RefInfo{}, c.errLocalNodeGone(fmt.Sprintf("put a %d-byte value", len(p.GetData())), err)
+			return Ref{}, c.errLocalNodeGone(fmt.Sprintf("put a %d-byte value", len(p.GetData())), err)
 		}
-		return RefInfo{}, err
+		return Ref{}, err
 	}
-	ref, e := c.newRef(id)
-	e.setLocation(loc)
-	return ref, nil
+	c.pressure.add(c, int64(len(p.GetData())))
+	return c.newSettled(id, nil, loc, contained), nil
 }
 
 // GetPayload waits for the object r names and returns its encoded value.
@@ -241,7 +305,7 @@ func (c *Core) askOwner(ctx context.Context, r RefInfo, lost bool) (*pb.Payload,
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:], LocationLost: lost})
+	resp, err := pb.NewWorkerServiceClient(cc).GetObject(ctx, &pb.GetObjectRequest{ObjectId: r.ID[:], LocationLost: lost, ReaderRayletAddress: c.raylet})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, errs.Context(ctx.Err(), "get object "+r.ID.String())
@@ -285,20 +349,28 @@ func (c *Core) WaitReady(ctx context.Context, r RefInfo) error {
 	return nil
 }
 
-// FailedRef makes a ref whose Get returns err at once.
-func (c *Core) FailedRef(err error) RefInfo {
-	id := c.nextPutID()
-	ref, e := c.newRef(id)
-	e.setError(err)
-	return ref
+// ValueArg encodes v as a call argument, putting it into the object store
+// when it is too large to travel inline; the call holds the refs inside it.
+func (c *Core) ValueArg(ctx context.Context, v any, a *Args) error {
+	p, contained, err := c.encode(v)
+	if err != nil {
+		return errs.New(errs.KindInvalidArgument, "", "%v", err)
+	}
+	a.holds = append(a.holds, contained...)
+	return c.PayloadArg(ctx, p, a)
 }
 
-// ValueArg encodes v as a call argument, putting it into the object store
-// when it is too large to travel inline.
-func (c *Core) ValueArg(ctx context.Context, v any) (*pb.Arg, error) {
-	p, err := codec.Encode(v)
-	if err != nil {
-		return nil, errs.New(errs.KindInvalidArgument, "", "%v", err)
+// PayloadArg makes an encoded value a call argument, storing it first when
+// it is too large to travel inline (the call holds the stored object).
+func (c *Core) PayloadArg(ctx context.Context, p *pb.Payload, a *Args) error {
+	if len(p.GetData()) < InlineLimit {
+		a.Wire = append(a.Wire, &pb.Arg{Kind: &pb.Arg_Value{Value: p}})
+		return nil
 	}
-	return c.PayloadArg(ctx, p)
+	ref, err := c.PutPayload(ctx, p)
+	if err != nil {
+		return err
+	}
+	a.Add(ref.h.info.Arg(), ref)
+	return nil
 }

@@ -32,7 +32,7 @@ func TestOwnerDied(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err := borrower.GetPayload(ctx, ref)
+		_, err := borrower.GetPayload(ctx, ref.Info())
 		done <- err
 	}()
 	testwait.Eventually(t, 10*time.Second, "the borrower's GetObject waiting at the owner", func() bool {
@@ -57,7 +57,7 @@ func TestOwnerDied(t *testing.T) {
 	// Asking a dead owner fails at once too.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := borrower.GetPayload(ctx, ref); !errors.Is(err, errs.ErrOwnerDied) {
+	if _, err := borrower.GetPayload(ctx, ref.Info()); !errors.Is(err, errs.ErrOwnerDied) {
 		t.Fatalf("Get from an owner that is gone: got %v, want ErrOwnerDied", err)
 	}
 }

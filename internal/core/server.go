@@ -7,7 +7,6 @@ import (
 	"runtime/debug"
 	"sync"
 
-	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/ids"
 	pb "github.com/goray/goray/proto/goray/v1"
@@ -153,6 +152,10 @@ func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) 
 		e, ok = s.c.objs.lookup(id)
 	}
 	if !ok {
+		if id.Job() == s.c.jobID {
+			return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.New(errs.KindObjectFreed, "",
+				"object %s is not held by its owner any more: every ref to it was dropped or released, or the ref was not made by this process", id).Proto()}}, nil
+		}
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.New(errs.KindObjectLost, "",
 			"object %s is not known to its owner (it was freed, or the ref was not made by this process)", id).Proto()}}, nil
 	}
@@ -171,10 +174,38 @@ func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) 
 	case e.err != nil:
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Error{Error: errs.ToProto(e.err)}}, nil
 	case e.loc != nil:
+		if r := req.GetReaderRayletAddress(); r != "" && r != e.loc.GetRayletAddress() {
+			s.c.objs.addCopy(e, r)
+		}
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Stored{Stored: e.loc}}, nil
 	default:
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Value{Value: e.value}}, nil
 	}
+}
+
+// UpdateBorrows applies borrowers' count changes to objects this process
+// owns.
+func (s *workerServer) UpdateBorrows(_ context.Context, req *pb.UpdateBorrowsRequest) (*pb.UpdateBorrowsResponse, error) {
+	if n := len(req.GetDeltas()); n > maxBorrowDeltas {
+		return nil, errs.New(errs.KindInvalidArgument, "", "UpdateBorrows: %d deltas, at most %d allowed", n, maxBorrowDeltas)
+	}
+	for _, d := range req.GetDeltas() {
+		if _, err := ids.ParseObjectID(d.GetObjectId()); err != nil {
+			return nil, errs.New(errs.KindInvalidArgument, "", "UpdateBorrows: %v", err)
+		}
+		if d.GetDelta() == 0 || d.GetBorrowerAddress() == "" {
+			return nil, errs.New(errs.KindInvalidArgument, "", "UpdateBorrows: a delta needs a borrower address and a non-zero count")
+		}
+	}
+	return &pb.UpdateBorrowsResponse{UnknownObjectIds: s.c.objs.addBorrows(s.c, req.GetDeltas())}, nil
+}
+
+// maxBorrowDeltas bounds one UpdateBorrows request.
+const maxBorrowDeltas = 1_000_000
+
+// Ping answers an owner checking that this borrower lives.
+func (s *workerServer) Ping(context.Context, *pb.PingRequest) (*pb.PingResponse, error) {
+	return &pb.PingResponse{WorkerId: s.c.workerID[:]}, nil
 }
 
 func (c *Core) runTask(ctx context.Context, callID uint64, spec *pb.TaskSpec) *pb.ExecuteResponse {
@@ -219,7 +250,7 @@ func (c *Core) decodeArgs(ctx context.Context, args []*pb.Arg, types []reflect.T
 		default:
 			return nil, errs.New(errs.KindInvalidArgument, name, "argument %d of %s is empty", i+1, name)
 		}
-		v, err := codec.DecodeTo(p, types[i])
+		v, err := c.decodeTo(ctx, p, types[i])
 		if err != nil {
 			return nil, errs.New(errs.KindInvalidArgument, name, "argument %d of %s: %v", i+1, name, err)
 		}
@@ -250,12 +281,20 @@ func (c *Core) resultReply(ctx context.Context, callID uint64, spec *pb.TaskSpec
 	if err != nil {
 		return errorReply(callID, c.stamp(err))
 	}
-	p, err := codec.Encode(out)
+	p, contained, err := c.encode(out)
 	if err != nil {
 		return errorReply(callID, errs.New(errs.KindTaskFailed, spec.GetFunctionName()+spec.GetMethodName(), "encode result: %v", err))
 	}
+	var refs []*pb.ObjectRef
+	if len(contained) > 0 {
+		// The caller holds these once it reads the reply: register it as
+		// their borrower first, while this process still holds them.
+		if refs, err = c.handOn(ctx, spec.GetCallerAddress(), contained); err != nil {
+			return errorReply(callID, errs.New(errs.KindTaskFailed, spec.GetFunctionName()+spec.GetMethodName(), "pass on the refs in the result: %v", err))
+		}
+	}
 	if len(p.GetData()) < InlineLimit {
-		return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Value{Value: p}}
+		return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Value{Value: p}, Contained: refs}
 	}
 	id, err := ids.ParseObjectID(spec.GetReturnObjectId())
 	if err != nil {
@@ -265,7 +304,7 @@ func (c *Core) resultReply(ctx context.Context, callID uint64, spec *pb.TaskSpec
 	if err != nil {
 		return errorReply(callID, err)
 	}
-	return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Stored{Stored: loc}}
+	return &pb.ExecuteResponse{CallId: callID, Result: &pb.ExecuteResponse_Stored{Stored: loc}, Contained: refs}
 }
 
 // stamp adds where an error happened.

@@ -303,9 +303,11 @@ func shapeKey(r map[string]float64) string {
 
 // SubmitTask submits a call of the registered function name and returns the
 // ref of its result at once; failures surface when the ref is read.
-func (c *Core) SubmitTask(ctx context.Context, name string, args []*pb.Arg, opts TaskOptions) RefInfo {
+func (c *Core) SubmitTask(ctx context.Context, name string, args Args, opts TaskOptions) Ref {
 	tid := ids.NewTaskID(c.jobID)
-	ref, e := c.newRef(tid.ObjectID(1))
+	oid := tid.ObjectID(1)
+	ref, e := c.newRef(oid)
+	e.holds = args.holds
 	if _, ok := LookupFn(name); !ok {
 		e.setError(errs.New(errs.KindNotFound, name, "function %q is not registered: register it with task.Register at package level (before runtime.Init) in the job's program", name))
 		return ref
@@ -322,9 +324,9 @@ func (c *Core) SubmitTask(ctx context.Context, name string, args []*pb.Arg, opts
 		}
 		res = sched.InBundle(res, pg, int(st.GetBundleIndex()))
 	}
-	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args,
-		ReturnObjectId: ref.ID[:], CallerAddress: c.addr}
-	c.submitWhenReady(c.trackTask(ctx, ref.ID, &taskItem{spec: spec, entry: e}), args, res, opts)
+	spec := &pb.TaskSpec{TaskId: tid[:], JobId: c.jobID[:], FunctionName: name, Args: args.Wire,
+		ReturnObjectId: oid[:], CallerAddress: c.addr}
+	c.submitWhenReady(c.trackTask(ctx, oid, &taskItem{spec: spec, entry: e}), args.Wire, res, opts)
 	return ref
 }
 

@@ -77,6 +77,47 @@ type namespace struct {
 	dep     *pb.Deployment
 	core    *core.Core
 	checked time.Time
+
+	// held are the refs clients hold: the gateway keeps each object until
+	// a client releases it (Release) or the namespace is deployed again.
+	mu   sync.Mutex
+	held map[ids.ObjectID]core.Ref // guarded by mu
+}
+
+// hold keeps ref for clients and returns the clients' ref to it.
+func (n *namespace) hold(ns string, ref core.Ref) *pb.ClientRef {
+	info := ref.Shared()
+	n.mu.Lock()
+	if n.held == nil {
+		n.held = map[ids.ObjectID]core.Ref{}
+	}
+	if old, ok := n.held[info.ID]; ok && old != ref {
+		ref.Release() // held already
+	} else {
+		n.held[info.ID] = ref
+	}
+	n.mu.Unlock()
+	return clientRef(ns, info)
+}
+
+// lookup is the held ref of object id.
+func (n *namespace) lookup(id ids.ObjectID) (core.Ref, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.held[id]
+	return r, ok
+}
+
+// release drops the held ref of object id; false when none was held.
+func (n *namespace) release(id ids.ObjectID) bool {
+	n.mu.Lock()
+	r, ok := n.held[id]
+	delete(n.held, id)
+	n.mu.Unlock()
+	if ok {
+		r.Release()
+	}
+	return ok
 }
 
 var _ pb.ClientServiceServer = (*Gateway)(nil)
@@ -168,21 +209,21 @@ func (g *Gateway) namespace(ctx context.Context, name string) (*namespace, error
 }
 
 // ref resolves a client's ref to the object the gateway owns.
-func (g *Gateway) ref(ctx context.Context, r *pb.ClientRef) (*namespace, core.RefInfo, error) {
+func (g *Gateway) ref(ctx context.Context, r *pb.ClientRef) (*namespace, core.Ref, error) {
 	if r == nil {
-		return nil, core.RefInfo{}, errs.New(errs.KindInvalidArgument, "", "no ref given")
+		return nil, core.Ref{}, errs.New(errs.KindInvalidArgument, "", "no ref given")
 	}
 	id, err := ids.ParseObjectID(r.GetObjectId())
 	if err != nil {
-		return nil, core.RefInfo{}, errs.New(errs.KindInvalidArgument, "", "malformed ref: %v", err)
+		return nil, core.Ref{}, errs.New(errs.KindInvalidArgument, "", "malformed ref: %v", err)
 	}
 	n, err := g.namespace(ctx, r.GetNamespace())
 	if err != nil {
-		return nil, core.RefInfo{}, err
+		return nil, core.Ref{}, err
 	}
-	info, ok := n.core.OwnedRef(id)
+	info, ok := n.lookup(id)
 	if !ok {
-		return nil, core.RefInfo{}, errs.New(errs.KindNotFound, "", "object %s is not held in namespace %q: it was released, its namespace was deployed again, or it was never made", id, r.GetNamespace())
+		return nil, core.Ref{}, errs.New(errs.KindNotFound, "", "object %s is not held in namespace %q: it was released, its namespace was deployed again, or it was never made", id, r.GetNamespace())
 	}
 	return n, info, nil
 }
@@ -269,7 +310,7 @@ func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
 	if err != nil {
 		return err
 	}
-	return stream.SendAndClose(&pb.PutResponse{Ref: clientRef(first.GetNamespace(), ref)})
+	return stream.SendAndClose(&pb.PutResponse{Ref: n.hold(first.GetNamespace(), ref)})
 }
 
 // Get streams an object's value once it exists.
@@ -279,7 +320,7 @@ func (g *Gateway) Get(req *pb.GetRequest, stream pb.ClientService_GetServer) err
 	if err != nil {
 		return err
 	}
-	p, err := n.core.GetPayload(ctx, ref)
+	p, err := n.core.GetPayload(ctx, ref.Info())
 	if err != nil {
 		return err
 	}
@@ -318,7 +359,7 @@ func (g *Gateway) Wait(ctx context.Context, req *pb.WaitRequest) (*pb.WaitRespon
 		if err != nil {
 			return nil, err
 		}
-		all[i] = owned{n.core, info}
+		all[i] = owned{n.core, info.Info()}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	if ms := req.GetTimeoutMs(); ms > 0 {
@@ -355,7 +396,7 @@ func (g *Gateway) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.Rele
 		g.mu.Lock()
 		n := g.ns[r.GetNamespace()]
 		g.mu.Unlock()
-		if n != nil && n.core.Release(id) {
+		if n != nil && n.release(id) {
 			resp.Released++
 		}
 	}
@@ -433,7 +474,7 @@ func (g *Gateway) CallActor(ctx context.Context, req *pb.CallActorRequest) (*pb.
 	// The ref outlives this RPC (the client gets it later): the call is
 	// not governed by the RPC's context.
 	ref := n.core.CallActor(context.WithoutCancel(ctx), h, req.GetMethod(), args)
-	return &pb.CallActorResponse{Ref: clientRef(req.GetNamespace(), ref)}, nil
+	return &pb.CallActorResponse{Ref: n.hold(req.GetNamespace(), ref)}, nil
 }
 
 // CallFunction submits a registered function of the namespace as a task.
@@ -467,34 +508,32 @@ func (g *Gateway) CallFunction(ctx context.Context, req *pb.CallFunctionRequest)
 		return nil, err
 	}
 	ref := n.core.SubmitTaskByName(context.WithoutCancel(ctx), name, args, core.TaskOptions{Resources: req.GetResources()})
-	return &pb.CallFunctionResponse{Ref: clientRef(req.GetNamespace(), ref)}, nil
+	return &pb.CallFunctionResponse{Ref: n.hold(req.GetNamespace(), ref)}, nil
 }
 
 // args turns a client's arguments into call arguments.
-func (g *Gateway) args(ctx context.Context, n *namespace, in []*pb.ClientArg) ([]*pb.Arg, error) {
+func (g *Gateway) args(ctx context.Context, n *namespace, in []*pb.ClientArg) (core.Args, error) {
+	var out core.Args
 	if len(in) > maxArgs {
-		return nil, errs.New(errs.KindInvalidArgument, "", "%d arguments, at most %d allowed", len(in), maxArgs)
+		return out, errs.New(errs.KindInvalidArgument, "", "%d arguments, at most %d allowed", len(in), maxArgs)
 	}
-	out := make([]*pb.Arg, len(in))
 	for i, a := range in {
 		switch k := a.GetKind().(type) {
 		case *pb.ClientArg_Value:
 			if err := checkPayload(k.Value); err != nil {
-				return nil, errs.New(errs.KindInvalidArgument, "", "argument %d: %v", i+1, err)
+				return out, errs.New(errs.KindInvalidArgument, "", "argument %d: %v", i+1, err)
 			}
-			arg, err := n.core.PayloadArg(ctx, k.Value)
-			if err != nil {
-				return nil, err
+			if err := n.core.PayloadArg(ctx, k.Value, &out); err != nil {
+				return out, err
 			}
-			out[i] = arg
 		case *pb.ClientArg_Ref:
 			_, ref, err := g.ref(ctx, k.Ref)
 			if err != nil {
-				return nil, fmt.Errorf("argument %d: %w", i+1, err)
+				return out, fmt.Errorf("argument %d: %w", i+1, err)
 			}
-			out[i] = ref.Arg()
+			out.Add(ref.Info().Arg(), ref)
 		default:
-			return nil, errs.New(errs.KindInvalidArgument, "", "argument %d is empty: set a value or a ref", i+1)
+			return out, errs.New(errs.KindInvalidArgument, "", "argument %d is empty: set a value or a ref", i+1)
 		}
 	}
 	return out, nil

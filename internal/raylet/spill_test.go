@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 		}
 		return b
 	}
-	refs := make([]core.RefInfo, n)
+	refs := make([]core.Ref, n)
 	for i := range refs {
 		if refs[i], err = c.Put(ctx, pattern(i)); err != nil {
 			t.Fatalf("put %d of %d (%d bytes each, capacity %d): %v", i+1, n, size, capacity, err)
@@ -103,7 +104,7 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	// Read in put order (the first ones were spilled), then again backwards.
 	for _, order := range [][2]int{{0, 1}, {n - 1, -1}} {
 		for i := order[0]; i >= 0 && i < n; i += order[1] {
-			p, err := c.GetPayload(ctx, refs[i])
+			p, err := c.GetPayload(ctx, refs[i].Info())
 			if err != nil {
 				t.Fatalf("get %d: %v", i, err)
 			}
@@ -120,7 +121,7 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	// restores it into the arena, where it stays pinned until freed.
 	first := -1
 	for i, r := range refs {
-		if w := where(head.objects, r.ID); w == "spill" {
+		if w := where(head.objects, r.Info().ID); w == "spill" {
 			first = i
 			break
 		}
@@ -128,11 +129,11 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	if first < 0 {
 		t.Fatal("no object is spilled after reading them all")
 	}
-	v, err := c.GetPayloadView(ctx, refs[first])
+	v, err := c.GetPayloadView(ctx, refs[first].Info())
 	if err != nil || !bytes.Equal(v.GetData(), pattern(first)) {
 		t.Fatalf("view of spilled object %d: differs (%v)", first, err)
 	}
-	if w := where(head.objects, refs[first].ID); w != "arena+spill" {
+	if w := where(head.objects, refs[first].Info().ID); w != "arena+spill" {
 		t.Errorf("object %d after a view: got %q, want it restored into the arena (keeping its spill copy)", first, w)
 	}
 
@@ -141,7 +142,7 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	spilled := -1
 	head.objects.mu.Lock()
 	for i, r := range refs {
-		if o := head.objects.sealed[r.ID]; o != nil && !o.inArena && o.spill != nil {
+		if o := head.objects.sealed[r.Info().ID]; o != nil && !o.inArena && o.spill != nil {
 			spilled = i
 			break
 		}
@@ -150,9 +151,10 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	if spilled < 0 {
 		t.Fatal("no object is spilled after reading 3 × the capacity")
 	}
+	spilledID := refs[spilled].Info().ID
 	loc := &pb.ObjectLocation{NodeId: head.nodeID[:], RayletAddress: head.Address(), Size: size}
 	job := c.JobID()
-	resp, err := nodeClient(t, node).PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: refs[spilled].ID[:], Location: loc, JobId: job[:], Pin: pb.PinMode_PIN_MODE_READ})
+	resp, err := nodeClient(t, node).PullObject(callCtx(t), &pb.PullObjectRequest{ObjectId: spilledID[:], Location: loc, JobId: job[:], Pin: pb.PinMode_PIN_MODE_READ})
 	if err != nil {
 		t.Fatalf("PullObject of a spilled object from another node: %v", err)
 	}
@@ -164,7 +166,7 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	if err != nil || !bytes.Equal(got, pattern(spilled)) {
 		t.Fatalf("object %d pulled from a spill file differs (%v)", spilled, err)
 	}
-	if _, err := nodeClient(t, node).UnpinObjects(callCtx(t), &pb.UnpinObjectsRequest{ObjectIds: [][]byte{refs[spilled].ID[:]}}); err != nil {
+	if _, err := nodeClient(t, node).UnpinObjects(callCtx(t), &pb.UnpinObjectsRequest{ObjectIds: [][]byte{spilledID[:]}}); err != nil {
 		t.Fatalf("UnpinObjects: %v", err)
 	}
 
@@ -182,23 +184,18 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("put after the failed one: %v", err)
 	}
-	if p, err := c.GetPayload(ctx, extra); err != nil || !bytes.Equal(p.GetData(), pattern(n)) {
+	if p, err := c.GetPayload(ctx, extra.Info()); err != nil || !bytes.Equal(p.GetData(), pattern(n)) {
 		t.Fatalf("get after the failed put: %v", err)
 	}
 
-	// Release everything: no spilled file is left, nothing is in the store.
-	for _, r := range append(refs, extra) {
-		if !c.Release(r.ID) {
-			t.Fatalf("Release %s: not held", r.ID)
-		}
-	}
-	if files := filesIn(t, head.SpillDir()); len(files) != 0 {
-		t.Errorf("spill files after releasing every object: %v", files)
-	}
-	st = nodeStoreStats(t, head)
-	if st.GetUsedBytes() != 0 || st.GetSpilledBytes() != 0 || st.GetSpilledObjects() != 0 {
-		t.Errorf("after releasing every object: got %v, want nothing used or spilled", st)
-	}
+	// Drop every ref: once the GC finds them, their objects are freed, no
+	// spilled file is left and nothing is in the store.
+	refs, extra = nil, core.Ref{}
+	testwait.Eventually(t, 30*time.Second, "every dropped object freed, in memory and on disk", func() bool {
+		runtime.GC()
+		st := nodeStoreStats(t, head)
+		return len(filesIn(t, head.SpillDir())) == 0 && st.GetUsedBytes() == 0 && st.GetSpilledBytes() == 0 && st.GetSpilledObjects() == 0
+	})
 }
 
 // A finished job's spilled objects go with it, and a raylet's spill

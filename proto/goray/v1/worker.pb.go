@@ -210,7 +210,11 @@ type ExecuteResponse struct {
 	//	*ExecuteResponse_Value
 	//	*ExecuteResponse_Stored
 	//	*ExecuteResponse_Error
-	Result        isExecuteResponse_Result `protobuf_oneof:"result"`
+	Result isExecuteResponse_Result `protobuf_oneof:"result"`
+	// The refs inside the result's value. The executor registered the caller
+	// as a borrower of each with its owner before replying (one count each);
+	// the caller holds them while it holds the result. At most 1,000,000.
+	Contained     []*ObjectRef `protobuf:"bytes,5,rep,name=contained,proto3" json:"contained,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +286,13 @@ func (x *ExecuteResponse) GetError() *ErrorInfo {
 		if x, ok := x.Result.(*ExecuteResponse_Error); ok {
 			return x.Error
 		}
+	}
+	return nil
+}
+
+func (x *ExecuteResponse) GetContained() []*ObjectRef {
+	if x != nil {
+		return x.Contained
 	}
 	return nil
 }
@@ -496,9 +507,12 @@ type GetObjectRequest struct {
 	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
 	// The caller could not read the object at the location it was given (its
 	// node died): the owner rebuilds it from lineage, then answers.
-	LocationLost  bool `protobuf:"varint,2,opt,name=location_lost,json=locationLost,proto3" json:"location_lost,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LocationLost bool `protobuf:"varint,2,opt,name=location_lost,json=locationLost,proto3" json:"location_lost,omitempty"`
+	// The raylet of the caller's node, which may pull a copy of a stored
+	// object: the owner frees that copy too when it frees the object.
+	ReaderRayletAddress string `protobuf:"bytes,3,opt,name=reader_raylet_address,json=readerRayletAddress,proto3" json:"reader_raylet_address,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetObjectRequest) Reset() {
@@ -543,6 +557,13 @@ func (x *GetObjectRequest) GetLocationLost() bool {
 		return x.LocationLost
 	}
 	return false
+}
+
+func (x *GetObjectRequest) GetReaderRayletAddress() string {
+	if x != nil {
+		return x.ReaderRayletAddress
+	}
+	return ""
 }
 
 type GetObjectResponse struct {
@@ -643,6 +664,245 @@ func (*GetObjectResponse_Stored) isGetObjectResponse_Result() {}
 
 func (*GetObjectResponse_Error) isGetObjectResponse_Result() {}
 
+type UpdateBorrowsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Count changes, applied increases first: a request that both adds and
+	// removes counts never frees an object it also adds. At most 1,000,000.
+	Deltas        []*BorrowDelta `protobuf:"bytes,1,rep,name=deltas,proto3" json:"deltas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBorrowsRequest) Reset() {
+	*x = UpdateBorrowsRequest{}
+	mi := &file_goray_v1_worker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBorrowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBorrowsRequest) ProtoMessage() {}
+
+func (x *UpdateBorrowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBorrowsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateBorrowsRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UpdateBorrowsRequest) GetDeltas() []*BorrowDelta {
+	if x != nil {
+		return x.Deltas
+	}
+	return nil
+}
+
+// BorrowDelta changes the count an owner keeps for one borrower of one
+// object.
+type BorrowDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16-byte object ID (of an object the callee owns).
+	ObjectId []byte `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// The borrower's WorkerService address (the caller's own, or, for refs in
+	// a result, the caller of the task).
+	BorrowerAddress string `protobuf:"bytes,2,opt,name=borrower_address,json=borrowerAddress,proto3" json:"borrower_address,omitempty"`
+	// +n or -n; never 0. A count never goes below zero.
+	Delta         int32 `protobuf:"varint,3,opt,name=delta,proto3" json:"delta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BorrowDelta) Reset() {
+	*x = BorrowDelta{}
+	mi := &file_goray_v1_worker_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BorrowDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BorrowDelta) ProtoMessage() {}
+
+func (x *BorrowDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BorrowDelta.ProtoReflect.Descriptor instead.
+func (*BorrowDelta) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BorrowDelta) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *BorrowDelta) GetBorrowerAddress() string {
+	if x != nil {
+		return x.BorrowerAddress
+	}
+	return ""
+}
+
+func (x *BorrowDelta) GetDelta() int32 {
+	if x != nil {
+		return x.Delta
+	}
+	return 0
+}
+
+type UpdateBorrowsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Objects of positive deltas that the owner no longer has (freed): the
+	// borrower's refs to them fail with ERROR_KIND_OBJECT_FREED.
+	UnknownObjectIds [][]byte `protobuf:"bytes,1,rep,name=unknown_object_ids,json=unknownObjectIds,proto3" json:"unknown_object_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateBorrowsResponse) Reset() {
+	*x = UpdateBorrowsResponse{}
+	mi := &file_goray_v1_worker_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBorrowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBorrowsResponse) ProtoMessage() {}
+
+func (x *UpdateBorrowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBorrowsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateBorrowsResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateBorrowsResponse) GetUnknownObjectIds() [][]byte {
+	if x != nil {
+		return x.UnknownObjectIds
+	}
+	return nil
+}
+
+type PingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingRequest) Reset() {
+	*x = PingRequest{}
+	mi := &file_goray_v1_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingRequest) ProtoMessage() {}
+
+func (x *PingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
+func (*PingRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{12}
+}
+
+type PingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answering process's worker ID (16 bytes).
+	WorkerId      []byte `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingResponse) Reset() {
+	*x = PingResponse{}
+	mi := &file_goray_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingResponse) ProtoMessage() {}
+
+func (x *PingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
+func (*PingResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PingResponse) GetWorkerId() []byte {
+	if x != nil {
+		return x.WorkerId
+	}
+	return nil
+}
+
 // CancelCall cancels one call of an Execute stream (Ray's CancelTask).
 type CancelCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -661,7 +921,7 @@ type CancelCall struct {
 
 func (x *CancelCall) Reset() {
 	*x = CancelCall{}
-	mi := &file_goray_v1_worker_proto_msgTypes[9]
+	mi := &file_goray_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +933,7 @@ func (x *CancelCall) String() string {
 func (*CancelCall) ProtoMessage() {}
 
 func (x *CancelCall) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_worker_proto_msgTypes[9]
+	mi := &file_goray_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +946,7 @@ func (x *CancelCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCall.ProtoReflect.Descriptor instead.
 func (*CancelCall) Descriptor() ([]byte, []int) {
-	return file_goray_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelCall) GetTargetCallId() uint64 {
@@ -729,12 +989,13 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\x0eExecuteRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12&\n" +
 	"\x04task\x18\x02 \x01(\v2\x12.goray.v1.TaskSpecR\x04task\x12,\n" +
-	"\x06cancel\x18\x03 \x01(\v2\x14.goray.v1.CancelCallR\x06cancel\"\xc0\x01\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x14.goray.v1.CancelCallR\x06cancel\"\xf3\x01\n" +
 	"\x0fExecuteResponse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12)\n" +
 	"\x05value\x18\x02 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
 	"\x06stored\x18\x03 \x01(\v2\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n" +
-	"\x05error\x18\x04 \x01(\v2\x13.goray.v1.ErrorInfoH\x00R\x05errorB\b\n" +
+	"\x05error\x18\x04 \x01(\v2\x13.goray.v1.ErrorInfoH\x00R\x05error\x121\n" +
+	"\tcontained\x18\x05 \x03(\v2\x13.goray.v1.ObjectRefR\tcontainedB\b\n" +
 	"\x06result\"b\n" +
 	"\x15ConstructActorRequest\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x13.goray.v1.ActorSpecR\x04spec\x12 \n" +
@@ -744,25 +1005,39 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"\bactor_id\x18\x01 \x01(\fR\aactorId\"7\n" +
 	"\x14DestroyActorResponse\x12\x1f\n" +
 	"\vstuck_calls\x18\x01 \x01(\rR\n" +
-	"stuckCalls\"T\n" +
+	"stuckCalls\"\x88\x01\n" +
 	"\x10GetObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
-	"\rlocation_lost\x18\x02 \x01(\bR\flocationLost\"\xa9\x01\n" +
+	"\rlocation_lost\x18\x02 \x01(\bR\flocationLost\x122\n" +
+	"\x15reader_raylet_address\x18\x03 \x01(\tR\x13readerRayletAddress\"\xa9\x01\n" +
 	"\x11GetObjectResponse\x12)\n" +
 	"\x05value\x18\x01 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x122\n" +
 	"\x06stored\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n" +
 	"\x05error\x18\x03 \x01(\v2\x13.goray.v1.ErrorInfoH\x00R\x05errorB\b\n" +
-	"\x06result\"f\n" +
+	"\x06result\"E\n" +
+	"\x14UpdateBorrowsRequest\x12-\n" +
+	"\x06deltas\x18\x01 \x03(\v2\x15.goray.v1.BorrowDeltaR\x06deltas\"k\n" +
+	"\vBorrowDelta\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12)\n" +
+	"\x10borrower_address\x18\x02 \x01(\tR\x0fborrowerAddress\x12\x14\n" +
+	"\x05delta\x18\x03 \x01(\x05R\x05delta\"E\n" +
+	"\x15UpdateBorrowsResponse\x12,\n" +
+	"\x12unknown_object_ids\x18\x01 \x03(\fR\x10unknownObjectIds\"\r\n" +
+	"\vPingRequest\"+\n" +
+	"\fPingResponse\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\fR\bworkerId\"f\n" +
 	"\n" +
 	"CancelCall\x12$\n" +
 	"\x0etarget_call_id\x18\x01 \x01(\x04R\ftargetCallId\x12\x1c\n" +
 	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force2\xbd\x02\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force2\xc6\x03\n" +
 	"\rWorkerService\x12B\n" +
 	"\aExecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x010\x01\x12S\n" +
 	"\x0eConstructActor\x12\x1f.goray.v1.ConstructActorRequest\x1a .goray.v1.ConstructActorResponse\x12M\n" +
 	"\fDestroyActor\x12\x1d.goray.v1.DestroyActorRequest\x1a\x1e.goray.v1.DestroyActorResponse\x12D\n" +
-	"\tGetObject\x12\x1a.goray.v1.GetObjectRequest\x1a\x1b.goray.v1.GetObjectResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\tGetObject\x12\x1a.goray.v1.GetObjectRequest\x1a\x1b.goray.v1.GetObjectResponse\x12P\n" +
+	"\rUpdateBorrows\x12\x1e.goray.v1.UpdateBorrowsRequest\x1a\x1f.goray.v1.UpdateBorrowsResponse\x125\n" +
+	"\x04Ping\x12\x15.goray.v1.PingRequest\x1a\x16.goray.v1.PingResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_worker_proto_rawDescOnce sync.Once
@@ -776,7 +1051,7 @@ func file_goray_v1_worker_proto_rawDescGZIP() []byte {
 	return file_goray_v1_worker_proto_rawDescData
 }
 
-var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_goray_v1_worker_proto_goTypes = []any{
 	(*TaskSpec)(nil),               // 0: goray.v1.TaskSpec
 	(*ExecuteRequest)(nil),         // 1: goray.v1.ExecuteRequest
@@ -787,37 +1062,49 @@ var file_goray_v1_worker_proto_goTypes = []any{
 	(*DestroyActorResponse)(nil),   // 6: goray.v1.DestroyActorResponse
 	(*GetObjectRequest)(nil),       // 7: goray.v1.GetObjectRequest
 	(*GetObjectResponse)(nil),      // 8: goray.v1.GetObjectResponse
-	(*CancelCall)(nil),             // 9: goray.v1.CancelCall
-	(*Arg)(nil),                    // 10: goray.v1.Arg
-	(*Payload)(nil),                // 11: goray.v1.Payload
-	(*ObjectLocation)(nil),         // 12: goray.v1.ObjectLocation
-	(*ErrorInfo)(nil),              // 13: goray.v1.ErrorInfo
-	(*ActorSpec)(nil),              // 14: goray.v1.ActorSpec
+	(*UpdateBorrowsRequest)(nil),   // 9: goray.v1.UpdateBorrowsRequest
+	(*BorrowDelta)(nil),            // 10: goray.v1.BorrowDelta
+	(*UpdateBorrowsResponse)(nil),  // 11: goray.v1.UpdateBorrowsResponse
+	(*PingRequest)(nil),            // 12: goray.v1.PingRequest
+	(*PingResponse)(nil),           // 13: goray.v1.PingResponse
+	(*CancelCall)(nil),             // 14: goray.v1.CancelCall
+	(*Arg)(nil),                    // 15: goray.v1.Arg
+	(*Payload)(nil),                // 16: goray.v1.Payload
+	(*ObjectLocation)(nil),         // 17: goray.v1.ObjectLocation
+	(*ErrorInfo)(nil),              // 18: goray.v1.ErrorInfo
+	(*ObjectRef)(nil),              // 19: goray.v1.ObjectRef
+	(*ActorSpec)(nil),              // 20: goray.v1.ActorSpec
 }
 var file_goray_v1_worker_proto_depIdxs = []int32{
-	10, // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
+	15, // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
 	0,  // 1: goray.v1.ExecuteRequest.task:type_name -> goray.v1.TaskSpec
-	9,  // 2: goray.v1.ExecuteRequest.cancel:type_name -> goray.v1.CancelCall
-	11, // 3: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
-	12, // 4: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
-	13, // 5: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
-	14, // 6: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
-	11, // 7: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
-	12, // 8: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
-	13, // 9: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
-	1,  // 10: goray.v1.WorkerService.Execute:input_type -> goray.v1.ExecuteRequest
-	3,  // 11: goray.v1.WorkerService.ConstructActor:input_type -> goray.v1.ConstructActorRequest
-	5,  // 12: goray.v1.WorkerService.DestroyActor:input_type -> goray.v1.DestroyActorRequest
-	7,  // 13: goray.v1.WorkerService.GetObject:input_type -> goray.v1.GetObjectRequest
-	2,  // 14: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
-	4,  // 15: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
-	6,  // 16: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
-	8,  // 17: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 2: goray.v1.ExecuteRequest.cancel:type_name -> goray.v1.CancelCall
+	16, // 3: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
+	17, // 4: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
+	18, // 5: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
+	19, // 6: goray.v1.ExecuteResponse.contained:type_name -> goray.v1.ObjectRef
+	20, // 7: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
+	16, // 8: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
+	17, // 9: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
+	18, // 10: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
+	10, // 11: goray.v1.UpdateBorrowsRequest.deltas:type_name -> goray.v1.BorrowDelta
+	1,  // 12: goray.v1.WorkerService.Execute:input_type -> goray.v1.ExecuteRequest
+	3,  // 13: goray.v1.WorkerService.ConstructActor:input_type -> goray.v1.ConstructActorRequest
+	5,  // 14: goray.v1.WorkerService.DestroyActor:input_type -> goray.v1.DestroyActorRequest
+	7,  // 15: goray.v1.WorkerService.GetObject:input_type -> goray.v1.GetObjectRequest
+	9,  // 16: goray.v1.WorkerService.UpdateBorrows:input_type -> goray.v1.UpdateBorrowsRequest
+	12, // 17: goray.v1.WorkerService.Ping:input_type -> goray.v1.PingRequest
+	2,  // 18: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
+	4,  // 19: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
+	6,  // 20: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
+	8,  // 21: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
+	11, // 22: goray.v1.WorkerService.UpdateBorrows:output_type -> goray.v1.UpdateBorrowsResponse
+	13, // 23: goray.v1.WorkerService.Ping:output_type -> goray.v1.PingResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_worker_proto_init() }
@@ -842,7 +1129,7 @@ func file_goray_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_worker_proto_rawDesc), len(file_goray_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

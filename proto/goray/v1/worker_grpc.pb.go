@@ -23,6 +23,8 @@ const (
 	WorkerService_ConstructActor_FullMethodName = "/goray.v1.WorkerService/ConstructActor"
 	WorkerService_DestroyActor_FullMethodName   = "/goray.v1.WorkerService/DestroyActor"
 	WorkerService_GetObject_FullMethodName      = "/goray.v1.WorkerService/GetObject"
+	WorkerService_UpdateBorrows_FullMethodName  = "/goray.v1.WorkerService/UpdateBorrows"
+	WorkerService_Ping_FullMethodName           = "/goray.v1.WorkerService/Ping"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -44,6 +46,15 @@ type WorkerServiceClient interface {
 	// the object is ready (or the call's deadline), then returns its value or
 	// where it is stored.
 	GetObject(ctx context.Context, in *GetObjectRequest, opts ...grpc.CallOption) (*GetObjectResponse, error)
+	// Caller: a process that borrows objects this process owns (it holds refs
+	// to them), or one that hands refs on to another process in a result.
+	// Callee: the objects' owner, which keeps each object while any borrower
+	// count of it is above zero (see docs/objects.md).
+	UpdateBorrows(ctx context.Context, in *UpdateBorrowsRequest, opts ...grpc.CallOption) (*UpdateBorrowsResponse, error)
+	// Caller: an owner, about a process that borrows its objects. Callee: the
+	// borrower. Answers at once; an owner drops the borrows of a process that
+	// stops answering.
+	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
 }
 
 type workerServiceClient struct {
@@ -97,6 +108,26 @@ func (c *workerServiceClient) GetObject(ctx context.Context, in *GetObjectReques
 	return out, nil
 }
 
+func (c *workerServiceClient) UpdateBorrows(ctx context.Context, in *UpdateBorrowsRequest, opts ...grpc.CallOption) (*UpdateBorrowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateBorrowsResponse)
+	err := c.cc.Invoke(ctx, WorkerService_UpdateBorrows_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PingResponse)
+	err := c.cc.Invoke(ctx, WorkerService_Ping_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations should embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -116,6 +147,15 @@ type WorkerServiceServer interface {
 	// the object is ready (or the call's deadline), then returns its value or
 	// where it is stored.
 	GetObject(context.Context, *GetObjectRequest) (*GetObjectResponse, error)
+	// Caller: a process that borrows objects this process owns (it holds refs
+	// to them), or one that hands refs on to another process in a result.
+	// Callee: the objects' owner, which keeps each object while any borrower
+	// count of it is above zero (see docs/objects.md).
+	UpdateBorrows(context.Context, *UpdateBorrowsRequest) (*UpdateBorrowsResponse, error)
+	// Caller: an owner, about a process that borrows its objects. Callee: the
+	// borrower. Answers at once; an owner drops the borrows of a process that
+	// stops answering.
+	Ping(context.Context, *PingRequest) (*PingResponse, error)
 }
 
 // UnimplementedWorkerServiceServer should be embedded to have
@@ -136,6 +176,12 @@ func (UnimplementedWorkerServiceServer) DestroyActor(context.Context, *DestroyAc
 }
 func (UnimplementedWorkerServiceServer) GetObject(context.Context, *GetObjectRequest) (*GetObjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetObject not implemented")
+}
+func (UnimplementedWorkerServiceServer) UpdateBorrows(context.Context, *UpdateBorrowsRequest) (*UpdateBorrowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateBorrows not implemented")
+}
+func (UnimplementedWorkerServiceServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
 }
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue() {}
 
@@ -218,6 +264,42 @@ func _WorkerService_GetObject_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_UpdateBorrows_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateBorrowsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).UpdateBorrows(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_UpdateBorrows_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).UpdateBorrows(ctx, req.(*UpdateBorrowsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_Ping_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).Ping(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_Ping_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).Ping(ctx, req.(*PingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -236,6 +318,14 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetObject",
 			Handler:    _WorkerService_GetObject_Handler,
+		},
+		{
+			MethodName: "UpdateBorrows",
+			Handler:    _WorkerService_UpdateBorrows_Handler,
+		},
+		{
+			MethodName: "Ping",
+			Handler:    _WorkerService_Ping_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

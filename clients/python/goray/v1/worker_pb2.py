@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15goray/v1/worker.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\xbc\x02\n\x08TaskSpec\x12\x17\n\x07task_id\x18\x01 \x01(\x0cR\x06taskId\x12\x15\n\x06job_id\x18\x02 \x01(\x0cR\x05jobId\x12#\n\rfunction_name\x18\x03 \x01(\tR\x0c\x66unctionName\x12\x19\n\x08\x61\x63tor_id\x18\x04 \x01(\x0cR\x07\x61\x63torId\x12\x1f\n\x0bmethod_name\x18\x05 \x01(\tR\nmethodName\x12!\n\x04\x61rgs\x18\x06 \x03(\x0b\x32\r.goray.v1.ArgR\x04\x61rgs\x12(\n\x10return_object_id\x18\x07 \x01(\x0cR\x0ereturnObjectId\x12%\n\x0e\x63\x61ller_address\x18\x08 \x01(\tR\rcallerAddress\x12+\n\x11\x61\x63tor_incarnation\x18\t \x01(\rR\x10\x61\x63torIncarnation\"\x7f\n\x0e\x45xecuteRequest\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\x04R\x06\x63\x61llId\x12&\n\x04task\x18\x02 \x01(\x0b\x32\x12.goray.v1.TaskSpecR\x04task\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.goray.v1.CancelCallR\x06\x63\x61ncel\"\xc0\x01\n\x0f\x45xecuteResponse\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\x04R\x06\x63\x61llId\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x11.goray.v1.PayloadH\x00R\x05value\x12\x32\n\x06stored\x18\x03 \x01(\x0b\x32\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.goray.v1.ErrorInfoH\x00R\x05\x65rrorB\x08\n\x06result\"b\n\x15\x43onstructActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"\x18\n\x16\x43onstructActorResponse\"0\n\x13\x44\x65stroyActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"7\n\x14\x44\x65stroyActorResponse\x12\x1f\n\x0bstuck_calls\x18\x01 \x01(\rR\nstuckCalls\"T\n\x10GetObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12#\n\rlocation_lost\x18\x02 \x01(\x08R\x0clocationLost\"\xa9\x01\n\x11GetObjectResponse\x12)\n\x05value\x18\x01 \x01(\x0b\x32\x11.goray.v1.PayloadH\x00R\x05value\x12\x32\n\x06stored\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.goray.v1.ErrorInfoH\x00R\x05\x65rrorB\x08\n\x06result\"f\n\nCancelCall\x12$\n\x0etarget_call_id\x18\x01 \x01(\x04R\x0ctargetCallId\x12\x1c\n\trecursive\x18\x02 \x01(\x08R\trecursive\x12\x14\n\x05\x66orce\x18\x03 \x01(\x08R\x05\x66orce2\xbd\x02\n\rWorkerService\x12\x42\n\x07\x45xecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x01\x30\x01\x12S\n\x0e\x43onstructActor\x12\x1f.goray.v1.ConstructActorRequest\x1a .goray.v1.ConstructActorResponse\x12M\n\x0c\x44\x65stroyActor\x12\x1d.goray.v1.DestroyActorRequest\x1a\x1e.goray.v1.DestroyActorResponse\x12\x44\n\tGetObject\x12\x1a.goray.v1.GetObjectRequest\x1a\x1b.goray.v1.GetObjectResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15goray/v1/worker.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"\xbc\x02\n\x08TaskSpec\x12\x17\n\x07task_id\x18\x01 \x01(\x0cR\x06taskId\x12\x15\n\x06job_id\x18\x02 \x01(\x0cR\x05jobId\x12#\n\rfunction_name\x18\x03 \x01(\tR\x0c\x66unctionName\x12\x19\n\x08\x61\x63tor_id\x18\x04 \x01(\x0cR\x07\x61\x63torId\x12\x1f\n\x0bmethod_name\x18\x05 \x01(\tR\nmethodName\x12!\n\x04\x61rgs\x18\x06 \x03(\x0b\x32\r.goray.v1.ArgR\x04\x61rgs\x12(\n\x10return_object_id\x18\x07 \x01(\x0cR\x0ereturnObjectId\x12%\n\x0e\x63\x61ller_address\x18\x08 \x01(\tR\rcallerAddress\x12+\n\x11\x61\x63tor_incarnation\x18\t \x01(\rR\x10\x61\x63torIncarnation\"\x7f\n\x0e\x45xecuteRequest\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\x04R\x06\x63\x61llId\x12&\n\x04task\x18\x02 \x01(\x0b\x32\x12.goray.v1.TaskSpecR\x04task\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x14.goray.v1.CancelCallR\x06\x63\x61ncel\"\xf3\x01\n\x0f\x45xecuteResponse\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\x04R\x06\x63\x61llId\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x11.goray.v1.PayloadH\x00R\x05value\x12\x32\n\x06stored\x18\x03 \x01(\x0b\x32\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.goray.v1.ErrorInfoH\x00R\x05\x65rror\x12\x31\n\tcontained\x18\x05 \x03(\x0b\x32\x13.goray.v1.ObjectRefR\tcontainedB\x08\n\x06result\"b\n\x15\x43onstructActorRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x13.goray.v1.ActorSpecR\x04spec\x12 \n\x0bincarnation\x18\x02 \x01(\rR\x0bincarnation\"\x18\n\x16\x43onstructActorResponse\"0\n\x13\x44\x65stroyActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cR\x07\x61\x63torId\"7\n\x14\x44\x65stroyActorResponse\x12\x1f\n\x0bstuck_calls\x18\x01 \x01(\rR\nstuckCalls\"\x88\x01\n\x10GetObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12#\n\rlocation_lost\x18\x02 \x01(\x08R\x0clocationLost\x12\x32\n\x15reader_raylet_address\x18\x03 \x01(\tR\x13readerRayletAddress\"\xa9\x01\n\x11GetObjectResponse\x12)\n\x05value\x18\x01 \x01(\x0b\x32\x11.goray.v1.PayloadH\x00R\x05value\x12\x32\n\x06stored\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationH\x00R\x06stored\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.goray.v1.ErrorInfoH\x00R\x05\x65rrorB\x08\n\x06result\"E\n\x14UpdateBorrowsRequest\x12-\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32\x15.goray.v1.BorrowDeltaR\x06\x64\x65ltas\"k\n\x0b\x42orrowDelta\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12)\n\x10\x62orrower_address\x18\x02 \x01(\tR\x0f\x62orrowerAddress\x12\x14\n\x05\x64\x65lta\x18\x03 \x01(\x05R\x05\x64\x65lta\"E\n\x15UpdateBorrowsResponse\x12,\n\x12unknown_object_ids\x18\x01 \x03(\x0cR\x10unknownObjectIds\"\r\n\x0bPingRequest\"+\n\x0cPingResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\x0cR\x08workerId\"f\n\nCancelCall\x12$\n\x0etarget_call_id\x18\x01 \x01(\x04R\x0ctargetCallId\x12\x1c\n\trecursive\x18\x02 \x01(\x08R\trecursive\x12\x14\n\x05\x66orce\x18\x03 \x01(\x08R\x05\x66orce2\xc6\x03\n\rWorkerService\x12\x42\n\x07\x45xecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x01\x30\x01\x12S\n\x0e\x43onstructActor\x12\x1f.goray.v1.ConstructActorRequest\x1a .goray.v1.ConstructActorResponse\x12M\n\x0c\x44\x65stroyActor\x12\x1d.goray.v1.DestroyActorRequest\x1a\x1e.goray.v1.DestroyActorResponse\x12\x44\n\tGetObject\x12\x1a.goray.v1.GetObjectRequest\x1a\x1b.goray.v1.GetObjectResponse\x12P\n\rUpdateBorrows\x12\x1e.goray.v1.UpdateBorrowsRequest\x1a\x1f.goray.v1.UpdateBorrowsResponse\x12\x35\n\x04Ping\x12\x15.goray.v1.PingRequest\x1a\x16.goray.v1.PingResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.worker_pb2', globals())
@@ -27,21 +27,31 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _EXECUTEREQUEST._serialized_start=377
   _EXECUTEREQUEST._serialized_end=504
   _EXECUTERESPONSE._serialized_start=507
-  _EXECUTERESPONSE._serialized_end=699
-  _CONSTRUCTACTORREQUEST._serialized_start=701
-  _CONSTRUCTACTORREQUEST._serialized_end=799
-  _CONSTRUCTACTORRESPONSE._serialized_start=801
-  _CONSTRUCTACTORRESPONSE._serialized_end=825
-  _DESTROYACTORREQUEST._serialized_start=827
-  _DESTROYACTORREQUEST._serialized_end=875
-  _DESTROYACTORRESPONSE._serialized_start=877
-  _DESTROYACTORRESPONSE._serialized_end=932
-  _GETOBJECTREQUEST._serialized_start=934
-  _GETOBJECTREQUEST._serialized_end=1018
-  _GETOBJECTRESPONSE._serialized_start=1021
-  _GETOBJECTRESPONSE._serialized_end=1190
-  _CANCELCALL._serialized_start=1192
-  _CANCELCALL._serialized_end=1294
-  _WORKERSERVICE._serialized_start=1297
-  _WORKERSERVICE._serialized_end=1614
+  _EXECUTERESPONSE._serialized_end=750
+  _CONSTRUCTACTORREQUEST._serialized_start=752
+  _CONSTRUCTACTORREQUEST._serialized_end=850
+  _CONSTRUCTACTORRESPONSE._serialized_start=852
+  _CONSTRUCTACTORRESPONSE._serialized_end=876
+  _DESTROYACTORREQUEST._serialized_start=878
+  _DESTROYACTORREQUEST._serialized_end=926
+  _DESTROYACTORRESPONSE._serialized_start=928
+  _DESTROYACTORRESPONSE._serialized_end=983
+  _GETOBJECTREQUEST._serialized_start=986
+  _GETOBJECTREQUEST._serialized_end=1122
+  _GETOBJECTRESPONSE._serialized_start=1125
+  _GETOBJECTRESPONSE._serialized_end=1294
+  _UPDATEBORROWSREQUEST._serialized_start=1296
+  _UPDATEBORROWSREQUEST._serialized_end=1365
+  _BORROWDELTA._serialized_start=1367
+  _BORROWDELTA._serialized_end=1474
+  _UPDATEBORROWSRESPONSE._serialized_start=1476
+  _UPDATEBORROWSRESPONSE._serialized_end=1545
+  _PINGREQUEST._serialized_start=1547
+  _PINGREQUEST._serialized_end=1560
+  _PINGRESPONSE._serialized_start=1562
+  _PINGRESPONSE._serialized_end=1605
+  _CANCELCALL._serialized_start=1607
+  _CANCELCALL._serialized_end=1709
+  _WORKERSERVICE._serialized_start=1712
+  _WORKERSERVICE._serialized_end=2166
 # @@protoc_insertion_point(module_scope)

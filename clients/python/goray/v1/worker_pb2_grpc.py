@@ -36,6 +36,16 @@ class WorkerServiceStub(object):
                 request_serializer=goray_dot_v1_dot_worker__pb2.GetObjectRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_worker__pb2.GetObjectResponse.FromString,
                 )
+        self.UpdateBorrows = channel.unary_unary(
+                '/goray.v1.WorkerService/UpdateBorrows',
+                request_serializer=goray_dot_v1_dot_worker__pb2.UpdateBorrowsRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_worker__pb2.UpdateBorrowsResponse.FromString,
+                )
+        self.Ping = channel.unary_unary(
+                '/goray.v1.WorkerService/Ping',
+                request_serializer=goray_dot_v1_dot_worker__pb2.PingRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_worker__pb2.PingResponse.FromString,
+                )
 
 
 class WorkerServiceServicer(object):
@@ -75,6 +85,25 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateBorrows(self, request, context):
+        """Caller: a process that borrows objects this process owns (it holds refs
+        to them), or one that hands refs on to another process in a result.
+        Callee: the objects' owner, which keeps each object while any borrower
+        count of it is above zero (see docs/objects.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Ping(self, request, context):
+        """Caller: an owner, about a process that borrows its objects. Callee: the
+        borrower. Answers at once; an owner drops the borrows of a process that
+        stops answering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +126,16 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.GetObject,
                     request_deserializer=goray_dot_v1_dot_worker__pb2.GetObjectRequest.FromString,
                     response_serializer=goray_dot_v1_dot_worker__pb2.GetObjectResponse.SerializeToString,
+            ),
+            'UpdateBorrows': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBorrows,
+                    request_deserializer=goray_dot_v1_dot_worker__pb2.UpdateBorrowsRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_worker__pb2.UpdateBorrowsResponse.SerializeToString,
+            ),
+            'Ping': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ping,
+                    request_deserializer=goray_dot_v1_dot_worker__pb2.PingRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_worker__pb2.PingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,5 +214,39 @@ class WorkerService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/GetObject',
             goray_dot_v1_dot_worker__pb2.GetObjectRequest.SerializeToString,
             goray_dot_v1_dot_worker__pb2.GetObjectResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateBorrows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/UpdateBorrows',
+            goray_dot_v1_dot_worker__pb2.UpdateBorrowsRequest.SerializeToString,
+            goray_dot_v1_dot_worker__pb2.UpdateBorrowsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/Ping',
+            goray_dot_v1_dot_worker__pb2.PingRequest.SerializeToString,
+            goray_dot_v1_dot_worker__pb2.PingResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
