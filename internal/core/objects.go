@@ -189,7 +189,7 @@ func (c *Core) putPayload(ctx context.Context, p *pb.Payload, contained []*handl
 	if len(p.GetData()) < InlineLimit {
 		if len(contained) == 0 {
 			// Kept in its ref alone until the ref leaves the process.
-			return Ref{h: &handle{info: RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, owned: true, value: p}}, nil
+			return Ref{h: &handle{c: c, info: RefInfo{ID: id, Owner: c.addr, OwnerWorker: c.workerID}, owned: true, value: p}}, nil
 		}
 		return c.newSettled(id, p, nil, contained), nil
 	}

@@ -39,10 +39,8 @@ func (r Ref) Shared() RefInfo {
 	if r.h == nil {
 		return RefInfo{}
 	}
-	if r.h.value != nil {
-		if c, err := Current(); err == nil {
-			c.shared(r.h)
-		}
+	if r.h.value != nil && r.h.c != nil {
+		r.h.c.shared(r.h)
 	}
 	return r.h.info
 }
@@ -73,8 +71,8 @@ func (r Ref) Usable() error {
 // unreachable; every copy of the ref shares the hold, and their Gets fail
 // from now on. The object is freed once nothing else holds it.
 func (r Ref) Release() {
-	if c, err := Current(); err == nil && r.h != nil && r.h.err == nil {
-		r.h.release(c)
+	if r.h != nil && r.h.c != nil && r.h.err == nil {
+		r.h.release(r.h.c)
 	}
 }
 

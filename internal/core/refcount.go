@@ -39,6 +39,7 @@ import (
 // handle is one counted hold on an object. Refs share it by copying; it is
 // the pointer the GC watches.
 type handle struct {
+	c        *Core // the process's core that holds it (nil: no hold)
 	info     RefInfo
 	owned    bool // this process owns the object
 	released atomic.Bool
@@ -75,7 +76,7 @@ func (c *Core) dropHold(id ids.ObjectID, owned bool) {
 
 // newHandle makes a handle for a hold the caller already counted.
 func (c *Core) newHandle(info RefInfo, owned bool) *handle {
-	h := &handle{info: info, owned: owned, counted: true}
+	h := &handle{c: c, info: info, owned: owned, counted: true}
 	h.cleanup = runtimeAddCleanup(h, holdKey{c, info.ID, owned})
 	return h
 }

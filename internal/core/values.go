@@ -93,12 +93,11 @@ func EncodeRef(enc *msgpack.Encoder, r Ref) error {
 	if err := r.Usable(); err != nil {
 		return err
 	}
-	s, _ := codec.SessionOf(enc).(*encSession)
-	if s != nil {
-		s.c.shared(r.h)
+	if r.h.c != nil {
+		r.h.c.shared(r.h)
+	}
+	if s, ok := codec.SessionOf(enc).(*encSession); ok {
 		s.refs = append(s.refs, r.h)
-	} else if c, err := Current(); err == nil {
-		c.shared(r.h)
 	}
 	b, err := proto.Marshal(r.h.info.Proto())
 	if err != nil {
@@ -205,7 +204,7 @@ func (c *Core) fill(ctx context.Context, hs []*handle) {
 
 // arm makes h the handle of a hold just taken.
 func (c *Core) arm(h *handle, owned bool) {
-	h.owned, h.counted = owned, true
+	h.c, h.owned, h.counted = c, owned, true
 	h.cleanup = runtimeAddCleanup(h, holdKey{c, h.info.ID, owned})
 }
 
