@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -22,11 +23,16 @@ import (
 // callTable is the calls this process submitted that have not finished, by
 // the object their result goes to, so that Cancel finds them. SubmitTask
 // and CallActor add to it, a call's completion removes it, Cancel and the
-// worker service's recursive cancels look up; mu guards m and every
-// callRec's stop. It calls nothing with mu held.
+// worker service's recursive cancels look up; mu guards m, watches and
+// every ctxWatch's calls. It calls nothing with mu held.
+//
+// The calls in flight that were submitted with one context share one watch
+// of it (one context.AfterFunc per context, not per call), which goes when
+// the last of them finishes.
 type callTable struct {
-	mu sync.Mutex
-	m  map[ids.ObjectID]*callRec // guarded by mu
+	mu      sync.Mutex
+	m       map[ids.ObjectID]*callRec     // guarded by mu
+	watches map[context.Context]*ctxWatch // guarded by mu
 }
 
 // callRec is one call in the callTable.
@@ -34,7 +40,16 @@ type callRec struct {
 	name   string // the function or method, for errors
 	actor  bool
 	cancel func(why error, force, recursive bool)
-	stop   func() bool // unregisters the watch on the submission context
+	watch  *ctxWatch // the watch of its submission context, if it can end
+}
+
+// ctxWatch is the watch of one submission context: the calls made with it
+// that have not finished, cancelled when it ends.
+type ctxWatch struct {
+	ctx   context.Context
+	n     int         // guarded by callTable.mu: its calls in the table
+	stop  func() bool // guarded by callTable.mu: unregisters the watch
+	ended bool        // guarded by callTable.mu: its context ended
 }
 
 func (t *callTable) lookup(id ids.ObjectID) *callRec {
@@ -52,40 +67,93 @@ func (t *callTable) has(id ids.ObjectID) bool { return t.lookup(id) != nil }
 // end, its end cancels the call.
 func (c *Core) track(ctx context.Context, id ids.ObjectID, name string, actor bool, cancel func(why error, force, recursive bool)) (release func()) {
 	rec := &callRec{name: name, actor: actor, cancel: cancel}
+	var newWatch *ctxWatch
+	watchable := ctx.Done() != nil
+	if watchable && !reflect.TypeOf(ctx).Comparable() {
+		watchable = false // cannot key a map: watched on its own below
+	}
 	c.calls.mu.Lock()
 	if c.calls.m == nil {
 		c.calls.m = map[ids.ObjectID]*callRec{}
+		c.calls.watches = map[context.Context]*ctxWatch{}
 	}
 	c.calls.m[id] = rec
+	if watchable {
+		w := c.calls.watches[ctx]
+		if w == nil {
+			w = &ctxWatch{ctx: ctx}
+			c.calls.watches[ctx] = w
+			newWatch = w
+		}
+		w.n++
+		rec.watch = w
+	}
 	c.calls.mu.Unlock()
 	if parent, ok := ctx.Value(runningKey{}).(*call); ok {
 		parent.addChild(c, id)
 	}
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
+	var stop func() bool
+	switch {
+	case newWatch != nil:
+		st := context.AfterFunc(ctx, func() { c.contextEnded(ctx, newWatch) })
+		c.calls.mu.Lock()
+		if newWatch.n == 0 && !newWatch.ended {
+			// Every call of it finished already.
+			if c.calls.watches[ctx] == newWatch {
+				delete(c.calls.watches, ctx)
+			}
+			c.calls.mu.Unlock()
+			st()
+		} else {
+			newWatch.stop = st
+			c.calls.mu.Unlock()
+		}
+	case ctx.Done() != nil && !watchable:
+		stop = context.AfterFunc(ctx, func() {
 			c.cancelOwned(id, errs.New(errs.KindCancelled, name, "the caller's context ended before the call finished: %v", context.Cause(ctx)), false, false)
 		})
-		c.calls.mu.Lock()
-		if c.calls.m[id] == rec {
-			rec.stop = stop
-			stop = nil
-		}
-		c.calls.mu.Unlock()
-		if stop != nil {
-			stop() // released already
-		}
 	}
 	return func() {
 		c.calls.mu.Lock()
-		if c.calls.m[id] == rec {
-			delete(c.calls.m, id)
+		if c.calls.m[id] != rec {
+			c.calls.mu.Unlock()
+			return // released already
 		}
-		stop := rec.stop
-		rec.stop = nil
+		delete(c.calls.m, id)
+		if w := rec.watch; w != nil {
+			w.n--
+			if w.n == 0 && !w.ended && w.stop != nil {
+				// The last call of its context: stop watching it.
+				if c.calls.watches[w.ctx] == w {
+					delete(c.calls.watches, w.ctx)
+				}
+				stop, w.stop = w.stop, nil
+			}
+		}
 		c.calls.mu.Unlock()
 		if stop != nil {
 			stop()
 		}
+	}
+}
+
+// contextEnded cancels the calls still running that were submitted with
+// ctx, which has ended.
+func (c *Core) contextEnded(ctx context.Context, w *ctxWatch) {
+	c.calls.mu.Lock()
+	if c.calls.watches[ctx] == w {
+		delete(c.calls.watches, ctx)
+	}
+	w.ended = true
+	calls := map[ids.ObjectID]*callRec{}
+	for id, rec := range c.calls.m {
+		if rec.watch == w {
+			calls[id] = rec
+		}
+	}
+	c.calls.mu.Unlock()
+	for id, rec := range calls {
+		c.cancelOwned(id, errs.New(errs.KindCancelled, rec.name, "the caller's context ended before the call finished: %v", context.Cause(ctx)), false, false)
 	}
 }
 

@@ -310,3 +310,54 @@ func TestWorkerCall(t *testing.T) {
 		}
 	})
 }
+
+// TestTrackSharesOneWatchPerContext: the calls in flight on one context
+// share its watch, its end cancels every one of them, and the watch goes
+// with the last call (no entry is left for a context that never ends).
+func TestTrackSharesOneWatchPerContext(t *testing.T) {
+	c := newCore(slog.New(slog.DiscardHandler), "")
+	defer c.shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancelled := make(chan ids.ObjectID, 10)
+	var releases []func()
+	task := ids.NewTaskID(ids.JobIDFromUint32(1))
+	for i := range 5 {
+		id := task.ObjectID(uint32(i + 1))
+		releases = append(releases, c.track(ctx, id, "f", false, func(error, bool, bool) { cancelled <- id }))
+	}
+	if n := len(c.calls.watches); n != 1 {
+		t.Fatalf("watches of one context with 5 calls: got %d, want 1", n)
+	}
+	releases[0]() // finished before the context ends: not cancelled
+	cancel()
+	got := map[ids.ObjectID]bool{}
+	for range 4 {
+		select {
+		case id := <-cancelled:
+			got[id] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("cancelled %d calls of 4 after their context ended", len(got))
+		}
+	}
+	if got[task.ObjectID(1)] {
+		t.Fatal("a finished call was cancelled")
+	}
+	for _, r := range releases[1:] {
+		r()
+	}
+
+	// A context that never ends: its watch goes with its last call.
+	live, stop := context.WithCancel(context.Background())
+	defer stop()
+	for round := range 3 {
+		id := task.ObjectID(uint32(100 + round))
+		release := c.track(live, id, "f", false, func(error, bool, bool) { t.Error("cancelled a call whose context lives") })
+		release()
+	}
+	c.calls.mu.Lock()
+	n, m := len(c.calls.watches), len(c.calls.m)
+	c.calls.mu.Unlock()
+	if n != 0 || m != 0 {
+		t.Fatalf("after every call finished: %d watches and %d calls left, want none", n, m)
+	}
+}
