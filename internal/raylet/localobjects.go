@@ -116,6 +116,9 @@ type localObjects struct {
 	highWater uint64
 	log       *slog.Logger
 	kick      chan struct{} // size 1: asks the spill loop for a round
+	// removing counts spill files being removed: a large file's unlink
+	// takes milliseconds, so it is done without mu (removeSpillFile).
+	removing sync.WaitGroup
 
 	mu       sync.Mutex
 	sealed   map[ids.ObjectID]*object // guarded by mu
@@ -455,10 +458,18 @@ func (t *localObjects) dropSpillLocked(o *object) {
 	t.stats.spilledObjects--
 	sf.live--
 	if sf.live == 0 {
-		if err := os.Remove(sf.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.log.Warn("remove spill file", "file", sf.path, "err", err)
-		}
+		t.removeSpillFile(sf.path)
 	}
+}
+
+// removeSpillFile removes a spill file none of whose objects is left, in
+// the background (its name is never used again).
+func (t *localObjects) removeSpillFile(path string) {
+	t.removing.Go(func() {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.log.Warn("remove spill file", "file", path, "err", err)
+		}
+	})
 }
 
 // releaseLocked frees the storage of o, which is no longer in sealed or

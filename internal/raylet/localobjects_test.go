@@ -234,6 +234,7 @@ func where(objs *localObjects, id ids.ObjectID) string {
 
 func spillFiles(t *testing.T, objs *localObjects) []string {
 	t.Helper()
+	objs.removing.Wait()
 	es, err := os.ReadDir(objs.spillDir)
 	if err != nil {
 		t.Fatal(err)

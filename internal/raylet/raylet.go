@@ -609,6 +609,9 @@ func (r *Raylet) stop() {
 		r.transfer.close()
 	}
 	r.wg.Wait()
+	if r.objects != nil {
+		r.objects.removing.Wait()
+	}
 	if r.arena != nil {
 		r.arena.Close()
 	}
