@@ -433,7 +433,7 @@ func writeSpillFile(storeDir, path string, rs [][2]uint64, offs []uint64) (err e
 	}()
 	var at uint64
 	for k, r := range rs {
-		b, err := m.View(r[0], r[1])
+		b, err := m.ReadView(r[0], r[1])
 		if err != nil {
 			return err
 		}

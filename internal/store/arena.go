@@ -170,6 +170,17 @@ func (m *Mapping) View(off, n uint64) ([]byte, error) {
 	return m.region(off, n, false)
 }
 
+// ReadView is View with its page tables filled in first, for one pass
+// over a large region (a spill's write): a page faulted in one by one costs
+// about as much as copying it.
+func (m *Mapping) ReadView(off, n uint64) ([]byte, error) {
+	b, err := m.region(off, n, false)
+	if skip := (4096 - off%4096) % 4096; err == nil && skip < n {
+		_ = populate(b[skip:], madvPopulateRead) // madvise wants a page-aligned start
+	}
+	return b, err
+}
+
 // populate fills in the page tables of b (advice: madvPopulate*); an error
 // only means the pages fault in one by one.
 func populate(b []byte, advice int) error {
