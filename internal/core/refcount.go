@@ -770,10 +770,14 @@ func (p *storePressure) add(c *Core, n int64) {
 		return
 	}
 	p.bytes.Store(0)
-	go func() {
+	if c.ctx.Err() != nil {
+		p.running.Store(false)
+		return
+	}
+	c.wg.Go(func() {
 		defer p.running.Store(false)
 		runtime.GC()
-	}()
+	})
 }
 
 // ObjectCounts are the objects this process counts, for tests and status.
