@@ -4,6 +4,14 @@
 // Whoever creates a ref owns it: small values (under 100 KiB) live in the
 // owner's memory, larger ones in the node's shared-memory store, pulled
 // between nodes in chunks on demand. Get blocks until the value is there.
+//
+// An object lives while something holds it: a Ref in its owner's memory, a
+// ref inside a value its owner keeps, a call in flight that takes it, or
+// another process that received the ref (in an argument, a value or a
+// result). Once nothing does — the Go GC found every Ref unreachable, or
+// Release dropped them — it is freed in its owner and in every node's
+// store. Refs and actor handles inside slices, maps and structs travel
+// live. See docs/objects.md.
 package objectstore
 
 import (
@@ -18,8 +26,9 @@ import (
 // Ref is a typed reference to an object: the result of a remote call, or a
 // value stored with Put. The process that made it owns the object. A Ref
 // passed as an argument of a remote call (an Arg) reaches the callee as its
-// value, and the call runs once the value exists. The zero Ref names no
-// object: its Get fails.
+// value, and the call runs once the value exists. Copies of a Ref share
+// one hold on the object, dropped when the GC finds none of them reachable
+// or at Release. The zero Ref names no object: its Get fails.
 type Ref[T any] struct{ r core.Ref }
 
 // Get blocks until the object is ready, or ctx ends, and returns its value.
@@ -104,8 +113,9 @@ func Put[T any](ctx context.Context, v T) (Ref[T], error) {
 // View is Get for a []byte without a copy, as Ray's zero-copy reads are: a
 // value held in this node's shared-memory store comes back as a view of it.
 // The view is read-only — writing to it faults and kills the process — and
-// it shows the object until the object is freed (its owner releases it, or
-// its job ends), after which it may show another object. Use Get for bytes
+// it shows the object until the object is freed (nothing holds it any
+// more, or its job ends), after which it may show another object: keep the
+// ref alive while you use the view. Use Get for bytes
 // you may change or keep; use View to read large values fast.
 func View(ctx context.Context, ref Ref[[]byte]) ([]byte, error) {
 	c, err := core.Current()
