@@ -48,7 +48,11 @@ func (r Ref) Shared() RefInfo {
 // ID is the object's ID in hex.
 func (r Ref) ID() string { return r.Info().ID.String() }
 
-var errZeroRef = errs.New(errs.KindInvalidArgument, "", "objectstore: Get on a zero Ref (use the Ref returned by Put or a remote call)")
+// errZeroRef and errReleased are made per use: an *errs.Error may be
+// stamped with where it happened on its way out of a task.
+func errZeroRef() error {
+	return errs.New(errs.KindInvalidArgument, "", "objectstore: Get on a zero Ref (use the Ref returned by Put or a remote call)")
+}
 
 // Usable is nil for a ref that names an object, and otherwise the error
 // that Get returns: the call's own error, that the ref is zero, released,
@@ -58,11 +62,15 @@ func (r Ref) Usable() error {
 	case r.err != nil:
 		return r.err
 	case r.h == nil:
-		return errZeroRef
+		return errZeroRef()
 	case r.h.err != nil:
+		if e, ok := r.h.err.(*errs.Error); ok {
+			cp := *e // copies of a ref share the error; a task may stamp its own
+			return &cp
+		}
 		return r.h.err
 	case r.h.released.Load():
-		return errReleased
+		return errReleased()
 	}
 	return nil
 }

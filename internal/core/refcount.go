@@ -109,7 +109,9 @@ func (h *handle) release(c *Core) {
 	}
 }
 
-var errReleased = errs.New(errs.KindObjectFreed, "", "this ref was released (Ref.Release): it no longer names an object")
+func errReleased() error {
+	return errs.New(errs.KindObjectFreed, "", "this ref was released (Ref.Release): it no longer names an object")
+}
 
 // RefFor is a counted ref to the object info names: a hold on it (this
 // process's own object, or a borrow registered with its owner). It is how
