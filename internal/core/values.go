@@ -142,6 +142,15 @@ func DecodeRef(dec *msgpack.Decoder) (Ref, error) {
 	return Ref{h: h}, nil
 }
 
+// decodingCore is the core decoding dec's value: the session's, else the
+// process's.
+func decodingCore(dec *msgpack.Decoder) (*Core, error) {
+	if s, ok := codec.DecodeSessionOf(dec).(*decSession); ok {
+		return s.c, nil
+	}
+	return Current()
+}
+
 // decodeExt reads an extension of type want, or nil (ok false).
 func decodeExt(dec *msgpack.Decoder, want int8, what string) ([]byte, bool, error) {
 	code, err := dec.PeekCode()
@@ -249,7 +258,7 @@ func DecodeActor(dec *msgpack.Decoder) (*ActorHandle, error) {
 	if _, err := ids.ParseActorID(info.GetSpec().GetActorId()); err != nil {
 		return nil, fmt.Errorf("decode an actor handle: %w", err)
 	}
-	c, err := Current()
+	c, err := decodingCore(dec)
 	if err != nil {
 		return nil, err
 	}
