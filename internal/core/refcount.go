@@ -581,18 +581,10 @@ func (l *ownerLink) queue(c *Core, d *pb.BorrowDelta) {
 	kick := !l.kicked
 	l.kicked = true
 	l.pmu.Unlock()
-	if !kick || c.ctx.Err() != nil {
+	if !kick {
 		return
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		// Let a burst of releases (a GC cycle's cleanups) gather first.
-		select {
-		case <-time.After(borrowFlushDelay):
-		case <-c.ctx.Done():
-			return
-		}
+	c.afterGather(func() {
 		l.pmu.Lock()
 		l.kicked = false
 		l.pmu.Unlock()
@@ -601,7 +593,24 @@ func (l *ownerLink) queue(c *Core, d *pb.BorrowDelta) {
 		if _, err := l.send(ctx, c, nil); err != nil && !errors.Is(err, context.Canceled) {
 			c.log.Debug("tell an owner about dropped refs", "owner", l.owner, "err", err)
 		}
-	}()
+	})
+}
+
+// afterGather runs f in the core's wait group once borrowFlushDelay has
+// passed, so that a burst of requests (a GC cycle's cleanups) gathers into
+// one; not at all once the core shuts down.
+func (c *Core) afterGather(f func()) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	c.wg.Go(func() {
+		select {
+		case <-time.After(borrowFlushDelay):
+		case <-c.ctx.Done():
+			return
+		}
+		f()
+	})
 }
 
 // borrowFlushDelay gathers removals for one owner into one request.
@@ -710,17 +719,10 @@ func (f *storeFreer) free(c *Core, copies []storedCopy) {
 	kick := !f.kicked
 	f.kicked = true
 	f.mu.Unlock()
-	if !kick || c.ctx.Err() != nil {
+	if !kick {
 		return
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		select {
-		case <-time.After(borrowFlushDelay):
-		case <-c.ctx.Done():
-			return
-		}
+	c.afterGather(func() {
 		f.mu.Lock()
 		batch := f.pending
 		f.pending, f.kicked = nil, false
@@ -728,7 +730,7 @@ func (f *storeFreer) free(c *Core, copies []storedCopy) {
 		for raylet, objs := range batch {
 			c.freeCopies(raylet, objs)
 		}
-	}()
+	})
 }
 
 // freeCopies asks a raylet ("" this node's) to free its copies of objs.
