@@ -207,10 +207,11 @@ func WithRecursive() CancelOption {
 // call (a Put), does nothing and returns nil. Cancel returns once the
 // cancel is under way; Get of ref waits for its end.
 //
-// Only the process that made the call can cancel it: a ref owned by another
-// process fails with runtime.ErrInvalidArgument, as does WithForce on an
-// actor call. A zero ref, or one whose call could not even be made, returns
-// the error its Get returns.
+// A ref this process borrows (one it received inside a value or a result)
+// is cancelled by asking the process that made the call, its owner.
+// WithForce on an actor call fails with runtime.ErrInvalidArgument. A zero
+// ref, or one whose call could not even be made, returns the error its Get
+// returns.
 //
 // The ctx a call is submitted with governs it too, as in any Go API: when
 // it is cancelled, or its deadline passes, before the call finished, the

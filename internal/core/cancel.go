@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 	"sync"
@@ -178,7 +179,15 @@ func (c *Core) Cancel(ctx context.Context, r RefInfo, force, recursive bool) err
 		return errs.Context(err, "cancel "+r.ID.String())
 	}
 	if r.Owner != c.addr {
-		return errs.New(errs.KindInvalidArgument, "", "object %s is owned by the process at %s: only the process that submitted a call can cancel it", r.ID, r.Owner)
+		// A borrowed ref: its owner submitted the call and cancels it.
+		cc, err := c.conns.get(r.Owner)
+		if err == nil {
+			_, err = pb.NewWorkerServiceClient(cc).CancelCall(ctx, &pb.CancelCallRequest{ObjectId: r.ID[:], Force: force, Recursive: recursive})
+		}
+		if err != nil {
+			return fmt.Errorf("cancel %s at its owner %s: %w", r.ID, r.Owner, errs.FromStatus(err))
+		}
+		return nil
 	}
 	rec := c.calls.lookup(r.ID)
 	if rec == nil {

@@ -203,6 +203,20 @@ func (s *workerServer) UpdateBorrows(_ context.Context, req *pb.UpdateBorrowsReq
 // maxBorrowDeltas bounds one UpdateBorrows request.
 const maxBorrowDeltas = 1_000_000
 
+// CancelCall cancels a call this process submitted, for a process that
+// borrows its result's ref (task.Cancel there).
+func (s *workerServer) CancelCall(ctx context.Context, req *pb.CancelCallRequest) (*pb.CancelCallResponse, error) {
+	id, err := ids.ParseObjectID(req.GetObjectId())
+	if err != nil {
+		return nil, errs.New(errs.KindInvalidArgument, "", "CancelCall: %v", err)
+	}
+	info := RefInfo{ID: id, Owner: s.c.addr, OwnerWorker: s.c.workerID}
+	if err := s.c.Cancel(ctx, info, req.GetForce(), req.GetRecursive()); err != nil {
+		return nil, err
+	}
+	return &pb.CancelCallResponse{}, nil
+}
+
 // Ping answers an owner checking that this borrower lives.
 func (s *workerServer) Ping(context.Context, *pb.PingRequest) (*pb.PingResponse, error) {
 	return &pb.PingResponse{WorkerId: s.c.workerID[:]}, nil

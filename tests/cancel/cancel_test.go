@@ -438,3 +438,45 @@ func TestKillEndsAStuckActorsHost(t *testing.T) {
 		t.Fatalf("a new actor after: got %d, %v, want 5", v, err)
 	}
 }
+
+// Canceller is an actor that cancels the calls whose refs it is given.
+type Canceller struct{}
+
+// Cancel cancels the call behind the ref inside its argument: a ref it
+// borrows, owned by the process that made the call.
+func (*Canceller) Cancel(ctx context.Context, refs []objectstore.Ref[int]) (int, error) {
+	for _, r := range refs {
+		if err := task.Cancel(ctx, r); err != nil {
+			return 0, err
+		}
+	}
+	return len(refs), nil
+}
+
+var (
+	cancellerType   = actor.Register("canceltest.canceller", func() *Canceller { return &Canceller{} })
+	cancellerCancel = actor.Method1(cancellerType, "cancel", (*Canceller).Cancel)
+)
+
+// TestCancelThroughABorrowedRef: a process that borrows a call's ref (an
+// actor it was passed to, inside a value) cancels the call: its owner
+// cancels it, and the owner's Get returns the cancellation.
+func TestCancelThroughABorrowedRef(t *testing.T) {
+	ctx := testenv.Ctx(t, 30*time.Second)
+	h, err := actor.Spawn(ctx, cancellerType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = actor.Kill(context.Background(), h) })
+	dir := t.TempDir()
+	ref := block.Remote(ctx, objectstore.Val(dir))
+	waitMarked(t, dir, "started")
+	if n, err := cancellerCancel.Remote(ctx, h, objectstore.Val([]objectstore.Ref[int]{ref})).Get(ctx); err != nil || n != 1 {
+		t.Fatalf("the actor cancelling the borrowed ref: got %d, %v", n, err)
+	}
+	_, err = ref.Get(ctx)
+	wantKind(t, "Get of the task cancelled through a borrowed ref", err, runtime.ErrCancelled)
+	if !marked(dir, "saw-done") {
+		t.Fatal("Get returned the cancellation before the function saw ctx.Done")
+	}
+}

@@ -970,6 +970,104 @@ func (x *CancelCall) GetForce() bool {
 	return false
 }
 
+type CancelCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16-byte ID of the object the call's result goes to.
+	ObjectId []byte `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	// As task.WithForce and task.WithRecursive.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Recursive     bool `protobuf:"varint,3,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCallRequest) Reset() {
+	*x = CancelCallRequest{}
+	mi := &file_goray_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCallRequest) ProtoMessage() {}
+
+func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCallRequest.ProtoReflect.Descriptor instead.
+func (*CancelCallRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CancelCallRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *CancelCallRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *CancelCallRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type CancelCallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCallResponse) Reset() {
+	*x = CancelCallResponse{}
+	mi := &file_goray_v1_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCallResponse) ProtoMessage() {}
+
+func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCallResponse.ProtoReflect.Descriptor instead.
+func (*CancelCallResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_worker_proto_rawDescGZIP(), []int{16}
+}
+
 var File_goray_v1_worker_proto protoreflect.FileDescriptor
 
 const file_goray_v1_worker_proto_rawDesc = "" +
@@ -1030,14 +1128,21 @@ const file_goray_v1_worker_proto_rawDesc = "" +
 	"CancelCall\x12$\n" +
 	"\x0etarget_call_id\x18\x01 \x01(\x04R\ftargetCallId\x12\x1c\n" +
 	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force2\xc6\x03\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"d\n" +
+	"\x11CancelCallRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"\x14\n" +
+	"\x12CancelCallResponse2\x8f\x04\n" +
 	"\rWorkerService\x12B\n" +
 	"\aExecute\x12\x18.goray.v1.ExecuteRequest\x1a\x19.goray.v1.ExecuteResponse(\x010\x01\x12S\n" +
 	"\x0eConstructActor\x12\x1f.goray.v1.ConstructActorRequest\x1a .goray.v1.ConstructActorResponse\x12M\n" +
 	"\fDestroyActor\x12\x1d.goray.v1.DestroyActorRequest\x1a\x1e.goray.v1.DestroyActorResponse\x12D\n" +
 	"\tGetObject\x12\x1a.goray.v1.GetObjectRequest\x1a\x1b.goray.v1.GetObjectResponse\x12P\n" +
 	"\rUpdateBorrows\x12\x1e.goray.v1.UpdateBorrowsRequest\x1a\x1f.goray.v1.UpdateBorrowsResponse\x125\n" +
-	"\x04Ping\x12\x15.goray.v1.PingRequest\x1a\x16.goray.v1.PingResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\x04Ping\x12\x15.goray.v1.PingRequest\x1a\x16.goray.v1.PingResponse\x12G\n" +
+	"\n" +
+	"CancelCall\x12\x1b.goray.v1.CancelCallRequest\x1a\x1c.goray.v1.CancelCallResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_worker_proto_rawDescOnce sync.Once
@@ -1051,7 +1156,7 @@ func file_goray_v1_worker_proto_rawDescGZIP() []byte {
 	return file_goray_v1_worker_proto_rawDescData
 }
 
-var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_goray_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_goray_v1_worker_proto_goTypes = []any{
 	(*TaskSpec)(nil),               // 0: goray.v1.TaskSpec
 	(*ExecuteRequest)(nil),         // 1: goray.v1.ExecuteRequest
@@ -1068,25 +1173,27 @@ var file_goray_v1_worker_proto_goTypes = []any{
 	(*PingRequest)(nil),            // 12: goray.v1.PingRequest
 	(*PingResponse)(nil),           // 13: goray.v1.PingResponse
 	(*CancelCall)(nil),             // 14: goray.v1.CancelCall
-	(*Arg)(nil),                    // 15: goray.v1.Arg
-	(*Payload)(nil),                // 16: goray.v1.Payload
-	(*ObjectLocation)(nil),         // 17: goray.v1.ObjectLocation
-	(*ErrorInfo)(nil),              // 18: goray.v1.ErrorInfo
-	(*ObjectRef)(nil),              // 19: goray.v1.ObjectRef
-	(*ActorSpec)(nil),              // 20: goray.v1.ActorSpec
+	(*CancelCallRequest)(nil),      // 15: goray.v1.CancelCallRequest
+	(*CancelCallResponse)(nil),     // 16: goray.v1.CancelCallResponse
+	(*Arg)(nil),                    // 17: goray.v1.Arg
+	(*Payload)(nil),                // 18: goray.v1.Payload
+	(*ObjectLocation)(nil),         // 19: goray.v1.ObjectLocation
+	(*ErrorInfo)(nil),              // 20: goray.v1.ErrorInfo
+	(*ObjectRef)(nil),              // 21: goray.v1.ObjectRef
+	(*ActorSpec)(nil),              // 22: goray.v1.ActorSpec
 }
 var file_goray_v1_worker_proto_depIdxs = []int32{
-	15, // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
+	17, // 0: goray.v1.TaskSpec.args:type_name -> goray.v1.Arg
 	0,  // 1: goray.v1.ExecuteRequest.task:type_name -> goray.v1.TaskSpec
 	14, // 2: goray.v1.ExecuteRequest.cancel:type_name -> goray.v1.CancelCall
-	16, // 3: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
-	17, // 4: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
-	18, // 5: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
-	19, // 6: goray.v1.ExecuteResponse.contained:type_name -> goray.v1.ObjectRef
-	20, // 7: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
-	16, // 8: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
-	17, // 9: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
-	18, // 10: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
+	18, // 3: goray.v1.ExecuteResponse.value:type_name -> goray.v1.Payload
+	19, // 4: goray.v1.ExecuteResponse.stored:type_name -> goray.v1.ObjectLocation
+	20, // 5: goray.v1.ExecuteResponse.error:type_name -> goray.v1.ErrorInfo
+	21, // 6: goray.v1.ExecuteResponse.contained:type_name -> goray.v1.ObjectRef
+	22, // 7: goray.v1.ConstructActorRequest.spec:type_name -> goray.v1.ActorSpec
+	18, // 8: goray.v1.GetObjectResponse.value:type_name -> goray.v1.Payload
+	19, // 9: goray.v1.GetObjectResponse.stored:type_name -> goray.v1.ObjectLocation
+	20, // 10: goray.v1.GetObjectResponse.error:type_name -> goray.v1.ErrorInfo
 	10, // 11: goray.v1.UpdateBorrowsRequest.deltas:type_name -> goray.v1.BorrowDelta
 	1,  // 12: goray.v1.WorkerService.Execute:input_type -> goray.v1.ExecuteRequest
 	3,  // 13: goray.v1.WorkerService.ConstructActor:input_type -> goray.v1.ConstructActorRequest
@@ -1094,14 +1201,16 @@ var file_goray_v1_worker_proto_depIdxs = []int32{
 	7,  // 15: goray.v1.WorkerService.GetObject:input_type -> goray.v1.GetObjectRequest
 	9,  // 16: goray.v1.WorkerService.UpdateBorrows:input_type -> goray.v1.UpdateBorrowsRequest
 	12, // 17: goray.v1.WorkerService.Ping:input_type -> goray.v1.PingRequest
-	2,  // 18: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
-	4,  // 19: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
-	6,  // 20: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
-	8,  // 21: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
-	11, // 22: goray.v1.WorkerService.UpdateBorrows:output_type -> goray.v1.UpdateBorrowsResponse
-	13, // 23: goray.v1.WorkerService.Ping:output_type -> goray.v1.PingResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
+	15, // 18: goray.v1.WorkerService.CancelCall:input_type -> goray.v1.CancelCallRequest
+	2,  // 19: goray.v1.WorkerService.Execute:output_type -> goray.v1.ExecuteResponse
+	4,  // 20: goray.v1.WorkerService.ConstructActor:output_type -> goray.v1.ConstructActorResponse
+	6,  // 21: goray.v1.WorkerService.DestroyActor:output_type -> goray.v1.DestroyActorResponse
+	8,  // 22: goray.v1.WorkerService.GetObject:output_type -> goray.v1.GetObjectResponse
+	11, // 23: goray.v1.WorkerService.UpdateBorrows:output_type -> goray.v1.UpdateBorrowsResponse
+	13, // 24: goray.v1.WorkerService.Ping:output_type -> goray.v1.PingResponse
+	16, // 25: goray.v1.WorkerService.CancelCall:output_type -> goray.v1.CancelCallResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1129,7 +1238,7 @@ func file_goray_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_worker_proto_rawDesc), len(file_goray_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	WorkerService_GetObject_FullMethodName      = "/goray.v1.WorkerService/GetObject"
 	WorkerService_UpdateBorrows_FullMethodName  = "/goray.v1.WorkerService/UpdateBorrows"
 	WorkerService_Ping_FullMethodName           = "/goray.v1.WorkerService/Ping"
+	WorkerService_CancelCall_FullMethodName     = "/goray.v1.WorkerService/CancelCall"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -55,6 +56,10 @@ type WorkerServiceClient interface {
 	// borrower. Answers at once; an owner drops the borrows of a process that
 	// stops answering.
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
+	// Caller: a process holding a borrowed ref to a call's result (task.Cancel).
+	// Callee: the ref's owner, which submitted the call and cancels it as its
+	// own task.Cancel would.
+	CancelCall(ctx context.Context, in *CancelCallRequest, opts ...grpc.CallOption) (*CancelCallResponse, error)
 }
 
 type workerServiceClient struct {
@@ -128,6 +133,16 @@ func (c *workerServiceClient) Ping(ctx context.Context, in *PingRequest, opts ..
 	return out, nil
 }
 
+func (c *workerServiceClient) CancelCall(ctx context.Context, in *CancelCallRequest, opts ...grpc.CallOption) (*CancelCallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelCallResponse)
+	err := c.cc.Invoke(ctx, WorkerService_CancelCall_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations should embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -156,6 +171,10 @@ type WorkerServiceServer interface {
 	// borrower. Answers at once; an owner drops the borrows of a process that
 	// stops answering.
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
+	// Caller: a process holding a borrowed ref to a call's result (task.Cancel).
+	// Callee: the ref's owner, which submitted the call and cancels it as its
+	// own task.Cancel would.
+	CancelCall(context.Context, *CancelCallRequest) (*CancelCallResponse, error)
 }
 
 // UnimplementedWorkerServiceServer should be embedded to have
@@ -182,6 +201,9 @@ func (UnimplementedWorkerServiceServer) UpdateBorrows(context.Context, *UpdateBo
 }
 func (UnimplementedWorkerServiceServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedWorkerServiceServer) CancelCall(context.Context, *CancelCallRequest) (*CancelCallResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelCall not implemented")
 }
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue() {}
 
@@ -300,6 +322,24 @@ func _WorkerService_Ping_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_CancelCall_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelCallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).CancelCall(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_CancelCall_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).CancelCall(ctx, req.(*CancelCallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -326,6 +366,10 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ping",
 			Handler:    _WorkerService_Ping_Handler,
+		},
+		{
+			MethodName: "CancelCall",
+			Handler:    _WorkerService_CancelCall_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -46,6 +46,11 @@ class WorkerServiceStub(object):
                 request_serializer=goray_dot_v1_dot_worker__pb2.PingRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_worker__pb2.PingResponse.FromString,
                 )
+        self.CancelCall = channel.unary_unary(
+                '/goray.v1.WorkerService/CancelCall',
+                request_serializer=goray_dot_v1_dot_worker__pb2.CancelCallRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_worker__pb2.CancelCallResponse.FromString,
+                )
 
 
 class WorkerServiceServicer(object):
@@ -104,6 +109,15 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelCall(self, request, context):
+        """Caller: a process holding a borrowed ref to a call's result (task.Cancel).
+        Callee: the ref's owner, which submitted the call and cancels it as its
+        own task.Cancel would.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +150,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=goray_dot_v1_dot_worker__pb2.PingRequest.FromString,
                     response_serializer=goray_dot_v1_dot_worker__pb2.PingResponse.SerializeToString,
+            ),
+            'CancelCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCall,
+                    request_deserializer=goray_dot_v1_dot_worker__pb2.CancelCallRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_worker__pb2.CancelCallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,5 +267,22 @@ class WorkerService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/Ping',
             goray_dot_v1_dot_worker__pb2.PingRequest.SerializeToString,
             goray_dot_v1_dot_worker__pb2.PingResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CancelCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.WorkerService/CancelCall',
+            goray_dot_v1_dot_worker__pb2.CancelCallRequest.SerializeToString,
+            goray_dot_v1_dot_worker__pb2.CancelCallResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
