@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -214,11 +213,8 @@ func TestCallTable(t *testing.T) {
 	if err := c.Cancel(ctx, RefInfo{ID: id, Owner: "me"}, false, false); err != nil || len(got) != 0 {
 		t.Fatalf("Cancel of a finished call: got %v and %d cancels, want nil and none", err, len(got))
 	}
-	// A borrowed ref's cancel goes to its owner (tests/cancel has the real
-	// one); an owner that cannot be reached is an error naming it.
-	if err := c.Cancel(ctx, RefInfo{ID: id, Owner: "elsewhere"}, false, false); err == nil || !strings.Contains(err.Error(), "at its owner elsewhere") {
-		t.Fatalf("Cancel of a ref whose owner cannot be reached: got %v, want an error naming the owner", err)
-	}
+	// A borrowed ref's cancel goes to its owner: tests/cancel
+	// (TestCancelThroughABorrowedRef) runs it between real processes.
 
 	aid, _, arelease := track(ctx, true)
 	defer arelease()
