@@ -128,7 +128,20 @@ func (c *Core) newRef(id ids.ObjectID) (Ref, *objEntry) {
 // newSettled makes the entry and the ref of an object whose value or
 // location is here already, holding the refs inside it.
 func (c *Core) newSettled(id ids.ObjectID, value *pb.Payload, loc *pb.ObjectLocation, contained []*handle) Ref {
-	e := &objEntry{done: closedDone, value: value, loc: loc, settled: true, c: c, id: id}
+	return c.settledRef(&objEntry{done: closedDone, value: value, loc: loc, settled: true, c: c, id: id}, contained)
+}
+
+// FailedRef is a ref of its own, with an ID, whose Get returns err: for
+// clients that address refs by ID (the gateway), where a call that could
+// not be made still needs a ref of its own.
+func (c *Core) FailedRef(err error) Ref {
+	id := c.nextPutID()
+	return c.settledRef(&objEntry{done: closedDone, err: err, settled: true, c: c, id: id}, nil)
+}
+
+// settledRef adds e, complete already, to the table and returns its ref.
+func (c *Core) settledRef(e *objEntry, contained []*handle) Ref {
+	id := e.id
 	e.once.Do(func() {}) // complete: later sets are no-ops
 	if len(contained) > 0 {
 		e.contained = c.holdContained(contained)

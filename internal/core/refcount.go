@@ -124,7 +124,7 @@ func (c *Core) RefFor(ctx context.Context, info RefInfo) Ref {
 }
 
 func errFreed(id ids.ObjectID) error {
-	return errs.New(errs.KindObjectFreed, "", "object %s was freed by its owner: every ref to it had been dropped or released", id)
+	return errs.New(errs.KindObjectFreed, "", "object %s was freed by its owner: every ref to it had been dropped or released; keep a ref (or pass the ref itself, not its ID) for as long as the object is needed", id)
 }
 
 // acquire takes a hold on an object this process owns; false when it has

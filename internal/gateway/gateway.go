@@ -86,16 +86,17 @@ type namespace struct {
 
 // hold keeps ref for clients and returns the clients' ref to it.
 func (n *namespace) hold(ns string, ref core.Ref) *pb.ClientRef {
+	if err := ref.Usable(); err != nil {
+		// A call that could not be made: the client still gets a ref of
+		// its own, whose Get returns the error.
+		ref = n.core.FailedRef(err)
+	}
 	info := ref.Shared()
 	n.mu.Lock()
 	if n.held == nil {
 		n.held = map[ids.ObjectID]core.Ref{}
 	}
-	if old, ok := n.held[info.ID]; ok && old != ref {
-		ref.Release() // held already
-	} else {
-		n.held[info.ID] = ref
-	}
+	n.held[info.ID] = ref
 	n.mu.Unlock()
 	return clientRef(ns, info)
 }
