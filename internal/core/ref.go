@@ -80,7 +80,7 @@ func (r Ref) Usable() error {
 // from now on. The object is freed once nothing else holds it.
 func (r Ref) Release() {
 	if r.h != nil && r.h.c != nil && r.h.err == nil {
-		r.h.release(r.h.c)
+		r.h.release()
 	}
 }
 

@@ -99,12 +99,12 @@ func runtimeAddCleanup(h *handle, k holdKey) runtime.Cleanup {
 }
 
 // release drops h's hold now; later Gets through it fail.
-func (h *handle) release(c *Core) {
+func (h *handle) release() {
 	if h.released.CompareAndSwap(false, true) {
 		h.share.Do(func() {}) // an uncounted handle stays so
 		if h.counted {
 			h.cleanup.Stop()
-			c.dropHold(h.info.ID, h.owned)
+			h.c.dropHold(h.info.ID, h.owned)
 		}
 	}
 }
