@@ -499,6 +499,18 @@ func (e *Engine) stopLocked() {
 	e.started = false
 }
 
+// EnvFile is the text of a credentials file: etcdctl's environment
+// variables (ETCDCTL_ENDPOINTS, ETCDCTL_USER as user:password), one per
+// line, so that `set -a; . FILE; set +a; etcdctl get k` works. Without a
+// user (auth off) the ETCDCTL_USER line is left out.
+func EnvFile(endpoints []string, user, pass string) string {
+	s := "ETCDCTL_ENDPOINTS=" + strings.Join(endpoints, ",") + "\n"
+	if user != "" {
+		s += "ETCDCTL_USER=" + user + ":" + pass + "\n"
+	}
+	return s
+}
+
 // concretePort turns "" or HOST:0 into HOST:<a free port>; etcd's single
 // member needs a fixed peer URL in its initial cluster, and a restarted head
 // the same client URL.
