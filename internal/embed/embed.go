@@ -422,8 +422,10 @@ func (s *Server) closeHead() {
 	if s.coord != nil {
 		s.coord.Close()
 	}
-	for _, f := range s.credFiles {
-		os.Remove(f)
+	if s.removeTokenFile {
+		for _, f := range s.credFiles {
+			os.Remove(f)
+		}
 	}
 	s.credFiles = nil
 	if s.headStore != nil {
