@@ -22,8 +22,8 @@ import (
 	"github.com/goray/goray/internal/embed"
 	"github.com/goray/goray/internal/testenv"
 	"github.com/goray/goray/internal/testwait"
-	"github.com/goray/goray/runtime"
 	pb "github.com/goray/goray/proto/goray/v1"
+	"github.com/goray/goray/runtime"
 )
 
 // helperEnv makes the test binary a helper process (see TestMain).
@@ -451,7 +451,10 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"value over the limit", func() error { _, err := c.Put(ctx, "/t/b/v", big); return err }, runtime.ErrInvalidArgument, "request limit"},
 		{"key over the limit", func() error { _, err := c.Put(ctx, string(big), nil); return err }, runtime.ErrInvalidArgument, "request limit"},
-		{"raw request over the limit", func() error { _, err := c.Raw().Put(ctx, "/t/b/raw", string(big)); return coord.Convert(err, "raw put") }, runtime.ErrInvalidArgument, "size limit"},
+		{"raw request over the limit", func() error {
+			_, err := c.Raw().Put(ctx, "/t/b/raw", string(big))
+			return coord.Convert(err, "raw put")
+		}, runtime.ErrInvalidArgument, "size limit"},
 		{"empty key", func() error { _, err := c.Put(ctx, "", []byte("x")); return err }, runtime.ErrInvalidArgument, "empty key"},
 		{"expired lease", func() error {
 			s, err := c.NewSession(ctx, coord.WithTTL(time.Second))
