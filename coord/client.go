@@ -252,3 +252,28 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// Credentials are etcd's endpoints and a user's credentials, as the head
+// hands them out.
+type Credentials struct {
+	Endpoints      []string
+	User, Password string
+}
+
+// GetCredentials asks the head for etcd's endpoints and the cluster's etcd
+// credentials (the read-only user's WithReadOnly), for a program that
+// connects with another etcd client. The options are Connect's.
+func GetCredentials(ctx context.Context, opts ...Option) (Credentials, error) {
+	var o connectOpts
+	for _, op := range opts {
+		op.apply(&o)
+	}
+	if len(o.endpoints) > 0 {
+		return Credentials{Endpoints: o.endpoints, User: o.user, Password: o.password}, nil
+	}
+	resp, err := discover(ctx, o)
+	if err != nil {
+		return Credentials{}, err
+	}
+	return Credentials{Endpoints: resp.GetEndpoints(), User: resp.GetUser(), Password: resp.GetPassword()}, nil
+}
