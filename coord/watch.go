@@ -9,6 +9,9 @@ import (
 	"github.com/goray/goray/internal/errs"
 )
 
+// watchBuffer is how many events a Watcher holds for its reader.
+const watchBuffer = 128
+
 // EventType is what happened to a key.
 type EventType int
 
@@ -95,7 +98,10 @@ func (c *Client) Watch(ctx context.Context, key string, opts ...WatchOption) *Wa
 	for _, op := range opts {
 		op.applyWatch(&o)
 	}
-	ch := make(chan Event)
+	// The buffer is the point: one etcd response carries many events
+	// (a transaction's), and the reader takes them without a goroutine
+	// switch each.
+	ch := make(chan Event, watchBuffer)
 	w := &Watcher{C: ch, done: make(chan struct{}), next: o.rev}
 	if key == "" {
 		w.err = errs.New(errs.KindInvalidArgument, "", "watch: empty key; name a key or a prefix")

@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			specs = append([]*spec{b}, specs...)
 		}
 	}
+	specs = pairBaselines(specs)
 	defer r.close()
 	results := make([]Result, 0, len(specs))
 	byName := map[string]*Result{}
@@ -209,6 +210,38 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		err = writeTable(cfg.Out, results, cfg)
 	}
 	return results, err
+}
+
+// pairBaselines moves each baseline marked adjacent to just before the
+// first metric measured against it, so that the two run back to back and
+// their ratio holds on a machine whose load changes during the run.
+func pairBaselines(specs []*spec) []*spec {
+	out := make([]*spec, 0, len(specs))
+	placed := map[string]bool{}
+	byName := map[string]*spec{}
+	for _, s := range specs {
+		byName[s.name] = s
+	}
+	for _, s := range specs {
+		if s.adjacent && !placed[s.name] {
+			used := false
+			for _, d := range specs {
+				used = used || d.baseline == s.name
+			}
+			if used {
+				continue // placed before its first dependent
+			}
+		}
+		if b := byName[s.baseline]; b != nil && b.adjacent && !placed[b.name] {
+			out = append(out, b)
+			placed[b.name] = true
+		}
+		if !placed[s.name] {
+			out = append(out, s)
+			placed[s.name] = true
+		}
+	}
+	return out
 }
 
 func containsSpec(specs []*spec, name string) bool {
@@ -277,6 +310,9 @@ type spec struct {
 	setup func(ctx context.Context, r *runner) (op, func(), error)
 	// scale marks an opt-in scale workload (Config.Scale).
 	scale bool
+	// adjacent (a baseline) runs just before the first metric measured
+	// against it rather than with the other baselines (pairBaselines).
+	adjacent bool
 	// once, instead of setup, runs a one-shot workload (no warm-up or
 	// trials) and says what it measured.
 	once func(ctx context.Context, r *runner) (scaleResult, error)

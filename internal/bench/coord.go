@@ -89,14 +89,14 @@ func coordSetup(f func(ctx context.Context, b *coordBench) (op, func(), error)) 
 
 func coordBaselines() []*spec {
 	return []*spec{
-		{name: etcdPut, unit: UnitOps, per: 1, note: "bare clientv3 Put of a 2-byte value, sequential",
+		{name: etcdPut, adjacent: true, unit: UnitOps, per: 1, note: "bare clientv3 Put of a 2-byte value, sequential",
 			setup: coordSetup(func(_ context.Context, b *coordBench) (op, func(), error) {
 				return func(ctx context.Context, _ *stopwatch) error {
 					_, err := b.raw.Put(ctx, "/bench/base/put", string(okValue))
 					return err
 				}, func() {}, nil
 			})},
-		{name: etcdGet, unit: UnitOps, per: 1, note: "bare clientv3 Get (linearizable) of a 2-byte value",
+		{name: etcdGet, adjacent: true, unit: UnitOps, per: 1, note: "bare clientv3 Get (linearizable) of a 2-byte value",
 			setup: coordSetup(func(ctx context.Context, b *coordBench) (op, func(), error) {
 				if _, err := b.raw.Put(ctx, "/bench/base/get", string(okValue)); err != nil {
 					return nil, nil, err
@@ -106,7 +106,7 @@ func coordBaselines() []*spec {
 					return err
 				}, func() {}, nil
 			})},
-		{name: etcdTxn, unit: UnitOps, per: 1, note: "bare clientv3 Txn: if ModRevision is the last one written, put, else get",
+		{name: etcdTxn, adjacent: true, unit: UnitOps, per: 1, note: "bare clientv3 Txn: if ModRevision is the last one written, put, else get",
 			setup: coordSetup(func(ctx context.Context, b *coordBench) (op, func(), error) {
 				const key = "/bench/base/txn"
 				resp, err := b.raw.Put(ctx, key, string(okValue))
@@ -127,7 +127,7 @@ func coordBaselines() []*spec {
 					return nil
 				}, func() {}, nil
 			})},
-		{name: etcdWatch, unit: UnitOps, per: watchBatch, note: fmt.Sprintf("a transaction puts %d keys; a bare clientv3 watch on their prefix receives the %d events", watchBatch, watchBatch),
+		{name: etcdWatch, adjacent: true, unit: UnitOps, per: watchBatch, note: fmt.Sprintf("a transaction puts %d keys; a bare clientv3 watch on their prefix receives the %d events", watchBatch, watchBatch),
 			setup: coordSetup(func(ctx context.Context, b *coordBench) (op, func(), error) {
 				wctx, cancel := context.WithCancel(ctx)
 				wch := b.raw.Watch(wctx, "/bench/base/watch/", clientv3.WithPrefix())
@@ -146,7 +146,7 @@ func coordBaselines() []*spec {
 					return nil
 				}, cancel, nil
 			})},
-		{name: etcdLockUnlock, unit: UnitOps, per: 1, note: "etcd's concurrency.Mutex Lock and Unlock on one session, uncontended",
+		{name: etcdLockUnlock, adjacent: true, unit: UnitOps, per: 1, note: "etcd's concurrency.Mutex Lock and Unlock on one session, uncontended",
 			setup: coordSetup(func(ctx context.Context, b *coordBench) (op, func(), error) {
 				s, err := concurrency.NewSession(b.raw, concurrency.WithTTL(5))
 				if err != nil {
