@@ -59,9 +59,12 @@ func (r *Raylet) allocateObject(req *pb.AllocateObjectRequest) (*pb.AllocateObje
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "AllocateObject: %v", err)
 	}
-	o, exists, err := r.objects.alloc(id, jobID, req.GetSize(), false)
+	o, exists, err := r.objects.alloc(id, jobID, req.GetSize(), false, req.GetAcceptSpillFile())
 	if err != nil || o == nil {
 		return &pb.AllocateObjectResponse{Exists: exists}, err
+	}
+	if o.direct != "" {
+		return &pb.AllocateObjectResponse{SpillPath: o.direct}, nil
 	}
 	return &pb.AllocateObjectResponse{Ok: true, Offset: o.off}, nil
 }

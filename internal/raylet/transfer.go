@@ -129,7 +129,7 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 		return err
 	}
 	var sink pullSink
-	alloc, exists, err := t.objects.alloc(id, jobID, loc.GetSize(), true)
+	alloc, exists, err := t.objects.alloc(id, jobID, loc.GetSize(), true, false)
 	if err != nil || exists {
 		return err
 	}
