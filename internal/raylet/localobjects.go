@@ -684,6 +684,19 @@ func (t *localObjects) sealPulled(id ids.ObjectID, job ids.JobID, a *object) err
 	return nil
 }
 
+// keepAsReplica makes the copy of object id here a replica: like a primary
+// copy it is spilled, never evicted, when the store needs room. It
+// reports whether the copy is here.
+func (t *localObjects) keepAsReplica(id ids.ObjectID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.sealed[id]
+	if o != nil {
+		o.primary = true
+	}
+	return o != nil
+}
+
 // pin pins sealed object id (mode READ or VIEW; UNSPECIFIED pins nothing)
 // and returns where it is. A spilled object is restored into the arena
 // first — making room as alloc does — unless restore is false (a READ pin

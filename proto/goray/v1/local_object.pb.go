@@ -182,7 +182,11 @@ type PullObjectRequest struct {
 	// With PIN_MODE_READ: the caller reads a spilled object from its spill
 	// file itself (PullObjectResponse.spill_path), so the raylet does not
 	// restore it into the arena.
-	ReadSpilled   bool `protobuf:"varint,5,opt,name=read_spilled,json=readSpilled,proto3" json:"read_spilled,omitempty"`
+	ReadSpilled bool `protobuf:"varint,5,opt,name=read_spilled,json=readSpilled,proto3" json:"read_spilled,omitempty"`
+	// Keep the copy made here as a replica (objectstore.WithReplicas): like a
+	// primary copy, it is spilled when the store is full, never evicted, and
+	// it stays until the object is freed or its job ends.
+	KeepAsReplica bool `protobuf:"varint,6,opt,name=keep_as_replica,json=keepAsReplica,proto3" json:"keep_as_replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -248,6 +252,13 @@ func (x *PullObjectRequest) GetPin() PinMode {
 func (x *PullObjectRequest) GetReadSpilled() bool {
 	if x != nil {
 		return x.ReadSpilled
+	}
+	return false
+}
+
+func (x *PullObjectRequest) GetKeepAsReplica() bool {
+	if x != nil {
+		return x.KeepAsReplica
 	}
 	return false
 }
@@ -758,13 +769,14 @@ const file_goray_v1_local_object_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12SealObjectResponse\"\xc5\x01\n" +
+	"\x12SealObjectResponse\"\xed\x01\n" +
 	"\x11PullObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
 	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12#\n" +
 	"\x03pin\x18\x04 \x01(\x0e2\x11.goray.v1.PinModeR\x03pin\x12!\n" +
-	"\fread_spilled\x18\x05 \x01(\bR\vreadSpilled\"\x86\x01\n" +
+	"\fread_spilled\x18\x05 \x01(\bR\vreadSpilled\x12&\n" +
+	"\x0fkeep_as_replica\x18\x06 \x01(\bR\rkeepAsReplica\"\x86\x01\n" +
 	"\x12PullObjectResponse\x12.\n" +
 	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\x12\x1d\n" +
 	"\n" +
