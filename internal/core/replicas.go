@@ -63,6 +63,18 @@ func (c *Core) PutReplicated(ctx context.Context, v any, n int) (Ref, error) {
 	if err != nil {
 		return Ref{}, errs.New(errs.KindInvalidArgument, "", "put: %v", err)
 	}
+	return c.putReplicated(ctx, p, contained, n)
+}
+
+// PutPayloadReplicated is PutReplicated of an encoded value.
+func (c *Core) PutPayloadReplicated(ctx context.Context, p *pb.Payload, n int) (Ref, error) {
+	if n < 0 || n > MaxReplicas {
+		return Ref{}, errs.New(errs.KindInvalidArgument, "", "put: %d replicas asked for; ask for 1 to %d", n, MaxReplicas)
+	}
+	return c.putReplicated(ctx, p, nil, n)
+}
+
+func (c *Core) putReplicated(ctx context.Context, p *pb.Payload, contained []*handle, n int) (Ref, error) {
 	if n < 2 {
 		return c.putPayload(ctx, p, contained)
 	}

@@ -307,11 +307,12 @@ func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
 	if err := checkPayload(p); err != nil {
 		return err
 	}
-	ref, err := n.core.PutPayload(stream.Context(), p)
+	ref, err := n.core.PutPayloadReplicated(stream.Context(), p, int(min(first.GetReplicas(), core.MaxReplicas+1)))
 	if err != nil {
 		return err
 	}
-	return stream.SendAndClose(&pb.PutResponse{Ref: n.hold(first.GetNamespace(), ref)})
+	copies := n.core.Replicas(ref)
+	return stream.SendAndClose(&pb.PutResponse{Ref: n.hold(first.GetNamespace(), ref), Replicas: uint32(copies)})
 }
 
 // Get streams an object's value once it exists.

@@ -53,6 +53,20 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(self.client.get(self.client.put(b"abc")), b"abc")
         self.assertEqual(self.client.get(self.client.put([1, "two"])), [1, "two"])
 
+    def test_put_with_replicas(self):
+        nodes = self.client.info.node_count
+        ref = self.client.put({"kept": "twice"}, replicas=2)
+        self.assertEqual(ref.replicas, min(2, nodes))
+        self.assertEqual(self.client.get(ref), {"kept": "twice"})
+        big = bytes([7]) * (200 << 10)
+        every = self.client.put(big, replicas=5)
+        self.assertEqual(every.replicas, min(5, nodes))
+        self.assertEqual(self.client.get(every), big)
+        self.assertEqual(self.client.put(1).replicas, 1)
+        with self.assertRaises(goray.InvalidArgumentError) as cm:
+            self.client.put(1, replicas=65)
+        self.assertIn("65 replicas", str(cm.exception))
+
     def test_list_namespace(self):
         ns = self.client.list_namespace()
         self.assertEqual(ns["functions"]["square"], ["int64"])
