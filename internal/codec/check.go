@@ -3,6 +3,9 @@ package codec
 import (
 	"encoding/binary"
 	"fmt"
+	"reflect"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // MaxDepth is how deeply arrays and maps may nest in a MessagePack value
@@ -139,4 +142,115 @@ func skipSized(take func(int, uint64) error, length func(int, int) (uint64, erro
 		n += e
 	}
 	return take(start, n)
+}
+
+// checkScalar refuses a MessagePack value that the decoder would silently
+// change on its way into a scalar of type t: an integer out of t's range
+// (2^63 into an int64 would wrap), a nil or a value of another kind where a
+// number, bool or string is wanted (nil would decode as 0). Types with
+// decoders of their own, and every non-scalar type, are left to the decoder.
+func checkScalar(data []byte, t reflect.Type) error {
+	k := t.Kind()
+	if len(data) == 0 || k > reflect.Float64 && k != reflect.String || k == reflect.Uintptr {
+		return nil
+	}
+	if t.Implements(customDecoder) || reflect.PointerTo(t).Implements(customDecoder) ||
+		t.Implements(unmarshaler) || reflect.PointerTo(t).Implements(unmarshaler) {
+		return nil
+	}
+	b := data[0]
+	got := msgpackKind(b)
+	switch k {
+	case reflect.Bool:
+		if got != "bool" {
+			return fmt.Errorf("want a bool for %s, got %s", t, got)
+		}
+	case reflect.String:
+		if got != "string" && got != "binary" {
+			return fmt.Errorf("want a string for %s, got %s", t, got)
+		}
+	case reflect.Float32, reflect.Float64:
+		if got != "integer" && got != "float" {
+			return fmt.Errorf("want a number for %s, got %s", t, got)
+		}
+	default: // integers
+		if got != "integer" {
+			return fmt.Errorf("want an integer for %s, got %s", t, got)
+		}
+		neg, mag := msgpackInt(data)
+		bits := t.Bits()
+		switch {
+		case k >= reflect.Uint && neg:
+			return fmt.Errorf("want a non-negative integer for %s, got -%d", t, mag)
+		case k >= reflect.Uint && bits < 64 && mag > 1<<bits-1:
+			return fmt.Errorf("%d does not fit in %s", mag, t)
+		case k < reflect.Uint && !neg && mag > 1<<(bits-1)-1:
+			return fmt.Errorf("%d does not fit in %s", mag, t)
+		case k < reflect.Uint && neg && mag > 1<<(bits-1):
+			return fmt.Errorf("-%d does not fit in %s", mag, t)
+		}
+	}
+	return nil
+}
+
+var (
+	customDecoder = reflect.TypeFor[msgpack.CustomDecoder]()
+	unmarshaler   = reflect.TypeFor[msgpack.Unmarshaler]()
+)
+
+// msgpackKind names the kind of the value whose first byte is b.
+func msgpackKind(b byte) string {
+	switch {
+	case b <= 0x7f || b >= 0xe0 || b >= 0xcc && b <= 0xd3:
+		return "integer"
+	case b == 0xc0:
+		return "nil"
+	case b == 0xc2 || b == 0xc3:
+		return "bool"
+	case b == 0xca || b == 0xcb:
+		return "float"
+	case b >= 0xa0 && b <= 0xbf || b >= 0xd9 && b <= 0xdb:
+		return "string"
+	case b >= 0xc4 && b <= 0xc6:
+		return "binary"
+	case b >= 0x90 && b <= 0x9f || b == 0xdc || b == 0xdd:
+		return "an array"
+	case b >= 0x80 && b <= 0x8f || b == 0xde || b == 0xdf:
+		return "a map"
+	}
+	return "an extension"
+}
+
+// msgpackInt is the sign and magnitude of the integer data starts with
+// (CheckMsgpack has checked that its bytes are there).
+func msgpackInt(data []byte) (neg bool, mag uint64) {
+	b := data[0]
+	signed := func(v int64) (bool, uint64) {
+		if v < 0 {
+			return true, uint64(-(v + 1)) + 1
+		}
+		return false, uint64(v)
+	}
+	switch {
+	case b <= 0x7f:
+		return false, uint64(b)
+	case b >= 0xe0:
+		return signed(int64(int8(b)))
+	case b == 0xcc:
+		return false, uint64(data[1])
+	case b == 0xcd:
+		return false, uint64(binary.BigEndian.Uint16(data[1:]))
+	case b == 0xce:
+		return false, uint64(binary.BigEndian.Uint32(data[1:]))
+	case b == 0xcf:
+		return false, binary.BigEndian.Uint64(data[1:])
+	case b == 0xd0:
+		return signed(int64(int8(data[1])))
+	case b == 0xd1:
+		return signed(int64(int16(binary.BigEndian.Uint16(data[1:]))))
+	case b == 0xd2:
+		return signed(int64(int32(binary.BigEndian.Uint32(data[1:]))))
+	default: // 0xd3
+		return signed(int64(binary.BigEndian.Uint64(data[1:])))
+	}
 }

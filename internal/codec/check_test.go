@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -114,4 +115,73 @@ func BenchmarkCheckMsgpack(b *testing.B) {
 			}
 		})
 	}
+}
+
+// A value that a scalar type cannot hold is refused, not wrapped or zeroed
+// (issue 14: add(2**63) came back negative, square(None) as 0).
+func TestDecodeScalarsStrictly(t *testing.T) {
+	mp := func(v any) *pb.Payload {
+		b, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pb.Payload{Encoding: pb.Encoding_ENCODING_MSGPACK, Data: b}
+	}
+	refuse := func(name string, err error, want string) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error saying %q", name, err, want)
+		}
+	}
+	accept := func(name string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Errorf("%s: got %v, want it decoded", name, err)
+		}
+	}
+	_, err := Decode[int64](mp(uint64(1 << 63)))
+	refuse("2^63 into int64", err, "9223372036854775808 does not fit in int64")
+	_, err = Decode[int64](mp(nil))
+	refuse("nil into int64", err, "want an integer for int64, got nil")
+	_, err = Decode[string](mp(nil))
+	refuse("nil into string", err, "want a string")
+	_, err = Decode[bool](mp(1))
+	refuse("1 into bool", err, "want a bool")
+	_, err = Decode[uint8](mp(300))
+	refuse("300 into uint8", err, "300 does not fit in uint8")
+	_, err = Decode[uint](mp(-1))
+	refuse("-1 into uint", err, "want a non-negative integer for uint, got -1")
+	_, err = Decode[int8](mp(-129))
+	refuse("-129 into int8", err, "-129 does not fit in int8")
+	_, err = Decode[int](mp("seven"))
+	refuse("a string into int", err, "want an integer for int, got string")
+	_, err = Decode[float64](mp([]int{1}))
+	refuse("an array into float64", err, "want a number for float64, got an array")
+
+	v, err := Decode[int64](mp(int64(math.MinInt64)))
+	accept("MinInt64 into int64", err)
+	if v != math.MinInt64 {
+		t.Errorf("MinInt64: got %d", v)
+	}
+	_, err = Decode[int8](mp(-128))
+	accept("-128 into int8", err)
+	u, err := Decode[uint64](mp(uint64(math.MaxUint64)))
+	accept("MaxUint64 into uint64", err)
+	if u != math.MaxUint64 {
+		t.Errorf("MaxUint64: got %d", u)
+	}
+	f, err := Decode[float64](mp(3))
+	accept("an integer into float64", err)
+	if f != 3 {
+		t.Errorf("3 into float64: got %v", f)
+	}
+	_, err = Decode[string](mp([]byte("bytes")))
+	accept("binary into string", err)
+	p, err := Decode[*int](mp(nil))
+	accept("nil into *int", err)
+	if p != nil {
+		t.Errorf("nil into *int: got %v", p)
+	}
+	_, err = Decode[any](mp(nil))
+	accept("nil into any", err)
 }

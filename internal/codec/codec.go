@@ -146,6 +146,9 @@ func DecodeToSession(p *pb.Payload, t reflect.Type, s Session) (reflect.Value, e
 		if err := CheckMsgpack(p.GetData(), MaxDepth); err != nil {
 			return reflect.Value{}, fmt.Errorf("cannot decode msgpack value into %s: %w", t, err)
 		}
+		if err := checkScalar(p.GetData(), t); err != nil {
+			return reflect.Value{}, fmt.Errorf("cannot decode msgpack value into %s: %w", t, err)
+		}
 		ptr := reflect.New(t)
 		dec := msgpack.GetDecoder()
 		dec.UsePreallocateValues(true)

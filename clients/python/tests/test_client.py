@@ -147,6 +147,8 @@ class ClientTest(unittest.TestCase):
         c = self.client
         cases = {
             "wrong argument type": lambda: c.call("square", "not a number"),
+            "integer out of range": lambda: c.call("square", 2**63),
+            "None for an integer": lambda: c.call("square", None),
             "wrong struct field type": lambda: c.call("greet", {"name": 1, "age": "x"}),
             "wrong argument count": lambda: c.remote("add", 1),
             "undecodable msgpack": lambda: c.put(goray.Encoded("msgpack", b"\xc1")),
