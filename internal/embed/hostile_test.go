@@ -43,7 +43,8 @@ func TestClientServiceHostileInput(t *testing.T) {
 	ns := "hostile"
 	bin := []byte("not a program: only puts go to this namespace")
 	sum := sha256.Sum256(bin)
-	dep, err := pb.NewDeployServiceClient(cc).DeployJob(callCtx(t), &pb.DeployJobRequest{Namespace: ns, BinarySha256: sum[:], BinarySize: uint64(len(bin)), Entrypoint: "none"})
+	dep, err := pb.NewDeployServiceClient(cc).DeployJob(callCtx(t), &pb.DeployJobRequest{Namespace: ns, BinarySha256: sum[:], BinarySize: uint64(len(bin)), Entrypoint: "none",
+		Registry: &pb.Registry{Functions: []*pb.FunctionInfo{{Name: "square", ArgTypes: []string{"int64"}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,4 +118,15 @@ func TestClientServiceHostileInput(t *testing.T) {
 		}
 	}
 	serves("the short puts")
+
+	// Names are echoed in errors up to a bound: a 1 MiB and a 15 MiB
+	// function name get a short NOT_FOUND, not a reply too large to send.
+	for _, n := range []int{1 << 20, 15 << 20} {
+		_, err := client.CallFunction(callCtx(t), &pb.CallFunctionRequest{Namespace: ns, Function: strings.Repeat("f", n)})
+		st := status.Convert(err)
+		if st.Code() != codes.NotFound || len(st.Message()) > 4<<10 || !strings.Contains(st.Message(), "bytes in all") {
+			t.Errorf("call of a function with a %d-byte name: got %v, %d-byte message; want NOT_FOUND with a short message", n, st.Code(), len(st.Message()))
+		}
+	}
+	serves("the long names")
 }
