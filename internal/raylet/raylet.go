@@ -338,6 +338,11 @@ func (r *Raylet) makeDirs() error {
 		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
 	}
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
+	r.transfer.unreachable = func(node []byte, addr string) {
+		if r.ctx.Err() == nil {
+			r.wg.Go(func() { r.reportUnreachable(node, addr) })
+		}
+	}
 	return nil
 }
 

@@ -22,11 +22,15 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // MaxMessageSize bounds every gRPC message goray sends or accepts. Values above
 // the inline limit travel through the object store in chunks, never whole.
 const MaxMessageSize = 16 << 20
+
+// handshakeTimeout bounds a new connection's handshake on a server.
+const handshakeTimeout = 10 * time.Second
 
 // tokenKey is the metadata key that carries the cluster token.
 const tokenKey = "authorization"
@@ -116,12 +120,22 @@ func ServerOptions(token string) []grpc.ServerOption {
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		// A connection that has not finished its HTTP/2 handshake by then is
+		// closed (gRPC's default holds a half-open one for 120 s).
+		grpc.ConnectionTimeout(handshakeTimeout),
 		// Outermost, so it sees every handler's error (errors.go).
 		grpc.ChainUnaryInterceptor(unaryServerErrors),
 		grpc.ChainStreamInterceptor(streamServerErrors),
 	}
 	if token != "" {
 		opts = append(opts,
+			// Before a stream's request is read: a caller without the token
+			// costs no more than its headers.
+			grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+				return ctx, checkTokenMD(info.Header, token)
+			}),
+			// And again in the handlers' chain, where the token is known to
+			// have been seen whatever the transport.
 			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				if err := checkToken(ctx, token); err != nil {
 					return nil, err
@@ -141,6 +155,10 @@ func ServerOptions(token string) []grpc.ServerOption {
 
 func checkToken(ctx context.Context, token string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
+	return checkTokenMD(md, token)
+}
+
+func checkTokenMD(md metadata.MD, token string) error {
 	vals := md.Get(tokenKey)
 	if len(vals) == 0 {
 		return status.Error(codes.Unauthenticated, "missing cluster token: set GORAY_TOKEN or GORAY_TOKEN_FILE to the token the head wrote")

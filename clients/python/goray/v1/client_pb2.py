@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15goray/v1/client.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"^\n\x10HandshakeRequest\x12)\n\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1f\n\x0b\x63lient_name\x18\x02 \x01(\tR\nclientName\"\xeb\x01\n\x11HandshakeResponse\x12)\n\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12%\n\x0eserver_version\x18\x02 \x01(\tR\rserverVersion\x12\x1d\n\nnode_count\x18\x03 \x01(\rR\tnodeCount\x12\x1e\n\nnamespaces\x18\x04 \x03(\tR\nnamespaces\x12\x1d\n\nchunk_size\x18\x05 \x01(\x04R\tchunkSize\x12&\n\x0fmax_object_size\x18\x06 \x01(\x04R\rmaxObjectSize\"F\n\tClientRef\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n\tobject_id\x18\x02 \x01(\x0cR\x08objectId\"g\n\tClientArg\x12)\n\x05value\x18\x01 \x01(\x0b\x32\x11.goray.v1.PayloadH\x00R\x05value\x12\'\n\x03ref\x18\x02 \x01(\x0b\x32\x13.goray.v1.ClientRefH\x00R\x03refB\x06\n\x04kind\"\x9f\x01\n\nPutRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x12.goray.v1.EncodingR\x08\x65ncoding\x12\x19\n\x08type_url\x18\x03 \x01(\tR\x07typeUrl\x12\x12\n\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n\x05\x63hunk\x18\x05 \x01(\x0cR\x05\x63hunk\"4\n\x0bPutResponse\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"3\n\nGetRequest\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"\x82\x01\n\x0bGetResponse\x12.\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x12.goray.v1.EncodingR\x08\x65ncoding\x12\x19\n\x08type_url\x18\x02 \x01(\tR\x07typeUrl\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12\x14\n\x05\x63hunk\x18\x04 \x01(\x0cR\x05\x63hunk\"v\n\x0bWaitRequest\x12\'\n\x04refs\x18\x01 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x04refs\x12\x1f\n\x0bnum_returns\x18\x02 \x01(\rR\nnumReturns\x12\x1d\n\ntimeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"k\n\x0cWaitResponse\x12)\n\x05ready\x18\x01 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x05ready\x12\x30\n\tnot_ready\x18\x02 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x08notReady\"9\n\x0eReleaseRequest\x12\'\n\x04refs\x18\x01 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x04refs\"-\n\x0fReleaseResponse\x12\x1a\n\x08released\x18\x01 \x01(\rR\x08released\"H\n\x14GetNamedActorRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"G\n\x15GetNamedActorResponse\x12.\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x18.goray.v1.NamedActorInfoR\x05\x61\x63tor\"\xaa\x01\n\x0eNamedActorInfo\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12\x19\n\x08\x61\x63tor_id\x18\x04 \x01(\x0cR\x07\x61\x63torId\x12.\n\x07methods\x18\x05 \x03(\x0b\x32\x14.goray.v1.MethodInfoR\x07methods\"\x90\x01\n\x10\x43\x61llActorRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1d\n\nactor_name\x18\x02 \x01(\tR\tactorName\x12\x16\n\x06method\x18\x03 \x01(\tR\x06method\x12\'\n\x04\x61rgs\x18\x04 \x03(\x0b\x32\x13.goray.v1.ClientArgR\x04\x61rgs\":\n\x11\x43\x61llActorResponse\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"\x82\x02\n\x13\x43\x61llFunctionRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n\x08\x66unction\x18\x02 \x01(\tR\x08\x66unction\x12\'\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x13.goray.v1.ClientArgR\x04\x61rgs\x12J\n\tresources\x18\x04 \x03(\x0b\x32,.goray.v1.CallFunctionRequest.ResourcesEntryR\tresources\x1a<\n\x0eResourcesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x01R\x05value:\x02\x38\x01\"=\n\x14\x43\x61llFunctionResponse\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"4\n\x14ListNamespaceRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\"\x85\x01\n\x15ListNamespaceResponse\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n\x08registry\x18\x02 \x01(\x0b\x32\x12.goray.v1.RegistryR\x08registry\x12\x1e\n\nentrypoint\x18\x03 \x01(\tR\nentrypoint\"z\n\x08Registry\x12\x34\n\tfunctions\x18\x01 \x03(\x0b\x32\x16.goray.v1.FunctionInfoR\tfunctions\x12\x38\n\x0b\x61\x63tor_types\x18\x02 \x03(\x0b\x32\x17.goray.v1.ActorTypeInfoR\nactorTypes\"?\n\x0c\x46unctionInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\targ_types\x18\x02 \x03(\tR\x08\x61rgTypes\"S\n\rActorTypeInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12.\n\x07methods\x18\x02 \x03(\x0b\x32\x14.goray.v1.MethodInfoR\x07methods\"=\n\nMethodInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\targ_types\x18\x02 \x03(\tR\x08\x61rgTypes2\xf1\x04\n\rClientService\x12\x44\n\tHandshake\x12\x1a.goray.v1.HandshakeRequest\x1a\x1b.goray.v1.HandshakeResponse\x12\x34\n\x03Put\x12\x14.goray.v1.PutRequest\x1a\x15.goray.v1.PutResponse(\x01\x12\x34\n\x03Get\x12\x14.goray.v1.GetRequest\x1a\x15.goray.v1.GetResponse0\x01\x12\x35\n\x04Wait\x12\x15.goray.v1.WaitRequest\x1a\x16.goray.v1.WaitResponse\x12>\n\x07Release\x12\x18.goray.v1.ReleaseRequest\x1a\x19.goray.v1.ReleaseResponse\x12P\n\rGetNamedActor\x12\x1e.goray.v1.GetNamedActorRequest\x1a\x1f.goray.v1.GetNamedActorResponse\x12\x44\n\tCallActor\x12\x1a.goray.v1.CallActorRequest\x1a\x1b.goray.v1.CallActorResponse\x12M\n\x0c\x43\x61llFunction\x12\x1d.goray.v1.CallFunctionRequest\x1a\x1e.goray.v1.CallFunctionResponse\x12P\n\rListNamespace\x12\x1e.goray.v1.ListNamespaceRequest\x1a\x1f.goray.v1.ListNamespaceResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15goray/v1/client.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"^\n\x10HandshakeRequest\x12)\n\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1f\n\x0b\x63lient_name\x18\x02 \x01(\tR\nclientName\"\xeb\x01\n\x11HandshakeResponse\x12)\n\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12%\n\x0eserver_version\x18\x02 \x01(\tR\rserverVersion\x12\x1d\n\nnode_count\x18\x03 \x01(\rR\tnodeCount\x12\x1e\n\nnamespaces\x18\x04 \x03(\tR\nnamespaces\x12\x1d\n\nchunk_size\x18\x05 \x01(\x04R\tchunkSize\x12&\n\x0fmax_object_size\x18\x06 \x01(\x04R\rmaxObjectSize\"F\n\tClientRef\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n\tobject_id\x18\x02 \x01(\x0cR\x08objectId\"g\n\tClientArg\x12)\n\x05value\x18\x01 \x01(\x0b\x32\x11.goray.v1.PayloadH\x00R\x05value\x12\'\n\x03ref\x18\x02 \x01(\x0b\x32\x13.goray.v1.ClientRefH\x00R\x03refB\x06\n\x04kind\"\xbb\x01\n\nPutRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x12.goray.v1.EncodingR\x08\x65ncoding\x12\x19\n\x08type_url\x18\x03 \x01(\tR\x07typeUrl\x12\x12\n\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n\x05\x63hunk\x18\x05 \x01(\x0cR\x05\x63hunk\x12\x1a\n\x08replicas\x18\x06 \x01(\rR\x08replicas\"P\n\x0bPutResponse\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\x12\x1a\n\x08replicas\x18\x02 \x01(\rR\x08replicas\"3\n\nGetRequest\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"\x82\x01\n\x0bGetResponse\x12.\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x12.goray.v1.EncodingR\x08\x65ncoding\x12\x19\n\x08type_url\x18\x02 \x01(\tR\x07typeUrl\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12\x14\n\x05\x63hunk\x18\x04 \x01(\x0cR\x05\x63hunk\"v\n\x0bWaitRequest\x12\'\n\x04refs\x18\x01 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x04refs\x12\x1f\n\x0bnum_returns\x18\x02 \x01(\rR\nnumReturns\x12\x1d\n\ntimeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"k\n\x0cWaitResponse\x12)\n\x05ready\x18\x01 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x05ready\x12\x30\n\tnot_ready\x18\x02 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x08notReady\"9\n\x0eReleaseRequest\x12\'\n\x04refs\x18\x01 \x03(\x0b\x32\x13.goray.v1.ClientRefR\x04refs\"-\n\x0fReleaseResponse\x12\x1a\n\x08released\x18\x01 \x01(\rR\x08released\"H\n\x14GetNamedActorRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"G\n\x15GetNamedActorResponse\x12.\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x18.goray.v1.NamedActorInfoR\x05\x61\x63tor\"\xaa\x01\n\x0eNamedActorInfo\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12\x19\n\x08\x61\x63tor_id\x18\x04 \x01(\x0cR\x07\x61\x63torId\x12.\n\x07methods\x18\x05 \x03(\x0b\x32\x14.goray.v1.MethodInfoR\x07methods\"\x90\x01\n\x10\x43\x61llActorRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1d\n\nactor_name\x18\x02 \x01(\tR\tactorName\x12\x16\n\x06method\x18\x03 \x01(\tR\x06method\x12\'\n\x04\x61rgs\x18\x04 \x03(\x0b\x32\x13.goray.v1.ClientArgR\x04\x61rgs\":\n\x11\x43\x61llActorResponse\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"\x82\x02\n\x13\x43\x61llFunctionRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n\x08\x66unction\x18\x02 \x01(\tR\x08\x66unction\x12\'\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x13.goray.v1.ClientArgR\x04\x61rgs\x12J\n\tresources\x18\x04 \x03(\x0b\x32,.goray.v1.CallFunctionRequest.ResourcesEntryR\tresources\x1a<\n\x0eResourcesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x01R\x05value:\x02\x38\x01\"=\n\x14\x43\x61llFunctionResponse\x12%\n\x03ref\x18\x01 \x01(\x0b\x32\x13.goray.v1.ClientRefR\x03ref\"4\n\x14ListNamespaceRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\"\x85\x01\n\x15ListNamespaceResponse\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n\x08registry\x18\x02 \x01(\x0b\x32\x12.goray.v1.RegistryR\x08registry\x12\x1e\n\nentrypoint\x18\x03 \x01(\tR\nentrypoint\"z\n\x08Registry\x12\x34\n\tfunctions\x18\x01 \x03(\x0b\x32\x16.goray.v1.FunctionInfoR\tfunctions\x12\x38\n\x0b\x61\x63tor_types\x18\x02 \x03(\x0b\x32\x17.goray.v1.ActorTypeInfoR\nactorTypes\"?\n\x0c\x46unctionInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\targ_types\x18\x02 \x03(\tR\x08\x61rgTypes\"S\n\rActorTypeInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12.\n\x07methods\x18\x02 \x03(\x0b\x32\x14.goray.v1.MethodInfoR\x07methods\"=\n\nMethodInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\targ_types\x18\x02 \x03(\tR\x08\x61rgTypes2\xf1\x04\n\rClientService\x12\x44\n\tHandshake\x12\x1a.goray.v1.HandshakeRequest\x1a\x1b.goray.v1.HandshakeResponse\x12\x34\n\x03Put\x12\x14.goray.v1.PutRequest\x1a\x15.goray.v1.PutResponse(\x01\x12\x34\n\x03Get\x12\x14.goray.v1.GetRequest\x1a\x15.goray.v1.GetResponse0\x01\x12\x35\n\x04Wait\x12\x15.goray.v1.WaitRequest\x1a\x16.goray.v1.WaitResponse\x12>\n\x07Release\x12\x18.goray.v1.ReleaseRequest\x1a\x19.goray.v1.ReleaseResponse\x12P\n\rGetNamedActor\x12\x1e.goray.v1.GetNamedActorRequest\x1a\x1f.goray.v1.GetNamedActorResponse\x12\x44\n\tCallActor\x12\x1a.goray.v1.CallActorRequest\x1a\x1b.goray.v1.CallActorResponse\x12M\n\x0c\x43\x61llFunction\x12\x1d.goray.v1.CallFunctionRequest\x1a\x1e.goray.v1.CallFunctionResponse\x12P\n\rListNamespace\x12\x1e.goray.v1.ListNamespaceRequest\x1a\x1f.goray.v1.ListNamespaceResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.client_pb2', globals())
@@ -33,49 +33,49 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _CLIENTARG._serialized_start=464
   _CLIENTARG._serialized_end=567
   _PUTREQUEST._serialized_start=570
-  _PUTREQUEST._serialized_end=729
-  _PUTRESPONSE._serialized_start=731
-  _PUTRESPONSE._serialized_end=783
-  _GETREQUEST._serialized_start=785
-  _GETREQUEST._serialized_end=836
-  _GETRESPONSE._serialized_start=839
-  _GETRESPONSE._serialized_end=969
-  _WAITREQUEST._serialized_start=971
-  _WAITREQUEST._serialized_end=1089
-  _WAITRESPONSE._serialized_start=1091
-  _WAITRESPONSE._serialized_end=1198
-  _RELEASEREQUEST._serialized_start=1200
-  _RELEASEREQUEST._serialized_end=1257
-  _RELEASERESPONSE._serialized_start=1259
-  _RELEASERESPONSE._serialized_end=1304
-  _GETNAMEDACTORREQUEST._serialized_start=1306
-  _GETNAMEDACTORREQUEST._serialized_end=1378
-  _GETNAMEDACTORRESPONSE._serialized_start=1380
-  _GETNAMEDACTORRESPONSE._serialized_end=1451
-  _NAMEDACTORINFO._serialized_start=1454
-  _NAMEDACTORINFO._serialized_end=1624
-  _CALLACTORREQUEST._serialized_start=1627
-  _CALLACTORREQUEST._serialized_end=1771
-  _CALLACTORRESPONSE._serialized_start=1773
-  _CALLACTORRESPONSE._serialized_end=1831
-  _CALLFUNCTIONREQUEST._serialized_start=1834
-  _CALLFUNCTIONREQUEST._serialized_end=2092
-  _CALLFUNCTIONREQUEST_RESOURCESENTRY._serialized_start=2032
-  _CALLFUNCTIONREQUEST_RESOURCESENTRY._serialized_end=2092
-  _CALLFUNCTIONRESPONSE._serialized_start=2094
-  _CALLFUNCTIONRESPONSE._serialized_end=2155
-  _LISTNAMESPACEREQUEST._serialized_start=2157
-  _LISTNAMESPACEREQUEST._serialized_end=2209
-  _LISTNAMESPACERESPONSE._serialized_start=2212
-  _LISTNAMESPACERESPONSE._serialized_end=2345
-  _REGISTRY._serialized_start=2347
-  _REGISTRY._serialized_end=2469
-  _FUNCTIONINFO._serialized_start=2471
-  _FUNCTIONINFO._serialized_end=2534
-  _ACTORTYPEINFO._serialized_start=2536
-  _ACTORTYPEINFO._serialized_end=2619
-  _METHODINFO._serialized_start=2621
-  _METHODINFO._serialized_end=2682
-  _CLIENTSERVICE._serialized_start=2685
-  _CLIENTSERVICE._serialized_end=3310
+  _PUTREQUEST._serialized_end=757
+  _PUTRESPONSE._serialized_start=759
+  _PUTRESPONSE._serialized_end=839
+  _GETREQUEST._serialized_start=841
+  _GETREQUEST._serialized_end=892
+  _GETRESPONSE._serialized_start=895
+  _GETRESPONSE._serialized_end=1025
+  _WAITREQUEST._serialized_start=1027
+  _WAITREQUEST._serialized_end=1145
+  _WAITRESPONSE._serialized_start=1147
+  _WAITRESPONSE._serialized_end=1254
+  _RELEASEREQUEST._serialized_start=1256
+  _RELEASEREQUEST._serialized_end=1313
+  _RELEASERESPONSE._serialized_start=1315
+  _RELEASERESPONSE._serialized_end=1360
+  _GETNAMEDACTORREQUEST._serialized_start=1362
+  _GETNAMEDACTORREQUEST._serialized_end=1434
+  _GETNAMEDACTORRESPONSE._serialized_start=1436
+  _GETNAMEDACTORRESPONSE._serialized_end=1507
+  _NAMEDACTORINFO._serialized_start=1510
+  _NAMEDACTORINFO._serialized_end=1680
+  _CALLACTORREQUEST._serialized_start=1683
+  _CALLACTORREQUEST._serialized_end=1827
+  _CALLACTORRESPONSE._serialized_start=1829
+  _CALLACTORRESPONSE._serialized_end=1887
+  _CALLFUNCTIONREQUEST._serialized_start=1890
+  _CALLFUNCTIONREQUEST._serialized_end=2148
+  _CALLFUNCTIONREQUEST_RESOURCESENTRY._serialized_start=2088
+  _CALLFUNCTIONREQUEST_RESOURCESENTRY._serialized_end=2148
+  _CALLFUNCTIONRESPONSE._serialized_start=2150
+  _CALLFUNCTIONRESPONSE._serialized_end=2211
+  _LISTNAMESPACEREQUEST._serialized_start=2213
+  _LISTNAMESPACEREQUEST._serialized_end=2265
+  _LISTNAMESPACERESPONSE._serialized_start=2268
+  _LISTNAMESPACERESPONSE._serialized_end=2401
+  _REGISTRY._serialized_start=2403
+  _REGISTRY._serialized_end=2525
+  _FUNCTIONINFO._serialized_start=2527
+  _FUNCTIONINFO._serialized_end=2590
+  _ACTORTYPEINFO._serialized_start=2592
+  _ACTORTYPEINFO._serialized_end=2675
+  _METHODINFO._serialized_start=2677
+  _METHODINFO._serialized_end=2738
+  _CLIENTSERVICE._serialized_start=2741
+  _CLIENTSERVICE._serialized_end=3366
 # @@protoc_insertion_point(module_scope)
