@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -534,11 +536,13 @@ func concretePort(addr string) (string, error) {
 }
 
 // advertise is the URL clients use for a listen URL: a wildcard host is
-// advertised as loopback.
+// advertised as the machine's first non-loopback address, as the head's own
+// address is (rpc.AdvertiseAddr), so processes on other nodes reach it.
 func advertise(u url.URL) url.URL {
 	host, port, err := net.SplitHostPort(u.Host)
 	if err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
-		u.Host = net.JoinHostPort("127.0.0.1", port)
+		p, _ := strconv.Atoi(port)
+		u.Host = rpc.AdvertiseAddr(&net.TCPAddr{IP: net.IPv4zero, Port: p})
 	}
 	return u
 }
