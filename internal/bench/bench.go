@@ -188,9 +188,21 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	defer r.close()
 	results := make([]Result, 0, len(specs))
 	byName := map[string]*Result{}
-	for i, s := range specs {
+	for i := 0; i < len(specs); i++ {
+		s := specs[i]
 		if err := ctx.Err(); err != nil {
 			return results, err
+		}
+		if i+1 < len(specs) && pairable(s, specs[i+1]) {
+			// A baseline and its metric, trials alternating (measurePair).
+			r.progress("[%d-%d/%d] %s and %s, trials alternating", i+1, i+2, len(specs), s.name, specs[i+1].name)
+			b, m := r.measurePair(ctx, s, specs[i+1])
+			results = append(results, b)
+			byName[s.name] = &results[len(results)-1]
+			results = append(results, m)
+			byName[m.Name] = &results[len(results)-1]
+			i++
+			continue
 		}
 		r.progress("[%d/%d] %s", i+1, len(specs), s.name)
 		res := r.measure(ctx, s)

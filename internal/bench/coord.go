@@ -248,3 +248,72 @@ func coordSpecs() []*spec {
 			})},
 	}
 }
+
+// pairable says whether base, an adjacent baseline, and s, the metric
+// measured against it that follows it, are measured as a pair.
+func pairable(base, s *spec) bool {
+	return base.adjacent && s.baseline == base.name && base.setup != nil && s.setup != nil &&
+		!base.freshPerTrial && !s.freshPerTrial
+}
+
+// measurePair measures a baseline and its metric with their trials
+// alternating (baseline, metric, baseline, ...), so that a change in the
+// machine's load (its disk above all: etcd's writes wait for fsync) weighs
+// on both alike and their ratio holds.
+func (r *runner) measurePair(ctx context.Context, base, s *spec) (Result, Result) {
+	specs := [2]*spec{base, s}
+	var res [2]Result
+	var fns [2]op
+	var steps [2]int
+	for i, sp := range specs {
+		res[i] = Result{Name: sp.name, Unit: sp.unit, Baseline: sp.baseline, Goal: sp.goal, Ray: sp.ray, Note: sp.note}
+	}
+	failed := func(err error) (Result, Result) {
+		for i := range res {
+			res[i].Note, res[i].Value, res[i].Std, res[i].Trials = "error: "+err.Error(), 0, 0, nil
+		}
+		r.progress("    error: %v", err)
+		return res[0], res[1]
+	}
+	for i, sp := range specs {
+		fn, cleanup, err := sp.setup(ctx, r)
+		if err != nil {
+			return failed(err)
+		}
+		defer cleanup()
+		fns[i] = fn
+	}
+	for i := range specs {
+		r.progress("    %s: warm-up %v", specs[i].name, r.timing.warmup)
+		w := newStopwatch()
+		count := 0
+		for w.elapsed() < r.timing.warmup {
+			if err := fns[i](ctx, w); err != nil {
+				return failed(err)
+			}
+			count++
+		}
+		steps[i] = count/10 + 1
+	}
+	for t := 0; t < r.timing.trials; t++ {
+		for i, sp := range specs {
+			w := newStopwatch()
+			n := 0
+			for w.elapsed() < r.timing.trial {
+				for range steps[i] {
+					if err := fns[i](ctx, w); err != nil {
+						return failed(err)
+					}
+				}
+				n += steps[i]
+			}
+			v := sp.per * float64(n) / w.elapsed().Seconds()
+			res[i].Trials = append(res[i].Trials, v)
+			r.progress("    %s trial %d/%d: %s %s", sp.name, t+1, r.timing.trials, human(v), sp.unit)
+		}
+	}
+	for i := range res {
+		res[i].Value, res[i].Std = meanStd(res[i].Trials)
+	}
+	return res[0], res[1]
+}
