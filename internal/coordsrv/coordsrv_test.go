@@ -120,3 +120,47 @@ func TestOtherTokenOnKeptData(t *testing.T) {
 		t.Fatalf("got %v, want an error naming another cluster token", err)
 	}
 }
+
+// TestExternal: an engine pointed at an etcd cluster it does not run hands
+// out that cluster's endpoint and the given credentials; wrong ones fail
+// its start with a clear error.
+func TestExternal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The "external" cluster: another engine's member.
+	ext, err := New(Config{Dir: t.TempDir(), Token: "ext-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ext.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	in := ext.Info()
+	e, err := New(Config{Endpoints: in.Endpoints, User: in.User, Password: in.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	resp, err := e.GetCoordination(ctx, &pb.GetCoordinationRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetEndpoints()[0] != in.Endpoints[0] || resp.GetUser() != in.User || resp.GetPassword() != in.Password {
+		t.Fatalf("got %v %s, want the external cluster's endpoint and credentials", resp.GetEndpoints(), resp.GetUser())
+	}
+	if e.Info().Embedded {
+		t.Fatal("an external engine says it is embedded")
+	}
+	bad, err := New(Config{Endpoints: in.Endpoints, User: in.User, Password: "wrong"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if err := bad.Start(ctx); err == nil || !strings.Contains(err.Error(), "external etcd") {
+		t.Fatalf("wrong credentials for the external cluster: got %v, want an error naming it", err)
+	}
+	if _, err := New(Config{Endpoints: []string{"127.0.0.1:2379"}}); err == nil {
+		t.Fatal("an endpoint that is not a URL was accepted")
+	}
+}
