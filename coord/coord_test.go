@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,7 +92,7 @@ func helper(mode string) int {
 		fmt.Println("ERR", err)
 		return 1
 	}
-	if mode == "lock" {
+	if mode == "lock" || mode == "pause" {
 		l, err := s.Lock(ctx, os.Getenv("COORD_LOCK"))
 		if err != nil {
 			fmt.Println("ERR", err)
@@ -100,6 +101,14 @@ func helper(mode string) int {
 		fmt.Println("TOKEN", l.Token())
 	}
 	fmt.Println("READY")
+	if mode == "pause" {
+		// Stopped (SIGSTOP) past its TTL and continued: the session is
+		// lost, and what it held is gone.
+		<-s.Done()
+		_, err := c.Put(ctx, os.Getenv("COORD_KEY"), []byte("again"), coord.WithSession(s))
+		fmt.Println("LOST", errors.Is(err, runtime.ErrSessionLost), err)
+		return 0
+	}
 	select {}
 }
 
@@ -328,6 +337,49 @@ func TestSessionDiesWithProcess(t *testing.T) {
 		t.Fatalf("the dead helper's key: got %v, want ErrNotFound", err)
 	}
 	t.Logf("lock acquired %s after its holder (session TTL 1s) was SIGKILLed", delay.Round(time.Millisecond))
+}
+
+// TestSessionLostWhilePaused: a holder stopped (SIGSTOP) for longer than
+// its TTL loses its session: its key and lock go, another process takes
+// the lock with a larger token, and once continued the holder learns it
+// lost the session (ErrSessionLost) instead of acting as if it held on.
+func TestSessionLostWhilePaused(t *testing.T) {
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := connect(t)
+	rw := creds(t, false)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=pause", "COORD_ENDPOINTS="+strings.Join(rw.GetEndpoints(), ","),
+		"COORD_USER="+rw.GetUser(), "COORD_PASSWORD="+rw.GetPassword(), "COORD_KEY=/t/p/held", "COORD_LOCK=/t/p/lock")
+	var out syncBuf
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
+	testwait.Eventually(t, 20*time.Second, "helper READY", func() bool { return strings.Contains(out.String(), "READY") || strings.Contains(out.String(), "ERR") })
+	var helperToken int64
+	if _, err := fmt.Sscanf(out.String()[strings.Index(out.String(), "TOKEN"):], "TOKEN %d", &helperToken); err != nil {
+		t.Fatalf("helper: %s", out.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Lock(ctx, "/t/p/lock", coord.WithAcquireTimeout(20*time.Second))
+	if err != nil {
+		t.Fatalf("lock while its holder is stopped: %v", err)
+	}
+	defer l.Unlock(ctx)
+	if l.Token() <= helperToken {
+		t.Fatalf("token %d, want more than the stopped holder's %d", l.Token(), helperToken)
+	}
+	if _, err := c.Get(ctx, "/t/p/held"); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("the stopped helper's key: got %v, want ErrNotFound", err)
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	testwait.Eventually(t, 20*time.Second, "helper LOST line", func() bool { return strings.Contains(out.String(), "LOST") })
+	if !strings.Contains(out.String(), "LOST true") || !strings.Contains(out.String(), "start a new session") {
+		t.Fatalf("the continued helper: got %q, want ErrSessionLost saying to start a new session", out.String())
+	}
 }
 
 func TestLockInProcess(t *testing.T) {
