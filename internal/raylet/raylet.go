@@ -271,8 +271,8 @@ func (r *Raylet) makeDirs() error {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 	} else {
-		base := rpc.RuntimeDir()
-		if err := os.MkdirAll(base, 0o700); err != nil {
+		base, err := rpc.MakeRuntimeDir()
+		if err != nil {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 		// Directories left by raylets that were killed before they could
