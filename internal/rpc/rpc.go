@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -49,18 +50,84 @@ func GenerateToken() (string, error) {
 // WriteTokenFile writes token to path with mode 0600, creating its directory
 // with mode 0700.
 func WriteTokenFile(path, token string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := makeTokenDir(dir); err != nil {
 		return fmt.Errorf("write cluster token: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
+	// A fresh name opened with O_EXCL: a file or symlink planted in the
+	// directory is never written through.
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
 		return fmt.Errorf("write cluster token: %w", err)
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	tmp := f.Name()
+	_, err = f.WriteString(token + "\n")
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write cluster token: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write cluster token: %w", err)
+	return nil
+}
+
+// makeTokenDir makes dir, where a token file goes, if need be. Inside the
+// per-user runtime directory every directory on the way must be this
+// user's own, not a symlink, and closed to others (mode 0700): one another
+// user made first could be read, or have files planted in it.
+func makeTokenDir(dir string) error {
+	root := RuntimeDir()
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return os.MkdirAll(dir, 0o700) // a directory the user chose
+	}
+	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+		return err
+	}
+	at := root
+	for _, part := range append([]string{""}, strings.Split(rel, string(filepath.Separator))...) {
+		if part != "" && part != "." {
+			at = filepath.Join(at, part)
+		}
+		if err := os.Mkdir(at, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := CheckPrivateDir(at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MakeRuntimeDir makes the per-user runtime directory if need be and
+// checks that it is this user's own and closed to others; it returns it.
+func MakeRuntimeDir() (string, error) {
+	root := RuntimeDir()
+	return root, makeTokenDir(root)
+}
+
+// CheckPrivateDir checks that dir is a directory (not a symlink) owned by
+// this process's user with no access for others.
+func CheckPrivateDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeSymlink != 0 || !st.IsDir() {
+		return fmt.Errorf("%s is not a directory of its own (a symlink or a file): another user may have made it; remove it, or set GORAY_TOKEN_FILE to a path in a directory of yours", dir)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Getuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by this user (uid %d): another user may read or plant files there; remove it, or set GORAY_TOKEN_FILE to a path in a directory of yours", dir, sys.Uid, os.Getuid())
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: other users can reach into it; chmod 700 %s, or remove it", dir, perm, dir)
 	}
 	return nil
 }

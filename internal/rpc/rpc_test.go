@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -149,5 +150,67 @@ func TestTokenCheckedBeforeTheBody(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
 		t.Errorf("eight 15 MB requests without the token: the process allocated %d bytes, want the bodies left unread", grew)
+	}
+}
+
+// The token is written only into directories of this user's own: a runtime
+// directory another user could reach into is refused, and a symlink
+// planted where the token is written is never followed (issue 14).
+func TestTokenFileHygiene(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	path := DefaultTokenPath("127.0.0.1:1234")
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("theirs"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	// The old fixed temporary name, planted as a symlink to the victim.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, path+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTokenFile(path, "tok"); err != nil {
+		t.Fatalf("WriteTokenFile: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "theirs" {
+		t.Fatalf("the planted symlink's target was written: %q", b)
+	}
+	if got, err := ReadTokenFile(path); err != nil || got != "tok" {
+		t.Fatalf("ReadTokenFile: %q, %v", got, err)
+	}
+
+	if err := os.Chmod(RuntimeDir(), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTokenFile(path, "tok2"); err == nil || !strings.Contains(err.Error(), "mode 0777") {
+		t.Fatalf("WriteTokenFile into a world-writable runtime dir: got %v, want an error naming its mode", err)
+	}
+	if err := os.Chmod(RuntimeDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	tokens := filepath.Dir(path)
+	if err := os.RemoveAll(tokens); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), tokens); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTokenFile(path, "tok3"); err == nil || !strings.Contains(err.Error(), "not a directory of its own") {
+		t.Fatalf("WriteTokenFile through a symlinked tokens dir: got %v, want it refused", err)
+	}
+	os.Remove(tokens)
+
+	if os.Getuid() == 0 { // only root can hand a directory to another user
+		if err := os.Mkdir(tokens, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(tokens, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteTokenFile(path, "tok4"); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+			t.Fatalf("WriteTokenFile into another user's tokens dir: got %v, want it refused", err)
+		}
 	}
 }
