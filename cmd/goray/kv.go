@@ -40,7 +40,7 @@ commands:
 
 flags of every command:
   --address HOST:PORT   the head or any raylet (default $GORAY_ADDRESS)
-  --token T             cluster token (default $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)
+  --token-file F        file holding the cluster token (default $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)
   --read-only           connect as the read-only etcd user
 `
 
@@ -89,7 +89,7 @@ func kvCommand(ctx context.Context, args []string, out io.Writer) error {
 	var cfg kvConfig
 	fs := flag.NewFlagSet("kv "+verb, flag.ContinueOnError)
 	fs.StringVar(&cfg.address, "address", "", "HOST:PORT of the head or of any raylet (default $GORAY_ADDRESS)")
-	fs.StringVar(&cfg.token, "token", "", "cluster token")
+	resolve := tokenFlags(fs, &cfg.token, "file holding the cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
 	fs.BoolVar(&cfg.readOnly, "read-only", false, "connect as the read-only etcd user")
 	fs.BoolVar(&cfg.prefix, "prefix", false, "every key under KEY")
 	fs.Int64Var(&cfg.rev, "rev", 0, "revision to read at, or to watch from")
@@ -103,6 +103,9 @@ func kvCommand(ctx context.Context, args []string, out io.Writer) error {
 	}
 	pos, err := parseInterspersed(fs, args[1:], stop)
 	if err != nil {
+		return err
+	}
+	if err := resolve(); err != nil {
 		return err
 	}
 	need := func(n int, what string) error {

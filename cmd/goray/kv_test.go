@@ -43,7 +43,7 @@ func TestKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(head.Close)
-	flags := []string{"--address", head.Address(), "--token", head.Token()}
+	flags := []string{"--address", head.Address(), "--token-file", head.TokenFile()}
 	kv := func(args ...string) (string, error) {
 		var out bytes.Buffer
 		err := run(ctx, append(append([]string{"kv"}, args...), flags...), &out)

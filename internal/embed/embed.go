@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -363,10 +364,9 @@ func (s *Server) writeCredFiles() error {
 		{s.tokenFile + ".etcd", in.User, in.Password},
 		{s.tokenFile + ".etcd-ro", in.ROUser, in.ROPassword},
 	} {
-		if err := os.WriteFile(f.path, []byte(coordsrv.EnvFile(in.Endpoints, f.user, f.pass)), 0o600); err != nil {
-			return fmt.Errorf("raylet: write the etcd credentials: %w", err)
-		}
-		if err := os.Chmod(f.path, 0o600); err != nil {
+		// As the token file: a fresh file renamed into place, mode 0600,
+		// never written through a file planted at the path.
+		if err := rpc.WriteTokenFile(f.path, strings.TrimSuffix(coordsrv.EnvFile(in.Endpoints, f.user, f.pass), "\n")); err != nil {
 			return fmt.Errorf("raylet: write the etcd credentials: %w", err)
 		}
 		s.credFiles = append(s.credFiles, f.path)
