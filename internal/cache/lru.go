@@ -28,8 +28,8 @@ type entry struct {
 // least recently used entry first; entries past their expiry are gone.
 // It is not safe for concurrent use: its shard's lock guards it.
 type lru struct {
-	maxEntries int   // 0: no bound
-	maxBytes   int64 // 0: no bound
+	maxEntries int        // 0: no bound
+	maxBytes   int64      // 0: no bound
 	order      *list.List // front: most recently used; values *entry
 	byKey      map[string]*list.Element
 	bytes      int64
