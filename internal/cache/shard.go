@@ -433,7 +433,9 @@ func newLease() uint64 {
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
-	return binary.LittleEndian.Uint64(b[:]) | 1 // never 0: 0 is no lease
+	// Below 2^53, so that JavaScript numbers carry a lease exactly; never 0
+	// (no lease).
+	return binary.LittleEndian.Uint64(b[:])&(1<<53-1) | 1
 }
 
 // errShard turns a CodeError reply into an error.
