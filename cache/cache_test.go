@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/goray/goray/cache"
+	icache "github.com/goray/goray/internal/cache"
+	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/testenv"
 	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/runtime"
@@ -359,5 +361,40 @@ func TestByteCapacity(t *testing.T) {
 	}
 	if err := c.Set(ctx, "huge", make([]byte, 20_000)); !errors.Is(err, runtime.ErrInvalidArgument) {
 		t.Fatalf("a value over the byte capacity: got %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestGetOrComputeAfterTheComputingCallerDied: a caller takes the compute
+// lease of a key and then never renews, fulfils or abandons it, as a
+// process that died would; once its lease runs out a waiting caller
+// computes.
+func TestGetOrComputeAfterTheComputingCallerDied(t *testing.T) {
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := newCache[string](t, cache.WithShards(1))
+	cw, err := core.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := icache.Open(ctx, cw, "", t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_, hit, comp, err := raw.Acquire(ctx, "k", 500) // the "dead" caller's lease: 0.5 s, never renewed
+	if err != nil || hit || comp.Lease == 0 {
+		t.Fatalf("acquire: got hit=%v lease=%d err=%v, want a lease", hit, comp.Lease, err)
+	}
+	v, err := c.GetOrCompute(ctx, "k", func(context.Context) (string, error) { return "second", nil })
+	if err != nil || v != "second" {
+		t.Fatalf("get-or-compute after the lease holder went silent: got %q, %v; want second", v, err)
+	}
+	// The dead caller's late answer changes nothing it should not: its
+	// lease is gone.
+	if r, err := raw.Do(ctx, icache.Request{Op: icache.OpRenew, Key: "k", Lease: comp.Lease}); err != nil || r.Code != icache.CodeLeaseLost {
+		t.Fatalf("renew of the expired lease: got %+v, %v; want CodeLeaseLost", r, err)
+	}
+	st, _ := c.Stats(ctx)
+	if st.Total.Computes != 2 {
+		t.Fatalf("computes: got %d, want 2 (the silent caller's and the second's)", st.Total.Computes)
 	}
 }
