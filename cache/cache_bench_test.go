@@ -83,3 +83,46 @@ func BenchmarkSet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkActorEchoAsync is 1000 bare actor calls in flight, then their
+// results (per call).
+func BenchmarkActorEchoAsync(b *testing.B) {
+	ctx := b.Context()
+	h, err := actor.Spawn(ctx, echoType)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = actor.Kill(context.Background(), h) })
+	b.ReportAllocs()
+	refs := make([]objectstore.Ref[string], 1000)
+	for b.Loop() {
+		for i := range refs {
+			refs[i] = echoEcho.Remote(ctx, h, objectstore.Val("key-1"))
+		}
+		for _, r := range refs {
+			if _, err := r.Get(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(refs)), "ns/call")
+}
+
+// BenchmarkGetAsync is 1000 GetAsync in flight, then their answers.
+func BenchmarkGetAsync(b *testing.B) {
+	ctx := b.Context()
+	c, keys := benchCache(b)
+	b.ReportAllocs()
+	calls := make([]*cache.GetCall[int], 1000)
+	for b.Loop() {
+		for i := range calls {
+			calls[i] = c.GetAsync(ctx, keys[i])
+		}
+		for _, call := range calls {
+			if _, ok, err := call.Wait(ctx); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/call")
+}
