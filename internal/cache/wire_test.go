@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/goray/goray/internal/codec"
+	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 func TestWireRoundTrip(t *testing.T) {
@@ -65,4 +66,24 @@ func BenchmarkShardSide(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzDecode feeds arbitrary bytes to the request and reply decoders: they
+// return an error or a value, never panic; a decoded request runs on a
+// shard without panicking.
+func FuzzDecode(f *testing.F) {
+	for _, v := range []any{Request{Op: OpGet, Key: "k"}, Reply{Code: CodeHit, Val: Value{Enc: 3, Data: []byte("x")}}, []any{1, "k"}} {
+		p, _ := codec.Encode(v)
+		f.Add(p.GetData())
+	}
+	s := NewShard()
+	s.Do(context.Background(), Request{Op: OpConfigure, Config: Config{Name: "f", Shards: 1, MaxEntries: 100, MaxBytes: 1 << 20}})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := &pb.Payload{Encoding: pb.Encoding_ENCODING_MSGPACK, Data: data}
+		if req, err := codec.Decode[Request](p); err == nil {
+			req.WaitMs = 0 // a fuzzed wait would only slow the fuzzer
+			s.Do(context.Background(), req)
+		}
+		_, _ = codec.Decode[Reply](p)
+	})
 }
