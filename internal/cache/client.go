@@ -440,12 +440,22 @@ type Computation struct {
 	Lease uint64
 }
 
+// Bounds of Acquire's polling while another caller computes: it asks
+// again after pollMin, doubling up to pollMax (and never past the other
+// caller's lease, when it would run out sooner).
+const (
+	pollMin = time.Millisecond
+	pollMax = 25 * time.Millisecond
+)
+
 // Acquire returns key's value (hit true), or a lease under which the
 // caller computes it (Fulfill or Abandon it). While another caller holds
-// the lease it waits for that caller's value. leaseMs 0 is DefaultLease.
+// the lease it polls the shard until that caller's value is there or its
+// lease is given up or runs out. leaseMs 0 is DefaultLease.
 func (cl *Client) Acquire(ctx context.Context, key string, leaseMs int64) (Value, bool, Computation, error) {
-	for attempt := 0; ; attempt++ {
-		r, err := cl.Do(ctx, Request{Op: OpAcquire, Key: key, LeaseMs: leaseMs, WaitMs: MaxWait.Milliseconds()})
+	wait := pollMin
+	for {
+		r, err := cl.Do(ctx, Request{Op: OpAcquire, Key: key, LeaseMs: leaseMs})
 		if err != nil {
 			return Value{}, false, Computation{}, err
 		}
@@ -455,26 +465,25 @@ func (cl *Client) Acquire(ctx context.Context, key string, leaseMs int64) (Value
 		case CodeLease:
 			return Value{}, false, Computation{Key: key, Lease: r.Lease}, nil
 		case CodePending:
-			if err := ctx.Err(); err != nil {
-				return Value{}, false, Computation{}, errs.Context(err, "cache")
+			d := wait
+			if left := time.Duration(r.Int) * time.Millisecond; left >= 0 && left < d {
+				d = left + time.Millisecond
 			}
-			if attempt > 0 {
-				// The shard's waiting slots were full: back off a little.
-				t := time.NewTimer(time.Duration(min(attempt, 20)) * 5 * time.Millisecond)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return Value{}, false, Computation{}, errs.Context(ctx.Err(), "cache")
-				}
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return Value{}, false, Computation{}, errs.Context(ctx.Err(), "cache")
 			}
+			wait = min(2*wait, pollMax)
 		default:
 			return Value{}, false, Computation{}, errShard(r)
 		}
 	}
 }
 
-// Fulfill stores the value computed under comp and wakes the waiters.
+// Fulfill stores the value computed under comp, for the waiters to find.
 func (cl *Client) Fulfill(ctx context.Context, comp Computation, v Value, ttlMs int64) error {
 	r, err := cl.Do(ctx, Request{Op: OpFulfill, Key: comp.Key, Lease: comp.Lease, Val: v, TTLms: ttlMs})
 	if err != nil {

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,8 +11,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/goray/goray/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -252,36 +251,30 @@ func TestShardUpdate(t *testing.T) {
 }
 
 // TestShardLeases checks the compute leases: one lease per key while it is
-// held, waiters get the fulfilled value, an abandoned or expired lease goes
-// to the next caller.
+// held (others get CodePending), the value once fulfilled, a new lease once
+// one is abandoned or has expired.
 func TestShardLeases(t *testing.T) {
 	ctx := t.Context()
 	s := configured(t, Config{Name: "c", Shards: 1})
-	first := s.Do(ctx, Request{Op: OpAcquire, Key: "k"})
+	first := s.Do(ctx, Request{Op: OpAcquire, Key: "k", LeaseMs: 5000})
 	if first.Code != CodeLease {
 		t.Fatalf("first acquire: got %+v, want CodeLease", first)
 	}
-	if r := s.Do(ctx, Request{Op: OpAcquire, Key: "k"}); r.Code != CodePending {
-		t.Fatalf("second acquire with no wait: got %+v, want CodePending", r)
+	if r := s.Do(ctx, Request{Op: OpAcquire, Key: "k"}); r.Code != CodePending || r.Int <= 0 || r.Int > 5000 {
+		t.Fatalf("second acquire: got %+v, want CodePending with the lease's remaining 0..5000 ms", r)
 	}
-	// A waiter gets the value once the lease holder fulfils it.
-	got := make(chan Reply, 1)
-	go func() { got <- s.Do(ctx, Request{Op: OpAcquire, Key: "k", WaitMs: MaxWait.Milliseconds()}) }()
-	testwaitWaiters(t, s, 1)
 	s.Do(ctx, Request{Op: OpFulfill, Key: "k", Lease: first.Lease, Val: val("v")})
-	if r := <-got; r.Code != CodeHit || string(r.Val.Data) != "v" {
-		t.Fatalf("waiter: got %+v, want a hit of v", r)
+	if r := s.Do(ctx, Request{Op: OpAcquire, Key: "k"}); r.Code != CodeHit || string(r.Val.Data) != "v" {
+		t.Fatalf("acquire after the fulfil: got %+v, want a hit of v", r)
 	}
-	// Abandon passes the lease to a waiter.
+	// Abandon passes the lease to the next caller.
 	a := s.Do(ctx, Request{Op: OpAcquire, Key: "k2"})
-	go func() { got <- s.Do(ctx, Request{Op: OpAcquire, Key: "k2", WaitMs: MaxWait.Milliseconds()}) }()
-	testwaitWaiters(t, s, 1)
 	s.Do(ctx, Request{Op: OpAbandon, Key: "k2", Lease: a.Lease})
-	if r := <-got; r.Code != CodeLease || r.Lease == a.Lease {
-		t.Fatalf("waiter after an abandon: got %+v, want a new lease", r)
+	if r := s.Do(ctx, Request{Op: OpAcquire, Key: "k2"}); r.Code != CodeLease || r.Lease == a.Lease {
+		t.Fatalf("acquire after an abandon: got %+v, want a new lease", r)
 	}
 	// An expired lease (its holder died) goes to the next caller; the
-	// dead holder can no longer renew it.
+	// dead holder can no longer renew it, and its abandon ends nothing.
 	clock := time.Now()
 	s.mu.Lock()
 	s.now = func() time.Time { return clock }
@@ -294,6 +287,10 @@ func TestShardLeases(t *testing.T) {
 	}
 	if r := s.Do(ctx, Request{Op: OpRenew, Key: "k3", Lease: e.Lease}); r.Code != CodeLeaseLost {
 		t.Fatalf("renew of the expired lease: got %+v, want CodeLeaseLost", r)
+	}
+	s.Do(ctx, Request{Op: OpAbandon, Key: "k3", Lease: e.Lease})
+	if r := s.Do(ctx, Request{Op: OpAcquire, Key: "k3"}); r.Code != CodePending {
+		t.Fatalf("acquire after the dead holder's abandon: got %+v, want CodePending (the live lease stands)", r)
 	}
 	if r := s.Do(ctx, Request{Op: OpRenew, Key: "k3", Lease: n.Lease}); r.Code != CodeOK {
 		t.Fatalf("renew of the live lease: got %+v, want CodeOK", r)
@@ -315,7 +312,7 @@ func TestShardComputeOnce(t *testing.T) {
 	for range 100 {
 		wg.Go(func() {
 			for {
-				r := s.Do(ctx, Request{Op: OpAcquire, Key: "k", WaitMs: MaxWait.Milliseconds()})
+				r := s.Do(ctx, Request{Op: OpAcquire, Key: "k"})
 				switch r.Code {
 				case CodeHit:
 					return
@@ -328,6 +325,7 @@ func TestShardComputeOnce(t *testing.T) {
 						t.Error("timed out")
 						return
 					}
+					runtime.Gosched() // ask again (Client.Acquire backs off)
 				default:
 					t.Errorf("acquire: got %+v", r)
 					return
@@ -339,13 +337,4 @@ func TestShardComputeOnce(t *testing.T) {
 	if n := computed.Load(); n != 1 {
 		t.Fatalf("computations: got %d, want 1", n)
 	}
-}
-
-func testwaitWaiters(t *testing.T, s *Shard, n int) {
-	t.Helper()
-	testwait.Eventually(t, 10*time.Second, fmt.Sprintf("%d waiter(s) on the shard", n), func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.waiters >= n
-	})
 }

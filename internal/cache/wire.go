@@ -15,7 +15,7 @@ import (
 // versions (a gateway and a deployed binary) still understand each other.
 
 const (
-	requestFields = 18
+	requestFields = 17
 	replyFields   = 20
 )
 
@@ -33,7 +33,6 @@ func (r Request) EncodeMsgpack(e *msgpack.Encoder) error {
 		func() error { return e.EncodeInt(r.TTLms) },
 		func() error { return e.EncodeUint(r.Lease) },
 		func() error { return e.EncodeInt(r.LeaseMs) },
-		func() error { return e.EncodeInt(r.WaitMs) },
 		func() error { return e.EncodeInt(r.Delta) },
 		func() error { return e.EncodeString(r.Fn) },
 		func() error { return e.EncodeString(c.Name) },
@@ -59,7 +58,6 @@ func (r *Request) DecodeMsgpack(d *msgpack.Decoder) error {
 		func() (err error) { r.TTLms, err = d.DecodeInt64(); return },
 		func() (err error) { r.Lease, err = d.DecodeUint64(); return },
 		func() (err error) { r.LeaseMs, err = d.DecodeInt64(); return },
-		func() (err error) { r.WaitMs, err = d.DecodeInt64(); return },
 		func() (err error) { r.Delta, err = d.DecodeInt64(); return },
 		func() (err error) { r.Fn, err = d.DecodeString(); return },
 		func() (err error) { r.Config.Name, err = d.DecodeString(); return },

@@ -11,7 +11,7 @@ import (
 
 func TestWireRoundTrip(t *testing.T) {
 	req := Request{Op: OpCAS, Key: "k", Val: Value{Enc: 3, Data: []byte("v")}, Old: Value{Enc: 1, Data: []byte("o")},
-		Absent: true, TTLms: -1, Lease: 1<<53 - 1, LeaseMs: 5, WaitMs: 6, Delta: -7, Fn: "f",
+		Absent: true, TTLms: -1, Lease: 1<<53 - 1, LeaseMs: 5, Delta: -7, Fn: "f",
 		Config: Config{Name: "c", Shards: 3, MaxEntries: 4, MaxBytes: 5, TTLms: 6}}
 	p, err := codec.Encode(req)
 	if err != nil {
@@ -33,7 +33,7 @@ func TestWireRoundTrip(t *testing.T) {
 		t.Fatalf("reply round trip: got %+v, %v; want %+v", gotRep, err, rep)
 	}
 	// A longer array (a newer writer) reads; a shorter one leaves zeros.
-	p, _ = codec.Encode([]any{int(OpGet), "key", 0, nil, 0, nil, false, 0, 0, 0, 0, 0, "", "", 0, 0, 0, 0, "extra", 42})
+	p, _ = codec.Encode([]any{int(OpGet), "key", 0, nil, 0, nil, false, 0, 0, 0, 0, "", "", 0, 0, 0, 0, "extra", 42})
 	if got, err := codec.Decode[Request](p); err != nil || got.Op != OpGet || got.Key != "key" {
 		t.Fatalf("a longer request: got %+v, %v", got, err)
 	}
@@ -81,7 +81,6 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := &pb.Payload{Encoding: pb.Encoding_ENCODING_MSGPACK, Data: data}
 		if req, err := codec.Decode[Request](p); err == nil {
-			req.WaitMs = 0 // a fuzzed wait would only slow the fuzzer
 			s.Do(context.Background(), req)
 		}
 		_, _ = codec.Decode[Reply](p)
