@@ -88,10 +88,11 @@ type Client struct {
 	ring   *ring
 	shards []*shardRef
 
-	probe     chan struct{} // size 1: wakes the prober
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	probe chan struct{} // size 1: wakes the prober
+	// ctx ends when the client is closed: the prober's pings use it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // Create creates cache cfg.Name in namespace ns (or opens it when it exists
@@ -198,8 +199,9 @@ func Open(ctx context.Context, c *core.Core, ns, name string) (*Client, error) {
 }
 
 func newClient(c *core.Core, ns string, cfg Config) *Client {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{c: c, ns: ns, cfg: cfg, ring: newRing(cfg.Shards), shards: make([]*shardRef, cfg.Shards),
-		probe: make(chan struct{}, 1), stop: make(chan struct{})}
+		probe: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
 // Config is the cache's configuration.
@@ -210,7 +212,7 @@ func (cl *Client) Shard(key string) int { return cl.ring.shard(key) }
 
 // Close stops the prober. The cache lives on (its shards are actors).
 func (cl *Client) Close() {
-	cl.closeOnce.Do(func() { close(cl.stop) })
+	cl.cancel()
 	cl.wg.Wait()
 }
 
@@ -234,20 +236,18 @@ func (cl *Client) start() {
 // whether they serve again, and clears their mark when they do.
 func (cl *Client) prober() {
 	defer cl.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-cl.stop; cancel() }()
+	ctx := cl.ctx
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-cl.stop:
+		case <-ctx.Done():
 			return
 		case <-cl.probe:
 		}
 		for {
 			lost := 0
-			for i, s := range cl.shards {
+			for _, s := range cl.shards {
 				if !s.lost.Load() {
 					continue
 				}
@@ -258,14 +258,13 @@ func (cl *Client) prober() {
 					s.lost.Store(false)
 					continue
 				}
-				_ = i
 				lost++
 			}
 			if lost == 0 {
 				break
 			}
 			select {
-			case <-cl.stop:
+			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
