@@ -47,3 +47,22 @@ func (r *Raylet) pullUnreachable(ctx context.Context, id ids.ObjectID, loc *pb.O
 	lost.NodeID = loc.GetNodeId()
 	return lost
 }
+
+// reportUnreachable tells the head that the raylet of node at addr could
+// not be reached (a pull went past it to a replica), marking the node dead
+// in this raylet's view when the head declares it so.
+func (r *Raylet) reportUnreachable(node []byte, addr string) {
+	if r.head == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, reportTimeout)
+	defer cancel()
+	resp, err := r.head.ReportUnreachable(ctx, &pb.ReportUnreachableRequest{NodeId: node, Address: addr})
+	if err != nil {
+		r.log.Debug("report an unreachable raylet to the head", "address", addr, "err", err)
+		return
+	}
+	if resp.GetDead() {
+		r.view.markDead(node)
+	}
+}

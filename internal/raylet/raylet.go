@@ -271,8 +271,8 @@ func (r *Raylet) makeDirs() error {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 	} else {
-		base := rpc.RuntimeDir()
-		if err := os.MkdirAll(base, 0o700); err != nil {
+		base, err := rpc.MakeRuntimeDir()
+		if err != nil {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 		// Directories left by raylets that were killed before they could
@@ -338,6 +338,11 @@ func (r *Raylet) makeDirs() error {
 		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
 	}
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
+	r.transfer.unreachable = func(node []byte, addr string) {
+		if r.ctx.Err() == nil {
+			r.wg.Go(func() { r.reportUnreachable(node, addr) })
+		}
+	}
 	return nil
 }
 
