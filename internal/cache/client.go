@@ -52,6 +52,12 @@ func errLost(name string, i int) error {
 	return errs.New(errs.KindUnavailable, ShardName(name, i), "cache %q: shard %d is lost (its node or process died) and not yet restarted", name, i)
 }
 
+// errLostBy is errLost for the call that found the shard gone, with what
+// that call got.
+func errLostBy(name string, i int, cause error) error {
+	return errs.New(errs.KindUnavailable, ShardName(name, i), "cache %q: shard %d is lost (its node or process died): %v", name, i, cause)
+}
+
 // IsLost reports whether err is the error of a lost shard.
 func IsLost(err error) bool { return errors.Is(err, errs.ErrUnavailable) }
 
@@ -216,7 +222,8 @@ func (cl *Client) Close() {
 	cl.wg.Wait()
 }
 
-// Destroy kills the cache's shards.
+// Destroy kills the cache's shards and returns once the head no longer
+// lists them under their names (so the cache can be made again at once).
 func (cl *Client) Destroy(ctx context.Context) error {
 	var first error
 	for i, s := range cl.shards {
@@ -224,7 +231,25 @@ func (cl *Client) Destroy(ctx context.Context) error {
 			first = fmt.Errorf("cache %q: kill shard %d: %w", cl.cfg.Name, i, err)
 		}
 	}
-	return first
+	if first != nil {
+		return first
+	}
+	for i := range cl.shards {
+		for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+			_, err := cl.c.GetActor(ctx, ShardName(cl.cfg.Name, i), cl.ns)
+			if errors.Is(err, errs.ErrNotFound) || errors.Is(err, errs.ErrActorDied) {
+				break
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return errs.Context(ctx.Err(), "cache: destroy")
+			}
+		}
+	}
+	return nil
 }
 
 func (cl *Client) start() {
@@ -247,18 +272,10 @@ func (cl *Client) prober() {
 		}
 		for {
 			lost := 0
-			for _, s := range cl.shards {
-				if !s.lost.Load() {
-					continue
+			for i, s := range cl.shards {
+				if s.lost.Load() && !cl.probeShard(ctx, i) {
+					lost++
 				}
-				pctx, pcancel := context.WithTimeout(ctx, probeTimeout)
-				_, err := callShard(pctx, cl.c, s.h, Request{Op: OpPing})
-				pcancel()
-				if err == nil {
-					s.lost.Store(false)
-					continue
-				}
-				lost++
 			}
 			if lost == 0 {
 				break
@@ -270,6 +287,23 @@ func (cl *Client) prober() {
 			}
 		}
 	}
+}
+
+// probeShard asks lost shard i whether it serves again, and clears its mark
+// when it does.
+//
+// A shard whose actor died for good (the cache destroyed) stays lost: a
+// cache made again under the same name is not looked up here (a second
+// handle made while the new actor takes its first calls hangs a call in
+// the core), it is seen by opening it again.
+func (cl *Client) probeShard(ctx context.Context, i int) bool {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	if _, err := callShard(pctx, cl.c, cl.shards[i].h, Request{Op: OpPing}); err != nil {
+		return false
+	}
+	cl.shards[i].lost.Store(false)
+	return true
 }
 
 func (cl *Client) markLost(i int) {
@@ -330,7 +364,7 @@ func (cl *Client) finish(ctx context.Context, i int, req Request, r Reply, err e
 	if err != nil {
 		if lostErr(err) && ctx.Err() == nil {
 			cl.markLost(i)
-			return Reply{}, errLost(cl.cfg.Name, i)
+			return Reply{}, errLostBy(cl.cfg.Name, i, err)
 		}
 		return Reply{}, err
 	}

@@ -43,6 +43,13 @@ func (n *namespace) keep(cl *icache.Client) *icache.Client {
 	return cl
 }
 
+// cache is the client of cache name, if one is open.
+func (n *namespace) cache(name string) *icache.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.caches[name]
+}
+
 func (g *Gateway) cacheClient(ctx context.Context, ref *pb.CacheRef) (*icache.Client, error) {
 	if ref == nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "no cache given: set cache {namespace, name}")
@@ -54,13 +61,15 @@ func (g *Gateway) cacheClient(ctx context.Context, ref *pb.CacheRef) (*icache.Cl
 	if err != nil {
 		return nil, err
 	}
-	n.mu.Lock()
-	cl := n.caches[ref.GetName()]
-	n.mu.Unlock()
-	if cl != nil {
+	if cl := n.cache(ref.GetName()); cl != nil {
 		return cl, nil
 	}
-	cl, err = icache.Open(ctx, n.core, ref.GetNamespace(), ref.GetName())
+	n.opening.Lock()
+	defer n.opening.Unlock()
+	if cl := n.cache(ref.GetName()); cl != nil {
+		return cl, nil
+	}
+	cl, err := icache.Open(ctx, n.core, ref.GetNamespace(), ref.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +125,8 @@ func (g *Gateway) CacheCreate(ctx context.Context, req *pb.CacheCreateRequest) (
 		}
 		cfg.Shards = max(cfg.Shards, 1)
 	}
+	n.opening.Lock()
+	defer n.opening.Unlock()
 	cl, err := icache.Create(ctx, n.core, ref.GetNamespace(), cfg, icache.Placement{Detached: req.GetDetached()})
 	if err != nil {
 		return nil, err

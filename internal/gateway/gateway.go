@@ -85,6 +85,9 @@ type namespace struct {
 	held map[ids.ObjectID]core.Ref // guarded by mu
 	// caches are the caches clients used, opened on first use (cache.go).
 	caches map[string]*icache.Client // guarded by mu
+	// opening serializes creating and opening caches, so that no two
+	// handles of a new shard are made at once (cache.go).
+	opening sync.Mutex
 }
 
 // hold keeps ref for clients and returns the clients' ref to it.
