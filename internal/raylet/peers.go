@@ -66,3 +66,34 @@ func (r *Raylet) reportUnreachable(node []byte, addr string) {
 		r.view.markDead(node)
 	}
 }
+
+// knownPeer checks that addr is the raylet of a node the head registered
+// (node, when given, its ID), asking the head for the node table once when
+// this raylet's view does not have it: a raylet pulls only from nodes of
+// its cluster, so a forged location cannot make it dial anyone else with
+// the cluster's credentials, nor store what they send.
+func (r *Raylet) knownPeer(ctx context.Context, node []byte, addr string) error {
+	if r.head == nil {
+		return nil // no cluster to check against (a raylet on its own, in tests)
+	}
+	has := func() bool {
+		nodes, _ := r.view.snapshot()
+		for _, n := range nodes {
+			if n.GetAddress() == addr && (len(node) == 0 || string(n.GetNodeId()) == string(node)) {
+				return true
+			}
+		}
+		return false
+	}
+	if has() {
+		return nil
+	}
+	_, _, _ = r.viewRefresh.Do("", func() (any, error) {
+		r.refreshView(ctx)
+		return nil, nil
+	})
+	if has() {
+		return nil
+	}
+	return errs.New(errs.KindInvalidArgument, "", "%s is not the raylet of a node of this cluster (the head has no such node): a raylet pulls objects only from the nodes the head registered", addr)
+}

@@ -83,6 +83,9 @@ type Raylet struct {
 
 	binFlight singleflight.Group // job binary fetches, by sha hex
 	jobFlight singleflight.Group // GetJob + binary, by job ID
+	// viewRefresh: refreshes of the cluster view asked for by pulls from
+	// a node the view does not have (knownPeer), one at a time.
+	viewRefresh singleflight.Group
 
 	stopOnce    sync.Once
 	workersOnce sync.Once
@@ -338,6 +341,7 @@ func (r *Raylet) makeDirs() error {
 		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
 	}
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
+	r.transfer.known = r.knownPeer
 	r.transfer.unreachable = func(node []byte, addr string) {
 		if r.ctx.Err() == nil {
 			r.wg.Go(func() { r.reportUnreachable(node, addr) })

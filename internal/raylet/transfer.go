@@ -1,6 +1,7 @@
 package raylet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +44,8 @@ type transfer struct {
 	// unreachable, when set, tells the head of a raylet a pull could not
 	// reach and went past to a replica.
 	unreachable func(node []byte, addr string)
+	// known, when set, checks that a source is a node of the cluster.
+	known func(ctx context.Context, node []byte, addr string) error
 
 	mu     sync.Mutex
 	peers  map[string]*grpc.ClientConn // guarded by mu: by raylet address
@@ -131,6 +134,21 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 	sources := pullSources(loc, t.nodeID)
 	if len(sources) == 0 {
 		return errs.New(errs.KindObjectLost, "", "pull object %s: its location names no other node that holds it", id)
+	}
+	if t.known != nil {
+		var firstErr error
+		kept := sources[:0:0]
+		for _, s := range sources {
+			if err := t.known(ctx, s.node, s.addr); err != nil {
+				firstErr = cmp.Or(firstErr, err)
+				continue
+			}
+			kept = append(kept, s)
+		}
+		if len(kept) == 0 {
+			return firstErr
+		}
+		sources = kept
 	}
 	var sink pullSink
 	alloc, exists, err := t.objects.alloc(id, jobID, loc.GetSize(), true, false)
