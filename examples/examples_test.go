@@ -314,3 +314,18 @@ func progressRate(got []string) string {
 	}
 	return "<missing>"
 }
+
+// TestCache runs examples/cache with its defaults: its output is exactly
+// the README's (the counts are deterministic: one computation per distinct
+// value).
+func TestCache(t *testing.T) {
+	ex := build(t, "cache")
+	want := readmeOutput(t, "cache")
+	if len(want) != 5 {
+		t.Fatalf("cache/README.md expected output: got %q, want 5 lines", want)
+	}
+	res := run(t, ex)
+	if got := lines(res.stdout); !slices.Equal(got, want) {
+		t.Fatalf("cache stdout: got %q, want exactly %q", got, want)
+	}
+}

@@ -300,6 +300,27 @@ class Client {
     return resp.actor;
   }
 
+  /**
+   * Creates the cache name (or opens it when it exists with the same
+   * configuration; another one rejects with ALREADY_EXISTS). Options:
+   * shards (0: one per alive node), maxEntries and maxBytes per shard (0: no
+   * bound; least recently used entries go first), ttl in seconds, detached,
+   * namespace.
+   */
+  async createCache(name, { shards = 0, maxEntries = 0, maxBytes = 0, ttl = 0, detached = false, namespace } = {}) {
+    const ns = namespace || this.namespace;
+    await unary(this._stub, 'CacheCreate', {
+      cache: { namespace: ns, name }, shards, max_entries: maxEntries, max_bytes: maxBytes,
+      ttl_ms: Math.round((ttl || 0) * 1000), detached,
+    }, this._md, this.timeout);
+    return new Cache(this, name, ns);
+  }
+
+  /** The existing cache name (checked on first use: NotFoundError). */
+  cache(name, { namespace } = {}) {
+    return new Cache(this, name, namespace || this.namespace);
+  }
+
   /** What the namespace offers: { functions: {name: argTypes}, actorTypes: {name: {method: argTypes}} }. */
   async listNamespace({ namespace } = {}) {
     const resp = await unary(this._stub, 'ListNamespace', { namespace: namespace || this.namespace }, this._md, this.timeout);
@@ -308,6 +329,103 @@ class Client {
       functions: Object.fromEntries(reg.functions.map((f) => [f.name, f.arg_types])),
       actorTypes: Object.fromEntries(reg.actor_types.map((t) => [t.name, Object.fromEntries(t.methods.map((m) => [m.name, m.arg_types]))])),
     };
+  }
+}
+
+// ttlMs is a ttl in seconds on the wire: undefined the cache's default,
+// <= 0 never expires.
+function ttlMs(ttl) {
+  if (ttl === undefined || ttl === null) return 0;
+  if (ttl <= 0) return -1;
+  return Math.max(1, Math.round(ttl * 1000));
+}
+
+/** Marks compareAndSwap's expected value as "the key holds nothing". */
+const ABSENT = Symbol('goray.ABSENT');
+
+/**
+ * A cache of the goray cluster (client.createCache, client.cache). Values
+ * are encoded as everywhere in this client (MessagePack by default), so Go
+ * programs read them as typed values. A shard lost with its node reads as a
+ * miss; its writes are dropped.
+ */
+class Cache {
+  constructor(client, name, namespace) {
+    this._client = client;
+    this.name = name;
+    this.namespace = namespace;
+    this._ref = { namespace, name };
+  }
+
+  _rpc(method, req, timeout) {
+    const c = this._client;
+    return unary(c._stub, method, { cache: this._ref, ...req }, c._md, timeout ?? c.timeout);
+  }
+
+  /** The key's value, or dflt on a miss. */
+  async get(key, dflt = undefined) {
+    const resp = await this._rpc('CacheGet', { key });
+    return resp.found ? decode(resp.value.encoding, resp.value.type_url, resp.value.data) : dflt;
+  }
+
+  /** Whether the key has a value. */
+  async has(key) {
+    return (await this._rpc('CacheGet', { key })).found;
+  }
+
+  /** Stores value under key; options: ttl in seconds (0: never expires), encoding. */
+  async set(key, value, { ttl, encoding } = {}) {
+    await this._rpc('CacheSet', { key, value: encode(value, encoding), ttl_ms: ttlMs(ttl) });
+  }
+
+  /** Removes key; whether it was there. */
+  async delete(key) {
+    return (await this._rpc('CacheDelete', { key })).deleted;
+  }
+
+  /** Adds delta to the integer under key (missing: 0), atomically; the new value. */
+  async incr(key, delta = 1, { ttl } = {}) {
+    return Number((await this._rpc('CacheIncrement', { key, delta, ttl_ms: ttlMs(ttl) })).value);
+  }
+
+  /** Stores value when the key holds expected (ABSENT: nothing), atomically; whether it did. */
+  async compareAndSwap(key, expected, value, { ttl } = {}) {
+    const req = { key, value: encode(value), ttl_ms: ttlMs(ttl) };
+    if (expected !== ABSENT) req.expected = encode(expected);
+    return (await this._rpc('CacheCompareAndSwap', req)).swapped;
+  }
+
+  /**
+   * The key's value; on a miss exactly one caller across the cluster runs
+   * compute() (the others wait for its value). If compute throws, the lease
+   * is given up and the error propagates. Options: ttl, lease (seconds the
+   * lease lasts, default 60; it is not renewed).
+   */
+  async getOrCompute(key, compute, { ttl, lease = 60 } = {}) {
+    const resp = await this._rpc('CacheAcquire', { key, lease_ms: Math.max(1, Math.round(lease * 1000)) },
+      Math.max(this._client.timeout || 30, 30));
+    if (resp.found) return decode(resp.value.encoding, resp.value.type_url, resp.value.data);
+    if (!resp.lease) return compute(); // the shard is lost: compute, uncached
+    let value;
+    try {
+      value = await compute();
+    } catch (err) {
+      await this._rpc('CacheAbandon', { key, lease: resp.lease });
+      throw err;
+    }
+    await this._rpc('CacheFulfill', { key, lease: resp.lease, value: encode(value), ttl_ms: ttlMs(ttl) });
+    return value;
+  }
+
+  /** { total, shards }: hits, misses, evictions, expirations, computes, entries, bytes, node_id, unavailable. */
+  async stats() {
+    const resp = await this._rpc('CacheStats', {});
+    const d = (s) => ({
+      hits: Number(s.hits), misses: Number(s.misses), evictions: Number(s.evictions),
+      expirations: Number(s.expirations), computes: Number(s.computes), entries: Number(s.entries),
+      bytes: Number(s.bytes), node_id: s.node_id, unavailable: s.unavailable,
+    });
+    return { total: d(resp.total), shards: resp.shards.map(d) };
   }
 }
 
@@ -353,6 +471,8 @@ async function connect(address, options = {}) {
 
 module.exports = {
   PROTOCOL_VERSION,
+  ABSENT,
+  Cache,
   connect,
   Client,
   ActorHandle,

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	icache "github.com/goray/goray/internal/cache"
 	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/errs"
@@ -82,6 +83,11 @@ type namespace struct {
 	// a client releases it (Release) or the namespace is deployed again.
 	mu   sync.Mutex
 	held map[ids.ObjectID]core.Ref // guarded by mu
+	// caches are the caches clients used, opened on first use (cache.go).
+	caches map[string]*icache.Client // guarded by mu
+	// opening serializes creating and opening caches, so that no two
+	// handles of a new shard are made at once (cache.go).
+	opening sync.Mutex
 }
 
 // hold keeps ref for clients and returns the clients' ref to it.
@@ -154,6 +160,7 @@ func (g *Gateway) Close() {
 	g.ns = map[string]*namespace{}
 	g.mu.Unlock()
 	for _, n := range all {
+		n.closeCaches()
 		n.core.Close()
 	}
 	g.retiring.Wait()
@@ -200,8 +207,8 @@ func (g *Gateway) namespace(ctx context.Context, name string) (*namespace, error
 	}
 	if n != nil {
 		// Deployed again: the old job is finished, and so are its refs.
-		old := n.core
-		g.retiring.Go(old.Close)
+		old, oldNS := n.core, n
+		g.retiring.Go(func() { oldNS.closeCaches(); old.Close() })
 	}
 	n = &namespace{dep: dep, core: c, checked: time.Now()}
 	g.ns[name] = n

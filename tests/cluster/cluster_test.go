@@ -413,6 +413,10 @@ func TestRemovingAGroupKillsItsActor(t *testing.T) {
 // affinity to the dead node.
 func TestNodeDeath(t *testing.T) { testcluster.NodeDeath(t, cl) }
 
+// TestCacheNodeDeath: a cache shard lost with its node turns into misses,
+// then recovers (testcluster.CacheNodeDeath).
+func TestCacheNodeDeath(t *testing.T) { testcluster.CacheNodeDeath(t, cl) }
+
 func TestInfeasibleTaskIsListedAndRunsWhenANodeJoins(t *testing.T) {
 	ctx := t.Context()
 	need := map[string]float64{"late_res": 1}

@@ -346,3 +346,18 @@ func TestWorkerSIGKILL(t *testing.T) {
 		t.Fatalf("driver stdout: got %q, want WORKERKILL OK with at least one task retry", d.Stdout.String())
 	}
 }
+
+// TestCacheNodeDeath is the cache's node-loss rule (testcluster.CacheNodeDeath)
+// on raylet processes: the raylet hosting a shard is SIGKILLed; its keys
+// become misses, then the shard restarts on the head's node and serves.
+func TestCacheNodeDeath(t *testing.T) {
+	c := newCluster(t)
+	c.StartHead(`{"CPU":2}`, "--node-timeout", "3s")
+	ctx, cancel := context.WithTimeout(t.Context(), driverTimeout)
+	defer cancel()
+	if err := runtime.Init(ctx, runtime.WithAddress(c.Address()), runtime.WithToken(c.Token()), runtime.WithLogger(testcluster.Logger())); err != nil {
+		t.Fatalf("connect to the cluster: %v", err)
+	}
+	t.Cleanup(runtime.Shutdown)
+	testcluster.CacheNodeDeath(t, c)
+}

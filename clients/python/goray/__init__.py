@@ -13,8 +13,10 @@ bytes, protobuf messages as protobuf; pass encoding="json" to send JSON.
 """
 
 from .client import (
+    ABSENT,
     PROTOCOL_VERSION,
     ActorHandle,
+    Cache,
     Client,
     Encoded,
     GorayError,
@@ -27,8 +29,10 @@ from .client import (
 )
 
 __all__ = [
+    "ABSENT",
     "PROTOCOL_VERSION",
     "ActorHandle",
+    "Cache",
     "Client",
     "Encoded",
     "GorayError",

@@ -337,6 +337,30 @@ class Client:
                             for t in resp.registry.actor_types},
         }
 
+    # -- the distributed cache
+
+    def create_cache(self, name: str, shards: int = 0, max_entries: int = 0, max_bytes: int = 0,
+                     ttl: Optional[float] = None, detached: bool = False,
+                     namespace: Optional[str] = None) -> "Cache":
+        """Creates the cache name in the namespace (or opens it when it exists
+        with the same configuration; another one raises GorayError with
+        ALREADY_EXISTS). shards 0 is one per alive node; max_entries and
+        max_bytes bound each shard (0: no bound; past them the least recently
+        used entries go); ttl is the default lifetime of an entry in seconds."""
+        ns = namespace or self.namespace
+        req = _cpb.CacheCreateRequest(cache=_cpb.CacheRef(namespace=ns, name=name), shards=shards,
+                                      max_entries=max_entries, max_bytes=max_bytes,
+                                      ttl_ms=int(ttl * 1000) if ttl else 0, detached=detached)
+        try:
+            self._stub.CacheCreate(req, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return Cache(self, name, ns)
+
+    def cache(self, name: str, namespace: Optional[str] = None) -> "Cache":
+        """The existing cache name (checked on first use: NotFoundError)."""
+        return Cache(self, name, namespace or self.namespace)
+
 
 class ActorHandle:
     """A named actor: call its registered methods by name."""
@@ -376,3 +400,108 @@ def connect(address: Optional[str] = None, token: Optional[str] = None, namespac
     if not address:
         raise ValueError("no address: pass connect('HOST:PORT') or set GORAY_ADDRESS")
     return Client(address, token=token, namespace=namespace, timeout=timeout)
+
+
+ABSENT = object()
+"""compare_and_swap's expected value meaning "the key holds nothing"."""
+
+
+def _ttl_ms(ttl: Optional[float]) -> int:
+    # None: the cache's default; <= 0: never expires.
+    if ttl is None:
+        return 0
+    if ttl <= 0:
+        return -1
+    return max(1, int(ttl * 1000))
+
+
+class Cache:
+    """A cache of the goray cluster (Client.create_cache, Client.cache). Values
+    are encoded as everywhere in this client (MessagePack by default), so Go
+    programs read them as typed values. A shard lost with its node reads as a
+    miss; its writes are dropped."""
+
+    def __init__(self, client: Client, name: str, namespace: str):
+        self._client = client
+        self.name = name
+        self.namespace = namespace
+        self._ref = _cpb.CacheRef(namespace=namespace, name=name)
+
+    def _rpc(self, method: str, req: Any, timeout: Optional[float] = None) -> Any:
+        c = self._client
+        try:
+            return getattr(c._stub, method)(req, metadata=c._metadata,
+                                            timeout=timeout if timeout is not None else c.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The key's value, or default on a miss."""
+        resp = self._rpc("CacheGet", _cpb.CacheGetRequest(cache=self._ref, key=key))
+        if not resp.found:
+            return default
+        return _decode(resp.value.encoding, resp.value.type_url, resp.value.data)
+
+    def contains(self, key: str) -> bool:
+        """Whether the key has a value (a get that counts as a hit or a miss)."""
+        return self._rpc("CacheGet", _cpb.CacheGetRequest(cache=self._ref, key=key)).found
+
+    def set(self, key: str, value: Any, ttl: Optional[float] = None, encoding: Optional[str] = None) -> None:
+        """Stores value under key; ttl in seconds (None: the cache's default,
+        0: never expires)."""
+        self._rpc("CacheSet", _cpb.CacheSetRequest(cache=self._ref, key=key, value=_encode(value, encoding),
+                                                   ttl_ms=_ttl_ms(ttl)))
+
+    def delete(self, key: str) -> bool:
+        """Removes key; whether it was there."""
+        return self._rpc("CacheDelete", _cpb.CacheDeleteRequest(cache=self._ref, key=key)).deleted
+
+    def incr(self, key: str, delta: int = 1, ttl: Optional[float] = None) -> int:
+        """Adds delta to the integer under key (missing: 0), atomically; the new value."""
+        return self._rpc("CacheIncrement", _cpb.CacheIncrementRequest(cache=self._ref, key=key, delta=delta,
+                                                                      ttl_ms=_ttl_ms(ttl))).value
+
+    def compare_and_swap(self, key: str, expected: Any, value: Any, ttl: Optional[float] = None) -> bool:
+        """Stores value when the key holds expected (ABSENT: nothing),
+        atomically; whether it did."""
+        req = _cpb.CacheCompareAndSwapRequest(cache=self._ref, key=key, value=_encode(value), ttl_ms=_ttl_ms(ttl))
+        if expected is not ABSENT:
+            req.expected.CopyFrom(_encode(expected))
+        return self._rpc("CacheCompareAndSwap", req).swapped
+
+    def get_or_compute(self, key: str, compute, ttl: Optional[float] = None, lease: float = 60.0) -> Any:
+        """The key's value; on a miss exactly one caller across the cluster
+        runs compute() (the others wait for its value). If compute raises,
+        the lease is given up (a waiting caller computes next) and the error
+        propagates. The lease lasts `lease` seconds and is not renewed: a
+        computation that takes longer may run twice."""
+        ms = max(1, int(lease * 1000))
+        while True:
+            resp = self._rpc("CacheAcquire", _cpb.CacheAcquireRequest(cache=self._ref, key=key, lease_ms=ms),
+                             timeout=max(self._client.timeout or 30.0, 30.0))
+            if resp.found:
+                return _decode(resp.value.encoding, resp.value.type_url, resp.value.data)
+            if resp.lease == 0:
+                return compute()  # the shard is lost: compute, uncached
+            try:
+                value = compute()
+            except BaseException:
+                self._rpc("CacheAbandon", _cpb.CacheAbandonRequest(cache=self._ref, key=key, lease=resp.lease))
+                raise
+            self._rpc("CacheFulfill", _cpb.CacheFulfillRequest(cache=self._ref, key=key, lease=resp.lease,
+                                                               value=_encode(value), ttl_ms=_ttl_ms(ttl)))
+            return value
+
+    def stats(self) -> dict:
+        """{"total": {...}, "shards": [{...}, ...]} with hits, misses,
+        evictions, expirations, computes, entries, bytes, node_id, unavailable."""
+        resp = self._rpc("CacheStats", _cpb.CacheStatsRequest(cache=self._ref))
+
+        def d(s):
+            return {"hits": s.hits, "misses": s.misses, "evictions": s.evictions, "expirations": s.expirations,
+                    "computes": s.computes, "entries": s.entries, "bytes": s.bytes, "node_id": s.node_id,
+                    "unavailable": s.unavailable}
+        return {"total": d(resp.total), "shards": [d(s) for s in resp.shards]}
+
+    def __repr__(self):
+        return f"Cache({self.namespace!r}, {self.name!r})"

@@ -1487,6 +1487,1288 @@ func (x *MethodInfo) GetArgTypes() []string {
 	return nil
 }
 
+// Names a cache: a namespace with a deployed binary, and the cache's name
+// (1 to 200 bytes, no '/').
+type CacheRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheRef) Reset() {
+	*x = CacheRef{}
+	mi := &file_goray_v1_client_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheRef) ProtoMessage() {}
+
+func (x *CacheRef) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheRef.ProtoReflect.Descriptor instead.
+func (*CacheRef) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CacheRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CacheRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type CacheCreateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cache *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	// 1 to 4096; 0: one per alive node.
+	Shards uint32 `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	// Per shard; 0: no bound. Past it the least recently used entry goes.
+	MaxEntries uint64 `protobuf:"varint,3,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	// Per shard (keys, values and 64 bytes per entry); 0: no bound.
+	MaxBytes uint64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Default TTL of an entry; 0: entries do not expire.
+	TtlMs uint64 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// The shards outlive the namespace's deployment.
+	Detached      bool `protobuf:"varint,6,opt,name=detached,proto3" json:"detached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheCreateRequest) Reset() {
+	*x = CacheCreateRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheCreateRequest) ProtoMessage() {}
+
+func (x *CacheCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheCreateRequest.ProtoReflect.Descriptor instead.
+func (*CacheCreateRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CacheCreateRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheCreateRequest) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *CacheCreateRequest) GetMaxEntries() uint64 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *CacheCreateRequest) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *CacheCreateRequest) GetTtlMs() uint64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *CacheCreateRequest) GetDetached() bool {
+	if x != nil {
+		return x.Detached
+	}
+	return false
+}
+
+type CacheCreateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        uint32                 `protobuf:"varint,1,opt,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheCreateResponse) Reset() {
+	*x = CacheCreateResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheCreateResponse) ProtoMessage() {}
+
+func (x *CacheCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheCreateResponse.ProtoReflect.Descriptor instead.
+func (*CacheCreateResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CacheCreateResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+type CacheGetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cache *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	// At most 4096 bytes.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheGetRequest) Reset() {
+	*x = CacheGetRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheGetRequest) ProtoMessage() {}
+
+func (x *CacheGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheGetRequest.ProtoReflect.Descriptor instead.
+func (*CacheGetRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CacheGetRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheGetRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type CacheGetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Value         *Payload               `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheGetResponse) Reset() {
+	*x = CacheGetResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheGetResponse) ProtoMessage() {}
+
+func (x *CacheGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheGetResponse.ProtoReflect.Descriptor instead.
+func (*CacheGetResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CacheGetResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *CacheGetResponse) GetValue() *Payload {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type CacheSetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cache *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value *Payload               `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// > 0: this TTL; 0: the cache's default; < 0: never expires.
+	TtlMs         int64 `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheSetRequest) Reset() {
+	*x = CacheSetRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheSetRequest) ProtoMessage() {}
+
+func (x *CacheSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheSetRequest.ProtoReflect.Descriptor instead.
+func (*CacheSetRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CacheSetRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheSetRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheSetRequest) GetValue() *Payload {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CacheSetRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type CacheSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheSetResponse) Reset() {
+	*x = CacheSetResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheSetResponse) ProtoMessage() {}
+
+func (x *CacheSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheSetResponse.ProtoReflect.Descriptor instead.
+func (*CacheSetResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{31}
+}
+
+type CacheDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cache         *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheDeleteRequest) Reset() {
+	*x = CacheDeleteRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheDeleteRequest) ProtoMessage() {}
+
+func (x *CacheDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheDeleteRequest.ProtoReflect.Descriptor instead.
+func (*CacheDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CacheDeleteRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheDeleteRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type CacheDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       bool                   `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheDeleteResponse) Reset() {
+	*x = CacheDeleteResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheDeleteResponse) ProtoMessage() {}
+
+func (x *CacheDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheDeleteResponse.ProtoReflect.Descriptor instead.
+func (*CacheDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CacheDeleteResponse) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+type CacheIncrementRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cache         *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Delta         int64                  `protobuf:"varint,3,opt,name=delta,proto3" json:"delta,omitempty"`
+	TtlMs         int64                  `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheIncrementRequest) Reset() {
+	*x = CacheIncrementRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheIncrementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheIncrementRequest) ProtoMessage() {}
+
+func (x *CacheIncrementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheIncrementRequest.ProtoReflect.Descriptor instead.
+func (*CacheIncrementRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CacheIncrementRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheIncrementRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheIncrementRequest) GetDelta() int64 {
+	if x != nil {
+		return x.Delta
+	}
+	return 0
+}
+
+func (x *CacheIncrementRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type CacheIncrementResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         int64                  `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheIncrementResponse) Reset() {
+	*x = CacheIncrementResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheIncrementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheIncrementResponse) ProtoMessage() {}
+
+func (x *CacheIncrementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheIncrementResponse.ProtoReflect.Descriptor instead.
+func (*CacheIncrementResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CacheIncrementResponse) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+type CacheCompareAndSwapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cache *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Unset: swap only when the key holds nothing.
+	Expected      *Payload `protobuf:"bytes,3,opt,name=expected,proto3" json:"expected,omitempty"`
+	Value         *Payload `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	TtlMs         int64    `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheCompareAndSwapRequest) Reset() {
+	*x = CacheCompareAndSwapRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheCompareAndSwapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheCompareAndSwapRequest) ProtoMessage() {}
+
+func (x *CacheCompareAndSwapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheCompareAndSwapRequest.ProtoReflect.Descriptor instead.
+func (*CacheCompareAndSwapRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CacheCompareAndSwapRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheCompareAndSwapRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheCompareAndSwapRequest) GetExpected() *Payload {
+	if x != nil {
+		return x.Expected
+	}
+	return nil
+}
+
+func (x *CacheCompareAndSwapRequest) GetValue() *Payload {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CacheCompareAndSwapRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type CacheCompareAndSwapResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Swapped bool                   `protobuf:"varint,1,opt,name=swapped,proto3" json:"swapped,omitempty"`
+	// Not swapped: what the key holds (found false: nothing).
+	Found         bool     `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	Current       *Payload `protobuf:"bytes,3,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheCompareAndSwapResponse) Reset() {
+	*x = CacheCompareAndSwapResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheCompareAndSwapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheCompareAndSwapResponse) ProtoMessage() {}
+
+func (x *CacheCompareAndSwapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheCompareAndSwapResponse.ProtoReflect.Descriptor instead.
+func (*CacheCompareAndSwapResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *CacheCompareAndSwapResponse) GetSwapped() bool {
+	if x != nil {
+		return x.Swapped
+	}
+	return false
+}
+
+func (x *CacheCompareAndSwapResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *CacheCompareAndSwapResponse) GetCurrent() *Payload {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
+type CacheAcquireRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cache *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// How long the lease lasts if this caller gets it (it is not renewed);
+	// 0: 10 s; at most 10 minutes.
+	LeaseMs       uint64 `protobuf:"varint,3,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheAcquireRequest) Reset() {
+	*x = CacheAcquireRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheAcquireRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheAcquireRequest) ProtoMessage() {}
+
+func (x *CacheAcquireRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheAcquireRequest.ProtoReflect.Descriptor instead.
+func (*CacheAcquireRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *CacheAcquireRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheAcquireRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheAcquireRequest) GetLeaseMs() uint64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+type CacheAcquireResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Found bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Value *Payload               `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Not 0: no value; this caller computes it under this lease. 0 with found
+	// false: the key's shard is lost; compute without storing.
+	Lease         uint64 `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheAcquireResponse) Reset() {
+	*x = CacheAcquireResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheAcquireResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheAcquireResponse) ProtoMessage() {}
+
+func (x *CacheAcquireResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheAcquireResponse.ProtoReflect.Descriptor instead.
+func (*CacheAcquireResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CacheAcquireResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *CacheAcquireResponse) GetValue() *Payload {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CacheAcquireResponse) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type CacheFulfillRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cache         *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Lease         uint64                 `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	Value         *Payload               `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	TtlMs         int64                  `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheFulfillRequest) Reset() {
+	*x = CacheFulfillRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheFulfillRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheFulfillRequest) ProtoMessage() {}
+
+func (x *CacheFulfillRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheFulfillRequest.ProtoReflect.Descriptor instead.
+func (*CacheFulfillRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CacheFulfillRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheFulfillRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheFulfillRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *CacheFulfillRequest) GetValue() *Payload {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CacheFulfillRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type CacheFulfillResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheFulfillResponse) Reset() {
+	*x = CacheFulfillResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheFulfillResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheFulfillResponse) ProtoMessage() {}
+
+func (x *CacheFulfillResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheFulfillResponse.ProtoReflect.Descriptor instead.
+func (*CacheFulfillResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{41}
+}
+
+type CacheAbandonRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cache         *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Lease         uint64                 `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheAbandonRequest) Reset() {
+	*x = CacheAbandonRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheAbandonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheAbandonRequest) ProtoMessage() {}
+
+func (x *CacheAbandonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheAbandonRequest.ProtoReflect.Descriptor instead.
+func (*CacheAbandonRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *CacheAbandonRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *CacheAbandonRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheAbandonRequest) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+type CacheAbandonResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheAbandonResponse) Reset() {
+	*x = CacheAbandonResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheAbandonResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheAbandonResponse) ProtoMessage() {}
+
+func (x *CacheAbandonResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheAbandonResponse.ProtoReflect.Descriptor instead.
+func (*CacheAbandonResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{43}
+}
+
+type CacheStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cache         *CacheRef              `protobuf:"bytes,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheStatsRequest) Reset() {
+	*x = CacheStatsRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheStatsRequest) ProtoMessage() {}
+
+func (x *CacheStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheStatsRequest.ProtoReflect.Descriptor instead.
+func (*CacheStatsRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CacheStatsRequest) GetCache() *CacheRef {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+type CacheShardStats struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Hits        uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses      uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	Evictions   uint64                 `protobuf:"varint,3,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	Expirations uint64                 `protobuf:"varint,4,opt,name=expirations,proto3" json:"expirations,omitempty"`
+	// Computations handed out (leases granted).
+	Computes uint64 `protobuf:"varint,5,opt,name=computes,proto3" json:"computes,omitempty"`
+	Entries  int64  `protobuf:"varint,6,opt,name=entries,proto3" json:"entries,omitempty"`
+	Bytes    int64  `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Hex node ID of the shard's node (empty in the total).
+	NodeId string `protobuf:"bytes,8,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Shards that did not answer (lost with their node).
+	Unavailable   uint32 `protobuf:"varint,9,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheShardStats) Reset() {
+	*x = CacheShardStats{}
+	mi := &file_goray_v1_client_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheShardStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheShardStats) ProtoMessage() {}
+
+func (x *CacheShardStats) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheShardStats.ProtoReflect.Descriptor instead.
+func (*CacheShardStats) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CacheShardStats) GetHits() uint64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetMisses() uint64 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetEvictions() uint64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetExpirations() uint64 {
+	if x != nil {
+		return x.Expirations
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetComputes() uint64 {
+	if x != nil {
+		return x.Computes
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetEntries() int64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CacheShardStats) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CacheShardStats) GetUnavailable() uint32 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+type CacheStatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []*CacheShardStats     `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	Total         *CacheShardStats       `protobuf:"bytes,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheStatsResponse) Reset() {
+	*x = CacheStatsResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheStatsResponse) ProtoMessage() {}
+
+func (x *CacheStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheStatsResponse.ProtoReflect.Descriptor instead.
+func (*CacheStatsResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *CacheStatsResponse) GetShards() []*CacheShardStats {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *CacheStatsResponse) GetTotal() *CacheShardStats {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
 var File_goray_v1_client_proto protoreflect.FileDescriptor
 
 const file_goray_v1_client_proto_rawDesc = "" +
@@ -1596,7 +2878,90 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"MethodInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
-	"\targ_types\x18\x02 \x03(\tR\bargTypes2\xf1\x04\n" +
+	"\targ_types\x18\x02 \x03(\tR\bargTypes\"<\n" +
+	"\bCacheRef\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xc7\x01\n" +
+	"\x12CacheCreateRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x16\n" +
+	"\x06shards\x18\x02 \x01(\rR\x06shards\x12\x1f\n" +
+	"\vmax_entries\x18\x03 \x01(\x04R\n" +
+	"maxEntries\x12\x1b\n" +
+	"\tmax_bytes\x18\x04 \x01(\x04R\bmaxBytes\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x04R\x05ttlMs\x12\x1a\n" +
+	"\bdetached\x18\x06 \x01(\bR\bdetached\"-\n" +
+	"\x13CacheCreateResponse\x12\x16\n" +
+	"\x06shards\x18\x01 \x01(\rR\x06shards\"M\n" +
+	"\x0fCacheGetRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"Q\n" +
+	"\x10CacheGetResponse\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12'\n" +
+	"\x05value\x18\x02 \x01(\v2\x11.goray.v1.PayloadR\x05value\"\x8d\x01\n" +
+	"\x0fCacheSetRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12'\n" +
+	"\x05value\x18\x03 \x01(\v2\x11.goray.v1.PayloadR\x05value\x12\x15\n" +
+	"\x06ttl_ms\x18\x04 \x01(\x03R\x05ttlMs\"\x12\n" +
+	"\x10CacheSetResponse\"P\n" +
+	"\x12CacheDeleteRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"/\n" +
+	"\x13CacheDeleteResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\bR\adeleted\"\x80\x01\n" +
+	"\x15CacheIncrementRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05delta\x18\x03 \x01(\x03R\x05delta\x12\x15\n" +
+	"\x06ttl_ms\x18\x04 \x01(\x03R\x05ttlMs\".\n" +
+	"\x16CacheIncrementResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x03R\x05value\"\xc7\x01\n" +
+	"\x1aCacheCompareAndSwapRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12-\n" +
+	"\bexpected\x18\x03 \x01(\v2\x11.goray.v1.PayloadR\bexpected\x12'\n" +
+	"\x05value\x18\x04 \x01(\v2\x11.goray.v1.PayloadR\x05value\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x03R\x05ttlMs\"z\n" +
+	"\x1bCacheCompareAndSwapResponse\x12\x18\n" +
+	"\aswapped\x18\x01 \x01(\bR\aswapped\x12\x14\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\x12+\n" +
+	"\acurrent\x18\x03 \x01(\v2\x11.goray.v1.PayloadR\acurrent\"l\n" +
+	"\x13CacheAcquireRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x19\n" +
+	"\blease_ms\x18\x03 \x01(\x04R\aleaseMs\"k\n" +
+	"\x14CacheAcquireResponse\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12'\n" +
+	"\x05value\x18\x02 \x01(\v2\x11.goray.v1.PayloadR\x05value\x12\x14\n" +
+	"\x05lease\x18\x03 \x01(\x04R\x05lease\"\xa7\x01\n" +
+	"\x13CacheFulfillRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05lease\x18\x03 \x01(\x04R\x05lease\x12'\n" +
+	"\x05value\x18\x04 \x01(\v2\x11.goray.v1.PayloadR\x05value\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x03R\x05ttlMs\"\x16\n" +
+	"\x14CacheFulfillResponse\"g\n" +
+	"\x13CacheAbandonRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05lease\x18\x03 \x01(\x04R\x05lease\"\x16\n" +
+	"\x14CacheAbandonResponse\"=\n" +
+	"\x11CacheStatsRequest\x12(\n" +
+	"\x05cache\x18\x01 \x01(\v2\x12.goray.v1.CacheRefR\x05cache\"\x84\x02\n" +
+	"\x0fCacheShardStats\x12\x12\n" +
+	"\x04hits\x18\x01 \x01(\x04R\x04hits\x12\x16\n" +
+	"\x06misses\x18\x02 \x01(\x04R\x06misses\x12\x1c\n" +
+	"\tevictions\x18\x03 \x01(\x04R\tevictions\x12 \n" +
+	"\vexpirations\x18\x04 \x01(\x04R\vexpirations\x12\x1a\n" +
+	"\bcomputes\x18\x05 \x01(\x04R\bcomputes\x12\x18\n" +
+	"\aentries\x18\x06 \x01(\x03R\aentries\x12\x14\n" +
+	"\x05bytes\x18\a \x01(\x03R\x05bytes\x12\x17\n" +
+	"\anode_id\x18\b \x01(\tR\x06nodeId\x12 \n" +
+	"\vunavailable\x18\t \x01(\rR\vunavailable\"x\n" +
+	"\x12CacheStatsResponse\x121\n" +
+	"\x06shards\x18\x01 \x03(\v2\x19.goray.v1.CacheShardStatsR\x06shards\x12/\n" +
+	"\x05total\x18\x02 \x01(\v2\x19.goray.v1.CacheShardStatsR\x05total2\xfe\n" +
+	"\n" +
 	"\rClientService\x12D\n" +
 	"\tHandshake\x12\x1a.goray.v1.HandshakeRequest\x1a\x1b.goray.v1.HandshakeResponse\x124\n" +
 	"\x03Put\x12\x14.goray.v1.PutRequest\x1a\x15.goray.v1.PutResponse(\x01\x124\n" +
@@ -1606,7 +2971,18 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\rGetNamedActor\x12\x1e.goray.v1.GetNamedActorRequest\x1a\x1f.goray.v1.GetNamedActorResponse\x12D\n" +
 	"\tCallActor\x12\x1a.goray.v1.CallActorRequest\x1a\x1b.goray.v1.CallActorResponse\x12M\n" +
 	"\fCallFunction\x12\x1d.goray.v1.CallFunctionRequest\x1a\x1e.goray.v1.CallFunctionResponse\x12P\n" +
-	"\rListNamespace\x12\x1e.goray.v1.ListNamespaceRequest\x1a\x1f.goray.v1.ListNamespaceResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\rListNamespace\x12\x1e.goray.v1.ListNamespaceRequest\x1a\x1f.goray.v1.ListNamespaceResponse\x12J\n" +
+	"\vCacheCreate\x12\x1c.goray.v1.CacheCreateRequest\x1a\x1d.goray.v1.CacheCreateResponse\x12A\n" +
+	"\bCacheGet\x12\x19.goray.v1.CacheGetRequest\x1a\x1a.goray.v1.CacheGetResponse\x12A\n" +
+	"\bCacheSet\x12\x19.goray.v1.CacheSetRequest\x1a\x1a.goray.v1.CacheSetResponse\x12J\n" +
+	"\vCacheDelete\x12\x1c.goray.v1.CacheDeleteRequest\x1a\x1d.goray.v1.CacheDeleteResponse\x12S\n" +
+	"\x0eCacheIncrement\x12\x1f.goray.v1.CacheIncrementRequest\x1a .goray.v1.CacheIncrementResponse\x12b\n" +
+	"\x13CacheCompareAndSwap\x12$.goray.v1.CacheCompareAndSwapRequest\x1a%.goray.v1.CacheCompareAndSwapResponse\x12M\n" +
+	"\fCacheAcquire\x12\x1d.goray.v1.CacheAcquireRequest\x1a\x1e.goray.v1.CacheAcquireResponse\x12M\n" +
+	"\fCacheFulfill\x12\x1d.goray.v1.CacheFulfillRequest\x1a\x1e.goray.v1.CacheFulfillResponse\x12M\n" +
+	"\fCacheAbandon\x12\x1d.goray.v1.CacheAbandonRequest\x1a\x1e.goray.v1.CacheAbandonResponse\x12G\n" +
+	"\n" +
+	"CacheStats\x12\x1b.goray.v1.CacheStatsRequest\x1a\x1c.goray.v1.CacheStatsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_client_proto_rawDescOnce sync.Once
@@ -1620,44 +2996,66 @@ func file_goray_v1_client_proto_rawDescGZIP() []byte {
 	return file_goray_v1_client_proto_rawDescData
 }
 
-var file_goray_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_goray_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_goray_v1_client_proto_goTypes = []any{
-	(*HandshakeRequest)(nil),      // 0: goray.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),     // 1: goray.v1.HandshakeResponse
-	(*ClientRef)(nil),             // 2: goray.v1.ClientRef
-	(*ClientArg)(nil),             // 3: goray.v1.ClientArg
-	(*PutRequest)(nil),            // 4: goray.v1.PutRequest
-	(*PutResponse)(nil),           // 5: goray.v1.PutResponse
-	(*GetRequest)(nil),            // 6: goray.v1.GetRequest
-	(*GetResponse)(nil),           // 7: goray.v1.GetResponse
-	(*WaitRequest)(nil),           // 8: goray.v1.WaitRequest
-	(*WaitResponse)(nil),          // 9: goray.v1.WaitResponse
-	(*ReleaseRequest)(nil),        // 10: goray.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 11: goray.v1.ReleaseResponse
-	(*GetNamedActorRequest)(nil),  // 12: goray.v1.GetNamedActorRequest
-	(*GetNamedActorResponse)(nil), // 13: goray.v1.GetNamedActorResponse
-	(*NamedActorInfo)(nil),        // 14: goray.v1.NamedActorInfo
-	(*CallActorRequest)(nil),      // 15: goray.v1.CallActorRequest
-	(*CallActorResponse)(nil),     // 16: goray.v1.CallActorResponse
-	(*CallFunctionRequest)(nil),   // 17: goray.v1.CallFunctionRequest
-	(*CallFunctionResponse)(nil),  // 18: goray.v1.CallFunctionResponse
-	(*ListNamespaceRequest)(nil),  // 19: goray.v1.ListNamespaceRequest
-	(*ListNamespaceResponse)(nil), // 20: goray.v1.ListNamespaceResponse
-	(*Registry)(nil),              // 21: goray.v1.Registry
-	(*FunctionInfo)(nil),          // 22: goray.v1.FunctionInfo
-	(*ActorTypeInfo)(nil),         // 23: goray.v1.ActorTypeInfo
-	(*MethodInfo)(nil),            // 24: goray.v1.MethodInfo
-	nil,                           // 25: goray.v1.CallFunctionRequest.ResourcesEntry
-	(*Payload)(nil),               // 26: goray.v1.Payload
-	(Encoding)(0),                 // 27: goray.v1.Encoding
+	(*HandshakeRequest)(nil),            // 0: goray.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),           // 1: goray.v1.HandshakeResponse
+	(*ClientRef)(nil),                   // 2: goray.v1.ClientRef
+	(*ClientArg)(nil),                   // 3: goray.v1.ClientArg
+	(*PutRequest)(nil),                  // 4: goray.v1.PutRequest
+	(*PutResponse)(nil),                 // 5: goray.v1.PutResponse
+	(*GetRequest)(nil),                  // 6: goray.v1.GetRequest
+	(*GetResponse)(nil),                 // 7: goray.v1.GetResponse
+	(*WaitRequest)(nil),                 // 8: goray.v1.WaitRequest
+	(*WaitResponse)(nil),                // 9: goray.v1.WaitResponse
+	(*ReleaseRequest)(nil),              // 10: goray.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),             // 11: goray.v1.ReleaseResponse
+	(*GetNamedActorRequest)(nil),        // 12: goray.v1.GetNamedActorRequest
+	(*GetNamedActorResponse)(nil),       // 13: goray.v1.GetNamedActorResponse
+	(*NamedActorInfo)(nil),              // 14: goray.v1.NamedActorInfo
+	(*CallActorRequest)(nil),            // 15: goray.v1.CallActorRequest
+	(*CallActorResponse)(nil),           // 16: goray.v1.CallActorResponse
+	(*CallFunctionRequest)(nil),         // 17: goray.v1.CallFunctionRequest
+	(*CallFunctionResponse)(nil),        // 18: goray.v1.CallFunctionResponse
+	(*ListNamespaceRequest)(nil),        // 19: goray.v1.ListNamespaceRequest
+	(*ListNamespaceResponse)(nil),       // 20: goray.v1.ListNamespaceResponse
+	(*Registry)(nil),                    // 21: goray.v1.Registry
+	(*FunctionInfo)(nil),                // 22: goray.v1.FunctionInfo
+	(*ActorTypeInfo)(nil),               // 23: goray.v1.ActorTypeInfo
+	(*MethodInfo)(nil),                  // 24: goray.v1.MethodInfo
+	(*CacheRef)(nil),                    // 25: goray.v1.CacheRef
+	(*CacheCreateRequest)(nil),          // 26: goray.v1.CacheCreateRequest
+	(*CacheCreateResponse)(nil),         // 27: goray.v1.CacheCreateResponse
+	(*CacheGetRequest)(nil),             // 28: goray.v1.CacheGetRequest
+	(*CacheGetResponse)(nil),            // 29: goray.v1.CacheGetResponse
+	(*CacheSetRequest)(nil),             // 30: goray.v1.CacheSetRequest
+	(*CacheSetResponse)(nil),            // 31: goray.v1.CacheSetResponse
+	(*CacheDeleteRequest)(nil),          // 32: goray.v1.CacheDeleteRequest
+	(*CacheDeleteResponse)(nil),         // 33: goray.v1.CacheDeleteResponse
+	(*CacheIncrementRequest)(nil),       // 34: goray.v1.CacheIncrementRequest
+	(*CacheIncrementResponse)(nil),      // 35: goray.v1.CacheIncrementResponse
+	(*CacheCompareAndSwapRequest)(nil),  // 36: goray.v1.CacheCompareAndSwapRequest
+	(*CacheCompareAndSwapResponse)(nil), // 37: goray.v1.CacheCompareAndSwapResponse
+	(*CacheAcquireRequest)(nil),         // 38: goray.v1.CacheAcquireRequest
+	(*CacheAcquireResponse)(nil),        // 39: goray.v1.CacheAcquireResponse
+	(*CacheFulfillRequest)(nil),         // 40: goray.v1.CacheFulfillRequest
+	(*CacheFulfillResponse)(nil),        // 41: goray.v1.CacheFulfillResponse
+	(*CacheAbandonRequest)(nil),         // 42: goray.v1.CacheAbandonRequest
+	(*CacheAbandonResponse)(nil),        // 43: goray.v1.CacheAbandonResponse
+	(*CacheStatsRequest)(nil),           // 44: goray.v1.CacheStatsRequest
+	(*CacheShardStats)(nil),             // 45: goray.v1.CacheShardStats
+	(*CacheStatsResponse)(nil),          // 46: goray.v1.CacheStatsResponse
+	nil,                                 // 47: goray.v1.CallFunctionRequest.ResourcesEntry
+	(*Payload)(nil),                     // 48: goray.v1.Payload
+	(Encoding)(0),                       // 49: goray.v1.Encoding
 }
 var file_goray_v1_client_proto_depIdxs = []int32{
-	26, // 0: goray.v1.ClientArg.value:type_name -> goray.v1.Payload
+	48, // 0: goray.v1.ClientArg.value:type_name -> goray.v1.Payload
 	2,  // 1: goray.v1.ClientArg.ref:type_name -> goray.v1.ClientRef
-	27, // 2: goray.v1.PutRequest.encoding:type_name -> goray.v1.Encoding
+	49, // 2: goray.v1.PutRequest.encoding:type_name -> goray.v1.Encoding
 	2,  // 3: goray.v1.PutResponse.ref:type_name -> goray.v1.ClientRef
 	2,  // 4: goray.v1.GetRequest.ref:type_name -> goray.v1.ClientRef
-	27, // 5: goray.v1.GetResponse.encoding:type_name -> goray.v1.Encoding
+	49, // 5: goray.v1.GetResponse.encoding:type_name -> goray.v1.Encoding
 	2,  // 6: goray.v1.WaitRequest.refs:type_name -> goray.v1.ClientRef
 	2,  // 7: goray.v1.WaitResponse.ready:type_name -> goray.v1.ClientRef
 	2,  // 8: goray.v1.WaitResponse.not_ready:type_name -> goray.v1.ClientRef
@@ -1667,35 +3065,74 @@ var file_goray_v1_client_proto_depIdxs = []int32{
 	3,  // 12: goray.v1.CallActorRequest.args:type_name -> goray.v1.ClientArg
 	2,  // 13: goray.v1.CallActorResponse.ref:type_name -> goray.v1.ClientRef
 	3,  // 14: goray.v1.CallFunctionRequest.args:type_name -> goray.v1.ClientArg
-	25, // 15: goray.v1.CallFunctionRequest.resources:type_name -> goray.v1.CallFunctionRequest.ResourcesEntry
+	47, // 15: goray.v1.CallFunctionRequest.resources:type_name -> goray.v1.CallFunctionRequest.ResourcesEntry
 	2,  // 16: goray.v1.CallFunctionResponse.ref:type_name -> goray.v1.ClientRef
 	21, // 17: goray.v1.ListNamespaceResponse.registry:type_name -> goray.v1.Registry
 	22, // 18: goray.v1.Registry.functions:type_name -> goray.v1.FunctionInfo
 	23, // 19: goray.v1.Registry.actor_types:type_name -> goray.v1.ActorTypeInfo
 	24, // 20: goray.v1.ActorTypeInfo.methods:type_name -> goray.v1.MethodInfo
-	0,  // 21: goray.v1.ClientService.Handshake:input_type -> goray.v1.HandshakeRequest
-	4,  // 22: goray.v1.ClientService.Put:input_type -> goray.v1.PutRequest
-	6,  // 23: goray.v1.ClientService.Get:input_type -> goray.v1.GetRequest
-	8,  // 24: goray.v1.ClientService.Wait:input_type -> goray.v1.WaitRequest
-	10, // 25: goray.v1.ClientService.Release:input_type -> goray.v1.ReleaseRequest
-	12, // 26: goray.v1.ClientService.GetNamedActor:input_type -> goray.v1.GetNamedActorRequest
-	15, // 27: goray.v1.ClientService.CallActor:input_type -> goray.v1.CallActorRequest
-	17, // 28: goray.v1.ClientService.CallFunction:input_type -> goray.v1.CallFunctionRequest
-	19, // 29: goray.v1.ClientService.ListNamespace:input_type -> goray.v1.ListNamespaceRequest
-	1,  // 30: goray.v1.ClientService.Handshake:output_type -> goray.v1.HandshakeResponse
-	5,  // 31: goray.v1.ClientService.Put:output_type -> goray.v1.PutResponse
-	7,  // 32: goray.v1.ClientService.Get:output_type -> goray.v1.GetResponse
-	9,  // 33: goray.v1.ClientService.Wait:output_type -> goray.v1.WaitResponse
-	11, // 34: goray.v1.ClientService.Release:output_type -> goray.v1.ReleaseResponse
-	13, // 35: goray.v1.ClientService.GetNamedActor:output_type -> goray.v1.GetNamedActorResponse
-	16, // 36: goray.v1.ClientService.CallActor:output_type -> goray.v1.CallActorResponse
-	18, // 37: goray.v1.ClientService.CallFunction:output_type -> goray.v1.CallFunctionResponse
-	20, // 38: goray.v1.ClientService.ListNamespace:output_type -> goray.v1.ListNamespaceResponse
-	30, // [30:39] is the sub-list for method output_type
-	21, // [21:30] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	25, // 21: goray.v1.CacheCreateRequest.cache:type_name -> goray.v1.CacheRef
+	25, // 22: goray.v1.CacheGetRequest.cache:type_name -> goray.v1.CacheRef
+	48, // 23: goray.v1.CacheGetResponse.value:type_name -> goray.v1.Payload
+	25, // 24: goray.v1.CacheSetRequest.cache:type_name -> goray.v1.CacheRef
+	48, // 25: goray.v1.CacheSetRequest.value:type_name -> goray.v1.Payload
+	25, // 26: goray.v1.CacheDeleteRequest.cache:type_name -> goray.v1.CacheRef
+	25, // 27: goray.v1.CacheIncrementRequest.cache:type_name -> goray.v1.CacheRef
+	25, // 28: goray.v1.CacheCompareAndSwapRequest.cache:type_name -> goray.v1.CacheRef
+	48, // 29: goray.v1.CacheCompareAndSwapRequest.expected:type_name -> goray.v1.Payload
+	48, // 30: goray.v1.CacheCompareAndSwapRequest.value:type_name -> goray.v1.Payload
+	48, // 31: goray.v1.CacheCompareAndSwapResponse.current:type_name -> goray.v1.Payload
+	25, // 32: goray.v1.CacheAcquireRequest.cache:type_name -> goray.v1.CacheRef
+	48, // 33: goray.v1.CacheAcquireResponse.value:type_name -> goray.v1.Payload
+	25, // 34: goray.v1.CacheFulfillRequest.cache:type_name -> goray.v1.CacheRef
+	48, // 35: goray.v1.CacheFulfillRequest.value:type_name -> goray.v1.Payload
+	25, // 36: goray.v1.CacheAbandonRequest.cache:type_name -> goray.v1.CacheRef
+	25, // 37: goray.v1.CacheStatsRequest.cache:type_name -> goray.v1.CacheRef
+	45, // 38: goray.v1.CacheStatsResponse.shards:type_name -> goray.v1.CacheShardStats
+	45, // 39: goray.v1.CacheStatsResponse.total:type_name -> goray.v1.CacheShardStats
+	0,  // 40: goray.v1.ClientService.Handshake:input_type -> goray.v1.HandshakeRequest
+	4,  // 41: goray.v1.ClientService.Put:input_type -> goray.v1.PutRequest
+	6,  // 42: goray.v1.ClientService.Get:input_type -> goray.v1.GetRequest
+	8,  // 43: goray.v1.ClientService.Wait:input_type -> goray.v1.WaitRequest
+	10, // 44: goray.v1.ClientService.Release:input_type -> goray.v1.ReleaseRequest
+	12, // 45: goray.v1.ClientService.GetNamedActor:input_type -> goray.v1.GetNamedActorRequest
+	15, // 46: goray.v1.ClientService.CallActor:input_type -> goray.v1.CallActorRequest
+	17, // 47: goray.v1.ClientService.CallFunction:input_type -> goray.v1.CallFunctionRequest
+	19, // 48: goray.v1.ClientService.ListNamespace:input_type -> goray.v1.ListNamespaceRequest
+	26, // 49: goray.v1.ClientService.CacheCreate:input_type -> goray.v1.CacheCreateRequest
+	28, // 50: goray.v1.ClientService.CacheGet:input_type -> goray.v1.CacheGetRequest
+	30, // 51: goray.v1.ClientService.CacheSet:input_type -> goray.v1.CacheSetRequest
+	32, // 52: goray.v1.ClientService.CacheDelete:input_type -> goray.v1.CacheDeleteRequest
+	34, // 53: goray.v1.ClientService.CacheIncrement:input_type -> goray.v1.CacheIncrementRequest
+	36, // 54: goray.v1.ClientService.CacheCompareAndSwap:input_type -> goray.v1.CacheCompareAndSwapRequest
+	38, // 55: goray.v1.ClientService.CacheAcquire:input_type -> goray.v1.CacheAcquireRequest
+	40, // 56: goray.v1.ClientService.CacheFulfill:input_type -> goray.v1.CacheFulfillRequest
+	42, // 57: goray.v1.ClientService.CacheAbandon:input_type -> goray.v1.CacheAbandonRequest
+	44, // 58: goray.v1.ClientService.CacheStats:input_type -> goray.v1.CacheStatsRequest
+	1,  // 59: goray.v1.ClientService.Handshake:output_type -> goray.v1.HandshakeResponse
+	5,  // 60: goray.v1.ClientService.Put:output_type -> goray.v1.PutResponse
+	7,  // 61: goray.v1.ClientService.Get:output_type -> goray.v1.GetResponse
+	9,  // 62: goray.v1.ClientService.Wait:output_type -> goray.v1.WaitResponse
+	11, // 63: goray.v1.ClientService.Release:output_type -> goray.v1.ReleaseResponse
+	13, // 64: goray.v1.ClientService.GetNamedActor:output_type -> goray.v1.GetNamedActorResponse
+	16, // 65: goray.v1.ClientService.CallActor:output_type -> goray.v1.CallActorResponse
+	18, // 66: goray.v1.ClientService.CallFunction:output_type -> goray.v1.CallFunctionResponse
+	20, // 67: goray.v1.ClientService.ListNamespace:output_type -> goray.v1.ListNamespaceResponse
+	27, // 68: goray.v1.ClientService.CacheCreate:output_type -> goray.v1.CacheCreateResponse
+	29, // 69: goray.v1.ClientService.CacheGet:output_type -> goray.v1.CacheGetResponse
+	31, // 70: goray.v1.ClientService.CacheSet:output_type -> goray.v1.CacheSetResponse
+	33, // 71: goray.v1.ClientService.CacheDelete:output_type -> goray.v1.CacheDeleteResponse
+	35, // 72: goray.v1.ClientService.CacheIncrement:output_type -> goray.v1.CacheIncrementResponse
+	37, // 73: goray.v1.ClientService.CacheCompareAndSwap:output_type -> goray.v1.CacheCompareAndSwapResponse
+	39, // 74: goray.v1.ClientService.CacheAcquire:output_type -> goray.v1.CacheAcquireResponse
+	41, // 75: goray.v1.ClientService.CacheFulfill:output_type -> goray.v1.CacheFulfillResponse
+	43, // 76: goray.v1.ClientService.CacheAbandon:output_type -> goray.v1.CacheAbandonResponse
+	46, // 77: goray.v1.ClientService.CacheStats:output_type -> goray.v1.CacheStatsResponse
+	59, // [59:78] is the sub-list for method output_type
+	40, // [40:59] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_client_proto_init() }
@@ -1714,7 +3151,7 @@ func file_goray_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_client_proto_rawDesc), len(file_goray_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,15 +19,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClientService_Handshake_FullMethodName     = "/goray.v1.ClientService/Handshake"
-	ClientService_Put_FullMethodName           = "/goray.v1.ClientService/Put"
-	ClientService_Get_FullMethodName           = "/goray.v1.ClientService/Get"
-	ClientService_Wait_FullMethodName          = "/goray.v1.ClientService/Wait"
-	ClientService_Release_FullMethodName       = "/goray.v1.ClientService/Release"
-	ClientService_GetNamedActor_FullMethodName = "/goray.v1.ClientService/GetNamedActor"
-	ClientService_CallActor_FullMethodName     = "/goray.v1.ClientService/CallActor"
-	ClientService_CallFunction_FullMethodName  = "/goray.v1.ClientService/CallFunction"
-	ClientService_ListNamespace_FullMethodName = "/goray.v1.ClientService/ListNamespace"
+	ClientService_Handshake_FullMethodName           = "/goray.v1.ClientService/Handshake"
+	ClientService_Put_FullMethodName                 = "/goray.v1.ClientService/Put"
+	ClientService_Get_FullMethodName                 = "/goray.v1.ClientService/Get"
+	ClientService_Wait_FullMethodName                = "/goray.v1.ClientService/Wait"
+	ClientService_Release_FullMethodName             = "/goray.v1.ClientService/Release"
+	ClientService_GetNamedActor_FullMethodName       = "/goray.v1.ClientService/GetNamedActor"
+	ClientService_CallActor_FullMethodName           = "/goray.v1.ClientService/CallActor"
+	ClientService_CallFunction_FullMethodName        = "/goray.v1.ClientService/CallFunction"
+	ClientService_ListNamespace_FullMethodName       = "/goray.v1.ClientService/ListNamespace"
+	ClientService_CacheCreate_FullMethodName         = "/goray.v1.ClientService/CacheCreate"
+	ClientService_CacheGet_FullMethodName            = "/goray.v1.ClientService/CacheGet"
+	ClientService_CacheSet_FullMethodName            = "/goray.v1.ClientService/CacheSet"
+	ClientService_CacheDelete_FullMethodName         = "/goray.v1.ClientService/CacheDelete"
+	ClientService_CacheIncrement_FullMethodName      = "/goray.v1.ClientService/CacheIncrement"
+	ClientService_CacheCompareAndSwap_FullMethodName = "/goray.v1.ClientService/CacheCompareAndSwap"
+	ClientService_CacheAcquire_FullMethodName        = "/goray.v1.ClientService/CacheAcquire"
+	ClientService_CacheFulfill_FullMethodName        = "/goray.v1.ClientService/CacheFulfill"
+	ClientService_CacheAbandon_FullMethodName        = "/goray.v1.ClientService/CacheAbandon"
+	ClientService_CacheStats_FullMethodName          = "/goray.v1.ClientService/CacheStats"
 )
 
 // ClientServiceClient is the client API for ClientService service.
@@ -82,6 +92,34 @@ type ClientServiceClient interface {
 	// Caller: client. Callee: head. Lists the functions, actor types and
 	// methods a namespace's deployed binary offers.
 	ListNamespace(ctx context.Context, in *ListNamespaceRequest, opts ...grpc.CallOption) (*ListNamespaceResponse, error)
+	// Caller: client. Callee: head. Creates a cache (or opens it when it exists
+	// with the same configuration; another one is ALREADY_EXISTS).
+	CacheCreate(ctx context.Context, in *CacheCreateRequest, opts ...grpc.CallOption) (*CacheCreateResponse, error)
+	// Caller: client. Callee: head. Reads a key.
+	CacheGet(ctx context.Context, in *CacheGetRequest, opts ...grpc.CallOption) (*CacheGetResponse, error)
+	// Caller: client. Callee: head. Stores a key's value.
+	CacheSet(ctx context.Context, in *CacheSetRequest, opts ...grpc.CallOption) (*CacheSetResponse, error)
+	// Caller: client. Callee: head. Removes a key.
+	CacheDelete(ctx context.Context, in *CacheDeleteRequest, opts ...grpc.CallOption) (*CacheDeleteResponse, error)
+	// Caller: client. Callee: head. Adds delta to the integer (MessagePack)
+	// under a key, atomically in its shard; a missing key counts as 0.
+	CacheIncrement(ctx context.Context, in *CacheIncrementRequest, opts ...grpc.CallOption) (*CacheIncrementResponse, error)
+	// Caller: client. Callee: head. Stores value when the key holds expected
+	// (no expected: when it holds nothing), atomically in its shard.
+	CacheCompareAndSwap(ctx context.Context, in *CacheCompareAndSwapRequest, opts ...grpc.CallOption) (*CacheCompareAndSwapResponse, error)
+	// Caller: client. Callee: head. Get-or-compute, step one: the key's value,
+	// or a compute lease (lease != 0) under which this client computes it and
+	// then calls CacheFulfill (or CacheAbandon). While another caller holds the
+	// lease this call waits for that caller's value (bounded by the deadline).
+	CacheAcquire(ctx context.Context, in *CacheAcquireRequest, opts ...grpc.CallOption) (*CacheAcquireResponse, error)
+	// Caller: client. Callee: head. Stores the value computed under a lease and
+	// wakes the callers waiting for it.
+	CacheFulfill(ctx context.Context, in *CacheFulfillRequest, opts ...grpc.CallOption) (*CacheFulfillResponse, error)
+	// Caller: client. Callee: head. Gives a lease up: a waiting caller computes.
+	CacheAbandon(ctx context.Context, in *CacheAbandonRequest, opts ...grpc.CallOption) (*CacheAbandonResponse, error)
+	// Caller: client. Callee: head. The cache's hit, miss and eviction counts,
+	// per shard and in total.
+	CacheStats(ctx context.Context, in *CacheStatsRequest, opts ...grpc.CallOption) (*CacheStatsResponse, error)
 }
 
 type clientServiceClient struct {
@@ -194,6 +232,106 @@ func (c *clientServiceClient) ListNamespace(ctx context.Context, in *ListNamespa
 	return out, nil
 }
 
+func (c *clientServiceClient) CacheCreate(ctx context.Context, in *CacheCreateRequest, opts ...grpc.CallOption) (*CacheCreateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheCreateResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheGet(ctx context.Context, in *CacheGetRequest, opts ...grpc.CallOption) (*CacheGetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheGetResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheGet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheSet(ctx context.Context, in *CacheSetRequest, opts ...grpc.CallOption) (*CacheSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheSetResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheDelete(ctx context.Context, in *CacheDeleteRequest, opts ...grpc.CallOption) (*CacheDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheDeleteResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheIncrement(ctx context.Context, in *CacheIncrementRequest, opts ...grpc.CallOption) (*CacheIncrementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheIncrementResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheIncrement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheCompareAndSwap(ctx context.Context, in *CacheCompareAndSwapRequest, opts ...grpc.CallOption) (*CacheCompareAndSwapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheCompareAndSwapResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheCompareAndSwap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheAcquire(ctx context.Context, in *CacheAcquireRequest, opts ...grpc.CallOption) (*CacheAcquireResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheAcquireResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheAcquire_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheFulfill(ctx context.Context, in *CacheFulfillRequest, opts ...grpc.CallOption) (*CacheFulfillResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheFulfillResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheFulfill_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheAbandon(ctx context.Context, in *CacheAbandonRequest, opts ...grpc.CallOption) (*CacheAbandonResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheAbandonResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheAbandon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) CacheStats(ctx context.Context, in *CacheStatsRequest, opts ...grpc.CallOption) (*CacheStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheStatsResponse)
+	err := c.cc.Invoke(ctx, ClientService_CacheStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClientServiceServer is the server API for ClientService service.
 // All implementations should embed UnimplementedClientServiceServer
 // for forward compatibility.
@@ -246,6 +384,34 @@ type ClientServiceServer interface {
 	// Caller: client. Callee: head. Lists the functions, actor types and
 	// methods a namespace's deployed binary offers.
 	ListNamespace(context.Context, *ListNamespaceRequest) (*ListNamespaceResponse, error)
+	// Caller: client. Callee: head. Creates a cache (or opens it when it exists
+	// with the same configuration; another one is ALREADY_EXISTS).
+	CacheCreate(context.Context, *CacheCreateRequest) (*CacheCreateResponse, error)
+	// Caller: client. Callee: head. Reads a key.
+	CacheGet(context.Context, *CacheGetRequest) (*CacheGetResponse, error)
+	// Caller: client. Callee: head. Stores a key's value.
+	CacheSet(context.Context, *CacheSetRequest) (*CacheSetResponse, error)
+	// Caller: client. Callee: head. Removes a key.
+	CacheDelete(context.Context, *CacheDeleteRequest) (*CacheDeleteResponse, error)
+	// Caller: client. Callee: head. Adds delta to the integer (MessagePack)
+	// under a key, atomically in its shard; a missing key counts as 0.
+	CacheIncrement(context.Context, *CacheIncrementRequest) (*CacheIncrementResponse, error)
+	// Caller: client. Callee: head. Stores value when the key holds expected
+	// (no expected: when it holds nothing), atomically in its shard.
+	CacheCompareAndSwap(context.Context, *CacheCompareAndSwapRequest) (*CacheCompareAndSwapResponse, error)
+	// Caller: client. Callee: head. Get-or-compute, step one: the key's value,
+	// or a compute lease (lease != 0) under which this client computes it and
+	// then calls CacheFulfill (or CacheAbandon). While another caller holds the
+	// lease this call waits for that caller's value (bounded by the deadline).
+	CacheAcquire(context.Context, *CacheAcquireRequest) (*CacheAcquireResponse, error)
+	// Caller: client. Callee: head. Stores the value computed under a lease and
+	// wakes the callers waiting for it.
+	CacheFulfill(context.Context, *CacheFulfillRequest) (*CacheFulfillResponse, error)
+	// Caller: client. Callee: head. Gives a lease up: a waiting caller computes.
+	CacheAbandon(context.Context, *CacheAbandonRequest) (*CacheAbandonResponse, error)
+	// Caller: client. Callee: head. The cache's hit, miss and eviction counts,
+	// per shard and in total.
+	CacheStats(context.Context, *CacheStatsRequest) (*CacheStatsResponse, error)
 }
 
 // UnimplementedClientServiceServer should be embedded to have
@@ -281,6 +447,36 @@ func (UnimplementedClientServiceServer) CallFunction(context.Context, *CallFunct
 }
 func (UnimplementedClientServiceServer) ListNamespace(context.Context, *ListNamespaceRequest) (*ListNamespaceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNamespace not implemented")
+}
+func (UnimplementedClientServiceServer) CacheCreate(context.Context, *CacheCreateRequest) (*CacheCreateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheCreate not implemented")
+}
+func (UnimplementedClientServiceServer) CacheGet(context.Context, *CacheGetRequest) (*CacheGetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheGet not implemented")
+}
+func (UnimplementedClientServiceServer) CacheSet(context.Context, *CacheSetRequest) (*CacheSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheSet not implemented")
+}
+func (UnimplementedClientServiceServer) CacheDelete(context.Context, *CacheDeleteRequest) (*CacheDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheDelete not implemented")
+}
+func (UnimplementedClientServiceServer) CacheIncrement(context.Context, *CacheIncrementRequest) (*CacheIncrementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheIncrement not implemented")
+}
+func (UnimplementedClientServiceServer) CacheCompareAndSwap(context.Context, *CacheCompareAndSwapRequest) (*CacheCompareAndSwapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheCompareAndSwap not implemented")
+}
+func (UnimplementedClientServiceServer) CacheAcquire(context.Context, *CacheAcquireRequest) (*CacheAcquireResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheAcquire not implemented")
+}
+func (UnimplementedClientServiceServer) CacheFulfill(context.Context, *CacheFulfillRequest) (*CacheFulfillResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheFulfill not implemented")
+}
+func (UnimplementedClientServiceServer) CacheAbandon(context.Context, *CacheAbandonRequest) (*CacheAbandonResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheAbandon not implemented")
+}
+func (UnimplementedClientServiceServer) CacheStats(context.Context, *CacheStatsRequest) (*CacheStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheStats not implemented")
 }
 func (UnimplementedClientServiceServer) testEmbeddedByValue() {}
 
@@ -446,6 +642,186 @@ func _ClientService_ListNamespace_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClientService_CacheCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheCreate(ctx, req.(*CacheCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheGet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheGetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheGet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheGet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheGet(ctx, req.(*CacheGetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheSet(ctx, req.(*CacheSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheDelete(ctx, req.(*CacheDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheIncrement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheIncrementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheIncrement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheIncrement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheIncrement(ctx, req.(*CacheIncrementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheCompareAndSwap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheCompareAndSwapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheCompareAndSwap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheCompareAndSwap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheCompareAndSwap(ctx, req.(*CacheCompareAndSwapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheAcquire_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheAcquireRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheAcquire(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheAcquire_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheAcquire(ctx, req.(*CacheAcquireRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheFulfill_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheFulfillRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheFulfill(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheFulfill_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheFulfill(ctx, req.(*CacheFulfillRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheAbandon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheAbandonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheAbandon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheAbandon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheAbandon(ctx, req.(*CacheAbandonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_CacheStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).CacheStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_CacheStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).CacheStats(ctx, req.(*CacheStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClientService_ServiceDesc is the grpc.ServiceDesc for ClientService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -480,6 +856,46 @@ var ClientService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNamespace",
 			Handler:    _ClientService_ListNamespace_Handler,
+		},
+		{
+			MethodName: "CacheCreate",
+			Handler:    _ClientService_CacheCreate_Handler,
+		},
+		{
+			MethodName: "CacheGet",
+			Handler:    _ClientService_CacheGet_Handler,
+		},
+		{
+			MethodName: "CacheSet",
+			Handler:    _ClientService_CacheSet_Handler,
+		},
+		{
+			MethodName: "CacheDelete",
+			Handler:    _ClientService_CacheDelete_Handler,
+		},
+		{
+			MethodName: "CacheIncrement",
+			Handler:    _ClientService_CacheIncrement_Handler,
+		},
+		{
+			MethodName: "CacheCompareAndSwap",
+			Handler:    _ClientService_CacheCompareAndSwap_Handler,
+		},
+		{
+			MethodName: "CacheAcquire",
+			Handler:    _ClientService_CacheAcquire_Handler,
+		},
+		{
+			MethodName: "CacheFulfill",
+			Handler:    _ClientService_CacheFulfill_Handler,
+		},
+		{
+			MethodName: "CacheAbandon",
+			Handler:    _ClientService_CacheAbandon_Handler,
+		},
+		{
+			MethodName: "CacheStats",
+			Handler:    _ClientService_CacheStats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -77,6 +77,56 @@ class ClientServiceStub(object):
                 request_serializer=goray_dot_v1_dot_client__pb2.ListNamespaceRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_client__pb2.ListNamespaceResponse.FromString,
                 )
+        self.CacheCreate = channel.unary_unary(
+                '/goray.v1.ClientService/CacheCreate',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheCreateRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheCreateResponse.FromString,
+                )
+        self.CacheGet = channel.unary_unary(
+                '/goray.v1.ClientService/CacheGet',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheGetRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheGetResponse.FromString,
+                )
+        self.CacheSet = channel.unary_unary(
+                '/goray.v1.ClientService/CacheSet',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheSetRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheSetResponse.FromString,
+                )
+        self.CacheDelete = channel.unary_unary(
+                '/goray.v1.ClientService/CacheDelete',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheDeleteRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheDeleteResponse.FromString,
+                )
+        self.CacheIncrement = channel.unary_unary(
+                '/goray.v1.ClientService/CacheIncrement',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheIncrementRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheIncrementResponse.FromString,
+                )
+        self.CacheCompareAndSwap = channel.unary_unary(
+                '/goray.v1.ClientService/CacheCompareAndSwap',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheCompareAndSwapRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheCompareAndSwapResponse.FromString,
+                )
+        self.CacheAcquire = channel.unary_unary(
+                '/goray.v1.ClientService/CacheAcquire',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheAcquireRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheAcquireResponse.FromString,
+                )
+        self.CacheFulfill = channel.unary_unary(
+                '/goray.v1.ClientService/CacheFulfill',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheFulfillRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheFulfillResponse.FromString,
+                )
+        self.CacheAbandon = channel.unary_unary(
+                '/goray.v1.ClientService/CacheAbandon',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheAbandonRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheAbandonResponse.FromString,
+                )
+        self.CacheStats = channel.unary_unary(
+                '/goray.v1.ClientService/CacheStats',
+                request_serializer=goray_dot_v1_dot_client__pb2.CacheStatsRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.CacheStatsResponse.FromString,
+                )
 
 
 class ClientServiceServicer(object):
@@ -174,6 +224,88 @@ class ClientServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CacheCreate(self, request, context):
+        """The distributed cache (docs/storage.md, "Cache"). A cache lives in a
+        deployed namespace: its shards are actors of the namespace's job. A
+        shard lost with its node reads as a miss (found false), not an error.
+
+        Caller: client. Callee: head. Creates a cache (or opens it when it exists
+        with the same configuration; another one is ALREADY_EXISTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheGet(self, request, context):
+        """Caller: client. Callee: head. Reads a key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheSet(self, request, context):
+        """Caller: client. Callee: head. Stores a key's value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheDelete(self, request, context):
+        """Caller: client. Callee: head. Removes a key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheIncrement(self, request, context):
+        """Caller: client. Callee: head. Adds delta to the integer (MessagePack)
+        under a key, atomically in its shard; a missing key counts as 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheCompareAndSwap(self, request, context):
+        """Caller: client. Callee: head. Stores value when the key holds expected
+        (no expected: when it holds nothing), atomically in its shard.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheAcquire(self, request, context):
+        """Caller: client. Callee: head. Get-or-compute, step one: the key's value,
+        or a compute lease (lease != 0) under which this client computes it and
+        then calls CacheFulfill (or CacheAbandon). While another caller holds the
+        lease this call waits for that caller's value (bounded by the deadline).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheFulfill(self, request, context):
+        """Caller: client. Callee: head. Stores the value computed under a lease and
+        wakes the callers waiting for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheAbandon(self, request, context):
+        """Caller: client. Callee: head. Gives a lease up: a waiting caller computes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CacheStats(self, request, context):
+        """Caller: client. Callee: head. The cache's hit, miss and eviction counts,
+        per shard and in total.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +353,56 @@ def add_ClientServiceServicer_to_server(servicer, server):
                     servicer.ListNamespace,
                     request_deserializer=goray_dot_v1_dot_client__pb2.ListNamespaceRequest.FromString,
                     response_serializer=goray_dot_v1_dot_client__pb2.ListNamespaceResponse.SerializeToString,
+            ),
+            'CacheCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheCreate,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheCreateRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheCreateResponse.SerializeToString,
+            ),
+            'CacheGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheGet,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheGetRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheGetResponse.SerializeToString,
+            ),
+            'CacheSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheSet,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheSetRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheSetResponse.SerializeToString,
+            ),
+            'CacheDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheDelete,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheDeleteRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheDeleteResponse.SerializeToString,
+            ),
+            'CacheIncrement': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheIncrement,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheIncrementRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheIncrementResponse.SerializeToString,
+            ),
+            'CacheCompareAndSwap': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheCompareAndSwap,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheCompareAndSwapRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheCompareAndSwapResponse.SerializeToString,
+            ),
+            'CacheAcquire': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheAcquire,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheAcquireRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheAcquireResponse.SerializeToString,
+            ),
+            'CacheFulfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheFulfill,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheFulfillRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheFulfillResponse.SerializeToString,
+            ),
+            'CacheAbandon': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheAbandon,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheAbandonRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheAbandonResponse.SerializeToString,
+            ),
+            'CacheStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheStats,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.CacheStatsRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.CacheStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,5 +582,175 @@ class ClientService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/ListNamespace',
             goray_dot_v1_dot_client__pb2.ListNamespaceRequest.SerializeToString,
             goray_dot_v1_dot_client__pb2.ListNamespaceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheCreate',
+            goray_dot_v1_dot_client__pb2.CacheCreateRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheCreateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheGet',
+            goray_dot_v1_dot_client__pb2.CacheGetRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheGetResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheSet',
+            goray_dot_v1_dot_client__pb2.CacheSetRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheSetResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheDelete',
+            goray_dot_v1_dot_client__pb2.CacheDeleteRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheDeleteResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheIncrement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheIncrement',
+            goray_dot_v1_dot_client__pb2.CacheIncrementRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheIncrementResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheCompareAndSwap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheCompareAndSwap',
+            goray_dot_v1_dot_client__pb2.CacheCompareAndSwapRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheCompareAndSwapResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheAcquire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheAcquire',
+            goray_dot_v1_dot_client__pb2.CacheAcquireRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheAcquireResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheFulfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheFulfill',
+            goray_dot_v1_dot_client__pb2.CacheFulfillRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheFulfillResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheAbandon(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheAbandon',
+            goray_dot_v1_dot_client__pb2.CacheAbandonRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheAbandonResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CacheStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheStats',
+            goray_dot_v1_dot_client__pb2.CacheStatsRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.CacheStatsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
