@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/files"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/internal/sched"
@@ -115,6 +116,9 @@ type Raylet struct {
 	// objects is the node's local object table, with its own lock (set by
 	// makeDirs, before any RPC is served).
 	objects *localObjects
+	// files serves the node's file replicas (package internal/files), under
+	// DataDir/files (set by makeDirs).
+	files *files.Server
 }
 
 // Start starts a standalone raylet: it listens on cfg.Listen, serves its
@@ -216,6 +220,7 @@ func (r *Raylet) Register(srv *grpc.Server) {
 	pb.RegisterBundleServiceServer(srv, ns)
 	pb.RegisterLocalObjectServiceServer(srv, ns)
 	pb.RegisterObjectTransferServiceServer(srv, &transferServer{r: r})
+	pb.RegisterFileStoreServiceServer(srv, r.files)
 }
 
 // Join registers the node with the head at Config.Address, failing fast
@@ -236,6 +241,10 @@ func (r *Raylet) Join(ctx context.Context) error {
 		return err
 	}
 	_, _ = r.heartbeat(ctx)
+	r.files.SetIndex(pb.NewFileIndexServiceClient(r.headConn))
+	if err := r.files.Reconcile(ctx); err != nil {
+		r.log.Warn("could not reconcile the file replicas on disk with the head's index", "err", err)
+	}
 	r.wg.Go(func() { r.heartbeatLoop(interval) })
 	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", r.cfg.HeadNode,
 		"resources", r.registerRequest().GetTotal().GetAmounts(), "store_dir", r.storeDir, "data_dir", r.dataDir)
@@ -338,6 +347,11 @@ func (r *Raylet) makeDirs() error {
 		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
 	}
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
+	disk, err := files.OpenDisk(r.dataDir)
+	if err != nil {
+		return fmt.Errorf("raylet: %w", err)
+	}
+	r.files = files.NewServer(disk, r.nodeID[:], r.addr, r.token, r.log)
 	return nil
 }
 
@@ -607,6 +621,9 @@ func (r *Raylet) stop() {
 	}
 	if r.transfer != nil {
 		r.transfer.close()
+	}
+	if r.files != nil {
+		r.files.Close()
 	}
 	r.wg.Wait()
 	if r.objects != nil {

@@ -1,0 +1,219 @@
+package files
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/goray/goray/internal/errs"
+)
+
+// Disk is one raylet's replicas: a file per replica, named by its hash in
+// hex, in <data dir>/files, and the files being written in
+// <data dir>/files/.tmp (removed when a Disk opens: what is there is a
+// write a crash interrupted). A replica is written under a temporary name
+// and renamed into place once complete and synced, so a replica that
+// exists is whole (its bytes can still rot: readers verify every block).
+//
+// Any goroutine calls it; it keeps no state of its own beyond the
+// directory, and concurrent writers of one hash each rename a complete
+// file of the same content into place.
+type Disk struct {
+	dir string
+	tmp string
+}
+
+// OpenDisk opens (creating it) the file directory under dataDir.
+func OpenDisk(dataDir string) (*Disk, error) {
+	d := &Disk{dir: filepath.Join(dataDir, "files")}
+	d.tmp = filepath.Join(d.dir, ".tmp")
+	if err := os.RemoveAll(d.tmp); err != nil {
+		return nil, fmt.Errorf("file store: clear %s: %w", d.tmp, err)
+	}
+	if err := os.MkdirAll(d.tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("file store: %w", err)
+	}
+	return d, nil
+}
+
+// Dir is the directory of the replicas.
+func (d *Disk) Dir() string { return d.dir }
+
+// Path is where the replica of h is.
+func (d *Disk) Path(h Hash) string { return filepath.Join(d.dir, h.String()) }
+
+// Size is the size of the local replica of h, if there is one.
+func (d *Disk) Size(h Hash) (uint64, bool) {
+	st, err := os.Stat(d.Path(h))
+	if err != nil || !st.Mode().IsRegular() {
+		return 0, false
+	}
+	return uint64(st.Size()), true
+}
+
+// Open opens the local replica of h; ErrNotFound when there is none.
+func (d *Disk) Open(h Hash) (*os.File, error) {
+	f, err := os.Open(d.Path(h))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errs.New(errs.KindNotFound, h.String(), "this node holds no replica of file %s", h)
+	}
+	return f, err
+}
+
+// Remove removes the local replica of h; removing one that is not there
+// does nothing.
+func (d *Disk) Remove(h Hash) error {
+	err := os.Remove(d.Path(h))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// LocalFile is a replica found on disk.
+type LocalFile struct {
+	Hash Hash
+	Size uint64
+}
+
+// List lists the replicas on disk.
+func (d *Disk) List() ([]LocalFile, error) {
+	ents, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []LocalFile
+	for _, e := range ents {
+		if !e.Type().IsRegular() || len(e.Name()) != 64 {
+			continue
+		}
+		var h Hash
+		if _, err := hex.Decode(h[:], []byte(e.Name())); err != nil {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, LocalFile{Hash: h, Size: uint64(info.Size())})
+	}
+	return out, nil
+}
+
+// Writer writes a new replica: it hashes every block (and, when asked, the
+// whole content) as the bytes go to a temporary file. Commit puts it in
+// place; Abort (always safe to call, and a no-op after Commit) removes it.
+type Writer struct {
+	d       *Disk
+	f       *os.File
+	n       uint64
+	whole   hash.Hash // nil: not asked for
+	block   hash.Hash
+	inBlock int
+	blocks  [][32]byte
+	done    bool
+}
+
+// Create starts a replica. With whole, Sum hashes the whole content too
+// (a put, which learns its address from it); a copy from a peer checks its
+// blocks against the index instead.
+func (d *Disk) Create(whole bool) (*Writer, error) {
+	f, err := os.CreateTemp(d.tmp, "put-")
+	if err != nil {
+		return nil, diskErr(d, 0, err)
+	}
+	w := &Writer{d: d, f: f, block: sha256.New()}
+	if whole {
+		w.whole = sha256.New()
+	}
+	return w, nil
+}
+
+// Write appends p.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.n+uint64(len(p)) > MaxFileSize {
+		return 0, errs.New(errs.KindInvalidArgument, "", "file too large: more than %d bytes (256 GiB), the file store's limit", uint64(MaxFileSize))
+	}
+	if _, err := w.f.Write(p); err != nil {
+		return 0, diskErr(w.d, w.n, err)
+	}
+	w.n += uint64(len(p))
+	if w.whole != nil {
+		w.whole.Write(p)
+	}
+	for q := p; len(q) > 0; {
+		take := min(len(q), BlockSize-w.inBlock)
+		w.block.Write(q[:take])
+		w.inBlock += take
+		q = q[take:]
+		if w.inBlock == BlockSize {
+			w.endBlock()
+		}
+	}
+	return len(p), nil
+}
+
+func (w *Writer) endBlock() {
+	var s [32]byte
+	w.block.Sum(s[:0])
+	w.blocks = append(w.blocks, s)
+	w.block.Reset()
+	w.inBlock = 0
+}
+
+// Size is the number of bytes written.
+func (w *Writer) Size() uint64 { return w.n }
+
+// Blocks ends the last block and returns every block's hash.
+func (w *Writer) Blocks() [][32]byte {
+	if w.inBlock > 0 {
+		w.endBlock()
+	}
+	return w.blocks
+}
+
+// Sum is the hash of the whole content (only when Create was asked for it).
+func (w *Writer) Sum() Hash {
+	var h Hash
+	w.whole.Sum(h[:0])
+	return h
+}
+
+// Commit syncs the file and renames it into place as the replica of h.
+func (w *Writer) Commit(h Hash) error {
+	if err := w.f.Sync(); err != nil {
+		return diskErr(w.d, w.n, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return diskErr(w.d, w.n, err)
+	}
+	if err := os.Rename(w.f.Name(), w.d.Path(h)); err != nil {
+		return diskErr(w.d, w.n, err)
+	}
+	w.done = true
+	return nil
+}
+
+// Abort removes the partial file.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// diskErr is a write error; a full disk says so and what to do.
+func diskErr(d *Disk, written uint64, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return errs.New(errs.KindObjectStoreFull, "", "the file store's disk is full (%s) after %d bytes of this file: the partial file was removed and stored files are intact; free space there or put through another node", d.dir, written)
+	}
+	return errs.New(errs.KindInternal, "", "file store %s: %v", d.dir, err)
+}

@@ -1,0 +1,415 @@
+package files
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/rpc"
+	pb "github.com/goray/goray/proto/goray/v1"
+)
+
+// Timeouts of a raylet's file calls.
+const (
+	// indexCallTimeout bounds a call to the head's file index.
+	indexCallTimeout = 10 * time.Second
+	// replicateTimeout bounds copying one replica from a peer.
+	replicateTimeout = 30 * time.Minute
+)
+
+// Server is a raylet's FileStoreService over its Disk. The raylet's gRPC
+// handlers call it from their goroutines; mu guards the peer connections
+// only and is never held across a call.
+type Server struct {
+	disk   *Disk
+	nodeID []byte
+	addr   string
+	token  string
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	index  pb.FileIndexServiceClient   // guarded by mu: set by SetIndex
+	peers  map[string]*grpc.ClientConn // guarded by mu: by raylet address
+	closed bool                        // guarded by mu
+}
+
+var _ pb.FileStoreServiceServer = (*Server)(nil)
+
+// NewServer serves disk for the node nodeID reached at addr; SetIndex
+// gives it the head's file index once the raylet has a connection to the
+// head.
+func NewServer(disk *Disk, nodeID []byte, addr, token string, log *slog.Logger) *Server {
+	return &Server{disk: disk, nodeID: nodeID, addr: addr, token: token, log: log, peers: map[string]*grpc.ClientConn{}}
+}
+
+// SetIndex sets the head's file index.
+func (s *Server) SetIndex(index pb.FileIndexServiceClient) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index = index
+}
+
+// Disk is the server's disk.
+func (s *Server) Disk() *Disk { return s.disk }
+
+func (s *Server) indexClient() (pb.FileIndexServiceClient, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.index == nil {
+		return nil, errs.New(errs.KindUnavailable, "", "this raylet has not joined a head yet; try again")
+	}
+	return s.index, nil
+}
+
+// Close closes the peer connections.
+func (s *Server) Close() {
+	s.mu.Lock()
+	peers := s.peers
+	s.peers, s.closed = nil, true
+	s.mu.Unlock()
+	for _, c := range peers {
+		c.Close()
+	}
+}
+
+func (s *Server) peer(addr string) (pb.FileStoreServiceClient, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errs.New(errs.KindShuttingDown, "", "the raylet is stopping")
+	}
+	c := s.peers[addr]
+	if c == nil {
+		var err error
+		if c, err = rpc.Dial(addr, s.token); err != nil {
+			return nil, err
+		}
+		s.peers[addr] = c
+	}
+	return pb.NewFileStoreServiceClient(c), nil
+}
+
+// PutFile writes the streamed file to disk while hashing it, has the head
+// place the other replicas, copies the file to them (in parallel, each
+// target pulling from here) and commits the file to the index. A failure
+// before the commit removes the partial file; a target that fails leaves
+// the file with fewer replicas, which the response says.
+func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return errs.New(errs.KindInvalidArgument, "", "PutFile: the first message must carry the header")
+	}
+	replicas := max(hdr.GetReplicas(), 1)
+	if hdr.GetName() != "" {
+		if err := ValidateName(hdr.GetName()); err != nil {
+			return err
+		}
+	}
+	index, err := s.indexClient()
+	if err != nil {
+		return err
+	}
+	w, err := s.disk.Create(true)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	for msg := first; ; {
+		if len(msg.GetData()) > 0 {
+			if _, err := w.Write(msg.GetData()); err != nil {
+				return err
+			}
+		}
+		msg, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	blocks := w.Blocks()
+	h := w.Sum()
+	size := w.Size()
+	if n, ok := s.disk.Size(h); ok && n == size {
+		w.Abort() // already here: same content
+	} else if err := w.Commit(h); err != nil {
+		return err
+	}
+	info := &pb.FileInfo{Sha256: h[:], Size: size, BlockSize: BlockSize, ReplicasWanted: replicas}
+	for _, b := range blocks {
+		info.BlockSha256 = append(info.BlockSha256, b[:])
+	}
+	held := []*pb.FileReplica{{NodeId: s.nodeID, Address: s.addr}}
+	if replicas > 1 {
+		pctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
+		place, err := index.PlaceFile(pctx, &pb.PlaceFileRequest{Sha256: h[:], Size: size, Replicas: replicas, HolderNodeId: s.nodeID})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("place the replicas of file %s: %w", h, err)
+		}
+		held = append(held, s.copyTo(ctx, info, place.GetTargets())...)
+	}
+	info.Replicas = held
+	cctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
+	defer cancel()
+	resp, err := index.CommitFile(cctx, &pb.CommitFileRequest{Info: info, Name: hdr.GetName()})
+	if err != nil {
+		return fmt.Errorf("record file %s in the head's index: %w", h, err)
+	}
+	return stream.SendAndClose(&pb.PutFileResponse{Info: resp.GetInfo()})
+}
+
+// copyTo has every target copy the file from here, in parallel, and
+// returns those that did.
+func (s *Server) copyTo(ctx context.Context, info *pb.FileInfo, targets []*pb.FileReplica) []*pb.FileReplica {
+	ok := make([]bool, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() {
+			c, err := s.peer(t.GetAddress())
+			if err == nil {
+				_, err = c.ReplicateFile(ctx, &pb.ReplicateFileRequest{Info: info, Sources: []string{s.addr}})
+			}
+			if err != nil {
+				s.log.Warn("a replica of a put file failed", "file", fmt.Sprintf("%x", info.GetSha256()), "target", t.GetAddress(), "err", err)
+				return
+			}
+			ok[i] = true
+		})
+	}
+	wg.Wait()
+	var out []*pb.FileReplica
+	for i, t := range targets {
+		if ok[i] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ReadFile streams the local replica from offset, one block per message.
+// The bytes are sent as they are on disk: the reader verifies them.
+func (s *Server) ReadFile(req *pb.ReadFileRequest, stream pb.FileStoreService_ReadFileServer) error {
+	h, err := HashFromBytes(req.GetSha256())
+	if err != nil {
+		return err
+	}
+	bs := req.GetBlockSize()
+	if bs == 0 {
+		bs = BlockSize
+	}
+	if bs > 4<<20 {
+		return errs.New(errs.KindInvalidArgument, "", "ReadFile: block size %d over the 4 MiB bound", bs)
+	}
+	f, err := s.disk.Open(h)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := uint64(st.Size())
+	off := req.GetOffset()
+	if off > size || off%uint64(bs) != 0 {
+		return errs.New(errs.KindInvalidArgument, "", "ReadFile: offset %d is not a block boundary of the %d-byte file", off, size)
+	}
+	buf := make([]byte, bs)
+	first := true
+	for off < size || first {
+		n, err := f.ReadAt(buf[:min(uint64(bs), size-off)], int64(off))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return errs.New(errs.KindInternal, "", "read file %s: %v", h, err)
+		}
+		m := &pb.ReadFileResponse{Offset: off, Data: buf[:n]}
+		if first {
+			m.Size, first = size, false
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		off += uint64(n)
+	}
+	return nil
+}
+
+// ReplicateFile copies a file from the sources (in order, resuming at the
+// last verified block on the next source when one fails), verifying every
+// block against the index's hashes.
+func (s *Server) ReplicateFile(ctx context.Context, req *pb.ReplicateFileRequest) (*pb.ReplicateFileResponse, error) {
+	info := req.GetInfo()
+	h, err := HashFromBytes(info.GetSha256())
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := s.disk.Size(h); ok && n == info.GetSize() && !req.GetReplace() {
+		return &pb.ReplicateFileResponse{}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, replicateTimeout)
+	defer cancel()
+	w, err := s.disk.Create(false)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Abort()
+	v, err := newVerifier(info)
+	if err != nil {
+		return nil, err
+	}
+	var last error
+	for _, src := range req.GetSources() {
+		if src == s.addr {
+			continue
+		}
+		if err := s.copyFrom(ctx, src, v, w); err != nil {
+			if errors.Is(err, errs.ErrObjectStoreFull) || ctx.Err() != nil {
+				return nil, err
+			}
+			last = err
+			continue
+		}
+		if err := w.Commit(h); err != nil {
+			return nil, err
+		}
+		return &pb.ReplicateFileResponse{}, nil
+	}
+	if last == nil {
+		last = errors.New("no source given")
+	}
+	return nil, errs.New(errs.KindObjectLost, h.String(), "copy file %s: no source could provide it: %v", h, last)
+}
+
+// copyFrom appends the blocks from v's next one on from the raylet at src.
+func (s *Server) copyFrom(ctx context.Context, src string, v *verifier, w *Writer) error {
+	c, err := s.peer(src)
+	if err != nil {
+		return err
+	}
+	if v.done() {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.ReadFile(ctx, &pb.ReadFileRequest{Sha256: v.info.GetSha256(), Offset: v.offset(), BlockSize: v.info.GetBlockSize()})
+	if err != nil {
+		return err
+	}
+	for !v.done() {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if err := v.check(m.GetOffset(), m.GetData()); err != nil {
+			return err
+		}
+		if _, err := w.Write(m.GetData()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteFile removes the local replica.
+func (s *Server) DeleteFile(_ context.Context, req *pb.DeleteFileRequest) (*pb.DeleteFileResponse, error) {
+	h, err := HashFromBytes(req.GetSha256())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.disk.Remove(h); err != nil {
+		return nil, err
+	}
+	return &pb.DeleteFileResponse{}, nil
+}
+
+// Reconcile tells the head which replicas are on disk (the raylet calls it
+// once it joined) and deletes those the head answers are stale or
+// unwanted; the head adopts the rest.
+func (s *Server) Reconcile(ctx context.Context) error {
+	index, err := s.indexClient()
+	if err != nil {
+		return err
+	}
+	local, err := s.disk.List()
+	if err != nil {
+		return err
+	}
+	req := &pb.ReportNodeFilesRequest{NodeId: s.nodeID}
+	for _, f := range local {
+		req.Files = append(req.Files, &pb.LocalFile{Sha256: f.Hash[:], Size: f.Size})
+	}
+	ctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
+	defer cancel()
+	resp, err := index.ReportNodeFiles(ctx, req)
+	if err != nil {
+		return err
+	}
+	for _, b := range resp.GetDeleteSha256() {
+		if h, err := HashFromBytes(b); err == nil {
+			s.disk.Remove(h)
+		}
+	}
+	if len(local) > 0 {
+		s.log.Info("file replicas reconciled with the head", "found", len(local), "deleted", len(resp.GetDeleteSha256()))
+	}
+	return nil
+}
+
+// verifier checks a file's blocks in order against its index entry.
+type verifier struct {
+	info *pb.FileInfo
+	next int // the next block
+	n    int // blocks
+}
+
+func newVerifier(info *pb.FileInfo) (*verifier, error) {
+	bs := info.GetBlockSize()
+	if bs == 0 || bs > 4<<20 {
+		return nil, errs.New(errs.KindInvalidArgument, "", "file index entry: block size %d", bs)
+	}
+	n := NumBlocks(info.GetSize(), bs)
+	if len(info.GetBlockSha256()) != n {
+		return nil, errs.New(errs.KindInvalidArgument, "", "file index entry: %d block hashes for %d blocks", len(info.GetBlockSha256()), n)
+	}
+	return &verifier{info: info, n: n}, nil
+}
+
+func (v *verifier) done() bool { return v.next == v.n }
+
+func (v *verifier) offset() uint64 { return uint64(v.next) * uint64(v.info.GetBlockSize()) }
+
+// errCorrupt marks a block whose bytes do not match the index.
+var errCorrupt = errors.New("corrupt block")
+
+// check verifies the block at off.
+func (v *verifier) check(off uint64, data []byte) error {
+	if v.done() {
+		return fmt.Errorf("%d bytes past the end of the file", len(data))
+	}
+	want := BlockLen(v.info.GetSize(), v.info.GetBlockSize(), v.next)
+	if off != v.offset() || len(data) != want {
+		return fmt.Errorf("%w: got %d bytes at %d, want block %d (%d bytes at %d)", errCorrupt, len(data), off, v.next, want, v.offset())
+	}
+	if sum := sha256.Sum256(data); string(sum[:]) != string(v.info.GetBlockSha256()[v.next]) {
+		return fmt.Errorf("%w: block %d (at byte %d) does not match its SHA-256", errCorrupt, v.next, off)
+	}
+	v.next++
+	return nil
+}
