@@ -55,7 +55,7 @@ type fileManager struct {
 	kick    chan struct{}
 
 	mu      sync.Mutex
-	store   FileIndexStore          // guarded by mu
+	store   FileIndexStore           // guarded by mu
 	files   map[[32]byte]*FileRecord // guarded by mu
 	names   map[string][32]byte      // guarded by mu
 	corrupt map[fileReplicaKey]bool  // guarded by mu: replicas a reader found corrupt
