@@ -166,7 +166,13 @@ func (m *fileManager) PlaceFile(_ context.Context, req *pb.PlaceFileRequest) (*p
 	if r := m.files[h]; r != nil {
 		have = r.Nodes
 	}
-	targets := m.chooseLocked(int(req.GetReplicas())-1, []ids.NodeID{holder}, have)
+	exclude := []ids.NodeID{holder}
+	for _, b := range req.GetExcludeNodeIds() {
+		if id, err := ids.ParseNodeID(b); err == nil {
+			exclude = append(exclude, id)
+		}
+	}
+	targets := m.chooseLocked(int(req.GetReplicas())-1, exclude, have)
 	return &pb.PlaceFileResponse{Targets: targets}, nil
 }
 

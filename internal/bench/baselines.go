@@ -272,5 +272,5 @@ func baselineSpecs(sz sizes) []*spec {
 				return nil
 			}, func() {}, nil
 		}},
-	}, spillBaselines(sz)...)
+	}, append(spillBaselines(sz), fileBaselines(sz)...)...)
 }

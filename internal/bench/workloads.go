@@ -516,7 +516,7 @@ func workloadSpecs(sz sizes) []*spec {
 					return nil
 				}, nil
 			})},
-	}, spillSpecs(sz)...)
+	}, append(spillSpecs(sz), fileSpecs(sz)...)...)
 }
 
 func actorAsync(name string, sz sizes, conc int, goal string, ray float64) *spec {

@@ -112,8 +112,9 @@ func (c *Client) Put(ctx context.Context, r io.Reader, replicas int, name string
 	for {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
-			// A copy: gRPC may hold the message until it is written.
-			if err := st.Send(&pb.PutFileRequest{Data: bytes.Clone(buf[:n])}); err != nil {
+			// Send marshals the message before it returns: buf is free
+			// again then.
+			if err := st.Send(&pb.PutFileRequest{Data: buf[:n]}); err != nil {
 				_, err = st.CloseAndRecv() // the server's error
 				return nil, err
 			}

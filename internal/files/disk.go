@@ -113,11 +113,15 @@ type Writer struct {
 	d       *Disk
 	f       *os.File
 	n       uint64
-	whole   hash.Hash // nil: not asked for
 	block   hash.Hash
 	inBlock int
 	blocks  [][32]byte
 	done    bool
+	// The whole content is hashed by a goroutine of its own (a second
+	// SHA-256 pass over every byte), fed the chunks Write is given: nil
+	// when not asked for.
+	whole    chan []byte
+	wholeSum chan Hash
 }
 
 // Create starts a replica. With whole, Sum hashes the whole content too
@@ -130,12 +134,23 @@ func (d *Disk) Create(whole bool) (*Writer, error) {
 	}
 	w := &Writer{d: d, f: f, block: sha256.New()}
 	if whole {
-		w.whole = sha256.New()
+		w.whole, w.wholeSum = make(chan []byte, 8), make(chan Hash, 1)
+		go func() {
+			h := sha256.New()
+			for p := range w.whole {
+				h.Write(p)
+			}
+			var sum Hash
+			h.Sum(sum[:0])
+			w.wholeSum <- sum
+		}()
 	}
 	return w, nil
 }
 
-// Write appends p.
+// Write appends p. With the whole content hashed, p is read after Write
+// returns, until Sum or Abort: the caller must not change it (a gRPC
+// message's data, which is never reused, is fine).
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.n+uint64(len(p)) > MaxFileSize {
 		return 0, errs.New(errs.KindInvalidArgument, "", "file too large: more than %d bytes (256 GiB), the file store's limit", uint64(MaxFileSize))
@@ -145,7 +160,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	w.n += uint64(len(p))
 	if w.whole != nil {
-		w.whole.Write(p)
+		w.whole <- p
 	}
 	for q := p; len(q) > 0; {
 		take := min(len(q), BlockSize-w.inBlock)
@@ -178,11 +193,12 @@ func (w *Writer) Blocks() [][32]byte {
 	return w.blocks
 }
 
-// Sum is the hash of the whole content (only when Create was asked for it).
+// Sum is the hash of the whole content (only when Create was asked for
+// it); call it once, after the last Write.
 func (w *Writer) Sum() Hash {
-	var h Hash
-	w.whole.Sum(h[:0])
-	return h
+	close(w.whole)
+	w.whole = nil
+	return <-w.wholeSum
 }
 
 // Commit syncs the file and renames it into place as the replica of h.
@@ -206,6 +222,11 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
+	if w.whole != nil {
+		close(w.whole)
+		w.whole = nil
+		<-w.wholeSum
+	}
 	w.f.Close()
 	os.Remove(w.f.Name())
 }

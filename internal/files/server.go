@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/errs"
 	"github.com/goray/goray/internal/rpc"
@@ -37,6 +39,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	index  pb.FileIndexServiceClient   // guarded by mu: set by SetIndex
+	nodes  pb.NodeRegistryServiceClient // guarded by mu: set by SetIndex
 	peers  map[string]*grpc.ClientConn // guarded by mu: by raylet address
 	closed bool                        // guarded by mu
 }
@@ -50,11 +53,13 @@ func NewServer(disk *Disk, nodeID []byte, addr, token string, log *slog.Logger) 
 	return &Server{disk: disk, nodeID: nodeID, addr: addr, token: token, log: log, peers: map[string]*grpc.ClientConn{}}
 }
 
-// SetIndex sets the head's file index.
-func (s *Server) SetIndex(index pb.FileIndexServiceClient) {
+// SetIndex gives the server the head's file index and node registry, over
+// cc, the raylet's connection to the head.
+func (s *Server) SetIndex(cc grpc.ClientConnInterface) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.index = index
+	s.index = pb.NewFileIndexServiceClient(cc)
+	s.nodes = pb.NewNodeRegistryServiceClient(cc)
 }
 
 // Disk is the server's disk.
@@ -155,13 +160,26 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 	}
 	held := []*pb.FileReplica{{NodeId: s.nodeID, Address: s.addr}}
 	if replicas > 1 {
-		pctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
-		place, err := index.PlaceFile(pctx, &pb.PlaceFileRequest{Sha256: h[:], Size: size, Replicas: replicas, HolderNodeId: s.nodeID})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("place the replicas of file %s: %w", h, err)
+		// Targets that fail are left out of a second placement (a node
+		// that stopped but is not yet declared dead, a full disk).
+		var failed [][]byte
+		for round := 0; round < 2 && uint32(len(held)) < replicas; round++ {
+			pctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
+			place, err := index.PlaceFile(pctx, &pb.PlaceFileRequest{Sha256: h[:], Size: size, Replicas: replicas - uint32(len(held)) + 1,
+				HolderNodeId: s.nodeID, ExcludeNodeIds: failed})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("place the replicas of file %s: %w", h, err)
+			}
+			if len(place.GetTargets()) == 0 {
+				break
+			}
+			ok, bad := s.copyTo(ctx, info, place.GetTargets())
+			held = append(held, ok...)
+			for _, b := range bad {
+				failed = append(failed, b.GetNodeId())
+			}
 		}
-		held = append(held, s.copyTo(ctx, info, place.GetTargets())...)
 	}
 	info.Replicas = held
 	cctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
@@ -174,9 +192,11 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 }
 
 // copyTo has every target copy the file from here, in parallel, and
-// returns those that did.
-func (s *Server) copyTo(ctx context.Context, info *pb.FileInfo, targets []*pb.FileReplica) []*pb.FileReplica {
-	ok := make([]bool, len(targets))
+// returns those that did and those that did not. A target that refused
+// the connection is reported to the head, which probes it and declares it
+// dead if it is gone.
+func (s *Server) copyTo(ctx context.Context, info *pb.FileInfo, targets []*pb.FileReplica) (ok, failed []*pb.FileReplica) {
+	done := make([]bool, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
@@ -186,19 +206,35 @@ func (s *Server) copyTo(ctx context.Context, info *pb.FileInfo, targets []*pb.Fi
 			}
 			if err != nil {
 				s.log.Warn("a replica of a put file failed", "file", fmt.Sprintf("%x", info.GetSha256()), "target", t.GetAddress(), "err", err)
+				if errors.Is(err, errs.ErrUnavailable) || status.Code(err) == codes.Unavailable {
+					s.reportUnreachable(t)
+				}
 				return
 			}
-			ok[i] = true
+			done[i] = true
 		})
 	}
 	wg.Wait()
-	var out []*pb.FileReplica
 	for i, t := range targets {
-		if ok[i] {
-			out = append(out, t)
+		if done[i] {
+			ok = append(ok, t)
+		} else {
+			failed = append(failed, t)
 		}
 	}
-	return out
+	return ok, failed
+}
+
+func (s *Server) reportUnreachable(t *pb.FileReplica) {
+	s.mu.Lock()
+	nodes := s.nodes
+	s.mu.Unlock()
+	if nodes == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), indexCallTimeout)
+	defer cancel()
+	nodes.ReportUnreachable(ctx, &pb.ReportUnreachableRequest{NodeId: t.GetNodeId(), Address: t.GetAddress()})
 }
 
 // ReadFile streams the local replica from offset, one block per message.

@@ -241,7 +241,7 @@ func (r *Raylet) Join(ctx context.Context) error {
 		return err
 	}
 	_, _ = r.heartbeat(ctx)
-	r.files.SetIndex(pb.NewFileIndexServiceClient(r.headConn))
+	r.files.SetIndex(r.headConn)
 	if err := r.files.Reconcile(ctx); err != nil {
 		r.log.Warn("could not reconcile the file replicas on disk with the head's index", "err", err)
 	}

@@ -632,13 +632,15 @@ func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
 }
 
 type PlaceFileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Replicas      uint32                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	HolderNodeId  []byte                 `protobuf:"bytes,4,opt,name=holder_node_id,json=holderNodeId,proto3" json:"holder_node_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Sha256       []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size         uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Replicas     uint32                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	HolderNodeId []byte                 `protobuf:"bytes,4,opt,name=holder_node_id,json=holderNodeId,proto3" json:"holder_node_id,omitempty"`
+	// Nodes not to choose (targets that failed a moment ago).
+	ExcludeNodeIds [][]byte `protobuf:"bytes,5,rep,name=exclude_node_ids,json=excludeNodeIds,proto3" json:"exclude_node_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PlaceFileRequest) Reset() {
@@ -695,6 +697,13 @@ func (x *PlaceFileRequest) GetReplicas() uint32 {
 func (x *PlaceFileRequest) GetHolderNodeId() []byte {
 	if x != nil {
 		return x.HolderNodeId
+	}
+	return nil
+}
+
+func (x *PlaceFileRequest) GetExcludeNodeIds() [][]byte {
+	if x != nil {
+		return x.ExcludeNodeIds
 	}
 	return nil
 }
@@ -1404,12 +1413,13 @@ const file_goray_v1_file_proto_rawDesc = "" +
 	"\x15ReplicateFileResponse\"+\n" +
 	"\x11DeleteFileRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\"\x14\n" +
-	"\x12DeleteFileResponse\"\x80\x01\n" +
+	"\x12DeleteFileResponse\"\xaa\x01\n" +
 	"\x10PlaceFileRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n" +
 	"\breplicas\x18\x03 \x01(\rR\breplicas\x12$\n" +
-	"\x0eholder_node_id\x18\x04 \x01(\fR\fholderNodeId\"D\n" +
+	"\x0eholder_node_id\x18\x04 \x01(\fR\fholderNodeId\x12(\n" +
+	"\x10exclude_node_ids\x18\x05 \x03(\fR\x0eexcludeNodeIds\"D\n" +
 	"\x11PlaceFileResponse\x12/\n" +
 	"\atargets\x18\x01 \x03(\v2\x15.goray.v1.FileReplicaR\atargets\"O\n" +
 	"\x11CommitFileRequest\x12&\n" +
