@@ -38,10 +38,10 @@ type Server struct {
 	log    *slog.Logger
 
 	mu     sync.Mutex
-	index  pb.FileIndexServiceClient   // guarded by mu: set by SetIndex
+	index  pb.FileIndexServiceClient    // guarded by mu: set by SetIndex
 	nodes  pb.NodeRegistryServiceClient // guarded by mu: set by SetIndex
-	peers  map[string]*grpc.ClientConn // guarded by mu: by raylet address
-	closed bool                        // guarded by mu
+	peers  map[string]*grpc.ClientConn  // guarded by mu: by raylet address
+	closed bool                         // guarded by mu
 }
 
 var _ pb.FileStoreServiceServer = (*Server)(nil)
@@ -162,11 +162,11 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 	if replicas > 1 {
 		// Targets that fail are left out of a second placement (a node
 		// that stopped but is not yet declared dead, a full disk).
-		var failed [][]byte
+		var exclude [][]byte
 		for round := 0; round < 2 && uint32(len(held)) < replicas; round++ {
 			pctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
 			place, err := index.PlaceFile(pctx, &pb.PlaceFileRequest{Sha256: h[:], Size: size, Replicas: replicas - uint32(len(held)) + 1,
-				HolderNodeId: s.nodeID, ExcludeNodeIds: failed})
+				HolderNodeId: s.nodeID, ExcludeNodeIds: exclude})
 			cancel()
 			if err != nil {
 				return fmt.Errorf("place the replicas of file %s: %w", h, err)
@@ -176,8 +176,11 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 			}
 			ok, bad := s.copyTo(ctx, info, place.GetTargets())
 			held = append(held, ok...)
-			for _, b := range bad {
-				failed = append(failed, b.GetNodeId())
+			if len(bad) == 0 {
+				break // every node the head could offer took one
+			}
+			for _, t := range place.GetTargets() {
+				exclude = append(exclude, t.GetNodeId())
 			}
 		}
 	}
