@@ -134,15 +134,16 @@ func (d *Disk) Create(whole bool) (*Writer, error) {
 	}
 	w := &Writer{d: d, f: f, block: sha256.New()}
 	if whole {
-		w.whole, w.wholeSum = make(chan []byte, 8), make(chan Hash, 1)
+		in, out := make(chan []byte, 8), make(chan Hash, 1)
+		w.whole, w.wholeSum = in, out
 		go func() {
 			h := sha256.New()
-			for p := range w.whole {
+			for p := range in {
 				h.Write(p)
 			}
 			var sum Hash
 			h.Sum(sum[:0])
-			w.wholeSum <- sum
+			out <- sum
 		}()
 	}
 	return w, nil
