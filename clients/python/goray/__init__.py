@@ -7,6 +7,8 @@ cluster, and put and get objects, over goray's public ClientService.
     client.get(ref)                              # {'a': [1, 2, 3]}
     client.call("square", 12)                    # 144
     client.actor("counter").call("add", 5)
+    info = client.put_file("data.csv", replicas=3, name="in/data.csv")
+    client.get_file("in/data.csv", "copy.csv")   # verified against info.sha256
 
 Values travel as MessagePack by default (native Python values), bytes as raw
 bytes, protobuf messages as protobuf; pass encoding="json" to send JSON.
@@ -17,10 +19,12 @@ from .client import (
     ActorHandle,
     Client,
     Encoded,
+    FileInfo,
     GorayError,
     InvalidArgumentError,
     NotFoundError,
     Ref,
+    ResourceExhaustedError,
     TaskError,
     UnauthenticatedError,
     connect,
@@ -31,10 +35,12 @@ __all__ = [
     "ActorHandle",
     "Client",
     "Encoded",
+    "FileInfo",
     "GorayError",
     "InvalidArgumentError",
     "NotFoundError",
     "Ref",
+    "ResourceExhaustedError",
     "TaskError",
     "UnauthenticatedError",
     "connect",

@@ -1467,6 +1467,568 @@ func (x *MethodInfo) GetArgTypes() []string {
 	return nil
 }
 
+// StoredFile describes a file of the file store.
+type StoredFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the content, 64 lower-case hex digits: the file's address.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// The names that map to the file.
+	Names []string `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	// The replica count asked for.
+	ReplicasWanted uint32 `protobuf:"varint,4,opt,name=replicas_wanted,json=replicasWanted,proto3" json:"replicas_wanted,omitempty"`
+	// The alive nodes holding a replica (node IDs in hex).
+	ReplicaNodes  []string `protobuf:"bytes,5,rep,name=replica_nodes,json=replicaNodes,proto3" json:"replica_nodes,omitempty"`
+	CreatedUnixMs int64    `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredFile) Reset() {
+	*x = StoredFile{}
+	mi := &file_goray_v1_client_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredFile) ProtoMessage() {}
+
+func (x *StoredFile) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredFile.ProtoReflect.Descriptor instead.
+func (*StoredFile) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StoredFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *StoredFile) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StoredFile) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *StoredFile) GetReplicasWanted() uint32 {
+	if x != nil {
+		return x.ReplicasWanted
+	}
+	return 0
+}
+
+func (x *StoredFile) GetReplicaNodes() []string {
+	if x != nil {
+		return x.ReplicaNodes
+	}
+	return nil
+}
+
+func (x *StoredFile) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+type FilePutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message only: replicas on distinct nodes (0 means 1), and an
+	// optional name (a /-separated path).
+	Replicas uint32 `protobuf:"varint,1,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Name     string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Any message: the next bytes of the file.
+	Chunk         []byte `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePutRequest) Reset() {
+	*x = FilePutRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePutRequest) ProtoMessage() {}
+
+func (x *FilePutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePutRequest.ProtoReflect.Descriptor instead.
+func (*FilePutRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *FilePutRequest) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *FilePutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FilePutRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type FilePutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *StoredFile            `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePutResponse) Reset() {
+	*x = FilePutResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePutResponse) ProtoMessage() {}
+
+func (x *FilePutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePutResponse.ProtoReflect.Descriptor instead.
+func (*FilePutResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *FilePutResponse) GetFile() *StoredFile {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+type FileGetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A hash (64 hex digits, optionally after "sha256:") or a name.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGetRequest) Reset() {
+	*x = FileGetRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGetRequest) ProtoMessage() {}
+
+func (x *FileGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGetRequest.ProtoReflect.Descriptor instead.
+func (*FileGetRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FileGetRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type FileGetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message only.
+	File *StoredFile `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// Every message: the next verified bytes of the file.
+	Chunk         []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGetResponse) Reset() {
+	*x = FileGetResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGetResponse) ProtoMessage() {}
+
+func (x *FileGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGetResponse.ProtoReflect.Descriptor instead.
+func (*FileGetResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FileGetResponse) GetFile() *StoredFile {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *FileGetResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type FileStatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A hash or a name, as FileGetRequest.ref.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileStatRequest) Reset() {
+	*x = FileStatRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileStatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileStatRequest) ProtoMessage() {}
+
+func (x *FileStatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileStatRequest.ProtoReflect.Descriptor instead.
+func (*FileStatRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FileStatRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type FileStatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *StoredFile            `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileStatResponse) Reset() {
+	*x = FileStatResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileStatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileStatResponse) ProtoMessage() {}
+
+func (x *FileStatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileStatResponse.ProtoReflect.Descriptor instead.
+func (*FileStatResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *FileStatResponse) GetFile() *StoredFile {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+type FileListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileListRequest) Reset() {
+	*x = FileListRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileListRequest) ProtoMessage() {}
+
+func (x *FileListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileListRequest.ProtoReflect.Descriptor instead.
+func (*FileListRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *FileListRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+type FileListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*StoredFile          `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileListResponse) Reset() {
+	*x = FileListResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileListResponse) ProtoMessage() {}
+
+func (x *FileListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileListResponse.ProtoReflect.Descriptor instead.
+func (*FileListResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *FileListResponse) GetFiles() []*StoredFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type FileRemoveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A hash or a name, as FileGetRequest.ref.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileRemoveRequest) Reset() {
+	*x = FileRemoveRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRemoveRequest) ProtoMessage() {}
+
+func (x *FileRemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRemoveRequest.ProtoReflect.Descriptor instead.
+func (*FileRemoveRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *FileRemoveRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type FileRemoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's content was removed (not only a name).
+	RemovedContent bool `protobuf:"varint,1,opt,name=removed_content,json=removedContent,proto3" json:"removed_content,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FileRemoveResponse) Reset() {
+	*x = FileRemoveResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRemoveResponse) ProtoMessage() {}
+
+func (x *FileRemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRemoveResponse.ProtoReflect.Descriptor instead.
+func (*FileRemoveResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *FileRemoveResponse) GetRemovedContent() bool {
+	if x != nil {
+		return x.RemovedContent
+	}
+	return false
+}
+
 var File_goray_v1_client_proto protoreflect.FileDescriptor
 
 const file_goray_v1_client_proto_rawDesc = "" +
@@ -1574,7 +2136,38 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"MethodInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
-	"\targ_types\x18\x02 \x03(\tR\bargTypes2\xf1\x04\n" +
+	"\targ_types\x18\x02 \x03(\tR\bargTypes\"\xc4\x01\n" +
+	"\n" +
+	"StoredFile\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\x12'\n" +
+	"\x0freplicas_wanted\x18\x04 \x01(\rR\x0ereplicasWanted\x12#\n" +
+	"\rreplica_nodes\x18\x05 \x03(\tR\freplicaNodes\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\"V\n" +
+	"\x0eFilePutRequest\x12\x1a\n" +
+	"\breplicas\x18\x01 \x01(\rR\breplicas\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05chunk\x18\x03 \x01(\fR\x05chunk\";\n" +
+	"\x0fFilePutResponse\x12(\n" +
+	"\x04file\x18\x01 \x01(\v2\x14.goray.v1.StoredFileR\x04file\"\"\n" +
+	"\x0eFileGetRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"Q\n" +
+	"\x0fFileGetResponse\x12(\n" +
+	"\x04file\x18\x01 \x01(\v2\x14.goray.v1.StoredFileR\x04file\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"#\n" +
+	"\x0fFileStatRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"<\n" +
+	"\x10FileStatResponse\x12(\n" +
+	"\x04file\x18\x01 \x01(\v2\x14.goray.v1.StoredFileR\x04file\")\n" +
+	"\x0fFileListRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\">\n" +
+	"\x10FileListResponse\x12*\n" +
+	"\x05files\x18\x01 \x03(\v2\x14.goray.v1.StoredFileR\x05files\"%\n" +
+	"\x11FileRemoveRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"=\n" +
+	"\x12FileRemoveResponse\x12'\n" +
+	"\x0fremoved_content\x18\x01 \x01(\bR\x0eremovedContent2\xc4\a\n" +
 	"\rClientService\x12D\n" +
 	"\tHandshake\x12\x1a.goray.v1.HandshakeRequest\x1a\x1b.goray.v1.HandshakeResponse\x124\n" +
 	"\x03Put\x12\x14.goray.v1.PutRequest\x1a\x15.goray.v1.PutResponse(\x01\x124\n" +
@@ -1584,7 +2177,13 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\rGetNamedActor\x12\x1e.goray.v1.GetNamedActorRequest\x1a\x1f.goray.v1.GetNamedActorResponse\x12D\n" +
 	"\tCallActor\x12\x1a.goray.v1.CallActorRequest\x1a\x1b.goray.v1.CallActorResponse\x12M\n" +
 	"\fCallFunction\x12\x1d.goray.v1.CallFunctionRequest\x1a\x1e.goray.v1.CallFunctionResponse\x12P\n" +
-	"\rListNamespace\x12\x1e.goray.v1.ListNamespaceRequest\x1a\x1f.goray.v1.ListNamespaceResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\rListNamespace\x12\x1e.goray.v1.ListNamespaceRequest\x1a\x1f.goray.v1.ListNamespaceResponse\x12@\n" +
+	"\aFilePut\x12\x18.goray.v1.FilePutRequest\x1a\x19.goray.v1.FilePutResponse(\x01\x12@\n" +
+	"\aFileGet\x12\x18.goray.v1.FileGetRequest\x1a\x19.goray.v1.FileGetResponse0\x01\x12A\n" +
+	"\bFileStat\x12\x19.goray.v1.FileStatRequest\x1a\x1a.goray.v1.FileStatResponse\x12A\n" +
+	"\bFileList\x12\x19.goray.v1.FileListRequest\x1a\x1a.goray.v1.FileListResponse\x12G\n" +
+	"\n" +
+	"FileRemove\x12\x1b.goray.v1.FileRemoveRequest\x1a\x1c.goray.v1.FileRemoveResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_client_proto_rawDescOnce sync.Once
@@ -1598,7 +2197,7 @@ func file_goray_v1_client_proto_rawDescGZIP() []byte {
 	return file_goray_v1_client_proto_rawDescData
 }
 
-var file_goray_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_goray_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_goray_v1_client_proto_goTypes = []any{
 	(*HandshakeRequest)(nil),      // 0: goray.v1.HandshakeRequest
 	(*HandshakeResponse)(nil),     // 1: goray.v1.HandshakeResponse
@@ -1625,17 +2224,28 @@ var file_goray_v1_client_proto_goTypes = []any{
 	(*FunctionInfo)(nil),          // 22: goray.v1.FunctionInfo
 	(*ActorTypeInfo)(nil),         // 23: goray.v1.ActorTypeInfo
 	(*MethodInfo)(nil),            // 24: goray.v1.MethodInfo
-	nil,                           // 25: goray.v1.CallFunctionRequest.ResourcesEntry
-	(*Payload)(nil),               // 26: goray.v1.Payload
-	(Encoding)(0),                 // 27: goray.v1.Encoding
+	(*StoredFile)(nil),            // 25: goray.v1.StoredFile
+	(*FilePutRequest)(nil),        // 26: goray.v1.FilePutRequest
+	(*FilePutResponse)(nil),       // 27: goray.v1.FilePutResponse
+	(*FileGetRequest)(nil),        // 28: goray.v1.FileGetRequest
+	(*FileGetResponse)(nil),       // 29: goray.v1.FileGetResponse
+	(*FileStatRequest)(nil),       // 30: goray.v1.FileStatRequest
+	(*FileStatResponse)(nil),      // 31: goray.v1.FileStatResponse
+	(*FileListRequest)(nil),       // 32: goray.v1.FileListRequest
+	(*FileListResponse)(nil),      // 33: goray.v1.FileListResponse
+	(*FileRemoveRequest)(nil),     // 34: goray.v1.FileRemoveRequest
+	(*FileRemoveResponse)(nil),    // 35: goray.v1.FileRemoveResponse
+	nil,                           // 36: goray.v1.CallFunctionRequest.ResourcesEntry
+	(*Payload)(nil),               // 37: goray.v1.Payload
+	(Encoding)(0),                 // 38: goray.v1.Encoding
 }
 var file_goray_v1_client_proto_depIdxs = []int32{
-	26, // 0: goray.v1.ClientArg.value:type_name -> goray.v1.Payload
+	37, // 0: goray.v1.ClientArg.value:type_name -> goray.v1.Payload
 	2,  // 1: goray.v1.ClientArg.ref:type_name -> goray.v1.ClientRef
-	27, // 2: goray.v1.PutRequest.encoding:type_name -> goray.v1.Encoding
+	38, // 2: goray.v1.PutRequest.encoding:type_name -> goray.v1.Encoding
 	2,  // 3: goray.v1.PutResponse.ref:type_name -> goray.v1.ClientRef
 	2,  // 4: goray.v1.GetRequest.ref:type_name -> goray.v1.ClientRef
-	27, // 5: goray.v1.GetResponse.encoding:type_name -> goray.v1.Encoding
+	38, // 5: goray.v1.GetResponse.encoding:type_name -> goray.v1.Encoding
 	2,  // 6: goray.v1.WaitRequest.refs:type_name -> goray.v1.ClientRef
 	2,  // 7: goray.v1.WaitResponse.ready:type_name -> goray.v1.ClientRef
 	2,  // 8: goray.v1.WaitResponse.not_ready:type_name -> goray.v1.ClientRef
@@ -1645,35 +2255,49 @@ var file_goray_v1_client_proto_depIdxs = []int32{
 	3,  // 12: goray.v1.CallActorRequest.args:type_name -> goray.v1.ClientArg
 	2,  // 13: goray.v1.CallActorResponse.ref:type_name -> goray.v1.ClientRef
 	3,  // 14: goray.v1.CallFunctionRequest.args:type_name -> goray.v1.ClientArg
-	25, // 15: goray.v1.CallFunctionRequest.resources:type_name -> goray.v1.CallFunctionRequest.ResourcesEntry
+	36, // 15: goray.v1.CallFunctionRequest.resources:type_name -> goray.v1.CallFunctionRequest.ResourcesEntry
 	2,  // 16: goray.v1.CallFunctionResponse.ref:type_name -> goray.v1.ClientRef
 	21, // 17: goray.v1.ListNamespaceResponse.registry:type_name -> goray.v1.Registry
 	22, // 18: goray.v1.Registry.functions:type_name -> goray.v1.FunctionInfo
 	23, // 19: goray.v1.Registry.actor_types:type_name -> goray.v1.ActorTypeInfo
 	24, // 20: goray.v1.ActorTypeInfo.methods:type_name -> goray.v1.MethodInfo
-	0,  // 21: goray.v1.ClientService.Handshake:input_type -> goray.v1.HandshakeRequest
-	4,  // 22: goray.v1.ClientService.Put:input_type -> goray.v1.PutRequest
-	6,  // 23: goray.v1.ClientService.Get:input_type -> goray.v1.GetRequest
-	8,  // 24: goray.v1.ClientService.Wait:input_type -> goray.v1.WaitRequest
-	10, // 25: goray.v1.ClientService.Release:input_type -> goray.v1.ReleaseRequest
-	12, // 26: goray.v1.ClientService.GetNamedActor:input_type -> goray.v1.GetNamedActorRequest
-	15, // 27: goray.v1.ClientService.CallActor:input_type -> goray.v1.CallActorRequest
-	17, // 28: goray.v1.ClientService.CallFunction:input_type -> goray.v1.CallFunctionRequest
-	19, // 29: goray.v1.ClientService.ListNamespace:input_type -> goray.v1.ListNamespaceRequest
-	1,  // 30: goray.v1.ClientService.Handshake:output_type -> goray.v1.HandshakeResponse
-	5,  // 31: goray.v1.ClientService.Put:output_type -> goray.v1.PutResponse
-	7,  // 32: goray.v1.ClientService.Get:output_type -> goray.v1.GetResponse
-	9,  // 33: goray.v1.ClientService.Wait:output_type -> goray.v1.WaitResponse
-	11, // 34: goray.v1.ClientService.Release:output_type -> goray.v1.ReleaseResponse
-	13, // 35: goray.v1.ClientService.GetNamedActor:output_type -> goray.v1.GetNamedActorResponse
-	16, // 36: goray.v1.ClientService.CallActor:output_type -> goray.v1.CallActorResponse
-	18, // 37: goray.v1.ClientService.CallFunction:output_type -> goray.v1.CallFunctionResponse
-	20, // 38: goray.v1.ClientService.ListNamespace:output_type -> goray.v1.ListNamespaceResponse
-	30, // [30:39] is the sub-list for method output_type
-	21, // [21:30] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	25, // 21: goray.v1.FilePutResponse.file:type_name -> goray.v1.StoredFile
+	25, // 22: goray.v1.FileGetResponse.file:type_name -> goray.v1.StoredFile
+	25, // 23: goray.v1.FileStatResponse.file:type_name -> goray.v1.StoredFile
+	25, // 24: goray.v1.FileListResponse.files:type_name -> goray.v1.StoredFile
+	0,  // 25: goray.v1.ClientService.Handshake:input_type -> goray.v1.HandshakeRequest
+	4,  // 26: goray.v1.ClientService.Put:input_type -> goray.v1.PutRequest
+	6,  // 27: goray.v1.ClientService.Get:input_type -> goray.v1.GetRequest
+	8,  // 28: goray.v1.ClientService.Wait:input_type -> goray.v1.WaitRequest
+	10, // 29: goray.v1.ClientService.Release:input_type -> goray.v1.ReleaseRequest
+	12, // 30: goray.v1.ClientService.GetNamedActor:input_type -> goray.v1.GetNamedActorRequest
+	15, // 31: goray.v1.ClientService.CallActor:input_type -> goray.v1.CallActorRequest
+	17, // 32: goray.v1.ClientService.CallFunction:input_type -> goray.v1.CallFunctionRequest
+	19, // 33: goray.v1.ClientService.ListNamespace:input_type -> goray.v1.ListNamespaceRequest
+	26, // 34: goray.v1.ClientService.FilePut:input_type -> goray.v1.FilePutRequest
+	28, // 35: goray.v1.ClientService.FileGet:input_type -> goray.v1.FileGetRequest
+	30, // 36: goray.v1.ClientService.FileStat:input_type -> goray.v1.FileStatRequest
+	32, // 37: goray.v1.ClientService.FileList:input_type -> goray.v1.FileListRequest
+	34, // 38: goray.v1.ClientService.FileRemove:input_type -> goray.v1.FileRemoveRequest
+	1,  // 39: goray.v1.ClientService.Handshake:output_type -> goray.v1.HandshakeResponse
+	5,  // 40: goray.v1.ClientService.Put:output_type -> goray.v1.PutResponse
+	7,  // 41: goray.v1.ClientService.Get:output_type -> goray.v1.GetResponse
+	9,  // 42: goray.v1.ClientService.Wait:output_type -> goray.v1.WaitResponse
+	11, // 43: goray.v1.ClientService.Release:output_type -> goray.v1.ReleaseResponse
+	13, // 44: goray.v1.ClientService.GetNamedActor:output_type -> goray.v1.GetNamedActorResponse
+	16, // 45: goray.v1.ClientService.CallActor:output_type -> goray.v1.CallActorResponse
+	18, // 46: goray.v1.ClientService.CallFunction:output_type -> goray.v1.CallFunctionResponse
+	20, // 47: goray.v1.ClientService.ListNamespace:output_type -> goray.v1.ListNamespaceResponse
+	27, // 48: goray.v1.ClientService.FilePut:output_type -> goray.v1.FilePutResponse
+	29, // 49: goray.v1.ClientService.FileGet:output_type -> goray.v1.FileGetResponse
+	31, // 50: goray.v1.ClientService.FileStat:output_type -> goray.v1.FileStatResponse
+	33, // 51: goray.v1.ClientService.FileList:output_type -> goray.v1.FileListResponse
+	35, // 52: goray.v1.ClientService.FileRemove:output_type -> goray.v1.FileRemoveResponse
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_client_proto_init() }
@@ -1692,7 +2316,7 @@ func file_goray_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_client_proto_rawDesc), len(file_goray_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
