@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -106,52 +105,86 @@ func (d *Disk) List() ([]LocalFile, error) {
 	return out, nil
 }
 
-// Writer writes a new replica: it hashes every block (and, when asked, the
-// whole content) as the bytes go to a temporary file. Commit puts it in
-// place; Abort (always safe to call, and a no-op after Commit) removes it.
+// Writer writes a new replica: for a put it hashes the whole content (its
+// address) and every block as the bytes go to a temporary file, each hash
+// in a goroutine of its own (two SHA-256 passes over every byte, beside
+// the receiving and the writing); a copy from a peer, whose blocks the
+// verifier checks as they come, hashes nothing. Commit puts it in place;
+// Abort (always safe to call, and a no-op after Commit) removes it.
 type Writer struct {
-	d       *Disk
-	f       *os.File
-	n       uint64
-	block   hash.Hash
-	inBlock int
-	blocks  [][32]byte
-	done    bool
-	// The whole content is hashed by a goroutine of its own (a second
-	// SHA-256 pass over every byte), fed the chunks Write is given: nil
-	// when not asked for.
-	whole    chan []byte
-	wholeSum chan Hash
+	d    *Disk
+	f    *os.File
+	n    uint64
+	done bool
+	// With hashing: the chunks Write is given go to both goroutines,
+	// which answer on wholeOut and blocksOut once their input is closed.
+	hashing   bool
+	finished  bool
+	wholeIn   chan []byte
+	blocksIn  chan []byte
+	wholeOut  chan Hash
+	blocksOut chan [][32]byte
+	sum       Hash
+	blocks    [][32]byte
 }
 
-// Create starts a replica. With whole, Sum hashes the whole content too
-// (a put, which learns its address from it); a copy from a peer checks its
-// blocks against the index instead.
-func (d *Disk) Create(whole bool) (*Writer, error) {
+// Create starts a replica; with hash, Sum and Blocks hash what is written.
+func (d *Disk) Create(hash bool) (*Writer, error) {
 	f, err := os.CreateTemp(d.tmp, "put-")
 	if err != nil {
 		return nil, diskErr(d, 0, err)
 	}
-	w := &Writer{d: d, f: f, block: sha256.New()}
-	if whole {
-		in, out := make(chan []byte, 8), make(chan Hash, 1)
-		w.whole, w.wholeSum = in, out
+	w := &Writer{d: d, f: f, hashing: hash}
+	if hash {
+		wholeIn, blocksIn := make(chan []byte, 8), make(chan []byte, 8)
+		wholeOut, blocksOut := make(chan Hash, 1), make(chan [][32]byte, 1)
+		w.wholeIn, w.blocksIn, w.wholeOut, w.blocksOut = wholeIn, blocksIn, wholeOut, blocksOut
 		go func() {
 			h := sha256.New()
-			for p := range in {
+			for p := range wholeIn {
 				h.Write(p)
 			}
 			var sum Hash
 			h.Sum(sum[:0])
-			out <- sum
+			wholeOut <- sum
 		}()
+		go func() { blocksOut <- hashBlocks(blocksIn) }()
 	}
 	return w, nil
 }
 
-// Write appends p. With the whole content hashed, p is read after Write
-// returns, until Sum or Abort: the caller must not change it (a gRPC
-// message's data, which is never reused, is fine).
+// hashBlocks hashes the BlockSize blocks of the chunks it reads.
+func hashBlocks(in <-chan []byte) [][32]byte {
+	var blocks [][32]byte
+	h := sha256.New()
+	inBlock := 0
+	end := func() {
+		var s [32]byte
+		h.Sum(s[:0])
+		blocks = append(blocks, s)
+		h.Reset()
+		inBlock = 0
+	}
+	for p := range in {
+		for len(p) > 0 {
+			take := min(len(p), BlockSize-inBlock)
+			h.Write(p[:take])
+			inBlock += take
+			p = p[take:]
+			if inBlock == BlockSize {
+				end()
+			}
+		}
+	}
+	if inBlock > 0 {
+		end()
+	}
+	return blocks
+}
+
+// Write appends p. With hashing, p is read after Write returns, until Sum,
+// Blocks or Abort: the caller must not change it (a gRPC message's data,
+// which is never reused, is fine).
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.n+uint64(len(p)) > MaxFileSize {
 		return 0, errs.New(errs.KindInvalidArgument, "", "file too large: more than %d bytes (256 GiB), the file store's limit", uint64(MaxFileSize))
@@ -160,46 +193,38 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, diskErr(w.d, w.n, err)
 	}
 	w.n += uint64(len(p))
-	if w.whole != nil {
-		w.whole <- p
-	}
-	for q := p; len(q) > 0; {
-		take := min(len(q), BlockSize-w.inBlock)
-		w.block.Write(q[:take])
-		w.inBlock += take
-		q = q[take:]
-		if w.inBlock == BlockSize {
-			w.endBlock()
-		}
+	if w.hashing && len(p) > 0 {
+		w.wholeIn <- p
+		w.blocksIn <- p
 	}
 	return len(p), nil
 }
 
-func (w *Writer) endBlock() {
-	var s [32]byte
-	w.block.Sum(s[:0])
-	w.blocks = append(w.blocks, s)
-	w.block.Reset()
-	w.inBlock = 0
+// finish ends the hashing goroutines and keeps their results.
+func (w *Writer) finish() {
+	if !w.hashing || w.finished {
+		return
+	}
+	w.finished = true
+	close(w.wholeIn)
+	close(w.blocksIn)
+	w.sum, w.blocks = <-w.wholeOut, <-w.blocksOut
 }
 
 // Size is the number of bytes written.
 func (w *Writer) Size() uint64 { return w.n }
 
-// Blocks ends the last block and returns every block's hash.
+// Blocks is every block's hash (with hashing), once the last Write is done.
 func (w *Writer) Blocks() [][32]byte {
-	if w.inBlock > 0 {
-		w.endBlock()
-	}
+	w.finish()
 	return w.blocks
 }
 
-// Sum is the hash of the whole content (only when Create was asked for
-// it); call it once, after the last Write.
+// Sum is the hash of the whole content (with hashing), once the last Write
+// is done.
 func (w *Writer) Sum() Hash {
-	close(w.whole)
-	w.whole = nil
-	return <-w.wholeSum
+	w.finish()
+	return w.sum
 }
 
 // Commit syncs the file and renames it into place as the replica of h.
@@ -223,11 +248,7 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
-	if w.whole != nil {
-		close(w.whole)
-		w.whole = nil
-		<-w.wholeSum
-	}
+	w.finish()
 	w.f.Close()
 	os.Remove(w.f.Name())
 }
