@@ -3,9 +3,10 @@
 // SHA-256 of their content, kept on the raylets' disks with N replicas on
 // distinct nodes, with optional names (a path that maps to a hash).
 //
-// Every read is verified block by block against the hashes recorded when
-// the file was put: a corrupt replica is detected, the read goes on from
-// another replica, and the head repairs the bad one. A read whose raylet
+// Every read is verified: each block against the checksum recorded when
+// the file was put before it is handed on (a corrupt replica is detected,
+// the read goes on from another replica, and the head repairs the bad one),
+// and the whole content against its SHA-256 at the end. A read whose raylet
 // dies goes on from another replica at the offset already verified, at
 // once. When a node dies, its files are copied back to N replicas on the
 // live nodes. See docs/storage.md for the rules and the limits.

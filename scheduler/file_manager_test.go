@@ -96,7 +96,7 @@ func testHash(b byte) []byte {
 func (f *fileFixture) commit(t *testing.T, h []byte, wanted uint32, name string, holders ...ids.NodeID) *pb.FileInfo {
 	t.Helper()
 	info := &pb.FileInfo{Sha256: h, Size: 3 << 20, BlockSize: 1 << 20, ReplicasWanted: wanted,
-		BlockSha256: [][]byte{testHash(1), testHash(2), testHash(3)}}
+		BlockCrc32C: []uint32{1, 2, 3}}
 	for _, id := range holders {
 		info.Replicas = append(info.Replicas, &pb.FileReplica{NodeId: id[:]})
 	}
@@ -163,8 +163,8 @@ func TestFileLookupAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info := got.GetInfo(); len(info.GetReplicas()) != 2 || info.GetReplicasWanted() != 2 || !slices.Equal(info.GetNames(), []string{"x/one", "x/two"}) || len(info.GetBlockSha256()) != 3 {
-		t.Fatalf("lookup: got %v, want 2 replicas of 2 wanted, both names, 3 block hashes", info)
+	if info := got.GetInfo(); len(info.GetReplicas()) != 2 || info.GetReplicasWanted() != 2 || !slices.Equal(info.GetNames(), []string{"x/one", "x/two"}) || len(info.GetBlockCrc32C()) != 3 {
+		t.Fatalf("lookup: got %v, want 2 replicas of 2 wanted, both names, 3 block checksums", info)
 	}
 	for _, tt := range []struct {
 		name string
@@ -282,7 +282,7 @@ func TestFileIndexPersists(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lookup after reopening the store: %v", err)
 	}
-	if info := resp.GetInfo(); len(info.GetReplicas()) != 2 || info.GetSize() != 3<<20 || len(info.GetBlockSha256()) != 3 || info.GetReplicasWanted() != 2 {
+	if info := resp.GetInfo(); len(info.GetReplicas()) != 2 || info.GetSize() != 3<<20 || len(info.GetBlockCrc32C()) != 3 || info.GetReplicasWanted() != 2 {
 		t.Fatalf("entry after reopening: got %v, want 2 replicas of a 3-block file", info)
 	}
 }

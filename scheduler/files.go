@@ -38,7 +38,7 @@ type fileRaylets interface {
 }
 
 // fileManager is the head's file index (FileIndexService): files by hash
-// (size, block hashes, wanted replica count, the nodes holding a replica)
+// (size, block checksums, wanted replica count, the nodes holding a replica)
 // and names, persisted through a FileIndexStore; and the repair loop, which
 // brings files that lost replicas (a dead node, a corrupt copy) back to
 // their wanted count on other alive nodes.
@@ -124,9 +124,7 @@ func hexHash(h [32]byte) string { return hex.EncodeToString(h[:]) }
 func (m *fileManager) infoLocked(r *FileRecord, blocks bool) *pb.FileInfo {
 	info := &pb.FileInfo{Sha256: r.Hash[:], Size: r.Size, BlockSize: r.BlockSize, ReplicasWanted: r.Wanted, CreatedUnixMs: r.Created.UnixMilli()}
 	if blocks {
-		for _, b := range r.Blocks {
-			info.BlockSha256 = append(info.BlockSha256, b[:])
-		}
+		info.BlockCrc32C = slices.Clone(r.Blocks)
 	}
 	for _, n := range r.Nodes {
 		if addr, ok := m.nodes.aliveAddress(n); ok {
@@ -220,12 +218,10 @@ func (m *fileManager) CommitFile(_ context.Context, req *pb.CommitFileRequest) (
 		return nil, err
 	}
 	r := &FileRecord{Hash: h, Size: info.GetSize(), BlockSize: info.GetBlockSize(), Wanted: max(info.GetReplicasWanted(), 1), Created: time.Now()}
-	for _, b := range info.GetBlockSha256() {
-		if len(b) != 32 {
-			return nil, invalid("CommitFile: a block hash of %d bytes", len(b))
-		}
-		r.Blocks = append(r.Blocks, [32]byte(b))
+	if bs := r.BlockSize; bs == 0 || len(info.GetBlockCrc32C()) != int((r.Size+uint64(bs)-1)/uint64(bs)) {
+		return nil, invalid("CommitFile: %d block checksums for %d bytes in blocks of %d", len(info.GetBlockCrc32C()), r.Size, bs)
 	}
+	r.Blocks = slices.Clone(info.GetBlockCrc32C())
 	for _, rep := range info.GetReplicas() {
 		id, err := ids.ParseNodeID(rep.GetNodeId())
 		if err != nil {
@@ -284,7 +280,7 @@ func (m *fileManager) lookupLocked(hb []byte, name string) (*FileRecord, error) 
 	return r, nil
 }
 
-// LookupFile returns a file's entry with its block hashes and alive
+// LookupFile returns a file's entry with its block checksums and alive
 // replicas.
 func (m *fileManager) LookupFile(_ context.Context, req *pb.LookupFileRequest) (*pb.LookupFileResponse, error) {
 	m.mu.Lock()

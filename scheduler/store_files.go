@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -19,8 +20,8 @@ type FileRecord struct {
 	Hash      [32]byte
 	Size      uint64
 	BlockSize uint32
-	// Blocks are the SHA-256 of each block.
-	Blocks [][32]byte
+	// Blocks are the CRC-32C of each block.
+	Blocks []uint32
 	// Wanted is the replica count asked for.
 	Wanted uint32
 	// Nodes hold a replica (dead nodes are removed when declared dead).
@@ -123,8 +124,8 @@ var (
 	bucketFileNames = []byte("file_names")
 )
 
-// storedFile is a FileRecord as stored (JSON; the block hashes as one
-// byte string).
+// storedFile is a FileRecord as stored (JSON; the block checksums as one
+// byte string, 4 big-endian bytes each).
 type storedFile struct {
 	Hash      string    `json:"hash"`
 	Size      uint64    `json:"size"`
@@ -138,7 +139,7 @@ type storedFile struct {
 func encodeFile(f *FileRecord) ([]byte, error) {
 	s := storedFile{Hash: hex.EncodeToString(f.Hash[:]), Size: f.Size, BlockSize: f.BlockSize, Wanted: f.Wanted, Created: f.Created}
 	for _, b := range f.Blocks {
-		s.Blocks = append(s.Blocks, b[:]...)
+		s.Blocks = binary.BigEndian.AppendUint32(s.Blocks, b)
 	}
 	for _, n := range f.Nodes {
 		s.Nodes = append(s.Nodes, n.String())
@@ -157,11 +158,11 @@ func decodeFile(b []byte) (*FileRecord, error) {
 	} else {
 		copy(f.Hash[:], h)
 	}
-	if len(s.Blocks)%32 != 0 {
-		return nil, fmt.Errorf("block hashes of %d bytes", len(s.Blocks))
+	if len(s.Blocks)%4 != 0 {
+		return nil, fmt.Errorf("block checksums of %d bytes", len(s.Blocks))
 	}
-	for i := 0; i < len(s.Blocks); i += 32 {
-		f.Blocks = append(f.Blocks, [32]byte(s.Blocks[i:i+32]))
+	for i := 0; i < len(s.Blocks); i += 4 {
+		f.Blocks = append(f.Blocks, binary.BigEndian.Uint32(s.Blocks[i:]))
 	}
 	for _, n := range s.Nodes {
 		raw, err := hex.DecodeString(n)

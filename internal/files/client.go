@@ -215,7 +215,9 @@ type Failover struct {
 }
 
 // Reader reads a file, verifying every block against the index's block
-// hashes before handing it on. When the raylet it reads from fails (the
+// checksums before handing it on, and the whole content against its
+// SHA-256 (hashed as it is read, across failovers): the Read that reaches
+// the end returns io.EOF only when they match. When the raylet it reads from fails (the
 // stream breaks, the replica is missing) or sends a corrupt block (then the
 // head is told, and repairs it), it goes on from the verified offset on
 // another replica, and asks the head again once every replica it knew
@@ -236,6 +238,11 @@ type Reader struct {
 	fails   []Failover
 	relooks int
 	err     error
+	// The verified blocks go to a goroutine that hashes the whole content
+	// (started with the first block, ended at the end or by Close); the
+	// end of the file is checked against the file's SHA-256.
+	hashIn  chan []byte
+	hashOut chan Hash
 }
 
 // Info is the file's index entry.
@@ -274,10 +281,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, r.err
 		}
 		if r.v.done() {
-			r.closeStream()
-			r.cur = nil
-			r.err = io.EOF
-			return 0, io.EOF
+			r.err = r.end()
+			return 0, r.err
 		}
 		if err := r.nextBlock(); err != nil {
 			r.err = err
@@ -308,9 +313,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			return total, r.err
 		}
 		if r.v.done() {
-			r.closeStream()
-			r.cur = nil
-			r.err = io.EOF
+			r.err = r.end()
 			continue
 		}
 		if err := r.nextBlock(); err != nil {
@@ -338,6 +341,7 @@ func (r *Reader) nextBlock() error {
 					r.fails[n-1].Resumed = time.Now()
 				}
 				r.buf = m.GetData()
+				r.hash(r.buf)
 				return nil
 			}
 			if errors.Is(err, errCorrupt) {
@@ -352,6 +356,38 @@ func (r *Reader) nextBlock() error {
 		r.fails = append(r.fails, Failover{From: r.cur.GetAddress(), Offset: r.v.offset(), Err: err, At: time.Now()})
 		r.closeStream()
 	}
+}
+
+// hash hands a verified block (a message's own bytes, never reused) to
+// the hashing goroutine.
+func (r *Reader) hash(b []byte) {
+	if r.hashIn == nil {
+		in, out := make(chan []byte, 8), make(chan Hash, 1)
+		r.hashIn, r.hashOut = in, out
+		go func() { out <- hashAll(in) }()
+	}
+	r.hashIn <- b
+}
+
+// stopHash ends the hashing goroutine and returns its sum.
+func (r *Reader) stopHash() Hash {
+	if r.hashIn == nil {
+		return Sum(nil)
+	}
+	close(r.hashIn)
+	r.hashIn = nil
+	return <-r.hashOut
+}
+
+// end checks the whole content read against the file's hash.
+func (r *Reader) end() error {
+	r.closeStream()
+	r.cur = nil
+	want, _ := HashFromBytes(r.info.GetSha256())
+	if got := r.stopHash(); got != want {
+		return errs.New(errs.KindObjectLost, want.String(), "file %s: the bytes read hash to %s although every block's checksum matched: a replica was altered, and what was read is not the file", want, got)
+	}
+	return io.EOF
 }
 
 // connect opens a stream at the verified offset on the next replica.
@@ -422,6 +458,7 @@ func (r *Reader) closeStream() {
 // Close ends the read.
 func (r *Reader) Close() error {
 	r.closeStream()
+	r.stopHash()
 	r.cancel()
 	if r.err == nil {
 		r.err = errs.New(errs.KindInvalidArgument, "", "read of a closed file")

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -105,123 +106,101 @@ func (d *Disk) List() ([]LocalFile, error) {
 	return out, nil
 }
 
-// Writer writes a new replica: for a put it hashes the whole content (its
-// address) and every block as the bytes go to a temporary file, each hash
-// in a goroutine of its own (two SHA-256 passes over every byte, beside
-// the receiving and the writing); a copy from a peer, whose blocks the
-// verifier checks as they come, hashes nothing. Commit puts it in place;
-// Abort (always safe to call, and a no-op after Commit) removes it.
+// Writer writes a new replica: it checksums every block as the bytes go to
+// a temporary file, and hashes the whole content (a put learns its address
+// from it, a copy checks it against the address) in a goroutine of its own,
+// beside the receiving and the writing. Commit puts it in place; Abort
+// (always safe to call, and a no-op after Commit) removes it.
 type Writer struct {
-	d    *Disk
-	f    *os.File
-	n    uint64
-	done bool
-	// With hashing: the chunks Write is given go to both goroutines,
-	// which answer on wholeOut and blocksOut once their input is closed.
-	hashing   bool
-	finished  bool
-	wholeIn   chan []byte
-	blocksIn  chan []byte
-	wholeOut  chan Hash
-	blocksOut chan [][32]byte
-	sum       Hash
-	blocks    [][32]byte
+	d       *Disk
+	f       *os.File
+	n       uint64
+	done    bool
+	crc     uint32
+	inBlock int
+	blocks  []uint32
+	// The chunks Write is given go to the hashing goroutine, which answers
+	// on wholeOut once wholeIn is closed.
+	finished bool
+	wholeIn  chan []byte
+	wholeOut chan Hash
+	sum      Hash
 }
 
-// Create starts a replica; with hash, Sum and Blocks hash what is written.
-func (d *Disk) Create(hash bool) (*Writer, error) {
+// Create starts a replica.
+func (d *Disk) Create() (*Writer, error) {
 	f, err := os.CreateTemp(d.tmp, "put-")
 	if err != nil {
 		return nil, diskErr(d, 0, err)
 	}
-	w := &Writer{d: d, f: f, hashing: hash}
-	if hash {
-		wholeIn, blocksIn := make(chan []byte, 8), make(chan []byte, 8)
-		wholeOut, blocksOut := make(chan Hash, 1), make(chan [][32]byte, 1)
-		w.wholeIn, w.blocksIn, w.wholeOut, w.blocksOut = wholeIn, blocksIn, wholeOut, blocksOut
-		go func() {
-			h := sha256.New()
-			for p := range wholeIn {
-				h.Write(p)
-			}
-			var sum Hash
-			h.Sum(sum[:0])
-			wholeOut <- sum
-		}()
-		go func() { blocksOut <- hashBlocks(blocksIn) }()
-	}
+	in, out := make(chan []byte, 8), make(chan Hash, 1)
+	w := &Writer{d: d, f: f, wholeIn: in, wholeOut: out}
+	go func() { out <- hashAll(in) }()
 	return w, nil
 }
 
-// hashBlocks hashes the BlockSize blocks of the chunks it reads.
-func hashBlocks(in <-chan []byte) [][32]byte {
-	var blocks [][32]byte
+// hashAll is the SHA-256 of the chunks it reads, in order.
+func hashAll(in <-chan []byte) Hash {
 	h := sha256.New()
-	inBlock := 0
-	end := func() {
-		var s [32]byte
-		h.Sum(s[:0])
-		blocks = append(blocks, s)
-		h.Reset()
-		inBlock = 0
-	}
 	for p := range in {
-		for len(p) > 0 {
-			take := min(len(p), BlockSize-inBlock)
-			h.Write(p[:take])
-			inBlock += take
-			p = p[take:]
-			if inBlock == BlockSize {
-				end()
-			}
-		}
+		h.Write(p)
 	}
-	if inBlock > 0 {
-		end()
-	}
-	return blocks
+	var sum Hash
+	h.Sum(sum[:0])
+	return sum
 }
 
-// Write appends p. With hashing, p is read after Write returns, until Sum,
-// Blocks or Abort: the caller must not change it (a gRPC message's data,
-// which is never reused, is fine).
+// Write appends p. p is read after Write returns, until Sum or Abort: the
+// caller must not change it (a gRPC message's data, which is never reused,
+// is fine).
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.n+uint64(len(p)) > MaxFileSize {
-		return 0, errs.New(errs.KindInvalidArgument, "", "file too large: more than %d bytes (256 GiB), the file store's limit", uint64(MaxFileSize))
+		return 0, errs.New(errs.KindInvalidArgument, "", "file too large: more than %d bytes (1 TiB), the file store's limit", uint64(MaxFileSize))
 	}
 	if _, err := w.f.Write(p); err != nil {
 		return 0, diskErr(w.d, w.n, err)
 	}
 	w.n += uint64(len(p))
-	if w.hashing && len(p) > 0 {
-		w.wholeIn <- p
-		w.blocksIn <- p
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w.wholeIn <- p
+	for q := p; len(q) > 0; {
+		take := min(len(q), BlockSize-w.inBlock)
+		w.crc = crc32.Update(w.crc, castagnoli, q[:take])
+		w.inBlock += take
+		q = q[take:]
+		if w.inBlock == BlockSize {
+			w.blocks = append(w.blocks, w.crc)
+			w.crc, w.inBlock = 0, 0
+		}
 	}
 	return len(p), nil
 }
 
-// finish ends the hashing goroutines and keeps their results.
+// finish ends the hashing goroutine and keeps its result.
 func (w *Writer) finish() {
-	if !w.hashing || w.finished {
+	if w.finished {
 		return
 	}
 	w.finished = true
 	close(w.wholeIn)
-	close(w.blocksIn)
-	w.sum, w.blocks = <-w.wholeOut, <-w.blocksOut
+	w.sum = <-w.wholeOut
 }
 
 // Size is the number of bytes written.
 func (w *Writer) Size() uint64 { return w.n }
 
-// Blocks is every block's hash (with hashing), once the last Write is done.
-func (w *Writer) Blocks() [][32]byte {
-	w.finish()
+// Blocks is every block's checksum, once the last Write is done.
+func (w *Writer) Blocks() []uint32 {
+	if w.inBlock > 0 {
+		w.blocks = append(w.blocks, w.crc)
+		w.crc, w.inBlock = 0, 0
+	}
 	return w.blocks
 }
 
-// Sum is the hash of the whole content (with hashing), once the last Write
-// is done.
+// Sum is the SHA-256 of the whole content, once the last Write is done.
 func (w *Writer) Sum() Hash {
 	w.finish()
 	return w.sum

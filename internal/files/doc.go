@@ -8,9 +8,10 @@
 //     reconciliation of what is on disk with the head's index when the
 //     raylet joins;
 //   - Client (client.go) puts and reads files for drivers, the gateway and
-//     the CLI; its reader verifies every block and fails over to another
+//     the CLI; its reader checks every block (CRC-32C) and the whole content
+//     (SHA-256, incrementally) and fails over to another
 //     replica, resuming at the offset already verified.
 //
-// The head's index (hash → size, block hashes, replica nodes; name → hash)
+// The head's index (hash → size, block checksums, replica nodes; name → hash)
 // is scheduler's fileManager. See docs/storage.md.
 package files

@@ -91,7 +91,7 @@ func TestDiskWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte("0123456789"), 300_000) // 3 MB: 2 full blocks and a short one
-	w, err := d.Create(true)
+	w, err := d.Create()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +110,8 @@ func TestDiskWriter(t *testing.T) {
 	}
 	for i, b := range blocks {
 		off := i * BlockSize
-		if b != sha256.Sum256(data[off:min(off+BlockSize, len(data))]) {
-			t.Fatalf("block %d: wrong hash", i)
+		if b != BlockSum(data[off:min(off+BlockSize, len(data))]) {
+			t.Fatalf("block %d: wrong checksum", i)
 		}
 	}
 	if err := w.Commit(h); err != nil {
@@ -122,7 +122,7 @@ func TestDiskWriter(t *testing.T) {
 		t.Fatalf("committed replica: got %d bytes (%v), want %d", len(got), err, len(data))
 	}
 	// An aborted write leaves nothing.
-	w2, _ := d.Create(true)
+	w2, _ := d.Create()
 	w2.Write(data[:10])
 	w2.Abort()
 	if tmp, _ := os.ReadDir(filepath.Join(d.Dir(), ".tmp")); len(tmp) != 0 {
@@ -137,10 +137,7 @@ func TestDiskWriter(t *testing.T) {
 	}
 
 	// The verifier accepts the blocks in order and refuses a flipped byte.
-	info := &pb.FileInfo{Sha256: h[:], Size: uint64(len(data)), BlockSize: BlockSize}
-	for _, b := range blocks {
-		info.BlockSha256 = append(info.BlockSha256, b[:])
-	}
+	info := &pb.FileInfo{Sha256: h[:], Size: uint64(len(data)), BlockSize: BlockSize, BlockCrc32C: blocks}
 	v, err := newVerifier(info)
 	if err != nil {
 		t.Fatal(err)
@@ -160,8 +157,9 @@ func TestDiskWriter(t *testing.T) {
 		t.Fatalf("verified offset: got %d, want %d", v.offset(), BlockSize)
 	}
 	// A Disk opened again clears what a crash left in .tmp.
-	w3, _ := d.Create(false)
+	w3, _ := d.Create()
 	w3.Write(data[:10])
+	defer w3.Abort()
 	if _, err := OpenDisk(filepath.Dir(d.Dir())); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package files
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -127,7 +126,7 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 	if err != nil {
 		return err
 	}
-	w, err := s.disk.Create(true)
+	w, err := s.disk.Create()
 	if err != nil {
 		return err
 	}
@@ -155,9 +154,7 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 		return err
 	}
 	info := &pb.FileInfo{Sha256: h[:], Size: size, BlockSize: BlockSize, ReplicasWanted: replicas}
-	for _, b := range blocks {
-		info.BlockSha256 = append(info.BlockSha256, b[:])
-	}
+	info.BlockCrc32C = blocks
 	held := []*pb.FileReplica{{NodeId: s.nodeID, Address: s.addr}}
 	if replicas > 1 {
 		// Targets that fail are left out of a second placement (a node
@@ -292,7 +289,8 @@ func (s *Server) ReadFile(req *pb.ReadFileRequest, stream pb.FileStoreService_Re
 
 // ReplicateFile copies a file from the sources (in order, resuming at the
 // last verified block on the next source when one fails), verifying every
-// block against the index's hashes.
+// block against the index's checksums and the whole copy against the
+// file's SHA-256 before it keeps it.
 func (s *Server) ReplicateFile(ctx context.Context, req *pb.ReplicateFileRequest) (*pb.ReplicateFileResponse, error) {
 	info := req.GetInfo()
 	h, err := HashFromBytes(info.GetSha256())
@@ -304,7 +302,7 @@ func (s *Server) ReplicateFile(ctx context.Context, req *pb.ReplicateFileRequest
 	}
 	ctx, cancel := context.WithTimeout(ctx, replicateTimeout)
 	defer cancel()
-	w, err := s.disk.Create(false)
+	w, err := s.disk.Create()
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +322,11 @@ func (s *Server) ReplicateFile(ctx context.Context, req *pb.ReplicateFileRequest
 			}
 			last = err
 			continue
+		}
+		if got := w.Sum(); got != h {
+			// Every block's checksum matched, the content's hash does not:
+			// a source's replica was altered.
+			return nil, errs.New(errs.KindObjectLost, h.String(), "copy file %s: the bytes copied hash to %s although every block's checksum matched; not kept", h, got)
 		}
 		if err := w.Commit(h); err != nil {
 			return nil, err
@@ -424,8 +427,8 @@ func newVerifier(info *pb.FileInfo) (*verifier, error) {
 		return nil, errs.New(errs.KindInvalidArgument, "", "file index entry: block size %d", bs)
 	}
 	n := NumBlocks(info.GetSize(), bs)
-	if len(info.GetBlockSha256()) != n {
-		return nil, errs.New(errs.KindInvalidArgument, "", "file index entry: %d block hashes for %d blocks", len(info.GetBlockSha256()), n)
+	if len(info.GetBlockCrc32C()) != n {
+		return nil, errs.New(errs.KindInvalidArgument, "", "file index entry: %d block checksums for %d blocks", len(info.GetBlockCrc32C()), n)
 	}
 	return &verifier{info: info, n: n}, nil
 }
@@ -446,8 +449,8 @@ func (v *verifier) check(off uint64, data []byte) error {
 	if off != v.offset() || len(data) != want {
 		return fmt.Errorf("%w: got %d bytes at %d, want block %d (%d bytes at %d)", errCorrupt, len(data), off, v.next, want, v.offset())
 	}
-	if sum := sha256.Sum256(data); string(sum[:]) != string(v.info.GetBlockSha256()[v.next]) {
-		return fmt.Errorf("%w: block %d (at byte %d) does not match its SHA-256", errCorrupt, v.next, off)
+	if sum := BlockSum(data); sum != v.info.GetBlockCrc32C()[v.next] {
+		return fmt.Errorf("%w: block %d (at byte %d) does not match its checksum", errCorrupt, v.next, off)
 	}
 	v.next++
 	return nil

@@ -118,8 +118,8 @@ func readAll(t *testing.T, r io.Reader) (files.Hash, int64) {
 // raylet serving a read is killed with SIGKILL in the middle of it and the
 // read completes from another replica, byte for byte, before the node is
 // declared dead; once it is, the file is back to 3 replicas on live nodes;
-// a raylet restarted with the same data directory still serves its
-// replica; bytes flipped in a replica on disk are detected on read (the
+// a raylet killed and restarted with the same data directory still serves
+// its replica; bytes flipped in a replica on disk are detected on read (the
 // read still completes, from another replica) and repaired.
 func TestFiles(t *testing.T) {
 	const size = 200 << 20
@@ -214,7 +214,7 @@ func TestFiles(t *testing.T) {
 	// A raylet restarted with the same data directory still serves its
 	// replica.
 	old := live[1]
-	old.Stop()
+	old.Kill(t) // a crash: SIGKILL, then the same data directory again
 	restarted := c.Join(old.Name(), `{"CPU":1}`)
 	testwait.Eventually(t, 30*time.Second, "the restarted raylet's replica adopted", func() bool {
 		info, err := fc.Stat(ctx, "data/big.bin")

@@ -82,8 +82,10 @@ type FileInfo struct {
 	Size   uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// The verification block size in bytes (the last block may be shorter).
 	BlockSize uint32 `protobuf:"varint,3,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
-	// SHA-256 of each block, in order; left out by ListFiles.
-	BlockSha256 [][]byte `protobuf:"bytes,4,rep,name=block_sha256,json=blockSha256,proto3" json:"block_sha256,omitempty"`
+	// CRC-32C (Castagnoli) of each block, in order; left out by ListFiles. A
+	// reader checks each block with it before handing the block on, and the
+	// whole content with sha256 at the end.
+	BlockCrc32C []uint32 `protobuf:"fixed32,4,rep,packed,name=block_crc32c,json=blockCrc32c,proto3" json:"block_crc32c,omitempty"`
 	// The replica count asked for.
 	ReplicasWanted uint32 `protobuf:"varint,5,opt,name=replicas_wanted,json=replicasWanted,proto3" json:"replicas_wanted,omitempty"`
 	// The alive nodes holding a replica.
@@ -146,9 +148,9 @@ func (x *FileInfo) GetBlockSize() uint32 {
 	return 0
 }
 
-func (x *FileInfo) GetBlockSha256() [][]byte {
+func (x *FileInfo) GetBlockCrc32C() []uint32 {
 	if x != nil {
-		return x.BlockSha256
+		return x.BlockCrc32C
 	}
 	return nil
 }
@@ -1384,7 +1386,7 @@ const file_goray_v1_file_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\x03 \x01(\rR\tblockSize\x12!\n" +
-	"\fblock_sha256\x18\x04 \x03(\fR\vblockSha256\x12'\n" +
+	"\fblock_crc32c\x18\x04 \x03(\aR\vblockCrc32c\x12'\n" +
 	"\x0freplicas_wanted\x18\x05 \x01(\rR\x0ereplicasWanted\x121\n" +
 	"\breplicas\x18\x06 \x03(\v2\x15.goray.v1.FileReplicaR\breplicas\x12\x14\n" +
 	"\x05names\x18\a \x03(\tR\x05names\x12&\n" +

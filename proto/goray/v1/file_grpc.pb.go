@@ -42,11 +42,13 @@ type FileStoreServiceClient interface {
 	// Caller: a reader (driver, gateway, CLI) or a raylet copying a replica.
 	// Callee: a raylet holding a replica. Streams the file from offset (a
 	// multiple of the block size) one block per message; the reader checks
-	// every block against the index's block hashes.
+	// every block against the index's block checksums, and the whole content
+	// against its SHA-256.
 	ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error)
 	// Caller: the head (repair, re-replication) or the raylet of a put.
 	// Callee: the raylet that is to hold a replica. Copies the file from one
-	// of the sources, verifying every block, and keeps it; with replace, a
+	// of the sources, verifying every block and the whole content's SHA-256,
+	// and keeps it; with replace, a
 	// replica already here is replaced (a corrupt one is repaired).
 	ReplicateFile(ctx context.Context, in *ReplicateFileRequest, opts ...grpc.CallOption) (*ReplicateFileResponse, error)
 	// Caller: the head. Callee: a raylet. Removes a local replica; removing a
@@ -131,11 +133,13 @@ type FileStoreServiceServer interface {
 	// Caller: a reader (driver, gateway, CLI) or a raylet copying a replica.
 	// Callee: a raylet holding a replica. Streams the file from offset (a
 	// multiple of the block size) one block per message; the reader checks
-	// every block against the index's block hashes.
+	// every block against the index's block checksums, and the whole content
+	// against its SHA-256.
 	ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error
 	// Caller: the head (repair, re-replication) or the raylet of a put.
 	// Callee: the raylet that is to hold a replica. Copies the file from one
-	// of the sources, verifying every block, and keeps it; with replace, a
+	// of the sources, verifying every block and the whole content's SHA-256,
+	// and keeps it; with replace, a
 	// replica already here is replaced (a corrupt one is repaired).
 	ReplicateFile(context.Context, *ReplicateFileRequest) (*ReplicateFileResponse, error)
 	// Caller: the head. Callee: a raylet. Removes a local replica; removing a
@@ -282,7 +286,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // FileIndexService is the head's file index: for each file (by SHA-256) its
-// size, block hashes, wanted replica count and the nodes holding it, and the
+// size, block checksums, wanted replica count and the nodes holding it, and the
 // names that map to files. It lives in the head's persistent store.
 type FileIndexServiceClient interface {
 	// Caller: the raylet of a put. Callee: head. Chooses the alive nodes
@@ -300,7 +304,7 @@ type FileIndexServiceClient interface {
 	// Caller: a client. Callee: head. Removes a name, or a file (by hash)
 	// with every name of it; see RemoveFileRequest.
 	RemoveFile(ctx context.Context, in *RemoveFileRequest, opts ...grpc.CallOption) (*RemoveFileResponse, error)
-	// Caller: a reader that received a block whose hash is wrong. Callee:
+	// Caller: a reader that received a block whose checksum is wrong. Callee:
 	// head. The head has that node's replica replaced from a good one.
 	ReportFileCorrupt(ctx context.Context, in *ReportFileCorruptRequest, opts ...grpc.CallOption) (*ReportFileCorruptResponse, error)
 	// Caller: a raylet, after it registered. Callee: head. Lists the replicas
@@ -392,7 +396,7 @@ func (c *fileIndexServiceClient) ReportNodeFiles(ctx context.Context, in *Report
 // for forward compatibility.
 //
 // FileIndexService is the head's file index: for each file (by SHA-256) its
-// size, block hashes, wanted replica count and the nodes holding it, and the
+// size, block checksums, wanted replica count and the nodes holding it, and the
 // names that map to files. It lives in the head's persistent store.
 type FileIndexServiceServer interface {
 	// Caller: the raylet of a put. Callee: head. Chooses the alive nodes
@@ -410,7 +414,7 @@ type FileIndexServiceServer interface {
 	// Caller: a client. Callee: head. Removes a name, or a file (by hash)
 	// with every name of it; see RemoveFileRequest.
 	RemoveFile(context.Context, *RemoveFileRequest) (*RemoveFileResponse, error)
-	// Caller: a reader that received a block whose hash is wrong. Callee:
+	// Caller: a reader that received a block whose checksum is wrong. Callee:
 	// head. The head has that node's replica replaced from a good one.
 	ReportFileCorrupt(context.Context, *ReportFileCorruptRequest) (*ReportFileCorruptResponse, error)
 	// Caller: a raylet, after it registered. Callee: head. Lists the replicas

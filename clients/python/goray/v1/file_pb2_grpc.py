@@ -60,7 +60,8 @@ class FileStoreServiceServicer(object):
         """Caller: a reader (driver, gateway, CLI) or a raylet copying a replica.
         Callee: a raylet holding a replica. Streams the file from offset (a
         multiple of the block size) one block per message; the reader checks
-        every block against the index's block hashes.
+        every block against the index's block checksums, and the whole content
+        against its SHA-256.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,7 +70,8 @@ class FileStoreServiceServicer(object):
     def ReplicateFile(self, request, context):
         """Caller: the head (repair, re-replication) or the raylet of a put.
         Callee: the raylet that is to hold a replica. Copies the file from one
-        of the sources, verifying every block, and keeps it; with replace, a
+        of the sources, verifying every block and the whole content's SHA-256,
+        and keeps it; with replace, a
         replica already here is replaced (a corrupt one is repaired).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -191,7 +193,7 @@ class FileStoreService(object):
 
 class FileIndexServiceStub(object):
     """FileIndexService is the head's file index: for each file (by SHA-256) its
-    size, block hashes, wanted replica count and the nodes holding it, and the
+    size, block checksums, wanted replica count and the nodes holding it, and the
     names that map to files. It lives in the head's persistent store.
     """
 
@@ -240,7 +242,7 @@ class FileIndexServiceStub(object):
 
 class FileIndexServiceServicer(object):
     """FileIndexService is the head's file index: for each file (by SHA-256) its
-    size, block hashes, wanted replica count and the nodes holding it, and the
+    size, block checksums, wanted replica count and the nodes holding it, and the
     names that map to files. It lives in the head's persistent store.
     """
 
@@ -285,7 +287,7 @@ class FileIndexServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ReportFileCorrupt(self, request, context):
-        """Caller: a reader that received a block whose hash is wrong. Callee:
+        """Caller: a reader that received a block whose checksum is wrong. Callee:
         head. The head has that node's replica replaced from a good one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -348,7 +350,7 @@ def add_FileIndexServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FileIndexService(object):
     """FileIndexService is the head's file index: for each file (by SHA-256) its
-    size, block hashes, wanted replica count and the nodes holding it, and the
+    size, block checksums, wanted replica count and the nodes holding it, and the
     names that map to files. It lives in the head's persistent store.
     """
 
