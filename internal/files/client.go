@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,6 +20,11 @@ import (
 // putChunk is the size of a put's messages.
 const putChunk = 1 << 20
 
+// DefaultStallTimeout is how long a reader waits for the next block from
+// one replica before it fails over to another: a raylet that is stopped
+// (SIGSTOP) or cut off sends nothing and breaks nothing.
+const DefaultStallTimeout = 10 * time.Second
+
 // Client puts and reads files: puts go through one raylet (the caller's
 // own), reads straight to the raylets holding replicas, lookups to the
 // head's index. Any goroutine calls it; mu guards the connection cache and
@@ -28,6 +34,7 @@ type Client struct {
 	index     pb.FileIndexServiceClient
 	via       pb.FileStoreServiceClient
 	localNode []byte
+	stall     atomic.Int64 // the stall timeout in nanoseconds
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn // guarded by mu: by raylet address
@@ -48,9 +55,15 @@ func Dial(headAddr, rayletAddr, token string, localNode []byte) (*Client, error)
 		hc.Close()
 		return nil, err
 	}
-	return &Client{token: token, index: pb.NewFileIndexServiceClient(hc), via: pb.NewFileStoreServiceClient(rc), localNode: localNode,
-		conns: map[string]*grpc.ClientConn{rayletAddr: rc}, own: []*grpc.ClientConn{hc, rc}}, nil
+	c := &Client{token: token, index: pb.NewFileIndexServiceClient(hc), via: pb.NewFileStoreServiceClient(rc), localNode: localNode,
+		conns: map[string]*grpc.ClientConn{rayletAddr: rc}, own: []*grpc.ClientConn{hc, rc}}
+	c.stall.Store(int64(DefaultStallTimeout))
+	return c, nil
 }
+
+// SetStallTimeout sets how long readers wait for a block from one replica
+// before failing over (default DefaultStallTimeout).
+func (c *Client) SetStallTimeout(d time.Duration) { c.stall.Store(int64(d)) }
 
 // Close closes the client's connections; readers still open fail.
 func (c *Client) Close() {
@@ -221,7 +234,8 @@ type Failover struct {
 // stream breaks, the replica is missing) or sends a corrupt block (then the
 // head is told, and repairs it), it goes on from the verified offset on
 // another replica, and asks the head again once every replica it knew
-// failed. One goroutine at a time calls it.
+// failed. A replica that sends nothing for 10 s counts as failed too.
+// One goroutine at a time calls it.
 type Reader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -333,7 +347,12 @@ func (r *Reader) nextBlock() error {
 				return err
 			}
 		}
+		d := time.Duration(r.c.stall.Load())
+		stall := time.AfterFunc(d, r.scancel)
 		m, err := r.stream.Recv()
+		if !stall.Stop() && err != nil {
+			err = fmt.Errorf("no block for %v: %w", d, err)
+		}
 		if err == nil {
 			err = r.v.check(m.GetOffset(), m.GetData())
 			if err == nil {

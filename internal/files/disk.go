@@ -119,6 +119,7 @@ type Writer struct {
 	crc     uint32
 	inBlock int
 	blocks  []uint32
+	flushed uint64 // bytes whose writeback was started
 	// The chunks Write is given go to the hashing goroutine, which answers
 	// on wholeOut once wholeIn is closed.
 	finished bool
@@ -126,6 +127,10 @@ type Writer struct {
 	wholeOut chan Hash
 	sum      Hash
 }
+
+// writebackChunk is how many written bytes start their writeback to disk
+// at once (see startWriteback).
+const writebackChunk = 8 << 20
 
 // Create starts a replica.
 func (d *Disk) Create() (*Writer, error) {
@@ -163,6 +168,10 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.n += uint64(len(p))
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if w.n-w.flushed >= writebackChunk {
+		startWriteback(w.f, int64(w.flushed), int64(w.n-w.flushed))
+		w.flushed = w.n
 	}
 	w.wholeIn <- p
 	for q := p; len(q) > 0; {

@@ -355,7 +355,11 @@ func (s *Server) copyFrom(ctx context.Context, src string, v *verifier, w *Write
 		return err
 	}
 	for !v.done() {
+		stall := time.AfterFunc(DefaultStallTimeout, cancel)
 		m, err := st.Recv()
+		if !stall.Stop() && err != nil {
+			err = fmt.Errorf("no block from %s for %v: %w", src, DefaultStallTimeout, err)
+		}
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -269,6 +270,36 @@ func TestFiles(t *testing.T) {
 		io.Copy(h, f)
 		return files.Hash(h.Sum(nil)) == want
 	})
+
+	// A raylet stopped (SIGSTOP) in the middle of serving a read sends
+	// nothing and breaks nothing: the reader fails over once it has waited
+	// its stall timeout for a block.
+	bc.SetStallTimeout(time.Second)
+	r4, err := bc.Open(ctx, want.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h4 := sha256.New()
+	if _, err := io.CopyN(h4, r4, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	stopped := byAddr(r4.Serving())
+	stopped.Signal(t, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(stopped.Pid(), syscall.SIGCONT) })
+	stoppedAt := time.Now()
+	if _, err := io.Copy(h4, r4); err != nil {
+		t.Fatalf("read after stopping the serving raylet %s: %v", stopped.Name(), err)
+	}
+	if got := files.Hash(h4.Sum(nil)); got != want {
+		t.Fatalf("read around a stopped raylet: got hash %s, want %s", got, want)
+	}
+	fails = r4.Failovers()
+	if len(fails) == 0 || fails[len(fails)-1].From != stopped.Addr {
+		t.Fatalf("failovers around the stopped raylet: got %+v, want one from %s", fails, stopped.Addr)
+	}
+	t.Logf("stopped raylet: the read went on from another replica %v after the SIGSTOP (stall timeout 1s)", fails[len(fails)-1].Resumed.Sub(stoppedAt))
+	r4.Close()
+	stopped.Signal(t, syscall.SIGCONT)
 }
 
 // TestFilesBadInput: an unknown hash is ErrNotFound; more replicas than
