@@ -98,16 +98,59 @@ func init() {
 // Put stores v as a new object owned by this process and returns its ref.
 // []byte values are stored raw, protobuf messages as protobuf, everything
 // else as MessagePack.
-func Put[T any](ctx context.Context, v T) (Ref[T], error) {
+//
+// With WithReplicas(n), the value is stored on n distinct nodes; see
+// WithReplicas.
+func Put[T any](ctx context.Context, v T, opts ...PutOption) (Ref[T], error) {
 	c, err := core.Current()
 	if err != nil {
 		return Ref[T]{}, err
 	}
-	r, err := c.Put(ctx, v)
+	var o putOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var r core.Ref
+	if o.replicas > 1 || o.replicas < 0 {
+		r, err = c.PutReplicated(ctx, v, o.replicas)
+	} else {
+		r, err = c.Put(ctx, v)
+	}
 	if err != nil {
 		return Ref[T]{}, err
 	}
 	return Ref[T]{r}, nil
+}
+
+// PutOption is an option of Put.
+type PutOption func(*putOptions)
+
+type putOptions struct{ replicas int }
+
+// WithReplicas stores the value on n distinct nodes (1 to 64): this
+// process's node, and n-1 other alive nodes that each keep a copy until the
+// object is freed (spilling it to disk when their store is full, never
+// evicting it). With fewer alive nodes than n, each holds a copy: the ref's
+// Replicas says how many. A Get reads the nearest copy and, when the node
+// serving it is gone, goes on from another copy at once. While the owner
+// (this process) lives, copies lost with their nodes are placed again on
+// other alive nodes in the background, back to n. Replicas protect the
+// value against the loss of nodes, not of its owner: like every object, it
+// is freed when its owner exits. The value is stored in the object store
+// even when it is small.
+func WithReplicas(n int) PutOption { return func(o *putOptions) { o.replicas = n } }
+
+// Replicas is how many nodes hold a copy of the object now, as its owner
+// knows: 1 for an object put without replicas, up to the n of WithReplicas
+// (fewer while nodes are missing). It is 0 in a process that does not own
+// the ref (a borrower), and for an object that is not stored (pending,
+// failed or freed).
+func (r Ref[T]) Replicas() int {
+	c, err := core.Current()
+	if err != nil {
+		return 0
+	}
+	return c.Replicas(r.r)
 }
 
 // View is Get for a []byte without a copy, as Ray's zero-copy reads are: a

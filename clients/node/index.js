@@ -207,16 +207,25 @@ class Client {
     this._stub.close();
   }
 
-  /** Stores value; returns its Ref. */
-  put(value, { encoding, namespace } = {}) {
+  /**
+   * Stores value; returns its Ref. With replicas: n (1 to 64) the value is
+   * kept on n distinct nodes (all of them when fewer are alive); the Ref's
+   * replicas says how many.
+   */
+  put(value, { encoding, namespace, replicas } = {}) {
     const p = encode(value, encoding);
     const ns = namespace || this.namespace;
     const chunk = this._chunk || CHUNK;
     return new Promise((resolve, reject) => {
       const opts = this.timeout ? { deadline: Date.now() + this.timeout * 1000 } : {};
-      const call = this._stub.Put(this._md, opts, (err, resp) => (err ? reject(toError(err)) : resolve(Ref.fromProto(resp.ref))));
+      const call = this._stub.Put(this._md, opts, (err, resp) => {
+        if (err) return reject(toError(err));
+        const ref = Ref.fromProto(resp.ref);
+        ref.replicas = resp.replicas;
+        resolve(ref);
+      });
       const data = p.data;
-      const msgs = [{ namespace: ns, encoding: p.encoding, type_url: p.type_url, size: data.length, chunk: data.subarray(0, chunk) }];
+      const msgs = [{ namespace: ns, encoding: p.encoding, type_url: p.type_url, size: data.length, chunk: data.subarray(0, chunk), replicas: replicas || 0 }];
       for (let off = chunk; off < data.length; off += chunk) msgs.push({ chunk: data.subarray(off, off + chunk) });
       let i = 0;
       const pump = () => {

@@ -82,7 +82,7 @@ func deployCommand(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
 	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace the binary serves (required)")
 	fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of the head (default $GORAY_ADDRESS)")
-	fs.StringVar(&cfg.Token, "token", "", "cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
+	resolve := tokenFlags(fs, &cfg.Token, "file holding the cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
 	fs.BoolVar(&cfg.NoSetup, "no-setup", false, "do not run the binary as the deployment's driver (it creates the named actors)")
 	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", 2*time.Minute, "bound on the setup run")
 	// Flags may come before or after the binary.
@@ -98,6 +98,9 @@ func deployCommand(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("deploy: unexpected argument %q: deploy one binary at a time", args[0])
 		}
 		cfg.Binary, args = args[0], args[1:]
+	}
+	if err := resolve(); err != nil {
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -52,7 +52,7 @@ func filesCommand(ctx context.Context, args []string, out io.Writer) error {
 	var replicas int
 	var noProgress bool
 	fs.StringVar(&address, "address", "", "HOST:PORT of a raylet, or of a head that runs a node (default $GORAY_ADDRESS)")
-	fs.StringVar(&token, "token", "", "cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
+	resolve := tokenFlags(fs, &token, "file holding the cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
 	fs.BoolVar(&noProgress, "no-progress", false, "never show a progress bar")
 	switch cmd {
 	case "put":
@@ -66,6 +66,9 @@ func filesCommand(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("files: unknown command %q", cmd)
 	}
 	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if err := resolve(); err != nil {
 		return err
 	}
 	if address == "" {

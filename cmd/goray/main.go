@@ -73,6 +73,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprint(os.Stderr, usage)
 		return errors.New("no command given")
 	}
+	if err := refuseTokenArg(args[1:]); err != nil {
+		return err
+	}
 	switch args[0] {
 	case "version":
 		fmt.Fprintln(out, "goray", Version)
@@ -81,8 +84,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		var cfg StatusConfig
 		fs := flag.NewFlagSet("status", flag.ContinueOnError)
 		fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of the head or of any raylet (default $GORAY_ADDRESS)")
-		fs.StringVar(&cfg.Token, "token", "", "cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
+		resolve := tokenFlags(fs, &cfg.Token, "file holding the cluster token (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
 		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if err := resolve(); err != nil {
 			return err
 		}
 		if err := cfg.Validate(); err != nil {
@@ -93,7 +99,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		var cfg bench.Config
 		fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 		fs.StringVar(&cfg.Address, "address", "", "HOST:PORT of an existing cluster's head (default: start an embedded cluster of two raylet processes)")
-		fs.StringVar(&cfg.Token, "token", "", "cluster token with --address (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
+		resolve := tokenFlags(fs, &cfg.Token, "file holding the cluster token, with --address (default: $GORAY_TOKEN, $GORAY_TOKEN_FILE, the local token file)")
 		fs.BoolVar(&cfg.Quick, "quick", false, "one short trial per metric with small sizes (smoke runs)")
 		fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per metric instead of the table")
 		fs.StringVar(&cfg.Run, "run", "", "run only the metrics whose name matches this regular expression (their baselines too)")
@@ -104,6 +110,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		if fs.NArg() > 0 {
 			return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+		}
+		if err := resolve(); err != nil {
+			return err
 		}
 		cfg.Out = out
 		_, err := bench.Run(ctx, cfg)

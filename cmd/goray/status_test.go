@@ -112,3 +112,33 @@ func headColumn(t *testing.T, out, node string) string {
 	t.Fatalf("goray status output has no row for node %s:\n%s", node, out)
 	return ""
 }
+
+// The CLI takes the token from a file or the environment, never from its
+// command line, where every user of the machine could read it.
+func TestNoTokenOnTheCommandLine(t *testing.T) {
+	ctx := context.Background()
+	hc := embed.Config{Head: true}
+	hc.Resources = map[string]float64{"CPU": 1}
+	head, err := embed.Start(ctx, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(head.Close)
+	for _, cmd := range [][]string{
+		{"status", "--address", head.Address(), "--token", head.Token()},
+		{"deploy", "--namespace", "x", "--token", head.Token(), "bin"},
+		{"bench", "--token", head.Token()},
+	} {
+		err := run(ctx, cmd, new(bytes.Buffer))
+		if err == nil || !strings.Contains(err.Error(), "GORAY_TOKEN") || strings.Contains(err.Error(), head.Token()) {
+			t.Errorf("goray %s --token …: got %v, want it refused, saying where the token goes instead", cmd[0], err)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"status", "--address", head.Address(), "--token-file", head.TokenFile()}, &out); err != nil {
+		t.Fatalf("goray status --token-file: %v", err)
+	}
+	if !strings.Contains(out.String(), "alive") {
+		t.Errorf("goray status --token-file: got %q, want the cluster's nodes", out.String())
+	}
+}

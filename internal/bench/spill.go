@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/objectstore"
@@ -57,6 +59,28 @@ func (r *runner) localStore(ctx context.Context) (*pb.ObjectStoreStats, error) {
 		return nil, unavailable("the node at %s has no object store capacity or spill directory (no arena, or an older raylet)", addr)
 	}
 	return st, nil
+}
+
+// awaitRoom waits until the driver's node's arena has room for n more
+// bytes, or its use stops falling (the background spill is done).
+func (r *runner) awaitRoom(ctx context.Context, n uint64) error {
+	last := uint64(math.MaxUint64)
+	for {
+		st, err := r.localStore(ctx)
+		if err != nil {
+			return err
+		}
+		used := st.GetUsedBytes()
+		if used+n <= st.GetCapacityBytes() || used >= last {
+			return nil
+		}
+		last = used
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // baselineFile is a fresh file in the node's spill directory for a
@@ -176,6 +200,13 @@ func spillSpecs(sz sizes) []*spec {
 				buf := largeBuffer(obj)
 				var refs []objectstore.Ref[[]byte]
 				for filled := uint64(0); filled < st.GetCapacityBytes()*5/4; filled += uint64(obj) {
+					// Each put waits for the room the background spill makes:
+					// a put into a full store is written straight to a spill
+					// file, and the spilled objects are then to be the first
+					// ones put (the least recently used), which are read.
+					if err := r.awaitRoom(ctx, uint64(obj)); err != nil {
+						return nil, err
+					}
 					ref, err := objectstore.Put(ctx, buf)
 					if err != nil {
 						return nil, fmt.Errorf("fill the store: %w", err)

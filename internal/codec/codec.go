@@ -141,6 +141,14 @@ func DecodeToSession(p *pb.Payload, t reflect.Type, s Session) (reflect.Value, e
 		}
 		return reflect.Value{}, fmt.Errorf("cannot decode protobuf %s into %s (not a protobuf message type)", p.GetTypeUrl(), t)
 	case pb.Encoding_ENCODING_MSGPACK:
+		// The decoder preallocates what headers declare, and recurses into
+		// nested values: check that the bytes hold what they claim first.
+		if err := CheckMsgpack(p.GetData(), MaxDepth); err != nil {
+			return reflect.Value{}, fmt.Errorf("cannot decode msgpack value into %s: %w", t, err)
+		}
+		if err := checkScalar(p.GetData(), t); err != nil {
+			return reflect.Value{}, fmt.Errorf("cannot decode msgpack value into %s: %w", t, err)
+		}
 		ptr := reflect.New(t)
 		dec := msgpack.GetDecoder()
 		dec.UsePreallocateValues(true)

@@ -115,6 +115,7 @@ type Core struct {
 	borrows      borrowTable
 	monitor      borrowerMonitor
 	freer        storeFreer
+	repl         replicator // the replicated objects it owns (replicas.go)
 	pressure     storePressure
 	freedObjects atomic.Int64
 	actors       *actorSubmitter
@@ -147,6 +148,9 @@ type Stats struct {
 	TaskRetries   atomic.Int64
 	actorRetries  atomic.Int64
 	Reconstructed atomic.Int64
+	// Rereplicated counts copies of replicated objects placed again after
+	// their nodes died.
+	Rereplicated atomic.Int64
 }
 
 // ActorRetries is how many actor calls were sent again to a new incarnation.

@@ -61,6 +61,7 @@ type objEntry struct {
 	borrowers   map[string]int32 // other processes' counts, by WorkerService address
 	contained   []RefInfo        // refs inside the value, held while this entry lives
 	copies      []string         // raylets, besides loc's, that may hold a copy
+	replicas    *replicaSet      // the copies of a replicated put (replicas.go); nil otherwise
 	holds       []*handle        // the call's arguments, held until it completes
 	settled     bool             // the outcome is recorded (settle ran)
 	freed       bool             // no longer in the table
@@ -238,10 +239,15 @@ func (c *Core) getPayload(ctx context.Context, r RefInfo, view bool) (*pb.Payloa
 		if value != nil {
 			return value, nil
 		}
+		loc = nearestFirst(loc, c.nodeID)
 		p, err := c.readStored(ctx, r.ID, loc, view)
 		if err != nil && ctx.Err() == nil && c.localNodeGone(ctx, err) {
-			// This process's node is gone: read from the holder (peers.go).
-			p, err = c.pullWithoutNode(ctx, r.ID, loc)
+			// This process's node is gone: read from a holder (peers.go).
+			for _, at := range copiesOf(loc) {
+				if p, err = c.pullWithoutNode(ctx, r.ID, at); err == nil || ctx.Err() != nil {
+					break
+				}
+			}
 		}
 		if err == nil || ctx.Err() != nil || attempt >= maxRebuilds {
 			return p, err
@@ -283,7 +289,7 @@ func (c *Core) locate(ctx context.Context, r RefInfo) (*pb.Payload, *pb.ObjectLo
 		case <-ctx.Done():
 			return nil, nil, errs.Context(ctx.Err(), "get object "+r.ID.String())
 		}
-		return e.value, e.loc, e.err
+		return e.value, c.readLocation(e), e.err
 	}
 	return c.askOwner(ctx, r, false)
 }

@@ -177,7 +177,7 @@ func (s *workerServer) GetObject(ctx context.Context, req *pb.GetObjectRequest) 
 		if r := req.GetReaderRayletAddress(); r != "" && r != e.loc.GetRayletAddress() {
 			s.c.objs.addCopy(e, r)
 		}
-		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Stored{Stored: e.loc}}, nil
+		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Stored{Stored: s.c.readLocation(e)}}, nil
 	default:
 		return &pb.GetObjectResponse{Result: &pb.GetObjectResponse_Value{Value: e.value}}, nil
 	}

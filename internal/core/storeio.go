@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -61,7 +62,7 @@ func (c *Core) storeInArena(ctx context.Context, id ids.ObjectID, p *pb.Payload)
 		c.noArena.Store(true) // the raylet runs without one
 		return nil, false, nil
 	}
-	resp, err := c.node.AllocateObject(ctx, &pb.AllocateObjectRequest{ObjectId: id[:], Size: size, JobId: c.jobID[:]})
+	resp, err := c.node.AllocateObject(ctx, &pb.AllocateObjectRequest{ObjectId: id[:], Size: size, JobId: c.jobID[:], AcceptSpillFile: true})
 	if err != nil {
 		if status.Code(err) == codes.Unimplemented {
 			c.noArena.Store(true)
@@ -73,6 +74,12 @@ func (c *Core) storeInArena(ctx context.Context, id ids.ObjectID, p *pb.Payload)
 		Encoding: p.GetEncoding(), TypeUrl: p.GetTypeUrl()}
 	if resp.GetExists() {
 		return loc, true, nil // stored here already (a re-run of its task)
+	}
+	if path := resp.GetSpillPath(); path != "" {
+		if err := c.storeDirectSpill(ctx, id, path, p.GetData()); err != nil {
+			return nil, false, err
+		}
+		return loc, true, nil
 	}
 	if !resp.GetOk() {
 		return nil, false, nil
@@ -89,6 +96,36 @@ func (c *Core) storeInArena(ctx context.Context, id ids.ObjectID, p *pb.Payload)
 	}
 	loc.InArena, loc.ArenaOffset = true, resp.GetOffset()
 	return loc, true, nil
+}
+
+// storeDirectSpill writes an object the raylet had no arena room for
+// straight into the spill file it named, and seals it: one write, where
+// waiting for room would have cost a spill and a copy.
+func (c *Core) storeDirectSpill(ctx context.Context, id ids.ObjectID, path string, data []byte) error {
+	fail := func(err error) error {
+		_ = os.Remove(path)
+		_, _ = c.node.FreeObjects(context.WithoutCancel(ctx), &pb.FreeObjectsRequest{ObjectIds: [][]byte{id[:]}})
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fail(fmt.Errorf("put object %s: the node's store is full and its spill file cannot be created: %w", id, err))
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return fail(errs.New(errs.KindObjectStoreFull, "", "put object %s (%d bytes): the node's store is full and the file system of its spill directory (%s) has no space left; free space there, release objects, or raise the raylet's --object-store-memory",
+				id, len(data), filepath.Dir(path)))
+		}
+		return fail(fmt.Errorf("put object %s: write its spill file: %w", id, err))
+	}
+	if _, err := c.node.SealObject(ctx, &pb.SealObjectRequest{ObjectId: id[:], Size: uint64(len(data)), JobId: c.jobID[:]}); err != nil {
+		return fail(fmt.Errorf("seal object %s with the raylet: %w", id, errs.FromStatus(err)))
+	}
+	return nil
 }
 
 // readStored reads an object from the store, pulling it to this node first

@@ -224,8 +224,8 @@ func (s *Server) makeHeadDir() error {
 		}
 		return nil
 	}
-	base := rpc.RuntimeDir()
-	if err := os.MkdirAll(base, 0o700); err != nil {
+	base, err := rpc.MakeRuntimeDir()
+	if err != nil {
 		return fmt.Errorf("raylet: data dir: %w", err)
 	}
 	// Directories left by heads that were killed before they could remove

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	pb "github.com/goray/goray/proto/goray/v1"
 	"google.golang.org/grpc/codes"
@@ -177,8 +178,55 @@ type Error struct {
 }
 
 // New makes an *Error of kind k.
+//
+// What it quotes is bounded: a string or []byte argument longer than
+// MaxQuoted is cut to a prefix (saying how long it was), as is the name,
+// and the whole message is cut at MaxMessage, so that input echoed in an
+// error (a 1 MiB function name) cannot make a reply too large to send.
 func New(k Kind, name, format string, args ...any) *Error {
-	return &Error{Kind: k, Name: name, Message: fmt.Sprintf(format, args...)}
+	clipped := false
+	for i, a := range args {
+		var n int
+		switch v := a.(type) {
+		case string:
+			n = len(v)
+		case []byte:
+			n = len(v)
+		}
+		if n <= MaxQuoted {
+			continue
+		}
+		if !clipped {
+			args = append([]any(nil), args...) // the caller's slice stays as it was
+			clipped = true
+		}
+		switch v := a.(type) {
+		case string:
+			args[i] = Clip(v, MaxQuoted)
+		case []byte:
+			args[i] = []byte(Clip(string(v), MaxQuoted))
+		}
+	}
+	return &Error{Kind: k, Name: Clip(name, MaxQuoted), Message: Clip(fmt.Sprintf(format, args...), MaxMessage)}
+}
+
+// Bounds on what an error quotes (New).
+const (
+	MaxQuoted  = 512
+	MaxMessage = 16 << 10
+)
+
+// Clip is s cut to at most n bytes (at a rune boundary) followed by how
+// long it was, or s itself when it is no longer.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes in all)", s[:cut], len(s))
 }
 
 // Error is the one-line message: kind, name, message, cause and pid. The

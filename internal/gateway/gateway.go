@@ -12,13 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/errs"
 	ifiles "github.com/goray/goray/internal/files"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
-	"github.com/vmihailenco/msgpack/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -290,7 +290,9 @@ func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
 	if err != nil {
 		return err
 	}
-	data := make([]byte, 0, size)
+	// The buffer grows with the bytes that arrive, never to the size a
+	// stream declares up front.
+	data := make([]byte, 0, min(size, ChunkSize))
 	for msg := first; ; {
 		if uint64(len(data))+uint64(len(msg.GetChunk())) > size {
 			return errs.New(errs.KindInvalidArgument, "", "Put: received more than the declared %d bytes", size)
@@ -311,11 +313,12 @@ func (g *Gateway) Put(stream pb.ClientService_PutServer) error {
 	if err := checkPayload(p); err != nil {
 		return err
 	}
-	ref, err := n.core.PutPayload(stream.Context(), p)
+	ref, err := n.core.PutPayloadReplicated(stream.Context(), p, int(min(first.GetReplicas(), core.MaxReplicas+1)))
 	if err != nil {
 		return err
 	}
-	return stream.SendAndClose(&pb.PutResponse{Ref: n.hold(first.GetNamespace(), ref)})
+	copies := n.core.Replicas(ref)
+	return stream.SendAndClose(&pb.PutResponse{Ref: n.hold(first.GetNamespace(), ref), Replicas: uint32(copies)})
 }
 
 // Get streams an object's value once it exists.
@@ -586,13 +589,9 @@ func checkPayload(p *pb.Payload) error {
 			return errs.New(errs.KindInvalidArgument, "", "payload is not valid JSON")
 		}
 	case pb.Encoding_ENCODING_MSGPACK:
-		r := bytes.NewReader(data)
-		d := msgpack.NewDecoder(r)
-		if err := d.Skip(); err != nil {
-			return errs.New(errs.KindInvalidArgument, "", "payload is not valid MessagePack: %v", err)
-		}
-		if r.Len() != 0 {
-			return errs.New(errs.KindInvalidArgument, "", "payload is not one MessagePack value: %d trailing bytes", r.Len())
+		// Iterative, bounded in depth, and trusting no declared size.
+		if err := codec.CheckMsgpack(data, codec.MaxDepth); err != nil {
+			return errs.New(errs.KindInvalidArgument, "", "payload is not one valid MessagePack value: %v", err)
 		}
 	case pb.Encoding_ENCODING_PROTOBUF:
 		if err := checkProtoWire(data); err != nil {

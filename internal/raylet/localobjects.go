@@ -38,6 +38,10 @@ type object struct {
 	// pulling: a pull is writing into the region; it frees it itself when
 	// the job finishes meanwhile.
 	pulling bool
+	// direct is the spill file its producer is writing the object into
+	// while the arena is full (a direct spill, AllocateObjectResponse's
+	// spill_path); "" otherwise. Only on allocations not sealed yet.
+	direct string
 
 	// pins counts readers that pinned the object (PIN_MODE_READ): its
 	// storage stays where it is until they unpin. viewPinned: a zero-copy
@@ -90,6 +94,7 @@ type storeStats struct {
 	spillErrors                       uint64
 	lastSpillErr                      string
 	syncSpills, backgroundSpillRounds uint64
+	directSpills                      uint64 // objects written straight to a spill file
 }
 
 // localObjects is the node's table of local objects (Ray's
@@ -173,7 +178,12 @@ func (t *localObjects) tickLocked() uint64 {
 // no arena or the object is here already (exists: sealed here). It fails
 // with ErrObjectStoreFull when the object can never fit or the store is
 // full of objects that cannot move.
-func (t *localObjects) alloc(id ids.ObjectID, job ids.JobID, size uint64, pulling bool) (o *object, exists bool, _ error) {
+//
+// With direct, a producer that can write a spill file itself is given one
+// (o.direct) instead of waiting while a spill makes room: the put then
+// costs one write to disk, as spilling it would, and the arena's spill
+// goes on beside it.
+func (t *localObjects) alloc(id ids.ObjectID, job ids.JobID, size uint64, pulling, direct bool) (o *object, exists bool, _ error) {
 	if t.arena == nil || size == 0 {
 		return nil, false, nil
 	}
@@ -198,6 +208,17 @@ func (t *localObjects) alloc(id ids.ObjectID, job ids.JobID, size uint64, pullin
 			o := &object{id: id, size: size, job: job, inArena: true, off: off, pulling: pulling}
 			t.allocs[id] = o
 			t.kickIfHighLocked()
+			return o, false, nil
+		}
+		if direct && errors.Is(err, store.ErrNoRoom) && t.spillDir != "" {
+			if t.cheapRoomLocked(store.Footprint(size)) {
+				continue // room made without writing anything
+			}
+			t.spillSeq++
+			o := &object{id: id, size: size, job: job, direct: fmt.Sprintf("%s/%s-%06d", t.spillDir, job, t.spillSeq)}
+			t.allocs[id] = o
+			t.stats.directSpills++
+			t.kickLocked()
 			return o, false, nil
 		}
 		if err := t.makeRoomFor(id, size, err); err != nil {
@@ -263,6 +284,22 @@ func (t *localObjects) candidatesLocked() (cheap, spill []*object) {
 	byUse(cheap)
 	byUse(spill)
 	return cheap, spill
+}
+
+// cheapRoomLocked evicts cheap candidates (secondary copies, primaries
+// with a spill copy) until need bytes were freed, and reports whether it
+// freed anything; it writes nothing.
+func (t *localObjects) cheapRoomLocked(need uint64) bool {
+	cheap, _ := t.candidatesLocked()
+	var freed uint64
+	for _, o := range cheap {
+		if freed >= need {
+			break
+		}
+		freed += store.Footprint(o.size)
+		t.dropArenaLocked(o)
+	}
+	return freed > 0
 }
 
 // makeRoomLocked frees at least need bytes of the arena if it can: it evicts
@@ -495,6 +532,10 @@ func (t *localObjects) releaseLocked(o *object, force bool) {
 			t.log.Warn("free object", "object", o.id, "err", err)
 		}
 	}
+	if o.direct != "" {
+		t.removeSpillFile(o.direct) // a direct spill that was not sealed
+		o.direct = ""
+	}
 	t.dropSpillLocked(o)
 }
 
@@ -502,10 +543,15 @@ func (t *localObjects) releaseLocked(o *object, force bool) {
 // its high-water mark.
 func (t *localObjects) kickIfHighLocked() {
 	if t.arena != nil && t.arena.Used() > t.highWater {
-		select {
-		case t.kick <- struct{}{}:
-		default:
-		}
+		t.kickLocked()
+	}
+}
+
+// kickLocked asks the spill loop for a round.
+func (t *localObjects) kickLocked() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -571,10 +617,29 @@ func (t *localObjects) sealAlloc(id ids.ObjectID, size uint64) (ok bool, _ error
 	if size != a.size {
 		return true, errs.New(errs.KindInvalidArgument, "", "SealObject: object %s was given %d bytes of the arena, the request says %d", id, a.size, size)
 	}
+	if a.direct != "" {
+		// The producer wrote a spill file of its own: it must hold the
+		// object whole, or the object is not sealed (the producer frees it).
+		st, err := os.Stat(a.direct)
+		if err == nil && uint64(st.Size()) != size {
+			err = fmt.Errorf("the file has %d bytes", st.Size())
+		}
+		if err != nil {
+			return true, errs.New(errs.KindInvalidArgument, "", "SealObject: object %s was to be written whole (%d bytes) to the spill file %s: %v", id, size, a.direct, err)
+		}
+	}
 	delete(t.allocs, id)
 	if _, done := t.finished[a.job]; done {
 		t.releaseLocked(a, true)
 		return true, errJobFinished(a.job)
+	}
+	if a.direct != "" {
+		a.spill, a.spillOff = &spillFile{path: a.direct, job: a.job, live: 1}, 0
+		a.direct = ""
+		t.stats.spilledBytes += a.size
+		t.stats.spilledObjects++
+		t.stats.spilledTotal += a.size
+		t.stats.spillBatches++
 	}
 	a.primary, a.used = true, t.tickLocked()
 	t.sealed[id] = a
@@ -617,6 +682,19 @@ func (t *localObjects) sealPulled(id ids.ObjectID, job ids.JobID, a *object) err
 	t.sealed[id] = a
 	t.kickIfHighLocked()
 	return nil
+}
+
+// keepAsReplica makes the copy of object id here a replica: like a primary
+// copy it is spilled, never evicted, when the store needs room. It
+// reports whether the copy is here.
+func (t *localObjects) keepAsReplica(id ids.ObjectID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.sealed[id]
+	if o != nil {
+		o.primary = true
+	}
+	return o != nil
 }
 
 // pin pins sealed object id (mode READ or VIEW; UNSPECIFIED pins nothing)
@@ -820,7 +898,8 @@ func (t *localObjects) storeStats() *pb.ObjectStoreStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := &pb.ObjectStoreStats{CapacityBytes: t.capacity(), SpilledBytes: t.stats.spilledBytes, SpilledObjects: t.stats.spilledObjects,
-		SpilledTotalBytes: t.stats.spilledTotal, RestoredTotalBytes: t.stats.restoredTotal, EvictedTotal: t.stats.evictedTotal, SpillDir: t.spillDir}
+		SpilledTotalBytes: t.stats.spilledTotal, RestoredTotalBytes: t.stats.restoredTotal, EvictedTotal: t.stats.evictedTotal, SpillDir: t.spillDir,
+		DirectSpilledTotal: t.stats.directSpills}
 	if t.arena != nil {
 		s.UsedBytes = t.arena.Used()
 	}

@@ -45,11 +45,11 @@ func TestLocalObjectsArenaLifecycle(t *testing.T) {
 	job := ids.JobIDFromUint32(1)
 	id := objectOf(job, 1)
 
-	o, _, err := objs.alloc(id, job, 4096, false)
+	o, _, err := objs.alloc(id, job, 4096, false, false)
 	if err != nil || o == nil {
 		t.Fatalf("alloc: got %v, %v; want a region", o, err)
 	}
-	if again, _, err := objs.alloc(id, job, 4096, false); again != nil || !errors.Is(err, errs.ErrAlreadyExists) {
+	if again, _, err := objs.alloc(id, job, 4096, false, false); again != nil || !errors.Is(err, errs.ErrAlreadyExists) {
 		t.Fatalf("alloc of an object already given a region: got %v, %v; want nil, already exists", again, err)
 	}
 	if objs.has(id) {
@@ -64,7 +64,7 @@ func TestLocalObjectsArenaLifecycle(t *testing.T) {
 	if !objs.has(id) {
 		t.Fatal("has after seal: got false, want true")
 	}
-	if again, exists, err := objs.alloc(id, job, 4096, false); again != nil || !exists || err != nil {
+	if again, exists, err := objs.alloc(id, job, 4096, false, false); again != nil || !exists || err != nil {
 		t.Fatalf("alloc of a sealed object: got %v, exists %v, %v; want nil, exists, nil", again, exists, err)
 	}
 	if used := objs.arena.Used(); used < 4096 {
@@ -88,7 +88,7 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 	sealed, pending, pulling, kept := objectOf(job, 1), objectOf(job, 2), objectOf(job, 3), objectOf(other, 1)
 	var keptUsed uint64 // the arena's use with the other job's object alone
 	for _, id := range []ids.ObjectID{kept, sealed} {
-		if _, _, err := objs.alloc(id, id.Job(), 1024, false); err != nil {
+		if _, _, err := objs.alloc(id, id.Job(), 1024, false, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := objs.sealAlloc(id, 1024); err != nil {
@@ -98,10 +98,10 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 			keptUsed = objs.arena.Used()
 		}
 	}
-	if _, _, err := objs.alloc(pending, job, 1024, false); err != nil {
+	if _, _, err := objs.alloc(pending, job, 1024, false, false); err != nil {
 		t.Fatal(err)
 	}
-	pull, _, err := objs.alloc(pulling, job, 1024, true)
+	pull, _, err := objs.alloc(pulling, job, 1024, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestLocalObjectsFinishJob(t *testing.T) {
 		t.Fatalf("the finished job's file: stat got %v, want it removed", err)
 	}
 	// Nothing of the finished job is kept from now on.
-	if _, _, err := objs.alloc(objectOf(job, 5), job, 1024, false); err == nil {
+	if _, _, err := objs.alloc(objectOf(job, 5), job, 1024, false, false); err == nil {
 		t.Fatal("alloc for a finished job: got nil error, want job finished")
 	}
 	late := objectOf(job, 6)
@@ -161,7 +161,7 @@ func objectsOf(job ids.JobID) func(i uint32) ids.ObjectID {
 // copy (alloc, write into the arena, seal).
 func putObject(t *testing.T, objs *localObjects, id ids.ObjectID, size uint64, fill byte) {
 	t.Helper()
-	o, _, err := objs.alloc(id, id.Job(), size, false)
+	o, _, err := objs.alloc(id, id.Job(), size, false, false)
 	if err != nil || o == nil {
 		t.Fatalf("alloc %s: got %v, %v; want a region", id, o, err)
 	}
@@ -315,7 +315,7 @@ func TestLocalObjectsPinnedNeverSpilled(t *testing.T) {
 	if _, _, err := objs.pin(t.Context(), jobObj(4), pb.PinMode_PIN_MODE_VIEW, true); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := objs.alloc(jobObj(5), job, quarter, false)
+	_, _, err := objs.alloc(jobObj(5), job, quarter, false, false)
 	if !errors.Is(err, errs.ErrObjectStoreFull) || !strings.Contains(err.Error(), "pinned") {
 		t.Fatalf("alloc with every object pinned: got %v, want ErrObjectStoreFull saying what is pinned", err)
 	}
@@ -329,7 +329,7 @@ func TestLocalObjectsPinnedNeverSpilled(t *testing.T) {
 	if got := where(objs, jobObj(2)); got != "spill" {
 		t.Errorf("object unpinned before the put: got %q, want it spilled", got)
 	}
-	if _, _, err := objs.alloc(jobObj(6), job, 2<<20, false); !errors.Is(err, errs.ErrObjectStoreFull) ||
+	if _, _, err := objs.alloc(jobObj(6), job, 2<<20, false, false); !errors.Is(err, errs.ErrObjectStoreFull) ||
 		!strings.Contains(err.Error(), "2097152 bytes") || !strings.Contains(err.Error(), "capacity is 1048576 bytes") {
 		t.Fatalf("alloc larger than the capacity: got %v, want ErrObjectStoreFull naming the size and the capacity", err)
 	}
@@ -345,7 +345,7 @@ func TestLocalObjectsEvictSecondaryFirst(t *testing.T) {
 		putObject(t, objs, jobObj(uint32(i+1)), quarter, byte(i+1))
 	}
 	pulled := jobObj(9)
-	a, _, err := objs.alloc(pulled, job, quarter, true)
+	a, _, err := objs.alloc(pulled, job, quarter, true, false)
 	if err != nil || a == nil {
 		t.Fatalf("alloc for a pull: %v, %v", a, err)
 	}
@@ -442,5 +442,102 @@ func TestLocalObjectsSpillFiles(t *testing.T) {
 	objs.free(otherObj(1))
 	if got := spillFiles(t, objs); len(got) != 0 || objs.arena.Used() != 0 {
 		t.Fatalf("with every object freed: spill files %v, arena use %d; want none, 0", got, objs.arena.Used())
+	}
+}
+
+// writeDirect writes n bytes of fill into the spill file a direct
+// allocation named, as a producer does.
+func writeDirect(t *testing.T, o *object, n uint64, fill byte) {
+	t.Helper()
+	if o == nil || o.direct == "" {
+		t.Fatalf("allocation: got %+v, want a direct spill file", o)
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = fill
+	}
+	if err := os.WriteFile(o.direct, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A producer that accepts a spill file, finding the arena full of objects
+// that would have to be spilled, is given a spill file to write instead of
+// waiting: the object is stored spilled, reads back intact, and its file
+// goes with it. A file that is not whole is refused at seal and removed
+// when the allocation is freed; one of a finished job is removed at seal.
+// Where room can be made without writing, the producer gets the arena.
+func TestLocalObjectsDirectSpill(t *testing.T) {
+	objs := newTestObjectsSized(t, 1<<20, 1)
+	job := ids.JobIDFromUint32(1)
+	jobObj := objectsOf(job)
+	for i := range 4 {
+		putObject(t, objs, jobObj(uint32(i+1)), quarter, byte(i+1))
+	}
+	o, _, err := objs.alloc(jobObj(5), job, quarter, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeDirect(t, o, quarter, 5)
+	if ok, err := objs.sealAlloc(jobObj(5), quarter); !ok || err != nil {
+		t.Fatalf("seal of a direct spill: got %v, %v", ok, err)
+	}
+	for i, want := range []string{"arena", "arena", "arena", "arena", "spill"} {
+		if got := where(objs, jobObj(uint32(i+1))); got != want {
+			t.Errorf("after a direct spill, object %d: got %q, want %q", i+1, got, want)
+		}
+	}
+	if st := objs.storeStats(); st.GetSpilledBytes() != quarter || st.GetSpilledObjects() != 1 || st.GetSpilledTotalBytes() != quarter {
+		t.Errorf("stats after a direct spill: got %d bytes in %d objects, %d in all; want %d, 1, %d", st.GetSpilledBytes(), st.GetSpilledObjects(), st.GetSpilledTotalBytes(), quarter, quarter)
+	}
+	readObject(t, objs, jobObj(5), quarter, 5) // restored, spilling object 1
+
+	// Object 5 is in the arena with its spill copy: dropping it writes
+	// nothing, so the next producer gets the arena.
+	six, _, err := objs.alloc(jobObj(6), job, quarter, false, true)
+	if err != nil || six == nil || six.direct != "" || !six.inArena {
+		t.Fatalf("alloc with a cheap candidate: got %+v, %v; want an arena region", six, err)
+	}
+	writeRegion(t, objs, six.off, quarter, 6)
+	if ok, err := objs.sealAlloc(jobObj(6), quarter); !ok || err != nil {
+		t.Fatal(err)
+	}
+
+	short, _, err := objs.alloc(jobObj(7), job, quarter, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeDirect(t, short, quarter/2, 7)
+	if ok, err := objs.sealAlloc(jobObj(7), quarter); !ok || !errors.Is(err, errs.ErrInvalidArgument) || !strings.Contains(err.Error(), "has 131072 bytes") {
+		t.Fatalf("seal of a short direct spill: got %v, %v; want an invalid-argument error naming the file's size", ok, err)
+	}
+	objs.free(jobObj(7))
+	for _, id := range []ids.ObjectID{jobObj(1), jobObj(5)} {
+		objs.free(id)
+	}
+	if got := spillFiles(t, objs); len(got) != 0 {
+		t.Fatalf("spill files with every spilled object and direct spill freed: got %v, want none", got)
+	}
+
+	// Fill again with objects that must be spilled, then end the job
+	// while a direct spill is being written: the raylet forgets it, and the
+	// seal that follows finds no allocation (the producer then removes its
+	// file, as it does after any failed seal).
+	for i := 8; i < 10; i++ {
+		putObject(t, objs, jobObj(uint32(i)), quarter, byte(i))
+	}
+	late, _, err := objs.alloc(jobObj(10), job, quarter, false, true)
+	if err != nil || late == nil || late.direct == "" {
+		t.Fatalf("alloc into a full arena: got %+v, %v; want a direct spill file", late, err)
+	}
+	objs.freeAll(objs.finishJob(job))
+	if got := spillFiles(t, objs); len(got) != 0 {
+		t.Fatalf("spill files after the job ended: got %v, want none", got)
+	}
+	if ok, err := objs.sealAlloc(jobObj(10), quarter); ok || err != nil {
+		t.Fatalf("seal of a direct spill of a finished job: got %v, %v; want no allocation found", ok, err)
+	}
+	if objs.has(jobObj(10)) {
+		t.Fatal("a direct spill of a finished job is recorded")
 	}
 }

@@ -59,9 +59,12 @@ func (r *Raylet) allocateObject(req *pb.AllocateObjectRequest) (*pb.AllocateObje
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "AllocateObject: %v", err)
 	}
-	o, exists, err := r.objects.alloc(id, jobID, req.GetSize(), false)
+	o, exists, err := r.objects.alloc(id, jobID, req.GetSize(), false, req.GetAcceptSpillFile())
 	if err != nil || o == nil {
 		return &pb.AllocateObjectResponse{Exists: exists}, err
+	}
+	if o.direct != "" {
+		return &pb.AllocateObjectResponse{SpillPath: o.direct}, nil
 	}
 	return &pb.AllocateObjectResponse{Ok: true, Offset: o.off}, nil
 }
@@ -134,13 +137,16 @@ func (r *Raylet) pullObject(ctx context.Context, req *pb.PullObjectRequest) (*pb
 			return nil, err
 		}
 		if found {
+			if req.GetKeepAsReplica() && !r.objects.keepAsReplica(id) && attempt < pullAttempts {
+				continue // evicted before it was kept: pull it again
+			}
 			return &pb.PullObjectResponse{Local: r.location(p, loc), SpillPath: p.spillPath, SpillOffset: p.spillOff}, nil
 		}
 		from, here := loc.GetRayletAddress(), string(loc.GetNodeId()) == string(r.nodeID[:])
 		if from == "" && !here {
 			return nil, errs.New(errs.KindInvalidArgument, "", "PullObject: object %s is not on node %s and the request names no location to pull it from", id, r.nodeID)
 		}
-		if from == r.addr || here {
+		if srcs := pullSources(loc, r.nodeID); len(srcs) == 0 || (len(loc.GetReplicas()) == 0 && from == r.addr) {
 			return nil, errs.New(errs.KindObjectLost, "", "object %s is not in the object store of node %s, where its location says it is (freed, or its job ended)", id, r.nodeID)
 		}
 		if attempt >= pullAttempts {

@@ -47,3 +47,53 @@ func (r *Raylet) pullUnreachable(ctx context.Context, id ids.ObjectID, loc *pb.O
 	lost.NodeID = loc.GetNodeId()
 	return lost
 }
+
+// reportUnreachable tells the head that the raylet of node at addr could
+// not be reached (a pull went past it to a replica), marking the node dead
+// in this raylet's view when the head declares it so.
+func (r *Raylet) reportUnreachable(node []byte, addr string) {
+	if r.head == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, reportTimeout)
+	defer cancel()
+	resp, err := r.head.ReportUnreachable(ctx, &pb.ReportUnreachableRequest{NodeId: node, Address: addr})
+	if err != nil {
+		r.log.Debug("report an unreachable raylet to the head", "address", addr, "err", err)
+		return
+	}
+	if resp.GetDead() {
+		r.view.markDead(node)
+	}
+}
+
+// knownPeer checks that addr is the raylet of a node the head registered
+// (node, when given, its ID), asking the head for the node table once when
+// this raylet's view does not have it: a raylet pulls only from nodes of
+// its cluster, so a forged location cannot make it dial anyone else with
+// the cluster's credentials, nor store what they send.
+func (r *Raylet) knownPeer(ctx context.Context, node []byte, addr string) error {
+	if r.head == nil {
+		return nil // no cluster to check against (a raylet on its own, in tests)
+	}
+	has := func() bool {
+		nodes, _ := r.view.snapshot()
+		for _, n := range nodes {
+			if n.GetAddress() == addr && (len(node) == 0 || string(n.GetNodeId()) == string(node)) {
+				return true
+			}
+		}
+		return false
+	}
+	if has() {
+		return nil
+	}
+	_, _, _ = r.viewRefresh.Do("", func() (any, error) {
+		r.refreshView(ctx)
+		return nil, nil
+	})
+	if has() {
+		return nil
+	}
+	return errs.New(errs.KindInvalidArgument, "", "%s is not the raylet of a node of this cluster (the head has no such node): a raylet pulls objects only from the nodes the head registered", addr)
+}

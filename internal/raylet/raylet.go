@@ -84,6 +84,9 @@ type Raylet struct {
 
 	binFlight singleflight.Group // job binary fetches, by sha hex
 	jobFlight singleflight.Group // GetJob + binary, by job ID
+	// viewRefresh: refreshes of the cluster view asked for by pulls from
+	// a node the view does not have (knownPeer), one at a time.
+	viewRefresh singleflight.Group
 
 	stopOnce    sync.Once
 	workersOnce sync.Once
@@ -280,8 +283,8 @@ func (r *Raylet) makeDirs() error {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 	} else {
-		base := rpc.RuntimeDir()
-		if err := os.MkdirAll(base, 0o700); err != nil {
+		base, err := rpc.MakeRuntimeDir()
+		if err != nil {
 			return fmt.Errorf("raylet: data dir: %w", err)
 		}
 		// Directories left by raylets that were killed before they could
@@ -347,6 +350,12 @@ func (r *Raylet) makeDirs() error {
 		r.wg.Go(func() { r.objects.spillLoop(r.ctx.Done()) })
 	}
 	r.transfer = newTransfer(r.nodeID, r.token, r.storeDir, r.objects, r.log)
+	r.transfer.known = r.knownPeer
+	r.transfer.unreachable = func(node []byte, addr string) {
+		if r.ctx.Err() == nil {
+			r.wg.Go(func() { r.reportUnreachable(node, addr) })
+		}
+	}
 	disk, err := files.OpenDisk(r.dataDir)
 	if err != nil {
 		return fmt.Errorf("raylet: %w", err)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -503,6 +505,14 @@ func TestObjectArenaFull(t *testing.T) {
 	checkFull("PullObject of 3 MiB into a 1 MiB arena", err)
 	if exists(store.Path(node.StoreDir(), id)) {
 		t.Error("the failed pull left a file in the store directory")
+	}
+	// Sizes at the top of uint64 must not wrap to a small region.
+	for _, size := range []uint64{math.MaxUint64, math.MaxUint64 - 4095, 1 << 63} {
+		huge := ids.NewTaskID(job).ObjectID(3)
+		a, err := dst.AllocateObject(callCtx(t), &pb.AllocateObjectRequest{ObjectId: huge[:], Size: size, JobId: job[:]})
+		if a.GetOk() || !errors.Is(errs.FromStatus(err), errs.ErrObjectStoreFull) || !strings.Contains(err.Error(), fmt.Sprint(size)) {
+			t.Errorf("AllocateObject of %d bytes: got %v, %v; want ErrObjectStoreFull naming the size", size, a, err)
+		}
 	}
 	// The raylet keeps serving: an object that fits goes into the arena.
 	small := ids.NewTaskID(job).ObjectID(2)

@@ -101,6 +101,7 @@ func TestSpillRestoreEndToEnd(t *testing.T) {
 	if len(filesIn(t, head.SpillDir())) == 0 {
 		t.Fatal("no spill files after putting 3 × the capacity")
 	}
+	t.Logf("%d of %d puts written straight to a spill file", st.GetDirectSpilledTotal(), n)
 	// Read in put order (the first ones were spilled), then again backwards.
 	for _, order := range [][2]int{{0, 1}, {n - 1, -1}} {
 		for i := order[0]; i >= 0 && i < n; i += order[1] {
@@ -242,4 +243,65 @@ func TestSpillDirRemoved(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("spill dir after Stop: %v, want it removed", err)
 	}
+}
+
+// With no background spilling (threshold 1), every put into a full arena
+// is written by its producer straight to a spill file: the objects read
+// back intact, from this node and through the store's own pin, and
+// dropping them leaves no file.
+func TestDirectSpillEndToEnd(t *testing.T) {
+	const capacity = 8 << 20
+	head := startTestHead(t, Config{
+		Resources:               map[string]float64{"CPU": 1},
+		TokenFile:               filepath.Join(t.TempDir(), "token"),
+		Logger:                  testLogger(t),
+		Stderr:                  t.Output(),
+		ObjectStoreMemory:       capacity,
+		ObjectSpillingThreshold: 1,
+		ObjectSpillingDir:       filepath.Join(t.TempDir(), "spill"),
+	}, headOpts{})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c, err := core.InitDriver(ctx, core.Options{Address: head.Address(), Token: head.Token(), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("InitDriver: %v", err)
+	}
+	t.Cleanup(c.Shutdown)
+
+	const size = 1 << 20
+	n := 3 * capacity / size
+	pattern := func(i int) []byte { return bytes.Repeat([]byte{byte(i + 1)}, size) }
+	refs := make([]core.Ref, n)
+	for i := range refs {
+		if refs[i], err = c.Put(ctx, pattern(i)); err != nil {
+			t.Fatalf("put %d of %d: %v", i+1, n, err)
+		}
+	}
+	st := nodeStoreStats(t, head)
+	if st.GetDirectSpilledTotal() == 0 || st.GetSpilledObjects() < st.GetDirectSpilledTotal() || st.GetUsedBytes() > capacity {
+		t.Fatalf("after putting 3 × the capacity with no background spilling: got %v, want puts written straight to spill files", st)
+	}
+	direct := 0
+	for i, r := range refs {
+		if where(head.objects, r.Info().ID) == "spill" {
+			direct++
+		}
+		p, err := c.GetPayload(ctx, r.Info())
+		if err != nil || !bytes.Equal(p.GetData(), pattern(i)) {
+			t.Fatalf("object %d read back: differs (%v)", i, err)
+		}
+	}
+	if direct == 0 {
+		t.Fatal("no object is in a spill file only")
+	}
+	v, err := c.GetPayloadView(ctx, refs[n-1].Info()) // restored into the arena
+	if err != nil || !bytes.Equal(v.GetData(), pattern(n-1)) {
+		t.Fatalf("view of the last object: differs (%v)", err)
+	}
+	refs, v = nil, nil
+	testwait.Eventually(t, 30*time.Second, "every dropped object freed, in memory and on disk", func() bool {
+		runtime.GC()
+		st := nodeStoreStats(t, head)
+		return len(filesIn(t, head.SpillDir())) == 0 && st.GetUsedBytes() == 0 && st.GetSpilledObjects() == 0
+	})
 }

@@ -1,12 +1,14 @@
 package raylet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -39,6 +41,11 @@ type transfer struct {
 	log      *slog.Logger
 
 	flight singleflight.Group // pulls, by object ID
+	// unreachable, when set, tells the head of a raylet a pull could not
+	// reach and went past to a replica.
+	unreachable func(node []byte, addr string)
+	// known, when set, checks that a source is a node of the cluster.
+	known func(ctx context.Context, node []byte, addr string) error
 
 	mu     sync.Mutex
 	peers  map[string]*grpc.ClientConn // guarded by mu: by raylet address
@@ -124,12 +131,27 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 	if t.objects.has(id) {
 		return nil
 	}
-	client, err := t.peer(loc.GetRayletAddress())
-	if err != nil {
-		return err
+	sources := pullSources(loc, t.nodeID)
+	if len(sources) == 0 {
+		return errs.New(errs.KindObjectLost, "", "pull object %s: its location names no other node that holds it", id)
+	}
+	if t.known != nil {
+		var firstErr error
+		kept := sources[:0:0]
+		for _, s := range sources {
+			if err := t.known(ctx, s.node, s.addr); err != nil {
+				firstErr = cmp.Or(firstErr, err)
+				continue
+			}
+			kept = append(kept, s)
+		}
+		if len(kept) == 0 {
+			return firstErr
+		}
+		sources = kept
 	}
 	var sink pullSink
-	alloc, exists, err := t.objects.alloc(id, jobID, loc.GetSize(), true)
+	alloc, exists, err := t.objects.alloc(id, jobID, loc.GetSize(), true, false)
 	if err != nil || exists {
 		return err
 	}
@@ -161,34 +183,35 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 			os.Remove(sink.f.Name())
 		}
 	}()
+	// Each source is tried in turn, resuming at the byte the last one
+	// stopped at: a replica holds the same bytes.
 	var off uint64
 	total := int64(-1)
 	var lastErr error
-	for attempt := 0; attempt < pullAttempts; attempt++ {
-		err := t.pullStream(ctx, client, id, &sink, &off, &total)
-		if err == nil && total >= 0 && off == uint64(total) {
-			lastErr = nil
+	from := loc.GetRayletAddress()
+	for i, src := range sources {
+		if i > 0 {
+			t.log.Info("object pull failing over to a replica", "object", id, "from", from, "to", src.addr, "offset", off, "err", lastErr)
+		}
+		from = src.addr
+		lastErr = t.pullFrom(ctx, src.addr, id, &sink, &off, &total)
+		if lastErr == nil || ctx.Err() != nil {
 			break
 		}
-		if err == nil {
-			err = fmt.Errorf("stream ended at byte %d of %d", off, total)
+		if i+1 < len(sources) && errors.Is(lastErr, errs.ErrUnavailable) && t.unreachable != nil {
+			// Failing over: the source still counts as down, for the head.
+			t.unreachable(src.node, src.addr)
 		}
-		lastErr = err
-		var ge *errs.Error
-		if errors.As(err, &ge) || ctx.Err() != nil {
-			break // the holder answered definitely, or we ran out of time
-		}
-		t.log.Debug("object pull interrupted, resuming", "object", id, "offset", off, "err", err)
 	}
 	if lastErr != nil {
 		var ge *errs.Error
 		if errors.As(lastErr, &ge) {
 			return lastErr
 		}
-		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: %v", id, loc.GetRayletAddress(), lastErr)
+		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: %v", id, from, lastErr)
 	}
 	if want := loc.GetSize(); want != 0 && want != off {
-		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, loc.GetRayletAddress(), off, want)
+		return errs.New(errs.KindObjectLost, "", "pull object %s from %s: got %d bytes, its location says %d", id, from, off, want)
 	}
 	if alloc != nil {
 		committed = true // sealPulled frees the region if it cannot seal it
@@ -199,6 +222,57 @@ func (t *transfer) pull(ctx context.Context, id ids.ObjectID, jobID ids.JobID, l
 	}
 	committed = true
 	return t.objects.sealFile(id, jobID, off)
+}
+
+// pullSource is a raylet a pull may read the object from.
+type pullSource struct {
+	node []byte
+	addr string
+}
+
+// pullSources are the raylets a pull of the object at loc may read from:
+// loc's, then its replicas', this node's left out.
+func pullSources(loc *pb.ObjectLocation, self ids.NodeID) []pullSource {
+	var out []pullSource
+	add := func(node []byte, addr string) {
+		if addr == "" || (len(node) > 0 && string(node) == string(self[:])) ||
+			slices.ContainsFunc(out, func(s pullSource) bool { return s.addr == addr }) {
+			return
+		}
+		out = append(out, pullSource{node, addr})
+	}
+	add(loc.GetNodeId(), loc.GetRayletAddress())
+	for _, r := range loc.GetReplicas() {
+		add(r.GetNodeId(), r.GetRayletAddress())
+	}
+	return out
+}
+
+// pullFrom streams the object from the raylet at addr into sink from *off
+// on, resuming a bounded number of times after an interrupted stream; nil
+// once it has every byte.
+func (t *transfer) pullFrom(ctx context.Context, addr string, id ids.ObjectID, sink *pullSink, off *uint64, total *int64) error {
+	client, err := t.peer(addr)
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	for attempt := 0; attempt < pullAttempts; attempt++ {
+		err := t.pullStream(ctx, client, id, sink, off, total)
+		if err == nil && *total >= 0 && *off == uint64(*total) {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("stream ended at byte %d of %d", *off, *total)
+		}
+		lastErr = err
+		var ge *errs.Error
+		if errors.As(err, &ge) || ctx.Err() != nil {
+			break // the holder answered definitely, or we ran out of time
+		}
+		t.log.Debug("object pull interrupted, resuming", "object", id, "offset", *off, "err", err)
+	}
+	return lastErr
 }
 
 // storeFileErr is the error of writing object id's file of size bytes into

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,11 +23,15 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // MaxMessageSize bounds every gRPC message goray sends or accepts. Values above
 // the inline limit travel through the object store in chunks, never whole.
 const MaxMessageSize = 16 << 20
+
+// handshakeTimeout bounds a new connection's handshake on a server.
+const handshakeTimeout = 10 * time.Second
 
 // tokenKey is the metadata key that carries the cluster token.
 const tokenKey = "authorization"
@@ -45,18 +50,84 @@ func GenerateToken() (string, error) {
 // WriteTokenFile writes token to path with mode 0600, creating its directory
 // with mode 0700.
 func WriteTokenFile(path, token string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := makeTokenDir(dir); err != nil {
 		return fmt.Errorf("write cluster token: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
+	// A fresh name opened with O_EXCL: a file or symlink planted in the
+	// directory is never written through.
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
 		return fmt.Errorf("write cluster token: %w", err)
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	tmp := f.Name()
+	_, err = f.WriteString(token + "\n")
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write cluster token: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write cluster token: %w", err)
+	return nil
+}
+
+// makeTokenDir makes dir, where a token file goes, if need be. Inside the
+// per-user runtime directory every directory on the way must be this
+// user's own, not a symlink, and closed to others (mode 0700): one another
+// user made first could be read, or have files planted in it.
+func makeTokenDir(dir string) error {
+	root := RuntimeDir()
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return os.MkdirAll(dir, 0o700) // a directory the user chose
+	}
+	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+		return err
+	}
+	at := root
+	for _, part := range append([]string{""}, strings.Split(rel, string(filepath.Separator))...) {
+		if part != "" && part != "." {
+			at = filepath.Join(at, part)
+		}
+		if err := os.Mkdir(at, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := CheckPrivateDir(at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MakeRuntimeDir makes the per-user runtime directory if need be and
+// checks that it is this user's own and closed to others; it returns it.
+func MakeRuntimeDir() (string, error) {
+	root := RuntimeDir()
+	return root, makeTokenDir(root)
+}
+
+// CheckPrivateDir checks that dir is a directory (not a symlink) owned by
+// this process's user with no access for others.
+func CheckPrivateDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeSymlink != 0 || !st.IsDir() {
+		return fmt.Errorf("%s is not a directory of its own (a symlink or a file): another user may have made it; remove it, or set GORAY_TOKEN_FILE to a path in a directory of yours", dir)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Getuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by this user (uid %d): another user may read or plant files there; remove it, or set GORAY_TOKEN_FILE to a path in a directory of yours", dir, sys.Uid, os.Getuid())
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: other users can reach into it; chmod 700 %s, or remove it", dir, perm, dir)
 	}
 	return nil
 }
@@ -116,12 +187,22 @@ func ServerOptions(token string) []grpc.ServerOption {
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		// A connection that has not finished its HTTP/2 handshake by then is
+		// closed (gRPC's default holds a half-open one for 120 s).
+		grpc.ConnectionTimeout(handshakeTimeout),
 		// Outermost, so it sees every handler's error (errors.go).
 		grpc.ChainUnaryInterceptor(unaryServerErrors),
 		grpc.ChainStreamInterceptor(streamServerErrors),
 	}
 	if token != "" {
 		opts = append(opts,
+			// Before a stream's request is read: a caller without the token
+			// costs no more than its headers.
+			grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+				return ctx, checkTokenMD(info.Header, token)
+			}),
+			// And again in the handlers' chain, where the token is known to
+			// have been seen whatever the transport.
 			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				if err := checkToken(ctx, token); err != nil {
 					return nil, err
@@ -141,6 +222,10 @@ func ServerOptions(token string) []grpc.ServerOption {
 
 func checkToken(ctx context.Context, token string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
+	return checkTokenMD(md, token)
+}
+
+func checkTokenMD(md metadata.MD, token string) error {
 	vals := md.Get(tokenKey)
 	if len(vals) == 0 {
 		return status.Error(codes.Unauthenticated, "missing cluster token: set GORAY_TOKEN or GORAY_TOKEN_FILE to the token the head wrote")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -282,10 +283,14 @@ var ErrNoRoom = errors.New("object store: no free region of the arena is large e
 var ErrShmFull = errors.New("object store: the shared memory under the store directory is full")
 
 // Footprint is what a region of n bytes takes of the arena (n rounded up to
-// whole pages).
+// whole pages). A size within a page of 2^64 saturates at the largest page
+// multiple rather than wrap to a small one: it never fits.
 func Footprint(n uint64) uint64 {
 	if n == 0 {
 		n = 1
+	}
+	if n > math.MaxUint64-(arenaAlign-1) {
+		return math.MaxUint64 &^ (arenaAlign - 1)
 	}
 	return (n + arenaAlign - 1) &^ (arenaAlign - 1)
 }

@@ -50,6 +50,18 @@ test('put/get of each encoding', { skip }, async () => {
   assert.deepEqual(got.data, pb.data);
 });
 
+test('put with replicas', { skip }, async () => {
+  const nodes = client.info.node_count;
+  const ref = await client.put({ kept: 'twice' }, { replicas: 2 });
+  assert.equal(ref.replicas, Math.min(2, nodes));
+  assert.deepEqual(await client.get(ref), { kept: 'twice' });
+  const all = await client.put(Buffer.alloc(200 << 10, 7), { replicas: 5 });
+  assert.equal(all.replicas, Math.min(5, nodes));
+  assert.deepEqual(await client.get(all), Buffer.alloc(200 << 10, 7));
+  assert.equal((await client.put(1)).replicas, 1);
+  await assert.rejects(client.put(1, { replicas: 65 }), (err) => err.code === 3 && /65 replicas/.test(err.message));
+});
+
 test('list namespace', { skip }, async () => {
   const ns = await client.listNamespace();
   assert.deepEqual(ns.functions.square, ['int64']);

@@ -88,11 +88,13 @@ class Ref:
     """A reference to an object held by the cluster for this client. Pass it
     to get, or as an argument of a call (the callee receives its value)."""
 
-    __slots__ = ("namespace", "object_id")
+    __slots__ = ("namespace", "object_id", "replicas")
 
-    def __init__(self, namespace: str, object_id: bytes):
+    def __init__(self, namespace: str, object_id: bytes, replicas: Optional[int] = None):
         self.namespace = namespace
         self.object_id = bytes(object_id)
+        # For a ref from put: how many nodes hold a copy.
+        self.replicas = replicas
 
     @classmethod
     def _from_pb(cls, r: "_cpb.ClientRef") -> "Ref":
@@ -224,9 +226,12 @@ class Client:
 
     # -- objects
 
-    def put(self, value: Any, encoding: Optional[str] = None, namespace: Optional[str] = None) -> Ref:
+    def put(self, value: Any, encoding: Optional[str] = None, namespace: Optional[str] = None,
+            replicas: int = 0) -> Ref:
         """Stores value and returns its ref. bytes go raw, protobuf messages as
-        protobuf, anything else as MessagePack unless encoding says otherwise."""
+        protobuf, anything else as MessagePack unless encoding says otherwise.
+        With replicas=n (1 to 64) the value is kept on n distinct nodes (all of
+        them when fewer are alive); the ref's replicas says how many."""
         p = _encode(value, encoding)
         ns = namespace or self.namespace
         chunk = self._chunk
@@ -234,7 +239,7 @@ class Client:
         def requests():
             data = p.data
             yield _cpb.PutRequest(namespace=ns, encoding=p.encoding, type_url=p.type_url,
-                                  size=len(data), chunk=data[:chunk])
+                                  size=len(data), chunk=data[:chunk], replicas=replicas)
             for off in range(chunk, len(data), chunk):
                 yield _cpb.PutRequest(chunk=data[off:off + chunk])
 
@@ -242,7 +247,9 @@ class Client:
             resp = self._stub.Put(requests(), metadata=self._metadata, timeout=self.timeout)
         except grpc.RpcError as e:
             raise _error(e) from None
-        return Ref._from_pb(resp.ref)
+        ref = Ref._from_pb(resp.ref)
+        ref.replicas = resp.replicas
+        return ref
 
     def get(self, ref: Ref, timeout: Optional[float] = None) -> Any:
         """Waits for the object (up to timeout seconds, default the client's)

@@ -53,6 +53,20 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(self.client.get(self.client.put(b"abc")), b"abc")
         self.assertEqual(self.client.get(self.client.put([1, "two"])), [1, "two"])
 
+    def test_put_with_replicas(self):
+        nodes = self.client.info.node_count
+        ref = self.client.put({"kept": "twice"}, replicas=2)
+        self.assertEqual(ref.replicas, min(2, nodes))
+        self.assertEqual(self.client.get(ref), {"kept": "twice"})
+        big = bytes([7]) * (200 << 10)
+        every = self.client.put(big, replicas=5)
+        self.assertEqual(every.replicas, min(5, nodes))
+        self.assertEqual(self.client.get(every), big)
+        self.assertEqual(self.client.put(1).replicas, 1)
+        with self.assertRaises(goray.InvalidArgumentError) as cm:
+            self.client.put(1, replicas=65)
+        self.assertIn("65 replicas", str(cm.exception))
+
     def test_list_namespace(self):
         ns = self.client.list_namespace()
         self.assertEqual(ns["functions"]["square"], ["int64"])
@@ -133,6 +147,8 @@ class ClientTest(unittest.TestCase):
         c = self.client
         cases = {
             "wrong argument type": lambda: c.call("square", "not a number"),
+            "integer out of range": lambda: c.call("square", 2**63),
+            "None for an integer": lambda: c.call("square", None),
             "wrong struct field type": lambda: c.call("greet", {"name": 1, "age": "x"}),
             "wrong argument count": lambda: c.remote("add", 1),
             "undecodable msgpack": lambda: c.put(goray.Encoded("msgpack", b"\xc1")),

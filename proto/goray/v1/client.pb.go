@@ -314,7 +314,10 @@ type PutRequest struct {
 	Size uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
 	// Any message: the next bytes of the value, at most
 	// HandshakeResponse.chunk_size (1 MiB) each.
-	Chunk         []byte `protobuf:"bytes,5,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Chunk []byte `protobuf:"bytes,5,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// First message only: keep copies on this many distinct nodes (0 or 1:
+	// one; at most 64), as the Go SDK's objectstore.WithReplicas.
+	Replicas      uint32 `protobuf:"varint,6,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,9 +387,19 @@ func (x *PutRequest) GetChunk() []byte {
 	return nil
 }
 
+func (x *PutRequest) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
 type PutResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *ClientRef             `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   *ClientRef             `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// How many nodes hold a copy (fewer than asked when fewer nodes are
+	// alive).
+	Replicas      uint32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +439,13 @@ func (x *PutResponse) GetRef() *ClientRef {
 		return x.Ref
 	}
 	return nil
+}
+
+func (x *PutResponse) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
 }
 
 type GetRequest struct {
@@ -2055,16 +2075,18 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\tClientArg\x12)\n" +
 	"\x05value\x18\x01 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x12'\n" +
 	"\x03ref\x18\x02 \x01(\v2\x13.goray.v1.ClientRefH\x00R\x03refB\x06\n" +
-	"\x04kind\"\x9f\x01\n" +
+	"\x04kind\"\xbb\x01\n" +
 	"\n" +
 	"PutRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n" +
 	"\bencoding\x18\x02 \x01(\x0e2\x12.goray.v1.EncodingR\bencoding\x12\x19\n" +
 	"\btype_url\x18\x03 \x01(\tR\atypeUrl\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05chunk\x18\x05 \x01(\fR\x05chunk\"4\n" +
+	"\x05chunk\x18\x05 \x01(\fR\x05chunk\x12\x1a\n" +
+	"\breplicas\x18\x06 \x01(\rR\breplicas\"P\n" +
 	"\vPutResponse\x12%\n" +
-	"\x03ref\x18\x01 \x01(\v2\x13.goray.v1.ClientRefR\x03ref\"3\n" +
+	"\x03ref\x18\x01 \x01(\v2\x13.goray.v1.ClientRefR\x03ref\x12\x1a\n" +
+	"\breplicas\x18\x02 \x01(\rR\breplicas\"3\n" +
 	"\n" +
 	"GetRequest\x12%\n" +
 	"\x03ref\x18\x01 \x01(\v2\x13.goray.v1.ClientRefR\x03ref\"\x82\x01\n" +

@@ -270,7 +270,7 @@ func (x SchedulingStrategy_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SchedulingStrategy_Kind.Descriptor instead.
 func (SchedulingStrategy_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_goray_v1_common_proto_rawDescGZIP(), []int{7, 0}
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{8, 0}
 }
 
 // Payload is one encoded value.
@@ -460,8 +460,12 @@ type ObjectLocation struct {
 	TypeUrl       string   `protobuf:"bytes,5,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
 	// The object lives in the node's shared-memory arena (<store_dir>/arena)
 	// at arena_offset, rather than in a file of its own in the store directory.
-	InArena       bool   `protobuf:"varint,6,opt,name=in_arena,json=inArena,proto3" json:"in_arena,omitempty"`
-	ArenaOffset   uint64 `protobuf:"varint,7,opt,name=arena_offset,json=arenaOffset,proto3" json:"arena_offset,omitempty"`
+	InArena     bool   `protobuf:"varint,6,opt,name=in_arena,json=inArena,proto3" json:"in_arena,omitempty"`
+	ArenaOffset uint64 `protobuf:"varint,7,opt,name=arena_offset,json=arenaOffset,proto3" json:"arena_offset,omitempty"`
+	// Other nodes that hold a full copy of the object as a replica
+	// (objectstore.WithReplicas): a reader, or a raylet pulling the object,
+	// that cannot read it at this location reads it at one of these.
+	Replicas      []*ObjectReplica `protobuf:"bytes,8,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,6 +549,67 @@ func (x *ObjectLocation) GetArenaOffset() uint64 {
 	return 0
 }
 
+func (x *ObjectLocation) GetReplicas() []*ObjectReplica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// ObjectReplica is a node holding a copy of an object as a replica.
+type ObjectReplica struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Address of the node's raylet.
+	RayletAddress string `protobuf:"bytes,2,opt,name=raylet_address,json=rayletAddress,proto3" json:"raylet_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectReplica) Reset() {
+	*x = ObjectReplica{}
+	mi := &file_goray_v1_common_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectReplica) ProtoMessage() {}
+
+func (x *ObjectReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_common_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectReplica.ProtoReflect.Descriptor instead.
+func (*ObjectReplica) Descriptor() ([]byte, []int) {
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ObjectReplica) GetNodeId() []byte {
+	if x != nil {
+		return x.NodeId
+	}
+	return nil
+}
+
+func (x *ObjectReplica) GetRayletAddress() string {
+	if x != nil {
+		return x.RayletAddress
+	}
+	return ""
+}
+
 // ErrorInfo carries a typed error across processes.
 type ErrorInfo struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -565,7 +630,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_goray_v1_common_proto_msgTypes[4]
+	mi := &file_goray_v1_common_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +642,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_common_proto_msgTypes[4]
+	mi := &file_goray_v1_common_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +655,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_goray_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ErrorInfo) GetKind() ErrorKind {
@@ -663,7 +728,7 @@ type Arg struct {
 
 func (x *Arg) Reset() {
 	*x = Arg{}
-	mi := &file_goray_v1_common_proto_msgTypes[5]
+	mi := &file_goray_v1_common_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +740,7 @@ func (x *Arg) String() string {
 func (*Arg) ProtoMessage() {}
 
 func (x *Arg) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_common_proto_msgTypes[5]
+	mi := &file_goray_v1_common_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +753,7 @@ func (x *Arg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Arg.ProtoReflect.Descriptor instead.
 func (*Arg) Descriptor() ([]byte, []int) {
-	return file_goray_v1_common_proto_rawDescGZIP(), []int{5}
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Arg) GetKind() isArg_Kind {
@@ -747,7 +812,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_goray_v1_common_proto_msgTypes[6]
+	mi := &file_goray_v1_common_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +824,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_common_proto_msgTypes[6]
+	mi := &file_goray_v1_common_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +837,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_goray_v1_common_proto_rawDescGZIP(), []int{6}
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeInfo) GetNodeId() []byte {
@@ -831,7 +896,7 @@ type SchedulingStrategy struct {
 
 func (x *SchedulingStrategy) Reset() {
 	*x = SchedulingStrategy{}
-	mi := &file_goray_v1_common_proto_msgTypes[7]
+	mi := &file_goray_v1_common_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +908,7 @@ func (x *SchedulingStrategy) String() string {
 func (*SchedulingStrategy) ProtoMessage() {}
 
 func (x *SchedulingStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_common_proto_msgTypes[7]
+	mi := &file_goray_v1_common_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +921,7 @@ func (x *SchedulingStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchedulingStrategy.ProtoReflect.Descriptor instead.
 func (*SchedulingStrategy) Descriptor() ([]byte, []int) {
-	return file_goray_v1_common_proto_rawDescGZIP(), []int{7}
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SchedulingStrategy) GetKind() SchedulingStrategy_Kind {
@@ -936,7 +1001,7 @@ type ActorSpec struct {
 
 func (x *ActorSpec) Reset() {
 	*x = ActorSpec{}
-	mi := &file_goray_v1_common_proto_msgTypes[8]
+	mi := &file_goray_v1_common_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1013,7 @@ func (x *ActorSpec) String() string {
 func (*ActorSpec) ProtoMessage() {}
 
 func (x *ActorSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_common_proto_msgTypes[8]
+	mi := &file_goray_v1_common_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1026,7 @@ func (x *ActorSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActorSpec.ProtoReflect.Descriptor instead.
 func (*ActorSpec) Descriptor() ([]byte, []int) {
-	return file_goray_v1_common_proto_rawDescGZIP(), []int{8}
+	return file_goray_v1_common_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ActorSpec) GetActorId() []byte {
@@ -1093,7 +1158,7 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\tObjectRef\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12#\n" +
 	"\rowner_address\x18\x02 \x01(\tR\fownerAddress\x12&\n" +
-	"\x0fowner_worker_id\x18\x03 \x01(\fR\rownerWorkerId\"\xed\x01\n" +
+	"\x0fowner_worker_id\x18\x03 \x01(\fR\rownerWorkerId\"\xa2\x02\n" +
 	"\x0eObjectLocation\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12%\n" +
 	"\x0eraylet_address\x18\x02 \x01(\tR\rrayletAddress\x12\x12\n" +
@@ -1101,7 +1166,11 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\bencoding\x18\x04 \x01(\x0e2\x12.goray.v1.EncodingR\bencoding\x12\x19\n" +
 	"\btype_url\x18\x05 \x01(\tR\atypeUrl\x12\x19\n" +
 	"\bin_arena\x18\x06 \x01(\bR\ainArena\x12!\n" +
-	"\farena_offset\x18\a \x01(\x04R\varenaOffset\"\xe3\x01\n" +
+	"\farena_offset\x18\a \x01(\x04R\varenaOffset\x123\n" +
+	"\breplicas\x18\b \x03(\v2\x17.goray.v1.ObjectReplicaR\breplicas\"O\n" +
+	"\rObjectReplica\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12%\n" +
+	"\x0eraylet_address\x18\x02 \x01(\tR\rrayletAddress\"\xe3\x01\n" +
 	"\tErrorInfo\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.goray.v1.ErrorKindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
@@ -1195,7 +1264,7 @@ func file_goray_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_goray_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_goray_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_goray_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_goray_v1_common_proto_goTypes = []any{
 	(Encoding)(0),                // 0: goray.v1.Encoding
 	(ErrorKind)(0),               // 1: goray.v1.ErrorKind
@@ -1204,32 +1273,34 @@ var file_goray_v1_common_proto_goTypes = []any{
 	(*Resources)(nil),            // 4: goray.v1.Resources
 	(*ObjectRef)(nil),            // 5: goray.v1.ObjectRef
 	(*ObjectLocation)(nil),       // 6: goray.v1.ObjectLocation
-	(*ErrorInfo)(nil),            // 7: goray.v1.ErrorInfo
-	(*Arg)(nil),                  // 8: goray.v1.Arg
-	(*NodeInfo)(nil),             // 9: goray.v1.NodeInfo
-	(*SchedulingStrategy)(nil),   // 10: goray.v1.SchedulingStrategy
-	(*ActorSpec)(nil),            // 11: goray.v1.ActorSpec
-	nil,                          // 12: goray.v1.Resources.AmountsEntry
+	(*ObjectReplica)(nil),        // 7: goray.v1.ObjectReplica
+	(*ErrorInfo)(nil),            // 8: goray.v1.ErrorInfo
+	(*Arg)(nil),                  // 9: goray.v1.Arg
+	(*NodeInfo)(nil),             // 10: goray.v1.NodeInfo
+	(*SchedulingStrategy)(nil),   // 11: goray.v1.SchedulingStrategy
+	(*ActorSpec)(nil),            // 12: goray.v1.ActorSpec
+	nil,                          // 13: goray.v1.Resources.AmountsEntry
 }
 var file_goray_v1_common_proto_depIdxs = []int32{
 	0,  // 0: goray.v1.Payload.encoding:type_name -> goray.v1.Encoding
-	12, // 1: goray.v1.Resources.amounts:type_name -> goray.v1.Resources.AmountsEntry
+	13, // 1: goray.v1.Resources.amounts:type_name -> goray.v1.Resources.AmountsEntry
 	0,  // 2: goray.v1.ObjectLocation.encoding:type_name -> goray.v1.Encoding
-	1,  // 3: goray.v1.ErrorInfo.kind:type_name -> goray.v1.ErrorKind
-	3,  // 4: goray.v1.Arg.value:type_name -> goray.v1.Payload
-	5,  // 5: goray.v1.Arg.ref:type_name -> goray.v1.ObjectRef
-	4,  // 6: goray.v1.NodeInfo.total:type_name -> goray.v1.Resources
-	4,  // 7: goray.v1.NodeInfo.available:type_name -> goray.v1.Resources
-	2,  // 8: goray.v1.SchedulingStrategy.kind:type_name -> goray.v1.SchedulingStrategy.Kind
-	4,  // 9: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
-	4,  // 10: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
-	8,  // 11: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
-	10, // 12: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 3: goray.v1.ObjectLocation.replicas:type_name -> goray.v1.ObjectReplica
+	1,  // 4: goray.v1.ErrorInfo.kind:type_name -> goray.v1.ErrorKind
+	3,  // 5: goray.v1.Arg.value:type_name -> goray.v1.Payload
+	5,  // 6: goray.v1.Arg.ref:type_name -> goray.v1.ObjectRef
+	4,  // 7: goray.v1.NodeInfo.total:type_name -> goray.v1.Resources
+	4,  // 8: goray.v1.NodeInfo.available:type_name -> goray.v1.Resources
+	2,  // 9: goray.v1.SchedulingStrategy.kind:type_name -> goray.v1.SchedulingStrategy.Kind
+	4,  // 10: goray.v1.ActorSpec.placement_resources:type_name -> goray.v1.Resources
+	4,  // 11: goray.v1.ActorSpec.resources:type_name -> goray.v1.Resources
+	9,  // 12: goray.v1.ActorSpec.args:type_name -> goray.v1.Arg
+	11, // 13: goray.v1.ActorSpec.scheduling_strategy:type_name -> goray.v1.SchedulingStrategy
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_common_proto_init() }
@@ -1237,7 +1308,7 @@ func file_goray_v1_common_proto_init() {
 	if File_goray_v1_common_proto != nil {
 		return
 	}
-	file_goray_v1_common_proto_msgTypes[5].OneofWrappers = []any{
+	file_goray_v1_common_proto_msgTypes[6].OneofWrappers = []any{
 		(*Arg_Value)(nil),
 		(*Arg_Ref)(nil),
 	}
@@ -1247,7 +1318,7 @@ func file_goray_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_common_proto_rawDesc), len(file_goray_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -182,7 +182,11 @@ type PullObjectRequest struct {
 	// With PIN_MODE_READ: the caller reads a spilled object from its spill
 	// file itself (PullObjectResponse.spill_path), so the raylet does not
 	// restore it into the arena.
-	ReadSpilled   bool `protobuf:"varint,5,opt,name=read_spilled,json=readSpilled,proto3" json:"read_spilled,omitempty"`
+	ReadSpilled bool `protobuf:"varint,5,opt,name=read_spilled,json=readSpilled,proto3" json:"read_spilled,omitempty"`
+	// Keep the copy made here as a replica (objectstore.WithReplicas): like a
+	// primary copy, it is spilled when the store is full, never evicted, and
+	// it stays until the object is freed or its job ends.
+	KeepAsReplica bool `protobuf:"varint,6,opt,name=keep_as_replica,json=keepAsReplica,proto3" json:"keep_as_replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +256,13 @@ func (x *PullObjectRequest) GetReadSpilled() bool {
 	return false
 }
 
+func (x *PullObjectRequest) GetKeepAsReplica() bool {
+	if x != nil {
+		return x.KeepAsReplica
+	}
+	return false
+}
+
 type PullObjectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Where the object is in this node's store now.
@@ -317,12 +328,15 @@ func (x *PullObjectResponse) GetSpillOffset() uint64 {
 }
 
 type AllocateObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ObjectId      []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
-	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	JobId         []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId []byte                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Size     uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	JobId    []byte                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The caller can write the object to a spill file itself (see
+	// AllocateObjectResponse.spill_path) when the arena has no room now.
+	AcceptSpillFile bool `protobuf:"varint,4,opt,name=accept_spill_file,json=acceptSpillFile,proto3" json:"accept_spill_file,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AllocateObjectRequest) Reset() {
@@ -376,12 +390,25 @@ func (x *AllocateObjectRequest) GetJobId() []byte {
 	return nil
 }
 
+func (x *AllocateObjectRequest) GetAcceptSpillFile() bool {
+	if x != nil {
+		return x.AcceptSpillFile
+	}
+	return false
+}
+
 type AllocateObjectResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Ok     bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	Offset uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	// The object is sealed in this node's store already: nothing to write.
-	Exists        bool `protobuf:"varint,3,opt,name=exists,proto3" json:"exists,omitempty"`
+	Exists bool `protobuf:"varint,3,opt,name=exists,proto3" json:"exists,omitempty"`
+	// The arena is full and making room would mean waiting for a spill (only
+	// when the request accepts it): the caller creates this new file (O_EXCL)
+	// in the node's spill directory, writes the object's bytes into it from
+	// offset 0, and seals it; the object is stored spilled, as if it had been
+	// put into the arena and spilled at once. ok is false then.
+	SpillPath     string `protobuf:"bytes,4,opt,name=spill_path,json=spillPath,proto3" json:"spill_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +462,13 @@ func (x *AllocateObjectResponse) GetExists() bool {
 		return x.Exists
 	}
 	return false
+}
+
+func (x *AllocateObjectResponse) GetSpillPath() string {
+	if x != nil {
+		return x.SpillPath
+	}
+	return ""
 }
 
 type FreeObjectsRequest struct {
@@ -618,9 +652,12 @@ type ObjectStoreStats struct {
 	RestoredTotalBytes uint64 `protobuf:"varint,7,opt,name=restored_total_bytes,json=restoredTotalBytes,proto3" json:"restored_total_bytes,omitempty"`
 	EvictedTotal       uint64 `protobuf:"varint,8,opt,name=evicted_total,json=evictedTotal,proto3" json:"evicted_total,omitempty"`
 	// The spill directory of this raylet.
-	SpillDir      string `protobuf:"bytes,9,opt,name=spill_dir,json=spillDir,proto3" json:"spill_dir,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpillDir string `protobuf:"bytes,9,opt,name=spill_dir,json=spillDir,proto3" json:"spill_dir,omitempty"`
+	// Objects put into a full arena that their producers wrote straight to a
+	// spill file (AllocateObjectResponse.spill_path), since start.
+	DirectSpilledTotal uint64 `protobuf:"varint,10,opt,name=direct_spilled_total,json=directSpilledTotal,proto3" json:"direct_spilled_total,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ObjectStoreStats) Reset() {
@@ -716,6 +753,13 @@ func (x *ObjectStoreStats) GetSpillDir() string {
 	return ""
 }
 
+func (x *ObjectStoreStats) GetDirectSpilledTotal() uint64 {
+	if x != nil {
+		return x.DirectSpilledTotal
+	}
+	return 0
+}
+
 var File_goray_v1_local_object_proto protoreflect.FileDescriptor
 
 const file_goray_v1_local_object_proto_rawDesc = "" +
@@ -725,26 +769,30 @@ const file_goray_v1_local_object_proto_rawDesc = "" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"\x14\n" +
-	"\x12SealObjectResponse\"\xc5\x01\n" +
+	"\x12SealObjectResponse\"\xed\x01\n" +
 	"\x11PullObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x124\n" +
 	"\blocation\x18\x02 \x01(\v2\x18.goray.v1.ObjectLocationR\blocation\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12#\n" +
 	"\x03pin\x18\x04 \x01(\x0e2\x11.goray.v1.PinModeR\x03pin\x12!\n" +
-	"\fread_spilled\x18\x05 \x01(\bR\vreadSpilled\"\x86\x01\n" +
+	"\fread_spilled\x18\x05 \x01(\bR\vreadSpilled\x12&\n" +
+	"\x0fkeep_as_replica\x18\x06 \x01(\bR\rkeepAsReplica\"\x86\x01\n" +
 	"\x12PullObjectResponse\x12.\n" +
 	"\x05local\x18\x01 \x01(\v2\x18.goray.v1.ObjectLocationR\x05local\x12\x1d\n" +
 	"\n" +
 	"spill_path\x18\x02 \x01(\tR\tspillPath\x12!\n" +
-	"\fspill_offset\x18\x03 \x01(\x04R\vspillOffset\"_\n" +
+	"\fspill_offset\x18\x03 \x01(\x04R\vspillOffset\"\x8b\x01\n" +
 	"\x15AllocateObjectRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\fR\bobjectId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n" +
-	"\x06job_id\x18\x03 \x01(\fR\x05jobId\"X\n" +
+	"\x06job_id\x18\x03 \x01(\fR\x05jobId\x12*\n" +
+	"\x11accept_spill_file\x18\x04 \x01(\bR\x0facceptSpillFile\"w\n" +
 	"\x16AllocateObjectResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
-	"\x06exists\x18\x03 \x01(\bR\x06exists\"3\n" +
+	"\x06exists\x18\x03 \x01(\bR\x06exists\x12\x1d\n" +
+	"\n" +
+	"spill_path\x18\x04 \x01(\tR\tspillPath\"3\n" +
 	"\x12FreeObjectsRequest\x12\x1d\n" +
 	"\n" +
 	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x15\n" +
@@ -752,7 +800,7 @@ const file_goray_v1_local_object_proto_rawDesc = "" +
 	"\x13UnpinObjectsRequest\x12\x1d\n" +
 	"\n" +
 	"object_ids\x18\x01 \x03(\fR\tobjectIds\"\x16\n" +
-	"\x14UnpinObjectsResponse\"\xed\x02\n" +
+	"\x14UnpinObjectsResponse\"\x9f\x03\n" +
 	"\x10ObjectStoreStats\x12%\n" +
 	"\x0ecapacity_bytes\x18\x01 \x01(\x04R\rcapacityBytes\x12\x1d\n" +
 	"\n" +
@@ -763,7 +811,9 @@ const file_goray_v1_local_object_proto_rawDesc = "" +
 	"\x13spilled_total_bytes\x18\x06 \x01(\x04R\x11spilledTotalBytes\x120\n" +
 	"\x14restored_total_bytes\x18\a \x01(\x04R\x12restoredTotalBytes\x12#\n" +
 	"\revicted_total\x18\b \x01(\x04R\fevictedTotal\x12\x1b\n" +
-	"\tspill_dir\x18\t \x01(\tR\bspillDir*I\n" +
+	"\tspill_dir\x18\t \x01(\tR\bspillDir\x120\n" +
+	"\x14direct_spilled_total\x18\n" +
+	" \x01(\x04R\x12directSpilledTotal*I\n" +
 	"\aPinMode\x12\x18\n" +
 	"\x14PIN_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPIN_MODE_READ\x10\x01\x12\x11\n" +

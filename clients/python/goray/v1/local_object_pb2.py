@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from goray.v1 import common_pb2 as goray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgoray/v1/local_object.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"[\n\x11SealObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12SealObjectResponse\"\xc5\x01\n\x11PullObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x34\n\x08location\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x08location\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\x12#\n\x03pin\x18\x04 \x01(\x0e\x32\x11.goray.v1.PinModeR\x03pin\x12!\n\x0cread_spilled\x18\x05 \x01(\x08R\x0breadSpilled\"\x86\x01\n\x12PullObjectResponse\x12.\n\x05local\x18\x01 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x05local\x12\x1d\n\nspill_path\x18\x02 \x01(\tR\tspillPath\x12!\n\x0cspill_offset\x18\x03 \x01(\x04R\x0bspillOffset\"_\n\x15\x41llocateObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"X\n\x16\x41llocateObjectResponse\x12\x0e\n\x02ok\x18\x01 \x01(\x08R\x02ok\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n\x06\x65xists\x18\x03 \x01(\x08R\x06\x65xists\"3\n\x12\x46reeObjectsRequest\x12\x1d\n\nobject_ids\x18\x01 \x03(\x0cR\tobjectIds\"\x15\n\x13\x46reeObjectsResponse\"4\n\x13UnpinObjectsRequest\x12\x1d\n\nobject_ids\x18\x01 \x03(\x0cR\tobjectIds\"\x16\n\x14UnpinObjectsResponse\"\xed\x02\n\x10ObjectStoreStats\x12%\n\x0e\x63\x61pacity_bytes\x18\x01 \x01(\x04R\rcapacityBytes\x12\x1d\n\nused_bytes\x18\x02 \x01(\x04R\tusedBytes\x12!\n\x0cpinned_bytes\x18\x03 \x01(\x04R\x0bpinnedBytes\x12#\n\rspilled_bytes\x18\x04 \x01(\x04R\x0cspilledBytes\x12\'\n\x0fspilled_objects\x18\x05 \x01(\x04R\x0espilledObjects\x12.\n\x13spilled_total_bytes\x18\x06 \x01(\x04R\x11spilledTotalBytes\x12\x30\n\x14restored_total_bytes\x18\x07 \x01(\x04R\x12restoredTotalBytes\x12#\n\revicted_total\x18\x08 \x01(\x04R\x0c\x65victedTotal\x12\x1b\n\tspill_dir\x18\t \x01(\tR\x08spillDir*I\n\x07PinMode\x12\x18\n\x14PIN_MODE_UNSPECIFIED\x10\x00\x12\x11\n\rPIN_MODE_READ\x10\x01\x12\x11\n\rPIN_MODE_VIEW\x10\x02\x32\x96\x03\n\x12LocalObjectService\x12G\n\nSealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n\nPullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12M\n\x0cUnpinObjects\x12\x1d.goray.v1.UnpinObjectsRequest\x1a\x1e.goray.v1.UnpinObjectsResponse\x12S\n\x0e\x41llocateObject\x12\x1f.goray.v1.AllocateObjectRequest\x1a .goray.v1.AllocateObjectResponse\x12J\n\x0b\x46reeObjects\x12\x1c.goray.v1.FreeObjectsRequest\x1a\x1d.goray.v1.FreeObjectsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgoray/v1/local_object.proto\x12\x08goray.v1\x1a\x15goray/v1/common.proto\"[\n\x11SealObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\"\x14\n\x12SealObjectResponse\"\xed\x01\n\x11PullObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x34\n\x08location\x18\x02 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x08location\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\x12#\n\x03pin\x18\x04 \x01(\x0e\x32\x11.goray.v1.PinModeR\x03pin\x12!\n\x0cread_spilled\x18\x05 \x01(\x08R\x0breadSpilled\x12&\n\x0fkeep_as_replica\x18\x06 \x01(\x08R\rkeepAsReplica\"\x86\x01\n\x12PullObjectResponse\x12.\n\x05local\x18\x01 \x01(\x0b\x32\x18.goray.v1.ObjectLocationR\x05local\x12\x1d\n\nspill_path\x18\x02 \x01(\tR\tspillPath\x12!\n\x0cspill_offset\x18\x03 \x01(\x04R\x0bspillOffset\"\x8b\x01\n\x15\x41llocateObjectRequest\x12\x1b\n\tobject_id\x18\x01 \x01(\x0cR\x08objectId\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x15\n\x06job_id\x18\x03 \x01(\x0cR\x05jobId\x12*\n\x11\x61\x63\x63\x65pt_spill_file\x18\x04 \x01(\x08R\x0f\x61\x63\x63\x65ptSpillFile\"w\n\x16\x41llocateObjectResponse\x12\x0e\n\x02ok\x18\x01 \x01(\x08R\x02ok\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n\x06\x65xists\x18\x03 \x01(\x08R\x06\x65xists\x12\x1d\n\nspill_path\x18\x04 \x01(\tR\tspillPath\"3\n\x12\x46reeObjectsRequest\x12\x1d\n\nobject_ids\x18\x01 \x03(\x0cR\tobjectIds\"\x15\n\x13\x46reeObjectsResponse\"4\n\x13UnpinObjectsRequest\x12\x1d\n\nobject_ids\x18\x01 \x03(\x0cR\tobjectIds\"\x16\n\x14UnpinObjectsResponse\"\x9f\x03\n\x10ObjectStoreStats\x12%\n\x0e\x63\x61pacity_bytes\x18\x01 \x01(\x04R\rcapacityBytes\x12\x1d\n\nused_bytes\x18\x02 \x01(\x04R\tusedBytes\x12!\n\x0cpinned_bytes\x18\x03 \x01(\x04R\x0bpinnedBytes\x12#\n\rspilled_bytes\x18\x04 \x01(\x04R\x0cspilledBytes\x12\'\n\x0fspilled_objects\x18\x05 \x01(\x04R\x0espilledObjects\x12.\n\x13spilled_total_bytes\x18\x06 \x01(\x04R\x11spilledTotalBytes\x12\x30\n\x14restored_total_bytes\x18\x07 \x01(\x04R\x12restoredTotalBytes\x12#\n\revicted_total\x18\x08 \x01(\x04R\x0c\x65victedTotal\x12\x1b\n\tspill_dir\x18\t \x01(\tR\x08spillDir\x12\x30\n\x14\x64irect_spilled_total\x18\n \x01(\x04R\x12\x64irectSpilledTotal*I\n\x07PinMode\x12\x18\n\x14PIN_MODE_UNSPECIFIED\x10\x00\x12\x11\n\rPIN_MODE_READ\x10\x01\x12\x11\n\rPIN_MODE_VIEW\x10\x02\x32\x96\x03\n\x12LocalObjectService\x12G\n\nSealObject\x12\x1b.goray.v1.SealObjectRequest\x1a\x1c.goray.v1.SealObjectResponse\x12G\n\nPullObject\x12\x1b.goray.v1.PullObjectRequest\x1a\x1c.goray.v1.PullObjectResponse\x12M\n\x0cUnpinObjects\x12\x1d.goray.v1.UnpinObjectsRequest\x1a\x1e.goray.v1.UnpinObjectsResponse\x12S\n\x0e\x41llocateObject\x12\x1f.goray.v1.AllocateObjectRequest\x1a .goray.v1.AllocateObjectResponse\x12J\n\x0b\x46reeObjects\x12\x1c.goray.v1.FreeObjectsRequest\x1a\x1d.goray.v1.FreeObjectsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.local_object_pb2', globals())
@@ -22,30 +22,30 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z-github.com/goray/goray/proto/goray/v1;goraypb'
-  _PINMODE._serialized_start=1225
-  _PINMODE._serialized_end=1298
+  _PINMODE._serialized_start=1391
+  _PINMODE._serialized_end=1464
   _SEALOBJECTREQUEST._serialized_start=64
   _SEALOBJECTREQUEST._serialized_end=155
   _SEALOBJECTRESPONSE._serialized_start=157
   _SEALOBJECTRESPONSE._serialized_end=177
   _PULLOBJECTREQUEST._serialized_start=180
-  _PULLOBJECTREQUEST._serialized_end=377
-  _PULLOBJECTRESPONSE._serialized_start=380
-  _PULLOBJECTRESPONSE._serialized_end=514
-  _ALLOCATEOBJECTREQUEST._serialized_start=516
-  _ALLOCATEOBJECTREQUEST._serialized_end=611
-  _ALLOCATEOBJECTRESPONSE._serialized_start=613
-  _ALLOCATEOBJECTRESPONSE._serialized_end=701
-  _FREEOBJECTSREQUEST._serialized_start=703
-  _FREEOBJECTSREQUEST._serialized_end=754
-  _FREEOBJECTSRESPONSE._serialized_start=756
-  _FREEOBJECTSRESPONSE._serialized_end=777
-  _UNPINOBJECTSREQUEST._serialized_start=779
-  _UNPINOBJECTSREQUEST._serialized_end=831
-  _UNPINOBJECTSRESPONSE._serialized_start=833
-  _UNPINOBJECTSRESPONSE._serialized_end=855
-  _OBJECTSTORESTATS._serialized_start=858
-  _OBJECTSTORESTATS._serialized_end=1223
-  _LOCALOBJECTSERVICE._serialized_start=1301
-  _LOCALOBJECTSERVICE._serialized_end=1707
+  _PULLOBJECTREQUEST._serialized_end=417
+  _PULLOBJECTRESPONSE._serialized_start=420
+  _PULLOBJECTRESPONSE._serialized_end=554
+  _ALLOCATEOBJECTREQUEST._serialized_start=557
+  _ALLOCATEOBJECTREQUEST._serialized_end=696
+  _ALLOCATEOBJECTRESPONSE._serialized_start=698
+  _ALLOCATEOBJECTRESPONSE._serialized_end=817
+  _FREEOBJECTSREQUEST._serialized_start=819
+  _FREEOBJECTSREQUEST._serialized_end=870
+  _FREEOBJECTSRESPONSE._serialized_start=872
+  _FREEOBJECTSRESPONSE._serialized_end=893
+  _UNPINOBJECTSREQUEST._serialized_start=895
+  _UNPINOBJECTSREQUEST._serialized_end=947
+  _UNPINOBJECTSRESPONSE._serialized_start=949
+  _UNPINOBJECTSRESPONSE._serialized_end=971
+  _OBJECTSTORESTATS._serialized_start=974
+  _OBJECTSTORESTATS._serialized_end=1389
+  _LOCALOBJECTSERVICE._serialized_start=1467
+  _LOCALOBJECTSERVICE._serialized_end=1873
 # @@protoc_insertion_point(module_scope)
