@@ -36,6 +36,10 @@ type Server struct {
 	token  string
 	log    *slog.Logger
 
+	// known, when set, checks that a raylet address is one of a node the
+	// head registered: ReplicateFile copies only from those.
+	known func(ctx context.Context, node []byte, addr string) error
+
 	mu     sync.Mutex
 	index  pb.FileIndexServiceClient    // guarded by mu: set by SetIndex
 	nodes  pb.NodeRegistryServiceClient // guarded by mu: set by SetIndex
@@ -50,6 +54,12 @@ var _ pb.FileStoreServiceServer = (*Server)(nil)
 // head.
 func NewServer(disk *Disk, nodeID []byte, addr, token string, log *slog.Logger) *Server {
 	return &Server{disk: disk, nodeID: nodeID, addr: addr, token: token, log: log, peers: map[string]*grpc.ClientConn{}}
+}
+
+// SetKnownPeer sets the check ReplicateFile makes of its sources (the
+// raylet's own: a node the head registered); call it before serving.
+func (s *Server) SetKnownPeer(known func(ctx context.Context, node []byte, addr string) error) {
+	s.known = known
 }
 
 // SetIndex gives the server the head's file index and node registry, over
@@ -315,6 +325,12 @@ func (s *Server) ReplicateFile(ctx context.Context, req *pb.ReplicateFileRequest
 	for _, src := range req.GetSources() {
 		if src == s.addr {
 			continue
+		}
+		if s.known != nil {
+			if err := s.known(ctx, nil, src); err != nil {
+				last = err
+				continue
+			}
 		}
 		if err := s.copyFrom(ctx, src, v, w); err != nil {
 			if errors.Is(err, errs.ErrObjectStoreFull) || ctx.Err() != nil {

@@ -361,6 +361,7 @@ func (r *Raylet) makeDirs() error {
 		return fmt.Errorf("raylet: %w", err)
 	}
 	r.files = files.NewServer(disk, r.nodeID[:], r.addr, r.token, r.log)
+	r.files.SetKnownPeer(r.knownPeer)
 	return nil
 }
 
