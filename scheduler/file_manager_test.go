@@ -48,6 +48,10 @@ func (c fakeFileClient) ReadFile(context.Context, *pb.ReadFileRequest, ...grpc.C
 	return nil, errors.New("not in the fake")
 }
 
+func (c fakeFileClient) PushFile(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[pb.PushFileRequest, pb.PushFileResponse], error) {
+	return nil, errors.New("not in the fake")
+}
+
 func (c fakeFileClient) ReplicateFile(_ context.Context, req *pb.ReplicateFileRequest, _ ...grpc.CallOption) (*pb.ReplicateFileResponse, error) {
 	c.f.mu.Lock()
 	defer c.f.mu.Unlock()
@@ -133,6 +137,10 @@ func TestFilePlace(t *testing.T) {
 		{"more than there are nodes", 9, nil, []ids.NodeID{f.ids[3], f.ids[2], f.ids[1]}},
 		{"excluded nodes left out", 9, []ids.NodeID{f.ids[3]}, []ids.NodeID{f.ids[2], f.ids[1]}},
 		{"just the holder", 1, nil, nil},
+	}
+	// A put that forwards as it receives places before it knows the hash.
+	if resp, err := f.m.PlaceFile(t.Context(), &pb.PlaceFileRequest{Replicas: 2, HolderNodeId: f.ids[0][:]}); err != nil || len(resp.GetTargets()) != 1 {
+		t.Fatalf("PlaceFile without a hash: got %v, %v; want one target", resp, err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

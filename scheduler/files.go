@@ -150,9 +150,12 @@ func (m *fileManager) persistLocked(r *FileRecord) {
 // other than the holder, those already holding the file first, then those
 // holding the fewest files.
 func (m *fileManager) PlaceFile(_ context.Context, req *pb.PlaceFileRequest) (*pb.PlaceFileResponse, error) {
-	h, err := fileHash(req.GetSha256())
-	if err != nil {
-		return nil, err
+	var h [32]byte
+	if len(req.GetSha256()) > 0 {
+		var err error
+		if h, err = fileHash(req.GetSha256()); err != nil {
+			return nil, err
+		}
 	}
 	holder, err := ids.ParseNodeID(req.GetHolderNodeId())
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,10 +142,21 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 		return err
 	}
 	defer w.Abort()
+	// The other replicas receive the file as it arrives (PushFile), so the
+	// copies take no longer than the put.
+	pctx, cancelPushes := context.WithCancel(ctx)
+	defer cancelPushes()
+	var pushes []*push
+	if replicas > 1 {
+		pushes = s.openPushes(pctx, index, replicas-1)
+	}
 	for msg := first; ; {
 		if len(msg.GetData()) > 0 {
 			if _, err := w.Write(msg.GetData()); err != nil {
 				return err
+			}
+			for _, p := range pushes {
+				p.send(&pb.PushFileRequest{Data: msg.GetData()})
 			}
 		}
 		msg, err = stream.Recv()
@@ -166,10 +178,22 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 	info := &pb.FileInfo{Sha256: h[:], Size: size, BlockSize: BlockSize, ReplicasWanted: replicas}
 	info.BlockCrc32C = blocks
 	held := []*pb.FileReplica{{NodeId: s.nodeID, Address: s.addr}}
-	if replicas > 1 {
-		// Targets that fail are left out of a second placement (a node
-		// that stopped but is not yet declared dead, a full disk).
-		var exclude [][]byte
+	// Targets that fail are left out of a later placement (a node that
+	// stopped but is not yet declared dead, a full disk).
+	var exclude [][]byte
+	for _, p := range pushes {
+		exclude = append(exclude, p.target.GetNodeId())
+		if err := p.finish(info); err != nil {
+			s.log.Warn("a replica of a put file failed", "file", h.String(), "target", p.target.GetAddress(), "err", err)
+			if errors.Is(err, errs.ErrUnavailable) || status.Code(err) == codes.Unavailable {
+				s.reportUnreachable(p.target)
+			}
+			continue
+		}
+		held = append(held, p.target)
+	}
+	if uint32(len(held)) < replicas {
+		// The rest copy the whole file from here.
 		for round := 0; round < 2 && uint32(len(held)) < replicas; round++ {
 			pctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
 			place, err := index.PlaceFile(pctx, &pb.PlaceFileRequest{Sha256: h[:], Size: size, Replicas: replicas - uint32(len(held)) + 1,
@@ -199,6 +223,112 @@ func (s *Server) PutFile(stream pb.FileStoreService_PutFileServer) error {
 		return fmt.Errorf("record file %s in the head's index: %w", h, err)
 	}
 	return stream.SendAndClose(&pb.PutFileResponse{Info: resp.GetInfo()})
+}
+
+// push is a copy of a put forwarded to another raylet as it arrives.
+type push struct {
+	target *pb.FileReplica
+	st     grpc.ClientStreamingClient[pb.PushFileRequest, pb.PushFileResponse]
+	cancel context.CancelFunc
+	err    error // the first failure; nothing more is sent then
+}
+
+// openPushes has the head place n more replicas (the file's hash is not
+// known yet) and opens a PushFile stream to each target; a target that
+// cannot be reached is left out (the put copies to another one later).
+func (s *Server) openPushes(ctx context.Context, index pb.FileIndexServiceClient, n uint32) []*push {
+	cctx, cancel := context.WithTimeout(ctx, indexCallTimeout)
+	place, err := index.PlaceFile(cctx, &pb.PlaceFileRequest{Replicas: n + 1, HolderNodeId: s.nodeID})
+	cancel()
+	if err != nil {
+		s.log.Warn("place a put's replicas", "err", err)
+		return nil
+	}
+	var out []*push
+	for _, t := range place.GetTargets() {
+		c, err := s.peer(t.GetAddress())
+		if err != nil {
+			continue
+		}
+		if s.known != nil && s.known(ctx, t.GetNodeId(), t.GetAddress()) != nil {
+			continue
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		st, err := c.PushFile(pctx)
+		if err != nil {
+			cancel()
+			continue
+		}
+		out = append(out, &push{target: t, st: st, cancel: cancel})
+	}
+	return out
+}
+
+// send forwards m; a target that takes no message for DefaultStallTimeout
+// (stopped, cut off) is given up, so that it cannot hold the put.
+func (p *push) send(m *pb.PushFileRequest) {
+	if p.err == nil {
+		stall := time.AfterFunc(DefaultStallTimeout, p.cancel)
+		p.err = p.st.Send(m)
+		stall.Stop()
+	}
+}
+
+// finish sends the file's entry and waits for the target to keep its copy.
+func (p *push) finish(info *pb.FileInfo) error {
+	defer p.cancel()
+	p.send(&pb.PushFileRequest{Info: info})
+	stall := time.AfterFunc(DefaultStallTimeout, p.cancel)
+	defer stall.Stop()
+	_, err := p.st.CloseAndRecv() // the target's own error, when a send failed
+	return err
+}
+
+// PushFile receives a copy of a file as its put arrives at another raylet
+// and keeps it once it matches the entry the last message carries.
+func (s *Server) PushFile(stream pb.FileStoreService_PushFileServer) error {
+	w, err := s.disk.Create()
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	var info *pb.FileInfo
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if m.GetInfo() != nil {
+			info = m.GetInfo()
+			continue
+		}
+		if info != nil {
+			return errs.New(errs.KindInvalidArgument, "", "PushFile: data after the file's entry")
+		}
+		if _, err := w.Write(m.GetData()); err != nil {
+			return err
+		}
+	}
+	if info == nil {
+		return errs.New(errs.KindInvalidArgument, "", "PushFile: the stream ended without the file's entry")
+	}
+	h, err := HashFromBytes(info.GetSha256())
+	if err != nil {
+		return err
+	}
+	blocks := w.Blocks()
+	if got := w.Sum(); got != h || w.Size() != info.GetSize() || !slices.Equal(blocks, info.GetBlockCrc32C()) {
+		return errs.New(errs.KindInvalidArgument, h.String(), "PushFile: the %d bytes received hash to %s, not to the entry's %s of %d bytes; not kept", w.Size(), got, h, info.GetSize())
+	}
+	if n, ok := s.disk.Size(h); !ok || n != info.GetSize() {
+		if err := w.Commit(h); err != nil {
+			return err
+		}
+	}
+	return stream.SendAndClose(&pb.PushFileResponse{})
 }
 
 // copyTo has every target copy the file from here, in parallel, and

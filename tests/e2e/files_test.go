@@ -404,4 +404,23 @@ func TestFilesBadInput(t *testing.T) {
 			t.Fatalf("put after the disk filled: %v", err)
 		}
 	})
+	t.Run("a replica's disk fills", func(t *testing.T) {
+		// Put through a with 2 replicas: the copy forwarded to the small
+		// disk fails part way; the put keeps its own copy, says it has 1,
+		// and the small disk's partial file is removed.
+		info, err := fc.Put(ctx, newFileSource(7, 60<<20), 2, "big/on-a")
+		if err != nil {
+			t.Fatalf("put 60 MiB with a replica on a full disk: %v", err)
+		}
+		if got := replicaIDs(info); len(got) != 1 || got[0] != a.NodeID || info.GetReplicasWanted() != 2 {
+			t.Fatalf("replicas: got %v (wanted %d), want only a's (wanted 2)", got, info.GetReplicasWanted())
+		}
+		testwait.Eventually(t, 10*time.Second, "the small disk's partial copy removed", func() bool {
+			tmp, _ := os.ReadDir(filepath.Join(smallDir, "files", ".tmp"))
+			return len(tmp) == 0
+		})
+		if _, err := os.Stat(filepath.Join(smallDir, "files", files.Hash(info.GetSha256()).String())); err == nil {
+			t.Fatal("the small disk holds a replica it could not have written whole")
+		}
+	})
 }

@@ -553,6 +553,95 @@ func (*ReplicateFileResponse) Descriptor() ([]byte, []int) {
 	return file_goray_v1_file_proto_rawDescGZIP(), []int{8}
 }
 
+type PushFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Last message only.
+	Info          *FileInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushFileRequest) Reset() {
+	*x = PushFileRequest{}
+	mi := &file_goray_v1_file_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushFileRequest) ProtoMessage() {}
+
+func (x *PushFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_file_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushFileRequest.ProtoReflect.Descriptor instead.
+func (*PushFileRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PushFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *PushFileRequest) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type PushFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushFileResponse) Reset() {
+	*x = PushFileResponse{}
+	mi := &file_goray_v1_file_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushFileResponse) ProtoMessage() {}
+
+func (x *PushFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_file_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushFileResponse.ProtoReflect.Descriptor instead.
+func (*PushFileResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{10}
+}
+
 type DeleteFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -562,7 +651,7 @@ type DeleteFileRequest struct {
 
 func (x *DeleteFileRequest) Reset() {
 	*x = DeleteFileRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[9]
+	mi := &file_goray_v1_file_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +663,7 @@ func (x *DeleteFileRequest) String() string {
 func (*DeleteFileRequest) ProtoMessage() {}
 
 func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[9]
+	mi := &file_goray_v1_file_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +676,7 @@ func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{9}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteFileRequest) GetSha256() []byte {
@@ -605,7 +694,7 @@ type DeleteFileResponse struct {
 
 func (x *DeleteFileResponse) Reset() {
 	*x = DeleteFileResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[10]
+	mi := &file_goray_v1_file_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +706,7 @@ func (x *DeleteFileResponse) String() string {
 func (*DeleteFileResponse) ProtoMessage() {}
 
 func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[10]
+	mi := &file_goray_v1_file_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,15 +719,16 @@ func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{10}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{12}
 }
 
 type PlaceFileRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Sha256       []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Size         uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Replicas     uint32                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	HolderNodeId []byte                 `protobuf:"bytes,4,opt,name=holder_node_id,json=holderNodeId,proto3" json:"holder_node_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty when not known yet (a put that forwards as it receives).
+	Sha256       []byte `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size         uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Replicas     uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	HolderNodeId []byte `protobuf:"bytes,4,opt,name=holder_node_id,json=holderNodeId,proto3" json:"holder_node_id,omitempty"`
 	// Nodes not to choose (targets that failed a moment ago).
 	ExcludeNodeIds [][]byte `protobuf:"bytes,5,rep,name=exclude_node_ids,json=excludeNodeIds,proto3" json:"exclude_node_ids,omitempty"`
 	unknownFields  protoimpl.UnknownFields
@@ -647,7 +737,7 @@ type PlaceFileRequest struct {
 
 func (x *PlaceFileRequest) Reset() {
 	*x = PlaceFileRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[11]
+	mi := &file_goray_v1_file_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +749,7 @@ func (x *PlaceFileRequest) String() string {
 func (*PlaceFileRequest) ProtoMessage() {}
 
 func (x *PlaceFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[11]
+	mi := &file_goray_v1_file_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +762,7 @@ func (x *PlaceFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceFileRequest.ProtoReflect.Descriptor instead.
 func (*PlaceFileRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{11}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PlaceFileRequest) GetSha256() []byte {
@@ -719,7 +809,7 @@ type PlaceFileResponse struct {
 
 func (x *PlaceFileResponse) Reset() {
 	*x = PlaceFileResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[12]
+	mi := &file_goray_v1_file_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +821,7 @@ func (x *PlaceFileResponse) String() string {
 func (*PlaceFileResponse) ProtoMessage() {}
 
 func (x *PlaceFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[12]
+	mi := &file_goray_v1_file_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +834,7 @@ func (x *PlaceFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlaceFileResponse.ProtoReflect.Descriptor instead.
 func (*PlaceFileResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{12}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PlaceFileResponse) GetTargets() []*FileReplica {
@@ -765,7 +855,7 @@ type CommitFileRequest struct {
 
 func (x *CommitFileRequest) Reset() {
 	*x = CommitFileRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[13]
+	mi := &file_goray_v1_file_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +867,7 @@ func (x *CommitFileRequest) String() string {
 func (*CommitFileRequest) ProtoMessage() {}
 
 func (x *CommitFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[13]
+	mi := &file_goray_v1_file_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +880,7 @@ func (x *CommitFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitFileRequest.ProtoReflect.Descriptor instead.
 func (*CommitFileRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{13}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommitFileRequest) GetInfo() *FileInfo {
@@ -816,7 +906,7 @@ type CommitFileResponse struct {
 
 func (x *CommitFileResponse) Reset() {
 	*x = CommitFileResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[14]
+	mi := &file_goray_v1_file_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +918,7 @@ func (x *CommitFileResponse) String() string {
 func (*CommitFileResponse) ProtoMessage() {}
 
 func (x *CommitFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[14]
+	mi := &file_goray_v1_file_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +931,7 @@ func (x *CommitFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitFileResponse.ProtoReflect.Descriptor instead.
 func (*CommitFileResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{14}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommitFileResponse) GetInfo() *FileInfo {
@@ -862,7 +952,7 @@ type LookupFileRequest struct {
 
 func (x *LookupFileRequest) Reset() {
 	*x = LookupFileRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[15]
+	mi := &file_goray_v1_file_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +964,7 @@ func (x *LookupFileRequest) String() string {
 func (*LookupFileRequest) ProtoMessage() {}
 
 func (x *LookupFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[15]
+	mi := &file_goray_v1_file_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +977,7 @@ func (x *LookupFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupFileRequest.ProtoReflect.Descriptor instead.
 func (*LookupFileRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{15}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LookupFileRequest) GetSha256() []byte {
@@ -913,7 +1003,7 @@ type LookupFileResponse struct {
 
 func (x *LookupFileResponse) Reset() {
 	*x = LookupFileResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[16]
+	mi := &file_goray_v1_file_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1015,7 @@ func (x *LookupFileResponse) String() string {
 func (*LookupFileResponse) ProtoMessage() {}
 
 func (x *LookupFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[16]
+	mi := &file_goray_v1_file_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1028,7 @@ func (x *LookupFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupFileResponse.ProtoReflect.Descriptor instead.
 func (*LookupFileResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{16}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LookupFileResponse) GetInfo() *FileInfo {
@@ -958,7 +1048,7 @@ type ListFilesRequest struct {
 
 func (x *ListFilesRequest) Reset() {
 	*x = ListFilesRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[17]
+	mi := &file_goray_v1_file_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1060,7 @@ func (x *ListFilesRequest) String() string {
 func (*ListFilesRequest) ProtoMessage() {}
 
 func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[17]
+	mi := &file_goray_v1_file_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1073,7 @@ func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
 func (*ListFilesRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{17}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListFilesRequest) GetPrefix() string {
@@ -1002,7 +1092,7 @@ type ListFilesResponse struct {
 
 func (x *ListFilesResponse) Reset() {
 	*x = ListFilesResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[18]
+	mi := &file_goray_v1_file_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1104,7 @@ func (x *ListFilesResponse) String() string {
 func (*ListFilesResponse) ProtoMessage() {}
 
 func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[18]
+	mi := &file_goray_v1_file_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1117,7 @@ func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
 func (*ListFilesResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{18}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListFilesResponse) GetFiles() []*FileInfo {
@@ -1049,7 +1139,7 @@ type RemoveFileRequest struct {
 
 func (x *RemoveFileRequest) Reset() {
 	*x = RemoveFileRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[19]
+	mi := &file_goray_v1_file_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1151,7 @@ func (x *RemoveFileRequest) String() string {
 func (*RemoveFileRequest) ProtoMessage() {}
 
 func (x *RemoveFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[19]
+	mi := &file_goray_v1_file_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1164,7 @@ func (x *RemoveFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveFileRequest.ProtoReflect.Descriptor instead.
 func (*RemoveFileRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{19}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveFileRequest) GetSha256() []byte {
@@ -1101,7 +1191,7 @@ type RemoveFileResponse struct {
 
 func (x *RemoveFileResponse) Reset() {
 	*x = RemoveFileResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[20]
+	mi := &file_goray_v1_file_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1203,7 @@ func (x *RemoveFileResponse) String() string {
 func (*RemoveFileResponse) ProtoMessage() {}
 
 func (x *RemoveFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[20]
+	mi := &file_goray_v1_file_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1216,7 @@ func (x *RemoveFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveFileResponse.ProtoReflect.Descriptor instead.
 func (*RemoveFileResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{20}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveFileResponse) GetRemovedContent() bool {
@@ -1146,7 +1236,7 @@ type ReportFileCorruptRequest struct {
 
 func (x *ReportFileCorruptRequest) Reset() {
 	*x = ReportFileCorruptRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[21]
+	mi := &file_goray_v1_file_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1248,7 @@ func (x *ReportFileCorruptRequest) String() string {
 func (*ReportFileCorruptRequest) ProtoMessage() {}
 
 func (x *ReportFileCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[21]
+	mi := &file_goray_v1_file_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1261,7 @@ func (x *ReportFileCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportFileCorruptRequest.ProtoReflect.Descriptor instead.
 func (*ReportFileCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{21}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportFileCorruptRequest) GetSha256() []byte {
@@ -1196,7 +1286,7 @@ type ReportFileCorruptResponse struct {
 
 func (x *ReportFileCorruptResponse) Reset() {
 	*x = ReportFileCorruptResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[22]
+	mi := &file_goray_v1_file_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1298,7 @@ func (x *ReportFileCorruptResponse) String() string {
 func (*ReportFileCorruptResponse) ProtoMessage() {}
 
 func (x *ReportFileCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[22]
+	mi := &file_goray_v1_file_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1311,7 @@ func (x *ReportFileCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportFileCorruptResponse.ProtoReflect.Descriptor instead.
 func (*ReportFileCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{22}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{24}
 }
 
 type LocalFile struct {
@@ -1234,7 +1324,7 @@ type LocalFile struct {
 
 func (x *LocalFile) Reset() {
 	*x = LocalFile{}
-	mi := &file_goray_v1_file_proto_msgTypes[23]
+	mi := &file_goray_v1_file_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1336,7 @@ func (x *LocalFile) String() string {
 func (*LocalFile) ProtoMessage() {}
 
 func (x *LocalFile) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[23]
+	mi := &file_goray_v1_file_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1349,7 @@ func (x *LocalFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalFile.ProtoReflect.Descriptor instead.
 func (*LocalFile) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{23}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LocalFile) GetSha256() []byte {
@@ -1286,7 +1376,7 @@ type ReportNodeFilesRequest struct {
 
 func (x *ReportNodeFilesRequest) Reset() {
 	*x = ReportNodeFilesRequest{}
-	mi := &file_goray_v1_file_proto_msgTypes[24]
+	mi := &file_goray_v1_file_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1388,7 @@ func (x *ReportNodeFilesRequest) String() string {
 func (*ReportNodeFilesRequest) ProtoMessage() {}
 
 func (x *ReportNodeFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[24]
+	mi := &file_goray_v1_file_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1401,7 @@ func (x *ReportNodeFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFilesRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFilesRequest) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{24}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportNodeFilesRequest) GetNodeId() []byte {
@@ -1338,7 +1428,7 @@ type ReportNodeFilesResponse struct {
 
 func (x *ReportNodeFilesResponse) Reset() {
 	*x = ReportNodeFilesResponse{}
-	mi := &file_goray_v1_file_proto_msgTypes[25]
+	mi := &file_goray_v1_file_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1440,7 @@ func (x *ReportNodeFilesResponse) String() string {
 func (*ReportNodeFilesResponse) ProtoMessage() {}
 
 func (x *ReportNodeFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_goray_v1_file_proto_msgTypes[25]
+	mi := &file_goray_v1_file_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1453,7 @@ func (x *ReportNodeFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFilesResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFilesResponse) Descriptor() ([]byte, []int) {
-	return file_goray_v1_file_proto_rawDescGZIP(), []int{25}
+	return file_goray_v1_file_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportNodeFilesResponse) GetDeleteSha256() [][]byte {
@@ -1412,7 +1502,11 @@ const file_goray_v1_file_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x12.goray.v1.FileInfoR\x04info\x12\x18\n" +
 	"\asources\x18\x02 \x03(\tR\asources\x12\x18\n" +
 	"\areplace\x18\x03 \x01(\bR\areplace\"\x17\n" +
-	"\x15ReplicateFileResponse\"+\n" +
+	"\x15ReplicateFileResponse\"M\n" +
+	"\x0fPushFileRequest\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12&\n" +
+	"\x04info\x18\x02 \x01(\v2\x12.goray.v1.FileInfoR\x04info\"\x12\n" +
+	"\x10PushFileResponse\"+\n" +
 	"\x11DeleteFileRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\"\x14\n" +
 	"\x12DeleteFileResponse\"\xaa\x01\n" +
@@ -1454,11 +1548,12 @@ const file_goray_v1_file_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12)\n" +
 	"\x05files\x18\x02 \x03(\v2\x13.goray.v1.LocalFileR\x05files\">\n" +
 	"\x17ReportNodeFilesResponse\x12#\n" +
-	"\rdelete_sha256\x18\x01 \x03(\fR\fdeleteSha2562\xb4\x02\n" +
+	"\rdelete_sha256\x18\x01 \x03(\fR\fdeleteSha2562\xf9\x02\n" +
 	"\x10FileStoreService\x12@\n" +
 	"\aPutFile\x12\x18.goray.v1.PutFileRequest\x1a\x19.goray.v1.PutFileResponse(\x01\x12C\n" +
 	"\bReadFile\x12\x19.goray.v1.ReadFileRequest\x1a\x1a.goray.v1.ReadFileResponse0\x01\x12P\n" +
-	"\rReplicateFile\x12\x1e.goray.v1.ReplicateFileRequest\x1a\x1f.goray.v1.ReplicateFileResponse\x12G\n" +
+	"\rReplicateFile\x12\x1e.goray.v1.ReplicateFileRequest\x1a\x1f.goray.v1.ReplicateFileResponse\x12C\n" +
+	"\bPushFile\x12\x19.goray.v1.PushFileRequest\x1a\x1a.goray.v1.PushFileResponse(\x01\x12G\n" +
 	"\n" +
 	"DeleteFile\x12\x1b.goray.v1.DeleteFileRequest\x1a\x1c.goray.v1.DeleteFileResponse2\xaf\x04\n" +
 	"\x10FileIndexService\x12D\n" +
@@ -1485,7 +1580,7 @@ func file_goray_v1_file_proto_rawDescGZIP() []byte {
 	return file_goray_v1_file_proto_rawDescData
 }
 
-var file_goray_v1_file_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_goray_v1_file_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_goray_v1_file_proto_goTypes = []any{
 	(*FileReplica)(nil),               // 0: goray.v1.FileReplica
 	(*FileInfo)(nil),                  // 1: goray.v1.FileInfo
@@ -1496,62 +1591,67 @@ var file_goray_v1_file_proto_goTypes = []any{
 	(*ReadFileResponse)(nil),          // 6: goray.v1.ReadFileResponse
 	(*ReplicateFileRequest)(nil),      // 7: goray.v1.ReplicateFileRequest
 	(*ReplicateFileResponse)(nil),     // 8: goray.v1.ReplicateFileResponse
-	(*DeleteFileRequest)(nil),         // 9: goray.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),        // 10: goray.v1.DeleteFileResponse
-	(*PlaceFileRequest)(nil),          // 11: goray.v1.PlaceFileRequest
-	(*PlaceFileResponse)(nil),         // 12: goray.v1.PlaceFileResponse
-	(*CommitFileRequest)(nil),         // 13: goray.v1.CommitFileRequest
-	(*CommitFileResponse)(nil),        // 14: goray.v1.CommitFileResponse
-	(*LookupFileRequest)(nil),         // 15: goray.v1.LookupFileRequest
-	(*LookupFileResponse)(nil),        // 16: goray.v1.LookupFileResponse
-	(*ListFilesRequest)(nil),          // 17: goray.v1.ListFilesRequest
-	(*ListFilesResponse)(nil),         // 18: goray.v1.ListFilesResponse
-	(*RemoveFileRequest)(nil),         // 19: goray.v1.RemoveFileRequest
-	(*RemoveFileResponse)(nil),        // 20: goray.v1.RemoveFileResponse
-	(*ReportFileCorruptRequest)(nil),  // 21: goray.v1.ReportFileCorruptRequest
-	(*ReportFileCorruptResponse)(nil), // 22: goray.v1.ReportFileCorruptResponse
-	(*LocalFile)(nil),                 // 23: goray.v1.LocalFile
-	(*ReportNodeFilesRequest)(nil),    // 24: goray.v1.ReportNodeFilesRequest
-	(*ReportNodeFilesResponse)(nil),   // 25: goray.v1.ReportNodeFilesResponse
+	(*PushFileRequest)(nil),           // 9: goray.v1.PushFileRequest
+	(*PushFileResponse)(nil),          // 10: goray.v1.PushFileResponse
+	(*DeleteFileRequest)(nil),         // 11: goray.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),        // 12: goray.v1.DeleteFileResponse
+	(*PlaceFileRequest)(nil),          // 13: goray.v1.PlaceFileRequest
+	(*PlaceFileResponse)(nil),         // 14: goray.v1.PlaceFileResponse
+	(*CommitFileRequest)(nil),         // 15: goray.v1.CommitFileRequest
+	(*CommitFileResponse)(nil),        // 16: goray.v1.CommitFileResponse
+	(*LookupFileRequest)(nil),         // 17: goray.v1.LookupFileRequest
+	(*LookupFileResponse)(nil),        // 18: goray.v1.LookupFileResponse
+	(*ListFilesRequest)(nil),          // 19: goray.v1.ListFilesRequest
+	(*ListFilesResponse)(nil),         // 20: goray.v1.ListFilesResponse
+	(*RemoveFileRequest)(nil),         // 21: goray.v1.RemoveFileRequest
+	(*RemoveFileResponse)(nil),        // 22: goray.v1.RemoveFileResponse
+	(*ReportFileCorruptRequest)(nil),  // 23: goray.v1.ReportFileCorruptRequest
+	(*ReportFileCorruptResponse)(nil), // 24: goray.v1.ReportFileCorruptResponse
+	(*LocalFile)(nil),                 // 25: goray.v1.LocalFile
+	(*ReportNodeFilesRequest)(nil),    // 26: goray.v1.ReportNodeFilesRequest
+	(*ReportNodeFilesResponse)(nil),   // 27: goray.v1.ReportNodeFilesResponse
 }
 var file_goray_v1_file_proto_depIdxs = []int32{
 	0,  // 0: goray.v1.FileInfo.replicas:type_name -> goray.v1.FileReplica
 	2,  // 1: goray.v1.PutFileRequest.header:type_name -> goray.v1.PutFileHeader
 	1,  // 2: goray.v1.PutFileResponse.info:type_name -> goray.v1.FileInfo
 	1,  // 3: goray.v1.ReplicateFileRequest.info:type_name -> goray.v1.FileInfo
-	0,  // 4: goray.v1.PlaceFileResponse.targets:type_name -> goray.v1.FileReplica
-	1,  // 5: goray.v1.CommitFileRequest.info:type_name -> goray.v1.FileInfo
-	1,  // 6: goray.v1.CommitFileResponse.info:type_name -> goray.v1.FileInfo
-	1,  // 7: goray.v1.LookupFileResponse.info:type_name -> goray.v1.FileInfo
-	1,  // 8: goray.v1.ListFilesResponse.files:type_name -> goray.v1.FileInfo
-	23, // 9: goray.v1.ReportNodeFilesRequest.files:type_name -> goray.v1.LocalFile
-	3,  // 10: goray.v1.FileStoreService.PutFile:input_type -> goray.v1.PutFileRequest
-	5,  // 11: goray.v1.FileStoreService.ReadFile:input_type -> goray.v1.ReadFileRequest
-	7,  // 12: goray.v1.FileStoreService.ReplicateFile:input_type -> goray.v1.ReplicateFileRequest
-	9,  // 13: goray.v1.FileStoreService.DeleteFile:input_type -> goray.v1.DeleteFileRequest
-	11, // 14: goray.v1.FileIndexService.PlaceFile:input_type -> goray.v1.PlaceFileRequest
-	13, // 15: goray.v1.FileIndexService.CommitFile:input_type -> goray.v1.CommitFileRequest
-	15, // 16: goray.v1.FileIndexService.LookupFile:input_type -> goray.v1.LookupFileRequest
-	17, // 17: goray.v1.FileIndexService.ListFiles:input_type -> goray.v1.ListFilesRequest
-	19, // 18: goray.v1.FileIndexService.RemoveFile:input_type -> goray.v1.RemoveFileRequest
-	21, // 19: goray.v1.FileIndexService.ReportFileCorrupt:input_type -> goray.v1.ReportFileCorruptRequest
-	24, // 20: goray.v1.FileIndexService.ReportNodeFiles:input_type -> goray.v1.ReportNodeFilesRequest
-	4,  // 21: goray.v1.FileStoreService.PutFile:output_type -> goray.v1.PutFileResponse
-	6,  // 22: goray.v1.FileStoreService.ReadFile:output_type -> goray.v1.ReadFileResponse
-	8,  // 23: goray.v1.FileStoreService.ReplicateFile:output_type -> goray.v1.ReplicateFileResponse
-	10, // 24: goray.v1.FileStoreService.DeleteFile:output_type -> goray.v1.DeleteFileResponse
-	12, // 25: goray.v1.FileIndexService.PlaceFile:output_type -> goray.v1.PlaceFileResponse
-	14, // 26: goray.v1.FileIndexService.CommitFile:output_type -> goray.v1.CommitFileResponse
-	16, // 27: goray.v1.FileIndexService.LookupFile:output_type -> goray.v1.LookupFileResponse
-	18, // 28: goray.v1.FileIndexService.ListFiles:output_type -> goray.v1.ListFilesResponse
-	20, // 29: goray.v1.FileIndexService.RemoveFile:output_type -> goray.v1.RemoveFileResponse
-	22, // 30: goray.v1.FileIndexService.ReportFileCorrupt:output_type -> goray.v1.ReportFileCorruptResponse
-	25, // 31: goray.v1.FileIndexService.ReportNodeFiles:output_type -> goray.v1.ReportNodeFilesResponse
-	21, // [21:32] is the sub-list for method output_type
-	10, // [10:21] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 4: goray.v1.PushFileRequest.info:type_name -> goray.v1.FileInfo
+	0,  // 5: goray.v1.PlaceFileResponse.targets:type_name -> goray.v1.FileReplica
+	1,  // 6: goray.v1.CommitFileRequest.info:type_name -> goray.v1.FileInfo
+	1,  // 7: goray.v1.CommitFileResponse.info:type_name -> goray.v1.FileInfo
+	1,  // 8: goray.v1.LookupFileResponse.info:type_name -> goray.v1.FileInfo
+	1,  // 9: goray.v1.ListFilesResponse.files:type_name -> goray.v1.FileInfo
+	25, // 10: goray.v1.ReportNodeFilesRequest.files:type_name -> goray.v1.LocalFile
+	3,  // 11: goray.v1.FileStoreService.PutFile:input_type -> goray.v1.PutFileRequest
+	5,  // 12: goray.v1.FileStoreService.ReadFile:input_type -> goray.v1.ReadFileRequest
+	7,  // 13: goray.v1.FileStoreService.ReplicateFile:input_type -> goray.v1.ReplicateFileRequest
+	9,  // 14: goray.v1.FileStoreService.PushFile:input_type -> goray.v1.PushFileRequest
+	11, // 15: goray.v1.FileStoreService.DeleteFile:input_type -> goray.v1.DeleteFileRequest
+	13, // 16: goray.v1.FileIndexService.PlaceFile:input_type -> goray.v1.PlaceFileRequest
+	15, // 17: goray.v1.FileIndexService.CommitFile:input_type -> goray.v1.CommitFileRequest
+	17, // 18: goray.v1.FileIndexService.LookupFile:input_type -> goray.v1.LookupFileRequest
+	19, // 19: goray.v1.FileIndexService.ListFiles:input_type -> goray.v1.ListFilesRequest
+	21, // 20: goray.v1.FileIndexService.RemoveFile:input_type -> goray.v1.RemoveFileRequest
+	23, // 21: goray.v1.FileIndexService.ReportFileCorrupt:input_type -> goray.v1.ReportFileCorruptRequest
+	26, // 22: goray.v1.FileIndexService.ReportNodeFiles:input_type -> goray.v1.ReportNodeFilesRequest
+	4,  // 23: goray.v1.FileStoreService.PutFile:output_type -> goray.v1.PutFileResponse
+	6,  // 24: goray.v1.FileStoreService.ReadFile:output_type -> goray.v1.ReadFileResponse
+	8,  // 25: goray.v1.FileStoreService.ReplicateFile:output_type -> goray.v1.ReplicateFileResponse
+	10, // 26: goray.v1.FileStoreService.PushFile:output_type -> goray.v1.PushFileResponse
+	12, // 27: goray.v1.FileStoreService.DeleteFile:output_type -> goray.v1.DeleteFileResponse
+	14, // 28: goray.v1.FileIndexService.PlaceFile:output_type -> goray.v1.PlaceFileResponse
+	16, // 29: goray.v1.FileIndexService.CommitFile:output_type -> goray.v1.CommitFileResponse
+	18, // 30: goray.v1.FileIndexService.LookupFile:output_type -> goray.v1.LookupFileResponse
+	20, // 31: goray.v1.FileIndexService.ListFiles:output_type -> goray.v1.ListFilesResponse
+	22, // 32: goray.v1.FileIndexService.RemoveFile:output_type -> goray.v1.RemoveFileResponse
+	24, // 33: goray.v1.FileIndexService.ReportFileCorrupt:output_type -> goray.v1.ReportFileCorruptResponse
+	27, // 34: goray.v1.FileIndexService.ReportNodeFiles:output_type -> goray.v1.ReportNodeFilesResponse
+	23, // [23:35] is the sub-list for method output_type
+	11, // [11:23] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_file_proto_init() }
@@ -1565,7 +1665,7 @@ func file_goray_v1_file_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_file_proto_rawDesc), len(file_goray_v1_file_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -22,6 +22,7 @@ const (
 	FileStoreService_PutFile_FullMethodName       = "/goray.v1.FileStoreService/PutFile"
 	FileStoreService_ReadFile_FullMethodName      = "/goray.v1.FileStoreService/ReadFile"
 	FileStoreService_ReplicateFile_FullMethodName = "/goray.v1.FileStoreService/ReplicateFile"
+	FileStoreService_PushFile_FullMethodName      = "/goray.v1.FileStoreService/PushFile"
 	FileStoreService_DeleteFile_FullMethodName    = "/goray.v1.FileStoreService/DeleteFile"
 )
 
@@ -51,6 +52,12 @@ type FileStoreServiceClient interface {
 	// and keeps it; with replace, a
 	// replica already here is replaced (a corrupt one is repaired).
 	ReplicateFile(ctx context.Context, in *ReplicateFileRequest, opts ...grpc.CallOption) (*ReplicateFileResponse, error)
+	// Caller: the raylet of a put. Callee: a raylet that is to hold a replica.
+	// Receives the file as the put receives it, chunk by chunk (every message
+	// but the last carries data); the last message carries the file's entry
+	// (SHA-256, size, block checksums), which the callee checks its copy
+	// against before it keeps it.
+	PushFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushFileRequest, PushFileResponse], error)
 	// Caller: the head. Callee: a raylet. Removes a local replica; removing a
 	// replica the raylet does not hold does nothing.
 	DeleteFile(ctx context.Context, in *DeleteFileRequest, opts ...grpc.CallOption) (*DeleteFileResponse, error)
@@ -106,6 +113,19 @@ func (c *fileStoreServiceClient) ReplicateFile(ctx context.Context, in *Replicat
 	return out, nil
 }
 
+func (c *fileStoreServiceClient) PushFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushFileRequest, PushFileResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FileStoreService_ServiceDesc.Streams[2], FileStoreService_PushFile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushFileRequest, PushFileResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileStoreService_PushFileClient = grpc.ClientStreamingClient[PushFileRequest, PushFileResponse]
+
 func (c *fileStoreServiceClient) DeleteFile(ctx context.Context, in *DeleteFileRequest, opts ...grpc.CallOption) (*DeleteFileResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteFileResponse)
@@ -142,6 +162,12 @@ type FileStoreServiceServer interface {
 	// and keeps it; with replace, a
 	// replica already here is replaced (a corrupt one is repaired).
 	ReplicateFile(context.Context, *ReplicateFileRequest) (*ReplicateFileResponse, error)
+	// Caller: the raylet of a put. Callee: a raylet that is to hold a replica.
+	// Receives the file as the put receives it, chunk by chunk (every message
+	// but the last carries data); the last message carries the file's entry
+	// (SHA-256, size, block checksums), which the callee checks its copy
+	// against before it keeps it.
+	PushFile(grpc.ClientStreamingServer[PushFileRequest, PushFileResponse]) error
 	// Caller: the head. Callee: a raylet. Removes a local replica; removing a
 	// replica the raylet does not hold does nothing.
 	DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error)
@@ -162,6 +188,9 @@ func (UnimplementedFileStoreServiceServer) ReadFile(*ReadFileRequest, grpc.Serve
 }
 func (UnimplementedFileStoreServiceServer) ReplicateFile(context.Context, *ReplicateFileRequest) (*ReplicateFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplicateFile not implemented")
+}
+func (UnimplementedFileStoreServiceServer) PushFile(grpc.ClientStreamingServer[PushFileRequest, PushFileResponse]) error {
+	return status.Error(codes.Unimplemented, "method PushFile not implemented")
 }
 func (UnimplementedFileStoreServiceServer) DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteFile not implemented")
@@ -222,6 +251,13 @@ func _FileStoreService_ReplicateFile_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FileStoreService_PushFile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FileStoreServiceServer).PushFile(&grpc.GenericServerStream[PushFileRequest, PushFileResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileStoreService_PushFileServer = grpc.ClientStreamingServer[PushFileRequest, PushFileResponse]
+
 func _FileStoreService_DeleteFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteFileRequest)
 	if err := dec(in); err != nil {
@@ -266,6 +302,11 @@ var FileStoreService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ReadFile",
 			Handler:       _FileStoreService_ReadFile_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PushFile",
+			Handler:       _FileStoreService_PushFile_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "goray/v1/file.proto",

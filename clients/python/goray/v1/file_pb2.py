@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/file.proto\x12\x08goray.v1\"@\n\x0b\x46ileReplica\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\"\x92\x02\n\x08\x46ileInfo\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x1d\n\nblock_size\x18\x03 \x01(\rR\tblockSize\x12!\n\x0c\x62lock_crc32c\x18\x04 \x03(\x07R\x0b\x62lockCrc32c\x12\'\n\x0freplicas_wanted\x18\x05 \x01(\rR\x0ereplicasWanted\x12\x31\n\x08replicas\x18\x06 \x03(\x0b\x32\x15.goray.v1.FileReplicaR\x08replicas\x12\x14\n\x05names\x18\x07 \x03(\tR\x05names\x12&\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03R\rcreatedUnixMs\"?\n\rPutFileHeader\x12\x1a\n\x08replicas\x18\x01 \x01(\rR\x08replicas\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"U\n\x0ePutFileRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x17.goray.v1.PutFileHeaderR\x06header\x12\x12\n\x04\x64\x61ta\x18\x02 \x01(\x0cR\x04\x64\x61ta\"9\n\x0fPutFileResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"`\n\x0fReadFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x1d\n\nblock_size\x18\x03 \x01(\rR\tblockSize\"R\n\x10ReadFileResponse\x12\x12\n\x04size\x18\x01 \x01(\x04R\x04size\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0cR\x04\x64\x61ta\"r\n\x14ReplicateFileRequest\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\x12\x18\n\x07sources\x18\x02 \x03(\tR\x07sources\x12\x18\n\x07replace\x18\x03 \x01(\x08R\x07replace\"\x17\n\x15ReplicateFileResponse\"+\n\x11\x44\x65leteFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\"\x14\n\x12\x44\x65leteFileResponse\"\xaa\x01\n\x10PlaceFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n\x08replicas\x18\x03 \x01(\rR\x08replicas\x12$\n\x0eholder_node_id\x18\x04 \x01(\x0cR\x0cholderNodeId\x12(\n\x10\x65xclude_node_ids\x18\x05 \x03(\x0cR\x0e\x65xcludeNodeIds\"D\n\x11PlaceFileResponse\x12/\n\x07targets\x18\x01 \x03(\x0b\x32\x15.goray.v1.FileReplicaR\x07targets\"O\n\x11\x43ommitFileRequest\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"<\n\x12\x43ommitFileResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"?\n\x11LookupFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"<\n\x12LookupFileResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"*\n\x10ListFilesRequest\x12\x16\n\x06prefix\x18\x01 \x01(\tR\x06prefix\"=\n\x11ListFilesResponse\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x12.goray.v1.FileInfoR\x05\x66iles\"?\n\x11RemoveFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"=\n\x12RemoveFileResponse\x12\'\n\x0fremoved_content\x18\x01 \x01(\x08R\x0eremovedContent\"K\n\x18ReportFileCorruptRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x17\n\x07node_id\x18\x02 \x01(\x0cR\x06nodeId\"\x1b\n\x19ReportFileCorruptResponse\"7\n\tLocalFile\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\"\\\n\x16ReportNodeFilesRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x13.goray.v1.LocalFileR\x05\x66iles\">\n\x17ReportNodeFilesResponse\x12#\n\rdelete_sha256\x18\x01 \x03(\x0cR\x0c\x64\x65leteSha2562\xb4\x02\n\x10\x46ileStoreService\x12@\n\x07PutFile\x12\x18.goray.v1.PutFileRequest\x1a\x19.goray.v1.PutFileResponse(\x01\x12\x43\n\x08ReadFile\x12\x19.goray.v1.ReadFileRequest\x1a\x1a.goray.v1.ReadFileResponse0\x01\x12P\n\rReplicateFile\x12\x1e.goray.v1.ReplicateFileRequest\x1a\x1f.goray.v1.ReplicateFileResponse\x12G\n\nDeleteFile\x12\x1b.goray.v1.DeleteFileRequest\x1a\x1c.goray.v1.DeleteFileResponse2\xaf\x04\n\x10\x46ileIndexService\x12\x44\n\tPlaceFile\x12\x1a.goray.v1.PlaceFileRequest\x1a\x1b.goray.v1.PlaceFileResponse\x12G\n\nCommitFile\x12\x1b.goray.v1.CommitFileRequest\x1a\x1c.goray.v1.CommitFileResponse\x12G\n\nLookupFile\x12\x1b.goray.v1.LookupFileRequest\x1a\x1c.goray.v1.LookupFileResponse\x12\x44\n\tListFiles\x12\x1a.goray.v1.ListFilesRequest\x1a\x1b.goray.v1.ListFilesResponse\x12G\n\nRemoveFile\x12\x1b.goray.v1.RemoveFileRequest\x1a\x1c.goray.v1.RemoveFileResponse\x12\\\n\x11ReportFileCorrupt\x12\".goray.v1.ReportFileCorruptRequest\x1a#.goray.v1.ReportFileCorruptResponse\x12V\n\x0fReportNodeFiles\x12 .goray.v1.ReportNodeFilesRequest\x1a!.goray.v1.ReportNodeFilesResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13goray/v1/file.proto\x12\x08goray.v1\"@\n\x0b\x46ileReplica\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\"\x92\x02\n\x08\x46ileInfo\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x1d\n\nblock_size\x18\x03 \x01(\rR\tblockSize\x12!\n\x0c\x62lock_crc32c\x18\x04 \x03(\x07R\x0b\x62lockCrc32c\x12\'\n\x0freplicas_wanted\x18\x05 \x01(\rR\x0ereplicasWanted\x12\x31\n\x08replicas\x18\x06 \x03(\x0b\x32\x15.goray.v1.FileReplicaR\x08replicas\x12\x14\n\x05names\x18\x07 \x03(\tR\x05names\x12&\n\x0f\x63reated_unix_ms\x18\x08 \x01(\x03R\rcreatedUnixMs\"?\n\rPutFileHeader\x12\x1a\n\x08replicas\x18\x01 \x01(\rR\x08replicas\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"U\n\x0ePutFileRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x17.goray.v1.PutFileHeaderR\x06header\x12\x12\n\x04\x64\x61ta\x18\x02 \x01(\x0cR\x04\x64\x61ta\"9\n\x0fPutFileResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"`\n\x0fReadFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x1d\n\nblock_size\x18\x03 \x01(\rR\tblockSize\"R\n\x10ReadFileResponse\x12\x12\n\x04size\x18\x01 \x01(\x04R\x04size\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0cR\x04\x64\x61ta\"r\n\x14ReplicateFileRequest\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\x12\x18\n\x07sources\x18\x02 \x03(\tR\x07sources\x12\x18\n\x07replace\x18\x03 \x01(\x08R\x07replace\"\x17\n\x15ReplicateFileResponse\"M\n\x0fPushFileRequest\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0cR\x04\x64\x61ta\x12&\n\x04info\x18\x02 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"\x12\n\x10PushFileResponse\"+\n\x11\x44\x65leteFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\"\x14\n\x12\x44\x65leteFileResponse\"\xaa\x01\n\x10PlaceFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x1a\n\x08replicas\x18\x03 \x01(\rR\x08replicas\x12$\n\x0eholder_node_id\x18\x04 \x01(\x0cR\x0cholderNodeId\x12(\n\x10\x65xclude_node_ids\x18\x05 \x03(\x0cR\x0e\x65xcludeNodeIds\"D\n\x11PlaceFileResponse\x12/\n\x07targets\x18\x01 \x03(\x0b\x32\x15.goray.v1.FileReplicaR\x07targets\"O\n\x11\x43ommitFileRequest\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"<\n\x12\x43ommitFileResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"?\n\x11LookupFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"<\n\x12LookupFileResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x12.goray.v1.FileInfoR\x04info\"*\n\x10ListFilesRequest\x12\x16\n\x06prefix\x18\x01 \x01(\tR\x06prefix\"=\n\x11ListFilesResponse\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x12.goray.v1.FileInfoR\x05\x66iles\"?\n\x11RemoveFileRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\"=\n\x12RemoveFileResponse\x12\'\n\x0fremoved_content\x18\x01 \x01(\x08R\x0eremovedContent\"K\n\x18ReportFileCorruptRequest\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x17\n\x07node_id\x18\x02 \x01(\x0cR\x06nodeId\"\x1b\n\x19ReportFileCorruptResponse\"7\n\tLocalFile\x12\x16\n\x06sha256\x18\x01 \x01(\x0cR\x06sha256\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\"\\\n\x16ReportNodeFilesRequest\x12\x17\n\x07node_id\x18\x01 \x01(\x0cR\x06nodeId\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x13.goray.v1.LocalFileR\x05\x66iles\">\n\x17ReportNodeFilesResponse\x12#\n\rdelete_sha256\x18\x01 \x03(\x0cR\x0c\x64\x65leteSha2562\xf9\x02\n\x10\x46ileStoreService\x12@\n\x07PutFile\x12\x18.goray.v1.PutFileRequest\x1a\x19.goray.v1.PutFileResponse(\x01\x12\x43\n\x08ReadFile\x12\x19.goray.v1.ReadFileRequest\x1a\x1a.goray.v1.ReadFileResponse0\x01\x12P\n\rReplicateFile\x12\x1e.goray.v1.ReplicateFileRequest\x1a\x1f.goray.v1.ReplicateFileResponse\x12\x43\n\x08PushFile\x12\x19.goray.v1.PushFileRequest\x1a\x1a.goray.v1.PushFileResponse(\x01\x12G\n\nDeleteFile\x12\x1b.goray.v1.DeleteFileRequest\x1a\x1c.goray.v1.DeleteFileResponse2\xaf\x04\n\x10\x46ileIndexService\x12\x44\n\tPlaceFile\x12\x1a.goray.v1.PlaceFileRequest\x1a\x1b.goray.v1.PlaceFileResponse\x12G\n\nCommitFile\x12\x1b.goray.v1.CommitFileRequest\x1a\x1c.goray.v1.CommitFileResponse\x12G\n\nLookupFile\x12\x1b.goray.v1.LookupFileRequest\x1a\x1c.goray.v1.LookupFileResponse\x12\x44\n\tListFiles\x12\x1a.goray.v1.ListFilesRequest\x1a\x1b.goray.v1.ListFilesResponse\x12G\n\nRemoveFile\x12\x1b.goray.v1.RemoveFileRequest\x1a\x1c.goray.v1.RemoveFileResponse\x12\\\n\x11ReportFileCorrupt\x12\".goray.v1.ReportFileCorruptRequest\x1a#.goray.v1.ReportFileCorruptResponse\x12V\n\x0fReportNodeFiles\x12 .goray.v1.ReportNodeFilesRequest\x1a!.goray.v1.ReportNodeFilesResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goray.v1.file_pb2', globals())
@@ -39,42 +39,46 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _REPLICATEFILEREQUEST._serialized_end=883
   _REPLICATEFILERESPONSE._serialized_start=885
   _REPLICATEFILERESPONSE._serialized_end=908
-  _DELETEFILEREQUEST._serialized_start=910
-  _DELETEFILEREQUEST._serialized_end=953
-  _DELETEFILERESPONSE._serialized_start=955
-  _DELETEFILERESPONSE._serialized_end=975
-  _PLACEFILEREQUEST._serialized_start=978
-  _PLACEFILEREQUEST._serialized_end=1148
-  _PLACEFILERESPONSE._serialized_start=1150
-  _PLACEFILERESPONSE._serialized_end=1218
-  _COMMITFILEREQUEST._serialized_start=1220
-  _COMMITFILEREQUEST._serialized_end=1299
-  _COMMITFILERESPONSE._serialized_start=1301
-  _COMMITFILERESPONSE._serialized_end=1361
-  _LOOKUPFILEREQUEST._serialized_start=1363
-  _LOOKUPFILEREQUEST._serialized_end=1426
-  _LOOKUPFILERESPONSE._serialized_start=1428
-  _LOOKUPFILERESPONSE._serialized_end=1488
-  _LISTFILESREQUEST._serialized_start=1490
-  _LISTFILESREQUEST._serialized_end=1532
-  _LISTFILESRESPONSE._serialized_start=1534
-  _LISTFILESRESPONSE._serialized_end=1595
-  _REMOVEFILEREQUEST._serialized_start=1597
-  _REMOVEFILEREQUEST._serialized_end=1660
-  _REMOVEFILERESPONSE._serialized_start=1662
-  _REMOVEFILERESPONSE._serialized_end=1723
-  _REPORTFILECORRUPTREQUEST._serialized_start=1725
-  _REPORTFILECORRUPTREQUEST._serialized_end=1800
-  _REPORTFILECORRUPTRESPONSE._serialized_start=1802
-  _REPORTFILECORRUPTRESPONSE._serialized_end=1829
-  _LOCALFILE._serialized_start=1831
-  _LOCALFILE._serialized_end=1886
-  _REPORTNODEFILESREQUEST._serialized_start=1888
-  _REPORTNODEFILESREQUEST._serialized_end=1980
-  _REPORTNODEFILESRESPONSE._serialized_start=1982
-  _REPORTNODEFILESRESPONSE._serialized_end=2044
-  _FILESTORESERVICE._serialized_start=2047
-  _FILESTORESERVICE._serialized_end=2355
-  _FILEINDEXSERVICE._serialized_start=2358
-  _FILEINDEXSERVICE._serialized_end=2917
+  _PUSHFILEREQUEST._serialized_start=910
+  _PUSHFILEREQUEST._serialized_end=987
+  _PUSHFILERESPONSE._serialized_start=989
+  _PUSHFILERESPONSE._serialized_end=1007
+  _DELETEFILEREQUEST._serialized_start=1009
+  _DELETEFILEREQUEST._serialized_end=1052
+  _DELETEFILERESPONSE._serialized_start=1054
+  _DELETEFILERESPONSE._serialized_end=1074
+  _PLACEFILEREQUEST._serialized_start=1077
+  _PLACEFILEREQUEST._serialized_end=1247
+  _PLACEFILERESPONSE._serialized_start=1249
+  _PLACEFILERESPONSE._serialized_end=1317
+  _COMMITFILEREQUEST._serialized_start=1319
+  _COMMITFILEREQUEST._serialized_end=1398
+  _COMMITFILERESPONSE._serialized_start=1400
+  _COMMITFILERESPONSE._serialized_end=1460
+  _LOOKUPFILEREQUEST._serialized_start=1462
+  _LOOKUPFILEREQUEST._serialized_end=1525
+  _LOOKUPFILERESPONSE._serialized_start=1527
+  _LOOKUPFILERESPONSE._serialized_end=1587
+  _LISTFILESREQUEST._serialized_start=1589
+  _LISTFILESREQUEST._serialized_end=1631
+  _LISTFILESRESPONSE._serialized_start=1633
+  _LISTFILESRESPONSE._serialized_end=1694
+  _REMOVEFILEREQUEST._serialized_start=1696
+  _REMOVEFILEREQUEST._serialized_end=1759
+  _REMOVEFILERESPONSE._serialized_start=1761
+  _REMOVEFILERESPONSE._serialized_end=1822
+  _REPORTFILECORRUPTREQUEST._serialized_start=1824
+  _REPORTFILECORRUPTREQUEST._serialized_end=1899
+  _REPORTFILECORRUPTRESPONSE._serialized_start=1901
+  _REPORTFILECORRUPTRESPONSE._serialized_end=1928
+  _LOCALFILE._serialized_start=1930
+  _LOCALFILE._serialized_end=1985
+  _REPORTNODEFILESREQUEST._serialized_start=1987
+  _REPORTNODEFILESREQUEST._serialized_end=2079
+  _REPORTNODEFILESRESPONSE._serialized_start=2081
+  _REPORTNODEFILESRESPONSE._serialized_end=2143
+  _FILESTORESERVICE._serialized_start=2146
+  _FILESTORESERVICE._serialized_end=2523
+  _FILEINDEXSERVICE._serialized_start=2526
+  _FILEINDEXSERVICE._serialized_end=3085
 # @@protoc_insertion_point(module_scope)

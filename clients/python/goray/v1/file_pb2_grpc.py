@@ -32,6 +32,11 @@ class FileStoreServiceStub(object):
                 request_serializer=goray_dot_v1_dot_file__pb2.ReplicateFileRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_file__pb2.ReplicateFileResponse.FromString,
                 )
+        self.PushFile = channel.stream_unary(
+                '/goray.v1.FileStoreService/PushFile',
+                request_serializer=goray_dot_v1_dot_file__pb2.PushFileRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_file__pb2.PushFileResponse.FromString,
+                )
         self.DeleteFile = channel.unary_unary(
                 '/goray.v1.FileStoreService/DeleteFile',
                 request_serializer=goray_dot_v1_dot_file__pb2.DeleteFileRequest.SerializeToString,
@@ -78,6 +83,17 @@ class FileStoreServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushFile(self, request_iterator, context):
+        """Caller: the raylet of a put. Callee: a raylet that is to hold a replica.
+        Receives the file as the put receives it, chunk by chunk (every message
+        but the last carries data); the last message carries the file's entry
+        (SHA-256, size, block checksums), which the callee checks its copy
+        against before it keeps it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteFile(self, request, context):
         """Caller: the head. Callee: a raylet. Removes a local replica; removing a
         replica the raylet does not hold does nothing.
@@ -103,6 +119,11 @@ def add_FileStoreServiceServicer_to_server(servicer, server):
                     servicer.ReplicateFile,
                     request_deserializer=goray_dot_v1_dot_file__pb2.ReplicateFileRequest.FromString,
                     response_serializer=goray_dot_v1_dot_file__pb2.ReplicateFileResponse.SerializeToString,
+            ),
+            'PushFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushFile,
+                    request_deserializer=goray_dot_v1_dot_file__pb2.PushFileRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_file__pb2.PushFileResponse.SerializeToString,
             ),
             'DeleteFile': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteFile,
@@ -170,6 +191,23 @@ class FileStoreService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.FileStoreService/ReplicateFile',
             goray_dot_v1_dot_file__pb2.ReplicateFileRequest.SerializeToString,
             goray_dot_v1_dot_file__pb2.ReplicateFileResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PushFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(request_iterator, target, '/goray.v1.FileStoreService/PushFile',
+            goray_dot_v1_dot_file__pb2.PushFileRequest.SerializeToString,
+            goray_dot_v1_dot_file__pb2.PushFileResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
