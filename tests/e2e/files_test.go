@@ -404,6 +404,23 @@ func TestFilesBadInput(t *testing.T) {
 			t.Fatalf("put after the disk filled: %v", err)
 		}
 	})
+	t.Run("the writer goes away mid-put", func(t *testing.T) {
+		// The input fails after 20 MiB: the put fails, and no node keeps a
+		// partial file (the forwarded copy included).
+		_, err := fc.Put(ctx, io.MultiReader(newFileSource(8, 20<<20), failingReader{}), 2, "never/whole")
+		if err == nil {
+			t.Fatal("put whose input fails: got no error")
+		}
+		for _, dir := range []string{a.DataDir, smallDir} {
+			testwait.Eventually(t, 10*time.Second, "no partial file in "+filepath.Base(dir), func() bool {
+				tmp, _ := os.ReadDir(filepath.Join(dir, "files", ".tmp"))
+				return len(tmp) == 0
+			})
+		}
+		if _, err := fc.Stat(ctx, "never/whole"); !errors.Is(err, errs.ErrNotFound) {
+			t.Fatalf("stat the failed put's name: got %v, want ErrNotFound", err)
+		}
+	})
 	t.Run("a replica's disk fills", func(t *testing.T) {
 		// Put through a with 2 replicas: the copy forwarded to the small
 		// disk fails part way; the put keeps its own copy, says it has 1,
@@ -424,3 +441,8 @@ func TestFilesBadInput(t *testing.T) {
 		}
 	})
 }
+
+// failingReader fails every read, as a writer that went away.
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("the writer went away") }
