@@ -38,6 +38,9 @@ const (
 	KindOutOfMemory      = errs.KindOutOfMemory
 	KindCancelled        = errs.KindCancelled
 	KindObjectFreed      = errs.KindObjectFreed
+	KindCompacted        = errs.KindCompacted
+	KindLockTimeout      = errs.KindLockTimeout
+	KindSessionLost      = errs.KindSessionLost
 	KindUnavailable      = errs.KindUnavailable
 	KindUnauthenticated  = errs.KindUnauthenticated
 	KindPermissionDenied = errs.KindPermissionDenied
@@ -94,6 +97,16 @@ var (
 	// ErrObjectFreed: the object was freed (released, or every ref to it
 	// was dropped) before this Get.
 	ErrObjectFreed = errs.ErrObjectFreed
+	// ErrCompacted: a watch or read asked for a revision etcd has compacted
+	// away; the Error's Revision is the compact revision. Read the current
+	// state and watch from its revision (see docs/coordination.md).
+	ErrCompacted = errs.ErrCompacted
+	// ErrLockTimeout: a coord lock was not acquired within its acquire
+	// timeout; it also matches ErrTimeout and context.DeadlineExceeded.
+	ErrLockTimeout = errs.ErrLockTimeout
+	// ErrSessionLost: a coord session's lease expired or was revoked, so
+	// its locks, leadership and keys are gone; start a new session.
+	ErrSessionLost = errs.ErrSessionLost
 	// ErrUnavailable: a process or the cluster could not be reached (the
 	// connection failed or was refused); the call may succeed later.
 	ErrUnavailable = errs.ErrUnavailable

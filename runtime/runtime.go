@@ -84,7 +84,7 @@ func Init(ctx context.Context, opts ...Option) error {
 // startEmbedded starts the embedded default: a head with its own node in
 // this process, on loopback.
 func startEmbedded(ctx context.Context, res map[string]float64, log *slog.Logger) (core.Embedded, error) {
-	cfg := embed.Config{Head: true}
+	cfg := embed.Config{Head: true, LazyCoordination: true}
 	cfg.Resources, cfg.Logger = res, log
 	return embed.Start(ctx, cfg)
 }

@@ -4,6 +4,7 @@
 //	goray bench [flags]                  run the benchmark suite (see docs/benchmarks.md)
 //	goray deploy BINARY --namespace NS   deploy a Go job binary for clients in other languages
 //	goray files put|get|ls|stat|rm       the cluster's file store (goray files help)
+//	goray kv get|put|del|watch|lock|elect|creds ...   the coordination service (etcd), etcdctl's feel
 //	goray version                        print the version
 //
 // The address defaults to GORAY_ADDRESS; the token to GORAY_TOKEN, then the
@@ -47,6 +48,8 @@ commands:
   deploy    deploy a Go job binary under a namespace (see docs/clients.md)
   files     put, get, list, stat and remove files in the cluster's file store
             (goray files help; docs/storage.md)
+  kv        the coordination service (etcd): get, put, del, watch, lock,
+            elect, creds (see docs/coordination.md; goray kv help)
   soak      run a long-running driver that drops every ref it makes, and
             print its memory and the store's as it goes (docs/objects.md)
   version   print the version
@@ -134,6 +137,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return deployCommand(ctx, args[1:], out)
 	case "files":
 		return filesCommand(ctx, args[1:], out)
+	case "kv":
+		return kvCommand(ctx, args[1:], out)
 	case "help", "-h", "--help":
 		fmt.Fprint(out, usage)
 		return nil

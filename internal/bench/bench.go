@@ -187,12 +187,25 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			specs = append([]*spec{b}, specs...)
 		}
 	}
+	specs = pairBaselines(specs)
 	defer r.close()
 	results := make([]Result, 0, len(specs))
 	byName := map[string]*Result{}
-	for i, s := range specs {
+	for i := 0; i < len(specs); i++ {
+		s := specs[i]
 		if err := ctx.Err(); err != nil {
 			return results, err
+		}
+		if i+1 < len(specs) && pairable(s, specs[i+1]) {
+			// A baseline and its metric, trials alternating (measurePair).
+			r.progress("[%d-%d/%d] %s and %s, trials alternating", i+1, i+2, len(specs), s.name, specs[i+1].name)
+			b, m := r.measurePair(ctx, s, specs[i+1])
+			results = append(results, b)
+			byName[s.name] = &results[len(results)-1]
+			results = append(results, m)
+			byName[m.Name] = &results[len(results)-1]
+			i++
+			continue
 		}
 		r.progress("[%d/%d] %s", i+1, len(specs), s.name)
 		res := r.measure(ctx, s)
@@ -229,6 +242,38 @@ func slowerBaseline(byName map[string]*Result, names []string, def string) strin
 		}
 	}
 	return best
+}
+
+// pairBaselines moves each baseline marked adjacent to just before the
+// first metric measured against it, so that the two run back to back and
+// their ratio holds on a machine whose load changes during the run.
+func pairBaselines(specs []*spec) []*spec {
+	out := make([]*spec, 0, len(specs))
+	placed := map[string]bool{}
+	byName := map[string]*spec{}
+	for _, s := range specs {
+		byName[s.name] = s
+	}
+	for _, s := range specs {
+		if s.adjacent && !placed[s.name] {
+			used := false
+			for _, d := range specs {
+				used = used || d.baseline == s.name
+			}
+			if used {
+				continue // placed before its first dependent
+			}
+		}
+		if b := byName[s.baseline]; b != nil && b.adjacent && !placed[b.name] {
+			out = append(out, b)
+			placed[b.name] = true
+		}
+		if !placed[s.name] {
+			out = append(out, s)
+			placed[s.name] = true
+		}
+	}
+	return out
 }
 
 func containsSpec(specs []*spec, name string) bool {
@@ -300,6 +345,9 @@ type spec struct {
 	setup func(ctx context.Context, r *runner) (op, func(), error)
 	// scale marks an opt-in scale workload (Config.Scale).
 	scale bool
+	// adjacent (a baseline) runs just before the first metric measured
+	// against it rather than with the other baselines (pairBaselines).
+	adjacent bool
 	// once, instead of setup, runs a one-shot workload (no warm-up or
 	// trials) and says what it measured.
 	once func(ctx context.Context, r *runner) (scaleResult, error)

@@ -75,6 +75,7 @@ type runner struct {
 	cluster *cluster
 	echo    *echoClient
 	inJob   bool
+	coord   *coordBench // the coordination workloads' clients (coord.go)
 }
 
 // job starts a fresh goray job (driver session) on the cluster, ending the
@@ -114,6 +115,10 @@ func (r *runner) endJob() {
 
 func (r *runner) close() {
 	r.endJob()
+	if r.coord != nil {
+		r.coord.close()
+		r.coord = nil
+	}
 	if r.echo != nil {
 		r.echo.close()
 		r.echo = nil

@@ -516,7 +516,7 @@ func workloadSpecs(sz sizes) []*spec {
 					return nil
 				}, nil
 			})},
-	}, append(spillSpecs(sz), fileSpecs(sz)...)...)
+	}, append(append(spillSpecs(sz), fileSpecs(sz)...), coordSpecs()...)...)
 }
 
 func actorAsync(name string, sz sizes, conc int, goal string, ray float64) *spec {

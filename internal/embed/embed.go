@@ -23,11 +23,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/goray/goray/internal/coordsrv"
 	"github.com/goray/goray/internal/gateway"
 	"github.com/goray/goray/internal/raylet"
 	"github.com/goray/goray/internal/rpc"
@@ -60,6 +62,22 @@ type Config struct {
 	// job. Default scheduler.DefaultDriverReconnectTimeout.
 	DriverReconnectTimeout time.Duration
 
+	// Coordination (with Head only): the etcd the head runs or uses (see
+	// internal/coordsrv and docs/coordination.md).
+	//   - EtcdListen, EtcdPeerListen: the embedded member's client and peer
+	//     HOST:PORT; default free loopback ports, kept in the head's data
+	//     dir so a restarted head comes back on the same endpoint.
+	//   - EtcdEndpoints: an external etcd cluster's client URLs; no member
+	//     runs, and EtcdUser/EtcdPassword are handed to the cluster's
+	//     processes.
+	//   - LazyCoordination: start the member on the first request for it
+	//     rather than at Start (the embedded default of runtime.Init, so a
+	//     program that never coordinates never starts etcd).
+	EtcdListen, EtcdPeerListen string
+	EtcdEndpoints              []string
+	EtcdUser, EtcdPassword     string
+	LazyCoordination           bool
+
 	// Config is the node's configuration (and, for a head, its listen
 	// address, token and data directory):
 	//   - Token: with Head, empty Token and !NoAuth a fresh one is generated
@@ -83,6 +101,12 @@ func (c *Config) Validate() error {
 	}
 	if !c.Head && c.Address == "" {
 		return errors.New("raylet config: either --head or --address HOST:PORT of a head is required")
+	}
+	if !c.Head && (c.EtcdListen != "" || c.EtcdPeerListen != "" || len(c.EtcdEndpoints) > 0) {
+		return errors.New("raylet config: the etcd flags configure a head's coordination service and need --head")
+	}
+	if len(c.EtcdEndpoints) > 0 && (c.EtcdListen != "" || c.EtcdPeerListen != "") {
+		return errors.New("raylet config: --etcd-endpoints uses an external etcd cluster; --etcd-listen and --etcd-peer-listen configure the embedded member instead: give one or the other")
 	}
 	if c.HeartbeatInterval < 0 || c.NodeTimeout < 0 || c.DriverReconnectTimeout < 0 {
 		return fmt.Errorf("raylet config: HeartbeatInterval %s, NodeTimeout %s and DriverReconnectTimeout %s must not be negative",
@@ -113,6 +137,9 @@ type Server struct {
 	sched     *scheduler.Server
 	headStore *scheduler.BoltStore // the head's tables on disk, when kept
 	gateway   *gateway.Gateway
+	coord     *coordsrv.Engine
+	// credFiles are the etcd credential files written beside the token file.
+	credFiles []string
 	node      *raylet.Raylet
 	closeOnce sync.Once
 }
@@ -177,8 +204,24 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raylet: start head: %w", err)
 	}
+	if s.coord, err = coordsrv.New(coordsrv.Config{
+		Dir: s.headDir, ClientListen: cfg.EtcdListen, PeerListen: cfg.EtcdPeerListen,
+		Endpoints: cfg.EtcdEndpoints, User: cfg.EtcdUser, Password: cfg.EtcdPassword,
+		Token: s.token, Logger: cfg.Logger,
+	}); err != nil {
+		return nil, fmt.Errorf("raylet: %w", err)
+	}
+	if !cfg.LazyCoordination {
+		if err := s.coord.Start(ctx); err != nil {
+			return nil, fmt.Errorf("raylet: start the head's coordination service: %w", err)
+		}
+		if err := s.writeCredFiles(); err != nil {
+			return nil, err
+		}
+	}
 	s.srv = grpc.NewServer(raylet.ServerOptions(s.token)...)
 	s.sched.Register(s.srv)
+	s.coord.Register(s.srv)
 	// Deployed namespaces (goray deploy) and the client gateway.
 	scheduler.NewDeployer(s.sched).Register(s.srv)
 	if s.gateway, err = gateway.New(gateway.Config{HeadAddress: s.addr, Token: s.token, Logger: cfg.Logger, Version: gateway.ServerVersion}); err != nil {
@@ -301,6 +344,36 @@ func (s *Server) Token() string { return s.token }
 // TokenFile is the file the token was written to (head) or read from.
 func (s *Server) TokenFile() string { return s.tokenFile }
 
+// Coordination is the head's coordination engine (nil for a node alone).
+func (s *Server) Coordination() *coordsrv.Engine { return s.coord }
+
+// CredFiles are the files the head wrote its etcd credentials to, beside
+// its token file: the read-write user's, then the read-only user's (none
+// without a token file, or before a lazy engine started).
+func (s *Server) CredFiles() []string { return s.credFiles }
+
+// writeCredFiles writes the etcd endpoint and credentials beside the token
+// file, mode 0600, as etcdctl's environment variables:
+// <token file>.etcd (read-write user) and <token file>.etcd-ro.
+func (s *Server) writeCredFiles() error {
+	if s.tokenFile == "" {
+		return nil
+	}
+	in := s.coord.Info()
+	for _, f := range []struct{ path, user, pass string }{
+		{s.tokenFile + ".etcd", in.User, in.Password},
+		{s.tokenFile + ".etcd-ro", in.ROUser, in.ROPassword},
+	} {
+		// As the token file: a fresh file renamed into place, mode 0600,
+		// never written through a file planted at the path.
+		if err := rpc.WriteTokenFile(f.path, strings.TrimSuffix(coordsrv.EnvFile(in.Endpoints, f.user, f.pass), "\n")); err != nil {
+			return fmt.Errorf("raylet: write the etcd credentials: %w", err)
+		}
+		s.credFiles = append(s.credFiles, f.path)
+	}
+	return nil
+}
+
 // Node is the server's node; nil for a head alone (NoNode).
 func (s *Server) Node() *raylet.Raylet { return s.node }
 
@@ -328,6 +401,9 @@ func (s *Server) close() {
 		s.sched.Close()
 	}
 	rpc.StopServer(s.srv, gracefulTimeout)
+	if s.coord != nil {
+		s.coord.Close()
+	}
 	if s.serveDone != nil {
 		<-s.serveDone
 	}
@@ -343,6 +419,15 @@ func (s *Server) close() {
 // closeHead closes what the head keeps outside the server: its store, its
 // token file and its temporary directory. It is idempotent.
 func (s *Server) closeHead() {
+	if s.coord != nil {
+		s.coord.Close()
+	}
+	if s.removeTokenFile {
+		for _, f := range s.credFiles {
+			os.Remove(f)
+		}
+	}
+	s.credFiles = nil
 	if s.headStore != nil {
 		if err := s.headStore.Close(); err != nil {
 			s.log.Error("close the head's store", "err", err)

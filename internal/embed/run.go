@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/goray/goray/internal/raylet"
 	"github.com/goray/goray/internal/rpc"
@@ -47,6 +48,31 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
+// printCoordination says on stderr how to reach the head's etcd.
+func printCoordination(stderr io.Writer, s *Server) {
+	if s.coord == nil {
+		return
+	}
+	in := s.coord.Info()
+	if len(in.Endpoints) == 0 {
+		return
+	}
+	what := "embedded etcd"
+	if !in.Embedded {
+		what = "external etcd"
+	}
+	fmt.Fprintf(stderr, "goray coordination (%s) at %s\n", what, strings.Join(in.Endpoints, ","))
+	switch {
+	case in.User == "":
+		fmt.Fprintf(stderr, "  etcd authentication is off: etcdctl --endpoints %s get KEY\n", strings.Join(in.Endpoints, ","))
+	case len(s.credFiles) == 2:
+		fmt.Fprintf(stderr, "  users: %s (read-write), %s (read-only); passwords in %s and %s (mode 0600), or `goray kv creds`\n  etcdctl:  (set -a; . %s; etcdctl get KEY)\n",
+			in.User, in.ROUser, s.credFiles[0], s.credFiles[1], s.credFiles[0])
+	default:
+		fmt.Fprintf(stderr, "  users: %s (read-write), %s (read-only); passwords: `goray kv creds`\n", in.User, in.ROUser)
+	}
+}
+
 // printReady prints s's ready line to stdout and, for a head, how to join
 // it and connect a driver to stderr.
 func printReady(stdout, stderr io.Writer, cfg Config, s *Server) {
@@ -69,6 +95,7 @@ func printReady(stdout, stderr io.Writer, cfg Config, s *Server) {
 	if tf := s.TokenFile(); tf != "" && tf != rpc.DefaultTokenPath(s.Address()) {
 		driver += " " + raylet.EnvTokenFile + "=" + tf
 	}
+	printCoordination(stderr, s)
 	if cfg.NoNode {
 		fmt.Fprintf(stderr, "goray head (no node) running at %s\n  join a node:       %s\n  connect a driver:  set GORAY_ADDRESS to a raylet's address\n",
 			s.Address(), join)

@@ -39,6 +39,10 @@ const (
 	KindOutOfMemory     = Kind(pb.ErrorKind_ERROR_KIND_OUT_OF_MEMORY)
 	KindCancelled       = Kind(pb.ErrorKind_ERROR_KIND_CANCELLED)
 	KindObjectFreed     = Kind(pb.ErrorKind_ERROR_KIND_OBJECT_FREED)
+	// The coordination service's kinds (package coord, on etcd).
+	KindCompacted   = Kind(pb.ErrorKind_ERROR_KIND_COMPACTED)
+	KindLockTimeout = Kind(pb.ErrorKind_ERROR_KIND_LOCK_TIMEOUT)
+	KindSessionLost = Kind(pb.ErrorKind_ERROR_KIND_SESSION_LOST)
 	// The kinds of failures below goray's own: a status that carries no goray
 	// error (from the transport, or a server that is not goray's) comes back
 	// as one of these, keeping its gRPC code (see FromStatus).
@@ -67,6 +71,9 @@ var (
 	ErrOutOfMemory      = errors.New("out of memory")
 	ErrCancelled        = errors.New("cancelled")
 	ErrObjectFreed      = errors.New("object freed")
+	ErrCompacted        = errors.New("revision compacted")
+	ErrLockTimeout      = errors.New("lock timeout")
+	ErrSessionLost      = errors.New("session lost")
 	ErrUnavailable      = errors.New("unavailable")
 	ErrUnauthenticated  = errors.New("unauthenticated")
 	ErrPermissionDenied = errors.New("permission denied")
@@ -95,6 +102,9 @@ var sentinels = map[Kind]error{
 	KindOutOfMemory:      ErrOutOfMemory,
 	KindCancelled:        ErrCancelled,
 	KindObjectFreed:      ErrObjectFreed,
+	KindCompacted:        ErrCompacted,
+	KindLockTimeout:      ErrLockTimeout,
+	KindSessionLost:      ErrSessionLost,
 	KindUnavailable:      ErrUnavailable,
 	KindUnauthenticated:  ErrUnauthenticated,
 	KindPermissionDenied: ErrPermissionDenied,
@@ -119,6 +129,9 @@ var codesByKind = map[Kind]codes.Code{
 	KindOutOfMemory:      codes.ResourceExhausted,
 	KindCancelled:        codes.Canceled,
 	KindObjectFreed:      codes.NotFound,
+	KindCompacted:        codes.OutOfRange,
+	KindLockTimeout:      codes.DeadlineExceeded,
+	KindSessionLost:      codes.FailedPrecondition,
 	KindUnavailable:      codes.Unavailable,
 	KindUnauthenticated:  codes.Unauthenticated,
 	KindPermissionDenied: codes.PermissionDenied,
@@ -172,6 +185,9 @@ type Error struct {
 	NodeID   []byte
 	WorkerID []byte
 	PID      int32
+	// Revision is the coordination revision the error is about: the
+	// compact revision of a KindCompacted error.
+	Revision int64
 	// code is the gRPC code of the status e was made from when it carried
 	// no goray error (FromStatus); 0 (OK) for e.Kind's own code.
 	code codes.Code
@@ -265,12 +281,16 @@ func (e *Error) GRPCStatus() *status.Status {
 }
 
 // Is makes errors.Is(err, ErrX) hold for the sentinel of e's kind, and
-// errors.Is(err, context.DeadlineExceeded) for a timeout.
+// errors.Is(err, context.DeadlineExceeded) for a timeout. A lock timeout
+// is a timeout too (it matches ErrTimeout and context.DeadlineExceeded).
 func (e *Error) Is(target error) bool {
 	if s, ok := sentinels[e.Kind]; ok && s == target {
 		return true
 	}
-	return e.Kind == KindTimeout && target == context.DeadlineExceeded
+	if e.Kind == KindLockTimeout && target == ErrTimeout {
+		return true
+	}
+	return (e.Kind == KindTimeout || e.Kind == KindLockTimeout) && target == context.DeadlineExceeded
 }
 
 // Proto is e as a goray.v1.ErrorInfo.
@@ -284,6 +304,7 @@ func (e *Error) Proto() *pb.ErrorInfo {
 		NodeId:      e.NodeID,
 		WorkerId:    e.WorkerID,
 		Pid:         e.PID,
+		Revision:    e.Revision,
 	}
 }
 
@@ -301,6 +322,7 @@ func FromProto(p *pb.ErrorInfo) *Error {
 		NodeID:      p.GetNodeId(),
 		WorkerID:    p.GetWorkerId(),
 		PID:         p.GetPid(),
+		Revision:    p.GetRevision(),
 	}
 }
 

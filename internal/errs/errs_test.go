@@ -85,6 +85,9 @@ func TestKinds(t *testing.T) {
 		{KindNodeDied, ErrNodeDied, "node died", codes.Unavailable},
 		{KindInfeasible, ErrInfeasible, "infeasible", codes.FailedPrecondition},
 		{KindTimeout, ErrTimeout, "timeout", codes.DeadlineExceeded},
+		{KindCompacted, ErrCompacted, "revision compacted", codes.OutOfRange},
+		{KindLockTimeout, ErrLockTimeout, "lock timeout", codes.DeadlineExceeded},
+		{KindSessionLost, ErrSessionLost, "session lost", codes.FailedPrecondition},
 		{KindNotFound, ErrNotFound, "not found", codes.NotFound},
 		{KindInvalidArgument, ErrInvalidArgument, "invalid argument", codes.InvalidArgument},
 		{KindAlreadyExists, ErrAlreadyExists, "already exists", codes.AlreadyExists},
@@ -118,6 +121,12 @@ func TestKinds(t *testing.T) {
 				t.Errorf("errors.As: got %v, want the *Error", as)
 			}
 			for _, other := range sentinels {
+				if other == ErrTimeout && tc.kind == KindLockTimeout {
+					if !errors.Is(e, other) {
+						t.Errorf("errors.Is(%v, ErrTimeout): got false, want true (a lock timeout is a timeout)", e)
+					}
+					continue
+				}
 				if other != tc.sentinel && errors.Is(e, other) {
 					t.Errorf("errors.Is(%v, %v): got true, want false", e, other)
 				}

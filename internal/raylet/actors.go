@@ -2,6 +2,7 @@ package raylet
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -99,8 +100,11 @@ func (r *Raylet) createActor(ctx context.Context, req *pb.StartActorRequest) (*p
 		// Unavailable: the host does not answer. Canceled with our own
 		// context alive: the raylet closed the host's connection because the
 		// host died meanwhile. Either way the actor goes elsewhere.
+		// (A Canceled status reaches here as an error wrapping
+		// context.Canceled: the client interceptor converts it.)
 		code := status.Code(err)
-		if (code != codes.Unavailable && code != codes.Canceled) || attempt >= 3 || ctx.Err() != nil {
+		canceled := code == codes.Canceled || errors.Is(err, context.Canceled)
+		if (code != codes.Unavailable && !canceled) || attempt >= 3 || ctx.Err() != nil {
 			return fail(errs.FromStatus(err))
 		}
 		r.log.Info("actor host unreachable; placing the actor on another host", "actor", actorID, "worker", w.id, "err", err)

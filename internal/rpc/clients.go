@@ -16,6 +16,7 @@ type HeadClient struct {
 	pb.ActorServiceClient
 	pb.PlacementGroupServiceClient
 	pb.StateServiceClient
+	pb.CoordinationServiceClient
 }
 
 // NewHeadClient is a HeadClient over cc, a connection to the head.
@@ -26,6 +27,7 @@ func NewHeadClient(cc grpc.ClientConnInterface) *HeadClient {
 		ActorServiceClient:          pb.NewActorServiceClient(cc),
 		PlacementGroupServiceClient: pb.NewPlacementGroupServiceClient(cc),
 		StateServiceClient:          pb.NewStateServiceClient(cc),
+		CoordinationServiceClient:   pb.NewCoordinationServiceClient(cc),
 	}
 }
 

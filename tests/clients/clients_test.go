@@ -225,6 +225,8 @@ func TestClients(t *testing.T) {
 		}
 		runSuite(t, filepath.Join(root, "clients/node"), env, "node", "--test", "test/")
 	})
+	// Standard etcd clients on the head's coordination service.
+	etcdSuites(t, root, tokenFile)
 }
 
 func missing(t *testing.T, what string) {

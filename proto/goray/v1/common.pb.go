@@ -133,6 +133,15 @@ const (
 	ErrorKind_ERROR_KIND_CANCELLED ErrorKind = 20
 	// The object was freed: every ref to it was dropped or released.
 	ErrorKind_ERROR_KIND_OBJECT_FREED ErrorKind = 21
+	// Coordination (etcd): the revision asked for was compacted away; the
+	// error carries the compact revision (ErrorInfo.revision). Resume from it
+	// (or read the current state and watch from there).
+	ErrorKind_ERROR_KIND_COMPACTED ErrorKind = 40
+	// Coordination: a lock was not acquired before its acquire timeout.
+	ErrorKind_ERROR_KIND_LOCK_TIMEOUT ErrorKind = 41
+	// Coordination: the session (its etcd lease) expired or was revoked; what
+	// it held (locks, leadership, keys under its lease) is gone.
+	ErrorKind_ERROR_KIND_SESSION_LOST ErrorKind = 42
 )
 
 // Enum value maps for ErrorKind.
@@ -160,6 +169,9 @@ var (
 		19: "ERROR_KIND_OUT_OF_MEMORY",
 		20: "ERROR_KIND_CANCELLED",
 		21: "ERROR_KIND_OBJECT_FREED",
+		40: "ERROR_KIND_COMPACTED",
+		41: "ERROR_KIND_LOCK_TIMEOUT",
+		42: "ERROR_KIND_SESSION_LOST",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_KIND_UNSPECIFIED":       0,
@@ -184,6 +196,9 @@ var (
 		"ERROR_KIND_OUT_OF_MEMORY":     19,
 		"ERROR_KIND_CANCELLED":         20,
 		"ERROR_KIND_OBJECT_FREED":      21,
+		"ERROR_KIND_COMPACTED":         40,
+		"ERROR_KIND_LOCK_TIMEOUT":      41,
+		"ERROR_KIND_SESSION_LOST":      42,
 	}
 )
 
@@ -623,7 +638,10 @@ type ErrorInfo struct {
 	WorkerId []byte `protobuf:"bytes,6,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	Pid      int32  `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
 	// A further description of the cause, e.g. a process exit status.
-	Cause         string `protobuf:"bytes,8,opt,name=cause,proto3" json:"cause,omitempty"`
+	Cause string `protobuf:"bytes,8,opt,name=cause,proto3" json:"cause,omitempty"`
+	// A revision the error is about: the compact revision for
+	// ERROR_KIND_COMPACTED.
+	Revision      int64 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +730,13 @@ func (x *ErrorInfo) GetCause() string {
 		return x.Cause
 	}
 	return ""
+}
+
+func (x *ErrorInfo) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // Arg is one argument of a task or actor call: a value or a reference.
@@ -1170,7 +1195,7 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\v2\x17.goray.v1.ObjectReplicaR\breplicas\"O\n" +
 	"\rObjectReplica\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12%\n" +
-	"\x0eraylet_address\x18\x02 \x01(\tR\rrayletAddress\"\xe3\x01\n" +
+	"\x0eraylet_address\x18\x02 \x01(\tR\rrayletAddress\"\xff\x01\n" +
 	"\tErrorInfo\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.goray.v1.ErrorKindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
@@ -1179,7 +1204,8 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\anode_id\x18\x05 \x01(\fR\x06nodeId\x12\x1b\n" +
 	"\tworker_id\x18\x06 \x01(\fR\bworkerId\x12\x10\n" +
 	"\x03pid\x18\a \x01(\x05R\x03pid\x12\x14\n" +
-	"\x05cause\x18\b \x01(\tR\x05cause\"a\n" +
+	"\x05cause\x18\b \x01(\tR\x05cause\x12\x1a\n" +
+	"\brevision\x18\x14 \x01(\x03R\brevision\"a\n" +
 	"\x03Arg\x12)\n" +
 	"\x05value\x18\x01 \x01(\v2\x11.goray.v1.PayloadH\x00R\x05value\x12'\n" +
 	"\x03ref\x18\x02 \x01(\v2\x13.goray.v1.ObjectRefH\x00R\x03refB\x06\n" +
@@ -1225,7 +1251,7 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\fENCODING_RAW\x10\x01\x12\x15\n" +
 	"\x11ENCODING_PROTOBUF\x10\x02\x12\x14\n" +
 	"\x10ENCODING_MSGPACK\x10\x03\x12\x11\n" +
-	"\rENCODING_JSON\x10\x04*\x84\x05\n" +
+	"\rENCODING_JSON\x10\x04*\xd8\x05\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_KIND_TASK_FAILED\x10\x01\x12\x19\n" +
@@ -1249,7 +1275,10 @@ const file_goray_v1_common_proto_rawDesc = "" +
 	"\x1cERROR_KIND_OBJECT_STORE_FULL\x10\x12\x12\x1c\n" +
 	"\x18ERROR_KIND_OUT_OF_MEMORY\x10\x13\x12\x18\n" +
 	"\x14ERROR_KIND_CANCELLED\x10\x14\x12\x1b\n" +
-	"\x17ERROR_KIND_OBJECT_FREED\x10\x15B/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"\x17ERROR_KIND_OBJECT_FREED\x10\x15\x12\x18\n" +
+	"\x14ERROR_KIND_COMPACTED\x10(\x12\x1b\n" +
+	"\x17ERROR_KIND_LOCK_TIMEOUT\x10)\x12\x1b\n" +
+	"\x17ERROR_KIND_SESSION_LOST\x10*B/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_common_proto_rawDescOnce sync.Once
