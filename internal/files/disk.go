@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/goray/goray/internal/errs"
@@ -106,31 +107,47 @@ func (d *Disk) List() ([]LocalFile, error) {
 	return out, nil
 }
 
-// Writer writes a new replica: it checksums every block as the bytes go to
-// a temporary file, and hashes the whole content (a put learns its address
-// from it, a copy checks it against the address) in a goroutine of its own,
-// beside the receiving and the writing. Commit puts it in place; Abort
-// (always safe to call, and a no-op after Commit) removes it.
+// Writer writes a new replica in a pipeline beside its caller: Write hands
+// each chunk to two goroutines, one writing it to a temporary file (starting
+// its writeback as it goes) and checksumming every block, the other hashing
+// the whole content (a put learns its address from it, a copy checks it
+// against the address). So the caller receives the next chunk while the
+// last is written and hashed, and the two use both cores. Commit puts it in
+// place; Abort (always safe to call, and a no-op after Commit) removes it.
+// One goroutine at a time calls it.
 type Writer struct {
-	d       *Disk
-	f       *os.File
-	n       uint64
-	done    bool
-	crc     uint32
-	inBlock int
-	blocks  []uint32
-	flushed uint64 // bytes whose writeback was started
-	// The chunks Write is given go to the hashing goroutine, which answers
-	// on wholeOut once wholeIn is closed.
+	d    *Disk
+	f    *os.File
+	n    uint64 // bytes given to Write
+	done bool
+
+	// The chunks Write is given go to the writing goroutine (fileIn), which
+	// answers on fileOut once fileIn is closed, and to the hashing one
+	// (wholeIn, wholeOut).
 	finished bool
+	fileIn   chan []byte
+	fileOut  chan fileResult
 	wholeIn  chan []byte
 	wholeOut chan Hash
+	failed   atomic.Bool // the writing goroutine hit an error: Write stops early
+	res      fileResult
 	sum      Hash
+}
+
+// fileResult is what the writing goroutine did.
+type fileResult struct {
+	written uint64
+	blocks  []uint32
+	err     error
 }
 
 // writebackChunk is how many written bytes start their writeback to disk
 // at once (see startWriteback).
 const writebackChunk = 8 << 20
+
+// pipelineDepth is how many chunks (1 MiB each from a put) may wait for
+// each of the writing and hashing goroutines.
+const pipelineDepth = 8
 
 // Create starts a replica.
 func (d *Disk) Create() (*Writer, error) {
@@ -138,9 +155,11 @@ func (d *Disk) Create() (*Writer, error) {
 	if err != nil {
 		return nil, diskErr(d, 0, err)
 	}
-	in, out := make(chan []byte, 8), make(chan Hash, 1)
-	w := &Writer{d: d, f: f, wholeIn: in, wholeOut: out}
-	go func() { out <- hashAll(in) }()
+	w := &Writer{d: d, f: f,
+		fileIn: make(chan []byte, pipelineDepth), fileOut: make(chan fileResult, 1),
+		wholeIn: make(chan []byte, pipelineDepth), wholeOut: make(chan Hash, 1)}
+	go func() { w.wholeOut <- hashAll(w.wholeIn) }()
+	go func() { w.fileOut <- w.writeAll() }()
 	return w, nil
 }
 
@@ -155,61 +174,93 @@ func hashAll(in <-chan []byte) Hash {
 	return sum
 }
 
-// Write appends p. p is read after Write returns, until Sum or Abort: the
-// caller must not change it (a gRPC message's data, which is never reused,
-// is fine).
+// writeAll writes the chunks of fileIn to the file in order, checksumming
+// every block; after an error it only drains fileIn.
+func (w *Writer) writeAll() fileResult {
+	var (
+		r       fileResult
+		crc     uint32
+		inBlock int
+		flushed uint64
+	)
+	for p := range w.fileIn {
+		if r.err != nil {
+			continue
+		}
+		if _, err := w.f.Write(p); err != nil {
+			r.err = diskErr(w.d, r.written, err)
+			w.failed.Store(true)
+			continue
+		}
+		r.written += uint64(len(p))
+		if r.written-flushed >= writebackChunk {
+			startWriteback(w.f, int64(flushed), int64(r.written-flushed))
+			flushed = r.written
+		}
+		for q := p; len(q) > 0; {
+			take := min(len(q), BlockSize-inBlock)
+			crc = crc32.Update(crc, castagnoli, q[:take])
+			inBlock += take
+			q = q[take:]
+			if inBlock == BlockSize {
+				r.blocks = append(r.blocks, crc)
+				crc, inBlock = 0, 0
+			}
+		}
+	}
+	if inBlock > 0 {
+		r.blocks = append(r.blocks, crc)
+	}
+	return r
+}
+
+// Write appends p. p is read after Write returns, until Sum, Blocks,
+// Commit or Abort: the caller must not change it (a gRPC message's data,
+// which is never reused, is fine). A failed write to disk is returned by a
+// later Write or by Commit.
 func (w *Writer) Write(p []byte) (int, error) {
+	if w.finished {
+		return 0, errs.New(errs.KindInternal, "", "file store: write after the end of the file")
+	}
 	if w.n+uint64(len(p)) > MaxFileSize {
 		return 0, errs.New(errs.KindInvalidArgument, "", "file too large: more than %d bytes (1 TiB), the file store's limit", uint64(MaxFileSize))
 	}
-	if _, err := w.f.Write(p); err != nil {
-		return 0, diskErr(w.d, w.n, err)
+	if w.failed.Load() {
+		w.finish()
+		return 0, w.res.err
 	}
-	w.n += uint64(len(p))
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if w.n-w.flushed >= writebackChunk {
-		startWriteback(w.f, int64(w.flushed), int64(w.n-w.flushed))
-		w.flushed = w.n
-	}
+	w.n += uint64(len(p))
+	w.fileIn <- p
 	w.wholeIn <- p
-	for q := p; len(q) > 0; {
-		take := min(len(q), BlockSize-w.inBlock)
-		w.crc = crc32.Update(w.crc, castagnoli, q[:take])
-		w.inBlock += take
-		q = q[take:]
-		if w.inBlock == BlockSize {
-			w.blocks = append(w.blocks, w.crc)
-			w.crc, w.inBlock = 0, 0
-		}
-	}
 	return len(p), nil
 }
 
-// finish ends the hashing goroutine and keeps its result.
+// finish ends the two goroutines and keeps their results.
 func (w *Writer) finish() {
 	if w.finished {
 		return
 	}
 	w.finished = true
+	close(w.fileIn)
 	close(w.wholeIn)
+	w.res = <-w.fileOut
 	w.sum = <-w.wholeOut
 }
 
 // Size is the number of bytes written.
 func (w *Writer) Size() uint64 { return w.n }
 
-// Blocks is every block's checksum, once the last Write is done.
+// Blocks is every block's checksum; it ends the file (no Write after it).
 func (w *Writer) Blocks() []uint32 {
-	if w.inBlock > 0 {
-		w.blocks = append(w.blocks, w.crc)
-		w.crc, w.inBlock = 0, 0
-	}
-	return w.blocks
+	w.finish()
+	return w.res.blocks
 }
 
-// Sum is the SHA-256 of the whole content, once the last Write is done.
+// Sum is the SHA-256 of the whole content; it ends the file (no Write
+// after it).
 func (w *Writer) Sum() Hash {
 	w.finish()
 	return w.sum
@@ -217,6 +268,10 @@ func (w *Writer) Sum() Hash {
 
 // Commit syncs the file and renames it into place as the replica of h.
 func (w *Writer) Commit(h Hash) error {
+	w.finish()
+	if w.res.err != nil {
+		return w.res.err
+	}
 	if err := w.f.Sync(); err != nil {
 		return diskErr(w.d, w.n, err)
 	}
