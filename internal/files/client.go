@@ -50,7 +50,7 @@ func Dial(headAddr, rayletAddr, token string, localNode []byte) (*Client, error)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := rpc.Dial(rayletAddr, token)
+	rc, err := dialBulk(rayletAddr, token)
 	if err != nil {
 		hc.Close()
 		return nil, err
@@ -90,7 +90,7 @@ func (c *Client) raylet(addr string) (pb.FileStoreServiceClient, error) {
 	cc := c.conns[addr]
 	if cc == nil {
 		var err error
-		if cc, err = rpc.Dial(addr, c.token); err != nil {
+		if cc, err = dialBulk(addr, c.token); err != nil {
 			return nil, err
 		}
 		c.conns[addr] = cc
@@ -113,7 +113,10 @@ func (c *Client) Put(ctx context.Context, r io.Reader, replicas int, name string
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := c.via.PutFile(ctx)
+	// The chunks are sent from pooled buffers without a marshalling copy;
+	// gRPC returns each to the pool once it wrote it.
+	codec := &putCodec{}
+	st, err := c.via.PutFile(ctx, grpc.ForceCodecV2(codec))
 	if err != nil {
 		return nil, err
 	}
@@ -121,16 +124,22 @@ func (c *Client) Put(ctx context.Context, r io.Reader, replicas int, name string
 		_, rerr := st.CloseAndRecv()
 		return nil, errors.Join(err, rerr)
 	}
-	buf := make([]byte, putChunk)
 	for {
-		n, rerr := io.ReadFull(r, buf)
+		buf := putPool.Get(putChunk)
+		n, rerr := io.ReadFull(r, *buf)
 		if n > 0 {
-			// Send marshals the message before it returns: buf is free
-			// again then.
-			if err := st.Send(&pb.PutFileRequest{Data: buf[:n]}); err != nil {
+			codec.next = buf
+			err := st.Send(&pb.PutFileRequest{Data: (*buf)[:n]})
+			if codec.next != nil { // not taken by the codec
+				putPool.Put(buf)
+				codec.next = nil
+			}
+			if err != nil {
 				_, err = st.CloseAndRecv() // the server's error
 				return nil, err
 			}
+		} else {
+			putPool.Put(buf)
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
 			break
@@ -427,7 +436,7 @@ func (r *Reader) connect() error {
 			continue
 		}
 		sctx, cancel := context.WithCancel(r.ctx)
-		st, err := c.ReadFile(sctx, &pb.ReadFileRequest{Sha256: r.info.GetSha256(), Offset: r.v.offset(), BlockSize: r.info.GetBlockSize()})
+		st, err := c.ReadFile(sctx, &pb.ReadFileRequest{Sha256: r.info.GetSha256(), Offset: r.v.offset(), BlockSize: r.info.GetBlockSize()}, grpc.ForceCodecV2(Codec{}))
 		if err != nil {
 			cancel()
 			r.fails = append(r.fails, Failover{From: rep.GetAddress(), Offset: r.v.offset(), Err: err, At: time.Now()})

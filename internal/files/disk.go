@@ -116,10 +116,14 @@ func (d *Disk) List() ([]LocalFile, error) {
 // place; Abort (always safe to call, and a no-op after Commit) removes it.
 // One goroutine at a time calls it.
 type Writer struct {
-	d    *Disk
-	f    *os.File
-	n    uint64 // bytes given to Write
-	done bool
+	d *Disk
+	f *os.File
+	// direct is f opened again with O_DIRECT (nil where the file system
+	// does not take it): chunks aligned in memory, length and offset (a
+	// put's 1 MiB chunks) are written with it, the rest with f.
+	direct *os.File
+	n      uint64 // bytes given to Write
+	done   bool
 
 	// The chunks Write is given go to the writing goroutine (fileIn), which
 	// answers on fileOut once fileIn is closed, and to the hashing one
@@ -155,7 +159,7 @@ func (d *Disk) Create() (*Writer, error) {
 	if err != nil {
 		return nil, diskErr(d, 0, err)
 	}
-	w := &Writer{d: d, f: f,
+	w := &Writer{d: d, f: f, direct: openDirect(f.Name()),
 		fileIn: make(chan []byte, pipelineDepth), fileOut: make(chan fileResult, 1),
 		wholeIn: make(chan []byte, pipelineDepth), wholeOut: make(chan Hash, 1)}
 	go func() { w.wholeOut <- hashAll(w.wholeIn) }()
@@ -187,7 +191,14 @@ func (w *Writer) writeAll() fileResult {
 		if r.err != nil {
 			continue
 		}
-		if _, err := w.f.Write(p); err != nil {
+		var err error
+		if w.direct != nil && directOK(p, r.written) {
+			_, err = w.direct.WriteAt(p, int64(r.written))
+			flushed = r.written + uint64(len(p)) // on the device already
+		} else {
+			_, err = w.f.WriteAt(p, int64(r.written))
+		}
+		if err != nil {
 			r.err = diskErr(w.d, r.written, err)
 			w.failed.Store(true)
 			continue
@@ -272,8 +283,13 @@ func (w *Writer) Commit(h Hash) error {
 	if w.res.err != nil {
 		return w.res.err
 	}
+	// The direct writes are on the device, but its cache and the file's
+	// metadata (its size, its blocks) are not synced until this fsync.
 	if err := w.f.Sync(); err != nil {
 		return diskErr(w.d, w.n, err)
+	}
+	if w.direct != nil {
+		w.direct.Close()
 	}
 	if err := w.f.Close(); err != nil {
 		return diskErr(w.d, w.n, err)
@@ -292,6 +308,9 @@ func (w *Writer) Abort() {
 	}
 	w.done = true
 	w.finish()
+	if w.direct != nil {
+		w.direct.Close()
+	}
 	w.f.Close()
 	os.Remove(w.f.Name())
 }

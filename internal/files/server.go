@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/errs"
-	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -104,7 +103,7 @@ func (s *Server) peer(addr string) (pb.FileStoreServiceClient, error) {
 	c := s.peers[addr]
 	if c == nil {
 		var err error
-		if c, err = rpc.Dial(addr, s.token); err != nil {
+		if c, err = dialBulk(addr, s.token); err != nil {
 			return nil, err
 		}
 		s.peers[addr] = c
@@ -254,7 +253,7 @@ func (s *Server) openPushes(ctx context.Context, index pb.FileIndexServiceClient
 			continue
 		}
 		pctx, cancel := context.WithCancel(ctx)
-		st, err := c.PushFile(pctx)
+		st, err := c.PushFile(pctx, grpc.ForceCodecV2(Codec{}))
 		if err != nil {
 			cancel()
 			continue
@@ -405,10 +404,12 @@ func (s *Server) ReadFile(req *pb.ReadFileRequest, stream pb.FileStoreService_Re
 	if off > size || off%uint64(bs) != 0 {
 		return errs.New(errs.KindInvalidArgument, "", "ReadFile: offset %d is not a block boundary of the %d-byte file", off, size)
 	}
-	buf := make([]byte, bs)
 	first := true
 	for off < size || first {
-		n, err := f.ReadAt(buf[:min(uint64(bs), size-off)], int64(off))
+		// A buffer per message: the raylet's codec sends it without
+		// copying it, after Send returned.
+		buf := make([]byte, min(uint64(bs), size-off))
+		n, err := f.ReadAt(buf, int64(off))
 		if err != nil && !errors.Is(err, io.EOF) {
 			return errs.New(errs.KindInternal, "", "read file %s: %v", h, err)
 		}
@@ -496,7 +497,7 @@ func (s *Server) copyFrom(ctx context.Context, src string, v *verifier, w *Write
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := c.ReadFile(ctx, &pb.ReadFileRequest{Sha256: v.info.GetSha256(), Offset: v.offset(), BlockSize: v.info.GetBlockSize()})
+	st, err := c.ReadFile(ctx, &pb.ReadFileRequest{Sha256: v.info.GetSha256(), Offset: v.offset(), BlockSize: v.info.GetBlockSize()}, grpc.ForceCodecV2(Codec{}))
 	if err != nil {
 		return err
 	}

@@ -158,8 +158,16 @@ func Start(ctx context.Context, cfg Config) (_ *Raylet, err error) {
 // ServerOptions are the options of a gRPC server that serves a raylet: the
 // cluster's authentication and the codec that sends object chunks without
 // a protobuf copy (ordinary protobuf for every other message).
+// bulkWindow is the raylet server's flow-control window per stream (twice
+// that per connection): a put streamed to it is not held to gRPC's
+// estimate of the bandwidth-delay product, which on loopback stays small
+// and makes the sender wait on the raylet's every few chunks. It bounds
+// what one stream buffers when its handler does not read.
+const bulkWindow = 16 << 20
+
 func ServerOptions(token string) []grpc.ServerOption {
-	return append(rpc.ServerOptions(token), grpc.ForceServerCodecV2(transferServerCodec{}))
+	return append(rpc.ServerOptions(token), grpc.ForceServerCodecV2(transferServerCodec{}),
+		grpc.InitialWindowSize(bulkWindow), grpc.InitialConnWindowSize(2*bulkWindow))
 }
 
 // New makes a raylet that will be reached at addr (its listener's address;

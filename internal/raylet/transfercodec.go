@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/goray/goray/internal/files"
 	pb "github.com/goray/goray/proto/goray/v1"
 )
 
@@ -23,19 +24,20 @@ import (
 var protoCodec = encoding.GetCodecV2(proto.Name)
 
 // transferServerCodec is the raylet server's codec: PullResponse messages
-// are marshalled without copying their data.
+// are marshalled without copying their data, and the file store's chunks
+// as files.Codec does.
 type transferServerCodec struct{}
 
 func (transferServerCodec) Name() string { return proto.Name }
 
 func (transferServerCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	return protoCodec.Unmarshal(data, v)
+	return files.UnmarshalChunk(data, v)
 }
 
 func (transferServerCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(*pb.PullResponse)
 	if !ok || len(m.GetData()) < 64<<10 {
-		return protoCodec.Marshal(v)
+		return files.MarshalChunk(v)
 	}
 	// Fields in number order, as proto.Marshal writes them; zero scalars
 	// are left out, as proto3 does.

@@ -289,7 +289,12 @@ func DialLiveness(addr, token string) (*grpc.ClientConn, error) {
 
 // Dial opens a client connection to addr. It does not wait for the peer.
 func Dial(addr, token string) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient("passthrough:///"+addr, DialOptions(token)...)
+	return DialWith(addr, token)
+}
+
+// DialWith is Dial with more options (after goray's own).
+func DialWith(addr, token string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(DialOptions(token), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
