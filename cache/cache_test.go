@@ -347,6 +347,33 @@ func TestAsyncPipelined(t *testing.T) {
 	}
 }
 
+// TestDataPath: operations on shards go over the shard hosts' streams,
+// not as actor calls; pipelined ones share a stream and keep their order.
+func TestDataPath(t *testing.T) {
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := newCache[int](t, cache.WithShards(2))
+	before := icache.DataPathReplies()
+	sets := make([]*cache.SetCall, 100)
+	for i := range sets {
+		sets[i] = c.SetAsync(ctx, "k", i) // one key: the last set wins
+	}
+	for _, s := range sets {
+		if err := s.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, ok, err := c.Get(ctx, "k"); v != 99 || !ok || err != nil {
+		t.Fatalf("get after 100 pipelined sets: got %d, %v, %v; want 99 (the sets ran in order)", v, ok, err)
+	}
+	n, err := c.Incr(ctx, "n", 5)
+	if err != nil || n != 5 {
+		t.Fatalf("incr: got %d, %v; want 5", n, err)
+	}
+	if got := icache.DataPathReplies() - before; got < 102 {
+		t.Fatalf("%d of 102 operations answered on the data path, want all", got)
+	}
+}
+
 func TestByteCapacity(t *testing.T) {
 	ctx := testenv.Ctx(t, 60*time.Second)
 	c := newCache[[]byte](t, cache.WithShards(1), cache.WithMaxBytes(10_000))
