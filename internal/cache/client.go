@@ -362,11 +362,8 @@ func (cl *Client) call(ctx context.Context, i int, req Request) (Reply, error) {
 // actor call when the data path cannot answer it.
 func (cl *Client) roundTrip(ctx context.Context, i int, req Request) (Reply, error) {
 	s := cl.shards[i]
-	if d := sendDirect(cl.c, s, req); d != nil {
-		r, ok, err := d.wait(ctx)
-		if ok || err != nil {
-			return r, err
-		}
+	if r, ok, err := doDirect(ctx, cl.c, s, req); ok || err != nil {
+		return r, err
 	}
 	return callShard(ctx, cl.c, s.h, req)
 }

@@ -143,13 +143,224 @@ type directReply struct {
 	err error // the stream broke, or the frame was refused
 }
 
-// hostStream is this process's stream to one shard host (a worker's
-// address); any goroutine sends on it (sendMu orders the sends), one
-// goroutine receives. mu guards the fields below it.
+// parseReply reads a reply frame.
+func parseReply(f []byte, dec *msgpack.Decoder, rd *bytes.Reader) (tag uint64, d directReply, err error) {
+	tag, n := binary.Uvarint(f)
+	if n <= 0 || len(f) == n {
+		return 0, d, errs.New(errs.KindInternal, "", "cache: a shard host sent a reply frame without a tag or status")
+	}
+	switch f[n] {
+	case frameReply:
+		rd.Reset(f[n+1:])
+		dec.Reset(rd)
+		if d.err = d.r.DecodeMsgpack(dec); d.err == nil {
+			d.ok = true
+		}
+	case frameNotHere:
+	default:
+		d.err = errs.New(errs.KindInternal, "", "cache: a shard host refused a frame: %s", f[n+1:])
+	}
+	return tag, d, nil
+}
+
+// appendFrame appends the request frame of req to buf.
+func appendFrame(buf *bytes.Buffer, enc *msgpack.Encoder, tag uint64, id ids.ActorID, inc uint32, req Request) error {
+	var hdr [binary.MaxVarintLen64 + ids.ActorIDSize + binary.MaxVarintLen32]byte
+	b := binary.AppendUvarint(hdr[:0], tag)
+	b = append(b, id[:]...)
+	b = binary.AppendUvarint(b, uint64(inc))
+	buf.Write(b)
+	return req.EncodeMsgpack(enc)
+}
+
+type hostKey struct {
+	c    *core.Core
+	addr string
+}
+
+// host is this process's data path to one shard host (a worker's
+// address): a shared stream on which pipelined (async) frames travel
+// tagged, and idle streams for synchronous operations, each of which sends
+// one frame and receives its reply in the caller's goroutine, as a raw
+// ping-pong does (no hand-off to a receive goroutine). mu guards shared
+// and idle.
+type host struct {
+	key hostKey
+	cc  grpc.ClientConnInterface
+
+	mu     sync.Mutex
+	shared *hostStream   // guarded by mu; nil until an async operation, or after it broke
+	idle   []*syncStream // guarded by mu
+}
+
+// maxIdleSync bounds a host's idle synchronous streams (one per caller
+// that ran a synchronous operation at the same time as others).
+const maxIdleSync = 64
+
+// hosts are this process's shard hosts, one per core and address; a host
+// whose connection fails leaves it and the next operation dials again.
+var hosts struct {
+	mu sync.Mutex
+	m  map[hostKey]*host
+}
+
+func hostFor(c *core.Core, addr string) (*host, error) {
+	key := hostKey{c, addr}
+	hosts.mu.Lock()
+	defer hosts.mu.Unlock()
+	if h := hosts.m[key]; h != nil {
+		return h, nil
+	}
+	cc, err := c.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	h := &host{key: key, cc: cc}
+	if hosts.m == nil {
+		hosts.m = map[hostKey]*host{}
+	}
+	hosts.m[key] = h
+	return h, nil
+}
+
+// drop forgets h (its connection failed to open a stream).
+func (h *host) drop() {
+	hosts.mu.Lock()
+	if hosts.m[h.key] == h {
+		delete(hosts.m, h.key)
+	}
+	hosts.mu.Unlock()
+}
+
+func (h *host) open() (grpc.ClientStream, context.CancelFunc, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := h.cc.NewStream(ctx, shardDataStreamDesc, shardDataMethod)
+	if err != nil {
+		cancel()
+		h.drop()
+		return nil, nil, err
+	}
+	return st, cancel, nil
+}
+
+// sharedStream is h's shared stream, opened when there is none.
+func (h *host) sharedStream() (*hostStream, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.shared != nil {
+		return h.shared, nil
+	}
+	st, cancel, err := h.open()
+	if err != nil {
+		return nil, err
+	}
+	s := &hostStream{h: h, stream: st, cancel: cancel, waiting: map[uint64]chan directReply{}}
+	s.enc = msgpack.NewEncoder(&s.buf)
+	h.shared = s
+	go s.receive()
+	return s, nil
+}
+
+// roundTrip runs req on incarnation inc of shard id and waits for the
+// reply: ok false when the data path did not answer it (not here, a
+// broken stream); err is the context's.
+func (h *host) roundTrip(ctx context.Context, id ids.ActorID, inc uint32, req Request) (Reply, bool, error) {
+	h.mu.Lock()
+	if sh := h.shared; sh != nil && sh.inflight.Load() > 0 {
+		// Pipelined frames are in flight: this one goes behind them, so
+		// that it runs after them (one process's operations on a shard
+		// run in the order sent).
+		h.mu.Unlock()
+		ch, err := sh.send(id, inc, req)
+		if err != nil {
+			return Reply{}, false, nil
+		}
+		return (&directCall{ch: ch}).wait(ctx)
+	}
+	var s *syncStream
+	if n := len(h.idle); n > 0 {
+		s, h.idle = h.idle[n-1], h.idle[:n-1]
+	}
+	h.mu.Unlock()
+	if s == nil {
+		st, cancel, err := h.open()
+		if err != nil {
+			return Reply{}, false, nil
+		}
+		s = &syncStream{stream: st, cancel: cancel, dec: msgpack.NewDecoder(nil)}
+		s.enc = msgpack.NewEncoder(&s.buf)
+	}
+	r, ok, usable, err := s.roundTrip(ctx, id, inc, req)
+	if usable {
+		h.mu.Lock()
+		if len(h.idle) < maxIdleSync {
+			h.idle = append(h.idle, s)
+			s = nil
+		}
+		h.mu.Unlock()
+	}
+	if s != nil {
+		s.cancel()
+	}
+	if ok {
+		dataPathReplies.Add(1)
+	}
+	return r, ok, err
+}
+
+// syncStream is a stream that one synchronous operation at a time uses.
+type syncStream struct {
+	stream  grpc.ClientStream
+	cancel  context.CancelFunc
+	buf     bytes.Buffer
+	enc     *msgpack.Encoder
+	dec     *msgpack.Decoder
+	rd      bytes.Reader
+	in, out wrapperspb.BytesValue
+}
+
+// roundTrip sends one frame and receives its reply; usable says whether
+// the stream can serve the next operation.
+func (s *syncStream) roundTrip(ctx context.Context, id ids.ActorID, inc uint32, req Request) (r Reply, ok, usable bool, err error) {
+	s.buf.Reset()
+	if err := appendFrame(&s.buf, s.enc, 0, id, inc, req); err != nil {
+		return Reply{}, false, true, nil
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, s.cancel)
+		defer func() {
+			if !stop() {
+				// The context ended: the stream is cancelled.
+				usable = false
+				if !ok {
+					err = errs.Context(ctx.Err(), "cache")
+				}
+			}
+		}()
+	}
+	s.out.Value = s.buf.Bytes()
+	if err := s.stream.SendMsg(&s.out); err != nil {
+		return Reply{}, false, false, nil
+	}
+	if err := s.stream.RecvMsg(&s.in); err != nil {
+		return Reply{}, false, false, nil
+	}
+	_, d, perr := parseReply(s.in.GetValue(), s.dec, &s.rd)
+	if perr != nil || d.err != nil {
+		return Reply{}, false, false, nil
+	}
+	return d.r, d.ok, true, nil
+}
+
+// hostStream is a host's shared stream; any goroutine sends on it (sendMu
+// orders the sends), one goroutine receives. mu guards the fields below
+// it.
 type hostStream struct {
-	key    hostKey
+	h      *host
 	stream grpc.ClientStream
 	cancel context.CancelFunc
+	// inflight counts the frames sent and not yet answered.
+	inflight atomic.Int64
 
 	sendMu sync.Mutex
 	enc    *msgpack.Encoder // guarded by sendMu
@@ -162,141 +373,88 @@ type hostStream struct {
 	broken  error                       // guarded by mu
 }
 
-type hostKey struct {
-	c    *core.Core
-	addr string
-}
-
-// hosts are this process's streams, one per core and shard host; a broken
-// stream leaves it and the next operation opens another.
-var hosts struct {
-	mu sync.Mutex
-	m  map[hostKey]*hostStream
-}
-
-// hostFor is the stream to addr, opened when there is none.
-func hostFor(c *core.Core, addr string) (*hostStream, error) {
-	key := hostKey{c, addr}
-	hosts.mu.Lock()
-	defer hosts.mu.Unlock()
-	if h := hosts.m[key]; h != nil {
-		return h, nil
-	}
-	cc, err := c.Conn(addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := cc.NewStream(ctx, shardDataStreamDesc, shardDataMethod)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	h := &hostStream{key: key, stream: st, cancel: cancel, waiting: map[uint64]chan directReply{}}
-	h.enc = msgpack.NewEncoder(&h.buf)
-	if hosts.m == nil {
-		hosts.m = map[hostKey]*hostStream{}
-	}
-	hosts.m[key] = h
-	go h.receive()
-	return h, nil
-}
-
 // receive hands each reply frame to its waiter until the stream breaks,
 // then fails every waiter.
-func (h *hostStream) receive() {
+func (s *hostStream) receive() {
 	in := new(wrapperspb.BytesValue)
 	dec := msgpack.NewDecoder(nil)
 	var rd bytes.Reader
 	var err error
 	for {
-		if err = h.stream.RecvMsg(in); err != nil {
+		if err = s.stream.RecvMsg(in); err != nil {
 			break
 		}
-		f := in.GetValue()
-		tag, n := binary.Uvarint(f)
-		if n <= 0 || len(f) == n {
-			err = errs.New(errs.KindInternal, "", "cache: a shard host sent a reply frame without a tag or status")
-			break
-		}
+		var tag uint64
 		var d directReply
-		switch f[n] {
-		case frameReply:
-			rd.Reset(f[n+1:])
-			dec.Reset(&rd)
-			if d.err = d.r.DecodeMsgpack(dec); d.err == nil {
-				d.ok = true
-			}
-		case frameNotHere:
-		default:
-			d.err = errs.New(errs.KindInternal, "", "cache: a shard host refused a frame: %s", f[n+1:])
+		if tag, d, err = parseReply(in.GetValue(), dec, &rd); err != nil {
+			break
 		}
-		h.mu.Lock()
-		w := h.waiting[tag]
-		delete(h.waiting, tag)
-		h.mu.Unlock()
+		s.mu.Lock()
+		w := s.waiting[tag]
+		delete(s.waiting, tag)
+		s.mu.Unlock()
 		if w != nil {
+			s.inflight.Add(-1)
 			w <- d
 		}
 	}
-	h.fail(err)
+	s.fail(err)
 }
 
-// fail ends the stream with err: its waiters fail, and it leaves hosts.
-func (h *hostStream) fail(err error) {
-	h.cancel()
-	h.mu.Lock()
-	if h.broken == nil {
-		h.broken = fmt.Errorf("cache: stream to shard host %s broke: %w", h.key.addr, err)
+// fail ends the stream with err: its waiters fail, and the host opens
+// another for the next operations.
+func (s *hostStream) fail(err error) {
+	s.cancel()
+	s.mu.Lock()
+	if s.broken == nil {
+		s.broken = fmt.Errorf("cache: stream to shard host %s broke: %w", s.h.key.addr, err)
 	}
-	waiting := h.waiting
-	h.waiting = nil
-	h.mu.Unlock()
+	waiting := s.waiting
+	s.waiting = nil
+	s.mu.Unlock()
 	for _, w := range waiting {
-		w <- directReply{err: h.broken}
+		s.inflight.Add(-1)
+		w <- directReply{err: s.broken}
 	}
-	hosts.mu.Lock()
-	if hosts.m[h.key] == h {
-		delete(hosts.m, h.key)
+	s.h.mu.Lock()
+	if s.h.shared == s {
+		s.h.shared = nil
 	}
-	hosts.mu.Unlock()
+	s.h.mu.Unlock()
 }
 
 // send sends req to incarnation inc of shard actor id; the channel gets
 // the reply frame.
-func (h *hostStream) send(id ids.ActorID, inc uint32, req Request) (chan directReply, error) {
+func (s *hostStream) send(id ids.ActorID, inc uint32, req Request) (chan directReply, error) {
 	ch := make(chan directReply, 1)
-	h.mu.Lock()
-	if h.broken != nil {
-		err := h.broken
-		h.mu.Unlock()
+	s.mu.Lock()
+	if s.broken != nil {
+		err := s.broken
+		s.mu.Unlock()
 		return nil, err
 	}
-	h.next++
-	tag := h.next
-	h.waiting[tag] = ch
-	h.mu.Unlock()
+	s.next++
+	tag := s.next
+	s.waiting[tag] = ch
+	s.inflight.Add(1)
+	s.mu.Unlock()
 
-	h.sendMu.Lock()
-	h.buf.Reset()
-	var hdr [binary.MaxVarintLen64 + ids.ActorIDSize + binary.MaxVarintLen32]byte
-	b := binary.AppendUvarint(hdr[:0], tag)
-	b = append(b, id[:]...)
-	b = binary.AppendUvarint(b, uint64(inc))
-	h.buf.Write(b)
-	err := req.EncodeMsgpack(h.enc)
+	s.sendMu.Lock()
+	s.buf.Reset()
+	err := appendFrame(&s.buf, s.enc, tag, id, inc, req)
 	if err == nil {
-		h.msg.Value = h.buf.Bytes()
-		err = h.stream.SendMsg(&h.msg)
+		s.msg.Value = s.buf.Bytes()
+		err = s.stream.SendMsg(&s.msg)
 	}
-	h.sendMu.Unlock()
+	s.sendMu.Unlock()
 	if err != nil {
-		h.mu.Lock()
-		if h.waiting != nil {
-			delete(h.waiting, tag)
+		s.mu.Lock()
+		if _, still := s.waiting[tag]; still {
+			delete(s.waiting, tag)
+			s.inflight.Add(-1)
 		}
-		h.mu.Unlock()
-		go h.fail(err) // the receiver sees the break too; fail is idempotent
+		s.mu.Unlock()
+		go s.fail(err) // the receiver sees the break too; fail is idempotent
 		return nil, err
 	}
 	return ch, nil
@@ -314,19 +472,44 @@ type directCall struct {
 	ch chan directReply
 }
 
-// sendDirect sends req to shard s on its host's stream; nil when the data
-// path is not usable now (the shard's location unknown, or no stream to
-// its host): the operation goes as an actor call.
-func sendDirect(c *core.Core, s *shardRef, req Request) *directCall {
+// locate is the host and incarnation of shard s as its handle knows them;
+// nil when the data path is not usable now (the location unknown, or no
+// connection to the host).
+func locate(c *core.Core, s *shardRef) (*host, uint32) {
 	addr, inc, ok := s.h.Location()
 	if !ok {
-		return nil
+		return nil, 0
 	}
 	h, err := hostFor(c, addr)
 	if err != nil {
+		return nil, 0
+	}
+	return h, inc
+}
+
+// doDirect runs req on shard s over the data path and waits: ok false
+// when it could not (the operation then goes as an actor call); err is
+// the context's.
+func doDirect(ctx context.Context, c *core.Core, s *shardRef, req Request) (Reply, bool, error) {
+	h, inc := locate(c, s)
+	if h == nil {
+		return Reply{}, false, nil
+	}
+	return h.roundTrip(ctx, s.h.ID, inc, req)
+}
+
+// sendDirect sends req to shard s on its host's shared stream; nil when the
+// data path is not usable now: the operation goes as an actor call.
+func sendDirect(c *core.Core, s *shardRef, req Request) *directCall {
+	h, inc := locate(c, s)
+	if h == nil {
 		return nil
 	}
-	ch, err := h.send(s.h.ID, inc, req)
+	sh, err := h.sharedStream()
+	if err != nil {
+		return nil
+	}
+	ch, err := sh.send(s.h.ID, inc, req)
 	if err != nil {
 		return nil
 	}
