@@ -1,10 +1,16 @@
 package examples_test
 
 import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/goray/goray/internal/testcluster"
 )
 
 // TestConfig runs examples/config: its output is exactly its README's.
@@ -42,5 +48,33 @@ func TestLock(t *testing.T) {
 	}
 	if !strings.Contains(res.stdout, "rejected") {
 		t.Fatalf("lock stdout: got %q, want the stale write rejected", res.stdout)
+	}
+}
+
+// TestConfigOnACluster runs examples/config against a cluster of two raylet
+// processes (GORAY_ADDRESS set): its output is the README's, and its three
+// actors watch the tree from both nodes.
+func TestConfigOnACluster(t *testing.T) {
+	ex := build(t, "config")
+	raylet := filepath.Join(t.TempDir(), "raylet")
+	if out, err := exec.Command(goTool(t), "build", "-o", raylet, "../cmd/raylet").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../cmd/raylet: %v\n%s", err, out)
+	}
+	c := testcluster.StartProcesses(t, raylet, map[string]float64{"CPU": 2})
+	c.Join("second", `{"CPU":2}`)
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ex.bin)
+	cmd.Env = append(testcluster.CleanEnv(), "GORAY_ADDRESS="+c.Address(), "GORAY_TOKEN_FILE="+c.TokenFile)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("config against the cluster: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if got, want := lines(stdout.String()), readmeOutput(t, "config"); !slices.Equal(got, want) {
+		t.Fatalf("config stdout against the cluster: got %q, want exactly %q (config/README.md)", got, want)
+	}
+	if !strings.Contains(stderr.String(), "config: 3 actors on 2 node(s)") {
+		t.Fatalf("config against a two-node cluster: want its actors on both nodes; stderr:\n%s", stderr.String())
 	}
 }

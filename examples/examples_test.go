@@ -329,3 +329,59 @@ func TestCache(t *testing.T) {
 		t.Fatalf("cache stdout: got %q, want exactly %q", got, want)
 	}
 }
+
+// TestFiles runs examples/files (exercise 4) with a raylet binary built
+// here: it must print its README's output and leave no raylet process and
+// no cluster directory behind.
+func TestFiles(t *testing.T) {
+	ex := build(t, "files")
+	raylet := filepath.Join(t.TempDir(), "raylet")
+	if out, err := exec.Command(goTool(t), "build", "-o", raylet, "../cmd/raylet").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../cmd/raylet: %v\n%s", err, out)
+	}
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ex.bin, "-raylet", raylet)
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k == "GORAY_ADDRESS" || k == "GORAY_WORKER" || k == "TMPDIR" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	cmd.Env = append(env, "TMPDIR="+tmp)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	rayletProcs := func() []int { return exampleProcs(example{bin: raylet}) }
+	t.Cleanup(func() {
+		for _, p := range rayletProcs() {
+			t.Logf("cleanup: killing leftover raylet %d", p)
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("files: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if got, want := lines(stdout.String()), readmeOutput(t, "files"); !slices.Equal(got, want) {
+		t.Fatalf("files stdout: got\n%s\nwant (README)\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), leakWait)
+	defer lcancel()
+	var left []string
+	if err := testwait.Until(lctx, "the example's raylets and directory gone", func() bool {
+		left = nil
+		ents, _ := os.ReadDir(tmp)
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "goray-files-example-") {
+				left = append(left, e.Name())
+			}
+		}
+		return len(rayletProcs()) == 0 && len(left) == 0
+	}); err != nil {
+		t.Fatalf("after files exited: got raylets %v and directories %v left, want none", rayletProcs(), left)
+	}
+}

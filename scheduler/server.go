@@ -63,6 +63,7 @@ type Server struct {
 	actors  *actorManager
 	pgs     *pgManager
 	state   stateView
+	files   *fileManager
 }
 
 // The head's services, one per manager; Server routes each RPC to its
@@ -96,7 +97,12 @@ func New(cfg Config) (*Server, error) {
 	s.pgs = newPGManager(ctx, &s.wg, s.log, store, s.feed, s.nodes, s.actors, s.raylets)
 	s.state = stateView{stateSources{nodes: s.nodes, actors: s.actors, pgs: s.pgs}}
 	s.jobs.actors = s.actors
-	s.nodes.onDead = s.actors.nodeDied
+	s.files = newFileManager(ctx, s.log, cfg.Store, s.nodes, s.raylets)
+	actorsNodeDied := s.actors.nodeDied
+	s.nodes.onDead = func(id ids.NodeID, addr, reason string) int {
+		s.files.nodeDied(id)
+		return actorsNodeDied(id, addr, reason)
+	}
 	s.nodes.dropConn = s.raylets.drop
 
 	// After a head restart every alive node gets a full NodeTimeout to
@@ -110,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 
 	s.wg.Go(s.monitorNodes)
 	s.wg.Go(s.pgs.run)
+	s.wg.Go(s.files.run)
 	return s, nil
 }
 
@@ -138,6 +145,7 @@ func (s *Server) Register(g *grpc.Server) {
 	pb.RegisterActorServiceServer(g, s)
 	pb.RegisterPlacementGroupServiceServer(g, s)
 	pb.RegisterStateServiceServer(g, s)
+	pb.RegisterFileIndexServiceServer(g, s.files)
 }
 
 // Close stops the Server's background work, ends its KeepJobAlive streams

@@ -82,6 +82,8 @@ type MemoryStore struct {
 	actors  map[ids.ActorID]*pb.ActorInfo
 	pgs     map[ids.PlacementGroupID]*pb.PlacementGroupInfo
 	nextJob uint32
+	// fileIdx is the file index (store_files.go), with its own lock.
+	fileIdx memFileIndex
 }
 
 var _ Store = (*MemoryStore)(nil)

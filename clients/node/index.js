@@ -7,6 +7,8 @@
 //   const client = await goray.connect('127.0.0.1:6379', { namespace: 'service' });
 //   await client.call('square', 12);                 // 144
 //   await client.actor('counter').call('add', 5);
+//   const info = await client.putFile('data.csv', { replicas: 3, name: 'in/data.csv' });
+//   await client.getFile('in/data.csv', { dest: 'copy.csv' }); // verified
 //
 // Values travel as MessagePack by default (plain JS values), Buffers and
 // Uint8Arrays as raw bytes; pass { encoding: 'json' } to send JSON.
@@ -71,12 +73,15 @@ class InvalidArgumentError extends GorayError {}
 class UnauthenticatedError extends GorayError {}
 /** The Go function or method returned an error or panicked (ABORTED). */
 class TaskError extends GorayError {}
+/** Out of a resource, e.g. the file store's disk is full (RESOURCE_EXHAUSTED). */
+class ResourceExhaustedError extends GorayError {}
 
 const ERRORS = {
   [grpc.status.NOT_FOUND]: NotFoundError,
   [grpc.status.INVALID_ARGUMENT]: InvalidArgumentError,
   [grpc.status.UNAUTHENTICATED]: UnauthenticatedError,
   [grpc.status.ABORTED]: TaskError,
+  [grpc.status.RESOURCE_EXHAUSTED]: ResourceExhaustedError,
 };
 
 function toError(err) {
@@ -429,6 +434,120 @@ class Cache {
   }
 }
 
+/** A stored file of the file store: sha256 (hex, its address), size, names,
+ * replicasWanted and replicaNodes (the alive nodes holding a replica). */
+function fileInfo(f) {
+  return {
+    sha256: f.sha256,
+    size: Number(f.size),
+    names: f.names || [],
+    replicasWanted: f.replicas_wanted,
+    replicaNodes: f.replica_nodes || [],
+  };
+}
+
+// Files: the cluster's file store (docs/storage.md).
+Object.assign(Client.prototype, {
+  /**
+   * Stores a file with `replicas` copies on distinct nodes (default 1),
+   * optionally under `name`; source is a Buffer or Uint8Array, a path, or a
+   * readable stream (sent in chunks, never whole in memory). Resolves to its
+   * file info: fewer replicaNodes than asked when fewer nodes are alive.
+   */
+  putFile(source, { replicas = 1, name = '', timeout } = {}) {
+    const t = timeout ?? this.timeout;
+    const chunk = this._chunk || CHUNK;
+    return new Promise((resolve, reject) => {
+      const opts = t ? { deadline: Date.now() + t * 1000 } : {};
+      const call = this._stub.FilePut(this._md, opts, (err, resp) => (err ? reject(toError(err)) : resolve(fileInfo(resp.file))));
+      call.write({ replicas, name });
+      if (source instanceof Uint8Array) {
+        const data = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+        let off = 0;
+        const pump = () => {
+          while (off < data.length) {
+            const more = call.write({ chunk: data.subarray(off, off + chunk) });
+            off += chunk;
+            if (!more) {
+              call.once('drain', pump);
+              return;
+            }
+          }
+          call.end();
+        };
+        pump();
+        return;
+      }
+      const input = typeof source === 'string' ? fs.createReadStream(source, { highWaterMark: chunk }) : source;
+      input.on('data', (b) => {
+        for (let off = 0; off < b.length; off += chunk) {
+          if (!call.write({ chunk: b.subarray(off, off + chunk) })) {
+            input.pause();
+            call.once('drain', () => input.resume());
+          }
+        }
+      });
+      input.on('end', () => call.end());
+      input.on('error', (err) => {
+        call.cancel();
+        reject(err);
+      });
+    });
+  },
+
+  /**
+   * Reads a file by hash (64 hex digits, optionally after "sha256:") or name,
+   * verified against its hash. With `dest` (a path or a writable stream) the
+   * bytes are written there and the file info is returned; without, a Buffer.
+   */
+  getFile(ref, { dest, timeout } = {}) {
+    const t = timeout ?? this.timeout;
+    return new Promise((resolve, reject) => {
+      const opts = t ? { deadline: Date.now() + t * 1000 } : {};
+      const out = typeof dest === 'string' ? fs.createWriteStream(dest) : dest;
+      const stream = this._stub.FileGet({ ref }, this._md, opts);
+      const parts = [];
+      let info = null;
+      stream.on('data', (msg) => {
+        if (msg.file) info = fileInfo(msg.file);
+        if (!out) parts.push(msg.chunk);
+        else if (!out.write(msg.chunk)) {
+          stream.pause();
+          out.once('drain', () => stream.resume());
+        }
+      });
+      stream.on('error', (err) => {
+        if (out && out !== dest) out.destroy();
+        reject(toError(err));
+      });
+      stream.on('end', () => {
+        if (!out) resolve(Buffer.concat(parts));
+        else if (out !== dest) out.end(() => resolve(info));
+        else resolve(info);
+      });
+    });
+  },
+
+  /** Describes a file by hash or name. */
+  async statFile(ref) {
+    const resp = await unary(this._stub, 'FileStat', { ref }, this._md, this.timeout);
+    return fileInfo(resp.file);
+  },
+
+  /** Lists the files (with a prefix: the named ones under it). */
+  async listFiles(prefix = '') {
+    const resp = await unary(this._stub, 'FileList', { prefix }, this._md, this.timeout);
+    return resp.files.map(fileInfo);
+  },
+
+  /** Removes a name (and the file when no other name maps to it) or a file by
+   * hash with its names; resolves true when the content went. */
+  async removeFile(ref) {
+    const resp = await unary(this._stub, 'FileRemove', { ref }, this._md, this.timeout);
+    return resp.removed_content;
+  },
+});
+
 /** A named actor: call its registered methods by name. */
 class ActorHandle {
   constructor(client, name, namespace) {
@@ -483,4 +602,5 @@ module.exports = {
   InvalidArgumentError,
   UnauthenticatedError,
   TaskError,
+  ResourceExhaustedError,
 };

@@ -3,6 +3,7 @@
 //	goray status [--address HOST:PORT]   list the cluster's nodes and their resources (the head's or a raylet's address)
 //	goray bench [flags]                  run the benchmark suite (see docs/benchmarks.md)
 //	goray deploy BINARY --namespace NS   deploy a Go job binary for clients in other languages
+//	goray files put|get|ls|stat|rm       the cluster's file store (goray files help)
 //	goray kv get|put|del|watch|lock|elect|creds ...   the coordination service (etcd), etcdctl's feel
 //	goray version                        print the version
 //
@@ -45,6 +46,8 @@ commands:
             the requests no node can fit
   bench     run the benchmark suite (Ray's microbenchmarks and the transport's limits)
   deploy    deploy a Go job binary under a namespace (see docs/clients.md)
+  files     put, get, list, stat and remove files in the cluster's file store
+            (goray files help; docs/storage.md)
   kv        the coordination service (etcd): get, put, del, watch, lock,
             elect, creds (see docs/coordination.md; goray kv help)
   soak      run a long-running driver that drops every ref it makes, and
@@ -132,6 +135,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	case "deploy":
 		return deployCommand(ctx, args[1:], out)
+	case "files":
+		return filesCommand(ctx, args[1:], out)
 	case "kv":
 		return kvCommand(ctx, args[1:], out)
 	case "help", "-h", "--help":

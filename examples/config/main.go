@@ -108,10 +108,14 @@ func (s *Service) Config(ctx context.Context, atLeast int64) (Snapshot, error) {
 	}
 }
 
+// Node is the node the actor runs on.
+func (*Service) Node(context.Context) (string, error) { return runtime.CurrentNodeID(), nil }
+
 var (
 	serviceType   = actor.Register("config.service", func() *Service { return &Service{} })
 	serviceStart  = actor.Method0(serviceType, "start", (*Service).Start)
 	serviceConfig = actor.Method1(serviceType, "config", (*Service).Config)
+	serviceNode   = actor.Method0(serviceType, "node", (*Service).Node)
 )
 
 func main() {
@@ -153,14 +157,22 @@ func run(ctx context.Context, out io.Writer) error {
 
 	const n = 3
 	services := make([]actor.Handle[Service], n)
+	nodes := map[string]bool{}
 	for i := range services {
-		if services[i], err = actor.Spawn(ctx, serviceType); err != nil {
+		// Spread: on a cluster, the actors run on different nodes.
+		if services[i], err = actor.Spawn(ctx, serviceType, actor.WithStrategy(runtime.SpreadStrategy())); err != nil {
 			return err
 		}
 		if _, err := serviceStart.Remote(ctx, services[i]).Get(ctx); err != nil {
 			return err
 		}
+		node, err := serviceNode.Remote(ctx, services[i]).Get(ctx)
+		if err != nil {
+			return err
+		}
+		nodes[node] = true
 	}
+	fmt.Fprintf(os.Stderr, "config: %d actors on %d node(s)\n", n, len(nodes))
 	all := func(what string, rev int64) error {
 		var first string
 		for i, h := range services {

@@ -272,5 +272,5 @@ func baselineSpecs(sz sizes) []*spec {
 				return nil
 			}, func() {}, nil
 		}},
-	}, append(spillBaselines(sz), coordBaselines()...)...)
+	}, append(append(spillBaselines(sz), fileBaselines(sz)...), coordBaselines()...)...)
 }

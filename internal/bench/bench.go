@@ -178,6 +178,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		if s.baseline != "" {
 			need[s.baseline] = true
 		}
+		for _, b := range s.slowerOf {
+			need[b] = true
+		}
 	}
 	for _, b := range baselineSpecs(r.sizes) {
 		if need[b.name] && !containsSpec(specs, b.name) {
@@ -209,6 +212,11 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		results = append(results, res)
 		byName[s.name] = &results[len(results)-1]
 	}
+	for i, s := range specs {
+		if len(s.slowerOf) > 0 {
+			results[i].Baseline = slowerBaseline(byName, s.slowerOf, s.baseline)
+		}
+	}
 	for i := range results {
 		res := &results[i]
 		if b := byName[res.Baseline]; b != nil && b.Value > 0 && res.Value > 0 {
@@ -222,6 +230,18 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		err = writeTable(cfg.Out, results, cfg)
 	}
 	return results, err
+}
+
+// slowerBaseline is the name of the slowest measured baseline of names
+// (def when none was measured).
+func slowerBaseline(byName map[string]*Result, names []string, def string) string {
+	best := def
+	for _, n := range names {
+		if b := byName[n]; b != nil && b.Value > 0 && (byName[best] == nil || byName[best].Value <= 0 || b.Value < byName[best].Value) {
+			best = n
+		}
+	}
+	return best
 }
 
 // pairBaselines moves each baseline marked adjacent to just before the
@@ -311,6 +331,9 @@ type spec struct {
 	// per is what one operation counts for: operations, or gigabytes.
 	per      float64
 	baseline string
+	// slowerOf, when set, names baselines (baseline among them) of which
+	// the ratio takes the slower one measured in the run.
+	slowerOf []string
 	goal     string
 	ray      float64
 	note     string

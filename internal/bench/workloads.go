@@ -516,7 +516,7 @@ func workloadSpecs(sz sizes) []*spec {
 					return nil
 				}, nil
 			})},
-	}, append(append(spillSpecs(sz), coordSpecs()...), cacheSpecs(sz)...)...)
+	}, append(append(append(spillSpecs(sz), fileSpecs(sz)...), coordSpecs()...), cacheSpecs(sz)...)...)
 }
 
 func actorAsync(name string, sz sizes, conc int, goal string, ray float64) *spec {

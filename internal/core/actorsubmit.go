@@ -25,7 +25,8 @@ const causeStaleIncarnation = "stale incarnation"
 // actorLocator finds where an actor runs once an incarnation of it failed:
 // the head's GetActor, waiting for a later incarnation or the actor's death.
 type actorLocator interface {
-	locate(ctx context.Context, id ids.ActorID, after uint32) (*pb.ActorInfo, error)
+	// after nil: any live incarnation (the caller never knew one).
+	locate(ctx context.Context, id ids.ActorID, after *uint32) (*pb.ActorInfo, error)
 }
 
 // actorSubmitter is the core worker's actor call submitter (Ray's
@@ -212,6 +213,13 @@ func (s *actorSubmitter) send(r *actorRoute, ac *actorCall, attempt int32) {
 		r.mu.Unlock()
 		return
 	}
+	if r.addr == "" {
+		// Not created yet when the route was made: find where it runs.
+		inc := r.incarnation
+		r.mu.Unlock()
+		s.relocate(r, inc, again(attempt))
+		return
+	}
 	ac.state = acSending
 	ac.sends++
 	gen := ac.sends
@@ -314,6 +322,13 @@ func (s *actorSubmitter) lookup(r *actorRoute, failed uint32) {
 	r.mu.Lock()
 	report, node, addr := r.unreachable && r.incarnation == failed, r.node, r.addr
 	r.unreachable = false
+	// A route made while the actor was still being created has no address
+	// yet: no incarnation of it failed, so any live one will do (waiting
+	// for one after the first would wait for a restart).
+	after := &failed
+	if addr == "" {
+		after = nil
+	}
 	r.mu.Unlock()
 	if report && s.cfg.report != nil {
 		// Before waiting for the head: when the worker's node is gone,
@@ -324,7 +339,7 @@ func (s *actorSubmitter) lookup(r *actorRoute, failed uint32) {
 	var info *pb.ActorInfo
 	var err error
 	for attempt := 0; ; attempt++ {
-		info, err = s.cfg.locator.locate(ctx, r.id, failed)
+		info, err = s.cfg.locator.locate(ctx, r.id, after)
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
 			break
 		}
@@ -368,7 +383,7 @@ func (s *actorSubmitter) lookup(r *actorRoute, failed uint32) {
 // headActors is a core's actorLocator: the head.
 type headActors struct{ c *Core }
 
-func (h headActors) locate(ctx context.Context, id ids.ActorID, after uint32) (*pb.ActorInfo, error) {
-	resp, err := h.c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: id[:], Wait: true, AfterIncarnation: &after})
+func (h headActors) locate(ctx context.Context, id ids.ActorID, after *uint32) (*pb.ActorInfo, error) {
+	resp, err := h.c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: id[:], Wait: true, AfterIncarnation: after})
 	return resp.GetActor(), err
 }

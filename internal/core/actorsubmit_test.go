@@ -16,15 +16,19 @@ import (
 
 // located is one question a fakeLocator was asked.
 type located struct {
-	after  uint32
+	after  uint32 // 0 too when any incarnation was asked for (anyInc)
+	anyInc bool
 	answer chan *pb.ActorInfo
 }
 
 // fakeLocator hands every lookup to the test, which answers it.
 type fakeLocator chan located
 
-func (l fakeLocator) locate(ctx context.Context, _ ids.ActorID, after uint32) (*pb.ActorInfo, error) {
-	q := located{after, make(chan *pb.ActorInfo, 1)}
+func (l fakeLocator) locate(ctx context.Context, _ ids.ActorID, after *uint32) (*pb.ActorInfo, error) {
+	q := located{anyInc: after == nil, answer: make(chan *pb.ActorInfo, 1)}
+	if after != nil {
+		q.after = *after
+	}
 	l <- q
 	select {
 	case info := <-q.answer:
@@ -183,5 +187,33 @@ func TestActorCallsToADeadActorFail(t *testing.T) {
 	waitEntry(t, after)
 	if !errors.Is(after.err, errs.ErrActorDied) {
 		t.Fatalf("call after the actor died: got %v, want ErrActorDied", after.err)
+	}
+}
+
+// A handle got while its actor was still being created (by name, with
+// get-if-exists) has no address: its first call waits for the actor to be
+// alive in any incarnation, the first included, not for a restart.
+func TestActorCallBeforeTheActorHasAnAddress(t *testing.T) {
+	s, _, pusher, locator, _ := newTestActorSubmitter(t, 0)
+	id := ids.NewActorID(ids.JobIDFromUint32(1))
+	pending := &pb.ActorInfo{Spec: &pb.ActorSpec{ActorId: id[:], TypeName: "counter"}, State: pb.ActorState_ACTOR_STATE_PENDING}
+	r, err := s.route(pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := callTest(s, r, "add")
+	q := locator.next(t)
+	if !q.anyInc {
+		t.Fatalf("lookup of an actor never located: asked for an incarnation after %d, want any", q.after)
+	}
+	q.answer <- actorInfo(id, "w1", 0, 0)
+	p := pusher.next(t)
+	if p.addr != "w1" || p.spec.GetActorIncarnation() != 0 {
+		t.Fatalf("the first call: pushed to %q (incarnation %d), want w1 (0)", p.addr, p.spec.GetActorIncarnation())
+	}
+	p.cb(valueReply("add"), nil)
+	waitEntry(t, e)
+	if e.err != nil {
+		t.Fatalf("the first call: %v", e.err)
 	}
 }

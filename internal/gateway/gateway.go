@@ -16,6 +16,7 @@ import (
 	"github.com/goray/goray/internal/codec"
 	"github.com/goray/goray/internal/core"
 	"github.com/goray/goray/internal/errs"
+	ifiles "github.com/goray/goray/internal/files"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
@@ -71,6 +72,8 @@ type Gateway struct {
 	closed bool
 	// retiring closes the cores of namespaces deployed again; Close waits.
 	retiring sync.WaitGroup
+	// fc is the file store's client (files.go), made on first use.
+	fc *ifiles.Client // guarded by mu
 }
 
 // namespace is the gateway's state of one deployed namespace.
@@ -164,6 +167,7 @@ func (g *Gateway) Close() {
 		n.core.Close()
 	}
 	g.retiring.Wait()
+	g.closeFiles()
 	g.conn.Close()
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/errs"
+	"github.com/goray/goray/internal/files"
 	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/rpc"
 	"github.com/goray/goray/internal/sched"
@@ -118,6 +119,9 @@ type Raylet struct {
 	// objects is the node's local object table, with its own lock (set by
 	// makeDirs, before any RPC is served).
 	objects *localObjects
+	// files serves the node's file replicas (package internal/files), under
+	// DataDir/files (set by makeDirs).
+	files *files.Server
 }
 
 // Start starts a standalone raylet: it listens on cfg.Listen, serves its
@@ -219,6 +223,7 @@ func (r *Raylet) Register(srv *grpc.Server) {
 	pb.RegisterBundleServiceServer(srv, ns)
 	pb.RegisterLocalObjectServiceServer(srv, ns)
 	pb.RegisterObjectTransferServiceServer(srv, &transferServer{r: r})
+	pb.RegisterFileStoreServiceServer(srv, r.files)
 }
 
 // Join registers the node with the head at Config.Address, failing fast
@@ -239,6 +244,10 @@ func (r *Raylet) Join(ctx context.Context) error {
 		return err
 	}
 	_, _ = r.heartbeat(ctx)
+	r.files.SetIndex(r.headConn)
+	if err := r.files.Reconcile(ctx); err != nil {
+		r.log.Warn("could not reconcile the file replicas on disk with the head's index", "err", err)
+	}
 	r.wg.Go(func() { r.heartbeatLoop(interval) })
 	r.log.Info("raylet ready", "address", r.addr, "head", r.headAddr, "is_head", r.cfg.HeadNode,
 		"resources", r.registerRequest().GetTotal().GetAmounts(), "store_dir", r.storeDir, "data_dir", r.dataDir)
@@ -347,6 +356,12 @@ func (r *Raylet) makeDirs() error {
 			r.wg.Go(func() { r.reportUnreachable(node, addr) })
 		}
 	}
+	disk, err := files.OpenDisk(r.dataDir)
+	if err != nil {
+		return fmt.Errorf("raylet: %w", err)
+	}
+	r.files = files.NewServer(disk, r.nodeID[:], r.addr, r.token, r.log)
+	r.files.SetKnownPeer(r.knownPeer)
 	return nil
 }
 
@@ -616,6 +631,9 @@ func (r *Raylet) stop() {
 	}
 	if r.transfer != nil {
 		r.transfer.close()
+	}
+	if r.files != nil {
+		r.files.Close()
 	}
 	r.wg.Wait()
 	if r.objects != nil {

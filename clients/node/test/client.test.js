@@ -164,3 +164,37 @@ test('unauthenticated', { skip }, async () => {
       goray.UnauthenticatedError, grpc.status.UNAUTHENTICATED));
   }
 });
+
+test('files', { skip }, async () => {
+  const data = crypto.randomBytes((5 << 20) + 123);
+  const sha = crypto.createHash('sha256').update(data).digest('hex');
+  const info = await client.putFile(data, { replicas: 2, name: 'node/test.bin' });
+  assert.equal(info.sha256, sha);
+  assert.equal(info.size, data.length);
+  assert.equal(info.replicasWanted, 2);
+  assert.equal(info.replicaNodes.length, 2); // the cluster has two nodes
+  assert.ok(data.equals(await client.getFile('node/test.bin')));
+  assert.ok(data.equals(await client.getFile(`sha256:${sha}`)));
+  const { Readable, PassThrough } = require('node:stream');
+  const streamed = await client.putFile(Readable.from([data.subarray(0, 1000), data.subarray(1000)]));
+  assert.equal(streamed.sha256, sha);
+  const sink = new PassThrough();
+  const got = [];
+  sink.on('data', (b) => got.push(b));
+  assert.equal((await client.getFile(sha, { dest: sink })).sha256, sha);
+  assert.ok(data.equals(Buffer.concat(got)));
+  assert.deepEqual((await client.statFile('node/test.bin')).names, ['node/test.bin']);
+  assert.ok((await client.listFiles('node/')).some((f) => f.sha256 === sha));
+  const five = await client.putFile(Buffer.from('five'), { replicas: 5 });
+  assert.deepEqual([five.replicasWanted, five.replicaNodes.length], [5, 2]);
+  assert.equal(await client.removeFile(sha), true);
+  await rejectsWith(() => client.getFile(sha), goray.NotFoundError, grpc.status.NOT_FOUND);
+  await client.removeFile(five.sha256);
+});
+
+test('file errors', { skip }, async () => {
+  await rejectsWith(() => client.getFile('sha256:1234'), goray.InvalidArgumentError, grpc.status.INVALID_ARGUMENT);
+  await rejectsWith(() => client.putFile(Buffer.from('x'), { name: 'a//b' }), goray.InvalidArgumentError, grpc.status.INVALID_ARGUMENT);
+  await rejectsWith(() => client.statFile('ab'.repeat(32)), goray.NotFoundError, grpc.status.NOT_FOUND);
+  await rejectsWith(() => client.getFile('no/such/file'), goray.NotFoundError, grpc.status.NOT_FOUND);
+});

@@ -7,6 +7,8 @@ cluster, and put and get objects, over goray's public ClientService.
     client.get(ref)                              # {'a': [1, 2, 3]}
     client.call("square", 12)                    # 144
     client.actor("counter").call("add", 5)
+    info = client.put_file("data.csv", replicas=3, name="in/data.csv")
+    client.get_file("in/data.csv", "copy.csv")   # verified against info.sha256
 
 Values travel as MessagePack by default (native Python values), bytes as raw
 bytes, protobuf messages as protobuf; pass encoding="json" to send JSON.
@@ -19,10 +21,12 @@ from .client import (
     Cache,
     Client,
     Encoded,
+    FileInfo,
     GorayError,
     InvalidArgumentError,
     NotFoundError,
     Ref,
+    ResourceExhaustedError,
     TaskError,
     UnauthenticatedError,
     connect,
@@ -35,10 +39,12 @@ __all__ = [
     "Cache",
     "Client",
     "Encoded",
+    "FileInfo",
     "GorayError",
     "InvalidArgumentError",
     "NotFoundError",
     "Ref",
+    "ResourceExhaustedError",
     "TaskError",
     "UnauthenticatedError",
     "connect",

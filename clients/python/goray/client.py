@@ -51,6 +51,10 @@ class UnauthenticatedError(GorayError):
     """A missing or wrong cluster token (UNAUTHENTICATED)."""
 
 
+class ResourceExhaustedError(GorayError):
+    """RESOURCE_EXHAUSTED: e.g. the file store's disk is full."""
+
+
 class TaskError(GorayError):
     """The Go function or method returned an error or panicked (ABORTED)."""
 
@@ -60,6 +64,7 @@ _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.ABORTED: TaskError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
 
 
@@ -360,6 +365,112 @@ class Client:
     def cache(self, name: str, namespace: Optional[str] = None) -> "Cache":
         """The existing cache name (checked on first use: NotFoundError)."""
         return Cache(self, name, namespace or self.namespace)
+
+
+    # -- files (the cluster's file store; docs/storage.md)
+
+    def put_file(self, source: Any, replicas: int = 1, name: Optional[str] = None,
+                 timeout: Optional[float] = None) -> "FileInfo":
+        """Stores a file in the cluster's file store with replicas copies on
+        distinct nodes, optionally under name, and returns its FileInfo (its
+        sha256 is its address; replica_nodes says where it went, fewer than
+        asked when fewer nodes are alive). source is bytes, a path, or a binary
+        file object read in chunks (never whole in memory)."""
+        chunk = self._chunk
+
+        def chunks():
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                data = bytes(source)
+                for off in range(0, len(data), chunk):
+                    yield data[off:off + chunk]
+                return
+            f = open(source, "rb") if isinstance(source, (str, os.PathLike)) else source
+            try:
+                while True:
+                    b = f.read(chunk)
+                    if not b:
+                        return
+                    yield b
+            finally:
+                if f is not source:
+                    f.close()
+
+        def requests():
+            yield _cpb.FilePutRequest(replicas=replicas, name=name or "")
+            for b in chunks():
+                yield _cpb.FilePutRequest(chunk=b)
+
+        try:
+            resp = self._stub.FilePut(requests(), metadata=self._metadata,
+                                      timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return FileInfo._from_pb(resp.file)
+
+    def get_file(self, ref: str, dest: Any = None, timeout: Optional[float] = None) -> Any:
+        """Reads a file by hash (64 hex digits, optionally after "sha256:") or
+        name, verified against its hash. With dest (a path or a binary file
+        object) the bytes are written there as they come and its FileInfo is
+        returned; without, the bytes are returned."""
+        out = open(dest, "wb") if isinstance(dest, (str, os.PathLike)) else dest
+        parts: List[bytes] = []
+        info = None
+        try:
+            for msg in self._stub.FileGet(_cpb.FileGetRequest(ref=ref), metadata=self._metadata,
+                                          timeout=timeout if timeout is not None else self.timeout):
+                if msg.HasField("file"):
+                    info = FileInfo._from_pb(msg.file)
+                if out is None:
+                    parts.append(msg.chunk)
+                else:
+                    out.write(msg.chunk)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        finally:
+            if out is not None and out is not dest:
+                out.close()
+        return b"".join(parts) if out is None else info
+
+    def stat_file(self, ref: str) -> "FileInfo":
+        """Describes a file by hash or name."""
+        try:
+            resp = self._stub.FileStat(_cpb.FileStatRequest(ref=ref), metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return FileInfo._from_pb(resp.file)
+
+    def list_files(self, prefix: str = "") -> List["FileInfo"]:
+        """Lists the files (with a prefix: the named ones under it)."""
+        try:
+            resp = self._stub.FileList(_cpb.FileListRequest(prefix=prefix), metadata=self._metadata,
+                                       timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return [FileInfo._from_pb(f) for f in resp.files]
+
+    def remove_file(self, ref: str) -> bool:
+        """Removes a name (and the file when no other name maps to it) or a
+        file by hash with all its names; True when the content went."""
+        try:
+            resp = self._stub.FileRemove(_cpb.FileRemoveRequest(ref=ref), metadata=self._metadata,
+                                         timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return resp.removed_content
+
+
+class FileInfo(NamedTuple):
+    """A stored file: sha256 (hex, its address), size, names, the replica
+    count asked for and the alive nodes holding a replica."""
+    sha256: str
+    size: int
+    names: List[str]
+    replicas_wanted: int
+    replica_nodes: List[str]
+
+    @classmethod
+    def _from_pb(cls, f: "_cpb.StoredFile") -> "FileInfo":
+        return cls(f.sha256, int(f.size), list(f.names), int(f.replicas_wanted), list(f.replica_nodes))
 
 
 class ActorHandle:

@@ -167,6 +167,44 @@ class ClientTest(unittest.TestCase):
             self.client.call("fail", "boom")
         self.assertIn("boom", cm.exception.details)
 
+    def test_files(self):
+        import hashlib
+        import io
+        c = self.client
+        data = os.urandom((5 << 20) + 123)
+        info = c.put_file(io.BytesIO(data), replicas=2, name="python/test.bin")
+        self.assertEqual(info.sha256, hashlib.sha256(data).hexdigest())
+        self.assertEqual(info.size, len(data))
+        self.assertEqual(info.replicas_wanted, 2)
+        self.assertEqual(len(info.replica_nodes), 2)  # the cluster has two nodes
+        self.assertEqual(c.get_file("python/test.bin"), data)
+        self.assertEqual(c.get_file("sha256:" + info.sha256), data)
+        out = io.BytesIO()
+        self.assertEqual(c.get_file(info.sha256, out).sha256, info.sha256)
+        self.assertEqual(out.getvalue(), data)
+        self.assertEqual(c.stat_file("python/test.bin").names, ["python/test.bin"])
+        self.assertIn(info.sha256, [f.sha256 for f in c.list_files("python/")])
+        # More replicas than nodes: stored on all, and the answer says so.
+        five = c.put_file(b"five", replicas=5)
+        self.assertEqual((five.replicas_wanted, len(five.replica_nodes)), (5, 2))
+        self.assertTrue(c.remove_file("python/test.bin"))
+        with self.assertRaises(goray.NotFoundError):
+            c.get_file(info.sha256)
+        c.remove_file(five.sha256)
+
+    def test_file_errors(self):
+        c = self.client
+        cases = {
+            "malformed hash": (lambda: c.get_file("sha256:1234"), goray.InvalidArgumentError),
+            "malformed name": (lambda: c.put_file(b"x", name="a//b"), goray.InvalidArgumentError),
+            "unknown hash": (lambda: c.stat_file("ab" * 32), goray.NotFoundError),
+            "unknown name": (lambda: c.get_file("no/such/file"), goray.NotFoundError),
+        }
+        for name, (fn, err) in cases.items():
+            with self.subTest(name):
+                with self.assertRaises(err):
+                    fn()
+
     def test_unauthenticated(self):
         for name, token in {"wrong token": "0" * 64, "missing token": ""}.items():
             with self.subTest(name):

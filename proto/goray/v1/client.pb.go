@@ -2769,6 +2769,568 @@ func (x *CacheStatsResponse) GetTotal() *CacheShardStats {
 	return nil
 }
 
+// StoredFile describes a file of the file store.
+type StoredFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the content, 64 lower-case hex digits: the file's address.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// The names that map to the file.
+	Names []string `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	// The replica count asked for.
+	ReplicasWanted uint32 `protobuf:"varint,4,opt,name=replicas_wanted,json=replicasWanted,proto3" json:"replicas_wanted,omitempty"`
+	// The alive nodes holding a replica (node IDs in hex).
+	ReplicaNodes  []string `protobuf:"bytes,5,rep,name=replica_nodes,json=replicaNodes,proto3" json:"replica_nodes,omitempty"`
+	CreatedUnixMs int64    `protobuf:"varint,6,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredFile) Reset() {
+	*x = StoredFile{}
+	mi := &file_goray_v1_client_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredFile) ProtoMessage() {}
+
+func (x *StoredFile) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredFile.ProtoReflect.Descriptor instead.
+func (*StoredFile) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StoredFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *StoredFile) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StoredFile) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *StoredFile) GetReplicasWanted() uint32 {
+	if x != nil {
+		return x.ReplicasWanted
+	}
+	return 0
+}
+
+func (x *StoredFile) GetReplicaNodes() []string {
+	if x != nil {
+		return x.ReplicaNodes
+	}
+	return nil
+}
+
+func (x *StoredFile) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+type FilePutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message only: replicas on distinct nodes (0 means 1), and an
+	// optional name (a /-separated path).
+	Replicas uint32 `protobuf:"varint,1,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Name     string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Any message: the next bytes of the file.
+	Chunk         []byte `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePutRequest) Reset() {
+	*x = FilePutRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePutRequest) ProtoMessage() {}
+
+func (x *FilePutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePutRequest.ProtoReflect.Descriptor instead.
+func (*FilePutRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *FilePutRequest) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *FilePutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FilePutRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type FilePutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *StoredFile            `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePutResponse) Reset() {
+	*x = FilePutResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePutResponse) ProtoMessage() {}
+
+func (x *FilePutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePutResponse.ProtoReflect.Descriptor instead.
+func (*FilePutResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *FilePutResponse) GetFile() *StoredFile {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+type FileGetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A hash (64 hex digits, optionally after "sha256:") or a name.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGetRequest) Reset() {
+	*x = FileGetRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGetRequest) ProtoMessage() {}
+
+func (x *FileGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGetRequest.ProtoReflect.Descriptor instead.
+func (*FileGetRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *FileGetRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type FileGetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message only.
+	File *StoredFile `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// Every message: the next verified bytes of the file.
+	Chunk         []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGetResponse) Reset() {
+	*x = FileGetResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGetResponse) ProtoMessage() {}
+
+func (x *FileGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGetResponse.ProtoReflect.Descriptor instead.
+func (*FileGetResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FileGetResponse) GetFile() *StoredFile {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *FileGetResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type FileStatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A hash or a name, as FileGetRequest.ref.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileStatRequest) Reset() {
+	*x = FileStatRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileStatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileStatRequest) ProtoMessage() {}
+
+func (x *FileStatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileStatRequest.ProtoReflect.Descriptor instead.
+func (*FileStatRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *FileStatRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type FileStatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *StoredFile            `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileStatResponse) Reset() {
+	*x = FileStatResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileStatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileStatResponse) ProtoMessage() {}
+
+func (x *FileStatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileStatResponse.ProtoReflect.Descriptor instead.
+func (*FileStatResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *FileStatResponse) GetFile() *StoredFile {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+type FileListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileListRequest) Reset() {
+	*x = FileListRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileListRequest) ProtoMessage() {}
+
+func (x *FileListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileListRequest.ProtoReflect.Descriptor instead.
+func (*FileListRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *FileListRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+type FileListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*StoredFile          `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileListResponse) Reset() {
+	*x = FileListResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileListResponse) ProtoMessage() {}
+
+func (x *FileListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileListResponse.ProtoReflect.Descriptor instead.
+func (*FileListResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *FileListResponse) GetFiles() []*StoredFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type FileRemoveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A hash or a name, as FileGetRequest.ref.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileRemoveRequest) Reset() {
+	*x = FileRemoveRequest{}
+	mi := &file_goray_v1_client_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRemoveRequest) ProtoMessage() {}
+
+func (x *FileRemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRemoveRequest.ProtoReflect.Descriptor instead.
+func (*FileRemoveRequest) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *FileRemoveRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type FileRemoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's content was removed (not only a name).
+	RemovedContent bool `protobuf:"varint,1,opt,name=removed_content,json=removedContent,proto3" json:"removed_content,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FileRemoveResponse) Reset() {
+	*x = FileRemoveResponse{}
+	mi := &file_goray_v1_client_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRemoveResponse) ProtoMessage() {}
+
+func (x *FileRemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_goray_v1_client_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRemoveResponse.ProtoReflect.Descriptor instead.
+func (*FileRemoveResponse) Descriptor() ([]byte, []int) {
+	return file_goray_v1_client_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *FileRemoveResponse) GetRemovedContent() bool {
+	if x != nil {
+		return x.RemovedContent
+	}
+	return false
+}
+
 var File_goray_v1_client_proto protoreflect.FileDescriptor
 
 const file_goray_v1_client_proto_rawDesc = "" +
@@ -2960,8 +3522,38 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\vunavailable\x18\t \x01(\rR\vunavailable\"x\n" +
 	"\x12CacheStatsResponse\x121\n" +
 	"\x06shards\x18\x01 \x03(\v2\x19.goray.v1.CacheShardStatsR\x06shards\x12/\n" +
-	"\x05total\x18\x02 \x01(\v2\x19.goray.v1.CacheShardStatsR\x05total2\xfe\n" +
+	"\x05total\x18\x02 \x01(\v2\x19.goray.v1.CacheShardStatsR\x05total\"\xc4\x01\n" +
 	"\n" +
+	"StoredFile\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\x12'\n" +
+	"\x0freplicas_wanted\x18\x04 \x01(\rR\x0ereplicasWanted\x12#\n" +
+	"\rreplica_nodes\x18\x05 \x03(\tR\freplicaNodes\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x06 \x01(\x03R\rcreatedUnixMs\"V\n" +
+	"\x0eFilePutRequest\x12\x1a\n" +
+	"\breplicas\x18\x01 \x01(\rR\breplicas\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05chunk\x18\x03 \x01(\fR\x05chunk\";\n" +
+	"\x0fFilePutResponse\x12(\n" +
+	"\x04file\x18\x01 \x01(\v2\x14.goray.v1.StoredFileR\x04file\"\"\n" +
+	"\x0eFileGetRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"Q\n" +
+	"\x0fFileGetResponse\x12(\n" +
+	"\x04file\x18\x01 \x01(\v2\x14.goray.v1.StoredFileR\x04file\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"#\n" +
+	"\x0fFileStatRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"<\n" +
+	"\x10FileStatResponse\x12(\n" +
+	"\x04file\x18\x01 \x01(\v2\x14.goray.v1.StoredFileR\x04file\")\n" +
+	"\x0fFileListRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\">\n" +
+	"\x10FileListResponse\x12*\n" +
+	"\x05files\x18\x01 \x03(\v2\x14.goray.v1.StoredFileR\x05files\"%\n" +
+	"\x11FileRemoveRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"=\n" +
+	"\x12FileRemoveResponse\x12'\n" +
+	"\x0fremoved_content\x18\x01 \x01(\bR\x0eremovedContent2\xd1\r\n" +
 	"\rClientService\x12D\n" +
 	"\tHandshake\x12\x1a.goray.v1.HandshakeRequest\x1a\x1b.goray.v1.HandshakeResponse\x124\n" +
 	"\x03Put\x12\x14.goray.v1.PutRequest\x1a\x15.goray.v1.PutResponse(\x01\x124\n" +
@@ -2982,7 +3574,13 @@ const file_goray_v1_client_proto_rawDesc = "" +
 	"\fCacheFulfill\x12\x1d.goray.v1.CacheFulfillRequest\x1a\x1e.goray.v1.CacheFulfillResponse\x12M\n" +
 	"\fCacheAbandon\x12\x1d.goray.v1.CacheAbandonRequest\x1a\x1e.goray.v1.CacheAbandonResponse\x12G\n" +
 	"\n" +
-	"CacheStats\x12\x1b.goray.v1.CacheStatsRequest\x1a\x1c.goray.v1.CacheStatsResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
+	"CacheStats\x12\x1b.goray.v1.CacheStatsRequest\x1a\x1c.goray.v1.CacheStatsResponse\x12@\n" +
+	"\aFilePut\x12\x18.goray.v1.FilePutRequest\x1a\x19.goray.v1.FilePutResponse(\x01\x12@\n" +
+	"\aFileGet\x12\x18.goray.v1.FileGetRequest\x1a\x19.goray.v1.FileGetResponse0\x01\x12A\n" +
+	"\bFileStat\x12\x19.goray.v1.FileStatRequest\x1a\x1a.goray.v1.FileStatResponse\x12A\n" +
+	"\bFileList\x12\x19.goray.v1.FileListRequest\x1a\x1a.goray.v1.FileListResponse\x12G\n" +
+	"\n" +
+	"FileRemove\x12\x1b.goray.v1.FileRemoveRequest\x1a\x1c.goray.v1.FileRemoveResponseB/Z-github.com/goray/goray/proto/goray/v1;goraypbb\x06proto3"
 
 var (
 	file_goray_v1_client_proto_rawDescOnce sync.Once
@@ -2996,7 +3594,7 @@ func file_goray_v1_client_proto_rawDescGZIP() []byte {
 	return file_goray_v1_client_proto_rawDescData
 }
 
-var file_goray_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_goray_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_goray_v1_client_proto_goTypes = []any{
 	(*HandshakeRequest)(nil),            // 0: goray.v1.HandshakeRequest
 	(*HandshakeResponse)(nil),           // 1: goray.v1.HandshakeResponse
@@ -3045,17 +3643,28 @@ var file_goray_v1_client_proto_goTypes = []any{
 	(*CacheStatsRequest)(nil),           // 44: goray.v1.CacheStatsRequest
 	(*CacheShardStats)(nil),             // 45: goray.v1.CacheShardStats
 	(*CacheStatsResponse)(nil),          // 46: goray.v1.CacheStatsResponse
-	nil,                                 // 47: goray.v1.CallFunctionRequest.ResourcesEntry
-	(*Payload)(nil),                     // 48: goray.v1.Payload
-	(Encoding)(0),                       // 49: goray.v1.Encoding
+	(*StoredFile)(nil),                  // 47: goray.v1.StoredFile
+	(*FilePutRequest)(nil),              // 48: goray.v1.FilePutRequest
+	(*FilePutResponse)(nil),             // 49: goray.v1.FilePutResponse
+	(*FileGetRequest)(nil),              // 50: goray.v1.FileGetRequest
+	(*FileGetResponse)(nil),             // 51: goray.v1.FileGetResponse
+	(*FileStatRequest)(nil),             // 52: goray.v1.FileStatRequest
+	(*FileStatResponse)(nil),            // 53: goray.v1.FileStatResponse
+	(*FileListRequest)(nil),             // 54: goray.v1.FileListRequest
+	(*FileListResponse)(nil),            // 55: goray.v1.FileListResponse
+	(*FileRemoveRequest)(nil),           // 56: goray.v1.FileRemoveRequest
+	(*FileRemoveResponse)(nil),          // 57: goray.v1.FileRemoveResponse
+	nil,                                 // 58: goray.v1.CallFunctionRequest.ResourcesEntry
+	(*Payload)(nil),                     // 59: goray.v1.Payload
+	(Encoding)(0),                       // 60: goray.v1.Encoding
 }
 var file_goray_v1_client_proto_depIdxs = []int32{
-	48, // 0: goray.v1.ClientArg.value:type_name -> goray.v1.Payload
+	59, // 0: goray.v1.ClientArg.value:type_name -> goray.v1.Payload
 	2,  // 1: goray.v1.ClientArg.ref:type_name -> goray.v1.ClientRef
-	49, // 2: goray.v1.PutRequest.encoding:type_name -> goray.v1.Encoding
+	60, // 2: goray.v1.PutRequest.encoding:type_name -> goray.v1.Encoding
 	2,  // 3: goray.v1.PutResponse.ref:type_name -> goray.v1.ClientRef
 	2,  // 4: goray.v1.GetRequest.ref:type_name -> goray.v1.ClientRef
-	49, // 5: goray.v1.GetResponse.encoding:type_name -> goray.v1.Encoding
+	60, // 5: goray.v1.GetResponse.encoding:type_name -> goray.v1.Encoding
 	2,  // 6: goray.v1.WaitRequest.refs:type_name -> goray.v1.ClientRef
 	2,  // 7: goray.v1.WaitResponse.ready:type_name -> goray.v1.ClientRef
 	2,  // 8: goray.v1.WaitResponse.not_ready:type_name -> goray.v1.ClientRef
@@ -3065,7 +3674,7 @@ var file_goray_v1_client_proto_depIdxs = []int32{
 	3,  // 12: goray.v1.CallActorRequest.args:type_name -> goray.v1.ClientArg
 	2,  // 13: goray.v1.CallActorResponse.ref:type_name -> goray.v1.ClientRef
 	3,  // 14: goray.v1.CallFunctionRequest.args:type_name -> goray.v1.ClientArg
-	47, // 15: goray.v1.CallFunctionRequest.resources:type_name -> goray.v1.CallFunctionRequest.ResourcesEntry
+	58, // 15: goray.v1.CallFunctionRequest.resources:type_name -> goray.v1.CallFunctionRequest.ResourcesEntry
 	2,  // 16: goray.v1.CallFunctionResponse.ref:type_name -> goray.v1.ClientRef
 	21, // 17: goray.v1.ListNamespaceResponse.registry:type_name -> goray.v1.Registry
 	22, // 18: goray.v1.Registry.functions:type_name -> goray.v1.FunctionInfo
@@ -3073,66 +3682,80 @@ var file_goray_v1_client_proto_depIdxs = []int32{
 	24, // 20: goray.v1.ActorTypeInfo.methods:type_name -> goray.v1.MethodInfo
 	25, // 21: goray.v1.CacheCreateRequest.cache:type_name -> goray.v1.CacheRef
 	25, // 22: goray.v1.CacheGetRequest.cache:type_name -> goray.v1.CacheRef
-	48, // 23: goray.v1.CacheGetResponse.value:type_name -> goray.v1.Payload
+	59, // 23: goray.v1.CacheGetResponse.value:type_name -> goray.v1.Payload
 	25, // 24: goray.v1.CacheSetRequest.cache:type_name -> goray.v1.CacheRef
-	48, // 25: goray.v1.CacheSetRequest.value:type_name -> goray.v1.Payload
+	59, // 25: goray.v1.CacheSetRequest.value:type_name -> goray.v1.Payload
 	25, // 26: goray.v1.CacheDeleteRequest.cache:type_name -> goray.v1.CacheRef
 	25, // 27: goray.v1.CacheIncrementRequest.cache:type_name -> goray.v1.CacheRef
 	25, // 28: goray.v1.CacheCompareAndSwapRequest.cache:type_name -> goray.v1.CacheRef
-	48, // 29: goray.v1.CacheCompareAndSwapRequest.expected:type_name -> goray.v1.Payload
-	48, // 30: goray.v1.CacheCompareAndSwapRequest.value:type_name -> goray.v1.Payload
-	48, // 31: goray.v1.CacheCompareAndSwapResponse.current:type_name -> goray.v1.Payload
+	59, // 29: goray.v1.CacheCompareAndSwapRequest.expected:type_name -> goray.v1.Payload
+	59, // 30: goray.v1.CacheCompareAndSwapRequest.value:type_name -> goray.v1.Payload
+	59, // 31: goray.v1.CacheCompareAndSwapResponse.current:type_name -> goray.v1.Payload
 	25, // 32: goray.v1.CacheAcquireRequest.cache:type_name -> goray.v1.CacheRef
-	48, // 33: goray.v1.CacheAcquireResponse.value:type_name -> goray.v1.Payload
+	59, // 33: goray.v1.CacheAcquireResponse.value:type_name -> goray.v1.Payload
 	25, // 34: goray.v1.CacheFulfillRequest.cache:type_name -> goray.v1.CacheRef
-	48, // 35: goray.v1.CacheFulfillRequest.value:type_name -> goray.v1.Payload
+	59, // 35: goray.v1.CacheFulfillRequest.value:type_name -> goray.v1.Payload
 	25, // 36: goray.v1.CacheAbandonRequest.cache:type_name -> goray.v1.CacheRef
 	25, // 37: goray.v1.CacheStatsRequest.cache:type_name -> goray.v1.CacheRef
 	45, // 38: goray.v1.CacheStatsResponse.shards:type_name -> goray.v1.CacheShardStats
 	45, // 39: goray.v1.CacheStatsResponse.total:type_name -> goray.v1.CacheShardStats
-	0,  // 40: goray.v1.ClientService.Handshake:input_type -> goray.v1.HandshakeRequest
-	4,  // 41: goray.v1.ClientService.Put:input_type -> goray.v1.PutRequest
-	6,  // 42: goray.v1.ClientService.Get:input_type -> goray.v1.GetRequest
-	8,  // 43: goray.v1.ClientService.Wait:input_type -> goray.v1.WaitRequest
-	10, // 44: goray.v1.ClientService.Release:input_type -> goray.v1.ReleaseRequest
-	12, // 45: goray.v1.ClientService.GetNamedActor:input_type -> goray.v1.GetNamedActorRequest
-	15, // 46: goray.v1.ClientService.CallActor:input_type -> goray.v1.CallActorRequest
-	17, // 47: goray.v1.ClientService.CallFunction:input_type -> goray.v1.CallFunctionRequest
-	19, // 48: goray.v1.ClientService.ListNamespace:input_type -> goray.v1.ListNamespaceRequest
-	26, // 49: goray.v1.ClientService.CacheCreate:input_type -> goray.v1.CacheCreateRequest
-	28, // 50: goray.v1.ClientService.CacheGet:input_type -> goray.v1.CacheGetRequest
-	30, // 51: goray.v1.ClientService.CacheSet:input_type -> goray.v1.CacheSetRequest
-	32, // 52: goray.v1.ClientService.CacheDelete:input_type -> goray.v1.CacheDeleteRequest
-	34, // 53: goray.v1.ClientService.CacheIncrement:input_type -> goray.v1.CacheIncrementRequest
-	36, // 54: goray.v1.ClientService.CacheCompareAndSwap:input_type -> goray.v1.CacheCompareAndSwapRequest
-	38, // 55: goray.v1.ClientService.CacheAcquire:input_type -> goray.v1.CacheAcquireRequest
-	40, // 56: goray.v1.ClientService.CacheFulfill:input_type -> goray.v1.CacheFulfillRequest
-	42, // 57: goray.v1.ClientService.CacheAbandon:input_type -> goray.v1.CacheAbandonRequest
-	44, // 58: goray.v1.ClientService.CacheStats:input_type -> goray.v1.CacheStatsRequest
-	1,  // 59: goray.v1.ClientService.Handshake:output_type -> goray.v1.HandshakeResponse
-	5,  // 60: goray.v1.ClientService.Put:output_type -> goray.v1.PutResponse
-	7,  // 61: goray.v1.ClientService.Get:output_type -> goray.v1.GetResponse
-	9,  // 62: goray.v1.ClientService.Wait:output_type -> goray.v1.WaitResponse
-	11, // 63: goray.v1.ClientService.Release:output_type -> goray.v1.ReleaseResponse
-	13, // 64: goray.v1.ClientService.GetNamedActor:output_type -> goray.v1.GetNamedActorResponse
-	16, // 65: goray.v1.ClientService.CallActor:output_type -> goray.v1.CallActorResponse
-	18, // 66: goray.v1.ClientService.CallFunction:output_type -> goray.v1.CallFunctionResponse
-	20, // 67: goray.v1.ClientService.ListNamespace:output_type -> goray.v1.ListNamespaceResponse
-	27, // 68: goray.v1.ClientService.CacheCreate:output_type -> goray.v1.CacheCreateResponse
-	29, // 69: goray.v1.ClientService.CacheGet:output_type -> goray.v1.CacheGetResponse
-	31, // 70: goray.v1.ClientService.CacheSet:output_type -> goray.v1.CacheSetResponse
-	33, // 71: goray.v1.ClientService.CacheDelete:output_type -> goray.v1.CacheDeleteResponse
-	35, // 72: goray.v1.ClientService.CacheIncrement:output_type -> goray.v1.CacheIncrementResponse
-	37, // 73: goray.v1.ClientService.CacheCompareAndSwap:output_type -> goray.v1.CacheCompareAndSwapResponse
-	39, // 74: goray.v1.ClientService.CacheAcquire:output_type -> goray.v1.CacheAcquireResponse
-	41, // 75: goray.v1.ClientService.CacheFulfill:output_type -> goray.v1.CacheFulfillResponse
-	43, // 76: goray.v1.ClientService.CacheAbandon:output_type -> goray.v1.CacheAbandonResponse
-	46, // 77: goray.v1.ClientService.CacheStats:output_type -> goray.v1.CacheStatsResponse
-	59, // [59:78] is the sub-list for method output_type
-	40, // [40:59] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	47, // 40: goray.v1.FilePutResponse.file:type_name -> goray.v1.StoredFile
+	47, // 41: goray.v1.FileGetResponse.file:type_name -> goray.v1.StoredFile
+	47, // 42: goray.v1.FileStatResponse.file:type_name -> goray.v1.StoredFile
+	47, // 43: goray.v1.FileListResponse.files:type_name -> goray.v1.StoredFile
+	0,  // 44: goray.v1.ClientService.Handshake:input_type -> goray.v1.HandshakeRequest
+	4,  // 45: goray.v1.ClientService.Put:input_type -> goray.v1.PutRequest
+	6,  // 46: goray.v1.ClientService.Get:input_type -> goray.v1.GetRequest
+	8,  // 47: goray.v1.ClientService.Wait:input_type -> goray.v1.WaitRequest
+	10, // 48: goray.v1.ClientService.Release:input_type -> goray.v1.ReleaseRequest
+	12, // 49: goray.v1.ClientService.GetNamedActor:input_type -> goray.v1.GetNamedActorRequest
+	15, // 50: goray.v1.ClientService.CallActor:input_type -> goray.v1.CallActorRequest
+	17, // 51: goray.v1.ClientService.CallFunction:input_type -> goray.v1.CallFunctionRequest
+	19, // 52: goray.v1.ClientService.ListNamespace:input_type -> goray.v1.ListNamespaceRequest
+	26, // 53: goray.v1.ClientService.CacheCreate:input_type -> goray.v1.CacheCreateRequest
+	28, // 54: goray.v1.ClientService.CacheGet:input_type -> goray.v1.CacheGetRequest
+	30, // 55: goray.v1.ClientService.CacheSet:input_type -> goray.v1.CacheSetRequest
+	32, // 56: goray.v1.ClientService.CacheDelete:input_type -> goray.v1.CacheDeleteRequest
+	34, // 57: goray.v1.ClientService.CacheIncrement:input_type -> goray.v1.CacheIncrementRequest
+	36, // 58: goray.v1.ClientService.CacheCompareAndSwap:input_type -> goray.v1.CacheCompareAndSwapRequest
+	38, // 59: goray.v1.ClientService.CacheAcquire:input_type -> goray.v1.CacheAcquireRequest
+	40, // 60: goray.v1.ClientService.CacheFulfill:input_type -> goray.v1.CacheFulfillRequest
+	42, // 61: goray.v1.ClientService.CacheAbandon:input_type -> goray.v1.CacheAbandonRequest
+	44, // 62: goray.v1.ClientService.CacheStats:input_type -> goray.v1.CacheStatsRequest
+	48, // 63: goray.v1.ClientService.FilePut:input_type -> goray.v1.FilePutRequest
+	50, // 64: goray.v1.ClientService.FileGet:input_type -> goray.v1.FileGetRequest
+	52, // 65: goray.v1.ClientService.FileStat:input_type -> goray.v1.FileStatRequest
+	54, // 66: goray.v1.ClientService.FileList:input_type -> goray.v1.FileListRequest
+	56, // 67: goray.v1.ClientService.FileRemove:input_type -> goray.v1.FileRemoveRequest
+	1,  // 68: goray.v1.ClientService.Handshake:output_type -> goray.v1.HandshakeResponse
+	5,  // 69: goray.v1.ClientService.Put:output_type -> goray.v1.PutResponse
+	7,  // 70: goray.v1.ClientService.Get:output_type -> goray.v1.GetResponse
+	9,  // 71: goray.v1.ClientService.Wait:output_type -> goray.v1.WaitResponse
+	11, // 72: goray.v1.ClientService.Release:output_type -> goray.v1.ReleaseResponse
+	13, // 73: goray.v1.ClientService.GetNamedActor:output_type -> goray.v1.GetNamedActorResponse
+	16, // 74: goray.v1.ClientService.CallActor:output_type -> goray.v1.CallActorResponse
+	18, // 75: goray.v1.ClientService.CallFunction:output_type -> goray.v1.CallFunctionResponse
+	20, // 76: goray.v1.ClientService.ListNamespace:output_type -> goray.v1.ListNamespaceResponse
+	27, // 77: goray.v1.ClientService.CacheCreate:output_type -> goray.v1.CacheCreateResponse
+	29, // 78: goray.v1.ClientService.CacheGet:output_type -> goray.v1.CacheGetResponse
+	31, // 79: goray.v1.ClientService.CacheSet:output_type -> goray.v1.CacheSetResponse
+	33, // 80: goray.v1.ClientService.CacheDelete:output_type -> goray.v1.CacheDeleteResponse
+	35, // 81: goray.v1.ClientService.CacheIncrement:output_type -> goray.v1.CacheIncrementResponse
+	37, // 82: goray.v1.ClientService.CacheCompareAndSwap:output_type -> goray.v1.CacheCompareAndSwapResponse
+	39, // 83: goray.v1.ClientService.CacheAcquire:output_type -> goray.v1.CacheAcquireResponse
+	41, // 84: goray.v1.ClientService.CacheFulfill:output_type -> goray.v1.CacheFulfillResponse
+	43, // 85: goray.v1.ClientService.CacheAbandon:output_type -> goray.v1.CacheAbandonResponse
+	46, // 86: goray.v1.ClientService.CacheStats:output_type -> goray.v1.CacheStatsResponse
+	49, // 87: goray.v1.ClientService.FilePut:output_type -> goray.v1.FilePutResponse
+	51, // 88: goray.v1.ClientService.FileGet:output_type -> goray.v1.FileGetResponse
+	53, // 89: goray.v1.ClientService.FileStat:output_type -> goray.v1.FileStatResponse
+	55, // 90: goray.v1.ClientService.FileList:output_type -> goray.v1.FileListResponse
+	57, // 91: goray.v1.ClientService.FileRemove:output_type -> goray.v1.FileRemoveResponse
+	68, // [68:92] is the sub-list for method output_type
+	44, // [44:68] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_goray_v1_client_proto_init() }
@@ -3151,7 +3774,7 @@ func file_goray_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_goray_v1_client_proto_rawDesc), len(file_goray_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,11 @@ const (
 	ClientService_CacheFulfill_FullMethodName        = "/goray.v1.ClientService/CacheFulfill"
 	ClientService_CacheAbandon_FullMethodName        = "/goray.v1.ClientService/CacheAbandon"
 	ClientService_CacheStats_FullMethodName          = "/goray.v1.ClientService/CacheStats"
+	ClientService_FilePut_FullMethodName             = "/goray.v1.ClientService/FilePut"
+	ClientService_FileGet_FullMethodName             = "/goray.v1.ClientService/FileGet"
+	ClientService_FileStat_FullMethodName            = "/goray.v1.ClientService/FileStat"
+	ClientService_FileList_FullMethodName            = "/goray.v1.ClientService/FileList"
+	ClientService_FileRemove_FullMethodName          = "/goray.v1.ClientService/FileRemove"
 )
 
 // ClientServiceClient is the client API for ClientService service.
@@ -120,6 +125,29 @@ type ClientServiceClient interface {
 	// Caller: client. Callee: head. The cache's hit, miss and eviction counts,
 	// per shard and in total.
 	CacheStats(ctx context.Context, in *CacheStatsRequest, opts ...grpc.CallOption) (*CacheStatsResponse, error)
+	// Caller: client. Callee: head. Stores a file in the cluster's file store
+	// (docs/storage.md), streamed and never held whole: the first message
+	// carries replicas and name, every message may carry a chunk of at most
+	// HandshakeResponse.chunk_size bytes. Answers with the stored file: its
+	// SHA-256 (its address) and the nodes holding a replica (fewer than asked
+	// when fewer nodes are alive). A full disk is RESOURCE_EXHAUSTED (the
+	// partial file is removed), a malformed name INVALID_ARGUMENT. Files are
+	// cluster-wide, not in a namespace.
+	FilePut(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[FilePutRequest, FilePutResponse], error)
+	// Caller: client. Callee: head. Streams a file by hash or name, verified
+	// block by block against its hash (a corrupt or lost replica is read
+	// around): the first message carries the file's description, every
+	// message a chunk. Unknown: NOT_FOUND; a malformed hash or name:
+	// INVALID_ARGUMENT.
+	FileGet(ctx context.Context, in *FileGetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FileGetResponse], error)
+	// Caller: client. Callee: head. Describes a file by hash or name.
+	FileStat(ctx context.Context, in *FileStatRequest, opts ...grpc.CallOption) (*FileStatResponse, error)
+	// Caller: client. Callee: head. Lists the files (with a prefix: the named
+	// ones whose name starts with it).
+	FileList(ctx context.Context, in *FileListRequest, opts ...grpc.CallOption) (*FileListResponse, error)
+	// Caller: client. Callee: head. Removes a name (and the file when no other
+	// name maps to it), or a file by hash with every name of it.
+	FileRemove(ctx context.Context, in *FileRemoveRequest, opts ...grpc.CallOption) (*FileRemoveResponse, error)
 }
 
 type clientServiceClient struct {
@@ -332,6 +360,68 @@ func (c *clientServiceClient) CacheStats(ctx context.Context, in *CacheStatsRequ
 	return out, nil
 }
 
+func (c *clientServiceClient) FilePut(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[FilePutRequest, FilePutResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClientService_ServiceDesc.Streams[2], ClientService_FilePut_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FilePutRequest, FilePutResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClientService_FilePutClient = grpc.ClientStreamingClient[FilePutRequest, FilePutResponse]
+
+func (c *clientServiceClient) FileGet(ctx context.Context, in *FileGetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FileGetResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClientService_ServiceDesc.Streams[3], ClientService_FileGet_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FileGetRequest, FileGetResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClientService_FileGetClient = grpc.ServerStreamingClient[FileGetResponse]
+
+func (c *clientServiceClient) FileStat(ctx context.Context, in *FileStatRequest, opts ...grpc.CallOption) (*FileStatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FileStatResponse)
+	err := c.cc.Invoke(ctx, ClientService_FileStat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) FileList(ctx context.Context, in *FileListRequest, opts ...grpc.CallOption) (*FileListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FileListResponse)
+	err := c.cc.Invoke(ctx, ClientService_FileList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) FileRemove(ctx context.Context, in *FileRemoveRequest, opts ...grpc.CallOption) (*FileRemoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FileRemoveResponse)
+	err := c.cc.Invoke(ctx, ClientService_FileRemove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClientServiceServer is the server API for ClientService service.
 // All implementations should embed UnimplementedClientServiceServer
 // for forward compatibility.
@@ -412,6 +502,29 @@ type ClientServiceServer interface {
 	// Caller: client. Callee: head. The cache's hit, miss and eviction counts,
 	// per shard and in total.
 	CacheStats(context.Context, *CacheStatsRequest) (*CacheStatsResponse, error)
+	// Caller: client. Callee: head. Stores a file in the cluster's file store
+	// (docs/storage.md), streamed and never held whole: the first message
+	// carries replicas and name, every message may carry a chunk of at most
+	// HandshakeResponse.chunk_size bytes. Answers with the stored file: its
+	// SHA-256 (its address) and the nodes holding a replica (fewer than asked
+	// when fewer nodes are alive). A full disk is RESOURCE_EXHAUSTED (the
+	// partial file is removed), a malformed name INVALID_ARGUMENT. Files are
+	// cluster-wide, not in a namespace.
+	FilePut(grpc.ClientStreamingServer[FilePutRequest, FilePutResponse]) error
+	// Caller: client. Callee: head. Streams a file by hash or name, verified
+	// block by block against its hash (a corrupt or lost replica is read
+	// around): the first message carries the file's description, every
+	// message a chunk. Unknown: NOT_FOUND; a malformed hash or name:
+	// INVALID_ARGUMENT.
+	FileGet(*FileGetRequest, grpc.ServerStreamingServer[FileGetResponse]) error
+	// Caller: client. Callee: head. Describes a file by hash or name.
+	FileStat(context.Context, *FileStatRequest) (*FileStatResponse, error)
+	// Caller: client. Callee: head. Lists the files (with a prefix: the named
+	// ones whose name starts with it).
+	FileList(context.Context, *FileListRequest) (*FileListResponse, error)
+	// Caller: client. Callee: head. Removes a name (and the file when no other
+	// name maps to it), or a file by hash with every name of it.
+	FileRemove(context.Context, *FileRemoveRequest) (*FileRemoveResponse, error)
 }
 
 // UnimplementedClientServiceServer should be embedded to have
@@ -477,6 +590,21 @@ func (UnimplementedClientServiceServer) CacheAbandon(context.Context, *CacheAban
 }
 func (UnimplementedClientServiceServer) CacheStats(context.Context, *CacheStatsRequest) (*CacheStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CacheStats not implemented")
+}
+func (UnimplementedClientServiceServer) FilePut(grpc.ClientStreamingServer[FilePutRequest, FilePutResponse]) error {
+	return status.Error(codes.Unimplemented, "method FilePut not implemented")
+}
+func (UnimplementedClientServiceServer) FileGet(*FileGetRequest, grpc.ServerStreamingServer[FileGetResponse]) error {
+	return status.Error(codes.Unimplemented, "method FileGet not implemented")
+}
+func (UnimplementedClientServiceServer) FileStat(context.Context, *FileStatRequest) (*FileStatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FileStat not implemented")
+}
+func (UnimplementedClientServiceServer) FileList(context.Context, *FileListRequest) (*FileListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FileList not implemented")
+}
+func (UnimplementedClientServiceServer) FileRemove(context.Context, *FileRemoveRequest) (*FileRemoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FileRemove not implemented")
 }
 func (UnimplementedClientServiceServer) testEmbeddedByValue() {}
 
@@ -822,6 +950,78 @@ func _ClientService_CacheStats_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClientService_FilePut_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClientServiceServer).FilePut(&grpc.GenericServerStream[FilePutRequest, FilePutResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClientService_FilePutServer = grpc.ClientStreamingServer[FilePutRequest, FilePutResponse]
+
+func _ClientService_FileGet_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FileGetRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClientServiceServer).FileGet(m, &grpc.GenericServerStream[FileGetRequest, FileGetResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClientService_FileGetServer = grpc.ServerStreamingServer[FileGetResponse]
+
+func _ClientService_FileStat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FileStatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).FileStat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_FileStat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).FileStat(ctx, req.(*FileStatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_FileList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FileListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).FileList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_FileList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).FileList(ctx, req.(*FileListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_FileRemove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FileRemoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).FileRemove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_FileRemove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).FileRemove(ctx, req.(*FileRemoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClientService_ServiceDesc is the grpc.ServiceDesc for ClientService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -897,6 +1097,18 @@ var ClientService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "CacheStats",
 			Handler:    _ClientService_CacheStats_Handler,
 		},
+		{
+			MethodName: "FileStat",
+			Handler:    _ClientService_FileStat_Handler,
+		},
+		{
+			MethodName: "FileList",
+			Handler:    _ClientService_FileList_Handler,
+		},
+		{
+			MethodName: "FileRemove",
+			Handler:    _ClientService_FileRemove_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -907,6 +1119,16 @@ var ClientService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Get",
 			Handler:       _ClientService_Get_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "FilePut",
+			Handler:       _ClientService_FilePut_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "FileGet",
+			Handler:       _ClientService_FileGet_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -127,6 +127,31 @@ class ClientServiceStub(object):
                 request_serializer=goray_dot_v1_dot_client__pb2.CacheStatsRequest.SerializeToString,
                 response_deserializer=goray_dot_v1_dot_client__pb2.CacheStatsResponse.FromString,
                 )
+        self.FilePut = channel.stream_unary(
+                '/goray.v1.ClientService/FilePut',
+                request_serializer=goray_dot_v1_dot_client__pb2.FilePutRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.FilePutResponse.FromString,
+                )
+        self.FileGet = channel.unary_stream(
+                '/goray.v1.ClientService/FileGet',
+                request_serializer=goray_dot_v1_dot_client__pb2.FileGetRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.FileGetResponse.FromString,
+                )
+        self.FileStat = channel.unary_unary(
+                '/goray.v1.ClientService/FileStat',
+                request_serializer=goray_dot_v1_dot_client__pb2.FileStatRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.FileStatResponse.FromString,
+                )
+        self.FileList = channel.unary_unary(
+                '/goray.v1.ClientService/FileList',
+                request_serializer=goray_dot_v1_dot_client__pb2.FileListRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.FileListResponse.FromString,
+                )
+        self.FileRemove = channel.unary_unary(
+                '/goray.v1.ClientService/FileRemove',
+                request_serializer=goray_dot_v1_dot_client__pb2.FileRemoveRequest.SerializeToString,
+                response_deserializer=goray_dot_v1_dot_client__pb2.FileRemoveResponse.FromString,
+                )
 
 
 class ClientServiceServicer(object):
@@ -306,6 +331,54 @@ class ClientServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FilePut(self, request_iterator, context):
+        """Caller: client. Callee: head. Stores a file in the cluster's file store
+        (docs/storage.md), streamed and never held whole: the first message
+        carries replicas and name, every message may carry a chunk of at most
+        HandshakeResponse.chunk_size bytes. Answers with the stored file: its
+        SHA-256 (its address) and the nodes holding a replica (fewer than asked
+        when fewer nodes are alive). A full disk is RESOURCE_EXHAUSTED (the
+        partial file is removed), a malformed name INVALID_ARGUMENT. Files are
+        cluster-wide, not in a namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileGet(self, request, context):
+        """Caller: client. Callee: head. Streams a file by hash or name, verified
+        block by block against its hash (a corrupt or lost replica is read
+        around): the first message carries the file's description, every
+        message a chunk. Unknown: NOT_FOUND; a malformed hash or name:
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileStat(self, request, context):
+        """Caller: client. Callee: head. Describes a file by hash or name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileList(self, request, context):
+        """Caller: client. Callee: head. Lists the files (with a prefix: the named
+        ones whose name starts with it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileRemove(self, request, context):
+        """Caller: client. Callee: head. Removes a name (and the file when no other
+        name maps to it), or a file by hash with every name of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -403,6 +476,31 @@ def add_ClientServiceServicer_to_server(servicer, server):
                     servicer.CacheStats,
                     request_deserializer=goray_dot_v1_dot_client__pb2.CacheStatsRequest.FromString,
                     response_serializer=goray_dot_v1_dot_client__pb2.CacheStatsResponse.SerializeToString,
+            ),
+            'FilePut': grpc.stream_unary_rpc_method_handler(
+                    servicer.FilePut,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.FilePutRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.FilePutResponse.SerializeToString,
+            ),
+            'FileGet': grpc.unary_stream_rpc_method_handler(
+                    servicer.FileGet,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.FileGetRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.FileGetResponse.SerializeToString,
+            ),
+            'FileStat': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileStat,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.FileStatRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.FileStatResponse.SerializeToString,
+            ),
+            'FileList': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileList,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.FileListRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.FileListResponse.SerializeToString,
+            ),
+            'FileRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileRemove,
+                    request_deserializer=goray_dot_v1_dot_client__pb2.FileRemoveRequest.FromString,
+                    response_serializer=goray_dot_v1_dot_client__pb2.FileRemoveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -752,5 +850,90 @@ class ClientService(object):
         return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/CacheStats',
             goray_dot_v1_dot_client__pb2.CacheStatsRequest.SerializeToString,
             goray_dot_v1_dot_client__pb2.CacheStatsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FilePut(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(request_iterator, target, '/goray.v1.ClientService/FilePut',
+            goray_dot_v1_dot_client__pb2.FilePutRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.FilePutResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FileGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/goray.v1.ClientService/FileGet',
+            goray_dot_v1_dot_client__pb2.FileGetRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.FileGetResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FileStat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/FileStat',
+            goray_dot_v1_dot_client__pb2.FileStatRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.FileStatResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FileList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/FileList',
+            goray_dot_v1_dot_client__pb2.FileListRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.FileListResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FileRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/goray.v1.ClientService/FileRemove',
+            goray_dot_v1_dot_client__pb2.FileRemoveRequest.SerializeToString,
+            goray_dot_v1_dot_client__pb2.FileRemoveResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
