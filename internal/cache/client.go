@@ -446,6 +446,7 @@ func (call *Call) Wait(ctx context.Context) (Reply, error) {
 	}
 	if call.direct != nil {
 		r, ok, err := call.direct.wait(ctx)
+		r, ok, err = settleInFlight(call.cl.shards[call.i], call.req, r, ok, err)
 		if !ok && err == nil {
 			// Not answered on the data path: an actor call.
 			r, err = callShard(ctx, call.cl.c, call.cl.shards[call.i].h, call.req)

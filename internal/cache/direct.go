@@ -138,9 +138,10 @@ func serveFrame(c *core.Core, f []byte, buf *bytes.Buffer, enc *msgpack.Encoder,
 
 // directReply is a reply frame's content: ok false for "not here".
 type directReply struct {
-	r   Reply
-	ok  bool
-	err error // the stream broke, or the frame was refused
+	r       Reply
+	ok      bool
+	refused bool  // the host answered without running it (not here is !ok alone)
+	err     error // the stream broke, the reply did not decode, or the frame was refused
 }
 
 // parseReply reads a reply frame.
@@ -158,6 +159,7 @@ func parseReply(f []byte, dec *msgpack.Decoder, rd *bytes.Reader) (tag uint64, d
 		}
 	case frameNotHere:
 	default:
+		d.refused = true
 		d.err = errs.New(errs.KindInternal, "", "cache: a shard host refused a frame: %s", f[n+1:])
 	}
 	return tag, d, nil
@@ -343,11 +345,17 @@ func (s *syncStream) roundTrip(ctx context.Context, id ids.ActorID, inc uint32, 
 		return Reply{}, false, false, nil
 	}
 	if err := s.stream.RecvMsg(&s.in); err != nil {
-		return Reply{}, false, false, nil
+		return Reply{}, false, false, errInFlight // sent: it may have run
 	}
 	_, d, perr := parseReply(s.in.GetValue(), s.dec, &s.rd)
-	if perr != nil || d.err != nil {
-		return Reply{}, false, false, nil
+	if perr != nil {
+		return Reply{}, false, false, errInFlight
+	}
+	if d.refused {
+		return Reply{}, false, false, nil // it did not run
+	}
+	if d.err != nil {
+		return Reply{}, false, false, errInFlight // it ran; its reply is unreadable
 	}
 	return d.r, d.ok, true, nil
 }
@@ -495,7 +503,29 @@ func doDirect(ctx context.Context, c *core.Core, s *shardRef, req Request) (Repl
 	if h == nil {
 		return Reply{}, false, nil
 	}
-	return h.roundTrip(ctx, s.h.ID, inc, req)
+	r, ok, err := h.roundTrip(ctx, s.h.ID, inc, req)
+	return settleInFlight(s, req, r, ok, err)
+}
+
+// errInFlight is a data path stream that broke after an operation was sent
+// and before its reply came (or whose reply did not decode): the shard may
+// have run it.
+var errInFlight = errors.New("cache: the stream to the shard's host broke with the operation in flight")
+
+// settleInFlight decides what becomes of an operation whose stream broke
+// in flight: one that is safe to run twice (a get, a set, a ping) goes as
+// an actor call (ok false); any other fails, at most once, as an actor
+// call in flight on a worker that died does, since running it again could
+// apply it twice (an increment, a compare-and-swap).
+func settleInFlight(s *shardRef, req Request, r Reply, ok bool, err error) (Reply, bool, error) {
+	if !errors.Is(err, errInFlight) {
+		return r, ok, err
+	}
+	switch req.Op {
+	case OpGet, OpSet, OpStats, OpConfigure, OpPing, OpRenew:
+		return Reply{}, false, nil
+	}
+	return Reply{}, true, errs.New(errs.KindWorkerCrashed, "", "cache: the stream to the shard's host broke after the operation (%s) was sent and before it answered: it may or may not have been applied, and is not run again; read the key to see", req.Op)
 }
 
 // sendDirect sends req to shard s on its host's shared stream; nil when the
@@ -522,6 +552,9 @@ func sendDirect(c *core.Core, s *shardRef, req Request) *directCall {
 func (d *directCall) wait(ctx context.Context) (r Reply, ok bool, err error) {
 	select {
 	case rep := <-d.ch:
+		if rep.err != nil && !rep.refused {
+			return Reply{}, false, errInFlight // the stream broke after it was sent
+		}
 		if !rep.ok || rep.err != nil {
 			return Reply{}, false, nil
 		}
