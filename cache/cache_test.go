@@ -9,9 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	"github.com/goray/goray/cache"
 	icache "github.com/goray/goray/internal/cache"
 	"github.com/goray/goray/internal/core"
+	"github.com/goray/goray/internal/ids"
 	"github.com/goray/goray/internal/testenv"
 	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/runtime"
@@ -344,6 +348,114 @@ func TestAsyncPipelined(t *testing.T) {
 		if v, ok, err := g.Wait(ctx); v != i || !ok || err != nil {
 			t.Fatalf("async get %d: got %d, %v, %v", i, v, ok, err)
 		}
+	}
+}
+
+// TestDataPath: operations on shards go over the shard hosts' streams,
+// not as actor calls; pipelined ones share a stream and keep their order.
+func TestDataPath(t *testing.T) {
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := newCache[int](t, cache.WithShards(2))
+	before := icache.DataPathReplies()
+	sets := make([]*cache.SetCall, 100)
+	for i := range sets {
+		sets[i] = c.SetAsync(ctx, "k", i) // one key: the last set wins
+	}
+	for _, s := range sets {
+		if err := s.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, ok, err := c.Get(ctx, "k"); v != 99 || !ok || err != nil {
+		t.Fatalf("get after 100 pipelined sets: got %d, %v, %v; want 99 (the sets ran in order)", v, ok, err)
+	}
+	n, err := c.Incr(ctx, "n", 5)
+	if err != nil || n != 5 {
+		t.Fatalf("incr: got %d, %v; want 5", n, err)
+	}
+	if got := icache.DataPathReplies() - before; got < 102 {
+		t.Fatalf("%d of 102 operations answered on the data path, want all", got)
+	}
+	// A synchronous operation sent while pipelined ones are in flight runs
+	// after them.
+	for i := range sets {
+		sets[i] = c.SetAsync(ctx, "k", 1000+i)
+	}
+	if v, ok, err := c.Get(ctx, "k"); v != 1099 || !ok || err != nil {
+		t.Fatalf("get right after 100 pipelined sets: got %d, %v, %v; want 1099", v, ok, err)
+	}
+	for _, s := range sets {
+		if err := s.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An operation whose context has ended fails with the context's error;
+	// the next one is served.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := c.Get(cctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("get with a cancelled context: got %v, want context.Canceled", err)
+	}
+	if v, ok, err := c.Get(ctx, "k"); v != 1099 || !ok || err != nil {
+		t.Fatalf("get after a cancelled one: got %d, %v, %v; want 1099", v, ok, err)
+	}
+}
+
+// TestDataPathBadFrames: a shard host answers a malformed frame with an
+// error frame and a frame for an actor it does not host with "not here",
+// and keeps serving the stream.
+func TestDataPathBadFrames(t *testing.T) {
+	ctx := testenv.Ctx(t, 60*time.Second)
+	c := newCache[int](t, cache.WithShards(1))
+	if err := c.Set(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	cw, err := core.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := cw.GetActor(ctx, icache.ShardName(t.Name(), 0), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _, ok := h.Location()
+	if !ok {
+		t.Fatal("the shard's handle knows no location")
+	}
+	cc, err := cw.Conn(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/goray.cache.ShardData/Ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var other ids.ActorID
+	other[0] = 0xff
+	frames := []struct {
+		frame  []byte
+		status byte
+	}{
+		{[]byte{7}, 2},                      // tag only
+		{append([]byte{8}, h.ID[:3]...), 2}, // a short actor ID
+		{append(append([]byte{9}, other[:]...), 0, 0x91, 0x01), 1}, // an actor not hosted here
+		{append(append([]byte{10}, h.ID[:]...), 0, 0xc1), 2},       // a request that does not decode
+	}
+	for _, f := range frames {
+		if err := st.SendMsg(wrapperspb.Bytes(f.frame)); err != nil {
+			t.Fatal(err)
+		}
+		in := new(wrapperspb.BytesValue)
+		if err := st.RecvMsg(in); err != nil {
+			t.Fatalf("frame %x: %v", f.frame, err)
+		}
+		if got := in.GetValue(); len(got) < 2 || got[0] != f.frame[0] || got[1] != f.status {
+			t.Fatalf("frame %x: got reply %q, want tag %d and status %d", f.frame, got, f.frame[0], f.status)
+		}
+	}
+	_ = st.CloseSend()
+	if v, ok, err := c.Get(ctx, "a"); v != 1 || !ok || err != nil {
+		t.Fatalf("get after bad frames: got %d, %v, %v; want 1", v, ok, err)
 	}
 }
 

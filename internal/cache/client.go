@@ -354,8 +354,18 @@ func (cl *Client) call(ctx context.Context, i int, req Request) (Reply, error) {
 	if s.lost.Load() {
 		return Reply{}, errLost(cl.cfg.Name, i)
 	}
-	r, err := callShard(ctx, cl.c, s.h, req)
+	r, err := cl.roundTrip(ctx, i, req)
 	return cl.finish(ctx, i, req, r, err)
+}
+
+// roundTrip runs req on shard i over the data path (direct.go), or as an
+// actor call when the data path cannot answer it.
+func (cl *Client) roundTrip(ctx context.Context, i int, req Request) (Reply, error) {
+	s := cl.shards[i]
+	if r, ok, err := doDirect(ctx, cl.c, s, req); ok || err != nil {
+		return r, err
+	}
+	return callShard(ctx, cl.c, s.h, req)
 }
 
 // finish handles a reply: a lost shard is marked, a restarted
@@ -378,7 +388,7 @@ func (cl *Client) finish(ctx context.Context, i int, req Request, r Reply, err e
 	if cr.Code != CodeOK {
 		return Reply{}, errShard(cr)
 	}
-	r, err = callShard(ctx, cl.c, cl.shards[i].h, req)
+	r, err = cl.roundTrip(ctx, i, req)
 	if err == nil && r.Code == CodeUnconfigured {
 		return Reply{}, errs.New(errs.KindInternal, ShardName(cl.cfg.Name, i), "cache %q: shard %d lost its configuration again", cl.cfg.Name, i)
 	}
@@ -395,11 +405,12 @@ func (cl *Client) Do(ctx context.Context, req Request) (Reply, error) {
 
 // Call is an operation sent and not yet answered (Async).
 type Call struct {
-	cl  *Client
-	i   int
-	req Request
-	ref core.Ref
-	err error
+	cl     *Client
+	i      int
+	req    Request
+	direct *directCall // sent on the data path, else ref
+	ref    core.Ref
+	err    error
 }
 
 // Async sends req to the shard of req.Key and returns at once; Wait gets
@@ -416,6 +427,9 @@ func (cl *Client) Async(ctx context.Context, req Request) *Call {
 		call.err = errLost(cl.cfg.Name, call.i)
 		return call
 	}
+	if call.direct = sendDirect(cl.c, s, req); call.direct != nil {
+		return call
+	}
 	var args core.Args
 	if err := cl.c.ValueArg(ctx, req, &args); err != nil {
 		call.err = err
@@ -429,6 +443,15 @@ func (cl *Client) Async(ctx context.Context, req Request) *Call {
 func (call *Call) Wait(ctx context.Context) (Reply, error) {
 	if call.err != nil {
 		return Reply{}, call.err
+	}
+	if call.direct != nil {
+		r, ok, err := call.direct.wait(ctx)
+		r, ok, err = settleInFlight(call.cl.shards[call.i], call.req, r, ok, err)
+		if !ok && err == nil {
+			// Not answered on the data path: an actor call.
+			r, err = callShard(ctx, call.cl.c, call.cl.shards[call.i].h, call.req)
+		}
+		return call.cl.finish(ctx, call.i, call.req, r, err)
 	}
 	r, err := wait(ctx, call.cl.c, call.ref)
 	return call.cl.finish(ctx, call.i, call.req, r, err)

@@ -40,6 +40,17 @@ const (
 	OpPing                    // answer
 )
 
+var opNames = [...]string{OpGet: "get", OpSet: "set", OpDelete: "delete", OpAcquire: "acquire", OpFulfill: "fulfill",
+	OpAbandon: "abandon", OpRenew: "renew", OpIncr: "increment", OpCAS: "compare-and-swap", OpUpdate: "update",
+	OpStats: "stats", OpConfigure: "configure", OpPing: "ping"}
+
+func (o Op) String() string {
+	if o > 0 && int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return fmt.Sprintf("op %d", int(o))
+}
+
 // Code is a shard's answer.
 type Code int8
 

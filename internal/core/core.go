@@ -204,6 +204,7 @@ func (c *Core) listen(host string) error {
 	}
 	c.srv = grpc.NewServer(rpc.ServerOptions(c.token)...)
 	pb.RegisterWorkerServiceServer(c.srv, &workerServer{c: c})
+	registerServices(c, c.srv)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/goray/goray/cache"
+	icache "github.com/goray/goray/internal/cache"
 	"github.com/goray/goray/internal/testwait"
 	"github.com/goray/goray/runtime"
 )
@@ -51,10 +52,14 @@ func CacheNodeDeath(t *testing.T, c Cluster) {
 		t.Fatalf("shards on nodes %q and %q, want %q and the victim %q", st.Shards[0].Node, st.Shards[1].Node, keep, victim.ID())
 	}
 	const n = 200
+	direct := icache.DataPathReplies()
 	for i := range n {
 		if err := ch.Set(ctx, fmt.Sprint(i), fmt.Sprint("v", i)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if got := icache.DataPathReplies() - direct; got < n {
+		t.Fatalf("%d of %d sets answered on the data path, want all", got, n)
 	}
 	st, _ = ch.Stats(ctx)
 	onVictim := st.Shards[1].Entries
@@ -103,6 +108,17 @@ func CacheNodeDeath(t *testing.T, c Cluster) {
 		v, ok, err := ch.Get(ctx, lostKey)
 		return err == nil && ok && v == "recovered"
 	})
+	// The restarted shard is reached on the data path again (its handle
+	// learnt the new location from the actor call that found it).
+	direct = icache.DataPathReplies()
+	for range 20 {
+		if _, ok, err := ch.Get(ctx, lostKey); !ok || err != nil {
+			t.Fatalf("get of the recovered key: got %v, %v; want a hit", ok, err)
+		}
+	}
+	if got := icache.DataPathReplies() - direct; got < 20 {
+		t.Fatalf("after recovery %d of 20 gets answered on the data path, want all", got)
+	}
 	st, err = ch.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
