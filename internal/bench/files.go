@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	ifiles "github.com/goray/goray/internal/files"
 	"github.com/goray/goray/internal/rpc"
+	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 // The file store's workloads put and get files of the transfer size
@@ -116,6 +119,31 @@ func fileBaselines(sz sizes) []*spec {
 	}
 }
 
+// reportGone tells the head at headAddr that the raylet of a ready line
+// stopped (NodeRegistryService.ReportUnreachable).
+func reportGone(headAddr, token, readyLine string) {
+	addr, err := field(readyLine, "address")
+	if err != nil {
+		return
+	}
+	node, err := field(readyLine, "node")
+	if err != nil {
+		return
+	}
+	id, err := hex.DecodeString(node)
+	if err != nil {
+		return
+	}
+	cc, err := rpc.Dial(headAddr, token)
+	if err != nil {
+		return
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = rpc.NewHeadClient(cc).ReportUnreachable(ctx, &pb.ReportUnreachableRequest{NodeId: id, Address: addr})
+}
+
 // fileSetup connects a file client through the driver's node and, for
 // more than 2 replicas on the embedded cluster (two raylets), starts the
 // raylets it lacks.
@@ -125,19 +153,24 @@ func (r *runner) fileSetup(ctx context.Context, replicas int) (*ifiles.Client, f
 		return nil, nil, err
 	}
 	var extra []*child
+	var readyLines []string
 	stop := func() {
-		for _, c := range extra {
+		for i, c := range extra {
 			c.stop()
+			// Gone for good: tell the head now, so that the workloads after
+			// this one see the node dead (its probe finds the raylet's port
+			// closed) rather than wait for its heartbeats to run out.
+			reportGone(addr, token, readyLines[i])
 		}
 	}
 	if r.cfg.Address == "" {
 		for i := len(r.cluster.raylets); i < replicas; i++ {
-			c, _, err := startChild(ctx, r.cfg.Exe, nil, rayletReady, childRaylet, "-address", addr, "-token-file", filepath.Join(r.cluster.dir, "token"))
+			c, line, err := startChild(ctx, r.cfg.Exe, nil, rayletReady, childRaylet, "-address", addr, "-token-file", filepath.Join(r.cluster.dir, "token"))
 			if err != nil {
 				stop()
 				return nil, nil, fmt.Errorf("start a raylet for %d replicas: %w", replicas, err)
 			}
-			extra = append(extra, c)
+			extra, readyLines = append(extra, c), append(readyLines, line)
 		}
 	}
 	c, err := ifiles.DialVia(ctx, addr, token)
