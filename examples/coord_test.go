@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -56,10 +55,7 @@ func TestLock(t *testing.T) {
 // actors watch the tree from both nodes.
 func TestConfigOnACluster(t *testing.T) {
 	ex := build(t, "config")
-	raylet := filepath.Join(t.TempDir(), "raylet")
-	if out, err := exec.Command(goTool(t), "build", "-o", raylet, "../cmd/raylet").CombinedOutput(); err != nil {
-		t.Fatalf("go build ../cmd/raylet: %v\n%s", err, out)
-	}
+	raylet := buildRaylet(t)
 	c := testcluster.StartProcesses(t, raylet, map[string]float64{"CPU": 2})
 	c.Join("second", `{"CPU":2}`)
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)

@@ -330,15 +330,23 @@ func TestCache(t *testing.T) {
 	}
 }
 
+// buildRaylet builds the raylet binary for the examples that start
+// clusters of their own processes.
+func buildRaylet(t *testing.T) string {
+	t.Helper()
+	raylet := filepath.Join(t.TempDir(), "raylet")
+	if out, err := exec.Command(goTool(t), "build", "-o", raylet, "../cmd/raylet").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../cmd/raylet: %v\n%s", err, out)
+	}
+	return raylet
+}
+
 // TestFiles runs examples/files (exercise 4) with a raylet binary built
 // here: it must print its README's output and leave no raylet process and
 // no cluster directory behind.
 func TestFiles(t *testing.T) {
 	ex := build(t, "files")
-	raylet := filepath.Join(t.TempDir(), "raylet")
-	if out, err := exec.Command(goTool(t), "build", "-o", raylet, "../cmd/raylet").CombinedOutput(); err != nil {
-		t.Fatalf("go build ../cmd/raylet: %v\n%s", err, out)
-	}
+	raylet := buildRaylet(t)
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	defer cancel()

@@ -56,8 +56,8 @@ type replicator struct {
 // Put). Fewer alive nodes than n: a copy on each; the ref's Replicas says
 // how many there are.
 func (c *Core) PutReplicated(ctx context.Context, v any, n int) (Ref, error) {
-	if n < 0 || n > MaxReplicas {
-		return Ref{}, errs.New(errs.KindInvalidArgument, "", "put: %d replicas asked for; ask for 1 to %d", n, MaxReplicas)
+	if err := checkReplicas(n); err != nil {
+		return Ref{}, err
 	}
 	p, contained, err := c.encode(v)
 	if err != nil {
@@ -68,10 +68,18 @@ func (c *Core) PutReplicated(ctx context.Context, v any, n int) (Ref, error) {
 
 // PutPayloadReplicated is PutReplicated of an encoded value.
 func (c *Core) PutPayloadReplicated(ctx context.Context, p *pb.Payload, n int) (Ref, error) {
-	if n < 0 || n > MaxReplicas {
-		return Ref{}, errs.New(errs.KindInvalidArgument, "", "put: %d replicas asked for; ask for 1 to %d", n, MaxReplicas)
+	if err := checkReplicas(n); err != nil {
+		return Ref{}, err
 	}
 	return c.putReplicated(ctx, p, nil, n)
+}
+
+// checkReplicas refuses a replica count out of range.
+func checkReplicas(n int) error {
+	if n < 0 || n > MaxReplicas {
+		return errs.New(errs.KindInvalidArgument, "", "put: %d replicas asked for; ask for 1 to %d", n, MaxReplicas)
+	}
+	return nil
 }
 
 func (c *Core) putReplicated(ctx context.Context, p *pb.Payload, contained []*handle, n int) (Ref, error) {

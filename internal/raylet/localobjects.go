@@ -291,6 +291,12 @@ func (t *localObjects) candidatesLocked() (cheap, spill []*object) {
 // freed anything; it writes nothing.
 func (t *localObjects) cheapRoomLocked(need uint64) bool {
 	cheap, _ := t.candidatesLocked()
+	return t.dropCheapLocked(cheap, need)
+}
+
+// dropCheapLocked drops cheap candidates from the arena, least recently
+// used first, until need bytes were freed; it reports whether it freed any.
+func (t *localObjects) dropCheapLocked(cheap []*object, need uint64) bool {
 	var freed uint64
 	for _, o := range cheap {
 		if freed >= need {
@@ -308,15 +314,7 @@ func (t *localObjects) cheapRoomLocked(need uint64) bool {
 // nothing can leave the arena.
 func (t *localObjects) makeRoomLocked(need uint64) (progress bool, _ error) {
 	cheap, spill := t.candidatesLocked()
-	var freed uint64
-	for _, o := range cheap {
-		if freed >= need {
-			break
-		}
-		freed += store.Footprint(o.size)
-		t.dropArenaLocked(o)
-	}
-	if freed > 0 {
+	if t.dropCheapLocked(cheap, need) {
 		return true, nil
 	}
 	// A spill under way (the spill loop's, or another allocation's) frees
