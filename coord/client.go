@@ -166,7 +166,7 @@ func discover(ctx context.Context, o connectOpts) (*pb.GetCoordinationResponse, 
 	if nerr != nil || info.GetHeadAddress() == "" {
 		return nil, errs.New(errs.KindNotFound, "", "the server at %s is neither a goray head nor a raylet that knows its head; pass the head's HOST:PORT", o.address)
 	}
-	hc, err := rpc.Dial(info.GetHeadAddress(), token)
+	hc, err := rpc.DialHead(info.GetHeadAddress(), token)
 	if err != nil {
 		return nil, err
 	}

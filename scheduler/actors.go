@@ -167,8 +167,13 @@ func (m *actorManager) create(ctx context.Context, req *pb.CreateActorRequest) (
 		m.mu.Unlock()
 		return nil, err
 	}
-	if _, ok := m.store.GetActor(aid); ok {
+	if old, ok := m.store.GetActor(aid); ok {
 		m.mu.Unlock()
+		if proto.Equal(old.GetSpec(), spec) {
+			// The creator sent it again (its first attempt reached a head
+			// that failed over before answering): the same actor.
+			return &pb.CreateActorResponse{Actor: old}, nil
+		}
 		return nil, errs.New(errs.KindAlreadyExists, spec.GetTypeName(), "actor %s already exists", aid)
 	}
 	key := actorName{spec.GetNamespace(), spec.GetName()}

@@ -44,7 +44,7 @@ func NewDeployer(s *Server) *Deployer {
 }
 
 // Register registers the DeployService on g.
-func (d *Deployer) Register(g *grpc.Server) { pb.RegisterDeployServiceServer(g, d) }
+func (d *Deployer) Register(g grpc.ServiceRegistrar) { pb.RegisterDeployServiceServer(g, d) }
 
 // DeployJob registers the binary as the namespace's job (RegisterJob with no
 // driver) and finishes the namespace's previous deployment, if any.

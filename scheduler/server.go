@@ -139,7 +139,7 @@ func (s *Server) monitorNodes() {
 // Register registers the head's services on g: NodeRegistryService (node
 // manager), JobService (job manager), ActorService (actor manager),
 // PlacementGroupService (placement group manager) and StateService.
-func (s *Server) Register(g *grpc.Server) {
+func (s *Server) Register(g grpc.ServiceRegistrar) {
 	pb.RegisterNodeRegistryServiceServer(g, s)
 	pb.RegisterJobServiceServer(g, s)
 	pb.RegisterActorServiceServer(g, s)

@@ -129,7 +129,7 @@ func Deploy(ctx context.Context, cfg DeployConfig, out io.Writer) error {
 	}
 	sum := h.Sum(nil)
 
-	cc, err := rpc.Dial(cfg.Address, cfg.Token)
+	cc, err := rpc.DialHead(cfg.Address, cfg.Token)
 	if err != nil {
 		return err
 	}

@@ -211,7 +211,7 @@ func Status(ctx context.Context, cfg StatusConfig, out io.Writer) error {
 // the server there is a raylet without a head, it asks the raylet for its
 // head's address and goes there.
 func clusterState(ctx context.Context, cfg StatusConfig) (*pb.GetClusterStateResponse, error) {
-	cc, err := rpc.Dial(cfg.Address, cfg.Token)
+	cc, err := rpc.DialHead(cfg.Address, cfg.Token)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +231,7 @@ func clusterState(ctx context.Context, cfg StatusConfig) (*pb.GetClusterStateRes
 		return nil, fmt.Errorf("the raylet at %s did not say where its head is; pass --address HOST:PORT of the head", cfg.Address)
 	}
 	head := info.GetHeadAddress()
-	hc, err := rpc.Dial(head, cfg.Token)
+	hc, err := rpc.DialHead(head, cfg.Token)
 	if err != nil {
 		return nil, err
 	}

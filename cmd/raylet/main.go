@@ -57,7 +57,7 @@ func run(args []string) error {
 		noNode     = fs.Bool("no-node", false, "with --head: run the head alone, with no node and no workers (restartable on the same --listen and --data-dir)")
 		nodeTO     = fs.Duration("node-timeout", 0, "with --head: how long a node may miss heartbeats before it is declared dead (default 10s)")
 		driverTO   = fs.Duration("driver-reconnect-timeout", 0, "with --head: after a head restart, how long a running job's driver has to reconnect before the job is finished (default 30s)")
-		address    = fs.String("address", "", "HOST:PORT of the head to join (required without --head)")
+		address    = fs.String("address", "", "HOST:PORT of the head to join (required without --head); for a cluster of several heads, their addresses separated by commas")
 		listen     = fs.String("listen", raylet.DefaultListen, "HOST:PORT to listen on, e.g. 127.0.0.1:6379 (port 0 picks a free one)")
 		resources  = fs.String("resources", "", `node resources as JSON, merged over the detected CPU and memory, e.g. '{"CPU":2,"gpu":1}'`)
 		tokenFile  = fs.String("token-file", "", "with --head: where to write the cluster token (default under the runtime dir); when joining: where to read it")
@@ -73,6 +73,9 @@ func run(args []string) error {
 		etcdPeer   = fs.String("etcd-peer-listen", "", "with --head: HOST:PORT of the embedded etcd member's peer endpoint (default a free port on 127.0.0.1)")
 		etcdEPs    = fs.String("etcd-endpoints", "", "with --head: comma-separated client URLs of an external etcd cluster to use instead of the embedded member, e.g. http://10.0.0.5:2379")
 		etcdCreds  = fs.String("etcd-credentials-file", "", "with --etcd-endpoints: a file holding USER:PASSWORD for the external etcd cluster (handed to the cluster's processes)")
+		etcdName   = fs.String("etcd-name", "", "with --head and --etcd-initial-cluster: this head's etcd member name")
+		etcdInit   = fs.String("etcd-initial-cluster", "", "with --head: run this head as one of several (high availability): every head's etcd member as NAME=http://HOST:PORT (its peer URL), comma-separated, e.g. h1=http://10.0.0.1:2380,h2=http://10.0.0.2:2380,h3=http://10.0.0.3:2380; needs --etcd-name, --etcd-listen, --etcd-peer-listen, --data-dir and a shared --token-file")
+		leaseTTL   = fs.Duration("head-lease-ttl", 0, "with --etcd-initial-cluster: the leader head's lease in whole seconds; a dead leader is replaced within about this long (default 2s)")
 		memEvery   = fs.Duration("memory-monitor-interval", 0, "how often the memory monitor checks; negative turns it off (default 250ms, or $GORAY_MEMORY_MONITOR_INTERVAL)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -92,6 +95,7 @@ func run(args []string) error {
 		DriverReconnectTimeout: *driverTO,
 	}
 	cfg.EtcdListen, cfg.EtcdPeerListen = *etcdListen, *etcdPeer
+	cfg.EtcdName, cfg.EtcdInitialCluster, cfg.HeadLeaseTTL = *etcdName, *etcdInit, *leaseTTL
 	if *etcdEPs != "" {
 		cfg.EtcdEndpoints = strings.Split(*etcdEPs, ",")
 	}

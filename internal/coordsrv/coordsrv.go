@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,35 @@ type Config struct {
 	// Logger (default slog.Default()); etcd's own log goes to stderr at
 	// warn level and above.
 	Logger *slog.Logger
+
+	// Name and InitialCluster make the embedded member one of several (the
+	// heads of a highly available cluster, docs/fault-tolerance.md):
+	// InitialCluster lists every member as NAME=PEER_URL (etcd's
+	// --initial-cluster, e.g. h1=http://10.0.0.1:2380,h2=…,h3=…), Name is
+	// this member's, and PeerListen must be the host:port of its URL. A
+	// member on a data dir that already holds the cluster rejoins it. Empty:
+	// a single member named goray-head.
+	Name           string
+	InitialCluster string
+}
+
+// Members parses InitialCluster into member names and peer URLs, in order.
+func (c *Config) Members() (names []string, peers []string, err error) {
+	if c.InitialCluster == "" {
+		return nil, nil, nil
+	}
+	for _, m := range strings.Split(c.InitialCluster, ",") {
+		name, u, ok := strings.Cut(strings.TrimSpace(m), "=")
+		pu, perr := url.Parse(u)
+		if !ok || name == "" || perr != nil || pu.Scheme != "http" || pu.Port() == "" {
+			return nil, nil, fmt.Errorf("coordination: initial cluster member %q: want NAME=http://HOST:PORT", m)
+		}
+		if slices.Contains(names, name) {
+			return nil, nil, fmt.Errorf("coordination: initial cluster names member %q twice", name)
+		}
+		names, peers = append(names, name), append(peers, pu.Host)
+	}
+	return names, peers, nil
 }
 
 // Validate checks the configuration without touching the system.
@@ -127,6 +157,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Dir == "" {
 		return errors.New("coordination: the embedded etcd member needs a data directory")
+	}
+	names, peers, err := c.Members()
+	if err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		i := slices.Index(names, c.Name)
+		if i < 0 {
+			return fmt.Errorf("coordination: this member's name %q is not in the initial cluster %s", c.Name, c.InitialCluster)
+		}
+		if c.PeerListen == "" || c.ClientListen == "" {
+			return errors.New("coordination: a member of a cluster of several needs its client and peer listen addresses (--etcd-listen, --etcd-peer-listen)")
+		}
+		if c.PeerListen != peers[i] {
+			return fmt.Errorf("coordination: this member's peer listen address %s is not its URL in the initial cluster (%s)", c.PeerListen, peers[i])
+		}
+	} else if c.Name != "" {
+		return errors.New("coordination: a member name needs an initial cluster")
 	}
 	for _, a := range []string{c.ClientListen, c.PeerListen} {
 		if a == "" {
@@ -289,6 +337,12 @@ func (e *Engine) startEmbedded(ctx context.Context) error {
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{advertise(cu)}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	ec.InitialCluster = ec.InitialClusterFromName(memberName)
+	if e.cfg.InitialCluster != "" {
+		ec.Name, ec.InitialCluster = e.cfg.Name, e.cfg.InitialCluster
+		// The cluster token keeps members of different clusters listed
+		// with the same peer URLs apart.
+		ec.InitialClusterToken = "goray-" + e.cfg.InitialCluster
+	}
 	ec.TickMs, ec.ElectionMs = e.cfg.TickMs, e.cfg.ElectionMs
 	ec.MaxRequestBytes = e.cfg.MaxRequestBytes
 	// The passwords are 256-bit secrets derived from the token, not words a
@@ -317,6 +371,13 @@ func (e *Engine) startEmbedded(ctx context.Context) error {
 	}
 	adv := advertise(cu)
 	e.eps = []string{adv.String()}
+	for _, m := range e.etcd.Server.Cluster().Members() {
+		for _, u := range m.ClientURLs {
+			if !slices.Contains(e.eps, u) {
+				e.eps = append(e.eps, u)
+			}
+		}
+	}
 	// etcd's shortest lease: 1.5 election timeouts.
 	e.minTTL = time.Duration(3*e.cfg.ElectionMs/2) * time.Millisecond
 	if e.cfg.Token != "" {
@@ -353,6 +414,13 @@ func (e *Engine) setupAuth(ctx context.Context) error {
 	}
 	if !st.Enabled {
 		err = e.createUsers(ctx, anon)
+		if err != nil {
+			// Another member of the cluster may have set them up (and
+			// turned auth on) at the same time.
+			if st, serr := anon.AuthStatus(ctx); serr == nil && st.Enabled {
+				err = nil
+			}
+		}
 		anon.Close()
 		if err != nil {
 			return fmt.Errorf("coordination: set up etcd's users: %w", err)

@@ -123,7 +123,11 @@ func (c *Core) CreateActor(ctx context.Context, typeName string, opts ActorOptio
 	spec.Resources = &pb.Resources{Amounts: hold}
 	spec.SchedulingStrategy, spec.FailFast, spec.OwnerNodeId = opts.Strategy, opts.FailFast, c.nodeID[:]
 	spec.MaxRestarts, spec.MaxTaskRetries, spec.Detached = int32(opts.MaxRestarts), int32(opts.MaxTaskRetries), opts.Detached
-	resp, err := c.head.CreateActor(ctx, &pb.CreateActorRequest{Spec: spec})
+	var resp *pb.CreateActorResponse
+	err := retryHead(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.head.CreateActor(ctx, &pb.CreateActorRequest{Spec: spec})
+		return err
+	})
 	if err != nil {
 		if opts.GetIfExists && opts.Name != "" && errors.Is(errs.FromStatus(err), errs.ErrAlreadyExists) {
 			// Another creator won the race for the name.
@@ -151,7 +155,11 @@ func (c *Core) GetActor(ctx context.Context, name, namespace string) (*ActorHand
 	if namespace == "" {
 		namespace = c.namespace
 	}
-	resp, err := c.head.GetActor(ctx, &pb.GetActorRequest{Name: name, Namespace: namespace})
+	var resp *pb.GetActorResponse
+	err := retryHead(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.head.GetActor(ctx, &pb.GetActorRequest{Name: name, Namespace: namespace})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("get actor %q in namespace %q: %w", name, namespace, callErr(ctx, err))
 	}
@@ -166,7 +174,10 @@ func (c *Core) KillActor(ctx context.Context, h *ActorHandle) error {
 	if h == nil {
 		return errNoActor()
 	}
-	if _, err := c.head.KillActor(ctx, &pb.KillActorRequest{ActorId: h.ID[:]}); err != nil {
+	if err := retryHead(ctx, func(ctx context.Context) error {
+		_, err := c.head.KillActor(ctx, &pb.KillActorRequest{ActorId: h.ID[:]})
+		return err
+	}); err != nil {
 		return fmt.Errorf("kill actor %s: %w", h.ID, callErr(ctx, err))
 	}
 	return nil

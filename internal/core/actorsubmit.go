@@ -384,6 +384,10 @@ func (s *actorSubmitter) lookup(r *actorRoute, failed uint32) {
 type headActors struct{ c *Core }
 
 func (h headActors) locate(ctx context.Context, id ids.ActorID, after *uint32) (*pb.ActorInfo, error) {
-	resp, err := h.c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: id[:], Wait: true, AfterIncarnation: after})
+	var resp *pb.GetActorResponse
+	err := retryHead(ctx, func(ctx context.Context) (err error) {
+		resp, err = h.c.head.GetActor(ctx, &pb.GetActorRequest{ActorId: id[:], Wait: true, AfterIncarnation: after})
+		return err
+	})
 	return resp.GetActor(), err
 }

@@ -95,17 +95,20 @@ type Core struct {
 	// noArena: the node has no shared-memory arena; objects go to files.
 	noArena atomic.Bool
 
-	srv    *grpc.Server
-	head   *rpc.HeadClient
-	node   *rpc.NodeClient
-	conns  connPool
-	objs   *objectTable
-	execs  execPool
-	tasks  *taskScheduler
-	host   *actorHost
-	putMu  sync.Mutex
-	putTID ids.TaskID
-	putIdx uint32
+	srv  *grpc.Server
+	head *rpc.HeadClient
+	// headConn follows the leader among the cluster's heads (closed at
+	// shutdown).
+	headConn *rpc.HeadConn
+	node     *rpc.NodeClient
+	conns    connPool
+	objs     *objectTable
+	execs    execPool
+	tasks    *taskScheduler
+	host     *actorHost
+	putMu    sync.Mutex
+	putTID   ids.TaskID
+	putIdx   uint32
 
 	lin lineage
 	// borrows: the objects of other owners this process holds refs to;
@@ -320,12 +323,21 @@ func (c *Core) joinNode(ctx context.Context, addr string) error {
 		return fmt.Errorf("raylet at %s: %w", addr, err)
 	}
 	c.headAddr, c.storeDir = info.GetHeadAddress(), info.GetStoreDir()
-	hc, err := c.conns.get(c.headAddr)
+	if err := c.dialHead(); err != nil {
+		return err
+	}
+	return c.listen(localHostFor(addr))
+}
+
+// dialHead connects c to its cluster's head (c.headAddr: one address, or
+// several heads separated by commas, of which c follows the leader).
+func (c *Core) dialHead() error {
+	hc, err := rpc.DialHead(c.headAddr, c.token)
 	if err != nil {
 		return err
 	}
-	c.head = rpc.NewHeadClient(hc)
-	return c.listen(localHostFor(addr))
+	c.headConn, c.head = hc, rpc.NewHeadClient(hc)
+	return nil
 }
 
 func (c *Core) connectDriver(ctx context.Context, addr string) error {
@@ -486,11 +498,9 @@ func RunWorker() {
 	c.conns.put(c.raylet, rc)
 	c.node = rpc.NewNodeClient(rc)
 	if c.headAddr != "" {
-		hc, err := c.conns.get(c.headAddr)
-		if err != nil {
+		if err := c.dialHead(); err != nil {
 			fail(err)
 		}
-		c.head = rpc.NewHeadClient(hc)
 	}
 	if err := c.listen(env.ListenHost); err != nil {
 		fail(err)
@@ -546,6 +556,9 @@ func (c *Core) shutdown() {
 	}
 	c.wg.Wait()
 	c.conns.closeAll()
+	if c.headConn != nil {
+		c.headConn.Close()
+	}
 	if c.embedded != nil {
 		c.embedded.Close()
 	}

@@ -78,6 +78,17 @@ type Config struct {
 	EtcdUser, EtcdPassword     string
 	LazyCoordination           bool
 
+	// High availability (docs/fault-tolerance.md): EtcdInitialCluster
+	// (NAME=http://HOST:PORT,… — every head's etcd member) and EtcdName
+	// (this head's) make this head one of several, each embedding a member
+	// of one etcd cluster; one of them leads (elected through etcd with a
+	// lease of HeadLeaseTTL, default leader.DefaultTTL) and the others are
+	// standbys that refuse head calls with the leader's address. Every head
+	// needs DataDir, EtcdListen, EtcdPeerListen and the one cluster token
+	// (Token, or an existing TokenFile).
+	EtcdName, EtcdInitialCluster string
+	HeadLeaseTTL                 time.Duration
+
 	// Config is the node's configuration (and, for a head, its listen
 	// address, token and data directory):
 	//   - Token: with Head, empty Token and !NoAuth a fresh one is generated
@@ -107,6 +118,26 @@ func (c *Config) Validate() error {
 	}
 	if len(c.EtcdEndpoints) > 0 && (c.EtcdListen != "" || c.EtcdPeerListen != "") {
 		return errors.New("raylet config: --etcd-endpoints uses an external etcd cluster; --etcd-listen and --etcd-peer-listen configure the embedded member instead: give one or the other")
+	}
+	if c.EtcdInitialCluster != "" || c.EtcdName != "" {
+		if !c.Head {
+			return errors.New("raylet config: --etcd-initial-cluster and --etcd-name make a head one of several and need --head")
+		}
+		if c.EtcdInitialCluster == "" || c.EtcdName == "" {
+			return errors.New("raylet config: a head of several needs both --etcd-name (its member) and --etcd-initial-cluster (every head's member)")
+		}
+		if c.DataDir == "" {
+			return errors.New("raylet config: a head of several needs --data-dir (its etcd member's data)")
+		}
+		if c.NoAuth {
+			return errors.New("raylet config: a head of several needs the cluster token (drop --no-auth)")
+		}
+		if len(c.EtcdEndpoints) > 0 {
+			return errors.New("raylet config: --etcd-endpoints uses an external etcd cluster; --etcd-initial-cluster embeds a member of one: give one or the other")
+		}
+	}
+	if c.HeadLeaseTTL < 0 || c.HeadLeaseTTL%time.Second != 0 {
+		return fmt.Errorf("raylet config: --head-lease-ttl %s: want a whole number of seconds", c.HeadLeaseTTL)
 	}
 	if c.HeartbeatInterval < 0 || c.NodeTimeout < 0 || c.DriverReconnectTimeout < 0 {
 		return fmt.Errorf("raylet config: HeartbeatInterval %s, NodeTimeout %s and DriverReconnectTimeout %s must not be negative",
@@ -141,6 +172,8 @@ type Server struct {
 	// credFiles are the etcd credential files written beside the token file.
 	credFiles []string
 	node      *raylet.Raylet
+	// ha is the election of a head of several (nil otherwise).
+	ha        *haHead
 	closeOnce sync.Once
 }
 
@@ -183,6 +216,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err := s.headToken(); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.EtcdInitialCluster != "" {
+		if err := s.startHA(ctx); err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 	var st scheduler.Store // default: memory
 	if !s.ownHeadDir {
@@ -297,6 +336,17 @@ func (s *Server) makeHeadDir() error {
 // and drivers can reconnect.
 func (s *Server) headToken() error {
 	s.token = s.cfg.Token
+	if s.token == "" && s.cfg.EtcdInitialCluster != "" {
+		// Every head of several serves the one cluster token.
+		if s.cfg.TokenFile == "" {
+			return errors.New("raylet: the heads of a cluster share one token: write it to a file (mode 0600) and give each head --token-file (see docs/fault-tolerance.md)")
+		}
+		t, err := rpc.ReadTokenFile(s.cfg.TokenFile)
+		if err != nil {
+			return fmt.Errorf("raylet: the heads of a cluster share one token, read from --token-file: %w", err)
+		}
+		s.token = t
+	}
 	keep := ""
 	if s.token == "" && !s.ownHeadDir {
 		keep = filepath.Join(s.headDir, "token")
@@ -396,6 +446,9 @@ func (s *Server) close() {
 	}
 	if s.gateway != nil {
 		s.gateway.Close()
+	}
+	if s.ha != nil {
+		s.ha.stop()
 	}
 	if s.sched != nil {
 		s.sched.Close()

@@ -38,7 +38,7 @@ type Client struct {
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn // guarded by mu: by raylet address
-	own    []*grpc.ClientConn          // guarded by mu: dialled by Dial
+	own    []io.Closer                 // guarded by mu: dialled by Dial
 	closed bool                        // guarded by mu
 }
 
@@ -46,7 +46,7 @@ type Client struct {
 // node localNode, whose replicas reads prefer; nil for none) and whose
 // lookups go to the head at headAddr. Close closes its connections.
 func Dial(headAddr, rayletAddr, token string, localNode []byte) (*Client, error) {
-	hc, err := rpc.Dial(headAddr, token)
+	hc, err := rpc.DialHead(headAddr, token)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func Dial(headAddr, rayletAddr, token string, localNode []byte) (*Client, error)
 		return nil, err
 	}
 	c := &Client{token: token, index: pb.NewFileIndexServiceClient(hc), via: pb.NewFileStoreServiceClient(rc), localNode: localNode,
-		conns: map[string]*grpc.ClientConn{rayletAddr: rc}, own: []*grpc.ClientConn{hc, rc}}
+		conns: map[string]*grpc.ClientConn{rayletAddr: rc}, own: []io.Closer{hc, rc}}
 	c.stall.Store(int64(DefaultStallTimeout))
 	return c, nil
 }

@@ -63,7 +63,7 @@ type Gateway struct {
 	pb.UnimplementedClientServiceServer
 	cfg    Config
 	log    *slog.Logger
-	conn   *grpc.ClientConn
+	conn   *rpc.HeadConn
 	head   *rpc.HeadClient
 	deploy pb.DeployServiceClient
 
@@ -140,7 +140,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cc, err := rpc.Dial(cfg.HeadAddress, cfg.Token)
+	cc, err := rpc.DialHead(cfg.HeadAddress, cfg.Token)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

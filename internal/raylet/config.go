@@ -144,9 +144,9 @@ type Config struct {
 // Address passes (a head's own node learns it when the head listens); Start
 // and Join need one.
 func (c *Config) Validate() error {
-	if c.Address != "" {
-		if _, _, err := net.SplitHostPort(c.Address); err != nil {
-			return fmt.Errorf("raylet config: head address %q is not HOST:PORT: %w", c.Address, err)
+	for _, a := range rpc.SplitAddresses(c.Address) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("raylet config: head address %q is not HOST:PORT (or several, separated by commas): %w", a, err)
 		}
 	}
 	listen := c.Listen

@@ -74,7 +74,7 @@ type Raylet struct {
 	// incarnation is over (Run starts a new one).
 	retired    chan struct{}
 	retireOnce sync.Once
-	headConn   *grpc.ClientConn
+	headConn   *rpc.HeadConn
 	head       *rpc.HeadClient
 
 	// ctx lives from Start to Stop; background work runs under it.
@@ -242,7 +242,7 @@ func (r *Raylet) Join(ctx context.Context) error {
 		return errors.New("raylet: no head address to join (Config.Address)")
 	}
 	var err error
-	r.headConn, err = rpc.Dial(r.headAddr, r.token)
+	r.headConn, err = rpc.DialHead(r.headAddr, r.token)
 	if err != nil {
 		return err
 	}
@@ -429,6 +429,17 @@ func (r *Raylet) join(ctx context.Context) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
 	resp, err := r.head.RegisterNode(ctx, r.registerRequest(), grpc.WaitForReady(false))
+	// A cluster of several heads may be electing its leader: wait for it
+	// (within joinTimeout) rather than fail.
+	for wait := 100 * time.Millisecond; err != nil && status.Code(err) == codes.Unavailable && len(rpc.SplitAddresses(r.headAddr)) > 1; wait = min(2*wait, time.Second) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			resp, err = r.head.RegisterNode(ctx, r.registerRequest(), grpc.WaitForReady(false))
+			continue
+		}
+		break
+	}
 	if err != nil {
 		switch status.Code(err) {
 		case codes.Unauthenticated:
