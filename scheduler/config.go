@@ -42,6 +42,9 @@ type Config struct {
 	// KeepJobAlive again before the job is finished as if its driver went
 	// away. Default DefaultDriverReconnectTimeout.
 	DriverReconnectTimeout time.Duration
+	// Binaries, when set, mirrors the job binaries for the other heads of a
+	// cluster of several (EtcdBinaries); nil: they live in DataDir alone.
+	Binaries BinaryMirror
 }
 
 // Validate fills in defaults and checks the configuration.

@@ -78,6 +78,9 @@ type jobManager struct {
 	raylets   rayletClient
 	nodes     jobNodes
 	actors    jobActors
+	// mirror holds the binaries for the other heads (nil: none); set once
+	// before the server serves.
+	mirror BinaryMirror
 
 	mu       sync.Mutex
 	nextJob  uint32                      // guarded by mu
@@ -146,7 +149,16 @@ func (m *jobManager) binaryPath(h [32]byte) string {
 
 func (m *jobManager) binaryPresent(h [32]byte) bool {
 	st, err := os.Stat(m.binaryPath(h))
-	return err == nil && st.Mode().IsRegular()
+	if err == nil && st.Mode().IsRegular() {
+		return true
+	}
+	if m.mirror != nil {
+		ctx, cancel := context.WithTimeout(m.ctx, rayletCallTimeout)
+		defer cancel()
+		ok, err := m.mirror.Has(ctx, h)
+		return err == nil && ok
+	}
+	return false
 }
 
 // register creates a job, numbered from 1 up, and says whether the head
@@ -269,6 +281,11 @@ func (m *jobManager) upload(stream pb.JobService_UploadJobBinaryServer) error {
 	if err := os.Rename(tmp, m.binaryPath(want)); err != nil {
 		return status.Errorf(codes.Internal, "UploadJobBinary: %v", err)
 	}
+	if m.mirror != nil {
+		if err := m.mirror.Save(stream.Context(), want, m.binaryPath(want)); err != nil {
+			return status.Errorf(codes.Unavailable, "UploadJobBinary: keep the binary for the other heads: %v", err)
+		}
+	}
 	m.log.Info("job binary stored", "binary", hex.EncodeToString(want[:]), "size", size)
 	return stream.SendAndClose(&pb.UploadJobBinaryResponse{})
 }
@@ -281,6 +298,14 @@ func (m *jobManager) fetch(req *pb.FetchJobBinaryRequest, stream pb.JobService_F
 		return invalid("FetchJobBinary: %v", err)
 	}
 	f, err := os.Open(m.binaryPath(h))
+	if errors.Is(err, os.ErrNotExist) && m.mirror != nil {
+		// Uploaded to another head of the cluster: load it from the mirror.
+		if ok, lerr := m.mirror.Load(stream.Context(), h, m.binaryPath(h)); lerr != nil {
+			return status.Errorf(codes.Unavailable, "FetchJobBinary: %v", lerr)
+		} else if ok {
+			f, err = os.Open(m.binaryPath(h))
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return notFound("", "FetchJobBinary: the head has no binary with SHA-256 %x", h)
 	}

@@ -93,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 	s.feed = newChangeFeed()
 	s.nodes = newNodeManager(s.log, store, s.feed, cfg.HeartbeatInterval, cfg.NodeTimeout)
 	s.jobs = newJobManager(ctx, &s.wg, s.log, store, binDir, cfg.MaxBinarySize, cfg.DriverReconnectTimeout, s.raylets, s.nodes)
+	s.jobs.mirror = cfg.Binaries
 	s.actors = newActorManager(ctx, &s.wg, s.log, store, s.feed, s.nodes, s.jobs, s.raylets)
 	s.pgs = newPGManager(ctx, &s.wg, s.log, store, s.feed, s.nodes, s.actors, s.raylets)
 	s.state = stateView{stateSources{nodes: s.nodes, actors: s.actors, pgs: s.pgs}}

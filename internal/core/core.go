@@ -341,7 +341,15 @@ func (c *Core) dialHead() error {
 }
 
 func (c *Core) connectDriver(ctx context.Context, addr string) error {
-	if err := c.joinNode(ctx, addr); err != nil {
+	// Several raylets (GORAY_ADDRESS=a,b,c, e.g. the nodes of a cluster's
+	// heads): the first that answers.
+	var err error
+	for _, a := range rpc.SplitAddresses(addr) {
+		if err = c.joinNode(ctx, a); err == nil {
+			break
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if err := c.registerJob(ctx); err != nil {

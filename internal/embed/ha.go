@@ -151,6 +151,7 @@ func (s *Server) lead(ctx context.Context, t *leader.Term) {
 		DriverReconnectTimeout: s.cfg.DriverReconnectTimeout,
 		Logger:                 s.cfg.Logger.With("epoch", t.Epoch),
 		Store:                  st,
+		Binaries:               &scheduler.EtcdBinaries{Client: s.coord.Admin()},
 	})
 	if err != nil {
 		s.log.Error("this head won the election but could not start the head; resigning", "err", err)
