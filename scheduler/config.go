@@ -45,6 +45,12 @@ type Config struct {
 	// Binaries, when set, mirrors the job binaries for the other heads of a
 	// cluster of several (EtcdBinaries); nil: they live in DataDir alone.
 	Binaries BinaryMirror
+	// Epoch and Leads are the leadership term of a head of several: the
+	// head sends Epoch with its commands to raylets (which refuse a
+	// deposed leader's), and sends nothing once Leads says the term no
+	// longer surely holds. Zero and nil for a single head.
+	Epoch int64
+	Leads func() bool
 }
 
 // Validate fills in defaults and checks the configuration.

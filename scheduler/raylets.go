@@ -32,6 +32,10 @@ type rayletClient interface {
 type rayletPool struct {
 	token string
 	log   *slog.Logger
+	// epoch and leads: the head's term when it is one of several (set
+	// before the pool is used; see Config.Epoch).
+	epoch int64
+	leads func() bool
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn // guarded by mu; by raylet address
@@ -55,12 +59,21 @@ func (p *rayletPool) client(addr string) (*rpc.NodeClient, error) {
 	cc, ok := p.conns[addr]
 	if !ok {
 		var err error
-		if cc, err = rpc.Dial(addr, p.token); err != nil {
+		if cc, err = rpc.DialWith(addr, p.token, grpc.WithChainUnaryInterceptor(p.fence)); err != nil {
 			return nil, status.Error(codes.Unavailable, err.Error())
 		}
 		p.conns[addr] = cc
 	}
 	return rpc.NewNodeClient(cc), nil
+}
+
+// fence sends the head's epoch with every command, and no command once
+// this head's term is not surely held.
+func (p *rayletPool) fence(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if p.leads != nil && !p.leads() {
+		return errs.New(errs.KindUnavailable, "", "this head no longer leads the cluster: its command %s was not sent", method)
+	}
+	return invoker(rpc.WithEpoch(ctx, p.epoch), method, req, reply, cc, opts...)
 }
 
 func (p *rayletPool) StartActor(ctx context.Context, addr string, spec *pb.ActorSpec, incarnation uint32) (*pb.StartActorResponse, error) {

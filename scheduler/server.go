@@ -90,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}
 	store := &syncStore{s: cfg.Store}
 	s.raylets = newRayletPool(cfg.Token, s.log)
+	s.raylets.epoch, s.raylets.leads = cfg.Epoch, cfg.Leads
 	s.feed = newChangeFeed()
 	s.nodes = newNodeManager(s.log, store, s.feed, cfg.HeartbeatInterval, cfg.NodeTimeout)
 	s.jobs = newJobManager(ctx, &s.wg, s.log, store, binDir, cfg.MaxBinarySize, cfg.DriverReconnectTimeout, s.raylets, s.nodes)

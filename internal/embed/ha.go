@@ -152,6 +152,8 @@ func (s *Server) lead(ctx context.Context, t *leader.Term) {
 		Logger:                 s.cfg.Logger.With("epoch", t.Epoch),
 		Store:                  st,
 		Binaries:               &scheduler.EtcdBinaries{Client: s.coord.Admin()},
+		Epoch:                  t.Epoch,
+		Leads:                  t.Valid,
 	})
 	if err != nil {
 		s.log.Error("this head won the election but could not start the head; resigning", "err", err)
@@ -161,6 +163,7 @@ func (s *Server) lead(ctx context.Context, t *leader.Term) {
 	sched.Register(reg)
 	scheduler.NewDeployer(sched).Register(reg)
 	impls := map[string]any(reg)
+	s.ha.sw.epoch.Store(t.Epoch)
 	s.ha.sw.impls.Store(&impls)
 	s.log.Info("head active", "address", s.addr, "epoch", t.Epoch)
 	select {

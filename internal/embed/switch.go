@@ -2,6 +2,7 @@ package embed
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -26,6 +27,9 @@ type headSwitch struct {
 	// impls maps a service name to its implementation in the current term;
 	// nil between terms.
 	impls atomic.Pointer[map[string]any]
+	// epoch is the current term's, sent in every served call's response
+	// header (rpc.EpochKey) so raylets learn it.
+	epoch atomic.Int64
 	// leader says where the leader is ("" unknown) and whether it is this
 	// process in a valid term.
 	leader func() (addr string, self bool)
@@ -76,6 +80,7 @@ func (s *headSwitch) current(ctx context.Context, name string) (any, error) {
 	addr, self := s.leader()
 	if m := s.impls.Load(); m != nil && self {
 		if impl, ok := (*m)[name]; ok {
+			_ = grpc.SetHeader(ctx, metadata.Pairs(rpc.EpochKey, strconv.FormatInt(s.epoch.Load(), 10)))
 			return impl, nil
 		}
 	}

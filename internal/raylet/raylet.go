@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/goray/goray/internal/errs"
@@ -75,7 +76,9 @@ type Raylet struct {
 	retired    chan struct{}
 	retireOnce sync.Once
 	headConn   *rpc.HeadConn
-	head       *rpc.HeadClient
+	// epochs fences the commands of a deposed head (rpc.EpochFence).
+	epochs rpc.EpochFence
+	head   *rpc.HeadClient
 
 	// ctx lives from Start to Stop; background work runs under it.
 	ctx    context.Context
@@ -518,7 +521,9 @@ func (r *Raylet) retire(cause error) {
 func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
 	defer cancel()
-	resp, err := r.head.Heartbeat(ctx, r.heartbeatRequest())
+	var hdr metadata.MD
+	resp, err := r.head.Heartbeat(ctx, r.heartbeatRequest(), grpc.Header(&hdr))
+	r.epochs.Observe(rpc.EpochOf(hdr))
 	r.lifeMu.Lock()
 	wasFailing := r.hbFail
 	r.hbFail = err != nil

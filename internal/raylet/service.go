@@ -44,11 +44,17 @@ func (s *nodeServer) ReturnWorkerLease(ctx context.Context, req *pb.ReturnWorker
 }
 
 func (s *nodeServer) StartActor(ctx context.Context, req *pb.StartActorRequest) (*pb.StartActorResponse, error) {
+	if err := s.r.checkEpoch(ctx, "StartActor"); err != nil {
+		return nil, err
+	}
 	resp, err := s.r.createActor(ctx, req)
 	return resp, err
 }
 
 func (s *nodeServer) StopActor(ctx context.Context, req *pb.StopActorRequest) (*pb.StopActorResponse, error) {
+	if err := s.r.checkEpoch(ctx, "StopActor"); err != nil {
+		return nil, err
+	}
 	if err := s.r.killActor(ctx, req); err != nil {
 		return nil, err
 	}
@@ -56,6 +62,9 @@ func (s *nodeServer) StopActor(ctx context.Context, req *pb.StopActorRequest) (*
 }
 
 func (s *nodeServer) StopJob(ctx context.Context, req *pb.StopJobRequest) (*pb.StopJobResponse, error) {
+	if err := s.r.checkEpoch(ctx, "StopJob"); err != nil {
+		return nil, err
+	}
 	id, err := ids.ParseJobID(req.GetJobId())
 	if err != nil {
 		return nil, errs.New(errs.KindInvalidArgument, "", "FinishJob: %v", err)
@@ -66,7 +75,10 @@ func (s *nodeServer) StopJob(ctx context.Context, req *pb.StopJobRequest) (*pb.S
 	return &pb.StopJobResponse{}, nil
 }
 
-func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleRequest) (*pb.PrepareBundleResponse, error) {
+func (s *nodeServer) PrepareBundle(ctx context.Context, req *pb.PrepareBundleRequest) (*pb.PrepareBundleResponse, error) {
+	if err := s.r.checkEpoch(ctx, "PrepareBundle"); err != nil {
+		return nil, err
+	}
 	if err := s.r.prepareBundle(req); err != nil {
 		return nil, err
 	}
@@ -78,7 +90,10 @@ func (s *nodeServer) PrepareBundle(_ context.Context, req *pb.PrepareBundleReque
 	return &pb.PrepareBundleResponse{}, nil
 }
 
-func (s *nodeServer) CommitBundle(_ context.Context, req *pb.CommitBundleRequest) (*pb.CommitBundleResponse, error) {
+func (s *nodeServer) CommitBundle(ctx context.Context, req *pb.CommitBundleRequest) (*pb.CommitBundleResponse, error) {
+	if err := s.r.checkEpoch(ctx, "CommitBundle"); err != nil {
+		return nil, err
+	}
 	if err := s.r.commitBundle(req); err != nil {
 		return nil, err
 	}
@@ -86,6 +101,9 @@ func (s *nodeServer) CommitBundle(_ context.Context, req *pb.CommitBundleRequest
 }
 
 func (s *nodeServer) ReturnBundle(ctx context.Context, req *pb.ReturnBundleRequest) (*pb.ReturnBundleResponse, error) {
+	if err := s.r.checkEpoch(ctx, "ReturnBundle"); err != nil {
+		return nil, err
+	}
 	if err := s.r.returnBundle(ctx, req); err != nil {
 		return nil, err
 	}
@@ -184,4 +202,14 @@ func (r *Raylet) releaseArena(id ids.JobID) {
 	if n > 0 {
 		r.log.Debug("gave the object store arena's free pages back", "job", id, "bytes", n)
 	}
+}
+
+// checkEpoch refuses a command from a head of an older term than one this
+// raylet has seen: a deposed leader that has not yet noticed.
+func (r *Raylet) checkEpoch(ctx context.Context, what string) error {
+	if ok, got, cur := r.epochs.Check(ctx); !ok {
+		r.log.Warn("refused a command of a deposed head", "command", what, "epoch", got, "current", cur)
+		return errs.New(errs.KindPermissionDenied, "", "%s from a deposed head (leadership epoch %d; the current leader's is %d)", what, got, cur)
+	}
+	return nil
 }
