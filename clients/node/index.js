@@ -186,11 +186,16 @@ class Client {
     this.address = address;
     this.namespace = namespace;
     this.timeout = timeout;
-    const tok = tokenFor(address, token);
+    // Several heads ('10.0.0.1:6379,10.0.0.2:6379,...'): any head's gateway
+    // serves the client (it reaches the leader itself); the channel uses the
+    // first that answers and moves on when it dies.
+    const heads = address.split(',').map((a) => a.trim()).filter(Boolean);
+    const tok = tokenFor(heads[0] || address, token);
     this._md = new grpc.Metadata();
     if (tok) this._md.set('authorization', `Bearer ${tok}`);
     const { ClientService } = loadServices();
-    this._stub = new ClientService(address, grpc.credentials.createInsecure(), {
+    const target = heads.length > 1 ? `ipv4:${heads.join(',')}` : address;
+    this._stub = new ClientService(target, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': MAX_MESSAGE,
       'grpc.max_send_message_length': MAX_MESSAGE,
     });

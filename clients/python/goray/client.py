@@ -197,9 +197,14 @@ class Client:
         self.address = address
         self.namespace = namespace
         self.timeout = timeout
-        tok = _token_for(address, token)
+        # Several heads ("10.0.0.1:6379,10.0.0.2:6379,..."): any head's
+        # gateway serves the client (it reaches the leader itself); the
+        # channel uses the first that answers and moves on when it dies.
+        heads = [a.strip() for a in address.split(",") if a.strip()]
+        tok = _token_for(heads[0] if heads else address, token)
         self._metadata = (("authorization", "Bearer " + tok),) if tok else ()
-        self._channel = grpc.insecure_channel(address, options=[
+        target = "ipv4:" + ",".join(heads) if len(heads) > 1 else address
+        self._channel = grpc.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
         ])
