@@ -148,6 +148,9 @@ func ReadTokenFile(path string) (string, error) {
 // DefaultTokenPath is where `raylet --head` listening on addr writes its token
 // unless told otherwise, and where drivers on the same machine look for it.
 func DefaultTokenPath(addr string) string {
+	if list := SplitAddresses(addr); len(list) > 1 {
+		addr = list[0] // several heads share one token: the first's file
+	}
 	name := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_").Replace(addr)
 	return filepath.Join(RuntimeDir(), "tokens", name+".token")
 }
