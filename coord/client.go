@@ -149,7 +149,7 @@ func discover(ctx context.Context, o connectOpts) (*pb.GetCoordinationResponse, 
 		return nil, errs.New(errs.KindInvalidArgument, "", "no cluster to connect to: call runtime.Init first, pass coord.WithAddress(HOST:PORT), or set GORAY_ADDRESS to the address `raylet --head` printed")
 	}
 	token := rpc.ResolveToken(o.token, o.address)
-	cc, err := rpc.Dial(o.address, token)
+	cc, err := rpc.DialHead(o.address, token) // one head, or several: any answers
 	if err != nil {
 		return nil, err
 	}
