@@ -513,7 +513,19 @@ type Info struct {
 func (e *Engine) Info() Info {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	in := Info{Endpoints: append([]string(nil), e.eps...), MaxRequestBytes: int64(e.cfg.MaxRequestBytes), MinLeaseTTL: e.minTTL, Embedded: e.etcd != nil}
+	eps := append([]string(nil), e.eps...)
+	if e.etcd != nil {
+		// The members of a cluster of several publish their client URLs
+		// as they start: list every one known now, this member's first.
+		for _, m := range e.etcd.Server.Cluster().Members() {
+			for _, u := range m.ClientURLs {
+				if !slices.Contains(eps, u) {
+					eps = append(eps, u)
+				}
+			}
+		}
+	}
+	in := Info{Endpoints: eps, MaxRequestBytes: int64(e.cfg.MaxRequestBytes), MinLeaseTTL: e.minTTL, Embedded: e.etcd != nil}
 	switch {
 	case e.etcd == nil:
 		in.User, in.Password, in.ROUser, in.ROPassword = e.cfg.User, e.cfg.Password, e.cfg.User, e.cfg.Password
