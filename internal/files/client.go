@@ -498,6 +498,17 @@ func (r *Reader) Close() error {
 // given a head that serves a node of its own, through that node) and asks
 // that raylet where its head is.
 func DialVia(ctx context.Context, rayletAddr, token string) (*Client, error) {
+	if list := rpc.SplitAddresses(rayletAddr); len(list) > 1 {
+		// Several (the nodes of a cluster's heads): the first that answers.
+		var err error
+		for _, a := range list {
+			var c *Client
+			if c, err = DialVia(ctx, a, token); err == nil {
+				return c, nil
+			}
+		}
+		return nil, err
+	}
 	cc, err := rpc.Dial(rayletAddr, token)
 	if err != nil {
 		return nil, err
