@@ -311,8 +311,9 @@ func TestStandbysNameTheLeader(t *testing.T) {
 	}
 }
 
-// TestFailoverChaos: a driver runs 3,000 tasks, 300 at-most-once actor
-// calls and 100 spawns while the leader head is SIGKILLed three times (and
+// TestFailoverChaos: a driver runs 3,000 tasks, 330 at-most-once actor
+// calls, 100 spawns and 10 actor restarts (a method that kills its worker)
+// while the leader head is SIGKILLed three times (and
 // restarted on its data dir) and another head is SIGSTOPped for 20 s.
 // Every result is present and correct (the driver checks each), no call ran
 // twice, the job is not finished, and a resumed deposed leader does not
@@ -356,7 +357,7 @@ func TestFailoverChaos(t *testing.T) {
 		t.Errorf("the resumed deposed leader %s answered a head call; want it refused", l.name)
 	}
 	line := d.WaitLine(t, driverTimeout, "HA OK line", func(l string) bool { return strings.HasPrefix(l, "HA OK ") })
-	if want := "HA OK tasks=3000 calls=300 spawns=100"; line != want {
+	if want := "HA OK tasks=3000 calls=330 spawns=100 restarts=10"; line != want {
 		t.Errorf("driver: got %q, want %q", line, want)
 	}
 	if err := d.Wait(t, 30*time.Second); err != nil {

@@ -34,10 +34,18 @@ type Counter struct{ n int }
 // Add adds d and returns the new count.
 func (c *Counter) Add(_ context.Context, d int) (int, error) { c.n += d; return c.n, nil }
 
+// Crash ends the actor's worker process: the actor restarts (a new
+// incarnation, its count back at 0).
+func (c *Counter) Crash(context.Context) (int, error) {
+	os.Exit(3)
+	return 0, nil
+}
+
 var (
-	counterType = actor.Register("ha.counter", func() *Counter { return &Counter{} })
-	counterAdd  = actor.Method1(counterType, "add", (*Counter).Add)
-	squareTask  = task.Register1("ha.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
+	counterType  = actor.Register("ha.counter", func() *Counter { return &Counter{} })
+	counterAdd   = actor.Method1(counterType, "add", (*Counter).Add)
+	counterCrash = actor.Method0(counterType, "crash", (*Counter).Crash)
+	squareTask   = task.Register1("ha.square", func(_ context.Context, x int) (int, error) { return x * x, nil })
 )
 
 func main() {
@@ -76,6 +84,7 @@ func work(ctx context.Context) error {
 		rounds = n
 	}
 	const tasksPerRound, callsPerRound = 30, 3
+	restarts := 0
 	for i := range rounds {
 		h, err := actor.Spawn(ctx, counterType, actor.WithMaxRestarts(3), actor.WithResources(map[string]float64{"CPU": 0.01}))
 		if err != nil {
@@ -85,14 +94,31 @@ func work(ctx context.Context) error {
 		for j := range refs {
 			refs[j] = squareTask.Remote(ctx, objectstore.Val(i*tasksPerRound+j))
 		}
-		for k := 1; k <= callsPerRound; k++ {
-			n, err := counterAdd.Remote(ctx, h, objectstore.Val(1)).Get(ctx)
-			if err != nil {
-				return fmt.Errorf("round %d: call %d: %w", i, k, err)
+		calls := func(what string) error {
+			for k := 1; k <= callsPerRound; k++ {
+				n, err := counterAdd.Remote(ctx, h, objectstore.Val(1)).Get(ctx)
+				if err != nil {
+					return fmt.Errorf("round %d: call %d%s: %w", i, k, what, err)
+				}
+				if n != k {
+					return fmt.Errorf("round %d: call %d%s returned count %d, want %d (a call ran twice or was lost)", i, k, what, n, k)
+				}
 			}
-			if n != k {
-				return fmt.Errorf("round %d: call %d returned count %d, want %d (a call ran twice or was lost)", i, k, n, k)
+			return nil
+		}
+		if err := calls(""); err != nil {
+			return err
+		}
+		if i%10 == 9 {
+			// The actor's worker dies: the call fails (it is not retried:
+			// at most once), and the restarted actor counts from 0.
+			if _, err := counterCrash.Remote(ctx, h).Get(ctx); err == nil {
+				return fmt.Errorf("round %d: crash: got a result, want the worker's death", i)
 			}
+			if err := calls(" after the restart"); err != nil {
+				return err
+			}
+			restarts++
 		}
 		for j, r := range refs {
 			x := i*tasksPerRound + j
@@ -109,7 +135,7 @@ func work(ctx context.Context) error {
 		}
 		fmt.Printf("ROUND %d\n", i)
 	}
-	fmt.Printf("HA OK tasks=%d calls=%d spawns=%d\n", rounds*tasksPerRound, rounds*callsPerRound, rounds)
+	fmt.Printf("HA OK tasks=%d calls=%d spawns=%d restarts=%d\n", rounds*tasksPerRound, rounds*callsPerRound+restarts*callsPerRound, rounds, restarts)
 	return nil
 }
 
