@@ -2,10 +2,13 @@ package bench
 
 import (
 	"context"
+	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -23,6 +26,9 @@ const (
 	grpcPingPongSeq   = "grpc_stream_pingpong_seq"
 	grpcPipelined     = "grpc_stream_pipelined"
 	grpcBulkGigabytes = "grpc_bulk_gigabytes"
+	// tcpLoopbackGigabytes is plain TCP between two processes: the
+	// transport's own ceiling, without gRPC's framing (issue 17).
+	tcpLoopbackGigabytes = "tcp_loopback_gigabytes"
 	memcpyGigabytes   = "memcpy_gigabytes"
 )
 
@@ -104,12 +110,19 @@ func serveEcho(ctx context.Context, token string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	srv := grpc.NewServer(rpc.ServerOptions(token)...)
 	srv.RegisterService(&echoDesc, struct{}{})
-	fmt.Fprintf(out, "%saddress=%s\n", echoReady, lis.Addr())
+	fmt.Fprintf(out, "%saddress=%s tcp=%s\n", echoReady, lis.Addr(), raw.Addr())
+	go serveRawTCP(raw, token)
 	go func() {
 		<-ctx.Done()
 		srv.Stop()
+		raw.Close()
 	}()
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
@@ -117,10 +130,54 @@ func serveEcho(ctx context.Context, token string, out io.Writer) error {
 	return nil
 }
 
+// serveRawTCP serves tcp_loopback_gigabytes: each connection sends the
+// token, then asks for sizes (8 bytes, little endian) and gets that many
+// bytes each time, written 1 MiB at a time from one buffer.
+func serveRawTCP(lis net.Listener, token string) {
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	for {
+		conn, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer conn.Close()
+			got := make([]byte, len(token))
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(conn, got); err != nil || subtle.ConstantTimeCompare(got, []byte(token)) != 1 {
+				return
+			}
+			conn.SetReadDeadline(time.Time{})
+			var req [8]byte
+			for {
+				if _, err := io.ReadFull(conn, req[:]); err != nil {
+					return
+				}
+				n := binary.LittleEndian.Uint64(req[:])
+				if n > 1<<34 {
+					return
+				}
+				for sent := uint64(0); sent < n; {
+					m := min(uint64(len(buf)), n-sent)
+					if _, err := conn.Write(buf[:m]); err != nil {
+						return
+					}
+					sent += m
+				}
+			}
+		}()
+	}
+}
+
 // echoClient is this process's side of the baselines.
 type echoClient struct {
 	proc *child
 	cc   *grpc.ClientConn
+	// tcp is the echo process's plain TCP address; token its token.
+	tcp, token string
 }
 
 func (r *runner) echoServer(ctx context.Context) (*echoClient, error) {
@@ -146,7 +203,13 @@ func (r *runner) echoServer(ctx context.Context) (*echoClient, error) {
 		proc.stop()
 		return nil, err
 	}
-	r.echo = &echoClient{proc: proc, cc: cc}
+	tcp, err := field(line, "tcp")
+	if err != nil {
+		cc.Close()
+		proc.stop()
+		return nil, err
+	}
+	r.echo = &echoClient{proc: proc, cc: cc, tcp: tcp, token: token}
 	return r.echo, nil
 }
 
@@ -261,6 +324,40 @@ func baselineSpecs(sz sizes) []*spec {
 				return nil
 			}, func() {}, nil
 		}},
+		{name: tcpLoopbackGigabytes, unit: UnitGB, per: per,
+			note: fmt.Sprintf("%d MiB over one plain TCP connection from the echo process, read 1 MiB at a time (no gRPC)", sz.transfer>>20),
+			setup: func(ctx context.Context, r *runner) (op, func(), error) {
+				e, err := r.echoServer(ctx)
+				if err != nil {
+					return nil, nil, err
+				}
+				var d net.Dialer
+				conn, err := d.DialContext(ctx, "tcp", e.tcp)
+				if err != nil {
+					return nil, nil, err
+				}
+				if _, err := conn.Write([]byte(e.token)); err != nil {
+					conn.Close()
+					return nil, nil, err
+				}
+				size := r.sizes.transfer
+				buf := make([]byte, 1<<20)
+				return func(context.Context, *stopwatch) error {
+					var req [8]byte
+					binary.LittleEndian.PutUint64(req[:], uint64(size))
+					if _, err := conn.Write(req[:]); err != nil {
+						return err
+					}
+					for got := 0; got < size; {
+						n, err := conn.Read(buf[:min(len(buf), size-got)])
+						if err != nil {
+							return fmt.Errorf("tcp loopback: after %d of %d bytes: %w", got, size, err)
+						}
+						got += n
+					}
+					return nil
+				}, func() { conn.Close() }, nil
+			}},
 		{name: memcpyGigabytes, unit: UnitGB, per: per, setup: func(_ context.Context, r *runner) (op, func(), error) {
 			src, dst := make([]byte, r.sizes.transfer), make([]byte, r.sizes.transfer)
 			for i := range src {
