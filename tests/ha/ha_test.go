@@ -153,7 +153,7 @@ func startCluster(t *testing.T, raylets int, headArgs ...string) *cluster {
 		name := fmt.Sprintf("r%d", i+1)
 		p := testcluster.StartProc(t, "raylet "+name, bins.raylet, []string{"--address", c.addresses(),
 			"--listen", "127.0.0.1:0", "--token-file", c.tokenFile, "--data-dir", filepath.Join(dir, name),
-			"--log-level", "info", "--resources", `{"CPU":2}`}, nil, false)
+			"--log-level", "info", "--resources", `{"CPU":2,"w":100}`}, nil, false)
 		p.WaitLine(t, readyTimeout, "ready line", testcluster.RayletReadyLine.MatchString)
 		c.raylets = append(c.raylets, p)
 	}

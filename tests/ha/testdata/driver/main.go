@@ -86,7 +86,7 @@ func work(ctx context.Context) error {
 	const tasksPerRound, callsPerRound = 30, 3
 	restarts := 0
 	for i := range rounds {
-		h, err := actor.Spawn(ctx, counterType, actor.WithMaxRestarts(3), actor.WithResources(map[string]float64{"CPU": 0.01}))
+		h, err := actor.Spawn(ctx, counterType, actor.WithMaxRestarts(3), actor.WithResources(map[string]float64{"CPU": 0.01, "w": 0.01}))
 		if err != nil {
 			return fmt.Errorf("round %d: spawn: %w", i, err)
 		}
