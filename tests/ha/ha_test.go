@@ -113,7 +113,10 @@ func freePorts(t *testing.T, n int) []string {
 }
 
 // startCluster starts three heads (concurrently: each waits for a quorum)
-// and raylets joined to all three.
+// and raylets joined to all three. The raylets have a resource "w" the
+// heads' nodes lack, so that the drivers' actors (which need it) do not die
+// with a killed head's node: a call in flight to an actor whose node dies
+// fails, at most once, which the chaos driver would count as lost.
 func startCluster(t *testing.T, raylets int, headArgs ...string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
