@@ -153,7 +153,7 @@ func spawnLoop(ctx context.Context) error {
 			return nil
 		default:
 		}
-		h, err := actor.Spawn(ctx, counterType, actor.WithResources(map[string]float64{"CPU": 0.01}))
+		h, err := actor.Spawn(ctx, counterType, actor.WithResources(map[string]float64{"CPU": 0.01, "w": 0.01}))
 		if err != nil {
 			return fmt.Errorf("spawn: %w", err)
 		}
