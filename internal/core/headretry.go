@@ -4,8 +4,7 @@ import (
 	"context"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/goray/goray/internal/rpc"
 )
 
 // headUnavailableWait bounds how long a call that is safe to repeat waits
@@ -14,8 +13,8 @@ import (
 const headUnavailableWait = 60 * time.Second
 
 // retryHead runs call until it succeeds, fails with something other than
-// codes.Unavailable (the head is down, restarting, or its leadership is
-// passing to another head), ctx ends, or headUnavailableWait passes. Only
+// an unreachable head (rpc.HeadUnreachable: the head is down, restarting,
+// or its leadership is passing to another head), ctx ends, or headUnavailableWait passes. Only
 // calls that are safe to run twice go through it: a create whose first
 // attempt reached the head finds its actor on the second (CreateActor is
 // idempotent per actor ID), and reads.
@@ -24,7 +23,7 @@ func retryHead(ctx context.Context, call func(ctx context.Context) error) error 
 	wait := 50 * time.Millisecond
 	for {
 		err := call(ctx)
-		if err == nil || status.Code(err) != codes.Unavailable || ctx.Err() != nil || time.Now().After(deadline) {
+		if err == nil || !rpc.HeadUnreachable(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
 		}
 		t := time.NewTimer(wait)

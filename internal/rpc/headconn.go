@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/goray/goray/proto/goray/v1"
 )
 
 // LeaderTrailer is the trailer in which a standby head names the leader
@@ -122,10 +124,28 @@ func (h *HeadConn) redirect(from, leader string) {
 	h.cur = (h.cur + 1) % len(h.addrs)
 }
 
+// HeadUnreachable reports whether err says the head could not be reached or
+// does not lead (codes.Unavailable from the transport or a standby), as
+// opposed to an Unavailable that a head chose to answer with one of goray's
+// error kinds (an actor or node that died, a head shutting down): only the
+// first moves a HeadConn to another head or is worth repeating a call for.
+func HeadUnreachable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*pb.ErrorInfo); ok && info.GetKind() != pb.ErrorKind_ERROR_KIND_UNAVAILABLE {
+			return false
+		}
+	}
+	return true
+}
+
 // leaderOf is the leader a refusal names ("" none), and whether err is a
 // refusal by a head that did not run the call.
 func leaderOf(err error, md metadata.MD) (string, bool) {
-	if status.Code(err) != codes.Unavailable {
+	if !HeadUnreachable(err) {
 		return "", false
 	}
 	if v := md.Get(LeaderTrailer); len(v) > 0 && v[0] != "" {
@@ -150,7 +170,7 @@ func (h *HeadConn) Invoke(ctx context.Context, method string, args, reply any, o
 			return nil
 		}
 		leader, refused := leaderOf(err, md)
-		if status.Code(err) == codes.Unavailable {
+		if HeadUnreachable(err) {
 			h.redirect(addr, leader)
 		}
 		if !refused || ctx.Err() != nil {
@@ -172,7 +192,7 @@ func (h *HeadConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method 
 	}
 	st, err := cc.NewStream(ctx, desc, method, opts...)
 	if err != nil {
-		if status.Code(err) == codes.Unavailable {
+		if HeadUnreachable(err) {
 			h.redirect(addr, "")
 		}
 		return nil, err
@@ -201,7 +221,7 @@ func (s *headStream) Header() (metadata.MD, error) {
 }
 
 func (s *headStream) note(err error) {
-	if err == nil || status.Code(err) != codes.Unavailable {
+	if err == nil || !HeadUnreachable(err) {
 		return
 	}
 	leader, _ := leaderOf(err, s.ClientStream.Trailer())
