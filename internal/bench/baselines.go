@@ -29,7 +29,7 @@ const (
 	// tcpLoopbackGigabytes is plain TCP between two processes: the
 	// transport's own ceiling, without gRPC's framing (issue 17).
 	tcpLoopbackGigabytes = "tcp_loopback_gigabytes"
-	memcpyGigabytes   = "memcpy_gigabytes"
+	memcpyGigabytes      = "memcpy_gigabytes"
 )
 
 const (
