@@ -33,6 +33,6 @@ func retryHead(ctx context.Context, call func(ctx context.Context) error) error 
 			return err
 		case <-t.C:
 		}
-		wait = min(2*wait, time.Second)
+		wait = min(2*wait, 200*time.Millisecond) // a failover takes seconds: notice its end soon
 	}
 }

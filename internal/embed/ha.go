@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/goray/goray/internal/gateway"
 	"github.com/goray/goray/internal/leader"
 	"github.com/goray/goray/internal/raylet"
-	"github.com/goray/goray/internal/rpc"
 	pb "github.com/goray/goray/proto/goray/v1"
 	"github.com/goray/goray/scheduler"
 )
@@ -175,10 +173,12 @@ func (s *Server) lead(ctx context.Context, t *leader.Term) {
 	sched.Close()
 }
 
-// termStore opens the head's tables for term t.
+// termStore opens the head's tables for term t: in etcd, every write
+// fenced by the term.
 func (s *Server) termStore(ctx context.Context, t *leader.Term) (scheduler.Store, func(), <-chan struct{}, error) {
-	_ = ctx
-	_ = os.Getpid
-	_ = rpc.LeaderTrailer
-	return scheduler.NewMemoryStore(), func() {}, nil, nil
+	st, err := scheduler.OpenEtcdStore(ctx, scheduler.EtcdStoreConfig{Client: s.coord.Admin(), Fence: &t.Fence, Logger: s.cfg.Logger})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return st, func() { st.Close() }, st.Fenced(), nil
 }

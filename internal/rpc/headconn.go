@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -86,20 +88,71 @@ func (h *HeadConn) Target() string {
 	return h.addrs[h.cur]
 }
 
-// pick is the connection to the head to call.
-func (h *HeadConn) pick() (*grpc.ClientConn, string, error) {
+// pick is the connection to the head to call: the current head's when
+// its connection is up or may come up, else the next head's whose
+// connection is up. A head whose connection failed is skipped without
+// sending it anything, so that a call that is not safe to repeat is sent
+// to a dead head only if every head is down (and then fails as not sent).
+func (h *HeadConn) pick(ctx context.Context) (*grpc.ClientConn, string, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	addr := h.addrs[h.cur]
-	if cc := h.conns[addr]; cc != nil {
-		return cc, addr, nil
+	n, start := len(h.addrs), h.cur
+	h.mu.Unlock()
+	var firstCC *grpc.ClientConn
+	var firstAddr string
+	for i := range n {
+		h.mu.Lock()
+		addr := h.addrs[(start+i)%len(h.addrs)]
+		cc := h.conns[addr]
+		if cc == nil {
+			var err error
+			if cc, err = Dial(addr, h.token); err != nil {
+				h.mu.Unlock()
+				return nil, addr, err
+			}
+			h.conns[addr] = cc
+		}
+		h.mu.Unlock()
+		if firstCC == nil {
+			firstCC, firstAddr = cc, addr
+		}
+		if n == 1 || connUsable(ctx, cc) {
+			if i > 0 {
+				h.mu.Lock()
+				if h.cur == start {
+					h.cur = (start + i) % len(h.addrs)
+				}
+				h.mu.Unlock()
+			}
+			return cc, addr, nil
+		}
 	}
-	cc, err := Dial(addr, h.token)
-	if err != nil {
-		return nil, addr, err
+	return firstCC, firstAddr, nil
+}
+
+// connWait bounds how long pick waits for a connection that is coming up.
+const connWait = 500 * time.Millisecond
+
+// connUsable reports whether cc is up, connecting it and waiting up to
+// connWait when it is idle or connecting.
+func connUsable(ctx context.Context, cc *grpc.ClientConn) bool {
+	ctx, cancel := context.WithTimeout(ctx, connWait)
+	defer cancel()
+	for {
+		switch st := cc.GetState(); st {
+		case connectivity.Ready:
+			return true
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			cc.Connect() // try again in the background for later calls
+			return false
+		case connectivity.Idle:
+			cc.Connect()
+			fallthrough
+		default:
+			if !cc.WaitForStateChange(ctx, st) {
+				return false
+			}
+		}
 	}
-	h.conns[addr] = cc
-	return cc, addr, nil
 }
 
 // redirect makes the next calls go to leader (named by a standby at from),
@@ -161,7 +214,7 @@ func (h *HeadConn) Invoke(ctx context.Context, method string, args, reply any, o
 	for range len(h.Addresses()) + 1 {
 		var cc *grpc.ClientConn
 		var addr string
-		if cc, addr, err = h.pick(); err != nil {
+		if cc, addr, err = h.pick(ctx); err != nil {
 			return err
 		}
 		var md metadata.MD
@@ -186,7 +239,7 @@ func (h *HeadConn) Invoke(ctx context.Context, method string, args, reply any, o
 // for streams that only receive, which are opened again on the leader at
 // once.
 func (h *HeadConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	cc, addr, err := h.pick()
+	cc, addr, err := h.pick(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -53,9 +53,9 @@ func TestHeadConnFollowsTheLeader(t *testing.T) {
 	la := serveFake(t, leader)
 	standby := &fakeHead{leader: la}
 	sa := serveFake(t, standby)
-	// A dead head first, then the standby: the call fails over the dead
-	// one on the next attempt, and the standby's refusal goes to the leader
-	// at once.
+	// A dead head first, then the standby: the dead one is skipped without
+	// a call (its connection fails), and the standby's refusal goes to the
+	// leader at once.
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -68,11 +68,8 @@ func TestHeadConnFollowsTheLeader(t *testing.T) {
 	}
 	defer hc.Close()
 	c := healthpb.NewHealthClient(hc)
-	if _, err := c.Check(t.Context(), &healthpb.HealthCheckRequest{}); !HeadUnreachable(err) {
-		t.Fatalf("first call, to a dead head: got %v, want an unreachable head", err)
-	}
 	if _, err := c.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
-		t.Fatalf("second call: got %v, want it answered by the leader the standby names", err)
+		t.Fatalf("a call with a dead head listed first: got %v, want it answered by the leader the standby names", err)
 	}
 	if got := hc.Target(); got != la {
 		t.Errorf("Target after the redirection: got %s, want the leader %s", got, la)
@@ -99,5 +96,26 @@ func TestDialHeadNeedsAnAddress(t *testing.T) {
 	}
 	if got := SplitAddresses(" a:1, b:2,a:1,,"); len(got) != 2 || got[0] != "a:1" || got[1] != "b:2" {
 		t.Errorf(`SplitAddresses: got %q, want ["a:1" "b:2"]`, got)
+	}
+}
+
+func TestHeadConnEveryHeadDown(t *testing.T) {
+	var addrs []string
+	for range 2 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, lis.Addr().String())
+		lis.Close()
+	}
+	hc, err := DialHead(addrs[0]+","+addrs[1], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	_, err = healthpb.NewHealthClient(hc).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	if !HeadUnreachable(err) {
+		t.Errorf("every head down: got %v, want an unreachable head", err)
 	}
 }
