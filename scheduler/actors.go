@@ -101,8 +101,8 @@ func newActorManager(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, 
 	}
 }
 
-// load rebuilds the indices from the store after a head restart: actors
-// being created die (their creators' calls failed with the old head),
+// load rebuilds the indices from the store after a head restart (or a
+// failover to another head): actors being created are created again,
 // restarts carry on.
 func (m *actorManager) load() {
 	m.mu.Lock()
@@ -111,10 +111,27 @@ func (m *actorManager) load() {
 		switch a.GetState() {
 		case pb.ActorState_ACTOR_STATE_DEAD:
 		case pb.ActorState_ACTOR_STATE_PENDING:
-			// Its creation was cut off by the restart; the creator's call
-			// failed with it.
+			// Its creation was cut off: the creator repeats its call (the
+			// same actor) and waits. Created again as the next
+			// incarnation, so that a copy the old head may have started
+			// on its node (stopped now) is never the one called.
+			aid, err := ids.ParseActorID(a.GetSpec().GetActorId())
+			if err != nil {
+				continue
+			}
+			if nid, err := ids.ParseNodeID(a.GetNodeId()); err == nil {
+				if addr, alive := m.nodes.aliveAddress(nid); alive {
+					m.wg.Go(func() { m.killOnNode(aid, addr) })
+				}
+			}
+			a.State = pb.ActorState_ACTOR_STATE_RESTARTING
+			a.NumRestarts++
+			a.WorkerAddress, a.WorkerId, a.NodeId = "", nil, nil
+			m.putLocked(aid, a)
 			m.indexLocked(a)
-			m.markDeadLocked(a, errs.New(errs.KindActorDied, a.GetSpec().GetTypeName(), "the head restarted while actor %x was being created", a.GetSpec().GetActorId()).Proto())
+			inc := a.GetNumRestarts()
+			m.log.Info("actor was being created when the head restarted; creating it again", "actor", aid, "incarnation", inc)
+			m.wg.Go(func() { m.restart(aid, inc) })
 		case pb.ActorState_ACTOR_STATE_RESTARTING:
 			// Carry on with the restart the previous head started.
 			m.indexLocked(a)

@@ -216,6 +216,15 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 		return nil, err
 	}
 	r.pool.token = r.token
+	if r.headAddr != "" {
+		// Made now, not at Join: the node's services are served before it
+		// joins, and a request that reaches them early (a lease spilled
+		// back to an earlier node at this address) may ask the head.
+		if r.headConn, err = rpc.DialHead(r.headAddr, r.token); err != nil {
+			return nil, err
+		}
+		r.head = rpc.NewHeadClient(r.headConn)
+	}
 	if err := r.makeDirs(); err != nil {
 		return nil, err
 	}
@@ -244,12 +253,13 @@ func (r *Raylet) Join(ctx context.Context) error {
 	if r.headAddr == "" {
 		return errors.New("raylet: no head address to join (Config.Address)")
 	}
-	var err error
-	r.headConn, err = rpc.DialHead(r.headAddr, r.token)
-	if err != nil {
-		return err
+	if r.headConn == nil {
+		var err error
+		if r.headConn, err = rpc.DialHead(r.headAddr, r.token); err != nil {
+			return err
+		}
+		r.head = rpc.NewHeadClient(r.headConn)
 	}
-	r.head = rpc.NewHeadClient(r.headConn)
 	interval, err := r.join(ctx)
 	if err != nil {
 		return err
@@ -433,8 +443,9 @@ func (r *Raylet) join(ctx context.Context) (time.Duration, error) {
 	defer cancel()
 	resp, err := r.head.RegisterNode(ctx, r.registerRequest(), grpc.WaitForReady(false))
 	// A cluster of several heads may be electing its leader: wait for it
-	// (within joinTimeout) rather than fail.
-	for wait := 100 * time.Millisecond; err != nil && status.Code(err) == codes.Unavailable && len(rpc.SplitAddresses(r.headAddr)) > 1; wait = min(2*wait, time.Second) {
+	// (within joinTimeout) rather than fail. (A head's own node waits too:
+	// its head may be a standby while the cluster elects.)
+	for wait := 100 * time.Millisecond; err != nil && rpc.HeadUnreachable(err) && (len(rpc.SplitAddresses(r.headAddr)) > 1 || r.cfg.HeadNode); wait = min(2*wait, time.Second) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
