@@ -3,6 +3,7 @@ package scheduler
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -293,6 +294,11 @@ func (s *Server) GetClusterState(context.Context, *pb.GetClusterStateRequest) (*
 
 // storeErr reports a failure to persist a table.
 func storeErr(log *slog.Logger, what string, err error) error {
+	if errors.Is(err, ErrFenced) {
+		// Deposed: the caller asks another head (as from a standby).
+		log.Warn("a write of a deposed head was refused", "what", what)
+		return status.Errorf(codes.Unavailable, "this goray head no longer leads the cluster; ask the leader")
+	}
 	log.Error("scheduler store write failed", "what", what, "err", err)
 	return status.Errorf(codes.Internal, "head could not store %s: %v", what, err)
 }

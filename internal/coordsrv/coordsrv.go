@@ -370,14 +370,11 @@ func (e *Engine) startEmbedded(ctx context.Context) error {
 		return errs.Context(ctx.Err(), "start the embedded etcd member")
 	}
 	adv := advertise(cu)
+	// The head's own clients talk to this member only: a request the
+	// client balancer sent to another member that is paused would hang
+	// with it, and when this member is down its head is down too. (Info
+	// hands out every member's URL.)
 	e.eps = []string{adv.String()}
-	for _, m := range e.etcd.Server.Cluster().Members() {
-		for _, u := range m.ClientURLs {
-			if !slices.Contains(e.eps, u) {
-				e.eps = append(e.eps, u)
-			}
-		}
-	}
 	// etcd's shortest lease: 1.5 election timeouts.
 	e.minTTL = time.Duration(3*e.cfg.ElectionMs/2) * time.Millisecond
 	if e.cfg.Token != "" {

@@ -29,12 +29,15 @@ import (
 
 // Timeouts.
 const (
-	joinTimeout      = 5 * time.Second  // first RegisterNode against the head
-	headCallTimeout  = 10 * time.Second // any later unary call to the head
-	registerTimeout  = 60 * time.Second // a started worker must register within it
-	gracefulTimeout  = 2 * time.Second  // GracefulStop before a hard Stop
-	killWaitTimeout  = 10 * time.Second // waiting for killed workers to exit
-	defaultHeartbeat = time.Second
+	joinTimeout     = 5 * time.Second  // first RegisterNode against the head
+	headCallTimeout = 10 * time.Second // any later unary call to the head
+	// multiHeadHeartbeatTimeout bounds a heartbeat when the raylet knows
+	// several heads (rpc.HeadConn moves on after it).
+	multiHeadHeartbeatTimeout = 3 * time.Second
+	registerTimeout           = 60 * time.Second // a started worker must register within it
+	gracefulTimeout           = 2 * time.Second  // GracefulStop before a hard Stop
+	killWaitTimeout           = 10 * time.Second // waiting for killed workers to exit
+	defaultHeartbeat          = time.Second
 	// maxHeartbeatBackoff bounds the wait between failed heartbeats (at
 	// least the heartbeat interval): well under a head's node timeout, so a
 	// raylet is back within it once a restarted head answers.
@@ -530,7 +533,13 @@ func (r *Raylet) retire(cause error) {
 // heartbeat interval when it had to register again, else 0, and whether
 // the head answered.
 func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
-	ctx, cancel := context.WithTimeout(ctx, headCallTimeout)
+	timeout := headCallTimeout
+	if len(r.headConn.Addresses()) > 1 {
+		// Several heads: a leader that stopped answering (paused, cut off)
+		// is left for the next head well within the node timeout.
+		timeout = multiHeadHeartbeatTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var hdr metadata.MD
 	resp, err := r.head.Heartbeat(ctx, r.heartbeatRequest(), grpc.Header(&hdr))

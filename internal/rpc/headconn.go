@@ -223,7 +223,10 @@ func (h *HeadConn) Invoke(ctx context.Context, method string, args, reply any, o
 			return nil
 		}
 		leader, refused := leaderOf(err, md)
-		if HeadUnreachable(err) {
+		if HeadUnreachable(err) || status.Code(err) == codes.DeadlineExceeded {
+			// A head that did not answer in time may be paused or cut
+			// off: the next call tries another (which sends it back to
+			// this one if it still leads).
 			h.redirect(addr, leader)
 		}
 		if !refused || ctx.Err() != nil {
