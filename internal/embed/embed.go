@@ -173,7 +173,11 @@ type Server struct {
 	credFiles []string
 	node      *raylet.Raylet
 	// ha is the election of a head of several (nil otherwise).
-	ha        *haHead
+	ha *haHead
+	// headNode swaps in a new incarnation of a head's node when the head
+	// declares it dead (nil for a node alone or a head without one); node
+	// is the first incarnation (Node returns the current one).
+	headNode  *headNode
 	closeOnce sync.Once
 }
 
@@ -273,7 +277,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if s.node, err = raylet.New(nc, s.lis.Addr()); err != nil {
 			return nil, err
 		}
-		s.node.Register(s.srv)
+		s.headNode = newHeadNode(s.srv, s.lis.Addr(), nc)
+		s.headNode.set(s.node)
 	}
 	s.serveDone = make(chan struct{})
 	go func() {
@@ -289,6 +294,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.node.Join(ctx); err != nil {
 		return nil, err
 	}
+	s.headNode.start(s.log)
 	return s, nil
 }
 
@@ -425,7 +431,12 @@ func (s *Server) writeCredFiles() error {
 }
 
 // Node is the server's node; nil for a head alone (NoNode).
-func (s *Server) Node() *raylet.Raylet { return s.node }
+func (s *Server) Node() *raylet.Raylet {
+	if s.headNode != nil {
+		return s.headNode.current()
+	}
+	return s.node
+}
 
 // Close stops the server: the node's workers first, then the head's gateway
 // and the head (ending its KeepJobAlive streams without finishing their
@@ -434,15 +445,19 @@ func (s *Server) Node() *raylet.Raylet { return s.node }
 func (s *Server) Close() { s.closeOnce.Do(s.close) }
 
 func (s *Server) close() {
+	if s.headNode != nil {
+		s.headNode.stopWatch()
+	}
+	node := s.Node()
 	if s.srv == nil { // a node alone, or a head that never served
-		if s.node != nil {
-			s.node.Stop()
+		if node != nil {
+			node.Stop()
 		}
 		s.closeHead()
 		return
 	}
-	if s.node != nil {
-		s.node.StopWorkers()
+	if node != nil {
+		node.StopWorkers()
 	}
 	if s.gateway != nil {
 		s.gateway.Close()
@@ -460,8 +475,8 @@ func (s *Server) close() {
 	if s.serveDone != nil {
 		<-s.serveDone
 	}
-	if s.node != nil {
-		s.node.Stop()
+	if node != nil {
+		node.Stop()
 	}
 	s.closeHead()
 	if s.log != nil && s.addr != "" {

@@ -97,7 +97,8 @@ func (s *Server) startHA(ctx context.Context) error {
 		if s.node, err = raylet.New(nc, s.lis.Addr()); err != nil {
 			return err
 		}
-		s.node.Register(s.srv)
+		s.headNode = newHeadNode(s.srv, s.lis.Addr(), nc)
+		s.headNode.set(s.node)
 	}
 	s.serveDone = make(chan struct{})
 	go func() {
@@ -129,7 +130,11 @@ func (s *Server) startHA(ctx context.Context) error {
 		s.log.Info("head ready (no node)", "address", s.addr, "data_dir", s.headDir)
 		return nil
 	}
-	return s.node.Join(ctx)
+	if err := s.node.Join(ctx); err != nil {
+		return err
+	}
+	s.headNode.start(s.log)
+	return nil
 }
 
 // lead runs one term: the head's tables from etcd, a scheduler.Server on

@@ -30,7 +30,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		printReady(os.Stdout, os.Stderr, cfg, s)
 		var retired <-chan struct{}
-		if s.node != nil {
+		if s.node != nil && !cfg.Head {
+			// (A head's own node is replaced inside the server: headnode.go.)
 			retired = s.node.Retired()
 		}
 		select {

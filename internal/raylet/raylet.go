@@ -239,7 +239,7 @@ func New(cfg Config, addr net.Addr) (_ *Raylet, err error) {
 
 // Register registers the raylet's services (NodeService and
 // ObjectTransferService) on srv, which must be made with ServerOptions.
-func (r *Raylet) Register(srv *grpc.Server) {
+func (r *Raylet) Register(srv grpc.ServiceRegistrar) {
 	ns := &nodeServer{r: r}
 	pb.RegisterNodeServiceServer(srv, ns)
 	pb.RegisterLeaseServiceServer(srv, ns)
@@ -574,7 +574,7 @@ func (r *Raylet) heartbeat(ctx context.Context) (time.Duration, bool) {
 		// died. A head that declared it dead refuses, and it retires.
 		r.log.Info("head asked this node to register again", "head", r.headAddr)
 		rr, err := r.head.RegisterNode(ctx, r.registerRequest())
-		if errors.Is(errs.FromStatus(err), errs.ErrNodeDied) && !r.cfg.HeadNode {
+		if errors.Is(errs.FromStatus(err), errs.ErrNodeDied) {
 			r.retire(errs.FromStatus(err))
 			return 0, true
 		}
