@@ -75,7 +75,7 @@ func run(args []string) error {
 		etcdCreds  = fs.String("etcd-credentials-file", "", "with --etcd-endpoints: a file holding USER:PASSWORD for the external etcd cluster (handed to the cluster's processes)")
 		etcdName   = fs.String("etcd-name", "", "with --head and --etcd-initial-cluster: this head's etcd member name")
 		etcdInit   = fs.String("etcd-initial-cluster", "", "with --head: run this head as one of several (high availability): every head's etcd member as NAME=http://HOST:PORT (its peer URL), comma-separated, e.g. h1=http://10.0.0.1:2380,h2=http://10.0.0.2:2380,h3=http://10.0.0.3:2380; needs --etcd-name, --etcd-listen, --etcd-peer-listen, --data-dir and a shared --token-file")
-		leaseTTL   = fs.Duration("head-lease-ttl", 0, "with --etcd-initial-cluster: the leader head's lease in whole seconds; a dead leader is replaced within about this long (default 2s)")
+		leaseTTL   = fs.Duration("head-lease-ttl", 0, "with --etcd-initial-cluster: the leader head's lease in whole seconds; a dead leader is replaced within about this long plus a second or two; raise it on a loaded machine or a slow network (default 1s)")
 		memEvery   = fs.Duration("memory-monitor-interval", 0, "how often the memory monitor checks; negative turns it off (default 250ms, or $GORAY_MEMORY_MONITOR_INTERVAL)")
 	)
 	if err := fs.Parse(args); err != nil {

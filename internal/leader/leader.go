@@ -42,7 +42,7 @@ const (
 	// DefaultTTL is the leader's lease: a dead leader is replaced within
 	// about this long (plus an etcd leader election when the dead head's
 	// member led etcd's raft).
-	DefaultTTL = 2 * time.Second
+	DefaultTTL = 1 * time.Second
 )
 
 // Config configures an Elector.
