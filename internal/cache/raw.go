@@ -390,6 +390,11 @@ func (h *host) rawRoundTrip(ctx context.Context, id ids.ActorID, inc uint32, req
 	if !rawOn.Load() {
 		return Reply{}, false, nil, false
 	}
+	if ctx.Err() != nil {
+		// Ended before it starts: not sent (a round trip could beat the
+		// context's wake-up and answer).
+		return Reply{}, false, errs.Context(ctx.Err(), "cache"), true
+	}
 	addr := h.rawAddr(ctx)
 	if addr == "" {
 		return Reply{}, false, nil, false
@@ -421,6 +426,13 @@ func (h *host) rawRoundTrip(ctx context.Context, id ids.ActorID, inc uint32, req
 	}
 	if rc != nil {
 		rc.conn.Close()
+	}
+	if errors.Is(err, errInFlight) {
+		// The host closed a connection with a frame in flight: its raw
+		// path goes unused from now on, the gRPC stream serves it.
+		h.mu.Lock()
+		h.raw = ""
+		h.mu.Unlock()
 	}
 	return r, ok, err, true
 }
