@@ -8,6 +8,7 @@ import (
 
 	"github.com/goray/goray/actor"
 	"github.com/goray/goray/cache"
+	icache "github.com/goray/goray/internal/cache"
 	"github.com/goray/goray/objectstore"
 )
 
@@ -125,4 +126,12 @@ func BenchmarkGetAsync(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/call")
+}
+
+// BenchmarkGetRaw is BenchmarkGet with the raw synchronous path on (it is
+// off by default).
+func BenchmarkGetRaw(b *testing.B) {
+	icache.SetRawPath(true)
+	b.Cleanup(func() { icache.SetRawPath(false) })
+	BenchmarkGet(b)
 }

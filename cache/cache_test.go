@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/goray/goray/cache"
@@ -376,6 +379,17 @@ func TestDataPath(t *testing.T) {
 	if got := icache.DataPathReplies() - before; got < 102 {
 		t.Fatalf("%d of 102 operations answered on the data path, want all", got)
 	}
+	icache.SetRawPath(true)
+	t.Cleanup(func() { icache.SetRawPath(false) })
+	rawBefore := icache.RawReplies()
+	for i := range 10 {
+		if err := c.Set(ctx, "r", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := icache.RawReplies() - rawBefore; got != 10 {
+		t.Fatalf("%d of 10 synchronous sets answered on the raw path, want all", got)
+	}
 	// A synchronous operation sent while pipelined ones are in flight runs
 	// after them.
 	for i := range sets {
@@ -508,5 +522,83 @@ func TestGetOrComputeAfterTheComputingCallerDied(t *testing.T) {
 	st, _ := c.Stats(ctx)
 	if st.Total.Computes != 2 {
 		t.Fatalf("computes: got %d, want 2 (the silent caller's and the second's)", st.Total.Computes)
+	}
+}
+
+// TestRawPathRefuses: a shard host's raw listener closes a connection
+// that presents a wrong cluster token, and one that sends a frame longer
+// than the bound, and goes on serving the others.
+func TestRawPathRefuses(t *testing.T) {
+	ctx := testenv.Ctx(t, 60*time.Second)
+	icache.SetRawPath(true)
+	t.Cleanup(func() { icache.SetRawPath(false) })
+	c := newCache[int](t, cache.WithShards(1))
+	if err := c.Set(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	cw, err := core.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := cw.GetActor(ctx, icache.ShardName(t.Name(), 0), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _, ok := h.Location()
+	if !ok {
+		t.Fatal("the shard's handle knows no location")
+	}
+	cc, err := cw.Conn(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := new(wrapperspb.UInt32Value)
+	if err := cc.Invoke(ctx, "/goray.cache.ShardData/RawPort", &emptypb.Empty{}, port); err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	rawAddr := net.JoinHostPort(host, fmt.Sprint(port.GetValue()))
+	_, token, _, _ := cw.Endpoints()
+	hello := func(tok string) []byte {
+		b := append([]byte("gorayc1\n"), byte(len(tok)>>8), byte(len(tok)))
+		return append(b, tok...)
+	}
+	huge := []byte{0xff, 0xff, 0xff, 0xff}
+	for _, tc := range []struct {
+		name string
+		send []byte
+		ack  bool
+	}{
+		{"wrong token", hello(token + "x"), false},
+		{"oversized frame", append(hello(token), huge...), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", rawAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := conn.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			if tc.ack {
+				var ack [1]byte
+				if _, err := io.ReadFull(conn, ack[:]); err != nil || ack[0] != 0 {
+					t.Fatalf("handshake with the right token: got %v, %v; want the accepted byte", ack, err)
+				}
+			}
+			var b [1]byte
+			if n, err := conn.Read(b[:]); err == nil {
+				t.Fatalf("got %d bytes, want the connection closed", n)
+			}
+		})
+	}
+	before := icache.RawReplies()
+	if v, ok, err := c.Get(ctx, "a"); v != 1 || !ok || err != nil {
+		t.Fatalf("get after refused connections: got %d, %v, %v; want 1", v, ok, err)
+	}
+	if got := icache.RawReplies() - before; got != 1 {
+		t.Fatalf("got %d raw replies, want 1", got)
 	}
 }

@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/goray/goray/cache"
+	icache "github.com/goray/goray/internal/cache"
 )
 
 // The cache workloads: one process (the driver) against a distributed cache
@@ -27,6 +29,9 @@ func cacheSetup(f func(c *cache.Cache[int], keys []string) op) func(context.Cont
 		if err != nil {
 			return nil, nil, err
 		}
+		// GORAY_BENCH_CACHE_RAW=1 turns the cache's raw synchronous path
+		// on (it is off by default), for comparison.
+		icache.SetRawPath(os.Getenv("GORAY_BENCH_CACHE_RAW") == "1")
 		c, err := cache.New[int](ctx, "bench-cache")
 		if err != nil {
 			end()

@@ -51,6 +51,7 @@ const (
 var shardDataDesc = grpc.ServiceDesc{
 	ServiceName: shardDataService,
 	HandlerType: (*any)(nil),
+	Methods:     []grpc.MethodDesc{{MethodName: "RawPort", Handler: rawPortHandler}},
 	Streams: []grpc.StreamDesc{
 		{StreamName: "Ops", Handler: serveShardData, ServerStreams: true, ClientStreams: true},
 	},
@@ -88,6 +89,7 @@ func serveShardData(srv any, stream grpc.ServerStream) error {
 
 // serveFrame runs one request frame and writes its reply frame to buf.
 func serveFrame(c *core.Core, f []byte, buf *bytes.Buffer, enc *msgpack.Encoder, dec *msgpack.Decoder, rd *bytes.Reader) {
+	start := buf.Len() // what buf held before (the raw path's length prefix)
 	tag, n := binary.Uvarint(f)
 	if n <= 0 {
 		buf.Write([]byte{0, frameBad})
@@ -130,7 +132,7 @@ func serveFrame(c *core.Core, f []byte, buf *bytes.Buffer, enc *msgpack.Encoder,
 	buf.WriteByte(frameReply)
 	if err := r.EncodeMsgpack(enc); err != nil {
 		// Unreachable: a Reply's fields always encode.
-		buf.Truncate(0)
+		buf.Truncate(start)
 		buf.Write(binary.AppendUvarint(nil, tag))
 		bad("cache frame %d: encode the reply: %v", tag, err)
 	}
@@ -190,9 +192,13 @@ type host struct {
 	key hostKey
 	cc  grpc.ClientConnInterface
 
-	mu     sync.Mutex
-	shared *hostStream   // guarded by mu; nil until an async operation, or after it broke
-	idle   []*syncStream // guarded by mu
+	rawOnce sync.Once // asks for raw once
+
+	mu      sync.Mutex
+	shared  *hostStream   // guarded by mu; nil until an async operation, or after it broke
+	idle    []*syncStream // guarded by mu
+	raw     string        // guarded by mu; the raw listener's address, "" when there is none (raw.go)
+	rawIdle []*rawConn    // guarded by mu
 }
 
 // maxIdleSync bounds a host's idle synchronous streams (one per caller
@@ -279,6 +285,14 @@ func (h *host) roundTrip(ctx context.Context, id ids.ActorID, inc uint32, req Re
 		}
 		return (&directCall{ch: ch}).wait(ctx)
 	}
+	h.mu.Unlock()
+	if r, ok, err, handled := h.rawRoundTrip(ctx, id, inc, req); handled {
+		if ok {
+			dataPathReplies.Add(1)
+		}
+		return r, ok, err
+	}
+	h.mu.Lock()
 	var s *syncStream
 	if n := len(h.idle); n > 0 {
 		s, h.idle = h.idle[n-1], h.idle[:n-1]

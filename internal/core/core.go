@@ -129,9 +129,11 @@ type Core struct {
 	// an object this process owns to be ready.
 	waitingGets atomic.Int64
 
-	ctx      context.Context // cancelled by Shutdown
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	ctx    context.Context // cancelled by Shutdown
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// goMu orders Go's wg.Add before shutdown's cancel (and so its Wait).
+	goMu     sync.Mutex
 	embedded Embedded
 	closed   atomic.Bool
 	// attached: this core drives an existing job (a deployment's, see
@@ -555,7 +557,9 @@ func (c *Core) Shutdown() {
 }
 
 func (c *Core) shutdown() {
+	c.goMu.Lock()
 	c.cancel()
+	c.goMu.Unlock()
 	c.tasks.close()
 	c.host.close()
 	c.execs.closeAll()

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -79,4 +80,23 @@ func (h *ActorHandle) Location() (addr string, incarnation uint32, ok bool) {
 // or raylet at addr. Shutdown closes it.
 func (c *Core) Conn(addr string) (grpc.ClientConnInterface, error) {
 	return c.conns.get(addr)
+}
+
+// Go runs f in a goroutine this core owns: f's ctx ends when the core shuts
+// down, and Shutdown waits for f to return. A service registered with
+// RegisterService starts what it serves beside the worker server this
+// way (e.g. a listener of its own). After Shutdown has begun f does not
+// run and Go reports false.
+func (c *Core) Go(f func(ctx context.Context)) bool {
+	c.goMu.Lock()
+	defer c.goMu.Unlock()
+	if c.ctx.Err() != nil {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f(c.ctx)
+	}()
+	return true
 }
