@@ -35,6 +35,9 @@ type haHead struct {
 // stop ends the current term, if any, and the campaign, and waits.
 func (h *haHead) stop() {
 	h.once.Do(func() {
+		if h.cancel == nil {
+			return // the campaign never started (startHA failed before it)
+		}
 		h.cancel()
 		<-h.done
 	})
