@@ -236,11 +236,10 @@ func (h *HeadConn) Invoke(ctx context.Context, method string, args, reply any, o
 	return err
 }
 
-// NewStream opens a stream on the leader. A standby's refusal arrives with
-// the stream's first receive; the stream then records the leader it names
-// (the caller opens the stream again, as after any broken stream), except
-// for streams that only receive, which are opened again on the leader at
-// once.
+// NewStream opens a stream on the head it believes leads. A standby's
+// refusal arrives with the stream's first receive (or Header); the stream
+// then records the leader it names, and the caller opens the stream again,
+// as after any broken stream, which goes to that leader.
 func (h *HeadConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	cc, addr, err := h.pick(ctx)
 	if err != nil {
